@@ -1,0 +1,488 @@
+package format
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Type is a member's type (spec "Member types").
+type Type uint8
+
+const (
+	TypeRegular   Type = 1
+	TypeDir       Type = 2
+	TypeSymlink   Type = 3
+	TypeHardlink  Type = 4
+	TypeChar      Type = 5
+	TypeBlock     Type = 6
+	TypeFifo      Type = 7
+	TypeTombstone Type = 8  // a deletion: the path is no longer live
+	TypeTarGlobal Type = 9  // an imported pax global header ('g')
+	TypeTarOther  Type = 10 // an imported entry of another tar type
+	TypeTrailer   Type = 11 // the bytes after an imported tar's last entry
+	maxType            = TypeTrailer
+)
+
+var typeNames = [...]string{"", "file", "dir", "symlink", "hardlink", "char", "block", "fifo", "tombstone", "tar-global", "tar-other", "tar-trailer"}
+
+func (t Type) String() string {
+	if int(t) < len(typeNames) && t != 0 {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Field tags of a metadata record (spec "Metadata record"). Tags appear in
+// increasing order, each at most once. Tags below 64 are critical: a
+// reader that does not know one rejects the record; tags from 64 up may
+// be skipped.
+const (
+	tagType          = 1
+	tagPath          = 2
+	tagLink          = 3
+	tagMode          = 4
+	tagUID           = 5
+	tagGID           = 6
+	tagUname         = 7
+	tagGname         = 8
+	tagMTime         = 9
+	tagATime         = 10
+	tagCTime         = 11
+	tagDevMajor      = 12
+	tagDevMinor      = 13
+	tagSize          = 14
+	tagInode         = 15
+	tagSparse        = 16
+	tagXattrs        = 17
+	tagTarHeader     = 18
+	tagTarPad        = 19
+	tagTypeflag      = 20
+	firstOptionalTag = 64
+)
+
+// Caps on metadata fields.
+const (
+	MaxPathLen       = 64 << 10
+	MaxNameLen       = 256 // uname, gname
+	MaxXattrs        = 1 << 16
+	MaxXattrBytes    = 1 << 20
+	MaxSparseExtents = 1 << 20
+	MaxTarHeaderLen  = 4 << 20
+)
+
+// Time is a timestamp with nanoseconds. The zero value means "absent".
+type Time struct {
+	Sec  int64
+	Nsec uint32
+	Set  bool
+}
+
+// TimeOf converts a time.Time.
+func TimeOf(t time.Time) Time {
+	return Time{Sec: t.Unix(), Nsec: uint32(t.Nanosecond()), Set: true}
+}
+
+// Go returns the time as a time.Time (zero if absent).
+func (t Time) Go() time.Time {
+	if !t.Set {
+		return time.Time{}
+	}
+	return time.Unix(t.Sec, int64(t.Nsec))
+}
+
+// Extent is one data segment of a sparse member.
+type Extent struct {
+	Offset, Length int64
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Meta is a member's metadata record.
+type Meta struct {
+	Type     Type
+	Path     []byte
+	Link     []byte
+	Mode     uint32 // permission and set-id/sticky bits (07777)
+	UID, GID uint64
+	Uname    string
+	Gname    string
+	MTime    Time
+	ATime    Time
+	CTime    Time
+	DevMajor uint64
+	DevMinor uint64
+	// Size is the logical size of the file: for a sparse member its
+	// apparent size, otherwise the length of its content.
+	Size  int64
+	Inode uint64
+	// Sparse lists the data extents of a sparse member; the content is
+	// their bytes, concatenated.
+	Sparse []Extent
+	Xattrs []Xattr
+	// TarHeader holds an imported entry's header blocks verbatim, from its
+	// first extension header through its main header block, so that export
+	// can write them back byte for byte. TarPad holds the entry's data
+	// padding when it was not all zeros.
+	TarHeader []byte
+	TarPad    []byte
+	// Typeflag is the tar typeflag of a TypeTarOther member.
+	Typeflag byte
+}
+
+// summaryOnly drops what the summary does not carry: xattrs and the
+// verbatim tar bytes.
+func (m *Meta) summaryOnly() *Meta {
+	s := *m
+	s.Xattrs, s.TarHeader, s.TarPad = nil, nil, nil
+	return &s
+}
+
+func appendField(b []byte, tag byte, val []byte) []byte {
+	b = append(b, tag)
+	b = binary.AppendUvarint(b, uint64(len(val)))
+	return append(b, val...)
+}
+
+func appendUint(b []byte, tag byte, v uint64) []byte {
+	var tmp [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(tmp[:], v)
+	return appendField(b, tag, tmp[:n])
+}
+
+func appendTime(b []byte, tag byte, t Time) []byte {
+	var tmp [2 * binary.MaxVarintLen64]byte
+	n := binary.PutVarint(tmp[:], t.Sec)
+	n += binary.PutUvarint(tmp[n:], uint64(t.Nsec))
+	return appendField(b, tag, tmp[:n])
+}
+
+// Encode appends the canonical TLV encoding of m. Zero-valued fields are
+// omitted, except the type and path.
+func (m *Meta) Encode(b []byte) []byte {
+	b = appendUint(b, tagType, uint64(m.Type))
+	b = appendField(b, tagPath, m.Path)
+	if len(m.Link) > 0 {
+		b = appendField(b, tagLink, m.Link)
+	}
+	if m.Mode != 0 {
+		b = appendUint(b, tagMode, uint64(m.Mode))
+	}
+	if m.UID != 0 {
+		b = appendUint(b, tagUID, m.UID)
+	}
+	if m.GID != 0 {
+		b = appendUint(b, tagGID, m.GID)
+	}
+	if m.Uname != "" {
+		b = appendField(b, tagUname, []byte(m.Uname))
+	}
+	if m.Gname != "" {
+		b = appendField(b, tagGname, []byte(m.Gname))
+	}
+	if m.MTime.Set {
+		b = appendTime(b, tagMTime, m.MTime)
+	}
+	if m.ATime.Set {
+		b = appendTime(b, tagATime, m.ATime)
+	}
+	if m.CTime.Set {
+		b = appendTime(b, tagCTime, m.CTime)
+	}
+	if m.DevMajor != 0 {
+		b = appendUint(b, tagDevMajor, m.DevMajor)
+	}
+	if m.DevMinor != 0 {
+		b = appendUint(b, tagDevMinor, m.DevMinor)
+	}
+	if m.Size != 0 {
+		b = appendUint(b, tagSize, uint64(m.Size))
+	}
+	if m.Inode != 0 {
+		b = appendUint(b, tagInode, m.Inode)
+	}
+	if m.Sparse != nil {
+		v := binary.AppendUvarint(nil, uint64(len(m.Sparse)))
+		for _, e := range m.Sparse {
+			v = binary.AppendUvarint(v, uint64(e.Offset))
+			v = binary.AppendUvarint(v, uint64(e.Length))
+		}
+		b = appendField(b, tagSparse, v)
+	}
+	if len(m.Xattrs) > 0 {
+		v := binary.AppendUvarint(nil, uint64(len(m.Xattrs)))
+		for _, x := range m.Xattrs {
+			v = binary.AppendUvarint(v, uint64(len(x.Name)))
+			v = append(v, x.Name...)
+			v = binary.AppendUvarint(v, uint64(len(x.Value)))
+			v = append(v, x.Value...)
+		}
+		b = appendField(b, tagXattrs, v)
+	}
+	if len(m.TarHeader) > 0 {
+		b = appendField(b, tagTarHeader, m.TarHeader)
+	}
+	if len(m.TarPad) > 0 {
+		b = appendField(b, tagTarPad, m.TarPad)
+	}
+	if m.Typeflag != 0 {
+		b = appendField(b, tagTypeflag, []byte{m.Typeflag})
+	}
+	return b
+}
+
+// Validate checks the invariants a writer must keep and a reader enforces.
+func (m *Meta) Validate() error {
+	if m.Type == 0 || m.Type > maxType {
+		return fmt.Errorf("unknown member type %d", m.Type)
+	}
+	if len(m.Path) > MaxPathLen || len(m.Link) > MaxPathLen {
+		return fmt.Errorf("path or link target over %d bytes", MaxPathLen)
+	}
+	if len(m.Path) == 0 && m.Type != TypeTrailer && m.Type != TypeTarGlobal && m.Type != TypeTarOther {
+		return errors.New("empty path")
+	}
+	if m.Mode > 0o7777 {
+		return fmt.Errorf("mode %o has bits beyond 07777", m.Mode)
+	}
+	if len(m.Uname) > MaxNameLen || len(m.Gname) > MaxNameLen {
+		return fmt.Errorf("user or group name over %d bytes", MaxNameLen)
+	}
+	for _, t := range []Time{m.MTime, m.ATime, m.CTime} {
+		if t.Nsec >= 1e9 {
+			return errors.New("nanoseconds out of range")
+		}
+	}
+	if m.Size < 0 {
+		return errors.New("negative size")
+	}
+	if len(m.Sparse) > MaxSparseExtents {
+		return fmt.Errorf("sparse map over %d extents", MaxSparseExtents)
+	}
+	var end int64
+	for _, e := range m.Sparse {
+		if e.Offset < end || e.Length < 0 || e.Offset > m.Size || e.Length > m.Size-e.Offset {
+			return errors.New("sparse extents overlap, are out of order, or pass the size")
+		}
+		end = e.Offset + e.Length
+	}
+	if len(m.Xattrs) > MaxXattrs {
+		return fmt.Errorf("over %d xattrs", MaxXattrs)
+	}
+	total := 0
+	for i, x := range m.Xattrs {
+		if i > 0 && m.Xattrs[i-1].Name >= x.Name {
+			return errors.New("xattrs not sorted by name, or a name repeats")
+		}
+		total += len(x.Name) + len(x.Value)
+	}
+	if total > MaxXattrBytes {
+		return fmt.Errorf("xattrs over %d bytes", MaxXattrBytes)
+	}
+	if len(m.TarHeader) > MaxTarHeaderLen || len(m.TarHeader)%BlockSize != 0 {
+		return errors.New("tar header bytes over the cap or not whole blocks")
+	}
+	if len(m.TarPad) >= BlockSize {
+		return errors.New("tar padding of a block or more")
+	}
+	return nil
+}
+
+type metaDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *metaDecoder) uvarint(v []byte) uint64 {
+	x, n := binary.Uvarint(v)
+	if n <= 0 || n != len(v) || (n > 1 && v[n-1] == 0) {
+		d.fail("bad varint")
+		return 0
+	}
+	return x
+}
+
+func (d *metaDecoder) fail(s string) {
+	if d.err == nil {
+		d.err = errors.New(s)
+	}
+}
+
+func (d *metaDecoder) time(v []byte) Time {
+	s, n := binary.Varint(v)
+	if n <= 0 || (n > 1 && v[n-1] == 0) {
+		d.fail("bad time")
+		return Time{}
+	}
+	ns := d.uvarint(v[n:])
+	if ns >= 1e9 {
+		d.fail("nanoseconds out of range")
+	}
+	return Time{Sec: s, Nsec: uint32(ns), Set: true}
+}
+
+// next reads one uvarint from the front of *v.
+func (d *metaDecoder) next(v *[]byte) uint64 {
+	x, n := binary.Uvarint(*v)
+	if n <= 0 || (n > 1 && (*v)[n-1] == 0) {
+		d.fail("bad varint")
+		*v = nil
+		return 0
+	}
+	*v = (*v)[n:]
+	return x
+}
+
+func (d *metaDecoder) take(v *[]byte, n uint64) []byte {
+	if n > uint64(len(*v)) {
+		d.fail("length past the end of the field")
+		*v = nil
+		return nil
+	}
+	out := (*v)[:n]
+	*v = (*v)[n:]
+	return out
+}
+
+// DecodeMeta parses a metadata record. It accepts exactly what Encode
+// writes: fields in order, canonical varints, and no zero-valued optional
+// fields, so that what it accepts re-encodes to the same bytes.
+func DecodeMeta(b []byte) (*Meta, error) {
+	if len(b) > MaxMetaSize {
+		return nil, fmt.Errorf("metadata record of %d bytes over the cap %d", len(b), MaxMetaSize)
+	}
+	orig := b
+	m := new(Meta)
+	d := &metaDecoder{}
+	last := -1
+	seenPath := false
+	for len(b) > 0 && d.err == nil {
+		tag := int(b[0])
+		b = b[1:]
+		if tag <= last {
+			return nil, fmt.Errorf("field %d out of order", tag)
+		}
+		last = tag
+		n := d.next(&b)
+		v := d.take(&b, n)
+		if d.err != nil {
+			break
+		}
+		switch tag {
+		case tagType:
+			m.Type = Type(d.uvarint(v))
+		case tagPath:
+			m.Path = bytes.Clone(v)
+			seenPath = true
+		case tagLink:
+			m.Link = bytes.Clone(v)
+		case tagMode:
+			m.Mode = uint32(min(d.uvarint(v), 1<<32-1))
+		case tagUID:
+			m.UID = d.uvarint(v)
+		case tagGID:
+			m.GID = d.uvarint(v)
+		case tagUname:
+			m.Uname = string(v)
+		case tagGname:
+			m.Gname = string(v)
+		case tagMTime:
+			m.MTime = d.time(v)
+		case tagATime:
+			m.ATime = d.time(v)
+		case tagCTime:
+			m.CTime = d.time(v)
+		case tagDevMajor:
+			m.DevMajor = d.uvarint(v)
+		case tagDevMinor:
+			m.DevMinor = d.uvarint(v)
+		case tagSize:
+			s := d.uvarint(v)
+			if s > 1<<62 {
+				d.fail("size over 2^62")
+			}
+			m.Size = int64(s)
+		case tagInode:
+			m.Inode = d.uvarint(v)
+		case tagSparse:
+			cnt := d.next(&v)
+			if cnt > MaxSparseExtents || cnt > uint64(len(v)) {
+				d.fail("sparse extent count over the cap or the bytes present")
+				break
+			}
+			m.Sparse = make([]Extent, 0, cnt)
+			for i := uint64(0); i < cnt && d.err == nil; i++ {
+				o, l := d.next(&v), d.next(&v)
+				if o > 1<<62 || l > 1<<62 {
+					d.fail("sparse extent over 2^62")
+				}
+				m.Sparse = append(m.Sparse, Extent{int64(o), int64(l)})
+			}
+			if len(v) != 0 {
+				d.fail("bytes after the sparse map")
+			}
+		case tagXattrs:
+			cnt := d.next(&v)
+			if cnt == 0 || cnt > MaxXattrs || cnt > uint64(len(v)) {
+				d.fail("xattr count zero, over the cap or over the bytes present")
+				break
+			}
+			m.Xattrs = make([]Xattr, 0, cnt)
+			for i := uint64(0); i < cnt && d.err == nil; i++ {
+				name := d.take(&v, d.next(&v))
+				val := d.take(&v, d.next(&v))
+				m.Xattrs = append(m.Xattrs, Xattr{Name: string(name), Value: bytes.Clone(val)})
+			}
+			if len(v) != 0 {
+				d.fail("bytes after the xattrs")
+			}
+		case tagTarHeader:
+			m.TarHeader = bytes.Clone(v)
+		case tagTarPad:
+			m.TarPad = bytes.Clone(v)
+		case tagTypeflag:
+			if len(v) != 1 {
+				d.fail("typeflag is not one byte")
+			} else {
+				m.Typeflag = v[0]
+			}
+		default:
+			if tag < firstOptionalTag {
+				return nil, fmt.Errorf("unknown critical field %d", tag)
+			}
+		}
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if !seenPath {
+		return nil, errors.New("no path field")
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	// Canonical form: re-encoding must give the same bytes (no zero-valued
+	// optional fields, no skipped optional tags), so that what a reader
+	// accepts re-encodes identically.
+	if !canonical(m, orig) {
+		return nil, errors.New("metadata record is not in canonical form")
+	}
+	return m, nil
+}
+
+// canonical reports whether enc is what Encode writes for m.
+func canonical(m *Meta, enc []byte) bool {
+	return bytes.Equal(m.Encode(nil), enc)
+}
+
+// sortXattrs sorts xattrs by name, as Encode requires.
+func sortXattrs(x []Xattr) {
+	slices.SortFunc(x, func(a, b Xattr) int { return bytes.Compare([]byte(a.Name), []byte(b.Name)) })
+}

@@ -1,0 +1,702 @@
+package format
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/pierrec/lz4/v4"
+)
+
+// Member is a member as a reader returns it.
+type Member struct {
+	Number uint32
+	// Offset is the logical offset of the member's metadata frame.
+	Offset int64
+	// PhysOffset is the same place as a byte offset in the archive.
+	PhysOffset int64
+	// Meta is nil when the archive is read without the key.
+	Meta *Meta
+}
+
+// Reader reads a CBFS archive as a stream, front to back: every member's
+// metadata and content, then the summary and footer, which it checks
+// against what it read. Next returns io.EOF only once the whole archive
+// has been verified; any other error is sticky.
+//
+// With a nil key it checks what can be checked without one: framing,
+// checksums, the layout and the footer's digest; Meta is then nil and
+// Read fails.
+type Reader struct {
+	hdr  *Header
+	keys *crypt.ArchiveKeys
+	pipe *ordered[*openJob]
+	stop chan struct{}
+	once sync.Once
+
+	err     error
+	cur     *Member
+	inBody  bool   // the current member's content is not yet read to its end
+	chunk   []byte // unread plaintext of the current chunk
+	lastFin bool   // the chunk in hand is the member's final one
+
+	members  uint32
+	sumWant  hash.Hash // summary plaintext as the members say it must be
+	sumGot   hash.Hash // summary plaintext as read
+	curEntry Entry
+}
+
+type openJob struct {
+	fh      frameHeader
+	hdr     [8]byte
+	payload []byte
+	member  uint32
+	index   uint64
+	logical int64
+	phys    int64
+
+	plain []byte
+	meta  *Meta
+	err   error // set by the worker (or the producer, with no work to do)
+
+	footer *Footer // set on the last job
+}
+
+// ReaderOptions adjusts a streaming reader.
+type ReaderOptions struct {
+	Workers int
+}
+
+// NewReader reads the archive header from r and checks it: the version,
+// and with a key the key check value (ErrWrongKey) and the header MAC. It
+// reads nothing past the header record before returning.
+func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	pr := &physReader{r: br, hash: sha256.New()}
+	hdr, err := pr.readHeaderRecord()
+	if err != nil {
+		return nil, err
+	}
+	rd := &Reader{hdr: hdr, stop: make(chan struct{}), sumWant: sha256.New(), sumGot: sha256.New()}
+	if key != nil {
+		rd.keys = crypt.DeriveArchiveKeys(key, hdr.ID)
+		if err := hdr.Authenticate(rd.keys); err != nil {
+			return nil, err
+		}
+	}
+	pr.size = int64(hdr.RecordSize)
+	n := opt.Workers
+	if n <= 0 {
+		n = workers()
+	}
+	rd.pipe = newOrdered(func(j *openJob) { rd.open(j) }, n, 4*n)
+	go rd.produce(pr)
+	return rd, nil
+}
+
+// Header is the archive's header.
+func (rd *Reader) Header() *Header { return rd.hdr }
+
+// Close stops the reader's goroutines. It is safe to call more than once
+// and needed only when the archive is not read to the end.
+func (rd *Reader) Close() error {
+	rd.once.Do(func() {
+		close(rd.stop)
+		// Drain so the producer and workers can exit.
+		go func() {
+			for {
+				if _, ok := rd.pipe.next(); !ok {
+					return
+				}
+			}
+		}()
+	})
+	return nil
+}
+
+// produce reads frames in order, checks their framing and the grammar of
+// the stream, and queues them for opening. It runs in its own goroutine.
+func (rd *Reader) produce(pr *physReader) {
+	defer rd.pipe.close()
+	send := func(j *openJob) bool {
+		select {
+		case <-rd.stop:
+			return false
+		default:
+		}
+		rd.pipe.submit(j)
+		return true
+	}
+	fail := func(j *openJob, err error) {
+		j.err = err
+		send(j)
+	}
+	cs := int64(rd.hdr.ChunkSize)
+	var member uint32
+	var index uint64
+	var state byte = KindMeta // expecting: KindMeta (m or s), KindContent, KindSummary
+	summaryOffset := int64(-1)
+	for {
+		j := &openJob{logical: pr.logical, phys: pr.physOf(pr.logical), member: member}
+		var hb [FrameHeaderSize]byte
+		if err := pr.readLogical(hb[:]); err != nil {
+			fail(j, err)
+			return
+		}
+		fh, bad := parseFrameHeader(hb[:])
+		if bad != "" {
+			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "%s", bad))
+			return
+		}
+		var max int64
+		switch fh.Kind {
+		case KindMeta:
+			max = 8 + MaxMetaSize + MetaPad + crypt.TagSize
+		case KindContent, KindSummary:
+			max = cs + crypt.TagSize
+		default:
+			fail(j, newErr(ClassFrame, j.phys, -1, "%q frame inside the frame stream", fh.Kind))
+			return
+		}
+		if int64(fh.Len) > max || fh.Len < crypt.TagSize {
+			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "frame length %d outside [%d, %d]", fh.Len, crypt.TagSize, max))
+			return
+		}
+		// Grammar: (m c* c_final)* s* s_final.
+		switch {
+		case state == KindMeta && fh.Kind == KindMeta:
+			if !fh.final() {
+				fail(j, newErr(ClassFrame, j.phys, int64(member), "metadata frame without the final flag"))
+				return
+			}
+			if uint64(member) >= MaxMembers {
+				fail(j, newErr(ClassFrame, j.phys, -1, "over %d members", uint64(MaxMembers)))
+				return
+			}
+			state, index = KindContent, 0
+		case state == KindContent && fh.Kind == KindContent:
+		case (state == KindMeta || state == KindSummary) && fh.Kind == KindSummary:
+			if state == KindMeta {
+				summaryOffset = j.logical
+				state, index = KindSummary, 0
+			}
+		default:
+			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "%q frame where a %q frame belongs", fh.Kind, state))
+			return
+		}
+		if index >= MaxChunks {
+			fail(j, newErr(ClassFrame, j.phys, int64(member), "over %d frames in one stream", uint64(MaxChunks)))
+			return
+		}
+		j.fh = fh
+		copy(j.hdr[:], hb[:8])
+		j.index = index
+		j.payload = make([]byte, fh.Len)
+		if err := pr.readLogical(j.payload); err != nil {
+			fail(j, err)
+			return
+		}
+		if crc := frameCRC(hb[:], j.payload); crc != fh.CRC {
+			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "frame checksum mismatch"))
+			return
+		}
+		if !send(j) {
+			return
+		}
+		if fh.Kind == KindMeta {
+			index = 0 // the member's content stream starts
+		} else {
+			index++
+		}
+		if fh.Kind == KindContent && fh.final() {
+			member++
+			state = KindMeta
+		}
+		if fh.Kind == KindSummary && fh.final() {
+			break
+		}
+	}
+	// The summary is the end of the frame stream: the footer record follows.
+	j := &openJob{logical: pr.logical, phys: -1, member: member}
+	f, err := pr.readFooterRecord()
+	if err != nil {
+		fail(j, err)
+		return
+	}
+	j.phys = int64(f.FooterOffset)
+	switch {
+	case f.ID != rd.hdr.ID:
+		err = newErr(ClassFooter, j.phys, -1, "footer belongs to archive %x, not %x", f.ID, rd.hdr.ID)
+	case f.Members != uint64(member):
+		err = newErr(ClassFooter, j.phys, -1, "footer counts %d members, the archive holds %d", f.Members, member)
+	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
+		err = newErr(ClassFooter, j.phys, -1, "footer's summary offset or stream length does not match the archive")
+	case subtle.ConstantTimeCompare(f.Digest[:], pr.digest) != 1:
+		err = newErr(ClassFooter, j.phys, -1, "archive digest mismatch: bytes before the footer were changed")
+	case rd.keys != nil && !f.Authenticate(rd.keys):
+		err = newErr(ClassFooter, j.phys, -1, "footer MAC mismatch")
+	}
+	if err != nil {
+		fail(j, err)
+		return
+	}
+	j.footer = f
+	send(j)
+}
+
+func memberOr(state byte, member uint32) int64 {
+	if state == KindContent {
+		return int64(member)
+	}
+	return -1
+}
+
+// open authenticates and decompresses one frame. It runs on a worker.
+func (rd *Reader) open(j *openJob) {
+	if j.err != nil || j.footer != nil || rd.keys == nil {
+		return
+	}
+	kind, final := j.fh.Kind, j.fh.final()
+	stream := j.member
+	if kind == KindSummary {
+		stream = 0
+	}
+	class := ClassMember
+	member := int64(j.member)
+	if kind == KindSummary {
+		class, member = ClassSummary, -1
+	}
+	plain, err := rd.keys.Open(j.payload[:0], crypt.Nonce(kind, final, stream, j.index), j.payload, j.hdr[:])
+	if err != nil {
+		j.err = newErr(class, j.phys, member, "%s frame %d failed authentication", frameName(kind), j.index)
+		return
+	}
+	if kind == KindMeta {
+		j.meta, err = decodeMetaFrame(plain, j.fh.lz4())
+		if err != nil {
+			j.err = newErr(ClassMember, j.phys, member, "metadata record: %v", err)
+		}
+		return
+	}
+	cs := int(rd.hdr.ChunkSize)
+	if j.fh.lz4() {
+		out := make([]byte, cs)
+		n, err := lz4.UncompressBlock(plain, out)
+		if err != nil || n <= len(plain) {
+			j.err = newErr(class, j.phys, member, "%s frame %d: bad LZ4 block", frameName(kind), j.index)
+			return
+		}
+		plain = out[:n]
+	}
+	switch {
+	case !final && len(plain) != cs:
+		j.err = newErr(class, j.phys, member, "%s frame %d holds %d bytes; every frame but the last holds %d", frameName(kind), j.index, len(plain), cs)
+	case final && len(plain) == 0 && j.index != 0:
+		j.err = newErr(class, j.phys, member, "empty final %s frame after others", frameName(kind))
+	}
+	j.plain = plain
+}
+
+func frameName(kind byte) string {
+	switch kind {
+	case KindMeta:
+		return "metadata"
+	case KindContent:
+		return "content"
+	case KindSummary:
+		return "summary"
+	}
+	return fmt.Sprintf("%q", kind)
+}
+
+// decodeMetaFrame undoes padMeta and the optional LZ4, then decodes.
+func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
+	if len(p) < 8 || len(p)%MetaPad != 0 {
+		return nil, errors.New("padded record is not a multiple of the padding unit")
+	}
+	stored := binary.LittleEndian.Uint32(p[0:4])
+	raw := binary.LittleEndian.Uint32(p[4:8])
+	if raw > MaxMetaSize || uint64(stored)+8 > uint64(len(p)) || (uint64(stored)+8+MetaPad-1)/MetaPad*MetaPad != uint64(len(p)) {
+		return nil, errors.New("lengths do not fit the record")
+	}
+	body := p[8 : 8+stored]
+	if !allZero(p[8+stored:]) {
+		return nil, errors.New("padding is not zero")
+	}
+	if compressed {
+		out := make([]byte, raw)
+		n, err := lz4.UncompressBlock(body, out)
+		if err != nil || n != int(raw) || int(stored) >= n {
+			return nil, errors.New("bad LZ4 block")
+		}
+		body = out
+	} else if stored != raw {
+		return nil, errors.New("stored and raw lengths differ in an uncompressed record")
+	}
+	return DecodeMeta(body)
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (rd *Reader) fail(err error) error {
+	if rd.err == nil {
+		rd.err = err
+		rd.Close()
+	}
+	return rd.err
+}
+
+// take returns the next opened frame, or an error.
+func (rd *Reader) take() (*openJob, error) {
+	j, ok := rd.pipe.next()
+	if !ok {
+		return nil, rd.fail(errors.New("archive reader stopped"))
+	}
+	if j.err != nil {
+		return nil, rd.fail(j.err)
+	}
+	return j, nil
+}
+
+// Next moves to the next member. After the last one it reads and checks
+// the summary and footer and returns io.EOF if all is well.
+func (rd *Reader) Next() (*Member, error) {
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	for rd.inBody {
+		if _, err := rd.nextChunk(); err != nil && err != io.EOF {
+			return nil, err
+		}
+	}
+	j, err := rd.take()
+	if err != nil {
+		return nil, err
+	}
+	if j.fh.Kind == KindSummary {
+		return nil, rd.finish(j)
+	}
+	m := &Member{Number: j.member, Offset: j.logical, PhysOffset: j.phys, Meta: j.meta}
+	rd.cur = m
+	rd.inBody = true
+	rd.chunk = nil
+	rd.lastFin = false
+	rd.members++
+	rd.curEntry = Entry{Number: m.Number, Offset: m.Offset}
+	if m.Meta != nil {
+		rd.curEntry.Meta = m.Meta.summaryOnly()
+	}
+	return m, nil
+}
+
+// nextChunk loads the current member's next chunk; io.EOF at its end.
+func (rd *Reader) nextChunk() ([]byte, error) {
+	if rd.lastFin {
+		rd.inBody = false
+		return nil, io.EOF
+	}
+	j, err := rd.take()
+	if err != nil {
+		return nil, err
+	}
+	if j.fh.Kind != KindContent {
+		return nil, rd.fail(newErr(ClassFrame, j.phys, int64(rd.cur.Number), "content frame expected"))
+	}
+	if j.fh.final() {
+		rd.lastFin = true
+		rd.curEntry.Length = j.logical + FrameHeaderSize + int64(j.fh.Len) - rd.curEntry.Offset
+		if rd.curEntry.Meta != nil {
+			rd.sumWant.Write(appendSummaryEntry(nil, &rd.curEntry))
+		}
+	}
+	return j.plain, nil
+}
+
+// Read reads the current member's content.
+func (rd *Reader) Read(p []byte) (int, error) {
+	if rd.err != nil {
+		return 0, rd.err
+	}
+	if rd.keys == nil {
+		return 0, errors.New("content cannot be read without the key")
+	}
+	for len(rd.chunk) == 0 {
+		if !rd.inBody {
+			return 0, io.EOF
+		}
+		c, err := rd.nextChunk()
+		if err != nil {
+			return 0, err
+		}
+		rd.chunk = c
+	}
+	n := copy(p, rd.chunk)
+	rd.chunk = rd.chunk[n:]
+	return n, nil
+}
+
+// finish reads the summary frames and the footer job.
+func (rd *Reader) finish(j *openJob) error {
+	for {
+		if rd.keys != nil {
+			rd.sumGot.Write(j.plain)
+		}
+		if j.fh.Kind == KindSummary && j.fh.final() {
+			break
+		}
+		var err error
+		if j, err = rd.take(); err != nil {
+			return err
+		}
+	}
+	j, err := rd.take()
+	if err != nil {
+		return err
+	}
+	if j.footer == nil {
+		return rd.fail(newErr(ClassFooter, j.phys, -1, "footer expected"))
+	}
+	if rd.keys != nil && !bytes.Equal(rd.sumWant.Sum(nil), rd.sumGot.Sum(nil)) {
+		return rd.fail(newErr(ClassSummary, -1, -1, "the summary does not match the members"))
+	}
+	rd.err = io.EOF
+	return io.EOF
+}
+
+// physReader reads the physical archive: the ustar records around the
+// logical frame stream.
+type physReader struct {
+	r       *bufio.Reader
+	id      [crypt.IDSize]byte
+	size    int64 // record size
+	next    uint64
+	left    int64 // unread bytes of the current data record
+	cursize int64 // size of the current data record
+	short   bool  // the current data record is shorter than size: it is the last
+	logical int64
+	phys    int64
+	hash    hash.Hash
+	digest  []byte
+}
+
+func (pr *physReader) readRaw(p []byte) error {
+	n, err := io.ReadFull(pr.r, p)
+	if pr.hash != nil {
+		pr.hash.Write(p[:n])
+	}
+	pr.phys += int64(n)
+	if err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return newErr(ClassTar, pr.phys, -1, "archive is truncated")
+		}
+		return err
+	}
+	return nil
+}
+
+// physOf maps a logical offset to its physical offset: records of
+// pr.size bytes each, after the 1024-byte header record.
+func (pr *physReader) physOf(l int64) int64 { return physOf(l, pr.size) }
+
+func physOf(l, size int64) int64 {
+	return 2*BlockSize + (l/size)*(size+BlockSize) + BlockSize + l%size
+}
+
+func (pr *physReader) readHeaderRecord() (*Header, error) {
+	var b Block
+	if err := pr.readRaw(b[:]); err != nil {
+		return nil, ErrNotCBFS
+	}
+	if err := b.VerifyChecksum(); err != nil {
+		return nil, ErrNotCBFS
+	}
+	name := string(b.Name())
+	if len(name) != len("cbfs-")+32+11 || name[:5] != "cbfs-" {
+		return nil, ErrNotCBFS
+	}
+	if _, err := hex.Decode(pr.id[:], []byte(name[5:37])); err != nil {
+		return nil, ErrNotCBFS
+	}
+	size, err := parseOuterHeader(&b, pr.id, 0)
+	if err != nil {
+		return nil, newErr(ClassTar, 0, -1, "%v", err)
+	}
+	pr.next = 1
+	if size < FrameHeaderSize || size > FrameHeaderSize+HeaderSize+64 {
+		return nil, newErr(ClassHeader, BlockSize, -1, "header record of %d bytes", size)
+	}
+	body := make([]byte, size+padLen(size))
+	if err := pr.readRaw(body); err != nil {
+		return nil, err
+	}
+	fh, bad := parseFrameHeader(body)
+	if bad != "" || fh.Kind != KindHeader || fh.Flags != FlagFinal || int64(fh.Len) != size-FrameHeaderSize {
+		return nil, newErr(ClassHeader, BlockSize, -1, "bad header frame")
+	}
+	p := body[FrameHeaderSize:size]
+	if frameCRC(body, p) != fh.CRC {
+		// Check the version first: a future version may change the frame.
+		if _, err := DecodeHeader(p); err != nil {
+			return nil, err
+		}
+		return nil, newErr(ClassHeader, BlockSize, -1, "header checksum mismatch")
+	}
+	if !allZero(body[size:]) {
+		return nil, newErr(ClassTar, BlockSize+size, -1, "record padding is not zero")
+	}
+	h, err := DecodeHeader(p)
+	if err != nil {
+		var fe *Error
+		if errors.As(err, &fe) {
+			fe.Offset = BlockSize
+		}
+		return nil, err
+	}
+	if h.ID != pr.id {
+		return nil, newErr(ClassHeader, BlockSize, -1, "archive id differs from the record names")
+	}
+	return h, nil
+}
+
+func (pr *physReader) finishRecord() error {
+	if pr.cursize == 0 {
+		return nil
+	}
+	pad := make([]byte, padLen(pr.cursize))
+	if err := pr.readRaw(pad); err != nil {
+		return err
+	}
+	if !allZero(pad) {
+		return newErr(ClassTar, pr.phys-int64(len(pad)), -1, "record padding is not zero")
+	}
+	pr.cursize = 0
+	return nil
+}
+
+func (pr *physReader) readLogical(p []byte) error {
+	for len(p) > 0 {
+		if pr.left == 0 {
+			if pr.short {
+				return newErr(ClassFrame, pr.phys, -1, "frame stream runs past its last record")
+			}
+			if err := pr.finishRecord(); err != nil {
+				return err
+			}
+			off := pr.phys
+			var b Block
+			if err := pr.readRaw(b[:]); err != nil {
+				return err
+			}
+			size, err := parseOuterHeader(&b, pr.id, pr.next)
+			if err != nil {
+				return newErr(ClassTar, off, -1, "%v", err)
+			}
+			if size == 0 || size > pr.size {
+				return newErr(ClassTar, off, -1, "data record of %d bytes (record size %d)", size, pr.size)
+			}
+			pr.next++
+			pr.left, pr.cursize, pr.short = size, size, size < pr.size
+		}
+		n := min(int64(len(p)), pr.left)
+		if err := pr.readRaw(p[:n]); err != nil {
+			return err
+		}
+		pr.left -= n
+		pr.logical += n
+		p = p[n:]
+	}
+	return nil
+}
+
+func (pr *physReader) readFooterRecord() (*Footer, error) {
+	if pr.left != 0 {
+		return nil, newErr(ClassFrame, pr.phys, -1, "%d bytes after the summary", pr.left)
+	}
+	if err := pr.finishRecord(); err != nil {
+		return nil, err
+	}
+	pr.digest = pr.hash.Sum(nil)
+	pr.hash = nil
+	off := pr.phys
+	var b Block
+	if err := pr.readRaw(b[:]); err != nil {
+		return nil, newErr(ClassFooter, off, -1, "footer missing: the archive is truncated")
+	}
+	size, err := parseOuterHeader(&b, pr.id, pr.next)
+	if err != nil {
+		return nil, newErr(ClassTar, off, -1, "footer record: %v", err)
+	}
+	if size != FrameHeaderSize+FooterSize {
+		return nil, newErr(ClassFooter, off, -1, "footer record of %d bytes", size)
+	}
+	body := make([]byte, size+padLen(size))
+	if err := pr.readRaw(body); err != nil {
+		return nil, err
+	}
+	f, err := parseFooterFrame(body[:size])
+	if err != nil {
+		return nil, withOffset(err, off+BlockSize)
+	}
+	if f.FooterOffset != uint64(off) {
+		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d", f.FooterOffset)
+	}
+	if !allZero(body[size:]) {
+		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
+	}
+	// End of archive: at least two zero blocks, then nothing but zeros
+	// (GNU tar may pad to its record size).
+	var zeros int64
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := io.ReadFull(pr.r, buf)
+		if !allZero(buf[:n]) {
+			return nil, newErr(ClassTar, pr.phys+zeros, -1, "data after the footer (was the archive appended to, as by tar -r?)")
+		}
+		zeros += int64(n)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if zeros < 2*BlockSize || zeros%BlockSize != 0 {
+		return nil, newErr(ClassTar, pr.phys+zeros, -1, "end-of-archive blocks are missing or cut (%d bytes after the footer)", zeros)
+	}
+	return f, nil
+}
+
+func parseFooterFrame(b []byte) (*Footer, error) {
+	fh, bad := parseFrameHeader(b)
+	if bad != "" || fh.Kind != KindFooter || fh.Flags != FlagFinal || int(fh.Len) != len(b)-FrameHeaderSize {
+		return nil, newErr(ClassFooter, -1, -1, "bad footer frame")
+	}
+	if frameCRC(b, b[FrameHeaderSize:]) != fh.CRC {
+		return nil, newErr(ClassFooter, -1, -1, "footer checksum mismatch")
+	}
+	return DecodeFooter(b[FrameHeaderSize:])
+}
+
+func withOffset(err error, off int64) error {
+	var fe *Error
+	if errors.As(err, &fe) && fe.Offset < 0 {
+		fe.Offset = off
+	}
+	return err
+}

@@ -1,0 +1,414 @@
+package format
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/pierrec/lz4/v4"
+)
+
+// WriterOptions are the choices a writer makes for one archive.
+type WriterOptions struct {
+	// Sequence orders the archives of one file system; see the spec.
+	Sequence uint64
+	// Compress turns LZ4 on; each chunk keeps it only where it shrinks.
+	Compress bool
+	// ChunkSize and RecordSize default to DefaultChunkSize and
+	// DefaultRecordSize.
+	ChunkSize, RecordSize int
+	// Rand supplies the archive id; crypto/rand when nil. Only the test
+	// vector generator sets it.
+	Rand io.Reader
+	// Workers is the number of sealing goroutines; GOMAXPROCS when 0.
+	Workers int
+}
+
+// Entry is where a member lives in an archive: what the summary and the
+// master index record.
+type Entry struct {
+	Number uint32
+	// Offset is the logical offset of the member's metadata frame; Length
+	// runs from there to the end of its final content frame.
+	Offset, Length int64
+	Meta           *Meta // summary form: no xattrs, no verbatim tar bytes
+}
+
+// Writer writes one CBFS archive. Add members, then Close. Errors are
+// sticky: after one, every call returns it.
+type Writer struct {
+	hdr   Header
+	keys  *crypt.ArchiveKeys
+	opt   WriterOptions
+	rec   *recordWriter
+	pipe  *ordered[*sealJob]
+	asmWG sync.WaitGroup
+
+	mu      sync.Mutex // guards err and entries, shared with the assembler
+	err     error
+	entries []Entry
+
+	members uint32
+	closed  bool
+	bufs    sync.Pool
+}
+
+type sealJob struct {
+	kind   byte
+	final  bool
+	stream uint32
+	index  uint64
+	plain  []byte // owned; returned to the pool after sealing
+	lz4    bool
+	frame  []byte // result: the whole frame
+	entry  int    // member's entry to stamp (m: offset; final c: length), -1 for none
+	w      *Writer
+}
+
+// NewWriter writes the archive header record to w and returns a writer.
+func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) {
+	if opt.ChunkSize == 0 {
+		opt.ChunkSize = DefaultChunkSize
+	}
+	if opt.RecordSize == 0 {
+		opt.RecordSize = DefaultRecordSize
+	}
+	if err := checkSizes(uint32(opt.ChunkSize), uint32(opt.RecordSize)); err != nil {
+		return nil, err
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = workers()
+	}
+	rnd := opt.Rand
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	wr := &Writer{opt: opt}
+	wr.hdr = Header{Major: Major, Minor: Minor, Suite: SuiteAES256GCM,
+		ChunkSize: uint32(opt.ChunkSize), RecordSize: uint32(opt.RecordSize), Sequence: opt.Sequence}
+	if _, err := io.ReadFull(rnd, wr.hdr.ID[:]); err != nil {
+		return nil, fmt.Errorf("archive id: %w", err)
+	}
+	wr.keys = crypt.DeriveArchiveKeys(key, wr.hdr.ID)
+	wr.hdr.Check = wr.keys.Check()
+	wr.hdr.MAC = wr.keys.MAC(wr.hdr.encodeNoMAC())
+	wr.bufs.New = func() any { b := make([]byte, 0, opt.ChunkSize); return &b }
+
+	wr.rec = &recordWriter{w: w, id: wr.hdr.ID, size: opt.RecordSize, hash: sha256.New()}
+	wr.rec.writeRecord(appendFrame(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
+	if wr.rec.err != nil {
+		return nil, wr.rec.err
+	}
+	wr.rec.buf = make([]byte, 0, opt.RecordSize)
+
+	wr.pipe = newOrdered(func(j *sealJob) { j.seal() }, opt.Workers, 4*opt.Workers)
+	wr.asmWG.Add(1)
+	go wr.assemble()
+	return wr, nil
+}
+
+// Header returns the archive header the writer wrote.
+func (w *Writer) Header() Header { return w.hdr }
+
+func (j *sealJob) seal() {
+	w := j.w
+	flags := byte(0)
+	if j.final {
+		flags |= FlagFinal
+	}
+	plain := j.plain
+	var cbuf []byte
+	if j.lz4 && len(plain) > 0 {
+		cbuf = make([]byte, lz4.CompressBlockBound(len(plain)))
+		var c lz4.Compressor
+		n, err := c.CompressBlock(plain, cbuf)
+		if err == nil && n > 0 && n < len(plain) {
+			plain = cbuf[:n]
+			flags |= FlagLZ4
+		}
+	}
+	if j.kind == KindMeta {
+		plain = padMeta(plain, len(j.plain))
+	}
+	payloadLen := len(plain) + crypt.TagSize
+	frame := make([]byte, FrameHeaderSize, FrameHeaderSize+payloadLen)
+	h := frameHeader{Kind: j.kind, Flags: flags, Len: uint32(payloadLen)}
+	h.putAD(frame)
+	frame = w.keys.Seal(frame, crypt.Nonce(j.kind, j.final, j.stream, j.index), plain, frame[:8])
+	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
+	j.frame = frame
+	if j.kind != KindMeta {
+		b := j.plain[:0]
+		w.bufs.Put(&b)
+	}
+	j.plain = nil
+}
+
+// padMeta frames a metadata record's stored bytes: stored length, raw
+// length, the bytes, and zeros up to a multiple of MetaPad, so that the
+// sealed size tells nothing finer than MetaPad about path lengths.
+func padMeta(stored []byte, rawLen int) []byte {
+	n := 8 + len(stored)
+	total := (n + MetaPad - 1) / MetaPad * MetaPad
+	out := make([]byte, total)
+	binary.LittleEndian.PutUint32(out[0:4], uint32(len(stored)))
+	binary.LittleEndian.PutUint32(out[4:8], uint32(rawLen))
+	copy(out[8:], stored)
+	return out
+}
+
+// assemble takes sealed frames in order and writes them into records.
+func (w *Writer) assemble() {
+	defer w.asmWG.Done()
+	for {
+		j, ok := w.pipe.next()
+		if !ok {
+			return
+		}
+		off := w.rec.logical
+		w.rec.writeFrame(j.frame)
+		if j.entry >= 0 {
+			w.mu.Lock()
+			e := &w.entries[j.entry]
+			if j.kind == KindMeta {
+				e.Offset = off
+			} else {
+				e.Length = w.rec.logical - e.Offset
+			}
+			w.mu.Unlock()
+		}
+		if w.rec.err != nil {
+			w.setErr(w.rec.err)
+		}
+	}
+}
+
+func (w *Writer) setErr(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+func (w *Writer) stickyErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *Writer) getBuf() []byte { return (*w.bufs.Get().(*[]byte))[:0] }
+
+// Add writes one member: its metadata record, then its content read from
+// r to EOF (r may be nil for no content). It returns the number of content
+// bytes read.
+func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
+	if err := w.stickyErr(); err != nil {
+		return 0, err
+	}
+	if w.closed {
+		return 0, errors.New("cbfs writer: Add after Close")
+	}
+	if err := m.Validate(); err != nil {
+		return 0, fmt.Errorf("member %q: %w", m.Path, err)
+	}
+	if uint64(w.members) >= MaxMembers {
+		return 0, fmt.Errorf("archive full: %d members", uint64(MaxMembers))
+	}
+	enc := m.Encode(nil)
+	if len(enc) > MaxMetaSize {
+		return 0, fmt.Errorf("member %q: metadata record of %d bytes over the cap %d", m.Path, len(enc), MaxMetaSize)
+	}
+	num := w.members
+	w.members++
+	w.mu.Lock()
+	w.entries = append(w.entries, Entry{Number: num, Meta: m.summaryOnly()})
+	ei := len(w.entries) - 1
+	w.mu.Unlock()
+	w.pipe.submit(&sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: w.opt.Compress, entry: ei})
+
+	// Read one chunk ahead so that the last chunk is known to be last.
+	var total int64
+	cur := w.getBuf()
+	var err error
+	if r != nil {
+		cur, err = readChunk(r, cur, w.opt.ChunkSize)
+	}
+	total += int64(len(cur))
+	for index := uint64(0); ; index++ {
+		if index >= MaxChunks {
+			return total, fmt.Errorf("member %q: over %d chunks", m.Path, uint64(MaxChunks))
+		}
+		var next []byte
+		if err == nil && len(cur) == w.opt.ChunkSize && r != nil {
+			next, err = readChunk(r, w.getBuf(), w.opt.ChunkSize)
+			total += int64(len(next))
+		}
+		if err != nil {
+			w.setErr(fmt.Errorf("member %q: reading content: %w", m.Path, err))
+			// Seal what we have as final so the pipeline stays consistent;
+			// the sticky error makes the archive unusable anyway.
+			w.pipe.submit(&sealJob{w: w, kind: KindContent, final: true, stream: num, index: index, plain: cur, entry: ei})
+			return total, w.stickyErr()
+		}
+		final := len(next) == 0
+		j := &sealJob{w: w, kind: KindContent, final: final, stream: num, index: index, plain: cur, lz4: w.opt.Compress, entry: -1}
+		if final {
+			j.entry = ei
+		}
+		w.pipe.submit(j)
+		if final {
+			if next != nil {
+				w.bufs.Put(&next)
+			}
+			break
+		}
+		cur = next
+	}
+	return total, w.stickyErr()
+}
+
+// readChunk reads up to n bytes; a short read means the end of r.
+func readChunk(r io.Reader, buf []byte, n int) ([]byte, error) {
+	buf = buf[:n]
+	k, err := io.ReadFull(r, buf)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	return buf[:k], err
+}
+
+// Entries returns where each member was written. Valid after Close.
+func (w *Writer) Entries() []Entry { return w.entries }
+
+// Close writes the summary, the footer and the end-of-archive blocks. It
+// does not close the underlying writer.
+func (w *Writer) Close() error {
+	if w.closed {
+		return w.stickyErr()
+	}
+	w.closed = true
+	// Drain the members first: the summary needs their offsets.
+	w.pipe.close()
+	w.asmWG.Wait()
+	if err := w.stickyErr(); err != nil {
+		return err
+	}
+	summary := EncodeSummary(w.entries)
+	summaryOffset := w.rec.logical
+	w.pipe = newOrdered(func(j *sealJob) { j.seal() }, w.opt.Workers, 4*w.opt.Workers)
+	w.asmWG.Add(1)
+	go w.assemble()
+	cs := w.opt.ChunkSize
+	for i := uint64(0); ; i++ {
+		n := min(cs, len(summary))
+		final := n == len(summary)
+		buf := append(w.getBuf(), summary[:n]...)
+		summary = summary[n:]
+		w.pipe.submit(&sealJob{w: w, kind: KindSummary, final: final, index: i, plain: buf, lz4: w.opt.Compress, entry: -1})
+		if final {
+			break
+		}
+	}
+	w.pipe.close()
+	w.asmWG.Wait()
+	if err := w.stickyErr(); err != nil {
+		return err
+	}
+	rw := w.rec
+	rw.flushData()
+	f := Footer{Major: Major, Minor: Minor, ID: w.hdr.ID, Members: uint64(w.members),
+		SummaryOffset: uint64(summaryOffset), SummaryLength: uint64(rw.logical - summaryOffset),
+		StreamLength: uint64(rw.logical), FooterOffset: uint64(rw.phys)}
+	rw.hash.Sum(f.Digest[:0])
+	f.MAC = w.keys.MAC(f.encodeNoMAC())
+	rw.hash = nil
+	rw.writeRecord(appendFrame(nil, KindFooter, FlagFinal, f.Encode()))
+	rw.write(make([]byte, 2*BlockSize))
+	if rw.err != nil {
+		w.setErr(rw.err)
+	}
+	return w.stickyErr()
+}
+
+// recordWriter cuts the logical frame stream into records of exactly size
+// bytes (the last one shorter) and writes each as a ustar member.
+type recordWriter struct {
+	w       io.Writer
+	id      [crypt.IDSize]byte
+	size    int
+	buf     []byte
+	next    uint64 // next record number
+	logical int64  // logical bytes written into records or buf
+	phys    int64  // physical bytes written
+	hash    hash.Hash
+	err     error
+}
+
+func (rw *recordWriter) write(p []byte) {
+	if rw.err != nil {
+		return
+	}
+	if rw.hash != nil {
+		rw.hash.Write(p)
+	}
+	n, err := rw.w.Write(p)
+	rw.phys += int64(n)
+	if err != nil {
+		rw.err = err
+	}
+}
+
+var zeroBlock [BlockSize]byte
+
+func (rw *recordWriter) writeRecord(body []byte) {
+	h := outerHeader(rw.id, rw.next, int64(len(body)))
+	rw.next++
+	rw.write(h[:])
+	rw.write(body)
+	rw.write(zeroBlock[:padLen(int64(len(body)))])
+}
+
+func (rw *recordWriter) writeFrame(f []byte) {
+	rw.logical += int64(len(f))
+	for len(f) > 0 {
+		n := min(rw.size-len(rw.buf), len(f))
+		rw.buf = append(rw.buf, f[:n]...)
+		f = f[n:]
+		if len(rw.buf) == rw.size {
+			rw.writeRecord(rw.buf)
+			rw.buf = rw.buf[:0]
+		}
+	}
+}
+
+func (rw *recordWriter) flushData() {
+	if len(rw.buf) > 0 {
+		rw.writeRecord(rw.buf)
+		rw.buf = rw.buf[:0]
+	}
+}
+
+// EncodeSummary is the summary plaintext: for each member in order, its
+// offset, length, and summary-form metadata record, each length-prefixed.
+func EncodeSummary(entries []Entry) []byte {
+	var b []byte
+	for i := range entries {
+		b = appendSummaryEntry(b, &entries[i])
+	}
+	return b
+}
+
+func appendSummaryEntry(b []byte, e *Entry) []byte {
+	b = binary.AppendUvarint(b, uint64(e.Offset))
+	b = binary.AppendUvarint(b, uint64(e.Length))
+	enc := e.Meta.Encode(nil)
+	b = binary.AppendUvarint(b, uint64(len(enc)))
+	return append(b, enc...)
+}
