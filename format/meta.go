@@ -127,12 +127,11 @@ type Meta struct {
 	// their bytes, concatenated.
 	Sparse []Extent
 	Xattrs []Xattr
-	// TarHeader holds an imported entry's header blocks verbatim, from its
-	// first extension header through its main header block, so that export
-	// can write them back byte for byte. TarPad holds the entry's data
-	// padding when it was not all zeros.
+	// TarHeader holds an imported entry's bytes verbatim from the end of
+	// the previous entry's data (so the previous entry's padding, whatever
+	// it held) through its own main header block and any sparse extension
+	// blocks, so that export writes them back byte for byte.
 	TarHeader []byte
-	TarPad    []byte
 	// Typeflag is the tar typeflag of a TypeTarOther member.
 	Typeflag byte
 }
@@ -141,7 +140,7 @@ type Meta struct {
 // verbatim tar bytes.
 func (m *Meta) summaryOnly() *Meta {
 	s := *m
-	s.Xattrs, s.TarHeader, s.TarPad = nil, nil, nil
+	s.Xattrs, s.TarHeader = nil, nil
 	return &s
 }
 
@@ -229,9 +228,6 @@ func (m *Meta) Encode(b []byte) []byte {
 	if len(m.TarHeader) > 0 {
 		b = appendField(b, tagTarHeader, m.TarHeader)
 	}
-	if len(m.TarPad) > 0 {
-		b = appendField(b, tagTarPad, m.TarPad)
-	}
 	if m.Typeflag != 0 {
 		b = appendField(b, tagTypeflag, []byte{m.Typeflag})
 	}
@@ -246,8 +242,8 @@ func (m *Meta) Validate() error {
 	if len(m.Path) > MaxPathLen || len(m.Link) > MaxPathLen {
 		return fmt.Errorf("path or link target over %d bytes", MaxPathLen)
 	}
-	if len(m.Path) == 0 && m.Type != TypeTrailer && m.Type != TypeTarGlobal && m.Type != TypeTarOther {
-		return errors.New("empty path")
+	if len(m.Path) == 0 && m.Type == TypeTombstone {
+		return errors.New("tombstone without a path")
 	}
 	if m.Mode > 0o7777 {
 		return fmt.Errorf("mode %o has bits beyond 07777", m.Mode)
@@ -286,11 +282,8 @@ func (m *Meta) Validate() error {
 	if total > MaxXattrBytes {
 		return fmt.Errorf("xattrs over %d bytes", MaxXattrBytes)
 	}
-	if len(m.TarHeader) > MaxTarHeaderLen || len(m.TarHeader)%BlockSize != 0 {
-		return errors.New("tar header bytes over the cap or not whole blocks")
-	}
-	if len(m.TarPad) >= BlockSize {
-		return errors.New("tar padding of a block or more")
+	if len(m.TarHeader) > MaxTarHeaderLen {
+		return fmt.Errorf("tar header bytes over the cap %d", MaxTarHeaderLen)
 	}
 	return nil
 }
@@ -445,8 +438,6 @@ func DecodeMeta(b []byte) (*Meta, error) {
 			}
 		case tagTarHeader:
 			m.TarHeader = bytes.Clone(v)
-		case tagTarPad:
-			m.TarPad = bytes.Clone(v)
 		case tagTypeflag:
 			if len(v) != 1 {
 				d.fail("typeflag is not one byte")

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
+	"github.com/spf13/cobra"
+)
+
+// openArchive opens an archive file for random access.
+func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file", path),
+			hint: "this command seeks through the archive; for a pipe use 'cbfs export -k KEY - | tar tvf -'"}
+	}
+	a, err := format.OpenArchive(format.NewSource(f, st.Size()), key)
+	if err != nil {
+		f.Close()
+		return nil, nil, inputErr(path, err)
+	}
+	return a, f, nil
+}
+
+func newLsCmd() *cobra.Command {
+	var keyPath string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "ls -k KEY [--json] ARCHIVE",
+		Short: "List an archive's members as tar tv would",
+		Long: `ls reads the archive's summary (one read at the end of the file) and prints
+one line per member, as 'tar tvf' does for a plain tar. Tombstones (recorded
+deletions) are listed with type 'D'. --json prints one JSON array.`,
+		Example: `  cbfs ls -k fs1.key backup.cbfs
+  cbfs ls -k fs1.key --json backup.cbfs | jq '.[].path'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			key, err := loadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			a, f, err := openArchive(args[0], key)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			entries, err := a.Entries()
+			if err != nil {
+				return inputErr(args[0], err)
+			}
+			w := bufio.NewWriter(os.Stdout)
+			defer w.Flush()
+			if asJSON {
+				out := make([]lsJSON, 0, len(entries))
+				for _, e := range entries {
+					out = append(out, toJSON(a, e))
+				}
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			for _, e := range entries {
+				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal {
+					continue // not files: tar tv does not list them either
+				}
+				fmt.Fprintln(w, lsLine(e.Meta))
+			}
+			return nil
+		},
+	}
+	keyFlag(c, &keyPath)
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return c
+}
+
+type lsJSON struct {
+	Number     uint32 `json:"member"`
+	Path       string `json:"path"`
+	PathBase64 string `json:"path_base64,omitempty"`
+	Type       string `json:"type"`
+	Mode       string `json:"mode"`
+	UID        uint64 `json:"uid"`
+	GID        uint64 `json:"gid"`
+	Uname      string `json:"uname,omitempty"`
+	Gname      string `json:"gname,omitempty"`
+	Size       int64  `json:"size"`
+	MTime      string `json:"mtime,omitempty"`
+	Link       string `json:"link,omitempty"`
+	Inode      uint64 `json:"inode,omitempty"`
+	Offset     int64  `json:"offset"`
+	Length     int64  `json:"length"`
+}
+
+func toJSON(a *format.Archive, e format.Entry) lsJSON {
+	m := e.Meta
+	j := lsJSON{Number: e.Number, Path: string(m.Path), Type: m.Type.String(), Mode: fmt.Sprintf("%04o", m.Mode),
+		UID: m.UID, GID: m.GID, Uname: m.Uname, Gname: m.Gname, Size: m.Size, Link: string(m.Link), Inode: m.Inode,
+		Offset: a.PhysOffset(e.Offset), Length: e.Length}
+	if !utf8.Valid(m.Path) {
+		j.PathBase64 = base64.StdEncoding.EncodeToString(m.Path)
+	}
+	if m.MTime.Set {
+		j.MTime = m.MTime.Go().UTC().Format(time.RFC3339Nano)
+	}
+	return j
+}
+
+// lsLine formats a member as GNU tar's verbose listing does.
+func lsLine(m *format.Meta) string {
+	typ := map[format.Type]byte{format.TypeRegular: '-', format.TypeDir: 'd', format.TypeSymlink: 'l',
+		format.TypeHardlink: 'h', format.TypeChar: 'c', format.TypeBlock: 'b', format.TypeFifo: 'p',
+		format.TypeTombstone: 'D', format.TypeTarOther: '?'}[m.Type]
+	mode := fs.FileMode(m.Mode & 0o777)
+	if m.Mode&0o4000 != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m.Mode&0o2000 != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m.Mode&0o1000 != 0 {
+		mode |= fs.ModeSticky
+	}
+	perm := []byte(mode.String())
+	perm = perm[len(perm)-9:]
+	// fs.FileMode prints set-id bits as a prefix letter; tar prints them
+	// in the execute position.
+	if m.Mode&0o4000 != 0 {
+		perm[2] = map[bool]byte{true: 's', false: 'S'}[m.Mode&0o100 != 0]
+	}
+	if m.Mode&0o2000 != 0 {
+		perm[5] = map[bool]byte{true: 's', false: 'S'}[m.Mode&0o010 != 0]
+	}
+	if m.Mode&0o1000 != 0 {
+		perm[8] = map[bool]byte{true: 't', false: 'T'}[m.Mode&0o001 != 0]
+	}
+	owner := m.Uname
+	if owner == "" {
+		owner = strconv.FormatUint(m.UID, 10)
+	}
+	group := m.Gname
+	if group == "" {
+		group = strconv.FormatUint(m.GID, 10)
+	}
+	size := strconv.FormatInt(m.Size, 10)
+	if m.Type == format.TypeChar || m.Type == format.TypeBlock {
+		size = fmt.Sprintf("%d,%d", m.DevMajor, m.DevMinor)
+	}
+	t := m.MTime.Go().UTC().Format("2006-01-02 15:04")
+	line := fmt.Sprintf("%c%s %s/%s %*s %s %s", typ, perm, owner, group, max(0, 19-len(owner)-len(group)), size, t, quote(m.Path))
+	switch m.Type {
+	case format.TypeSymlink:
+		line += " -> " + quote(m.Link)
+	case format.TypeHardlink:
+		line += " link to " + quote(m.Link)
+	}
+	return line
+}
+
+// quote escapes bytes that are not printable, as GNU tar's default
+// "escape" quoting style does.
+func quote(b []byte) string {
+	var sb strings.Builder
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == '\\':
+			sb.WriteString(`\\`)
+		case r == utf8.RuneError && n == 1, r < 0x20, r == 0x7f:
+			fmt.Fprintf(&sb, `\%03o`, b[0])
+		default:
+			sb.Write(b[:n])
+		}
+		b = b[n:]
+	}
+	return sb.String()
+}

@@ -1,0 +1,119 @@
+// Command cbfs converts, lists and verifies CBFS archives. See README.md
+// and spec/cbfs-archive-v1.md.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
+	"github.com/spf13/cobra"
+)
+
+// Exit statuses (README "Exit statuses").
+const (
+	exitOK      = 0
+	exitFailure = 1 // anything not below: I/O errors, a full disk
+	exitUsage   = 2 // bad flags or arguments, no key given
+	exitDamaged = 3 // an archive is damaged or was changed
+	exitWrongKey = 4 // the key is not the archive's key
+	exitBadInput = 5 // input is not a tar or not a CBFS archive, or a newer format version
+)
+
+// usageError marks errors in how cbfs was called.
+type usageError struct{ error }
+
+// exitError carries an explicit status and an optional hint line.
+type exitError struct {
+	code int
+	err  error
+	hint string
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	root := newRoot()
+	err := root.Execute()
+	if err == nil {
+		os.Exit(exitOK)
+	}
+	code, hint := classify(err)
+	fmt.Fprintf(os.Stderr, "cbfs: %s\n", oneLine(err.Error()))
+	if hint != "" {
+		fmt.Fprintf(os.Stderr, "hint: %s\n", hint)
+	}
+	os.Exit(code)
+}
+
+func oneLine(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r == '\n' || r == '\r' {
+			r = ' '
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}
+
+// classify maps an error to its exit status and hint.
+func classify(err error) (int, string) {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.code != 0 {
+			return ee.code, ee.hint
+		}
+		code, hint := classify(ee.err)
+		if ee.hint != "" {
+			hint = ee.hint
+		}
+		return code, hint
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage, "see 'cbfs help' for usage"
+	}
+	var ve *format.VersionError
+	var te *convert.TarError
+	var ke *crypt.KeySizeError
+	var fe *format.Error
+	switch {
+	case errors.Is(err, format.ErrWrongKey):
+		return exitWrongKey, "check -k/--key or CBFS_KEY_FILE: 'cbfs key id -k FILE' shows which key a file holds"
+	case errors.As(err, &ve):
+		return exitBadInput, ""
+	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, convert.ErrNotTar), errors.As(err, &te):
+		return exitBadInput, ""
+	case errors.As(err, &ke):
+		return exitUsage, ""
+	case errors.As(err, &fe):
+		return exitDamaged, ""
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
+		return exitFailure, ""
+	}
+	return exitFailure, ""
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "cbfs",
+		Short: "Convert, list and verify CBFS encrypted-name tar archives",
+		Long: `cbfs converts CBFS archives to and from plain tar, packs directory trees,
+lists and reads members, and verifies archives with or without the key.
+
+A CBFS archive is a plain POSIX tar whose members are opaque: paths, metadata
+and content are sealed with the file system's key (a file of exactly 32 raw
+bytes). The format is specified in spec/cbfs-archive-v1.md.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newKeygenCmd(), newKeyCmd(), newImportCmd(), newExportCmd(), newLsCmd(), newCatCmd())
+	return root
+}

@@ -1,0 +1,293 @@
+// Package convert turns plain tar streams and directory trees into CBFS
+// archives and back. It sits between the command line and package format.
+package convert
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/cbfs/cbfs/format"
+)
+
+// Caps on what a plain tar may make the scanner hold in memory.
+const (
+	// maxSpecialSize caps the data of one pax or GNU long-name header; Go's
+	// archive/tar and bsdtar use the same 1 MiB bound.
+	maxSpecialSize = 1 << 20
+	// maxSparseBlocks caps old GNU sparse extension blocks of one entry.
+	maxSparseBlocks = 1 << 12
+)
+
+// TarError is a problem in an input tar, with the offset of the header
+// it was found in.
+type TarError struct {
+	Offset int64
+	Entry  string // the entry's name when known
+	What   string
+}
+
+func (e *TarError) Error() string {
+	if e.Entry != "" {
+		return fmt.Sprintf("offset %d, entry %q: %s", e.Offset, e.Entry, e.What)
+	}
+	return fmt.Sprintf("offset %d: %s", e.Offset, e.What)
+}
+
+// ErrNotTar is returned when the input does not start with a tar header.
+var ErrNotTar = errors.New("not a tar archive")
+
+// tarEntry is one entry of a plain tar as the scanner found it.
+type tarEntry struct {
+	offset   int64 // of the first byte of raw
+	raw      []byte
+	dataSize int64
+	meta     format.Meta
+}
+
+// tarScanner splits a plain tar into entries without interpreting more
+// than it must: it keeps every byte, so that the entries' raw bytes, data
+// and the trailer concatenate back to the input exactly.
+type tarScanner struct {
+	r    *bufio.Reader
+	off  int64
+	lead []byte // the previous entry's padding, read but not yet owned
+	pad  int64  // padding still to read after the current entry's data
+	n    int    // entries so far
+}
+
+func newTarScanner(r io.Reader) *tarScanner {
+	return &tarScanner{r: bufio.NewReaderSize(r, 1<<20)}
+}
+
+// readFull reads len(p) bytes; fewer is truncation.
+func (s *tarScanner) readFull(p []byte, what string) error {
+	n, err := io.ReadFull(s.r, p)
+	s.off += int64(n)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return &TarError{Offset: s.off, What: "truncated in " + what}
+	}
+	return err
+}
+
+// data returns a reader over the current entry's data. It must be read to
+// the end before next is called.
+func (s *tarScanner) data(e *tarEntry) io.Reader {
+	return &dataReader{s: s, left: e.dataSize, entry: e}
+}
+
+type dataReader struct {
+	s     *tarScanner
+	left  int64
+	entry *tarEntry
+}
+
+func (d *dataReader) Read(p []byte) (int, error) {
+	if d.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > d.left {
+		p = p[:d.left]
+	}
+	n, err := d.s.r.Read(p)
+	d.s.off += int64(n)
+	d.left -= int64(n)
+	if err == io.EOF {
+		if d.left > 0 {
+			return n, &TarError{Offset: d.s.off, Entry: string(d.entry.meta.Path), What: fmt.Sprintf("truncated: %d bytes of data missing", d.left)}
+		}
+		err = nil
+	}
+	return n, err
+}
+
+// next returns the next entry, or io.EOF when the entries end (at a zero
+// block or at the end of input); trailer then returns what remains.
+func (s *tarScanner) next() (*tarEntry, error) {
+	if s.pad > 0 {
+		p := make([]byte, s.pad)
+		if err := s.readFull(p, "padding"); err != nil {
+			return nil, err
+		}
+		s.lead, s.pad = p, 0
+	}
+	e := &tarEntry{offset: s.off - int64(len(s.lead))}
+	raw := append([]byte(nil), s.lead...)
+	var pax map[string]string
+	var longName, longLink []byte
+	for {
+		var blk format.Block
+		hoff := s.off
+		n, err := io.ReadFull(s.r, blk[:])
+		s.off += int64(n)
+		if n == 0 && err == io.EOF && len(raw) == len(s.lead) {
+			if s.n == 0 && hoff == 0 {
+				return nil, ErrNotTar
+			}
+			return nil, io.EOF
+		}
+		if err != nil {
+			if s.n == 0 && hoff == 0 {
+				return nil, ErrNotTar
+			}
+			return nil, &TarError{Offset: s.off, What: "truncated in a header block"}
+		}
+		if blk.IsZero() {
+			if len(raw) > len(s.lead) {
+				return nil, &TarError{Offset: hoff, What: "end-of-archive block after an extended header"}
+			}
+			if s.n == 0 && hoff == 0 {
+				// An archive with no entries is two zero blocks: the trailer.
+			}
+			// Hand the block back to the trailer.
+			s.lead = append(s.lead, blk[:]...)
+			return nil, io.EOF
+		}
+		if err := blk.VerifyChecksum(); err != nil {
+			if hoff == 0 {
+				return nil, ErrNotTar
+			}
+			return nil, &TarError{Offset: hoff, What: "not a tar header (checksum mismatch)"}
+		}
+		raw = append(raw, blk[:]...)
+		if len(raw) > format.MaxTarHeaderLen {
+			return nil, &TarError{Offset: hoff, What: fmt.Sprintf("extended headers over %d bytes", format.MaxTarHeaderLen)}
+		}
+		size, err := format.ParseNumeric(blk.Size())
+		if err != nil || size < 0 {
+			return nil, &TarError{Offset: hoff, What: "invalid size field"}
+		}
+		switch tf := blk.Typeflag(); tf {
+		case 'x', 'L', 'K':
+			if size > maxSpecialSize {
+				return nil, &TarError{Offset: hoff, What: fmt.Sprintf("%q header of %d bytes over the %d-byte cap", tf, size, maxSpecialSize)}
+			}
+			body := make([]byte, size+(format.BlockSize-size%format.BlockSize)%format.BlockSize)
+			if err := s.readFull(body, "an extended header"); err != nil {
+				return nil, err
+			}
+			raw = append(raw, body...)
+			switch tf {
+			case 'x':
+				recs, err := parsePAX(body[:size])
+				if err != nil {
+					return nil, &TarError{Offset: hoff, What: "pax header: " + err.Error()}
+				}
+				// Records of several 'x' headers before one entry merge, the
+				// later winning, as in Go's reader and GNU tar.
+				if pax == nil {
+					pax = recs
+				} else {
+					for k, v := range recs {
+						pax[k] = v
+					}
+				}
+			case 'L':
+				longName = cstring(body[:size])
+			case 'K':
+				longLink = cstring(body[:size])
+			}
+			continue
+		}
+		// A main header.
+		if blk.Typeflag() == 'S' && blk.IsGNU() {
+			ext := blk.GNUIsExtended()
+			for i := 0; ext; i++ {
+				if i >= maxSparseBlocks {
+					return nil, &TarError{Offset: hoff, What: "too many sparse extension blocks"}
+				}
+				var xb format.Block
+				if err := s.readFull(xb[:], "a sparse extension block"); err != nil {
+					return nil, err
+				}
+				raw = append(raw, xb[:]...)
+				ext = xb[504] != 0
+			}
+		}
+		e.raw = raw
+		if err := fillMeta(&e.meta, &blk, pax, longName, longLink); err != nil {
+			return nil, &TarError{Offset: hoff, What: err.Error()}
+		}
+		e.dataSize = size
+		if v, ok := pax["size"]; ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return nil, &TarError{Offset: hoff, Entry: string(e.meta.Path), What: "invalid pax size"}
+			}
+			e.dataSize = n
+		}
+		if headerOnly(&blk, e.meta.Path) {
+			e.dataSize = 0
+		}
+		if e.meta.Type == format.TypeRegular && len(e.meta.Sparse) == 0 && e.meta.Size == 0 {
+			e.meta.Size = e.dataSize
+		}
+		s.pad = (format.BlockSize - e.dataSize%format.BlockSize) % format.BlockSize
+		s.lead = nil
+		s.n++
+		return e, nil
+	}
+}
+
+// trailer returns everything after the last entry: its padding, the
+// end-of-archive blocks and whatever follows them, byte for byte.
+func (s *tarScanner) trailer() io.Reader {
+	return io.MultiReader(bytes.NewReader(s.lead), s.r)
+}
+
+// headerOnly reports whether a main header has no data whatever its size
+// field says: the rule of Go's archive/tar, which GNU tar and bsdtar
+// follow for these types.
+func headerOnly(b *format.Block, name []byte) bool {
+	switch b.Typeflag() {
+	case '1', '2', '3', '4', '5', '6':
+		return true
+	case 0:
+		return bytes.HasSuffix(name, []byte("/"))
+	}
+	return false
+}
+
+func cstring(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return bytes.Clone(b)
+}
+
+// parsePAX parses pax records: "<len> <key>=<value>\n", as Go's reader does.
+func parsePAX(b []byte) (map[string]string, error) {
+	recs := make(map[string]string)
+	s := string(b)
+	for len(s) > 0 {
+		nStr, rest, ok := strings.Cut(s, " ")
+		if !ok {
+			return nil, errors.New("record without a length")
+		}
+		n, err := strconv.ParseInt(nStr, 10, 0)
+		if err != nil || n < 5 || n > int64(len(s)) {
+			return nil, errors.New("bad record length")
+		}
+		n -= int64(len(nStr) + 1)
+		if n <= 0 {
+			return nil, errors.New("bad record length")
+		}
+		rec, nl, rem := rest[:n-1], rest[n-1:n], rest[n:]
+		if nl != "\n" {
+			return nil, errors.New("record does not end in a newline")
+		}
+		k, v, ok := strings.Cut(rec, "=")
+		if !ok || k == "" || strings.IndexByte(k, 0) >= 0 {
+			return nil, errors.New("bad record key")
+		}
+		// GNU sparse 0.0 repeats offset and numbytes keys; their order
+		// matters only to a sparse reader, which reads the raw bytes anyway.
+		recs[k] = v
+		s = rem
+	}
+	return recs, nil
+}

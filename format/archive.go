@@ -1,0 +1,358 @@
+package format
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/pierrec/lz4/v4"
+)
+
+// Source is what random access to an archive needs: a ReaderAt and its
+// size. An object-store client that serves byte ranges fits it.
+type Source interface {
+	io.ReaderAt
+	Size() int64
+}
+
+type sizedReaderAt struct {
+	io.ReaderAt
+	size int64
+}
+
+func (s sizedReaderAt) Size() int64 { return s.size }
+
+// NewSource pairs a ReaderAt with its size.
+func NewSource(r io.ReaderAt, size int64) Source { return sizedReaderAt{r, size} }
+
+// tailRead is how much of the end of an archive OpenArchive reads to find
+// the footer: enough for GNU tar's re-padding to a 10240-byte record.
+const tailRead = 32 << 10
+
+// Archive gives random access to an archive through its footer and
+// summary: one read at each end to open it, one to read the summary.
+type Archive struct {
+	src    Source
+	Header *Header
+	Footer *Footer
+	keys   *crypt.ArchiveKeys
+}
+
+// OpenArchive reads the header and the footer and checks that they agree
+// with each other and with the archive's size. With a key it also checks
+// the key (ErrWrongKey) and both MACs.
+func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
+	size := src.Size()
+	head := make([]byte, min(size, 2*BlockSize))
+	if _, err := src.ReadAt(head, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	pr := &physReader{r: bufio.NewReader(bytes.NewReader(head))}
+	hdr, err := pr.readHeaderRecord()
+	if err != nil {
+		return nil, err
+	}
+	a := &Archive{src: src, Header: hdr}
+	if key != nil {
+		a.keys = crypt.DeriveArchiveKeys(key, hdr.ID)
+		if err := hdr.Authenticate(a.keys); err != nil {
+			return nil, err
+		}
+	}
+	f, err := a.findFooter()
+	if err != nil {
+		return nil, err
+	}
+	if a.keys != nil && !f.Authenticate(a.keys) {
+		return nil, newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch")
+	}
+	a.Footer = f
+	return a, nil
+}
+
+// findFooter scans back over the end-of-archive zero blocks to the footer
+// record and checks where it stands.
+func (a *Archive) findFooter() (*Footer, error) {
+	size := a.src.Size()
+	if size%BlockSize != 0 {
+		return nil, newErr(ClassTar, size, -1, "archive size %d is not a whole number of blocks (truncated?)", size)
+	}
+	n := min(size, tailRead)
+	tail := make([]byte, n)
+	if _, err := a.src.ReadAt(tail, size-n); err != nil && err != io.EOF {
+		return nil, err
+	}
+	end := n
+	for end >= BlockSize && allZero(tail[end-BlockSize:end]) {
+		end -= BlockSize
+	}
+	if n-end < 2*BlockSize {
+		return nil, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
+	}
+	if end < 2*BlockSize {
+		return nil, newErr(ClassFooter, size-n+end, -1, "no footer before the end-of-archive blocks")
+	}
+	off := size - n + end - 2*BlockSize
+	var b Block
+	copy(b[:], tail[end-2*BlockSize:])
+	if b.VerifyChecksum() != nil {
+		return nil, newErr(ClassFooter, off, -1, "no footer record before the end-of-archive blocks (was the archive appended to?)")
+	}
+	name := string(b.Name())
+	prefix := RecordName(a.Header.ID, 0)
+	prefix = prefix[:len(prefix)-10]
+	rec, perr := strconv.ParseUint(name[min(len(prefix), len(name)):], 10, 64)
+	if len(name) != len(prefix)+10 || name[:len(prefix)] != prefix || perr != nil {
+		return nil, newErr(ClassFooter, off, -1, "last record %q is not this archive's footer (was the archive appended to?)", name)
+	}
+	bsize, err := parseOuterHeader(&b, a.Header.ID, rec)
+	if err != nil {
+		return nil, newErr(ClassTar, off, -1, "footer record: %v", err)
+	}
+	if bsize != FrameHeaderSize+FooterSize {
+		return nil, newErr(ClassFooter, off, -1, "footer record of %d bytes", bsize)
+	}
+	body := tail[end-BlockSize : end]
+	if !allZero(body[bsize:]) {
+		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "record padding is not zero")
+	}
+	f, err := parseFooterFrame(body[:bsize])
+	if err != nil {
+		return nil, withOffset(err, off+BlockSize)
+	}
+	if f.ID != a.Header.ID {
+		return nil, newErr(ClassFooter, off, -1, "footer belongs to archive %x", f.ID)
+	}
+	if f.FooterOffset != uint64(off) {
+		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d, it is at %d", f.FooterOffset, off)
+	}
+	R := int64(a.Header.RecordSize)
+	records := (int64(f.StreamLength) + R - 1) / R
+	last := int64(f.StreamLength) - (records-1)*R
+	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+padLen(last) != off || uint64(records+1) != rec {
+		return nil, newErr(ClassFooter, off, -1, "footer's stream length does not match the archive's layout")
+	}
+	return f, nil
+}
+
+// Entries reads and opens the summary. It needs the key.
+func (a *Archive) Entries() ([]Entry, error) {
+	if a.keys == nil {
+		return nil, errors.New("the summary cannot be read without the key")
+	}
+	var entries []Entry
+	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, nil)
+	if err != nil {
+		return nil, err
+	}
+	entries, err = DecodeSummary(plain, a.Footer.Members)
+	if err != nil {
+		return nil, newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
+	}
+	return entries, nil
+}
+
+// DecodeSummary parses a summary's plaintext; want is the member count the
+// footer gives.
+func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
+	// Each entry takes at least 5 bytes: a count beyond that is a lie.
+	if want > uint64(len(p))/5+1 {
+		return nil, fmt.Errorf("footer counts %d members, the summary has room for fewer", want)
+	}
+	entries := make([]Entry, 0, want)
+	var prevEnd int64
+	for len(p) > 0 {
+		if uint64(len(entries)) >= want {
+			return nil, fmt.Errorf("more summary entries than the footer's %d members", want)
+		}
+		var vals [3]uint64
+		for i := range vals {
+			v, n := binary.Uvarint(p)
+			if n <= 0 {
+				return nil, fmt.Errorf("entry %d: bad varint", len(entries))
+			}
+			vals[i], p = v, p[n:]
+		}
+		if vals[2] > uint64(len(p)) {
+			return nil, fmt.Errorf("entry %d: metadata past the end", len(entries))
+		}
+		m, err := DecodeMeta(p[:vals[2]])
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %v", len(entries), err)
+		}
+		p = p[vals[2]:]
+		e := Entry{Number: uint32(len(entries)), Offset: int64(vals[0]), Length: int64(vals[1]), Meta: m}
+		if vals[0] > 1<<62 || vals[1] > 1<<62 || e.Offset != prevEnd || e.Length < 2*(FrameHeaderSize+crypt.TagSize) {
+			return nil, fmt.Errorf("entry %d: offset %d and length %d do not follow the previous member", e.Number, e.Offset, e.Length)
+		}
+		prevEnd = e.Offset + e.Length
+		entries = append(entries, e)
+	}
+	if uint64(len(entries)) != want {
+		return nil, fmt.Errorf("summary lists %d members, the footer counts %d", len(entries), want)
+	}
+	return entries, nil
+}
+
+// logicalReader reads the logical frame stream of a Source from a given
+// logical offset, skipping record headers and padding.
+type logicalReader struct {
+	src Source
+	R   int64
+	off int64 // logical
+	end int64 // logical end (exclusive)
+}
+
+func (l *logicalReader) Read(p []byte) (int, error) {
+	if l.off >= l.end {
+		return 0, io.EOF
+	}
+	inRec := l.R - l.off%l.R
+	n := min(int64(len(p)), inRec, l.end-l.off)
+	k, err := l.src.ReadAt(p[:n], physOf(l.off, l.R))
+	l.off += int64(k)
+	if err == io.EOF && int64(k) == n {
+		err = nil
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return k, err
+}
+
+// readStream reads and opens the frames of one stream in [off, off+length)
+// (a summary, or a member's content when kind is KindContent). With fn
+// set, each chunk's plaintext goes to fn and nothing is kept.
+func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn func([]byte) error) ([]byte, error) {
+	lr := &logicalReader{src: a.src, R: int64(a.Header.RecordSize), off: off, end: off + length}
+	br := bufio.NewReaderSize(lr, 256<<10)
+	var out []byte
+	cs := int64(a.Header.ChunkSize)
+	class, member := ClassSummary, int64(-1)
+	if kind == KindContent {
+		class, member = ClassMember, int64(stream)
+	}
+	for index := uint64(0); ; index++ {
+		fo := lr.off - int64(br.Buffered())
+		phys := physOf(fo, lr.R)
+		var hb [FrameHeaderSize]byte
+		if _, err := io.ReadFull(br, hb[:]); err != nil {
+			return nil, newErr(class, phys, member, "stream ends before its final frame")
+		}
+		fh, bad := parseFrameHeader(hb[:])
+		if bad == "" && fh.Kind != kind {
+			bad = fmt.Sprintf("%q frame in a %s stream", fh.Kind, frameName(kind))
+		}
+		if bad == "" && (int64(fh.Len) > cs+crypt.TagSize || fh.Len < crypt.TagSize) {
+			bad = "frame length out of range"
+		}
+		if bad != "" {
+			return nil, newErr(class, phys, member, "%s", bad)
+		}
+		payload := make([]byte, fh.Len)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			return nil, newErr(class, phys, member, "frame cut short")
+		}
+		if frameCRC(hb[:], payload) != fh.CRC {
+			return nil, newErr(class, phys, member, "frame checksum mismatch")
+		}
+		plain, err := a.keys.Open(payload[:0], crypt.Nonce(kind, fh.final(), stream, index), payload, hb[:8])
+		if err != nil {
+			return nil, newErr(class, phys, member, "%s frame %d failed authentication", frameName(kind), index)
+		}
+		if fh.lz4() {
+			buf := make([]byte, cs)
+			n, err := lz4.UncompressBlock(plain, buf)
+			if err != nil || n <= len(plain) {
+				return nil, newErr(class, phys, member, "%s frame %d: bad LZ4 block", frameName(kind), index)
+			}
+			plain = buf[:n]
+		}
+		if (!fh.final() && int64(len(plain)) != cs) || (fh.final() && len(plain) == 0 && index != 0) {
+			return nil, newErr(class, phys, member, "%s frame %d has the wrong size", frameName(kind), index)
+		}
+		if fn != nil {
+			if err := fn(plain); err != nil {
+				return nil, err
+			}
+		} else {
+			if int64(len(out))+int64(len(plain)) > 1<<34 {
+				return nil, newErr(class, phys, member, "stream too large to hold")
+			}
+			out = append(out, plain...)
+		}
+		if fh.final() {
+			if rest := lr.end - lr.off + int64(br.Buffered()); rest != 0 {
+				return nil, newErr(class, phys, member, "%d bytes after the final frame", rest)
+			}
+			return out, nil
+		}
+	}
+}
+
+// Meta reads a member's full metadata record (with xattrs and verbatim
+// tar bytes, which the summary leaves out) and checks it against e.
+func (a *Archive) Meta(e Entry) (*Meta, error) {
+	R := int64(a.Header.RecordSize)
+	lr := &logicalReader{src: a.src, R: R, off: e.Offset, end: e.Offset + e.Length}
+	phys := physOf(e.Offset, R)
+	var hb [FrameHeaderSize]byte
+	if _, err := io.ReadFull(lr, hb[:]); err != nil {
+		return nil, newErr(ClassMember, phys, int64(e.Number), "cannot read metadata frame: %v", err)
+	}
+	fh, bad := parseFrameHeader(hb[:])
+	if bad == "" && (fh.Kind != KindMeta || !fh.final() || int64(fh.Len) > 8+MaxMetaSize+MetaPad+crypt.TagSize || fh.Len < crypt.TagSize) {
+		bad = "not a metadata frame"
+	}
+	if bad != "" {
+		return nil, newErr(ClassMember, phys, int64(e.Number), "%s", bad)
+	}
+	payload := make([]byte, fh.Len)
+	if _, err := io.ReadFull(lr, payload); err != nil {
+		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata frame cut short")
+	}
+	if frameCRC(hb[:], payload) != fh.CRC {
+		return nil, newErr(ClassMember, phys, int64(e.Number), "frame checksum mismatch")
+	}
+	plain, err := a.keys.Open(payload[:0], crypt.Nonce(KindMeta, true, e.Number, 0), payload, hb[:8])
+	if err != nil {
+		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata frame failed authentication")
+	}
+	m, err := decodeMetaFrame(plain, fh.lz4())
+	if err != nil {
+		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata record: %v", err)
+	}
+	if !bytes.Equal(m.summaryOnly().Encode(nil), e.Meta.Encode(nil)) {
+		return nil, newErr(ClassSummary, phys, int64(e.Number), "summary entry does not match the member")
+	}
+	return m, nil
+}
+
+// Content writes a member's content to w, authenticating every chunk.
+func (a *Archive) Content(e Entry, w io.Writer) error {
+	R := int64(a.Header.RecordSize)
+	// Skip the metadata frame: read its header for its length.
+	var hb [FrameHeaderSize]byte
+	lr := &logicalReader{src: a.src, R: R, off: e.Offset, end: e.Offset + e.Length}
+	if _, err := io.ReadFull(lr, hb[:]); err != nil {
+		return newErr(ClassMember, physOf(e.Offset, R), int64(e.Number), "cannot read metadata frame")
+	}
+	fh, bad := parseFrameHeader(hb[:])
+	if bad != "" || fh.Kind != KindMeta || int64(fh.Len)+FrameHeaderSize >= e.Length {
+		return newErr(ClassMember, physOf(e.Offset, R), int64(e.Number), "not a metadata frame")
+	}
+	start := e.Offset + FrameHeaderSize + int64(fh.Len)
+	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, func(p []byte) error {
+		_, err := w.Write(p)
+		return err
+	})
+	return err
+}
+
+// PhysOffset maps a logical offset to a byte offset in the archive.
+func (a *Archive) PhysOffset(l int64) int64 { return physOf(l, int64(a.Header.RecordSize)) }
