@@ -8,6 +8,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+func init() {
+	register(newCatCmd)
+}
+
 func newCatCmd() *cobra.Command {
 	var keyPath string
 	c := &cobra.Command{

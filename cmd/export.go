@@ -5,6 +5,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+func init() {
+	register(newExportCmd)
+}
+
 func newExportCmd() *cobra.Command {
 	var keyPath, outPath string
 	var force bool

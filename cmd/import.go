@@ -9,6 +9,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+func init() {
+	register(newImportCmd)
+}
+
 // writeOptions are the flags of every command that writes an archive.
 type writeOptions struct {
 	keyPath  string

@@ -9,6 +9,11 @@ import (
 	"github.com/spf13/cobra"
 )
 
+func init() {
+	register(newKeygenCmd)
+	register(newKeyCmd)
+}
+
 func newKeygenCmd() *cobra.Command {
 	var out string
 	c := &cobra.Command{

@@ -17,6 +17,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+func init() {
+	register(newLsCmd)
+}
+
 // openArchive opens an archive file for random access.
 func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error) {
 	f, err := os.Open(path)

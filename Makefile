@@ -1,0 +1,33 @@
+# cbfs: see README.md. Every target works on a fresh machine: Go modules
+# come from the module proxy, Debian packages from scripts/deps.sh.
+GO       ?= go
+FUZZTIME ?= 30s
+BIN      := bin/cbfs
+
+.PHONY: all build demo test bench fuzz lint vectors clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd
+
+demo: build
+	./scripts/demo.sh $(BIN)
+
+test: lint
+	./scripts/deps.sh test
+	$(GO) test -count=1 -timeout 20m ./...
+
+bench: build
+	./scripts/deps.sh bench
+	./scripts/bench.sh $(BIN)
+
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a make target needs, when they are missing.
+#   deps.sh test   GNU tar, bsdtar (libarchive-tools), attr tools for xattrs
+#   deps.sh bench  the above, plus the peers: age, restic, and GNU time
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have tar || need+=(tar)
+have bsdtar || need+=(libarchive-tools)
+have setfattr || need+=(attr)
+if [ "${1:-test}" = bench ]; then
+  have age || need+=(age)
+  have restic || need+=(restic)
+  [ -x /usr/bin/time ] || need+=(time)
+fi
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "deps: installing ${need[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
