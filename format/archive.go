@@ -52,7 +52,7 @@ func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
 	if _, err := src.ReadAt(head, 0); err != nil && err != io.EOF {
 		return nil, err
 	}
-	pr := &physReader{r: bufio.NewReader(bytes.NewReader(head))}
+	pr := &physReader{r: bufioOf(head)}
 	hdr, err := pr.readHeaderRecord()
 	if err != nil {
 		return nil, err

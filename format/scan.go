@@ -1,0 +1,613 @@
+package format
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/pierrec/lz4/v4"
+)
+
+// ScanOptions says how much ScanArchive checks.
+type ScanOptions struct {
+	// Key opens the seals; without it only what is public is checked.
+	Key *crypt.Key
+	// Content opens every content chunk. Without it a content frame is
+	// only checked for its checksum, which finds accidents, not tampering.
+	Content bool
+	// Digest reads the whole archive once more in order, recomputing the
+	// footer's digest and checking every outer header and its padding.
+	Digest bool
+}
+
+// ScanReport is what ScanArchive found.
+type ScanReport struct {
+	Header *Header
+	Footer *Footer // nil when the footer could not be read
+	// Members is the number of complete members found (fn was called for
+	// each); Damaged the number found incomplete or unreadable.
+	Members, Damaged int
+	// SummaryChecked is set when the summary was opened and matched the
+	// members.
+	SummaryChecked bool
+	Problems       []*Error
+}
+
+// Intact reports whether the scan found nothing wrong.
+func (r *ScanReport) Intact() bool { return len(r.Problems) == 0 }
+
+// Scan walks every member of an archive without relying on its footer or
+// summary, calling fn with each complete, authenticated member (Meta in
+// summary form). Damage does not stop it: it reports the problem, finds
+// the next member, and goes on. It is the fallback of an index rebuild.
+func Scan(src Source, key *crypt.Key, fn func(Entry) error) ([]*Error, error) {
+	rep, err := ScanArchive(src, ScanOptions{Key: key}, fn)
+	if rep == nil {
+		return nil, err
+	}
+	return rep.Problems, err
+}
+
+// scanner holds the state of one ScanArchive.
+type scanner struct {
+	src     Source
+	opt     ScanOptions
+	hdr     *Header
+	keys    *crypt.ArchiveKeys
+	R, cs   int64
+	end     int64 // logical length of the frame stream
+	rep     *ScanReport
+	sumWant hash.Hash
+	buf     []byte
+}
+
+// minMemberLen is the smallest logical size of a member: a metadata frame
+// of one padding unit and an empty final content frame.
+const minMemberLen = 2*FrameHeaderSize + MetaPad + 2*crypt.TagSize
+
+// ScanArchive checks an archive front to back and reports every problem it
+// finds, with the member and byte offset of each. It returns an error only
+// when it cannot go on at all: an unreadable header, a wrong key, an
+// unsupported version, an I/O error, or an error from fn.
+func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport, error) {
+	s := &scanner{src: src, opt: opt, rep: &ScanReport{}, sumWant: sha256.New()}
+	if err := s.openHeader(); err != nil {
+		return s.rep, err
+	}
+	a := &Archive{src: src, Header: s.hdr}
+	f, ferr := a.findFooter()
+	if ferr != nil {
+		s.problem(ferr)
+	} else {
+		if s.keys != nil && !f.Authenticate(s.keys) {
+			s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch"))
+		}
+		s.rep.Footer = f
+	}
+	s.end = s.streamEnd()
+	var digest chan physResult
+	if opt.Digest {
+		digest = make(chan physResult, 1)
+		go func() { digest <- s.physPass() }()
+	}
+	err := s.frames(fn)
+	if digest != nil {
+		pr := <-digest
+		s.rep.Problems = append(s.rep.Problems, pr.problems...)
+		if pr.err != nil && err == nil {
+			err = pr.err
+		}
+	}
+	return s.rep, err
+}
+
+func (s *scanner) problem(err error) {
+	var fe *Error
+	if !errors.As(err, &fe) {
+		fe = &Error{Class: ClassTar, Offset: -1, Member: -1, What: err.Error()}
+	}
+	s.rep.Problems = append(s.rep.Problems, fe)
+}
+
+// openHeader reads the header record. Damage to it is reported but the
+// scan goes on if the header's fields can still be parsed.
+func (s *scanner) openHeader() error {
+	head := make([]byte, min(s.src.Size(), 2*BlockSize))
+	if _, err := s.src.ReadAt(head, 0); err != nil && err != io.EOF {
+		return err
+	}
+	pr := &physReader{r: bufioOf(head)}
+	h, err := pr.readHeaderRecord()
+	if err != nil {
+		var fe *Error
+		if !errors.As(err, &fe) || len(head) < BlockSize+FrameHeaderSize+HeaderSize {
+			return err
+		}
+		// A damaged header record: take its fields if they still parse.
+		h2, err2 := DecodeHeader(head[BlockSize+FrameHeaderSize : BlockSize+FrameHeaderSize+HeaderSize])
+		if err2 != nil {
+			return err
+		}
+		s.problem(err)
+		h = h2
+	}
+	s.hdr, s.rep.Header = h, h
+	s.R, s.cs = int64(h.RecordSize), int64(h.ChunkSize)
+	if s.opt.Key != nil {
+		s.keys = crypt.DeriveArchiveKeys(s.opt.Key, h.ID)
+		if err := h.Authenticate(s.keys); err != nil {
+			if errors.Is(err, ErrWrongKey) {
+				return err
+			}
+			s.problem(err)
+		}
+	}
+	return nil
+}
+
+// streamEnd is the logical length of the frame stream: the footer's when
+// it was read, else as much as the archive's size can hold.
+func (s *scanner) streamEnd() int64 {
+	if f := s.rep.Footer; f != nil {
+		return int64(f.StreamLength)
+	}
+	size := s.src.Size() - 2*BlockSize
+	if size <= 0 {
+		return 0
+	}
+	full := size / (s.R + BlockSize)
+	rest := size % (s.R + BlockSize)
+	return full*s.R + max(0, min(rest-BlockSize, s.R))
+}
+
+var errShort = errors.New("past the end of the archive")
+
+// readAt reads the logical stream at off.
+func (s *scanner) readAt(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > s.end {
+		return errShort
+	}
+	for len(p) > 0 {
+		n := min(int64(len(p)), s.R-off%s.R)
+		k, err := s.src.ReadAt(p[:n], physOf(off, s.R))
+		if int64(k) < n {
+			if err == nil || err == io.EOF {
+				err = errShort
+			}
+			return err
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
+}
+
+// frame is one frame read from the logical stream.
+type frame struct {
+	off     int64
+	fh      frameHeader
+	hb      [FrameHeaderSize]byte
+	payload []byte
+}
+
+func (f *frame) next() int64 { return f.off + FrameHeaderSize + int64(f.fh.Len) }
+
+// frameAt reads and checks the framing of the frame at off. A non-empty
+// string says what is wrong; lenOK says the length field is usable to skip
+// over the frame.
+func (s *scanner) frameAt(off int64) (fr *frame, bad string, lenOK bool) {
+	fr = &frame{off: off}
+	if err := s.readAt(fr.hb[:], off); err != nil {
+		return fr, "frame header cut short: the archive is truncated", false
+	}
+	fh, bad := parseFrameHeader(fr.hb[:])
+	fr.fh = fh
+	if bad != "" {
+		return fr, bad, false
+	}
+	var max int64
+	switch fh.Kind {
+	case KindMeta:
+		max = 8 + MaxMetaSize + MetaPad + crypt.TagSize
+	case KindContent, KindSummary:
+		max = s.cs + crypt.TagSize
+	default:
+		return fr, fmt.Sprintf("%q frame inside the frame stream", fh.Kind), false
+	}
+	if int64(fh.Len) > max || fh.Len < crypt.TagSize {
+		return fr, fmt.Sprintf("frame length %d out of range", fh.Len), false
+	}
+	if off+FrameHeaderSize+int64(fh.Len) > s.end {
+		return fr, "frame runs past the end of the stream: the archive is truncated", false
+	}
+	fr.payload = make([]byte, fh.Len)
+	if err := s.readAt(fr.payload, off+FrameHeaderSize); err != nil {
+		return fr, "frame cut short", false
+	}
+	if frameCRC(fr.hb[:], fr.payload) != fh.CRC {
+		return fr, "frame checksum mismatch", true
+	}
+	return fr, "", true
+}
+
+// candidate reports whether b (at least FrameHeaderSize bytes) could start
+// a metadata frame: cheap tests before the checksum.
+func candidate(b []byte) bool {
+	if b[0] != KindMeta || b[1]&^flagsKnown != 0 || b[1]&FlagFinal == 0 || b[2] != 0 || b[3] != 0 {
+		return false
+	}
+	n := int64(b[4]) | int64(b[5])<<8 | int64(b[6])<<16 | int64(b[7])<<24
+	return n >= MetaPad+crypt.TagSize && (n-crypt.TagSize)%MetaPad == 0 && n <= 8+MaxMetaSize+MetaPad+crypt.TagSize
+}
+
+// resync finds the next metadata frame at or after from whose checksum
+// holds, or the summary when the footer says where it is. It returns the
+// stream end when there is none.
+func (s *scanner) resync(from int64) int64 {
+	sumOff := int64(-1)
+	if f := s.rep.Footer; f != nil {
+		sumOff = int64(f.SummaryOffset)
+	}
+	const window = 1 << 20
+	for pos := from; pos < s.end; pos += window - FrameHeaderSize {
+		n := min(window, s.end-pos)
+		buf := make([]byte, n)
+		if err := s.readAt(buf, pos); err != nil {
+			return s.end
+		}
+		for i := int64(0); i+FrameHeaderSize <= n; i++ {
+			if pos+i == sumOff {
+				return sumOff
+			}
+			if candidate(buf[i:]) {
+				if _, bad, _ := s.frameAt(pos + i); bad == "" {
+					return pos + i
+				}
+			}
+		}
+		if n < window {
+			break
+		}
+	}
+	if sumOff >= from {
+		return sumOff
+	}
+	return s.end
+}
+
+// frames walks the frame stream.
+func (s *scanner) frames(fn func(Entry) error) error {
+	var num uint32       // number of the next member
+	uncertain := false   // num is a guess after a resync
+	var lost uint32      // with uncertain: the first member number that may be lost
+	lastGood := int64(0) // end of the last good member, for the guess range
+	off := int64(0)
+	for off < s.end {
+		fr, bad, _ := s.frameAt(off)
+		if bad != "" {
+			// A metadata frame belongs here: the damage most likely hit
+			// member num. Without the key that guess is what numbers the
+			// members after it; with the key, member() tries from num on.
+			s.problem(newErr(ClassFrame, physOf(off, s.R), int64(num), "%s", bad))
+			s.rep.Damaged++
+			off = s.resync(off + 1)
+			if !uncertain {
+				lost = num
+			}
+			uncertain = true
+			num++
+			continue
+		}
+		switch fr.fh.Kind {
+		case KindMeta:
+			from := num
+			if uncertain {
+				from = lost
+			}
+			next, n, err := s.member(fr, num, from, uncertain, lastGood, fn)
+			if err != nil {
+				return err
+			}
+			num, off, uncertain, lastGood = n, next, false, next
+		case KindSummary:
+			s.summary(fr, num)
+			return nil
+		default:
+			s.problem(newErr(ClassFrame, physOf(off, s.R), int64(num), "%q frame where a metadata or summary frame belongs", fr.fh.Kind))
+			s.rep.Damaged++
+			off = s.resync(off + 1)
+			if !uncertain {
+				lost = num
+			}
+			uncertain = true
+			num++
+		}
+	}
+	s.problem(newErr(ClassSummary, -1, -1, "no summary found"))
+	return nil
+}
+
+// member reads one member from its metadata frame on. It returns the
+// offset after it and the number of the member after it.
+//
+// Without the key, guess numbers the member; with it, numbers from `from`
+// on are tried until the metadata frame opens.
+func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood int64, fn func(Entry) error) (int64, uint32, error) {
+	var meta *Meta
+	num := guess
+	if s.keys != nil {
+		num = from
+		tries := uint32(1)
+		if uncertain {
+			// Members lost in the damage shift the numbering: try each
+			// number the lost bytes could account for.
+			tries = uint32(min((fr.off-lastGood)/minMemberLen+2, 1<<16)) + guess - from
+		}
+		var err error
+		for t := uint32(0); t < tries; t++ {
+			var plain []byte
+			plain, err = s.keys.Open(nil, crypt.Nonce(KindMeta, true, num+t, 0), fr.payload, fr.hb[:8])
+			if err == nil {
+				if lostN := int64(num+t) - int64(guess); lostN > 0 {
+					s.problem(newErr(ClassFrame, physOf(fr.off, s.R), int64(guess), "%d more members lost before offset %d", lostN, physOf(fr.off, s.R)))
+					s.rep.Damaged += int(lostN)
+				}
+				num += t
+				meta, err = decodeMetaFrame(plain, fr.fh.lz4())
+				if err != nil {
+					s.problem(newErr(ClassMember, physOf(fr.off, s.R), int64(num), "metadata record: %v", err))
+				}
+				break
+			}
+		}
+		if err != nil {
+			if !uncertain {
+				s.problem(newErr(ClassMember, physOf(fr.off, s.R), int64(num), "metadata frame failed authentication"))
+			} else {
+				s.problem(newErr(ClassMember, physOf(fr.off, s.R), int64(num), "metadata frame of an unknown member failed authentication"))
+			}
+		}
+	}
+	complete := s.keys == nil || meta != nil
+	path := ""
+	if meta != nil {
+		path = string(meta.Path)
+	}
+	memberErr := func(off int64, what string, args ...any) {
+		e := newErr(ClassMember, physOf(off, s.R), int64(num), what, args...)
+		e.Path = path
+		s.problem(e)
+		complete = false
+	}
+	off := fr.next()
+	for index := uint64(0); ; index++ {
+		c, bad, lenOK := s.frameAt(off)
+		if bad == "" && c.fh.Kind != KindContent {
+			bad, lenOK = fmt.Sprintf("%q frame where content frame %d belongs", c.fh.Kind, index), false
+		}
+		if bad != "" {
+			memberErr(off, "content frame %d: %s", index, bad)
+			// If the frame's length still leads to a good frame, only the
+			// payload was hit: go on with the member.
+			if lenOK {
+				if nx, bad2, _ := s.frameAt(c.next()); bad2 == "" && !(c.fh.final() && nx.fh.Kind == KindContent) {
+					if c.fh.final() {
+						s.rep.Damaged++
+						return c.next(), num + 1, nil
+					}
+					off = c.next()
+					continue
+				}
+			}
+			s.rep.Damaged++
+			return s.resync(off + 1), num + 1, nil
+		}
+		if s.keys != nil && s.opt.Content {
+			if what := s.openChunk(c, num, index); what != "" {
+				memberErr(off, "content frame %d: %s", index, what)
+			}
+		}
+		off = c.next()
+		if c.fh.final() {
+			break
+		}
+	}
+	if !complete {
+		s.rep.Damaged++
+		return off, num + 1, nil
+	}
+	s.rep.Members++
+	e := Entry{Number: num, Offset: fr.off, Length: off - fr.off}
+	if meta != nil {
+		e.Meta = meta.summaryOnly()
+		s.sumWant.Write(appendSummaryEntry(nil, &e))
+	}
+	if fn != nil {
+		if err := fn(e); err != nil {
+			return 0, 0, err
+		}
+	}
+	return off, num + 1, nil
+}
+
+// openChunk authenticates and decompresses one content or summary chunk
+// and checks its size; it returns what is wrong, or "".
+func (s *scanner) openChunk(c *frame, stream uint32, index uint64) string {
+	plain, err := s.keys.Open(nil, crypt.Nonce(c.fh.Kind, c.fh.final(), stream, index), c.payload, c.hb[:8])
+	if err != nil {
+		return "failed authentication"
+	}
+	if c.fh.lz4() {
+		if cap(s.buf) < int(s.cs) {
+			s.buf = make([]byte, s.cs)
+		}
+		n, err := lz4.UncompressBlock(plain, s.buf[:s.cs])
+		if err != nil || n <= len(plain) {
+			return "bad LZ4 block"
+		}
+		plain = s.buf[:n]
+	}
+	if (!c.fh.final() && int64(len(plain)) != s.cs) || (c.fh.final() && len(plain) == 0 && index != 0) {
+		return "wrong chunk size"
+	}
+	c.payload = plain
+	return ""
+}
+
+// summary reads the summary frames, and with the key checks them against
+// the members found; it uses the summary to name damaged members.
+func (s *scanner) summary(fr *frame, members uint32) {
+	start := fr.off
+	if f := s.rep.Footer; f != nil && int64(f.SummaryOffset) != start {
+		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer puts the summary at %d, it is at %d", physOf(int64(f.SummaryOffset), s.R), physOf(start, s.R)))
+	}
+	var plain []byte
+	ok := true
+	for index := uint64(0); ; index++ {
+		if index > 0 {
+			var bad string
+			fr, bad, _ = s.frameAt(fr.next())
+			if bad == "" && fr.fh.Kind != KindSummary {
+				bad = fmt.Sprintf("%q frame in the summary", fr.fh.Kind)
+			}
+			if bad != "" {
+				s.problem(newErr(ClassSummary, physOf(fr.off, s.R), -1, "summary frame %d: %s", index, bad))
+				return
+			}
+		}
+		if s.keys != nil {
+			if what := s.openChunk(fr, 0, index); what != "" {
+				s.problem(newErr(ClassSummary, physOf(fr.off, s.R), -1, "summary frame %d: %s", index, what))
+				ok = false
+			} else if ok {
+				plain = append(plain, fr.payload...)
+			}
+		}
+		if fr.fh.final() {
+			break
+		}
+	}
+	if after := fr.next(); after != s.end {
+		s.problem(newErr(ClassFrame, physOf(after, s.R), -1, "%d bytes after the summary", s.end-after))
+	}
+	f := s.rep.Footer
+	if f != nil && f.Members != uint64(s.rep.Members+s.rep.Damaged) && s.rep.Damaged == 0 {
+		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer counts %d members, the archive holds %d", f.Members, s.rep.Members))
+	}
+	if s.keys == nil || !ok {
+		return
+	}
+	count := uint64(members)
+	if f != nil {
+		count = f.Members
+	}
+	entries, err := DecodeSummary(plain, count)
+	if err != nil {
+		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", err))
+		return
+	}
+	// Name damaged members by their paths from the summary.
+	for _, p := range s.rep.Problems {
+		if p.Member >= 0 && p.Path == "" && p.Member < int64(len(entries)) {
+			p.Path = string(entries[p.Member].Meta.Path)
+		}
+	}
+	if s.rep.Damaged == 0 {
+		if sum := sha256.Sum256(plain); !bytes.Equal(sum[:], s.sumWant.Sum(nil)) {
+			s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "the summary does not match the members"))
+			return
+		}
+		s.rep.SummaryChecked = true
+	}
+}
+
+type physResult struct {
+	problems []*Error
+	err      error
+}
+
+// physPass reads the archive in order: every outer header must be
+// canonical and every padding zero, and the bytes before the footer
+// record must hash to the footer's digest.
+func (s *scanner) physPass() physResult {
+	var res physResult
+	f := s.rep.Footer
+	if f == nil {
+		return res // the footer problem is reported already
+	}
+	h := sha256.New()
+	R := s.R
+	records := (int64(f.StreamLength) + R - 1) / R
+	// Record 0 was checked by openHeader; hash it.
+	pos := int64(0)
+	buf := make([]byte, 1<<20)
+	hashRange := func(n int64) error {
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			got, err := s.src.ReadAt(buf[:k], pos)
+			h.Write(buf[:got])
+			pos += int64(got)
+			n -= int64(got)
+			if int64(got) < k {
+				if err == nil || err == io.EOF {
+					err = errShort
+				}
+				return err
+			}
+		}
+		return nil
+	}
+	if err := hashRange(2 * BlockSize); err != nil {
+		res.err = err
+		return res
+	}
+	for k := int64(0); k < records; k++ {
+		size := R
+		if k == records-1 {
+			size = int64(f.StreamLength) - k*R
+		}
+		var b Block
+		hoff := pos
+		if _, err := s.src.ReadAt(b[:], pos); err != nil {
+			res.problems = append(res.problems, newErr(ClassTar, hoff, -1, "record %d header unreadable", k+1))
+			return res
+		}
+		if got, err := parseOuterHeader(&b, s.hdr.ID, uint64(k+1)); err != nil || got != size {
+			what := "wrong size"
+			if err != nil {
+				what = err.Error()
+			}
+			res.problems = append(res.problems, newErr(ClassTar, hoff, -1, "record %d header: %s", k+1, what))
+		}
+		if err := hashRange(BlockSize + size); err != nil {
+			res.err = err
+			return res
+		}
+		pad := padLen(size)
+		padStart := pos
+		if err := hashRange(pad); err != nil {
+			res.err = err
+			return res
+		}
+		if pad > 0 {
+			p := make([]byte, pad)
+			if _, err := s.src.ReadAt(p, padStart); err == nil && !allZero(p) {
+				res.problems = append(res.problems, newErr(ClassTar, padStart, -1, "record %d padding is not zero", k+1))
+			}
+		}
+	}
+	if pos != int64(f.FooterOffset) {
+		res.problems = append(res.problems, newErr(ClassFooter, pos, -1, "records end at %d, the footer is at %d", pos, f.FooterOffset))
+		return res
+	}
+	if !bytes.Equal(h.Sum(nil), f.Digest[:]) {
+		res.problems = append(res.problems, newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: bytes before the footer were changed"))
+	}
+	return res
+}
+
+func bufioOf(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }

@@ -1,0 +1,147 @@
+package format
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/cbfs/cbfs/crypt"
+)
+
+func scanBytes(b []byte, key *crypt.Key) (*ScanReport, []Entry, error) {
+	var got []Entry
+	rep, err := ScanArchive(NewSource(bytes.NewReader(b), int64(len(b))), ScanOptions{Key: key, Content: true, Digest: true}, func(e Entry) error {
+		got = append(got, e)
+		return nil
+	})
+	return rep, got, err
+}
+
+func TestScanIntact(t *testing.T) {
+	key := testKey(t, 9)
+	ms := sampleMembers()
+	arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: true, RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
+	for _, k := range []*crypt.Key{key, nil} {
+		rep, got, err := scanBytes(arc, k)
+		if err != nil || !rep.Intact() {
+			t.Fatalf("key=%v: err %v, problems %v", k != nil, err, rep.Problems)
+		}
+		if rep.Members != len(ms) || len(got) != len(ms) {
+			t.Fatalf("found %d members, want %d", rep.Members, len(ms))
+		}
+		for i := range got {
+			if got[i].Offset != entries[i].Offset || got[i].Length != entries[i].Length {
+				t.Errorf("member %d at %d+%d, writer said %d+%d", i, got[i].Offset, got[i].Length, entries[i].Offset, entries[i].Length)
+			}
+		}
+		if k != nil && !rep.SummaryChecked {
+			t.Error("summary not checked against the members")
+		}
+	}
+	if _, _, err := scanBytes(arc, testKey(t, 10)); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong key: got %v", err)
+	}
+}
+
+// memberAt says which member's bytes hold physical offset off, or -1.
+func memberAt(entries []Entry, R, off int64) int64 {
+	for _, e := range entries {
+		if off >= physOf(e.Offset, R) && off < physOf(e.Offset+e.Length-1, R)+1 {
+			return int64(e.Number)
+		}
+	}
+	return -1
+}
+
+// TestCorruptionMatrix flips every byte of a small archive and truncates
+// it at every block boundary and at odd offsets: each change must be
+// found with and without the key, never panic, and a change inside a
+// member's frames must name that member.
+func TestCorruptionMatrix(t *testing.T) {
+	key := testKey(t, 11)
+	ms := []testMember{
+		{Meta{Type: TypeDir, Path: []byte("dir")}, nil},
+		{Meta{Type: TypeRegular, Path: []byte("dir/a"), Size: 10000}, bytes.Repeat([]byte("0123456789"), 1000)},
+		{Meta{Type: TypeRegular, Path: []byte("dir/b"), Size: 3}, []byte("xyz")},
+		{Meta{Type: TypeSymlink, Path: []byte("dir/c"), Link: []byte("b")}, nil},
+	}
+	arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: true, ChunkSize: MinChunkSize, RecordSize: MinRecordSize})
+	R := int64(MinRecordSize)
+	named := 0
+	for i := range arc {
+		bad := bytes.Clone(arc)
+		bad[i] ^= 0x55
+		for _, k := range []*crypt.Key{key, nil} {
+			rep, _, err := scanBytes(bad, k)
+			if err == nil && rep.Intact() {
+				t.Fatalf("flip at %d (key=%v) not detected", i, k != nil)
+			}
+			if m := memberAt(entries, R, int64(i)); m >= 0 && err == nil {
+				found := false
+				for _, p := range rep.Problems {
+					if p.Member == m {
+						found = true
+						if k != nil && p.Path != string(ms[m].meta.Path) {
+							t.Fatalf("flip at %d: member %d named %q, want %q", i, m, p.Path, ms[m].meta.Path)
+						}
+					}
+				}
+				if !found {
+					t.Fatalf("flip at %d inside member %d (key=%v): problems %v", i, m, k != nil, rep.Problems)
+				}
+				named++
+			}
+		}
+	}
+	if named == 0 {
+		t.Fatal("no flip landed inside a member")
+	}
+	var cuts []int
+	for n := 0; n < len(arc); n += BlockSize {
+		cuts = append(cuts, n)
+	}
+	for n := 1; n < len(arc); n += 331 {
+		cuts = append(cuts, n)
+	}
+	for _, n := range cuts {
+		for _, k := range []*crypt.Key{key, nil} {
+			rep, _, err := scanBytes(arc[:n], k)
+			if err == nil && rep.Intact() {
+				t.Fatalf("truncation to %d bytes (key=%v) not detected", n, k != nil)
+			}
+		}
+	}
+}
+
+// TestScanResyncs checks that damage to one member leaves the others
+// readable: a scan must still deliver every other member.
+func TestScanResyncs(t *testing.T) {
+	key := testKey(t, 12)
+	var ms []testMember
+	for i := range 20 {
+		c := bytes.Repeat([]byte{byte(i)}, 5000+i)
+		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: []byte(fmt.Sprintf("f%02d", i)), Size: int64(len(c))}, c})
+	}
+	arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: false, ChunkSize: MinChunkSize, RecordSize: MinRecordSize})
+	R := int64(MinRecordSize)
+	for _, victim := range []int{0, 7, 19} {
+		e := entries[victim]
+		for _, at := range []int64{e.Offset + 3, e.Offset + 200, e.Offset + e.Length - 5} {
+			bad := bytes.Clone(arc)
+			bad[physOf(at, R)] ^= 0xff
+			rep, got, err := scanBytes(bad, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(ms)-1 {
+				t.Fatalf("victim %d, byte %d: %d members delivered, want %d; problems %v", victim, at, len(got), len(ms)-1, rep.Problems)
+			}
+			for _, g := range got {
+				if g.Number == uint32(victim) {
+					t.Fatalf("damaged member %d delivered as good", victim)
+				}
+			}
+		}
+	}
+}
