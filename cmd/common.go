@@ -120,3 +120,32 @@ func inputErr(name string, err error) error {
 	}
 	return &exitError{err: fmt.Errorf("%s: %w", name, err)}
 }
+
+// archiveArgs expands the ARCHIVE|DIR arguments of commands that take
+// many archives: a directory stands for the regular files directly in it
+// whose names do not start with '.', in name order (not recursive, so that
+// a directory of archives is read as the tiering agent writes it).
+func archiveArgs(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			out = append(out, a)
+			continue
+		}
+		ents, err := os.ReadDir(a)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if e.Name()[0] == '.' || !e.Type().IsRegular() {
+				continue
+			}
+			out = append(out, filepath.Join(a, e.Name()))
+		}
+	}
+	return out, nil
+}
