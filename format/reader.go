@@ -49,6 +49,11 @@ type Reader struct {
 	chunk   []byte // unread plaintext of the current chunk
 	lastFin bool   // the chunk in hand is the member's final one
 
+	held *openJob // the chunk being read; its buffers go back to the pools after
+	// payloads and dbufs recycle chunk buffers: export would otherwise
+	// allocate, and the runtime clear, two chunk-sized buffers per chunk.
+	payloads, dbufs sync.Pool
+
 	members  uint32
 	sumWant  hash.Hash // summary plaintext as the members say it must be
 	sumGot   hash.Hash // summary plaintext as read
@@ -65,6 +70,7 @@ type openJob struct {
 	phys    int64
 
 	plain []byte
+	dbuf  *[]byte // pooled decompression buffer holding plain, if any
 	meta  *Meta
 	err   error // set by the worker (or the producer, with no work to do)
 
@@ -94,6 +100,9 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 		}
 	}
 	pr.size = int64(hdr.RecordSize)
+	cs := int(hdr.ChunkSize)
+	rd.payloads.New = func() any { b := make([]byte, cs+crypt.TagSize); return &b }
+	rd.dbufs.New = func() any { b := make([]byte, cs); return &b }
 	n := opt.Workers
 	if n <= 0 {
 		n = workers()
@@ -200,7 +209,11 @@ func (rd *Reader) produce(pr *physReader) {
 		j.fh = fh
 		copy(j.hdr[:], hb[:8])
 		j.index = index
-		j.payload = make([]byte, fh.Len)
+		if fh.Kind == KindMeta {
+			j.payload = make([]byte, fh.Len)
+		} else {
+			j.payload = (*rd.payloads.Get().(*[]byte))[:fh.Len]
+		}
 		if err := pr.readLogical(j.payload); err != nil {
 			fail(j, err)
 			return
@@ -289,7 +302,8 @@ func (rd *Reader) open(j *openJob) {
 	}
 	cs := int(rd.hdr.ChunkSize)
 	if j.fh.lz4() {
-		out := make([]byte, cs)
+		j.dbuf = rd.dbufs.Get().(*[]byte)
+		out := (*j.dbuf)[:cs]
 		n, err := lz4.UncompressBlock(plain, out)
 		if err != nil || n <= len(plain) {
 			j.err = newErr(class, j.phys, member, "%s frame %d: bad LZ4 block", frameName(kind), j.index)
@@ -407,6 +421,7 @@ func (rd *Reader) Next() (*Member, error) {
 
 // nextChunk loads the current member's next chunk; io.EOF at its end.
 func (rd *Reader) nextChunk() ([]byte, error) {
+	rd.release()
 	if rd.lastFin {
 		rd.inBody = false
 		return nil, io.EOF
@@ -418,6 +433,7 @@ func (rd *Reader) nextChunk() ([]byte, error) {
 	if j.fh.Kind != KindContent {
 		return nil, rd.fail(newErr(ClassFrame, j.phys, int64(rd.cur.Number), "content frame expected"))
 	}
+	rd.held = j
 	if j.fh.final() {
 		rd.lastFin = true
 		rd.curEntry.Length = j.logical + FrameHeaderSize + int64(j.fh.Len) - rd.curEntry.Offset
@@ -426,6 +442,23 @@ func (rd *Reader) nextChunk() ([]byte, error) {
 		}
 	}
 	return j.plain, nil
+}
+
+// release returns the buffers of the chunk just read to the pools.
+func (rd *Reader) release() {
+	j := rd.held
+	if j == nil {
+		return
+	}
+	rd.held = nil
+	if j.payload != nil && cap(j.payload) == int(rd.hdr.ChunkSize)+crypt.TagSize {
+		p := j.payload[:cap(j.payload)]
+		rd.payloads.Put(&p)
+	}
+	if j.dbuf != nil {
+		rd.dbufs.Put(j.dbuf)
+	}
+	j.payload, j.plain, j.dbuf = nil, nil, nil
 }
 
 // Read reads the current member's content.

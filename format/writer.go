@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -47,8 +48,12 @@ type Writer struct {
 	keys  *crypt.ArchiveKeys
 	opt   WriterOptions
 	rec   *recordWriter
+	out   *bufio.Writer
 	pipe  *ordered[*sealJob]
 	asmWG sync.WaitGroup
+
+	frames sync.Pool // sealed frame buffers of content and summary chunks
+	cbufs  sync.Pool // LZ4 output buffers
 
 	mu      sync.Mutex // guards err and entries, shared with the assembler
 	err     error
@@ -99,8 +104,11 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.hdr.Check = wr.keys.Check()
 	wr.hdr.MAC = wr.keys.MAC(wr.hdr.encodeNoMAC())
 	wr.bufs.New = func() any { b := make([]byte, 0, opt.ChunkSize); return &b }
+	wr.frames.New = func() any { b := make([]byte, 0, FrameHeaderSize+opt.ChunkSize+crypt.TagSize); return &b }
+	wr.cbufs.New = func() any { b := make([]byte, lz4.CompressBlockBound(opt.ChunkSize)); return &b }
 
-	wr.rec = &recordWriter{w: w, id: wr.hdr.ID, size: opt.RecordSize, hash: sha256.New()}
+	wr.out = bufio.NewWriterSize(w, 256<<10)
+	wr.rec = &recordWriter{w: wr.out, id: wr.hdr.ID, size: opt.RecordSize, hash: sha256.New()}
 	wr.rec.writeRecord(appendFrame(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
 	if wr.rec.err != nil {
 		return nil, wr.rec.err
@@ -123,13 +131,17 @@ func (j *sealJob) seal() {
 		flags |= FlagFinal
 	}
 	plain := j.plain
-	var cbuf []byte
+	var cbuf *[]byte
 	if j.lz4 && len(plain) > 0 {
-		cbuf = make([]byte, lz4.CompressBlockBound(len(plain)))
-		var c lz4.Compressor
-		n, err := c.CompressBlock(plain, cbuf)
+		cbuf = w.cbufs.Get().(*[]byte)
+		if bound := lz4.CompressBlockBound(len(plain)); cap(*cbuf) < bound {
+			*cbuf = make([]byte, bound)
+		}
+		c := compressors.Get().(*lz4.Compressor)
+		n, err := c.CompressBlock(plain, (*cbuf)[:cap(*cbuf)])
+		compressors.Put(c)
 		if err == nil && n > 0 && n < len(plain) {
-			plain = cbuf[:n]
+			plain = (*cbuf)[:n]
 			flags |= FlagLZ4
 		}
 	}
@@ -137,18 +149,30 @@ func (j *sealJob) seal() {
 		plain = padMeta(plain, len(j.plain))
 	}
 	payloadLen := len(plain) + crypt.TagSize
-	frame := make([]byte, FrameHeaderSize, FrameHeaderSize+payloadLen)
+	var frame []byte
+	if j.kind == KindMeta {
+		frame = make([]byte, FrameHeaderSize, FrameHeaderSize+payloadLen)
+	} else {
+		frame = (*w.frames.Get().(*[]byte))[:FrameHeaderSize]
+	}
 	h := frameHeader{Kind: j.kind, Flags: flags, Len: uint32(payloadLen)}
 	h.putAD(frame)
 	frame = w.keys.Seal(frame, crypt.Nonce(j.kind, j.final, j.stream, j.index), plain, frame[:8])
 	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
 	j.frame = frame
+	if cbuf != nil {
+		w.cbufs.Put(cbuf)
+	}
 	if j.kind != KindMeta {
 		b := j.plain[:0]
 		w.bufs.Put(&b)
 	}
 	j.plain = nil
 }
+
+// compressors are reused: an LZ4 compressor carries a 256 KiB hash table
+// that would otherwise be allocated and cleared for every chunk.
+var compressors = sync.Pool{New: func() any { return new(lz4.Compressor) }}
 
 // padMeta frames a metadata record's stored bytes: stored length, raw
 // length, the bytes, and zeros up to a multiple of MetaPad, so that the
@@ -173,6 +197,11 @@ func (w *Writer) assemble() {
 		}
 		off := w.rec.logical
 		w.rec.writeFrame(j.frame)
+		if j.kind != KindMeta {
+			f := j.frame[:0]
+			w.frames.Put(&f)
+		}
+		j.frame = nil
 		if j.entry >= 0 {
 			w.mu.Lock()
 			e := &w.entries[j.entry]
@@ -331,6 +360,9 @@ func (w *Writer) Close() error {
 	rw.hash = nil
 	rw.writeRecord(appendFrame(nil, KindFooter, FlagFinal, f.Encode()))
 	rw.write(make([]byte, 2*BlockSize))
+	if rw.err == nil {
+		rw.err = w.out.Flush()
+	}
 	if rw.err != nil {
 		w.setErr(rw.err)
 	}
