@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# make bench: cbfs side by side with its peers, in one run, on the same
+# inputs. Prints a markdown table (wall seconds, peak RSS) to stdout and
+# keeps it in out/bench/results.md. Inputs are built under out/bench.
+#   BENCH_RUNS   runs per command, the median is reported (default 3)
+#   BENCH_SKIP   space-separated groups to skip: convert pack verify index
+set -euo pipefail
+cbfs=$(realpath "${1:-bin/cbfs}")
+cd "$(dirname "$0")/.."
+runs=${BENCH_RUNS:-3}
+skip=" ${BENCH_SKIP:-} "
+out=out/bench
+mkdir -p "$out"
+goroot=$(go env GOROOT)
+results=$out/results.md
+: > "$results"
+
+# measure NAME CMD...: runs CMD (a shell string) $runs times; records the
+# median wall time and the peak RSS of that run.
+measure() {
+  local name=$1 cmd=$2 i t m
+  local times=() mems=()
+  for ((i = 0; i < runs; i++)); do
+    sync
+    /usr/bin/time -f '%e %M' -o "$out/time.txt" bash -c "$cmd" >/dev/null
+    read -r t m < "$out/time.txt"
+    times+=("$t"); mems+=("$m")
+  done
+  local idx
+  idx=$(for i in "${!times[@]}"; do echo "${times[$i]} $i"; done | sort -n | awk -v n="$runs" 'NR == int((n+1)/2) {print $2}')
+  printf '| %s | %.2f s | %.1f MB |\n' "$name" "${times[$idx]}" "$(echo "${mems[$idx]} / 1024" | bc -l)" | tee -a "$results"
+}
+header() { printf '\n### %s\n\n| command | wall (median of %d) | peak RSS |\n|---|---|---|\n' "$1" "$runs" | tee -a "$results"; }
+
+# Inputs.
+if [ ! -s "$out/gotree.tar" ]; then
+  tar cf "$out/gotree.tar" -C "$goroot" .
+fi
+if [ ! -s "$out/gotree4.tar" ]; then
+  for i in 1 2 3 4; do tar cf - -C "$goroot" --transform "s,^\.,copy$i," . ; done | tar cf "$out/gotree4.tar" --format=gnu @/dev/stdin 2>/dev/null \
+    || { rm -f "$out/gotree4.tar"; for i in 1 2 3 4; do tar rf "$out/gotree4.tar" -C "$goroot" --transform "s,^\.,copy$i," .; done; }
+fi
+[ -s "$out/fs.key" ] || "$cbfs" keygen -o "$out/fs.key" 2>/dev/null
+[ -s "$out/age.key" ] || age-keygen -o "$out/age.key" 2>/dev/null
+recip=$(grep -o 'age1[0-9a-z]*' "$out/age.key" | head -1)
+size=$(stat -c %s "$out/gotree.tar")
+members=$(tar tf "$out/gotree.tar" | wc -l)
+printf 'Inputs: Go tree of %s, a tar of %d bytes and %d members; the same tree 4 times: %d bytes.\n' \
+  "$(go version | cut -d' ' -f3)" "$size" "$members" "$(stat -c %s "$out/gotree4.tar")" | tee -a "$results"
+printf 'Machine: %s cores; load average at start %s.\n' "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$results"
+
+if [[ $skip != *" convert "* ]]; then
+  header "import / export (issue 2)"
+  measure "age -r (encrypt the tar)" "age -r $recip -o $out/g.age $out/gotree.tar"
+  measure "cbfs import" "$cbfs import -k $out/fs.key --force -o $out/g.cbfs $out/gotree.tar"
+  measure "age -d (decrypt)" "age -d -i $out/age.key $out/g.age > /dev/null"
+  measure "cbfs export" "$cbfs export -k $out/fs.key $out/g.cbfs > /dev/null"
+  "$cbfs" import -k "$out/fs.key" --force -o "$out/g4.cbfs" "$out/gotree4.tar"
+  measure "cbfs export, 4x larger archive" "$cbfs export -k $out/fs.key $out/g4.cbfs > /dev/null"
+  printf '\nSizes: tar %d, age %d, cbfs (lz4) %d bytes.\n' "$size" "$(stat -c %s $out/g.age)" "$(stat -c %s $out/g.cbfs)" | tee -a "$results"
+fi
+
+if [[ $skip != *" pack "* ]] && "$cbfs" help pack >/dev/null 2>&1; then
+  header "pack / extract (issue 3)"
+  measure "tar cf - DIR | age -r" "tar cf - -C $goroot . | age -r $recip -o $out/dir.age"
+  measure "cbfs pack" "$cbfs pack -k $out/fs.key --force -o $out/dir.cbfs $goroot"
+  measure "age -d | tar x" "rm -rf $out/x1 && mkdir $out/x1 && age -d -i $out/age.key $out/dir.age | tar xf - -C $out/x1"
+  measure "cbfs extract" "rm -rf $out/x2 && mkdir $out/x2 && $cbfs extract -k $out/fs.key -C $out/x2 $out/dir.cbfs"
+  rm -rf "$out/x1" "$out/x2"
+fi
+
+if [[ $skip != *" verify "* ]]; then
+  header "verify (issue 5)"
+  if command -v restic >/dev/null; then
+    export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$out/restic
+    if [ ! -d "$out/restic" ]; then
+      restic init -q && restic backup -q "$goroot" >/dev/null
+    fi
+    measure "restic check --read-data" "restic check --read-data -q"
+  fi
+  measure "cbfs verify -k" "$cbfs verify -k $out/fs.key $out/g.cbfs"
+  measure "cbfs verify (keyless)" "$cbfs verify $out/g.cbfs"
+  measure "cbfs verify (keyless), 4x archive" "$cbfs verify $out/g4.cbfs"
+  printf '\nArchive sizes verified: %d and %d bytes.\n' "$(stat -c %s $out/g.cbfs)" "$(stat -c %s $out/g4.cbfs)" | tee -a "$results"
+fi
+
+if [[ $skip != *" index "* ]] && [ -x scripts/bench-index.sh ]; then
+  header "index rebuild (issue 4)"
+  ./scripts/bench-index.sh "$cbfs" | tee -a "$results"
+fi
