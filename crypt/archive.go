@@ -17,7 +17,6 @@ const (
 	labelAEAD  = "cbfs/v1 aead"
 	labelMAC   = "cbfs/v1 mac"
 	labelCheck = "cbfs/v1 key check"
-	labelIndex = "cbfs/v1 index"
 )
 
 const (
@@ -130,13 +129,4 @@ func (ak *ArchiveKeys) Open(dst []byte, nonce [NonceSize]byte, ciphertext, ad []
 		return nil, ErrOpen
 	}
 	return out, nil
-}
-
-// IndexKeys seal a master index. The salt is derived from the index content
-// by the caller, so that the same live set always gives the same bytes.
-func IndexKeys(k *Key, salt []byte) *ArchiveKeys {
-	var id [IDSize]byte
-	s := derive(k, salt, labelIndex, IDSize)
-	copy(id[:], s)
-	return DeriveArchiveKeys(k, id)
 }
