@@ -38,6 +38,11 @@ func ImportTar(dst io.Writer, src io.Reader, key *crypt.Key, opt format.WriterOp
 		return nil, werr
 	}
 	st := &ImportStats{}
+	fail := func(err error) (*ImportStats, error) {
+		// No summary and footer: what was written is not a whole archive.
+		w.Abort(err)
+		return nil, err
+	}
 	for ; err == nil; e, err = s.next() {
 		st.Entries++
 		e.meta.TarHeader = e.raw
@@ -45,20 +50,20 @@ func ImportTar(dst io.Writer, src io.Reader, key *crypt.Key, opt format.WriterOp
 		if aerr != nil {
 			var te *TarError
 			if errors.As(aerr, &te) {
-				return nil, te
+				return fail(te)
 			}
-			return nil, aerr
+			return fail(aerr)
 		}
 		if n != e.dataSize {
-			return nil, &TarError{Offset: e.offset, Entry: string(e.meta.Path), What: "truncated data"}
+			return fail(&TarError{Offset: e.offset, Entry: string(e.meta.Path), What: "truncated data"})
 		}
 	}
 	if err != io.EOF {
-		return nil, err
+		return fail(err)
 	}
 	cr := &countReader{r: s.trailer()}
 	if _, err := w.Add(&format.Meta{Type: format.TypeTrailer}, cr); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	st.TrailerSize = cr.n
 	st.InputBytes = s.off + cr.n - int64(len(s.lead))

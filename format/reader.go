@@ -107,7 +107,7 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 	if n <= 0 {
 		n = workers()
 	}
-	rd.pipe = newOrdered(func(j *openJob) { rd.open(j) }, n, 4*n)
+	rd.pipe = newOrdered(func(j *openJob) { rd.open(j) }, n, pipeDepth)
 	go rd.produce(pr)
 	return rd, nil
 }

@@ -115,7 +115,7 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	}
 	wr.rec.buf = make([]byte, 0, opt.RecordSize)
 
-	wr.pipe = newOrdered(func(j *sealJob) { j.seal() }, opt.Workers, 4*opt.Workers)
+	wr.pipe = newOrdered(func(j *sealJob) { j.seal() }, opt.Workers, pipeDepth)
 	wr.asmWG.Add(1)
 	go wr.assemble()
 	return wr, nil
@@ -169,6 +169,11 @@ func (j *sealJob) seal() {
 	}
 	j.plain = nil
 }
+
+// pipeDepth is how many frames may be in flight between reading and
+// writing: enough to keep every core busy when members are small (two
+// frames each), at a bound of pipeDepth chunk buffers.
+const pipeDepth = 32
 
 // compressors are reused: an LZ4 compressor carries a 256 KiB hash table
 // that would otherwise be allocated and cleared for every chunk.
@@ -313,6 +318,19 @@ func readChunk(r io.Reader, buf []byte, n int) ([]byte, error) {
 	return buf[:k], err
 }
 
+// Abort stops the writer after a failure elsewhere (a bad input, say): it
+// waits for the sealing goroutines and makes every later call return err.
+// The archive written so far is left without its summary and footer, so
+// no reader takes it for a complete archive.
+func (w *Writer) Abort(err error) {
+	w.setErr(err)
+	if !w.closed {
+		w.closed = true
+		w.pipe.close()
+		w.asmWG.Wait()
+	}
+}
+
 // Entries returns where each member was written. Valid after Close.
 func (w *Writer) Entries() []Entry { return w.entries }
 
@@ -331,7 +349,7 @@ func (w *Writer) Close() error {
 	}
 	summary := EncodeSummary(w.entries)
 	summaryOffset := w.rec.logical
-	w.pipe = newOrdered(func(j *sealJob) { j.seal() }, w.opt.Workers, 4*w.opt.Workers)
+	w.pipe = newOrdered(func(j *sealJob) { j.seal() }, w.opt.Workers, pipeDepth)
 	w.asmWG.Add(1)
 	go w.assemble()
 	cs := w.opt.ChunkSize
