@@ -173,7 +173,7 @@ func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
 		var vals [3]uint64
 		for i := range vals {
 			v, n := binary.Uvarint(p)
-			if n <= 0 {
+			if n <= 0 || (n > 1 && p[n-1] == 0) { // overlong varints would not re-encode identically
 				return nil, fmt.Errorf("entry %d: bad varint", len(entries))
 			}
 			vals[i], p = v, p[n:]
