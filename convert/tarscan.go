@@ -124,10 +124,13 @@ func (s *tarScanner) next() (*tarEntry, error) {
 		hoff := s.off
 		n, err := io.ReadFull(s.r, blk[:])
 		s.off += int64(n)
-		if n == 0 && err == io.EOF && len(raw) == len(s.lead) {
+		if n == 0 && err == io.EOF {
 			if s.n == 0 && hoff == 0 {
 				return nil, ErrNotTar
 			}
+			// Extended headers with no entry after them end the entries,
+			// as in Go's reader and GNU tar: they go to the trailer.
+			s.lead = raw
 			return nil, io.EOF
 		}
 		if err != nil {
@@ -137,14 +140,12 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			return nil, &TarError{Offset: s.off, What: "truncated in a header block"}
 		}
 		if blk.IsZero() {
-			if len(raw) > len(s.lead) {
-				return nil, &TarError{Offset: hoff, What: "end-of-archive block after an extended header"}
-			}
 			if s.n == 0 && hoff == 0 {
 				// An archive with no entries is two zero blocks: the trailer.
 			}
-			// Hand the block back to the trailer.
-			s.lead = append(s.lead, blk[:]...)
+			// Hand the block back to the trailer, with any extended
+			// headers before it (Go's reader and GNU tar ignore those).
+			s.lead = append(raw, blk[:]...)
 			return nil, io.EOF
 		}
 		if err := blk.VerifyChecksum(); err != nil {
