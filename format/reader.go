@@ -383,6 +383,12 @@ func (rd *Reader) take() (*openJob, error) {
 		return nil, rd.fail(errors.New("archive reader stopped"))
 	}
 	if j.err != nil {
+		// Frames are checked before their member's metadata is opened, so
+		// the error knows only the member's number: add its path.
+		var fe *Error
+		if errors.As(j.err, &fe) && fe.Path == "" && rd.inBody && rd.cur != nil && rd.cur.Meta != nil && fe.Member == int64(rd.cur.Number) {
+			fe.Path = string(rd.cur.Meta.Path)
+		}
 		return nil, rd.fail(j.err)
 	}
 	return j, nil
