@@ -619,19 +619,25 @@ var lsLineRE = regexp.MustCompile(`^([-dlhcbp?D])[-rwxsStT]{9} \S+ +\S+ \d{4}-\d
 // paths; cat gives back files' content, sparse ones with their holes.
 func TestLsAndCat(t *testing.T) {
 	src, in := sourceTar(t)
-	// A sparse file appended to the archive by GNU tar (old GNU format).
-	sparse := filepath.Join(src, "d/sparse")
-	f, err := os.Create(sparse)
-	if err != nil {
-		t.Fatal(err)
+	// Sparse files appended to the archive by GNU tar, in the old GNU
+	// format and in pax format 1.0: 1 MiB each, almost all holes.
+	for _, sp := range []struct{ name, format string }{{"sparse", "--format=gnu"}, {"sparse-pax", "--format=posix"}} {
+		f, err := os.Create(filepath.Join(src, "d", sp.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(1 << 20)
+		f.WriteAt([]byte("data at 0"), 0)
+		f.WriteAt([]byte("data at 512 KiB"), 512<<10)
+		f.Close()
+		runTar(t, src, sp.format, "--sparse", "--sparse-version=1.0", "-rf", "x.tar", "d/"+sp.name)
 	}
-	f.Truncate(1 << 20)
-	f.WriteAt([]byte("data at 0"), 0)
-	f.WriteAt([]byte("data at 512 KiB"), 512<<10)
-	f.Close()
-	runTar(t, src, "--format=gnu", "--sparse", "-rf", "x.tar", "d/sparse")
-	if tv := string(runTar(t, src, "-tvf", "x.tar", "d/sparse")); !strings.Contains(tv, "1048576") {
-		t.Fatalf("test setup: tar lists the sparse file as %q", tv)
+	sparse := filepath.Join(src, "d/sparse")
+	if tv := string(runTar(t, src, "-tvf", "x.tar", "d/sparse", "d/sparse-pax")); strings.Count(tv, " 1048576 ") != 2 {
+		t.Fatalf("test setup: tar lists the sparse files as %q", tv)
+	}
+	if st, _ := os.Stat(in); st.Size() > 1<<20 {
+		t.Fatalf("test setup: the tar (%d bytes) does not hold the 1 MiB files as sparse", st.Size())
 	}
 	key := newKey(t)
 	dir := t.TempDir()
@@ -706,7 +712,7 @@ func TestLsAndCat(t *testing.T) {
 		}
 	})
 	t.Run("cat", func(t *testing.T) {
-		for _, p := range []string{"d/hello.txt", "d/sub/random.bin", "d/sub/text.txt", "d/name with spaces", "d/caf\u00e9.txt", "d/bad\xffname", "d/sparse"} {
+		for _, p := range []string{"d/hello.txt", "d/sub/random.bin", "d/sub/text.txt", "d/name with spaces", "d/caf\u00e9.txt", "d/bad\xffname", "d/sparse", "d/sparse-pax"} {
 			r := mustRun(t, dir, "cat", "-k", key, "a.cbfs", p)
 			if want := readFile(t, filepath.Join(src, p)); !bytes.Equal(r.stdout, want) {
 				t.Errorf("cat %q: %d bytes, want the file's %d", p, len(r.stdout), len(want))
