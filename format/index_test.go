@@ -1,0 +1,443 @@
+package format
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeArchive is a one-archive index built from (path, type) pairs in
+// member order.
+type fakeMember struct {
+	path string
+	typ  Type
+}
+
+func buildIndex(t testing.TB, name string, id byte, seq uint64, ms []fakeMember) *Index {
+	t.Helper()
+	a := IndexArchive{Name: name, Seq: seq, Members: uint64(len(ms))}
+	a.ID[0] = id
+	b, err := NewIndexBuilder(a, len(ms), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		e := IndexEntry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(len(m.path)), Inode: uint64(100*int(id) + i)}
+		if err := b.Add([]byte(m.path), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Index()
+}
+
+func mustMerge(t testing.TB, a, b *Index) *Index {
+	t.Helper()
+	x, _, err := MergeIndex(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+func encode(t testing.TB, x *Index, key *crypt.Key) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := x.Encode(&buf, key); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// view is an index in plain Go values, for comparisons in tests.
+type view struct {
+	Archives []IndexArchive
+	Records  map[string][]IndexEntry
+	Order    []string
+}
+
+func viewOf(x *Index) view {
+	v := view{Archives: x.Archives, Records: map[string][]IndexEntry{}}
+	for i := 0; i < x.Len(); i++ {
+		p := string(x.Path(i))
+		v.Order = append(v.Order, p)
+		v.Records[p] = x.Entries(i)
+	}
+	return v
+}
+
+// threeArchives: a (seq 1), b (seq 2), c (seq 2, conflicting with b on
+// "both"), with a tombstone, a path superseded across sequences, and a
+// path repeated within one archive.
+func threeArchives(t testing.TB) []*Index {
+	return []*Index{
+		buildIndex(t, "a.cbfs", 1, 1, []fakeMember{
+			{"dir", TypeDir}, {"dir/x", TypeRegular}, {"dir/y", TypeRegular}, {"old", TypeRegular},
+			{"both", TypeRegular}, {"glob", TypeTarGlobal}, {"dir/x", TypeSymlink}, {"", TypeTrailer},
+		}),
+		buildIndex(t, "b.cbfs", 2, 2, []fakeMember{
+			{"dir/y", TypeRegular}, {"old", TypeTombstone}, {"both", TypeRegular}, {"new", TypeFifo},
+		}),
+		buildIndex(t, "c.cbfs", 3, 2, []fakeMember{
+			{"both", TypeTombstone}, {"zzz", TypeRegular},
+		}),
+	}
+}
+
+func TestIndexWinnerRule(t *testing.T) {
+	parts := threeArchives(t)
+	x := mustMerge(t, mustMerge(t, parts[0], parts[1]), parts[2])
+	v := viewOf(x)
+	if diff := cmp.Diff([]string{"both", "dir", "dir/x", "dir/y", "new", "old", "zzz"}, v.Order); diff != "" {
+		t.Fatalf("paths (-want +got):\n%s", diff)
+	}
+	check := func(path string, want ...IndexEntry) {
+		t.Helper()
+		got := v.Records[path]
+		for i := range want {
+			want[i].Span = 1100
+			want[i].Size = int64(len(path))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", path, diff)
+		}
+	}
+	// Archive indexes: a=0, b=1, c=2.
+	check("dir/x", IndexEntry{Archive: 0, Member: 6, Type: TypeSymlink, Offset: 1536 + 2048*6, Inode: 106})
+	check("dir/y", IndexEntry{Archive: 1, Member: 0, Type: TypeRegular, Offset: 1536, Inode: 200})
+	check("old", IndexEntry{Archive: 1, Member: 1, Type: TypeTombstone, Offset: 1536 + 2048, Inode: 201})
+	check("both",
+		IndexEntry{Archive: 1, Member: 2, Type: TypeRegular, Offset: 1536 + 2*2048, Inode: 202},
+		IndexEntry{Archive: 2, Member: 0, Type: TypeTombstone, Offset: 1536, Inode: 300})
+	i, ok := x.Find([]byte("both"))
+	if !ok || !x.Conflicted(i) || !x.Live(i) {
+		t.Errorf("both: found %v, conflicted %v, live %v", ok, x.Conflicted(i), x.Live(i))
+	}
+	i, ok = x.Find([]byte("old"))
+	if !ok || x.Live(i) || x.Conflicted(i) {
+		t.Errorf("old: found %v, live %v", ok, x.Live(i))
+	}
+	if _, ok := x.Find([]byte("glob")); ok {
+		t.Error("a pax global header was indexed")
+	}
+	want := IndexStats{Records: 7, Live: 6, Tombstones: 1, Conflicts: 1}
+	if got := x.Stats(); got != want {
+		t.Errorf("stats %+v, want %+v", got, want)
+	}
+}
+
+func TestIndexMergeOrderFree(t *testing.T) {
+	key := testKey(t, 3)
+	var want []byte
+	orders := [][3]int{{0, 1, 2}, {2, 1, 0}, {1, 0, 2}, {1, 2, 0}}
+	for _, o := range orders {
+		for _, leftFirst := range []bool{true, false} {
+			p := threeArchives(t)
+			var x *Index
+			if leftFirst {
+				x = mustMerge(t, mustMerge(t, p[o[0]], p[o[1]]), p[o[2]])
+			} else {
+				x = mustMerge(t, p[o[0]], mustMerge(t, p[o[1]], p[o[2]]))
+			}
+			got := encode(t, x, key)
+			if want == nil {
+				want = got
+			} else if !bytes.Equal(got, want) {
+				t.Fatalf("order %v (left first %v) gives different bytes", o, leftFirst)
+			}
+		}
+	}
+	// Merging an index with itself changes nothing.
+	p := threeArchives(t)
+	all := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
+	q := threeArchives(t)
+	again := mustMerge(t, mustMerge(t, q[0], q[1]), q[2])
+	x, copies, err := MergeIndex(all, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := encode(t, x, key); !bytes.Equal(got, want) {
+		t.Error("merging an index with itself changed it")
+	}
+	if len(copies) != 3 {
+		t.Errorf("%d copies reported, want 3", len(copies))
+	}
+}
+
+func TestIndexCopies(t *testing.T) {
+	ms := []fakeMember{{"f", TypeRegular}}
+	a := buildIndex(t, "b-copy.cbfs", 9, 4, ms)
+	b := buildIndex(t, "a-orig.cbfs", 9, 4, ms)
+	x, copies, err := MergeIndex(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(x.Archives) != 1 || x.Archives[0].Name != "a-orig.cbfs" {
+		t.Errorf("archives %+v, want one named a-orig.cbfs", x.Archives)
+	}
+	if len(copies) != 1 || copies[0].Names != [2]string{"a-orig.cbfs", "b-copy.cbfs"} {
+		t.Errorf("copies %+v", copies)
+	}
+	if x.Len() != 1 || x.Conflicted(0) {
+		t.Errorf("a copy made a conflict")
+	}
+	c := buildIndex(t, "c.cbfs", 9, 5, ms)
+	if _, _, err := MergeIndex(x, c); err == nil {
+		t.Error("one archive id with two sequence numbers merged")
+	}
+}
+
+func TestIndexRoundTrip(t *testing.T) {
+	key := testKey(t, 4)
+	p := threeArchives(t)
+	x := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
+	enc := encode(t, x, key)
+	if got := encode(t, x, key); !bytes.Equal(got, enc) {
+		t.Fatal("encoding twice gives different bytes")
+	}
+	y, err := ReadIndex(bytes.NewReader(enc), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(viewOf(x), viewOf(y)); diff != "" {
+		t.Fatalf("decoded index differs (-want +got):\n%s", diff)
+	}
+	if got := encode(t, y, key); !bytes.Equal(got, enc) {
+		t.Fatal("re-encoding a decoded index gives different bytes")
+	}
+	if !bytes.Equal(enc[:8], []byte("CBFSINDX")) || enc[8] != 1 || enc[9] != 0 {
+		t.Errorf("header starts %q", enc[:10])
+	}
+	// An empty index is valid too.
+	e := encode(t, &Index{}, key)
+	if y, err := ReadIndex(bytes.NewReader(e), key); err != nil || y.Len() != 0 {
+		t.Errorf("empty index: %v", err)
+	}
+}
+
+// A large index spans many chunks, some paths cross chunk boundaries.
+func TestIndexRoundTripLarge(t *testing.T) {
+	key := testKey(t, 5)
+	var ms []fakeMember
+	for i := range 30000 {
+		ms = append(ms, fakeMember{fmt.Sprintf("d%03d/%s-%06d", i%997, bytes.Repeat([]byte{'p'}, i%300), i*7919%30011), TypeRegular})
+	}
+	x := buildIndex(t, "big.cbfs", 1, 1, ms)
+	enc := encode(t, x, key)
+	y, err := ReadIndex(bytes.NewReader(enc), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(viewOf(x), viewOf(y)); diff != "" {
+		t.Fatalf("decoded index differs (-want +got):\n%s", diff)
+	}
+	if !bytes.Equal(encode(t, y, key), enc) {
+		t.Fatal("re-encoding differs")
+	}
+}
+
+func TestIndexTamper(t *testing.T) {
+	key := testKey(t, 6)
+	p := threeArchives(t)
+	enc := encode(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
+	for i := range enc {
+		for _, bit := range []byte{0x01, 0x80} {
+			b := bytes.Clone(enc)
+			b[i] ^= bit
+			if _, err := ReadIndex(bytes.NewReader(b), key); err == nil {
+				t.Fatalf("flip of bit %#x at byte %d accepted", bit, i)
+			}
+		}
+	}
+	for n := range len(enc) {
+		if _, err := ReadIndex(bytes.NewReader(enc[:n]), key); err == nil {
+			t.Fatalf("truncation to %d bytes accepted", n)
+		}
+	}
+	if _, err := ReadIndex(bytes.NewReader(append(bytes.Clone(enc), 0)), key); err == nil {
+		t.Fatal("a trailing byte accepted")
+	}
+}
+
+func TestIndexErrorClasses(t *testing.T) {
+	key := testKey(t, 6)
+	p := threeArchives(t)
+	enc := encode(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
+	read := func(b []byte) error {
+		_, err := ReadIndex(bytes.NewReader(b), key)
+		return err
+	}
+	if _, err := ReadIndex(bytes.NewReader(enc), testKey(t, 7)); !errors.Is(err, ErrWrongKey) {
+		t.Errorf("other key: %v, want ErrWrongKey", err)
+	}
+	b := bytes.Clone(enc)
+	b[8] = 2
+	var ve *IndexVersionError
+	if err := read(b); !errors.As(err, &ve) || ve.Major != 2 {
+		t.Errorf("major 2: %v, want an IndexVersionError", err)
+	}
+	b = bytes.Clone(enc)
+	b[9] = 7 // a minor version bump is read, but it is covered by the IV
+	if err := read(b); err == nil {
+		t.Error("changed minor version accepted")
+	}
+	if err := read([]byte("not an index at all, longer than a header, really, yes")); !errors.Is(err, ErrNotIndex) {
+		t.Errorf("garbage: %v, want ErrNotIndex", err)
+	}
+	// A damaged key check value is damage, not a wrong key; so is a
+	// damaged IV.
+	for _, at := range []int{20, 40} {
+		b = bytes.Clone(enc)
+		b[at] ^= 1
+		var fe *Error
+		if err := read(b); !errors.As(err, &fe) || fe.Class != ClassIndex {
+			t.Errorf("flip at %d: %v, want an index error", at, err)
+		}
+	}
+}
+
+// sealPlain seals arbitrary plaintext as an index, to test the decoder's
+// canonical checks.
+func sealPlain(t *testing.T, key *crypt.Key, plain []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := encodeIndex(&buf, key, func(emit func([]byte) error) error { return emit(plain) }); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+type plainBuilder struct{ b []byte }
+
+func (p *plainBuilder) u(vs ...uint64) *plainBuilder {
+	for _, v := range vs {
+		p.b = binary.AppendUvarint(p.b, v)
+	}
+	return p
+}
+func (p *plainBuilder) raw(b ...byte) *plainBuilder { p.b = append(p.b, b...); return p }
+func (p *plainBuilder) str(s string) *plainBuilder  { return p.u(uint64(len(s))).raw([]byte(s)...) }
+func (p *plainBuilder) id(n byte) *plainBuilder     { var id [16]byte; id[0] = n; return p.raw(id[:]...) }
+func (p *plainBuilder) arch(name string, id byte, seq, members uint64) *plainBuilder {
+	return p.str(name).id(id).u(seq, members)
+}
+
+// cand appends one candidate: archive, type, member, offset, span, size, inode.
+func (p *plainBuilder) cand(arch uint64, typ Type, member uint64) *plainBuilder {
+	return p.u(arch).raw(byte(typ)).u(member, 1536, 1100, 5, 77)
+}
+
+func TestIndexCanonical(t *testing.T) {
+	key := testKey(t, 8)
+	two := func() *plainBuilder { return (&plainBuilder{}).u(2).arch("a", 1, 1, 3).arch("b", 2, 1, 3) }
+	good := two().u(2).str("p").u(1).cand(0, TypeRegular, 0).str("q").u(2).cand(0, TypeRegular, 1).cand(1, TypeRegular, 2)
+	x, err := ReadIndex(bytes.NewReader(sealPlain(t, key, good.b)), key)
+	if err != nil {
+		t.Fatalf("well-formed plaintext refused: %v", err)
+	}
+	if !bytes.Equal(encode(t, x, key), sealPlain(t, key, good.b)) {
+		t.Fatal("hand-made plaintext re-encodes differently")
+	}
+	cases := map[string][]byte{
+		"archives unsorted":       (&plainBuilder{}).u(2).arch("b", 1, 1, 3).arch("a", 2, 1, 3).u(0).b,
+		"archive id twice":        (&plainBuilder{}).u(2).arch("a", 1, 1, 3).arch("b", 1, 1, 3).u(0).b,
+		"archive name with slash": (&plainBuilder{}).u(1).arch("d/a", 1, 1, 3).u(0).b,
+		"archive name empty":      (&plainBuilder{}).u(1).arch("", 1, 1, 3).u(0).b,
+		"archive count too big":   (&plainBuilder{}).u(MaxIndexArchives + 1).b,
+		"records unsorted":        two().u(2).str("q").u(1).cand(0, TypeRegular, 0).str("p").u(1).cand(0, TypeRegular, 1).b,
+		"path twice":              two().u(2).str("p").u(1).cand(0, TypeRegular, 0).str("p").u(1).cand(0, TypeRegular, 1).b,
+		"path over the cap":       two().u(1).u(MaxPathLen + 1).b,
+		"no candidate":            two().u(1).str("p").u(0).b,
+		"candidates unsorted":     two().u(1).str("p").u(2).cand(1, TypeRegular, 0).cand(0, TypeRegular, 0).b,
+		"candidate archive twice": two().u(1).str("p").u(2).cand(0, TypeRegular, 0).cand(0, TypeRegular, 1).b,
+		"archive out of table":    two().u(1).str("p").u(1).cand(2, TypeRegular, 0).b,
+		"type not indexed":        two().u(1).str("p").u(1).cand(0, TypeTrailer, 0).b,
+		"type zero":               two().u(1).str("p").u(1).cand(0, 0, 0).b,
+		"member past the count":   two().u(1).str("p").u(1).cand(0, TypeRegular, 3).b,
+		"conflict of two seqs":    (&plainBuilder{}).u(2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).u(1).str("p").u(2).cand(0, TypeRegular, 0).cand(1, TypeRegular, 0).b,
+		"record count too big":    two().u(3).str("p").u(1).cand(0, TypeRegular, 0).b,
+		"bytes after the records": append(two().u(1).str("p").u(1).cand(0, TypeRegular, 0).b, 0),
+		"long varint":             append(two().u(1).b, 0x81, 0x00),
+		"empty plaintext":         nil,
+		"zero span":               two().u(1).str("p").u(1).u(0).raw(byte(TypeRegular)).u(0, 1536, 0, 5, 77).b,
+	}
+	for name, plain := range cases {
+		_, err := ReadIndex(bytes.NewReader(sealPlain(t, key, plain)), key)
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Class != ClassIndex {
+			t.Errorf("%s: %v, want an index error", name, err)
+		}
+	}
+}
+
+// IndexItems must give what Entries gives.
+func TestIndexItemsMatchEntries(t *testing.T) {
+	key := testKey(t, 1)
+	ms := sampleMembers()
+	for i := range 300 {
+		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: fmt.Appendf(nil, "many/%04d", i), Size: 3, Inode: uint64(i)}, []byte("abc")})
+	}
+	data, _ := writeArchive(t, key, ms, WriterOptions{Compress: true, Sequence: 7, RecordSize: MinRecordSize})
+	a, err := OpenArchive(NewSource(bytes.NewReader(data), int64(len(data))), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := a.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []IndexItem
+	if _, err := a.IndexItems(nil, func(it *IndexItem) error {
+		c := *it
+		c.Path = bytes.Clone(it.Path)
+		got = append(got, c)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var want []IndexItem
+	for _, e := range entries {
+		end := a.PhysOffset(e.Offset+e.Length-1) + 1
+		want = append(want, IndexItem{Member: e.Number, Type: e.Meta.Type, Path: e.Meta.Path, Offset: a.PhysOffset(e.Offset),
+			Span: end - a.PhysOffset(e.Offset), Size: e.Meta.Size, Inode: e.Meta.Inode})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("IndexItems differs from Entries (-want +got):\n%s", diff)
+	}
+	// The span is the byte range of the member: its last byte is the
+	// last byte of its final content frame.
+	last := got[len(got)-1]
+	if last.Offset+last.Span > int64(a.Footer.FooterOffset) {
+		t.Errorf("last member's span runs past the footer")
+	}
+}
+
+func TestLeanMetaRefuses(t *testing.T) {
+	m := &Meta{Type: TypeRegular, Path: []byte("p"), Size: 4}
+	enc := m.Encode(nil)
+	var it IndexItem
+	if err := leanMeta(enc, &it); err != nil || string(it.Path) != "p" || it.Size != 4 {
+		t.Fatalf("leanMeta: %v %+v", err, it)
+	}
+	bad := map[string][]byte{
+		"unknown critical tag": append(bytes.Clone(enc), 30, 0),
+		"tag 19":               append(bytes.Clone(enc), 19, 0),
+		"out of order":         append(append([]byte{}, enc[3:]...), enc[:3]...),
+		"length past the end":  append(bytes.Clone(enc), 64, 5, 1),
+		"no path":              enc[:3],
+		"type 0":               append([]byte{1, 1, 0}, enc[3:]...),
+	}
+	for name, b := range bad {
+		if err := leanMeta(b, &it); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+	// An optional tag is walked over.
+	if err := leanMeta(append(bytes.Clone(enc), 70, 1, 9), &it); err != nil {
+		t.Errorf("optional tag refused: %v", err)
+	}
+}

@@ -1,0 +1,619 @@
+package format
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/pierrec/lz4/v4"
+)
+
+// The sealed encoding of a master index (spec/cbfs-index-v1.md):
+//
+//	header (IndexHeaderSize bytes, clear) | frame* (kind 'i', the last final)
+//
+// The plaintext carried by the frames is the archives table and the
+// records. The synthetic IV in the header is a MAC of the header's first
+// 16 bytes and the plaintext: equal content gives equal bytes, and the
+// reader checks it after decrypting.
+
+// Version of the index encoding written by this code. Readers accept any
+// minor version of IndexMajor and reject other majors.
+const (
+	IndexMajor uint8 = 1
+	IndexMinor uint8 = 0
+)
+
+const (
+	// IndexHeaderSize is the size of the clear index header.
+	IndexHeaderSize = 48
+	// KindIndex is the frame kind of index chunks.
+	KindIndex = 'i'
+	// IndexChunkSize is the plaintext chunk size v1 writes.
+	IndexChunkSize = DefaultChunkSize
+	// indexPrefixSize is the part of the header the IV covers.
+	indexPrefixSize = 16
+)
+
+var indexMagic = []byte("CBFSINDX")
+
+// ErrNotIndex means the input does not start with a master index header.
+var ErrNotIndex = errors.New("not a CBFS master index")
+
+// IndexVersionError is returned for an index of a major version this code
+// does not read.
+type IndexVersionError struct {
+	Major, Minor uint8
+}
+
+func (e *IndexVersionError) Error() string {
+	return fmt.Sprintf("unsupported CBFS index version %d.%d (this cbfs reads index version %d.x; a newer cbfs is needed)",
+		e.Major, e.Minor, IndexMajor)
+}
+
+func indexErr(off int64, what string, args ...any) *Error {
+	return newErr(ClassIndex, off, -1, what, args...)
+}
+
+func indexPrefix(chunk uint32) []byte {
+	b := make([]byte, 0, IndexHeaderSize)
+	b = append(b, indexMagic...)
+	b = append(b, IndexMajor, IndexMinor, SuiteAES256GCM, 0)
+	return binary.LittleEndian.AppendUint32(b, chunk)
+}
+
+// plainSink batches the plaintext for a consumer.
+type plainSink struct {
+	buf  []byte
+	emit func([]byte) error
+	err  error
+}
+
+func (s *plainSink) flush() {
+	if s.err == nil && len(s.buf) > 0 {
+		s.err = s.emit(s.buf)
+	}
+	s.buf = s.buf[:0]
+}
+
+func (s *plainSink) maybeFlush() {
+	if len(s.buf) >= 256<<10 {
+		s.flush()
+	}
+}
+
+// serialize produces the plaintext (spec "Plaintext").
+func (x *Index) serialize(emit func([]byte) error) error {
+	if len(x.Archives) > MaxIndexArchives {
+		return fmt.Errorf("index over %d archives", MaxIndexArchives)
+	}
+	for i := range x.Archives {
+		if err := checkArchive(&x.Archives[i]); err != nil {
+			return err
+		}
+		if i > 0 && compareArchives(&x.Archives[i-1], &x.Archives[i]) >= 0 {
+			return errors.New("archives table not sorted")
+		}
+	}
+	s := &plainSink{buf: make([]byte, 0, 320<<10), emit: emit}
+	s.buf = binary.AppendUvarint(s.buf, uint64(len(x.Archives)))
+	for i := range x.Archives {
+		a := &x.Archives[i]
+		s.buf = binary.AppendUvarint(s.buf, uint64(len(a.Name)))
+		s.buf = append(s.buf, a.Name...)
+		s.buf = append(s.buf, a.ID[:]...)
+		s.buf = binary.AppendUvarint(s.buf, a.Seq)
+		s.buf = binary.AppendUvarint(s.buf, a.Members)
+		s.maybeFlush()
+	}
+	s.buf = binary.AppendUvarint(s.buf, uint64(len(x.recs)))
+	var cs []cand
+	for i := range x.recs {
+		r := &x.recs[i]
+		p := x.path(r)
+		s.buf = binary.AppendUvarint(s.buf, uint64(len(p)))
+		s.buf = append(s.buf, p...)
+		cs = x.cands(r, cs[:0])
+		s.buf = binary.AppendUvarint(s.buf, uint64(len(cs)))
+		for _, c := range cs {
+			s.buf = binary.AppendUvarint(s.buf, uint64(c.arch))
+			s.buf = append(s.buf, byte(c.typ))
+			s.buf = binary.AppendUvarint(s.buf, uint64(c.member))
+			s.buf = binary.AppendUvarint(s.buf, uint64(c.off))
+			s.buf = binary.AppendUvarint(s.buf, uint64(c.span))
+			s.buf = binary.AppendUvarint(s.buf, uint64(c.size))
+			s.buf = binary.AppendUvarint(s.buf, c.inode)
+		}
+		s.maybeFlush()
+	}
+	s.flush()
+	return s.err
+}
+
+// Encode writes the sealed index to w. The same index under the same key
+// always gives the same bytes.
+func (x *Index) Encode(w io.Writer, key *crypt.Key) error {
+	return encodeIndex(w, key, x.serialize)
+}
+
+// encodeIndex seals the plaintext that gen produces; gen runs twice, once
+// for the synthetic IV and once to seal.
+func encodeIndex(w io.Writer, key *crypt.Key, gen func(emit func([]byte) error) error) error {
+	prefix := indexPrefix(IndexChunkSize)
+	mac := crypt.IndexMAC(key)
+	mac.Write(prefix)
+	if err := gen(func(p []byte) error { mac.Write(p); return nil }); err != nil {
+		return err
+	}
+	var siv [crypt.SIVSize]byte
+	copy(siv[:], mac.Sum(nil))
+	ik := crypt.DeriveIndexKeys(key, siv)
+	check := ik.Check()
+	hdr := append(append(prefix, siv[:]...), check[:]...)
+	bw := bufio.NewWriterSize(w, 1<<20)
+	if _, err := bw.Write(hdr); err != nil {
+		return err
+	}
+	s := &indexSealer{w: bw, ik: ik, cs: IndexChunkSize, pend: make([]byte, 0, IndexChunkSize),
+		cbuf: make([]byte, lz4.CompressBlockBound(IndexChunkSize))}
+	if err := gen(s.write); err != nil {
+		return err
+	}
+	if err := s.close(); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// indexSealer cuts the plaintext into chunks of exactly cs bytes (the
+// last one shorter, and empty only if it is the only one) and seals each
+// as a frame, as archive content is sealed.
+type indexSealer struct {
+	w     io.Writer
+	ik    *crypt.IndexKeys
+	cs    int
+	pend  []byte
+	index uint64
+	comp  lz4.Compressor
+	cbuf  []byte
+	frame []byte
+	err   error
+}
+
+func (s *indexSealer) write(p []byte) error {
+	for len(p) > 0 && s.err == nil {
+		// A full chunk is sealed only once more bytes follow: the last
+		// chunk must carry the final flag.
+		if len(s.pend) == s.cs {
+			s.seal(false)
+			s.pend = s.pend[:0]
+		}
+		n := copy(s.pend[len(s.pend):s.cs], p)
+		s.pend = s.pend[:len(s.pend)+n]
+		p = p[n:]
+	}
+	return s.err
+}
+
+func (s *indexSealer) close() error {
+	s.seal(true)
+	return s.err
+}
+
+func (s *indexSealer) seal(final bool) {
+	if s.err != nil {
+		return
+	}
+	if s.index >= MaxChunks {
+		s.err = errors.New("index too large: over 2^48 chunks")
+		return
+	}
+	plain := s.pend
+	var flags byte
+	if final {
+		flags |= FlagFinal
+	}
+	if len(plain) > 0 {
+		n, err := s.comp.CompressBlock(plain, s.cbuf)
+		if err == nil && n > 0 && n < len(plain) {
+			plain = s.cbuf[:n]
+			flags |= FlagLZ4
+		}
+	}
+	h := frameHeader{Kind: KindIndex, Flags: flags, Len: uint32(len(plain) + crypt.TagSize)}
+	frame := append(s.frame[:0], make([]byte, FrameHeaderSize)...)
+	h.putAD(frame)
+	frame = s.ik.Seal(frame, crypt.Nonce(KindIndex, final, 0, s.index), plain, frame[:8])
+	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
+	s.frame = frame
+	_, s.err = s.w.Write(frame)
+	s.index++
+}
+
+// indexFrames reads and opens the frames of an index one at a time.
+type indexFrames struct {
+	r       *bufio.Reader
+	ik      *crypt.IndexKeys
+	cs      int
+	pos     int64 // file offset of the next frame
+	index   uint64
+	final   bool
+	mac     interface{ Write([]byte) (int, error) }
+	payload []byte
+	plain   []byte
+}
+
+// next returns the next chunk's plaintext (valid until the next call), or
+// io.EOF after the final frame.
+func (f *indexFrames) next() ([]byte, error) {
+	if f.final {
+		return nil, io.EOF
+	}
+	at := f.pos
+	var hb [FrameHeaderSize]byte
+	if _, err := io.ReadFull(f.r, hb[:]); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil, indexErr(at, "the index ends before its final frame (truncated?)")
+		}
+		return nil, err
+	}
+	fh := frameHeader{Kind: hb[0], Flags: hb[1], Len: binary.LittleEndian.Uint32(hb[4:8]), CRC: binary.LittleEndian.Uint32(hb[8:12])}
+	switch {
+	case fh.Kind != KindIndex:
+		return nil, indexErr(at, "frame %d: kind %q, want %q", f.index, fh.Kind, KindIndex)
+	case hb[2] != 0 || hb[3] != 0:
+		return nil, indexErr(at, "frame %d: reserved frame header bytes are not zero", f.index)
+	case fh.Flags&^flagsKnown != 0:
+		return nil, indexErr(at, "frame %d: unknown frame flags %#x", f.index, fh.Flags)
+	case fh.Len < crypt.TagSize || int64(fh.Len) > int64(f.cs)+crypt.TagSize:
+		return nil, indexErr(at, "frame %d: length %d out of range", f.index, fh.Len)
+	case f.index >= MaxChunks:
+		return nil, indexErr(at, "over 2^48 frames")
+	}
+	if cap(f.payload) < int(fh.Len) {
+		f.payload = make([]byte, f.cs+crypt.TagSize)
+	}
+	payload := f.payload[:fh.Len]
+	if _, err := io.ReadFull(f.r, payload); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil, indexErr(at, "frame %d cut short (truncated?)", f.index)
+		}
+		return nil, err
+	}
+	if frameCRC(hb[:], payload) != fh.CRC {
+		return nil, indexErr(at, "frame %d: checksum mismatch", f.index)
+	}
+	plain, err := f.ik.Open(payload[:0], crypt.Nonce(KindIndex, fh.final(), 0, f.index), payload, hb[:8])
+	if err != nil {
+		return nil, indexErr(at, "frame %d failed authentication", f.index)
+	}
+	if fh.lz4() {
+		if cap(f.plain) < f.cs {
+			f.plain = make([]byte, f.cs)
+		}
+		n, err := lz4.UncompressBlock(plain, f.plain[:f.cs])
+		if err != nil || n <= len(plain) {
+			return nil, indexErr(at, "frame %d: bad LZ4 block", f.index)
+		}
+		plain = f.plain[:n]
+	}
+	if (!fh.final() && len(plain) != f.cs) || (fh.final() && len(plain) == 0 && f.index != 0) {
+		return nil, indexErr(at, "frame %d has the wrong size (%d bytes)", f.index, len(plain))
+	}
+	f.mac.Write(plain)
+	f.pos += FrameHeaderSize + int64(fh.Len)
+	f.index++
+	f.final = fh.final()
+	return plain, nil
+}
+
+// plainReader parses the plaintext as it is opened, chunk by chunk, so
+// that decoding never holds the whole plaintext.
+type plainReader struct {
+	f       *indexFrames
+	cur     []byte
+	scratch []byte
+}
+
+var errPlainShort = indexErr(-1, "the index content ends early")
+
+func (p *plainReader) more() error {
+	for len(p.cur) == 0 {
+		b, err := p.f.next()
+		if err == io.EOF {
+			return errPlainShort
+		}
+		if err != nil {
+			return err
+		}
+		p.cur = b
+	}
+	return nil
+}
+
+func (p *plainReader) byte() (byte, error) {
+	if err := p.more(); err != nil {
+		return 0, err
+	}
+	c := p.cur[0]
+	p.cur = p.cur[1:]
+	return c, nil
+}
+
+// uvarint reads a varint in its shortest form.
+func (p *plainReader) uvarint() (uint64, error) {
+	var x uint64
+	var s uint
+	for i := 0; ; i++ {
+		c, err := p.byte()
+		if err != nil {
+			return 0, err
+		}
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			return 0, indexErr(-1, "varint overflows 64 bits")
+		}
+		if c < 0x80 {
+			if i > 0 && c == 0 {
+				return 0, indexErr(-1, "varint not in its shortest form")
+			}
+			return x | uint64(c)<<s, nil
+		}
+		x |= uint64(c&0x7f) << s
+		s += 7
+	}
+}
+
+// take returns the next n bytes, valid until the next call.
+func (p *plainReader) take(n int) ([]byte, error) {
+	if len(p.cur) >= n {
+		b := p.cur[:n]
+		p.cur = p.cur[n:]
+		return b, nil
+	}
+	p.scratch = p.scratch[:0]
+	for len(p.scratch) < n {
+		if err := p.more(); err != nil {
+			return nil, err
+		}
+		k := min(n-len(p.scratch), len(p.cur))
+		p.scratch = append(p.scratch, p.cur[:k]...)
+		p.cur = p.cur[k:]
+	}
+	return p.scratch, nil
+}
+
+// pathArena appends paths to an index's blocks.
+type pathArena struct {
+	x   *Index
+	cur []byte
+}
+
+func (a *pathArena) add(p []byte) (blk, off uint32) {
+	if len(a.cur)+len(p) > cap(a.cur) || len(a.x.blocks) == 0 {
+		if len(a.x.blocks) > 0 {
+			a.x.blocks[len(a.x.blocks)-1] = a.cur
+		}
+		size := min(max(64<<10, 2*cap(a.cur)), 64<<20)
+		a.cur = make([]byte, 0, max(size, len(p)))
+		a.x.blocks = append(a.x.blocks, a.cur)
+	}
+	blk, off = uint32(len(a.x.blocks)-1), uint32(len(a.cur))
+	a.cur = append(a.cur, p...)
+	a.x.blocks[blk] = a.cur
+	return blk, off
+}
+
+// finish trims the last block to its size.
+func (a *pathArena) finish() {
+	if len(a.x.blocks) > 0 {
+		a.x.blocks[len(a.x.blocks)-1] = bytes.Clone(a.cur)
+	}
+}
+
+// ReadIndex reads and opens a sealed index, checking everything: the
+// header, every frame's checksum and seal, the canonical form of the
+// plaintext, and the synthetic IV. Nothing is returned unless all of it
+// holds. A wrong key gives ErrWrongKey, an index of another major version
+// an *IndexVersionError, anything else that is wrong an *Error of class
+// ClassIndex.
+func ReadIndex(r io.Reader, key *crypt.Key) (*Index, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	var hdr [IndexHeaderSize]byte
+	n, err := io.ReadFull(br, hdr[:])
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, err
+	}
+	if n < len(indexMagic) || !bytes.Equal(hdr[:len(indexMagic)], indexMagic) {
+		return nil, ErrNotIndex
+	}
+	if n >= 10 && hdr[8] != IndexMajor {
+		return nil, &IndexVersionError{hdr[8], hdr[9]}
+	}
+	if n < IndexHeaderSize {
+		return nil, indexErr(int64(n), "the index header is cut short (%d of %d bytes)", n, IndexHeaderSize)
+	}
+	if hdr[10] != SuiteAES256GCM {
+		return nil, indexErr(10, "unknown cipher suite %d", hdr[10])
+	}
+	if hdr[11] != 0 {
+		return nil, indexErr(11, "reserved header byte is not zero")
+	}
+	cs := binary.LittleEndian.Uint32(hdr[12:16])
+	if cs < MinChunkSize || cs > MaxChunkSize || cs&(cs-1) != 0 {
+		return nil, indexErr(12, "chunk size %d is not a power of two in [%d, %d]", cs, MinChunkSize, MaxChunkSize)
+	}
+	var siv [crypt.SIVSize]byte
+	copy(siv[:], hdr[16:32])
+	ik := crypt.DeriveIndexKeys(key, siv)
+	mac := crypt.IndexMAC(key)
+	mac.Write(hdr[:indexPrefixSize])
+	f := &indexFrames{r: br, ik: ik, cs: int(cs), pos: IndexHeaderSize, mac: mac}
+	if !ik.CheckMatches(hdr[32:48]) {
+		// Another key, or a damaged check value: under the right key the
+		// content still opens.
+		if _, err := f.next(); err == nil {
+			return nil, indexErr(32, "key check value does not match, yet the content opens: the header was changed")
+		}
+		return nil, ErrWrongKey
+	}
+	p := &plainReader{f: f}
+	x, err := decodePlain(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.cur) != 0 {
+		return nil, indexErr(-1, "%d bytes after the last record", len(p.cur))
+	}
+	if b, err := f.next(); err != io.EOF {
+		if err != nil {
+			return nil, err
+		}
+		return nil, indexErr(f.pos, "%d bytes after the last record", len(b))
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		if err != nil {
+			return nil, err
+		}
+		return nil, indexErr(f.pos, "bytes after the final frame")
+	}
+	if !hmac.Equal(mac.Sum(nil)[:crypt.SIVSize], siv[:]) {
+		return nil, indexErr(16, "the content does not match the synthetic IV: the index was changed")
+	}
+	return x, nil
+}
+
+// decodePlain parses the plaintext and checks its canonical form: the
+// table sorted by name then id with no id twice, the records sorted by
+// path with no path twice, each record's candidates sorted by archive and
+// of one sequence number.
+func decodePlain(p *plainReader) (*Index, error) {
+	x := &Index{}
+	na, err := p.uvarint()
+	if err != nil {
+		return nil, err
+	}
+	if na > MaxIndexArchives {
+		return nil, indexErr(-1, "archive count %d over the cap %d", na, MaxIndexArchives)
+	}
+	x.Archives = make([]IndexArchive, 0, min(na, 1<<16))
+	ids := make(map[[crypt.IDSize]byte]struct{}, min(na, 1<<16))
+	for i := uint64(0); i < na; i++ {
+		bad := func(what string, args ...any) error {
+			return indexErr(-1, "archive %d: %s", i, fmt.Sprintf(what, args...))
+		}
+		nl, err := p.uvarint()
+		if err != nil {
+			return nil, err
+		}
+		if nl == 0 || nl > MaxArchiveNameLen {
+			return nil, bad("name of %d bytes", nl)
+		}
+		name, err := p.take(int(nl))
+		if err != nil {
+			return nil, err
+		}
+		a := IndexArchive{Name: string(name)}
+		id, err := p.take(crypt.IDSize)
+		if err != nil {
+			return nil, err
+		}
+		copy(a.ID[:], id)
+		if a.Seq, err = p.uvarint(); err != nil {
+			return nil, err
+		}
+		if a.Members, err = p.uvarint(); err != nil {
+			return nil, err
+		}
+		if err := checkArchive(&a); err != nil {
+			return nil, bad("%v", err)
+		}
+		if i > 0 && compareArchives(&x.Archives[i-1], &a) >= 0 {
+			return nil, bad("%s is out of order (the table is sorted by name, then id)", a.Name)
+		}
+		if _, dup := ids[a.ID]; dup {
+			return nil, bad("id %x is in the table twice", a.ID)
+		}
+		ids[a.ID] = struct{}{}
+		x.Archives = append(x.Archives, a)
+	}
+	nr, err := p.uvarint()
+	if err != nil {
+		return nil, err
+	}
+	// The count is not trusted for memory: records are read one by one
+	// and a count beyond the bytes present fails at the end of them.
+	x.recs = make([]irec, 0, min(nr, 1<<20))
+	arena := &pathArena{x: x}
+	var cs []cand
+	for k := uint64(0); k < nr; k++ {
+		bad := func(what string, args ...any) error {
+			return indexErr(-1, "record %d: %s", k, fmt.Sprintf(what, args...))
+		}
+		pl, err := p.uvarint()
+		if err != nil {
+			return nil, err
+		}
+		if pl > MaxPathLen {
+			return nil, bad("path of %d bytes over the cap %d", pl, MaxPathLen)
+		}
+		path, err := p.take(int(pl))
+		if err != nil {
+			return nil, err
+		}
+		if k > 0 && bytes.Compare(x.path(&x.recs[k-1]), path) >= 0 {
+			return nil, bad("path %q is out of order or repeated (records are sorted by path)", path)
+		}
+		r := irec{lt: uint32(pl)}
+		r.blk, r.poff = arena.add(path)
+		nc, err := p.uvarint()
+		if err != nil {
+			return nil, err
+		}
+		if nc == 0 || nc > na {
+			return nil, bad("%d candidates", nc)
+		}
+		cs = cs[:0]
+		for c := uint64(0); c < nc; c++ {
+			var v [7]uint64
+			for f := range v {
+				if f == 1 {
+					b, err := p.byte()
+					if err != nil {
+						return nil, err
+					}
+					v[f] = uint64(b)
+					continue
+				}
+				if v[f], err = p.uvarint(); err != nil {
+					return nil, err
+				}
+			}
+			arch, typ, member, off, span, size := v[0], Type(v[1]), v[2], v[3], v[4], v[5]
+			switch {
+			case arch >= na:
+				return nil, bad("archive %d of a table of %d", arch, na)
+			case c > 0 && arch <= uint64(cs[c-1].arch):
+				return nil, bad("candidates not sorted by archive")
+			case c > 0 && x.Archives[arch].Seq != x.Archives[cs[0].arch].Seq:
+				return nil, bad("candidates of different sequence numbers")
+			case !IndexedType(typ):
+				return nil, bad("member type %d is not indexed", typ)
+			case member >= x.Archives[arch].Members:
+				return nil, bad("member %d of archive %s, which has %d", member, x.Archives[arch].Name, x.Archives[arch].Members)
+			case off > maxIndexValue || span == 0 || span > maxIndexValue || size > maxIndexValue:
+				return nil, bad("offset %d, span %d or size %d out of range", off, span, size)
+			}
+			cs = append(cs, cand{off: int64(off), span: int64(span), size: int64(size), inode: v[6],
+				arch: uint32(arch), member: uint32(member), typ: typ})
+		}
+		x.setCands(&r, cs)
+		x.recs = append(x.recs, r)
+	}
+	arena.finish()
+	return x, nil
+}
