@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -129,7 +132,7 @@ func ExportTar(dst io.Writer, src io.Reader, key *crypt.Key) error {
 				return err
 			}
 			pad = 0
-			if err := writeSynthesized(tw, m, r); err != nil {
+			if err := writeSynthesized(tw, bw, m, r); err != nil {
 				return err
 			}
 		}
@@ -214,14 +217,17 @@ func TarHeader(m *format.Meta) (*tar.Header, error) {
 	return h, nil
 }
 
-func writeSynthesized(tw *tar.Writer, m *format.Member, content io.Reader) error {
+func writeSynthesized(tw *tar.Writer, raw io.Writer, m *format.Member, content io.Reader) error {
 	if m.Meta.Type == format.TypeTombstone {
 		// A deletion is not a file: a plain tar has nothing to say about it.
 		_, err := io.Copy(io.Discard, content)
 		return err
 	}
-	if len(m.Meta.Sparse) > 0 {
-		return writeSparse(tw, m, content)
+	if m.Meta.Sparse != nil {
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		return writeSparse(raw, m, content)
 	}
 	h, err := TarHeader(m.Meta)
 	if err != nil {
@@ -237,42 +243,171 @@ func writeSynthesized(tw *tar.Writer, m *format.Member, content io.Reader) error
 }
 
 // writeSparse writes a sparse member in the GNU pax sparse format 1.0,
-// which GNU tar and bsdtar extract with holes: the map in front of the
-// data, GNU.sparse.* records in the pax header.
-func writeSparse(tw *tar.Writer, m *format.Member, content io.Reader) error {
+// which GNU tar, bsdtar and Go extract with holes: GNU.sparse.* records in
+// the pax header, the map in front of the data. Go's tar.Writer drops
+// GNU.sparse.* records, so the pax header and the main header are built
+// here and written to w directly; tw has no entry open at this point.
+func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
+	meta := m.Meta
+	if meta.Type != format.TypeRegular {
+		return memberErr(m, fmt.Errorf("a sparse %s", meta.Type))
+	}
+	ext := meta.Sparse
+	// A map that stops short of the size ends with a zero-length extent
+	// at the size, as GNU tar writes it: GNU tar extends the file to the
+	// last extent's end, so without it a trailing hole would be lost.
+	if n := len(ext); n == 0 || ext[n-1].Offset+ext[n-1].Length < meta.Size {
+		ext = append(slices.Clip(ext), format.Extent{Offset: meta.Size})
+	}
 	var mp bytes.Buffer
-	mp.WriteString(strconv.Itoa(len(m.Meta.Sparse)) + "\n")
+	mp.WriteString(strconv.Itoa(len(ext)) + "\n")
 	var data int64
-	for _, e := range m.Meta.Sparse {
+	for _, e := range ext {
 		mp.WriteString(strconv.FormatInt(e.Offset, 10) + "\n" + strconv.FormatInt(e.Length, 10) + "\n")
 		data += e.Length
 	}
-	if pad := mp.Len() % format.BlockSize; pad != 0 {
-		mp.Write(make([]byte, format.BlockSize-pad))
+	mp.Write(make([]byte, padLen(int64(mp.Len()))))
+	size := int64(mp.Len()) + data
+
+	name := string(meta.Path)
+	stub := sparseStubName(name)
+	var recs []string
+	hdr := ustarBlock('0')
+	if !putName(hdr, stub) {
+		recs = append(recs, paxRecord("path", stub))
 	}
-	h, err := TarHeader(m.Meta)
+	copy(hdr[100:108], octal(int64(meta.Mode), 8))
+	for i, id := range []uint64{meta.UID, meta.GID} {
+		if id > 0o7777777 {
+			recs = append(recs, paxRecord([]string{"uid", "gid"}[i], strconv.FormatUint(id, 10)))
+			id = 0
+		}
+		copy(hdr[108+8*i:116+8*i], octal(int64(id), 8))
+	}
+	if size > 0o77777777777 {
+		recs = append(recs, paxRecord("size", strconv.FormatInt(size, 10)))
+		copy(hdr[124:136], octal(0, 12))
+	} else {
+		copy(hdr[124:136], octal(size, 12))
+	}
+	mtime := int64(0)
+	if meta.MTime.Set && meta.MTime.Sec >= 0 && meta.MTime.Sec <= 0o77777777777 {
+		mtime = meta.MTime.Sec
+	}
+	copy(hdr[136:148], octal(mtime, 12))
+	for i, t := range []format.Time{meta.MTime, meta.ATime, meta.CTime} {
+		if t.Set {
+			recs = append(recs, paxRecord([]string{"mtime", "atime", "ctime"}[i], paxTime(t)))
+		}
+	}
+	for i, n := range []string{meta.Uname, meta.Gname} {
+		if len(n) > 31 {
+			recs = append(recs, paxRecord([]string{"uname", "gname"}[i], n))
+			n = n[:31]
+		}
+		copy(hdr[265+32*i:297+32*i], n)
+	}
+	for _, x := range meta.Xattrs {
+		recs = append(recs, paxRecord("SCHILY.xattr."+x.Name, string(x.Value)))
+	}
+	// The sparse records come last: GNU tar applies records in order,
+	// and GNU.sparse.name must win over path.
+	recs = append(recs, paxRecord("GNU.sparse.major", "1"), paxRecord("GNU.sparse.minor", "0"),
+		paxRecord("GNU.sparse.name", name), paxRecord("GNU.sparse.realsize", strconv.FormatInt(meta.Size, 10)))
+	hdr.SetChecksum()
+	pax := strings.Join(recs, "")
+
+	dir, base := path.Split(name)
+	xh := ustarBlock('x')
+	putName(xh, truncate(dir+"PaxHeaders.0/"+base, 100))
+	copy(xh[100:108], octal(0o644, 8))
+	copy(xh[108:116], octal(0, 8))
+	copy(xh[116:124], octal(0, 8))
+	copy(xh[124:136], octal(int64(len(pax)), 12))
+	copy(xh[136:148], octal(mtime, 12))
+	xh.SetChecksum()
+
+	out := make([]byte, 0, 3*format.BlockSize+len(pax)+mp.Len())
+	out = append(out, xh[:]...)
+	out = append(out, pax...)
+	out = append(out, make([]byte, padLen(int64(len(pax))))...)
+	out = append(out, hdr[:]...)
+	out = append(out, mp.Bytes()...)
+	if _, err := w.Write(out); err != nil {
+		return err
+	}
+	n, err := io.Copy(w, content)
 	if err != nil {
 		return memberErr(m, err)
 	}
-	if h.PAXRecords == nil {
-		h.PAXRecords = map[string]string{}
+	if n != data {
+		return memberErr(m, fmt.Errorf("sparse content of %d bytes, its extents hold %d", n, data))
 	}
-	h.PAXRecords["GNU.sparse.major"] = "1"
-	h.PAXRecords["GNU.sparse.minor"] = "0"
-	h.PAXRecords["GNU.sparse.name"] = h.Name
-	h.PAXRecords["GNU.sparse.realsize"] = strconv.FormatInt(m.Meta.Size, 10)
-	h.Name = sparseStubName(h.Name)
-	h.Size = int64(mp.Len()) + data
-	if err := tw.WriteHeader(h); err != nil {
-		return memberErr(m, err)
+	_, err = w.Write(make([]byte, padLen(size)))
+	return err
+}
+
+func padLen(n int64) int64 { return (format.BlockSize - n%format.BlockSize) % format.BlockSize }
+
+// ustarBlock starts a POSIX ustar header block.
+func ustarBlock(typeflag byte) *format.Block {
+	var b format.Block
+	b[156] = typeflag
+	copy(b[257:263], "ustar\x00")
+	copy(b[263:265], "00")
+	copy(b[329:337], octal(0, 8))
+	copy(b[337:345], octal(0, 8))
+	return &b
+}
+
+// putName stores name in the name field, or split over the prefix and
+// name fields; false if it fits neither way.
+func putName(b *format.Block, name string) bool {
+	if len(name) <= 100 {
+		copy(b[0:100], name)
+		return true
 	}
-	if _, err := tw.Write(mp.Bytes()); err != nil {
-		return memberErr(m, err)
+	for i := min(len(name)-1, 155); i > 0; i-- {
+		if name[i] == '/' && len(name)-i-1 <= 100 && i < len(name)-1 {
+			copy(b[345:500], name[:i])
+			copy(b[0:100], name[i+1:])
+			return true
+		}
 	}
-	if _, err := io.Copy(tw, content); err != nil {
-		return memberErr(m, err)
+	copy(b[0:100], name[:100])
+	return false
+}
+
+func truncate(s string, n int) string { return s[:min(len(s), n)] }
+
+// octal formats a numeric field: zero-padded octal digits and a NUL.
+func octal(v int64, width int) string { return fmt.Sprintf("%0*o\x00", width-1, v) }
+
+// paxRecord formats one pax record, "<length> <key>=<value>\n", where the
+// length counts the whole record, its own digits included.
+func paxRecord(k, v string) string {
+	n := len(k) + len(v) + 3
+	n += len(strconv.Itoa(n))
+	r := strconv.Itoa(n) + " " + k + "=" + v + "\n"
+	if len(r) != n {
+		r = strconv.Itoa(len(r)) + " " + k + "=" + v + "\n"
 	}
-	return tw.Flush()
+	return r
+}
+
+// paxTime formats a time as pax does: seconds, and a fraction when there
+// are nanoseconds.
+func paxTime(t format.Time) string {
+	sec, ns := t.Sec, int64(t.Nsec)
+	if ns == 0 {
+		return strconv.FormatInt(sec, 10)
+	}
+	sign := ""
+	if sec < 0 {
+		// -1.25 is 1.25 seconds before the epoch: sec -2, ns 0.75e9.
+		sign, sec, ns = "-", -(sec + 1), 1e9-ns
+	}
+	return strings.TrimRight(fmt.Sprintf("%s%d.%09d", sign, sec, ns), "0")
 }
 
 // sparseStubName is the name GNU tar gives the header of a pax sparse

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cbfs/cbfs/convert"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	register(newExtractCmd)
+}
+
+func newExtractCmd() *cobra.Command {
+	var keyPath, dest string
+	var noSameOwner, numericOwner, overwrite bool
+	c := &cobra.Command{
+		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...]",
+		Short: "Extract an archive's files into a directory, safely",
+		Long: `extract writes the members of ARCHIVE under DEST (default: the current
+directory; created if missing). With PATH arguments it extracts only those
+members and what lies under them as directories, reading only their bytes:
+it seeks through the archive's summary, so ARCHIVE must be a file.
+
+It restores what 'cbfs pack' stores: types, modes with set-id and sticky
+bits, nanosecond times (directories' last, deepest first), user.* extended
+attributes, hard links, sparse files as sparse, and owners when run as root
+(names mapped to local ids as tar does; --numeric-owner uses the archived
+ids; --no-same-owner keeps the extracting user). Set-id bits are dropped when
+the file does not get its archived owner. Members imported from a plain tar
+extract the same way.
+
+Nothing is written outside DEST: a member with an absolute path or a '..'
+component, a member whose path goes through a symlink (whether extracted or
+already there), and a hard link whose target is outside DEST or through a
+symlink are not extracted. Files are written under a temporary name and
+renamed into place once authenticated: a damaged member leaves nothing.
+An existing file is not replaced without --overwrite; an existing directory
+is used as it is. When a path occurs more than once, the last member wins.
+
+Every member not extracted is named on standard error, the rest is still
+extracted, and the exit status tells the worst: 3 if a member was damaged,
+else 1 if one was rejected or not extracted.`,
+		Example: `  cbfs extract -k fs1.key -C /restore backup.cbfs
+  cbfs extract -k fs1.key backup.cbfs src/main.go docs`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			key, err := loadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			a, f, err := openArchive(args[0], key)
+			if err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) && ee.code == exitUsage {
+					ee.hint = "extract seeks through the archive; for a pipe use 'cbfs export -k KEY - | tar xf -'"
+				}
+				return err
+			}
+			defer f.Close()
+			opt := convert.ExtractOptions{
+				Paths:        args[1:],
+				SameOwner:    os.Geteuid() == 0 && !noSameOwner,
+				NumericOwner: numericOwner,
+				Overwrite:    overwrite,
+				Report: func(p convert.Problem) {
+					if p.Path == "" {
+						fmt.Fprintf(os.Stderr, "cbfs: %s\n", p.What)
+						return
+					}
+					fmt.Fprintf(os.Stderr, "cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
+				},
+			}
+			st, err := convert.Extract(a, dest, opt)
+			if err != nil {
+				return inputErr(args[0], err)
+			}
+			var parts []string
+			if st.Damaged > 0 {
+				parts = append(parts, plural(st.Damaged, "member damaged", "members damaged"))
+			}
+			if st.Rejected > 0 {
+				parts = append(parts, plural(st.Rejected, "member rejected as unsafe", "members rejected as unsafe"))
+			}
+			if st.Failed > 0 {
+				parts = append(parts, plural(st.Failed, "problem", "problems"))
+			}
+			if len(parts) == 0 {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s (named above); %d members extracted", args[0], strings.Join(parts, ", "), st.Members)
+			if st.Damaged > 0 {
+				return &exitError{code: exitDamaged, err: err}
+			}
+			return &exitError{code: exitFailure, err: err}
+		},
+	}
+	keyFlag(c, &keyPath)
+	c.Flags().StringVarP(&dest, "directory", "C", ".", "directory to extract into (created if missing)")
+	c.Flags().BoolVar(&noSameOwner, "no-same-owner", false, "do not restore owners (the default when not root)")
+	c.Flags().BoolVar(&numericOwner, "numeric-owner", false, "restore the archived uid and gid, not the ids of the archived names")
+	c.Flags().BoolVar(&overwrite, "overwrite", false, "replace files that exist in DEST")
+	return c
+}

@@ -1,0 +1,823 @@
+package convert
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/cbfs/cbfs/format"
+)
+
+// ExtractOptions configure Extract.
+type ExtractOptions struct {
+	// Paths selects what is extracted: the members whose path is one of
+	// these or lies under one of them as a directory. Empty: everything.
+	Paths []string
+	// SameOwner restores owners (chown needs root). The owner and group
+	// names are mapped to local ids where they exist, as tar does, unless
+	// NumericOwner is set; otherwise the archived ids are used.
+	SameOwner, NumericOwner bool
+	// Overwrite replaces files that exist before extraction. Without it
+	// an existing path is reported and left alone; an existing directory
+	// is used as it is, its mode and times untouched.
+	Overwrite bool
+	// Report receives each problem as it is found; nil discards them
+	// (ExtractStats still counts them).
+	Report func(Problem)
+}
+
+// ExtractStats says what Extract did.
+type ExtractStats struct {
+	Members int   // members written to the destination
+	Bytes   int64 // bytes of the regular files written (their sizes)
+	// Each reported problem is counted by its kind.
+	Failed, Rejected, Damaged int
+}
+
+// Extract writes the members of an archive under dest, which it creates
+// if needed. It never writes outside dest: a member with an absolute path
+// or a ".." component, whose path goes through a symlink, or a hard link
+// whose target is outside dest or reached through a symlink is rejected.
+// Every rejected, damaged or failed member is reported and counted, and
+// the rest is still extracted. Files are written under a temporary name
+// and renamed into place once their content has been authenticated, so a
+// damaged member leaves no partial file. Modes and times of directories
+// are set last, deepest first. The returned error is one that stops the
+// whole run: the summary cannot be read, dest cannot be written.
+func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, error) {
+	entries, err := a.Entries()
+	if err != nil {
+		return ExtractStats{}, err
+	}
+	if err := os.MkdirAll(dest, 0o777); err != nil {
+		return ExtractStats{}, err
+	}
+	root, err := openRoot(dest)
+	if err != nil {
+		return ExtractStats{}, err
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	x := &extractor{a: a, entries: entries, opt: opt, names: newIDNames(),
+		created: map[string]bool{}, dirMeta: map[string]*format.Meta{},
+		tmpPrefix: ".cbfs-" + hex.EncodeToString(rnd[:]) + "-",
+		euid:      geteuid(), egid: getegid()}
+	x.walk = &dirWalker{root: root, x: x}
+	defer x.walk.close()
+	defer closeFd(root)
+	for _, p := range opt.Paths {
+		comps, bad := splitMember([]byte(p))
+		if bad != "" {
+			x.report(Failed, p, "not a path that extract can select: %s", bad)
+			continue
+		}
+		x.sel = append(x.sel, selector{arg: p, path: strings.Join(comps, "/")})
+	}
+	if len(opt.Paths) > 0 && len(x.sel) == 0 {
+		return x.stats, nil
+	}
+	for i, e := range entries {
+		if err := x.member(i, e); err != nil {
+			return x.stats, err
+		}
+	}
+	if err := x.finishDirs(); err != nil {
+		return x.stats, err
+	}
+	for _, s := range x.sel {
+		if !s.matched {
+			x.report(Failed, s.arg, "not found in the archive")
+		}
+	}
+	if x.otherXattrs > 0 {
+		x.report(Note, "", "%d extended attributes outside the user namespace were not restored", x.otherXattrs)
+	}
+	return x.stats, nil
+}
+
+type selector struct {
+	arg, path string
+	matched   bool
+}
+
+type extractor struct {
+	a       *format.Archive
+	entries []format.Entry
+	opt     ExtractOptions
+	names   *idNames
+	walk    *dirWalker
+	sel     []selector
+	// created holds every path this run made, directories made on the way
+	// included: a later member of the same path may replace it (the last
+	// one wins), and only these can be hard-link targets.
+	created     map[string]bool
+	dirMeta     map[string]*format.Meta // directory metadata to set at the end
+	tmpPrefix   string
+	tmpCount    int
+	euid, egid  int
+	otherXattrs int
+	stats       ExtractStats
+}
+
+func (x *extractor) report(kind ProblemKind, path, what string, args ...any) {
+	switch kind {
+	case Failed:
+		x.stats.Failed++
+	case Rejected:
+		x.stats.Rejected++
+	case Damaged:
+		x.stats.Damaged++
+	}
+	if x.opt.Report != nil {
+		x.opt.Report(Problem{Kind: kind, Path: path, What: fmt.Sprintf(what, args...)})
+	}
+}
+
+// splitMember turns a member path into its components below the
+// destination, or says why it may not be written: an absolute path, a
+// ".." component, a NUL byte. Empty and "." components are dropped, so
+// "./a//b/" is "a/b"; no components at all is the destination itself.
+func splitMember(p []byte) ([]string, string) {
+	if bytes.IndexByte(p, 0) >= 0 {
+		return nil, "path holds a NUL byte"
+	}
+	if len(p) > 0 && p[0] == '/' {
+		return nil, "absolute path: it would be written outside the destination"
+	}
+	var comps []string
+	for _, c := range strings.Split(string(p), "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			return nil, "path has a '..' component: it could be written outside the destination"
+		default:
+			comps = append(comps, c)
+		}
+	}
+	return comps, ""
+}
+
+// selected says whether the user asked for path, marking what matched.
+func (x *extractor) selected(path string) bool {
+	if len(x.sel) == 0 {
+		return true
+	}
+	ok := false
+	for i := range x.sel {
+		s := &x.sel[i]
+		if s.path == "" || path == s.path || strings.HasPrefix(path, s.path+"/") {
+			s.matched, ok = true, true
+		}
+	}
+	return ok
+}
+
+// isDamage says whether err is the archive's fault (authentication or
+// framing), as opposed to the destination's.
+func isDamage(err error) bool {
+	var fe *format.Error
+	return errors.As(err, &fe)
+}
+
+func (x *extractor) member(i int, e format.Entry) error {
+	sm := e.Meta
+	switch sm.Type {
+	case format.TypeTombstone, format.TypeTarGlobal, format.TypeTrailer:
+		return nil // not files
+	}
+	comps, bad := splitMember(sm.Path)
+	if bad != "" {
+		if len(x.sel) == 0 {
+			x.report(Rejected, string(sm.Path), "%s; not extracted", bad)
+		}
+		return nil
+	}
+	name := strings.Join(comps, "/")
+	if !x.selected(name) {
+		return nil
+	}
+	if sm.Type == format.TypeTarOther {
+		x.report(Note, string(sm.Path), "tar entry of type %q skipped: cbfs does not know how to extract it", sm.Typeflag)
+		return nil
+	}
+	if len(comps) == 0 {
+		return nil // the destination itself ("./"): it is not replaced
+	}
+	m, err := x.a.Meta(e)
+	if err != nil {
+		if isDamage(err) {
+			x.report(Damaged, name, "%v", err)
+			return nil
+		}
+		return err
+	}
+	return x.extract(i, e, m, comps, name)
+}
+
+func (x *extractor) extract(i int, e format.Entry, m *format.Meta, comps []string, name string) error {
+	parent, ok := x.walk.open(comps[:len(comps)-1], name)
+	if !ok {
+		return nil
+	}
+	base := comps[len(comps)-1]
+	cur, err := fstatAt(parent, base)
+	exists := err == nil
+	if exists {
+		if m.Type == format.TypeDir && cur.isDir {
+			if x.created[name] || x.opt.Overwrite {
+				x.dirXattrs(parent, base, name, m)
+				x.dirMeta[name] = m
+			}
+			return nil
+		}
+		if !x.created[name] && !x.opt.Overwrite {
+			x.report(Failed, name, "exists; not replaced (--overwrite replaces it)")
+			return nil
+		}
+		if cur.isDir {
+			if err := unlinkAt(parent, base, true); err != nil {
+				x.report(Failed, name, "a directory is in the way and cannot be removed: %v", err)
+				return nil
+			}
+			delete(x.dirMeta, name)
+			exists = false
+		} else if m.Type != format.TypeRegular {
+			// A regular file is renamed over what is there; anything
+			// else needs the name free.
+			if err := unlinkAt(parent, base, false); err != nil {
+				x.report(Failed, name, "cannot remove the existing file: %v", err)
+				return nil
+			}
+			exists = false
+		}
+	}
+	switch m.Type {
+	case format.TypeRegular:
+		done, err := x.writeFile(parent, base, name, e, m, exists)
+		if err != nil || !done {
+			return err
+		}
+	case format.TypeDir:
+		if err := mkdirAt(parent, base, 0o700); err != nil {
+			x.report(Failed, name, "cannot create the directory: %v", err)
+			return nil
+		}
+		x.created[name] = true
+		x.dirXattrs(parent, base, name, m)
+		x.dirMeta[name] = m
+	case format.TypeSymlink:
+		if err := symlinkAt(m.Link, parent, base); err != nil {
+			x.report(Failed, name, "cannot create the symlink: %v", err)
+			return nil
+		}
+		x.setAttrsAt(parent, base, name, m, false)
+	case format.TypeHardlink:
+		done, err := x.hardlink(i, parent, base, name, m)
+		if err != nil || !done {
+			return err
+		}
+	case format.TypeChar, format.TypeBlock, format.TypeFifo:
+		if err := mknodAt(parent, base, m.Type, m.DevMajor, m.DevMinor); err != nil {
+			x.report(Failed, name, "cannot create the %s: %v", m.Type, err)
+			return nil
+		}
+		x.setAttrsAt(parent, base, name, m, true)
+	default:
+		x.report(Failed, name, "a %s member is not a file; not extracted", m.Type)
+		return nil
+	}
+	x.created[name] = true
+	x.stats.Members++
+	return nil
+}
+
+// owner returns the uid and gid to give a file, or false when owners are
+// not restored.
+func (x *extractor) owner(m *format.Meta) (uid, gid int, ok bool) {
+	if !x.opt.SameOwner {
+		return -1, -1, false
+	}
+	if m.UID > 1<<32-2 || m.GID > 1<<32-2 {
+		return -1, -1, false
+	}
+	uid, gid = int(m.UID), int(m.GID)
+	if !x.opt.NumericOwner {
+		if id := x.names.uidOf(m.Uname); m.Uname != "" && id >= 0 {
+			uid = int(id)
+		}
+		if id := x.names.gidOf(m.Gname); m.Gname != "" && id >= 0 {
+			gid = int(id)
+		}
+	}
+	return uid, gid, true
+}
+
+// mode is the mode to set. Set-id bits are kept only when the file ends
+// up with the owner (or group) it was archived with: a setuid file owned
+// by whoever runs extract instead would hand out their rights.
+func (x *extractor) mode(m *format.Meta, owned bool) uint32 {
+	mode := m.Mode & 0o7777
+	if owned {
+		return mode
+	}
+	if int64(x.euid) != int64(m.UID) {
+		mode &^= 0o4000
+	}
+	if int64(x.egid) != int64(m.GID) && m.Type != format.TypeDir {
+		mode &^= 0o2000
+	}
+	return mode
+}
+
+// setAttrsAt sets owner, mode (unless a symlink) and times of a
+// non-regular file by name in parent.
+func (x *extractor) setAttrsAt(parent int, base, name string, m *format.Meta, chmod bool) {
+	owned := false
+	if uid, gid, ok := x.owner(m); ok {
+		if err := chownAt(parent, base, uid, gid); err != nil {
+			x.report(Failed, name, "owner not restored: %v", err)
+		} else {
+			owned = true
+		}
+	}
+	if chmod {
+		if err := chmodAt(parent, base, x.mode(m, owned)); err != nil {
+			x.report(Failed, name, "mode not restored: %v", err)
+		}
+	}
+	if err := setTimesAt(parent, base, m.ATime, m.MTime); err != nil {
+		x.report(Failed, name, "times not restored: %v", err)
+	}
+}
+
+func (x *extractor) tmpName() string {
+	x.tmpCount++
+	return fmt.Sprintf("%s%d", x.tmpPrefix, x.tmpCount)
+}
+
+// fileSink writes a member's bytes to the file, remembering a write error
+// apart from errors of the archive.
+type fileSink struct {
+	f   *os.File
+	n   int64 // logical bytes received
+	err error
+}
+
+func (s *fileSink) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.n += int64(n)
+	if err != nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// writeFile extracts a regular file: content to a temporary file, then
+// xattrs, owner, mode and times, then a rename into place. It returns
+// false when the member was reported and not extracted; an error only
+// for a failure of the destination (a full disk), which stops the run.
+func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *format.Meta, replace bool) (bool, error) {
+	tmp := x.tmpName()
+	f, err := createAt(parent, tmp)
+	if err != nil {
+		return false, fmt.Errorf("%s: cannot create a file in its directory: %w", name, err)
+	}
+	kept := false
+	defer func() {
+		if !kept {
+			f.Close()
+			unlinkAt(parent, tmp, false)
+		}
+	}()
+	var cerr, werr error
+	var written int64
+	switch {
+	case m.TarHeader != nil:
+		// An imported entry: its bytes come through Go's tar reader,
+		// which expands every sparse format; zero blocks of a sparse
+		// entry are skipped again to keep the holes.
+		var w io.Writer
+		var hw *holeWriter
+		sink := &fileSink{f: f}
+		if importedSparse(m.TarHeader) {
+			hw = &holeWriter{f: f}
+			w = hw
+		} else {
+			w = sink
+		}
+		cerr = WriteContent(x.a, e, w)
+		if hw != nil {
+			werr, written = hw.err, hw.pos
+			if cerr == nil && werr == nil {
+				werr = ftruncate(f, hw.pos)
+			}
+		} else {
+			werr, written = sink.err, sink.n
+		}
+	case m.Sparse != nil:
+		ew := &extentWriter{f: f, ext: m.Sparse}
+		cerr = x.a.Content(e, ew)
+		werr = ew.err
+		if cerr == nil && werr == nil {
+			if !ew.done() {
+				cerr = &format.Error{Class: format.ClassMember, Offset: -1, Member: int64(e.Number), Path: name,
+					What: "sparse content is shorter than its extents"}
+			} else {
+				werr = ftruncate(f, m.Size)
+			}
+		}
+		written = m.Size
+		if ew.overflow {
+			cerr = &format.Error{Class: format.ClassMember, Offset: -1, Member: int64(e.Number), Path: name,
+				What: "sparse content is longer than its extents"}
+		}
+	default:
+		sink := &fileSink{f: f}
+		cerr = x.a.Content(e, sink)
+		werr, written = sink.err, sink.n
+	}
+	if werr != nil {
+		return false, fmt.Errorf("%s: writing: %w", name, werr)
+	}
+	if cerr != nil {
+		if isDamage(cerr) {
+			x.report(Damaged, name, "%v; not extracted", cerr)
+		} else {
+			x.report(Failed, name, "%v; not extracted", cerr)
+		}
+		return false, nil
+	}
+	if written != m.Size {
+		x.report(Damaged, name, "content of %d bytes, its metadata says %d; not extracted", written, m.Size)
+		return false, nil
+	}
+	x.setXattrs(f, name, m)
+	owned := false
+	if uid, gid, ok := x.owner(m); ok {
+		if err := fchown(f, uid, gid); err != nil {
+			x.report(Failed, name, "owner not restored: %v", err)
+		} else {
+			owned = true
+		}
+	}
+	// After chown, which clears set-id bits.
+	if err := fchmod(f, x.mode(m, owned)); err != nil {
+		x.report(Failed, name, "mode not restored: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		return false, fmt.Errorf("%s: writing: %w", name, err)
+	}
+	kept = true
+	if err := setTimesAt(parent, tmp, m.ATime, m.MTime); err != nil {
+		x.report(Failed, name, "times not restored: %v", err)
+	}
+	if err := renameAt(parent, tmp, base, replace); err != nil {
+		unlinkAt(parent, tmp, false)
+		if errors.Is(err, fs.ErrExist) {
+			x.report(Failed, name, "exists; not replaced (--overwrite replaces it)")
+			return false, nil
+		}
+		return false, fmt.Errorf("%s: %w", name, err)
+	}
+	x.stats.Bytes += written
+	return true, nil
+}
+
+// setXattrs restores a file's user.* attributes; others are counted and
+// left out: security.* and trusted.* attributes could grant rights.
+func (x *extractor) setXattrs(f *os.File, name string, m *format.Meta) {
+	for _, xa := range m.Xattrs {
+		if !strings.HasPrefix(xa.Name, "user.") {
+			x.otherXattrs++
+			continue
+		}
+		if err := fsetxattr(f, xa.Name, xa.Value); err != nil {
+			x.report(Failed, name, "extended attribute %q not restored: %v", xa.Name, err)
+		}
+	}
+}
+
+func (x *extractor) dirXattrs(parent int, base, name string, m *format.Meta) {
+	if len(m.Xattrs) == 0 {
+		return
+	}
+	f, err := openDirFileAt(parent, base)
+	if err != nil {
+		x.report(Failed, name, "extended attributes not restored: %v", err)
+		return
+	}
+	defer f.Close()
+	x.setXattrs(f, name, m)
+}
+
+// hardlink links name to its target, which must have been extracted by
+// this run. When the user selected paths that leave the target out, the
+// target's content is extracted under the link's name instead.
+func (x *extractor) hardlink(i int, parent int, base, name string, m *format.Meta) (bool, error) {
+	tcomps, bad := splitMember(m.Link)
+	if bad == "" && len(tcomps) == 0 {
+		bad = "it is the destination directory"
+	}
+	if bad != "" {
+		x.report(Rejected, name, "hard link target %q: %s; not extracted", m.Link, bad)
+		return false, nil
+	}
+	target := strings.Join(tcomps, "/")
+	if !x.created[target] && len(x.sel) > 0 && !x.wouldSelect(target) {
+		return x.materialize(i, parent, base, name, target)
+	}
+	// The walk rejects a target reached through a symlink, whether or
+	// not this run made it.
+	tdir, ok := x.walk.openDetached(tcomps[:len(tcomps)-1], name)
+	if !ok {
+		return false, nil
+	}
+	defer closeFd(tdir)
+	if !x.created[target] {
+		x.report(Failed, name, "hard link target %q was not extracted; link not made", target)
+		return false, nil
+	}
+	if err := linkAt(tdir, tcomps[len(tcomps)-1], parent, base); err != nil {
+		x.report(Failed, name, "cannot link to %q: %v", target, err)
+		return false, nil
+	}
+	return true, nil
+}
+
+func (x *extractor) wouldSelect(path string) bool {
+	for _, s := range x.sel {
+		if s.path == "" || path == s.path || strings.HasPrefix(path, s.path+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// materialize extracts the regular file a hard link points to under the
+// link's own name.
+func (x *extractor) materialize(i int, parent int, base, name, target string) (bool, error) {
+	for j := i - 1; j >= 0; j-- {
+		c, bad := splitMember(x.entries[j].Meta.Path)
+		if bad != "" || strings.Join(c, "/") != target {
+			continue
+		}
+		if x.entries[j].Meta.Type != format.TypeRegular {
+			break
+		}
+		tm, err := x.a.Meta(x.entries[j])
+		if err != nil {
+			if isDamage(err) {
+				x.report(Damaged, name, "hard link target %q: %v", target, err)
+				return false, nil
+			}
+			return false, err
+		}
+		return x.writeFile(parent, base, name, x.entries[j], tm, false)
+	}
+	x.report(Failed, name, "hard link target %q is not a file earlier in the archive; not extracted", target)
+	return false, nil
+}
+
+// finishDirs sets the owner, mode and times of directories, deepest
+// first, once nothing more is written into them.
+func (x *extractor) finishDirs() error {
+	names := make([]string, 0, len(x.dirMeta))
+	for n := range x.dirMeta {
+		names = append(names, n)
+	}
+	depth := func(s string) int { return strings.Count(s, "/") }
+	slices.SortFunc(names, func(a, b string) int {
+		if d := depth(b) - depth(a); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	for _, name := range names {
+		m := x.dirMeta[name]
+		comps := strings.Split(name, "/")
+		parent, ok := x.walk.open(comps[:len(comps)-1], name)
+		if !ok {
+			continue
+		}
+		base := comps[len(comps)-1]
+		f, err := openDirFileAt(parent, base)
+		if err != nil {
+			x.report(Failed, name, "directory attributes not restored: %v", err)
+			continue
+		}
+		owned := false
+		if uid, gid, ok := x.owner(m); ok {
+			if err := fchown(f, uid, gid); err != nil {
+				x.report(Failed, name, "owner not restored: %v", err)
+			} else {
+				owned = true
+			}
+		}
+		if err := fchmod(f, x.mode(m, owned)); err != nil {
+			x.report(Failed, name, "mode not restored: %v", err)
+		}
+		f.Close()
+		if err := setTimesAt(parent, base, m.ATime, m.MTime); err != nil {
+			x.report(Failed, name, "times not restored: %v", err)
+		}
+	}
+	return nil
+}
+
+// dirWalker opens the directories a member's path goes through, one
+// component at a time from the destination, never following a symlink.
+// It keeps the last chain open: members come in tree order, so most share
+// their parent with the one before.
+type dirWalker struct {
+	root  int
+	x     *extractor
+	names []string
+	fds   []int
+}
+
+func (w *dirWalker) close() {
+	for _, fd := range w.fds {
+		closeFd(fd)
+	}
+	w.names, w.fds = nil, nil
+}
+
+// open returns the directory comps, creating missing ones, or reports why
+// member cannot go there and returns false. The descriptor stays valid
+// until the next call.
+func (w *dirWalker) open(comps []string, member string) (int, bool) {
+	k := 0
+	for k < len(w.names) && k < len(comps) && w.names[k] == comps[k] {
+		k++
+	}
+	for _, fd := range w.fds[k:] {
+		closeFd(fd)
+	}
+	w.names, w.fds = w.names[:k], w.fds[:k]
+	for _, c := range comps[k:] {
+		fd, ok := w.step(w.cur(), comps[:len(w.fds)+1], member, true)
+		if !ok {
+			return -1, false
+		}
+		w.names = append(w.names, c)
+		w.fds = append(w.fds, fd)
+	}
+	return w.cur(), true
+}
+
+func (w *dirWalker) cur() int {
+	if len(w.fds) == 0 {
+		return w.root
+	}
+	return w.fds[len(w.fds)-1]
+}
+
+// openDetached opens the directory comps without creating anything and
+// without disturbing the cached chain; the caller closes it.
+func (w *dirWalker) openDetached(comps []string, member string) (int, bool) {
+	fd := w.root
+	for i := range comps {
+		next, ok := w.step(fd, comps[:i+1], member, false)
+		if fd != w.root {
+			closeFd(fd)
+		}
+		if !ok {
+			return -1, false
+		}
+		fd = next
+	}
+	if fd == w.root {
+		fd, err := openDirAt(w.root, ".")
+		if err != nil {
+			w.x.report(Failed, member, "cannot open the destination: %v", err)
+			return -1, false
+		}
+		return fd, true
+	}
+	return fd, true
+}
+
+// step opens the last of comps inside dir.
+func (w *dirWalker) step(dir int, comps []string, member string, create bool) (int, bool) {
+	c := comps[len(comps)-1]
+	path := strings.Join(comps, "/")
+	fd, err := openDirAt(dir, c)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		if err = mkdirAt(dir, c, 0o777); err == nil || errors.Is(err, fs.ErrExist) {
+			w.x.created[path] = true
+			fd, err = openDirAt(dir, c)
+		}
+	}
+	if err == nil {
+		return fd, true
+	}
+	st, serr := fstatAt(dir, c)
+	switch {
+	case serr == nil && st.isLink:
+		w.x.report(Rejected, member, "its path goes through the symlink %q; not extracted", path)
+	case serr == nil && !st.isDir:
+		w.x.report(Failed, member, "%q is not a directory; not extracted", path)
+	default:
+		w.x.report(Failed, member, "cannot open the directory %q: %v; not extracted", path, err)
+	}
+	return -1, false
+}
+
+// importedSparse says whether an imported entry's header bytes describe a
+// sparse file: an old GNU 'S' header or GNU.sparse pax records.
+func importedSparse(raw []byte) bool {
+	if bytes.Contains(raw, []byte("GNU.sparse.")) {
+		return true
+	}
+	for off := len(raw) % format.BlockSize; off+format.BlockSize <= len(raw); off += format.BlockSize {
+		b := (*format.Block)(raw[off : off+format.BlockSize])
+		if b.Typeflag() == 'S' && b.VerifyChecksum() == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// holeBlock is the granularity at which holeWriter leaves zeros out.
+const holeBlock = 4096
+
+// holeWriter writes a file's bytes at their offsets, skipping whole
+// aligned blocks of zeros so that they become holes.
+type holeWriter struct {
+	f   *os.File
+	pos int64
+	err error
+}
+
+func (h *holeWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), int(holeBlock-h.pos%holeBlock))
+		chunk := p[:k]
+		if !(k == holeBlock && allZeros(chunk)) {
+			if _, err := h.f.WriteAt(chunk, h.pos); err != nil {
+				h.err = err
+				return 0, err
+			}
+		}
+		h.pos += int64(k)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func allZeros(b []byte) bool {
+	for len(b) >= len(zeros) {
+		if !bytes.Equal(b[:len(zeros)], zeros[:]) {
+			return false
+		}
+		b = b[len(zeros):]
+	}
+	return bytes.Equal(b, zeros[:len(b)])
+}
+
+// extentWriter writes the concatenated data extents of a sparse member at
+// their offsets; the holes are never written.
+type extentWriter struct {
+	f        *os.File
+	ext      []format.Extent
+	used     int64
+	err      error
+	overflow bool
+}
+
+func (s *extentWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		for len(s.ext) > 0 && s.used == s.ext[0].Length {
+			s.ext, s.used = s.ext[1:], 0
+		}
+		if len(s.ext) == 0 {
+			s.overflow = true
+			return 0, errors.New("sparse content longer than its extents")
+		}
+		e := s.ext[0]
+		k := min(int64(len(p)), e.Length-s.used)
+		if _, err := s.f.WriteAt(p[:k], e.Offset+s.used); err != nil {
+			s.err = err
+			return 0, err
+		}
+		s.used += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (s *extentWriter) done() bool {
+	for len(s.ext) > 0 && s.used == s.ext[0].Length {
+		s.ext, s.used = s.ext[1:], 0
+	}
+	return len(s.ext) == 0
+}

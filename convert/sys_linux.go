@@ -1,0 +1,460 @@
+package convert
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/user"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/cbfs/cbfs/format"
+	"golang.org/x/sys/unix"
+)
+
+// This file holds the system calls pack and extract make. They need what
+// the os package does not give: nanosecond times with ctime, inode and
+// device numbers, SEEK_DATA/SEEK_HOLE, xattrs without following symlinks,
+// and *at calls on directory descriptors, so that extraction never
+// resolves a path through a symlink.
+
+// statInfo is what pack and extract read from stat(2).
+type statInfo struct {
+	mode          uint32 // st_mode: type and permission bits
+	dev, ino      uint64
+	nlink         uint64
+	uid, gid      uint32
+	rdev          uint64
+	size, blocks  int64 // blocks in 512-byte units
+	atime, mtime  format.Time
+	ctime         format.Time
+	isDir, isLink bool
+}
+
+func fromStat(st *unix.Stat_t) statInfo {
+	t := func(ts unix.Timespec) format.Time {
+		return format.Time{Sec: ts.Sec, Nsec: uint32(ts.Nsec), Set: true}
+	}
+	return statInfo{
+		mode: st.Mode, dev: st.Dev, ino: st.Ino, nlink: uint64(st.Nlink),
+		uid: st.Uid, gid: st.Gid, rdev: st.Rdev, size: st.Size, blocks: st.Blocks,
+		atime: t(st.Atim), mtime: t(st.Mtim), ctime: t(st.Ctim),
+		isDir: st.Mode&unix.S_IFMT == unix.S_IFDIR, isLink: st.Mode&unix.S_IFMT == unix.S_IFLNK,
+	}
+}
+
+func (s statInfo) fmt() uint32 { return s.mode & unix.S_IFMT }
+
+func lstatPath(path string) (statInfo, error) {
+	var st unix.Stat_t
+	if err := ignoringEINTR(func() error { return unix.Lstat(path, &st) }); err != nil {
+		return statInfo{}, &os.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	return fromStat(&st), nil
+}
+
+func fstatFd(fd int) (statInfo, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return statInfo{}, err
+	}
+	return fromStat(&st), nil
+}
+
+// fstatAt stats name in directory dirfd without following a symlink.
+func fstatAt(dirfd int, name string) (statInfo, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return statInfo{}, err
+	}
+	return fromStat(&st), nil
+}
+
+func ignoringEINTR(f func() error) error {
+	for {
+		if err := f(); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// openForPack opens a regular file for reading without following a
+// symlink, and without blocking if it was swapped for a fifo since it was
+// listed. O_NOATIME keeps pack from changing the access times it records;
+// only the owner or root may ask for it, so it is dropped when refused.
+func openForPack(path string) (*os.File, error) {
+	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	fd, err := unix.Open(path, flags|unix.O_NOATIME, 0)
+	if err == unix.EPERM {
+		fd, err = unix.Open(path, flags, 0)
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// maxPackExtents caps the sparse map pack records; a file more fragmented
+// than this is stored whole (its holes as zeros) to keep the metadata
+// record under its cap.
+const maxPackExtents = 100_000
+
+// dataExtents lists the data regions of an open file with SEEK_DATA and
+// SEEK_HOLE. ok is false when the file system cannot tell (the file is
+// then stored whole) or the map is too long.
+func dataExtents(f *os.File, size int64) (ext []format.Extent, ok bool) {
+	fd := int(f.Fd())
+	ext = []format.Extent{}
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole is left
+		}
+		if err != nil {
+			return nil, false
+		}
+		if data >= size {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, false
+		}
+		hole = min(hole, size)
+		if len(ext) == maxPackExtents {
+			return nil, false
+		}
+		ext = append(ext, format.Extent{Offset: data, Length: hole - data})
+		off = hole
+	}
+	return ext, true
+}
+
+// userXattrs reads the user.* extended attributes of a file, sorted by
+// name: from the descriptor when there is one, else by path without
+// following a symlink. A file system without xattrs gives none.
+func userXattrs(f *os.File, path string) ([]format.Xattr, error) {
+	list := func(buf []byte) (int, error) {
+		if f != nil {
+			return unix.Flistxattr(int(f.Fd()), buf)
+		}
+		return unix.Llistxattr(path, buf)
+	}
+	get := func(name string, buf []byte) (int, error) {
+		if f != nil {
+			return unix.Fgetxattr(int(f.Fd()), name, buf)
+		}
+		return unix.Lgetxattr(path, name, buf)
+	}
+	names, err := growRead(list)
+	if err != nil || len(names) == 0 {
+		if err == unix.ENOTSUP || err == unix.EOPNOTSUPP || err == unix.EPERM {
+			err = nil
+		}
+		return nil, err
+	}
+	var out []format.Xattr
+	for _, n := range bytes.Split(bytes.TrimRight(names, "\x00"), []byte{0}) {
+		name := string(n)
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		val, err := growRead(func(b []byte) (int, error) { return get(name, b) })
+		if err == unix.ENODATA {
+			continue // removed since it was listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, format.Xattr{Name: name, Value: val})
+	}
+	slices.SortFunc(out, func(a, b format.Xattr) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// growRead calls an xattr call with a growing buffer until the value fits
+// (it may grow between the size query and the read).
+func growRead(call func([]byte) (int, error)) ([]byte, error) {
+	size := 256
+	for range 8 {
+		buf := make([]byte, size)
+		n, err := call(buf)
+		if err == unix.ERANGE {
+			if n, err = call(nil); err != nil {
+				return nil, err
+			}
+			size = max(2*size, n)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+	return nil, unix.ERANGE
+}
+
+// idNames maps uids and gids to names and back, caching every answer,
+// found or not: the lookups read /etc/passwd and /etc/group each time.
+type idNames struct {
+	mu                sync.Mutex
+	users, groups     map[uint32]string
+	userIDs, groupIDs map[string]int64 // -1: no such name
+}
+
+func newIDNames() *idNames {
+	return &idNames{users: map[uint32]string{}, groups: map[uint32]string{},
+		userIDs: map[string]int64{}, groupIDs: map[string]int64{}}
+}
+
+func (n *idNames) user(uid uint32) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.users[uid]
+	if !ok {
+		if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil && len(u.Username) <= format.MaxNameLen {
+			s = u.Username
+		}
+		n.users[uid] = s
+	}
+	return s
+}
+
+func (n *idNames) group(gid uint32) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.groups[gid]
+	if !ok {
+		if g, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10)); err == nil && len(g.Name) <= format.MaxNameLen {
+			s = g.Name
+		}
+		n.groups[gid] = s
+	}
+	return s
+}
+
+// uidOf returns the local uid of a user name, or -1.
+func (n *idNames) uidOf(name string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	id, ok := n.userIDs[name]
+	if !ok {
+		id = -1
+		if u, err := user.Lookup(name); err == nil {
+			if v, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
+				id = int64(v)
+			}
+		}
+		n.userIDs[name] = id
+	}
+	return id
+}
+
+// gidOf returns the local gid of a group name, or -1.
+func (n *idNames) gidOf(name string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	id, ok := n.groupIDs[name]
+	if !ok {
+		id = -1
+		if g, err := user.LookupGroup(name); err == nil {
+			if v, err := strconv.ParseUint(g.Gid, 10, 32); err == nil {
+				id = int64(v)
+			}
+		}
+		n.groupIDs[name] = id
+	}
+	return id
+}
+
+// devOf returns the device and inode of a file the os package stat'ed.
+func devOf(fi os.FileInfo) (dev, ino uint64, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, false
+	}
+	return uint64(st.Dev), uint64(st.Ino), true
+}
+
+// readDirNames lists a directory's entries, sorted by byte order.
+func readDirNames(path string) ([]string, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func readlink(path string) ([]byte, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlink(path, buf)
+		if err != nil {
+			return nil, &os.PathError{Op: "readlink", Path: path, Err: err}
+		}
+		if n < size {
+			return buf[:n], nil
+		}
+		if size > format.MaxPathLen {
+			return nil, &os.PathError{Op: "readlink", Path: path, Err: errors.New("link target over the cap")}
+		}
+	}
+}
+
+// File type bits of st_mode.
+const (
+	sIFREG  = unix.S_IFREG
+	sIFDIR  = unix.S_IFDIR
+	sIFLNK  = unix.S_IFLNK
+	sIFCHR  = unix.S_IFCHR
+	sIFBLK  = unix.S_IFBLK
+	sIFIFO  = unix.S_IFIFO
+	sIFSOCK = unix.S_IFSOCK
+)
+
+func devMajor(rdev uint64) uint64 { return uint64(unix.Major(rdev)) }
+func devMinor(rdev uint64) uint64 { return uint64(unix.Minor(rdev)) }
+
+// The calls extraction makes, all relative to a directory descriptor that
+// was reached without following a symlink.
+
+const openDirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+
+func openRoot(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return fd, nil
+}
+
+// openDirAt opens the directory name in dirfd; a symlink fails (ELOOP or
+// ENOTDIR).
+func openDirAt(dirfd int, name string) (int, error) {
+	var fd int
+	err := ignoringEINTR(func() (err error) { fd, err = unix.Openat(dirfd, name, openDirFlags, 0); return err })
+	return fd, err
+}
+
+func openDirFileAt(dirfd int, name string) (*os.File, error) {
+	fd, err := openDirAt(dirfd, name)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+func closeFd(fd int) { unix.Close(fd) }
+
+func mkdirAt(dirfd int, name string, mode uint32) error { return unix.Mkdirat(dirfd, name, mode) }
+
+// createAt creates a new file for writing; it fails if name exists, even
+// as a symlink.
+func createAt(dirfd int, name string) (*os.File, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// renameAt moves old to new in the same directory. Unless replace is set
+// it fails if new exists, even if new appeared after it was checked.
+func renameAt(dirfd int, old, new string, replace bool) error {
+	if replace {
+		return unix.Renameat(dirfd, old, dirfd, new)
+	}
+	err := unix.Renameat2(dirfd, old, dirfd, new, unix.RENAME_NOREPLACE)
+	if err == unix.EINVAL || err == unix.ENOSYS {
+		// The file system cannot rename without replacing: link(2)
+		// refuses to replace too.
+		if err = unix.Linkat(dirfd, old, dirfd, new, 0); err == nil {
+			unix.Unlinkat(dirfd, old, 0)
+		}
+	}
+	return err
+}
+
+func unlinkAt(dirfd int, name string, dir bool) error {
+	flags := 0
+	if dir {
+		flags = unix.AT_REMOVEDIR
+	}
+	return unix.Unlinkat(dirfd, name, flags)
+}
+
+func symlinkAt(target []byte, dirfd int, name string) error {
+	return unix.Symlinkat(string(target), dirfd, name)
+}
+
+// linkAt makes a hard link; with flags 0 linkat(2) never follows a
+// symlink at old: it links the symlink itself.
+func linkAt(olddir int, old string, newdir int, new string) error {
+	return unix.Linkat(olddir, old, newdir, new, 0)
+}
+
+func mknodAt(dirfd int, name string, t format.Type, major, minor uint64) error {
+	mode := uint32(0o600)
+	switch t {
+	case format.TypeChar:
+		mode |= unix.S_IFCHR
+	case format.TypeBlock:
+		mode |= unix.S_IFBLK
+	default:
+		mode |= unix.S_IFIFO
+	}
+	if major > 0xfffff || minor > 0xfffff {
+		return unix.EINVAL
+	}
+	return unix.Mknodat(dirfd, name, mode, int(unix.Mkdev(uint32(major), uint32(minor))))
+}
+
+func chownAt(dirfd int, name string, uid, gid int) error {
+	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func fchown(f *os.File, uid, gid int) error { return unix.Fchown(int(f.Fd()), uid, gid) }
+
+func fchmod(f *os.File, mode uint32) error { return unix.Fchmod(int(f.Fd()), mode) }
+
+// chmodAt sets a mode without following a symlink where the kernel can
+// (fchmodat2, Linux 6.6); older kernels fall back to fchmodat.
+func chmodAt(dirfd int, name string, mode uint32) error {
+	err := unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+		err = unix.Fchmodat(dirfd, name, mode, 0)
+	}
+	return err
+}
+
+// setTimesAt sets the access and modification times of name without
+// following a symlink; an absent time is left alone.
+func setTimesAt(dirfd int, name string, atime, mtime format.Time) error {
+	ts := func(t format.Time) unix.Timespec {
+		if !t.Set {
+			return unix.Timespec{Nsec: unix.UTIME_OMIT}
+		}
+		return unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)}
+	}
+	return unix.UtimesNanoAt(dirfd, name, []unix.Timespec{ts(atime), ts(mtime)}, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func fsetxattr(f *os.File, name string, val []byte) error {
+	return unix.Fsetxattr(int(f.Fd()), name, val, 0)
+}
+
+func ftruncate(f *os.File, size int64) error { return unix.Ftruncate(int(f.Fd()), size) }
+
+func geteuid() int { return unix.Geteuid() }
+func getegid() int { return unix.Getegid() }
