@@ -56,6 +56,12 @@ func (e *IndexVersionError) Error() string {
 		e.Major, e.Minor, IndexMajor)
 }
 
+// errIndexWrongKey is ErrWrongKey, worded for an index.
+type errIndexWrongKey struct{}
+
+func (errIndexWrongKey) Error() string        { return "wrong key: this index was written under another key" }
+func (errIndexWrongKey) Is(target error) bool { return target == ErrWrongKey }
+
 func indexErr(off int64, what string, args ...any) *Error {
 	return newErr(ClassIndex, off, -1, what, args...)
 }
@@ -459,7 +465,7 @@ func ReadIndex(r io.Reader, key *crypt.Key) (*Index, error) {
 		if _, err := f.next(); err == nil {
 			return nil, indexErr(32, "key check value does not match, yet the content opens: the header was changed")
 		}
-		return nil, ErrWrongKey
+		return nil, errIndexWrongKey{}
 	}
 	p := &plainReader{f: f}
 	x, err := decodePlain(p)

@@ -1,0 +1,587 @@
+package main
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newIndexCmd) }
+
+// exitConflict says the index was written but holds conflicts: two
+// archives of one sequence number hold the same path (spec
+// cbfs-index-v1.md, "Conflicts").
+const exitConflict = 6
+
+func newIndexCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "index",
+		Short: "Rebuild, list, look up, compare and merge master indexes",
+		Long: `The master index says, for every path of a file system, which archive and
+offset hold its current data. It is sealed with the file system's key and
+deterministic: the same archives always give the same bytes, so 'cmp' proves
+that a rebuilt index equals the one kept while writing ('pack --index' and
+'import --index'). The format is specified in spec/cbfs-index-v1.md.
+
+For each path the archive with the highest sequence number wins; within one
+archive the last member. Deletions are tombstone members, kept in the index
+so that a rebuild does not bring deleted files back. Two archives with the
+same sequence number that both hold a path are a conflict: every candidate
+is kept and reported, never one picked silently.`,
+	}
+	c.AddCommand(newIndexRebuildCmd(), newIndexLsCmd(), newIndexLookupCmd(), newIndexDiffCmd(), newIndexMergeCmd())
+	return c
+}
+
+// indexInputErr gives index read errors their exit statuses.
+func indexInputErr(name string, err error) error {
+	var ve *format.IndexVersionError
+	if errors.As(err, &ve) || errors.Is(err, format.ErrNotIndex) {
+		return &exitError{code: exitBadInput, err: fmt.Errorf("%s: %w", name, err)}
+	}
+	return inputErr(name, err)
+}
+
+func readIndex(path string, key *crypt.Key) (*format.Index, error) {
+	x, err := convert.ReadIndexFile(path, key)
+	if err != nil {
+		return nil, indexInputErr(path, err)
+	}
+	return x, nil
+}
+
+type indexBuildOptions struct {
+	keyPath string
+	out     string
+	force   bool
+	json    bool
+	shard   string
+}
+
+func (o *indexBuildOptions) flags(c *cobra.Command) {
+	keyFlag(c, &o.keyPath)
+	c.Flags().StringVarP(&o.out, "output", "o", "", "index file to write (required; - for standard output)")
+	c.Flags().BoolVar(&o.force, "force", false, "replace the output file if it exists")
+	c.Flags().BoolVar(&o.json, "json", false, "print a JSON report on standard output")
+}
+
+func newIndexRebuildCmd() *cobra.Command {
+	var o indexBuildOptions
+	c := &cobra.Command{
+		Use:   "rebuild -k KEY -o INDEX [--shard I/N] [--json] ARCHIVE|DIR...",
+		Short: "Rebuild the master index from the archives alone",
+		Long: `rebuild reads each archive's footer and summary (a read at each end of the
+file), several archives at a time, and writes the master index. An archive
+whose footer or summary is missing or damaged is scanned member by member
+instead: every complete member still counts, and the archive is reported.
+An archive that cannot be read at all (wrong key, not a CBFS archive,
+damaged header, I/O error) is listed; nothing of it is in the index.
+
+A DIR stands for every regular file directly in it (not in subdirectories)
+whose name does not start with '.'. The index records each archive by its
+file name, without the directory.
+
+--shard I/N builds the part of the index from every N-th archive: of the
+archives sorted by file name, those at positions I, I+N, I+2N, ... (counting
+from 0). 'cbfs index merge' combines the N parts into the same bytes as a
+full rebuild, so a rebuild can be spread over machines.
+
+Exit status: 0 done; 3 the index was written, but some archive could not be
+read or was damaged (listed on standard error); 6 the index was written and
+holds conflicts (listed); 2 usage; 1 the index could not be written.`,
+		Example: `  cbfs index rebuild -k fs1.key -o fs1.idx archives/
+  cmp fs1.idx kept.idx && echo identical
+  cbfs index rebuild -k fs1.key --shard 0/4 -o part0.idx archives/`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error { return runIndexRebuild(&o, args) },
+	}
+	o.flags(c)
+	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N)")
+	return c
+}
+
+func needOutput(o *indexBuildOptions) error {
+	if o.out == "" {
+		return usageError{errors.New("give -o INDEX (or -o - for standard output)")}
+	}
+	if o.json && o.out == "-" {
+		return usageError{errors.New("--json prints the report on standard output: give -o FILE")}
+	}
+	return nil
+}
+
+func runIndexRebuild(o *indexBuildOptions, args []string) error {
+	if err := needOutput(o); err != nil {
+		return err
+	}
+	var shard convert.Shard
+	if o.shard != "" {
+		var err error
+		if shard, err = convert.ParseShard(o.shard); err != nil {
+			return usageError{err}
+		}
+	}
+	key, err := loadKey(o.keyPath)
+	if err != nil {
+		return err
+	}
+	srcs, err := convert.ArchiveSources(args)
+	if err != nil {
+		return &exitError{code: exitFailure, err: err}
+	}
+	out, err := createOutput(o.out, o.force, true)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := convert.Rebuild(srcs, key, shard)
+	if err != nil {
+		out.abort()
+		return &exitError{code: exitFailure, err: err}
+	}
+	if err := res.Index.Encode(out, key); err != nil {
+		out.abort()
+		return err
+	}
+	if err := out.commit(o.force); err != nil {
+		return err
+	}
+	rep := indexReport{Index: o.out, Archives: res.Archives, Members: res.Members, Seconds: time.Since(start).Seconds()}
+	if shard.N > 0 {
+		rep.Shard = shard.String()
+	}
+	rep.fill(res.Index, res.Copies)
+	for _, s := range res.Scanned {
+		js := reportArchive{Archive: s.Name, Where: s.Where, Error: s.Err.Error(), Members: s.Members}
+		for _, p := range s.Problems {
+			js.Problems = append(js.Problems, p.Error())
+		}
+		rep.Scanned = append(rep.Scanned, js)
+	}
+	for _, u := range res.Unreadable {
+		rep.Unreadable = append(rep.Unreadable, reportArchive{Archive: u.Name, Where: u.Where, Error: u.Err.Error()})
+	}
+	return rep.finish(o.json)
+}
+
+func newIndexMergeCmd() *cobra.Command {
+	var o indexBuildOptions
+	c := &cobra.Command{
+		Use:   "merge -k KEY -o OUT [--json] PART...",
+		Short: "Combine index parts (or indexes) into one",
+		Long: `merge combines indexes, such as the parts that 'index rebuild --shard' wrote,
+into one: the union of their archives, and for every path the winner over
+all of them. Merging the N shards of a rebuild gives the same bytes as the
+full rebuild. An archive present in two parts counts once and is reported.
+
+Exit status: 0 done; 6 the index was written and holds conflicts (listed on
+standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
+		Example: `  cbfs index merge -k fs1.key -o fs1.idx part0.idx part1.idx part2.idx part3.idx`,
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := needOutput(&o); err != nil {
+				return err
+			}
+			key, err := loadKey(o.keyPath)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			parts := make([]*format.Index, 0, len(args))
+			// Parts are read one by one for clear errors; MergeAll works
+			// in parallel.
+			for _, p := range args {
+				x, err := readIndex(p, key)
+				if err != nil {
+					return err
+				}
+				parts = append(parts, x)
+			}
+			x, copies, err := convert.MergeAll(parts)
+			if err != nil {
+				return &exitError{code: exitDamaged, err: err}
+			}
+			out, err := createOutput(o.out, o.force, true)
+			if err != nil {
+				return err
+			}
+			if err := x.Encode(out, key); err != nil {
+				out.abort()
+				return err
+			}
+			if err := out.commit(o.force); err != nil {
+				return err
+			}
+			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds()}
+			rep.fill(x, copies)
+			return rep.finish(o.json)
+		},
+	}
+	o.flags(c)
+	return c
+}
+
+// indexReport is what rebuild and merge say, as text on standard error
+// or as JSON on standard output.
+type indexReport struct {
+	Index      string           `json:"index"`
+	Shard      string           `json:"shard,omitempty"`
+	Archives   int              `json:"archives"`
+	Members    int64            `json:"members,omitempty"`
+	Records    int              `json:"records"`
+	Live       int              `json:"live"`
+	Tombstones int              `json:"tombstones"`
+	Conflicts  []reportConflict `json:"conflicts"`
+	Scanned    []reportArchive  `json:"scanned"`
+	Unreadable []reportArchive  `json:"unreadable"`
+	Copies     []reportCopy     `json:"copies"`
+	Seconds    float64          `json:"seconds"`
+}
+
+type reportConflict struct {
+	Path       string           `json:"path"`
+	PathBase64 string           `json:"path_base64,omitempty"`
+	Candidates []indexEntryJSON `json:"candidates"`
+}
+
+type reportArchive struct {
+	Archive  string   `json:"archive"`
+	Where    string   `json:"where,omitempty"`
+	Error    string   `json:"error"`
+	Members  int      `json:"members,omitempty"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+type reportCopy struct {
+	ID    string    `json:"id"`
+	Names [2]string `json:"names"`
+}
+
+func (r *indexReport) fill(x *format.Index, copies []format.IndexCopy) {
+	st := x.Stats()
+	r.Records, r.Live, r.Tombstones = st.Records, st.Live, st.Tombstones
+	r.Conflicts, r.Scanned, r.Unreadable, r.Copies = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}
+	for _, c := range convert.Conflicts(x) {
+		rc := reportConflict{Path: string(c.Path)}
+		if !utf8.Valid(c.Path) {
+			rc.PathBase64 = base64.StdEncoding.EncodeToString(c.Path)
+		}
+		for _, l := range c.Candidates {
+			rc.Candidates = append(rc.Candidates, entryJSON(c.Path, l, true))
+		}
+		r.Conflicts = append(r.Conflicts, rc)
+	}
+	for _, c := range copies {
+		r.Copies = append(r.Copies, reportCopy{ID: hex.EncodeToString(c.ID[:]), Names: c.Names})
+	}
+}
+
+// finish prints the report and gives the exit status.
+func (r *indexReport) finish(asJSON bool) error {
+	w := bufio.NewWriter(os.Stderr)
+	for _, u := range r.Unreadable {
+		fmt.Fprintf(w, "cbfs: %s: cannot be read, not indexed: %s\n", u.Where, u.Error)
+	}
+	for _, s := range r.Scanned {
+		fmt.Fprintf(w, "cbfs: %s: %s; scanned member by member: %d complete members counted\n", s.Where, s.Error, s.Members)
+		for _, p := range s.Problems {
+			fmt.Fprintf(w, "cbfs: %s:   %s\n", s.Where, p)
+		}
+	}
+	for _, c := range r.Copies {
+		fmt.Fprintf(w, "cbfs: warning: %s and %s are the same archive (id %s): counted once, as %s\n", c.Names[0], c.Names[1], c.ID, c.Names[0])
+	}
+	for _, c := range r.Conflicts {
+		var who []string
+		for _, e := range c.Candidates {
+			what := fmt.Sprintf("%s member %d", e.Archive, e.Member)
+			if e.Type == format.TypeTombstone.String() {
+				what += " (deleted)"
+			}
+			who = append(who, what)
+		}
+		fmt.Fprintf(w, "cbfs: conflict: %s: sequence %d in %s\n", quote([]byte(c.Path)), c.Candidates[0].Seq, strings.Join(who, " and "))
+	}
+	if !asJSON {
+		fmt.Fprintf(w, "cbfs: %d archives: %d live paths, %d tombstones, %d conflicts -> %s (%.2fs)\n",
+			r.Archives, r.Live, r.Tombstones, len(r.Conflicts), r.Index, r.Seconds)
+	}
+	w.Flush()
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	switch {
+	case len(r.Unreadable) > 0 || len(r.Scanned) > 0:
+		return &exitError{code: exitDamaged, err: fmt.Errorf("%d archives could not be read and %d were damaged: the index %s holds everything else",
+			len(r.Unreadable), len(r.Scanned), r.Index)}
+	case len(r.Conflicts) > 0:
+		return &exitError{code: exitConflict, err: fmt.Errorf("%d conflicts: the index %s holds every candidate", len(r.Conflicts), r.Index),
+			hint: "give one of the archives a higher sequence number (--seq), or write an archive that settles the paths"}
+	}
+	return nil
+}
+
+// indexEntryJSON is one candidate, as --json prints it.
+type indexEntryJSON struct {
+	Path       string `json:"path,omitempty"`
+	PathBase64 string `json:"path_base64,omitempty"`
+	Archive    string `json:"archive"`
+	ArchiveID  string `json:"archive_id"`
+	Seq        uint64 `json:"seq"`
+	Member     uint32 `json:"member"`
+	Type       string `json:"type"`
+	Offset     int64  `json:"offset"`
+	Span       int64  `json:"span"`
+	Size       int64  `json:"size"`
+	Inode      uint64 `json:"inode,omitempty"`
+	Conflict   bool   `json:"conflict,omitempty"`
+}
+
+func entryJSON(path []byte, l convert.Location, noPath bool) indexEntryJSON {
+	j := indexEntryJSON{Archive: l.Archive.Name, ArchiveID: hex.EncodeToString(l.Archive.ID[:]), Seq: l.Archive.Seq,
+		Member: l.Member, Type: l.Type.String(), Offset: l.Offset, Span: l.Span, Size: l.Size, Inode: l.Inode}
+	if !noPath {
+		j.Path = string(path)
+		if !utf8.Valid(path) {
+			j.PathBase64 = base64.StdEncoding.EncodeToString(path)
+		}
+	}
+	return j
+}
+
+// indexLine is the tab-separated form: path, archive, offset, size, seq.
+// The path is escaped as ls escapes it, so a tab or newline in a path
+// cannot break the columns.
+func indexLine(path []byte, l convert.Location, conflict bool) string {
+	s := fmt.Sprintf("%s\t%s\t%d\t%d\t%d", quote(path), l.Archive.Name, l.Offset, l.Size, l.Archive.Seq)
+	if conflict {
+		s += "\tconflict"
+	}
+	return s
+}
+
+func newIndexLsCmd() *cobra.Command {
+	var keyPath string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "ls -k KEY [--json] INDEX",
+		Short: "List the live paths of an index",
+		Long: `ls prints one live path per line, sorted by path bytes, tab-separated: the
+path, the archive's file name, the physical offset of the member in the
+archive, the file's size and the archive's sequence number. Paths are
+escaped as 'cbfs ls' escapes them (backslash, control characters and bytes
+that are not UTF-8 as \NNN octal). Deleted paths (tombstones) are not listed.
+A conflicted path is listed once per live candidate, with a sixth column
+'conflict'. --json prints one JSON array with every field.`,
+		Example: `  cbfs index ls -k fs1.key fs1.idx
+  cbfs index ls -k fs1.key --json fs1.idx | jq -r '.[].path'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			key, err := loadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			x, err := readIndex(args[0], key)
+			if err != nil {
+				return err
+			}
+			w := bufio.NewWriterSize(os.Stdout, 1<<20)
+			defer w.Flush()
+			var js []indexEntryJSON
+			for i := 0; i < x.Len(); i++ {
+				conflict := x.Conflicted(i)
+				for _, l := range convert.Locate(x, i) {
+					if l.Type == format.TypeTombstone {
+						continue
+					}
+					if asJSON {
+						j := entryJSON(x.Path(i), l, false)
+						j.Conflict = conflict
+						js = append(js, j)
+						continue
+					}
+					w.WriteString(indexLine(x.Path(i), l, conflict))
+					w.WriteByte('\n')
+				}
+			}
+			if asJSON {
+				if js == nil {
+					js = []indexEntryJSON{}
+				}
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(js)
+			}
+			return nil
+		},
+	}
+	keyFlag(c, &keyPath)
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return c
+}
+
+func newIndexLookupCmd() *cobra.Command {
+	var keyPath string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "lookup -k KEY [--json] INDEX PATH...",
+		Short: "Say which archive and offset hold each path",
+		Long: `lookup prints, for each PATH, one tab-separated line: the archive's file
+name, the member's physical offset in it, the file's size, the archive's
+sequence number, and the path. A deleted path prints 'deleted in ARCHIVE seq
+N' and the path; a path the index does not know is reported on standard
+error. A conflicted path prints a line per candidate.
+
+Exit status: 0 every path is live; 1 some path is deleted or unknown; 6 some
+path is conflicted (and none deleted or unknown).`,
+		Example: `  cbfs index lookup -k fs1.key fs1.idx home/ann/notes.txt`,
+		Args:    cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			key, err := loadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			x, err := readIndex(args[0], key)
+			if err != nil {
+				return err
+			}
+			w := bufio.NewWriter(os.Stdout)
+			defer w.Flush()
+			var js []indexEntryJSON
+			missing, conflicts := 0, 0
+			for _, p := range args[1:] {
+				i, ok := x.Find([]byte(p))
+				if !ok {
+					missing++
+					w.Flush()
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index\n", quote([]byte(p)))
+					continue
+				}
+				conflict := x.Conflicted(i)
+				if conflict {
+					conflicts++
+				}
+				if !x.Live(i) {
+					missing++
+				}
+				for _, l := range convert.Locate(x, i) {
+					if asJSON {
+						j := entryJSON([]byte(p), l, false)
+						j.Conflict = conflict
+						js = append(js, j)
+						continue
+					}
+					if l.Type == format.TypeTombstone {
+						fmt.Fprintf(w, "deleted in %s seq %d\t%s\n", l.Archive.Name, l.Archive.Seq, quote([]byte(p)))
+					} else {
+						fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", l.Archive.Name, l.Offset, l.Size, l.Archive.Seq, quote([]byte(p)))
+					}
+				}
+			}
+			if asJSON {
+				if js == nil {
+					js = []indexEntryJSON{}
+				}
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(js); err != nil {
+					return err
+				}
+			}
+			w.Flush()
+			switch {
+			case missing > 0:
+				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d paths are deleted or not in the index", missing, len(args)-1)}
+			case conflicts > 0:
+				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %d paths are conflicted", conflicts, len(args)-1)}
+			}
+			return nil
+		},
+	}
+	keyFlag(c, &keyPath)
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array (deleted paths have type \"tombstone\")")
+	return c
+}
+
+func newIndexDiffCmd() *cobra.Command {
+	var keyPath string
+	c := &cobra.Command{
+		Use:   "diff -k KEY A B",
+		Short: "Compare two indexes",
+		Long: `diff compares two indexes by content: archives by id, records by path. It
+exits 0 when they are equal. Otherwise it lists the differences and exits 1:
+'archive - ...' and 'archive + ...' for an archive only in A or only in B
+(both for one that differs), '- PATH ...' and '+ PATH ...' for a path's
+record in A and in B (path, archive, offset, size, seq, then the type when
+it is not a file).`,
+		Example: `  cbfs index diff -k fs1.key kept.idx rebuilt.idx`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			key, err := loadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			a, err := readIndex(args[0], key)
+			if err != nil {
+				return err
+			}
+			b, err := readIndex(args[1], key)
+			if err != nil {
+				return err
+			}
+			d := convert.DiffIndex(a, b)
+			if len(d) == 0 {
+				return nil
+			}
+			w := bufio.NewWriter(os.Stdout)
+			for _, e := range d {
+				if !e.IsRecord {
+					if e.ArchA != nil {
+						fmt.Fprintf(w, "archive - %s\n", archiveLine(e.ArchA))
+					}
+					if e.ArchB != nil {
+						fmt.Fprintf(w, "archive + %s\n", archiveLine(e.ArchB))
+					}
+					continue
+				}
+				diffSide(w, "-", e.Path, e.A)
+				diffSide(w, "+", e.Path, e.B)
+			}
+			w.Flush()
+			return &exitError{code: exitFailure, err: fmt.Errorf("%s and %s differ: %d differences", args[0], args[1], len(d))}
+		},
+	}
+	keyFlag(c, &keyPath)
+	return c
+}
+
+func archiveLine(a *format.IndexArchive) string {
+	return fmt.Sprintf("%s\tid %x\tseq %d\tmembers %d", a.Name, a.ID, a.Seq, a.Members)
+}
+
+func diffSide(w io.Writer, sign string, path []byte, ls []convert.Location) {
+	for _, l := range ls {
+		line := indexLine(path, l, len(ls) > 1)
+		if l.Type != format.TypeRegular {
+			line += "\t" + l.Type.String()
+		}
+		fmt.Fprintf(w, "%s %s\n", sign, line)
+	}
+}

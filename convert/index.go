@@ -1,0 +1,647 @@
+package convert
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
+)
+
+// NamedSource is an archive to index: the name recorded in the index and
+// a way to open it. Open is called once, from a worker goroutine; if the
+// Source it returns is an io.Closer, it is closed when the archive has
+// been read. Anything that serves byte ranges fits, such as an object
+// store client.
+type NamedSource struct {
+	// Name is the archive's file name as the index records it: a base
+	// name, without directories.
+	Name string
+	// Where says where the archive was found, for messages (a path, a
+	// URL). It defaults to Name.
+	Where string
+	Open  func() (format.Source, error)
+}
+
+func (s NamedSource) where() string {
+	if s.Where != "" {
+		return s.Where
+	}
+	return s.Name
+}
+
+type fileSource struct {
+	*os.File
+	size int64
+}
+
+func (f fileSource) Size() int64 { return f.size }
+
+// FileSource is the archive in a local file.
+func FileSource(path string) NamedSource {
+	return NamedSource{Name: filepath.Base(path), Where: path, Open: func() (format.Source, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if !st.Mode().IsRegular() {
+			f.Close()
+			return nil, errors.New("not a regular file")
+		}
+		return fileSource{f, st.Size()}, nil
+	}}
+}
+
+// ArchiveSources expands command-line arguments: a file is one archive; a
+// directory stands for every regular file directly in it (not in its
+// subdirectories) whose name does not start with '.', so that temporary
+// files and the index's own temporary files are left out. The result is
+// sorted by name, then by where.
+func ArchiveSources(args []string) ([]NamedSource, error) {
+	var out []NamedSource
+	seen := map[string]bool{}
+	add := func(p string) {
+		p = filepath.Clean(p)
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, FileSource(p))
+		}
+	}
+	for _, arg := range args {
+		st, err := os.Stat(arg)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			add(arg)
+			continue
+		}
+		ents, err := os.ReadDir(arg)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			p := filepath.Join(arg, e.Name())
+			if e.Type().IsRegular() {
+				add(p)
+			} else if e.Type()&fs.ModeSymlink != 0 {
+				if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+					add(p)
+				}
+			}
+		}
+	}
+	sortSources(out)
+	return out, nil
+}
+
+func sortSources(s []NamedSource) {
+	slices.SortStableFunc(s, func(a, b NamedSource) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.where(), b.where())
+	})
+}
+
+// Shard selects part of the archives: of the archives sorted by name,
+// those at positions I, I+N, I+2N, ... (0-based). The zero Shard (N = 0)
+// selects all.
+type Shard struct{ I, N int }
+
+// ParseShard parses "I/N" with 0 <= I < N.
+func ParseShard(s string) (Shard, error) {
+	i, n, ok := strings.Cut(s, "/")
+	I, err1 := strconv.Atoi(i)
+	N, err2 := strconv.Atoi(n)
+	if !ok || err1 != nil || err2 != nil || N < 1 || I < 0 || I >= N {
+		return Shard{}, fmt.Errorf("shard %q: want I/N with 0 <= I < N, such as 0/4", s)
+	}
+	return Shard{I, N}, nil
+}
+
+func (sh Shard) String() string { return fmt.Sprintf("%d/%d", sh.I, sh.N) }
+
+// ArchiveProblem is an archive the rebuild could not read from its
+// summary.
+type ArchiveProblem struct {
+	Name, Where string
+	// Err is why the archive could not be read (unreadable), or why its
+	// summary could not be used (scanned).
+	Err error
+	// Problems are what the member scan found (scanned only), and Members
+	// the number of complete members it counted.
+	Problems []*format.Error
+	Members  int
+}
+
+// RebuildResult is what a rebuild read and found.
+type RebuildResult struct {
+	Index *format.Index
+	// Archives is the number of archives read (from their summaries or
+	// by a scan); Members the number of members counted.
+	Archives int
+	Members  int64
+	// Scanned are archives read member by member because their footer or
+	// summary was missing or damaged: every complete member counted.
+	Scanned []ArchiveProblem
+	// Unreadable are archives that could not be read at all: wrong key,
+	// not a CBFS archive, damaged header, I/O error. Nothing of them is
+	// in the index.
+	Unreadable []ArchiveProblem
+	// Copies are archives seen more than once (the same archive id).
+	Copies []format.IndexCopy
+}
+
+// Rebuild builds the master index of the archives in sources, or of the
+// shard of them that shard selects. Each archive is read from its footer
+// and summary; one whose footer or summary is missing or damaged is
+// scanned member by member. Archives are read in parallel (GOMAXPROCS at
+// a time) and merged; the result does not depend on their order.
+func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult, error) {
+	sources = slices.Clone(sources)
+	sortSources(sources)
+	if shard.N > 0 {
+		var pick []NamedSource
+		for i := shard.I; i < len(sources); i += shard.N {
+			pick = append(pick, sources[i])
+		}
+		sources = pick
+	}
+	type result struct {
+		x        *format.Index
+		members  int
+		scanned  *ArchiveProblem
+		unreadOK bool
+		unread   ArchiveProblem
+	}
+	results := make([]result, len(sources))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, min(runtime.GOMAXPROCS(0), len(sources))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for i := range jobs {
+				r := &results[i]
+				var err error
+				r.x, r.members, r.scanned, buf, err = indexArchive(sources[i], key, buf)
+				if err != nil {
+					r.unreadOK = true
+					r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].where(), Err: err}
+				}
+			}
+		}()
+	}
+	for i := range sources {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+
+	res := &RebuildResult{}
+	parts := make([]*format.Index, 0, len(results))
+	for i := range results {
+		r := &results[i]
+		switch {
+		case r.unreadOK:
+			res.Unreadable = append(res.Unreadable, r.unread)
+			continue
+		case r.scanned != nil:
+			res.Scanned = append(res.Scanned, *r.scanned)
+		}
+		res.Archives++
+		res.Members += int64(r.members)
+		parts = append(parts, r.x)
+		r.x = nil
+	}
+	x, copies, err := MergeAll(parts)
+	if err != nil {
+		return nil, err
+	}
+	res.Index, res.Copies = x, copies
+	return res, nil
+}
+
+// indexArchive reads one archive into a one-archive index.
+func indexArchive(ns NamedSource, key *crypt.Key, buf []byte) (*format.Index, int, *ArchiveProblem, []byte, error) {
+	src, err := ns.Open()
+	if err != nil {
+		return nil, 0, nil, buf, err
+	}
+	if c, ok := src.(io.Closer); ok {
+		defer c.Close()
+	}
+	a, why := format.OpenArchive(src, key)
+	if why == nil {
+		h := a.Header
+		b, err := format.NewIndexBuilder(format.IndexArchive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members},
+			int(min(a.Footer.Members, 1<<20)), int(min(a.Footer.SummaryLength, 1<<30)))
+		if err != nil {
+			return nil, 0, nil, buf, err
+		}
+		buf, why = a.IndexItems(buf, func(it *format.IndexItem) error {
+			return b.Add(it.Path, format.IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
+		})
+		if cap(buf) > 64<<20 {
+			buf = nil // do not keep one huge summary's buffer for the next
+		}
+		if why == nil {
+			return b.Index(), int(a.Footer.Members), nil, buf, nil
+		}
+	}
+	var ve *format.VersionError
+	if errors.Is(why, format.ErrWrongKey) || errors.Is(why, format.ErrNotCBFS) || errors.As(why, &ve) {
+		return nil, 0, nil, buf, why
+	}
+	var fe *format.Error
+	if !errors.As(why, &fe) {
+		return nil, 0, nil, buf, why // I/O: a scan would fail the same way
+	}
+	x, n, prob, err := scanArchive(ns, src, key, why)
+	return x, n, prob, buf, err
+}
+
+// scanArchive is the fallback: a member scan that counts every complete,
+// authenticated member.
+func scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (*format.Index, int, *ArchiveProblem, error) {
+	var entries []format.Entry
+	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
+		entries = append(entries, e)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if rep == nil || rep.Header == nil {
+		return nil, 0, nil, fmt.Errorf("%v; the member scan found no header", why)
+	}
+	for _, p := range rep.Problems {
+		if p.Class == format.ClassHeader {
+			// The sequence number orders the archive: from a header that
+			// does not authenticate it cannot be trusted.
+			return nil, 0, nil, p
+		}
+	}
+	h := rep.Header
+	members := uint64(0)
+	if rep.Footer != nil {
+		members = rep.Footer.Members
+	}
+	for _, e := range entries {
+		members = max(members, uint64(e.Number)+1)
+	}
+	b, err := format.NewIndexBuilder(format.IndexArchive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, len(entries), 0)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	for _, e := range entries {
+		err := b.Add(e.Meta.Path, format.IndexEntry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
+			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
+		if err != nil {
+			return nil, 0, nil, err
+		}
+	}
+	return b.Index(), len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.where(), Err: why, Problems: rep.Problems, Members: len(entries)}, nil
+}
+
+// MergeAll merges indexes pairwise, GOMAXPROCS merges at a time. The
+// parts are spent. No parts give an empty index.
+func MergeAll(parts []*format.Index) (*format.Index, []format.IndexCopy, error) {
+	if len(parts) == 0 {
+		return &format.Index{}, nil, nil
+	}
+	var (
+		mu     sync.Mutex
+		copies []format.IndexCopy
+		first  error
+	)
+	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	for len(parts) > 1 {
+		next := make([]*format.Index, (len(parts)+1)/2)
+		var wg sync.WaitGroup
+		for k := range next {
+			if 2*k+1 == len(parts) {
+				next[k] = parts[2*k]
+				continue
+			}
+			a, b := parts[2*k], parts[2*k+1]
+			parts[2*k], parts[2*k+1] = nil, nil
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				x, c, err := format.MergeIndex(a, b)
+				mu.Lock()
+				defer mu.Unlock()
+				copies = append(copies, c...)
+				if err != nil && first == nil {
+					first = err
+				}
+				next[k] = x
+			}()
+		}
+		wg.Wait()
+		if first != nil {
+			return nil, nil, first
+		}
+		parts = next
+	}
+	slices.SortFunc(copies, func(a, b format.IndexCopy) int {
+		return cmpOr(bytes.Compare(a.ID[:], b.ID[:]), strings.Compare(a.Names[0], b.Names[0]), strings.Compare(a.Names[1], b.Names[1]))
+	})
+	return parts[0], copies, nil
+}
+
+func cmpOr(cs ...int) int {
+	for _, c := range cs {
+		if c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+// Location is one candidate of an index record with its archive.
+type Location struct {
+	Archive format.IndexArchive
+	format.IndexEntry
+}
+
+// Locate returns record i's candidates with their archives.
+func Locate(x *format.Index, i int) []Location {
+	var out []Location
+	for _, e := range x.Entries(i) {
+		out = append(out, Location{Archive: x.Archives[e.Archive], IndexEntry: e})
+	}
+	return out
+}
+
+// Conflict is a path two or more archives of the same sequence number
+// hold.
+type Conflict struct {
+	Path       []byte
+	Candidates []Location
+}
+
+// Conflicts lists the index's conflicted records.
+func Conflicts(x *format.Index) []Conflict {
+	var out []Conflict
+	for i := 0; i < x.Len(); i++ {
+		if x.Conflicted(i) {
+			out = append(out, Conflict{Path: x.Path(i), Candidates: Locate(x, i)})
+		}
+	}
+	return out
+}
+
+// ReadIndexFile reads and opens an index file.
+func ReadIndexFile(path string, key *crypt.Key) (*format.Index, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return format.ReadIndex(f, key)
+}
+
+// WriteIndexFile writes x to path atomically: to a temporary file in the
+// same directory, synced, then moved into place. On any failure path is
+// left as it was. Without replace, an existing path is an error.
+func WriteIndexFile(path string, x *format.Index, key *crypt.Key, replace bool) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	defer os.Remove(name) // a no-op once renamed
+	err = x.Encode(tmp, key)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if replace {
+		err = os.Rename(name, path)
+	} else {
+		// link(2) refuses to replace a file created meanwhile.
+		err = os.Link(name, path)
+	}
+	if err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // make the rename durable; not every file system can
+		d.Close()
+	}
+	return nil
+}
+
+// ArchiveIndex is the index of one archive just written, from the
+// writer's header and entries.
+func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*format.Index, error) {
+	b, err := format.NewIndexBuilder(format.IndexArchive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}, len(entries), 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		err := b.Add(e.Meta.Path, format.IndexEntry{Member: e.Number, Type: e.Meta.Type, Offset: hdr.PhysOffset(e.Offset),
+			Span: hdr.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b.Index(), nil
+}
+
+// AddResult says what AddToIndex did.
+type AddResult struct {
+	Created bool // the index did not exist
+	Copies  []format.IndexCopy
+	// Conflicts are the index's conflicts that involve the new archive.
+	Conflicts []Conflict
+}
+
+// AddToIndex adds an archive just written (its file name, header and
+// entries) to the index file at indexPath, creating it if missing. The
+// update is atomic: on any failure the old index is left untouched. The
+// result is the index a rebuild from the same archives gives, byte for
+// byte. Conflicts are written into the index and returned, not refused:
+// the archive exists, and the index must say what the archives say.
+// Two processes must not update one index at the same time.
+func AddToIndex(indexPath string, key *crypt.Key, archiveName string, hdr *format.Header, entries []format.Entry) (*AddResult, error) {
+	add, err := ArchiveIndex(archiveName, hdr, entries)
+	if err != nil {
+		return nil, err
+	}
+	res := &AddResult{}
+	old, err := ReadIndexFile(indexPath, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		old, res.Created = &format.Index{}, true
+	} else if err != nil {
+		return nil, fmt.Errorf("index %s: %w", indexPath, err)
+	}
+	x, copies, err := format.MergeIndex(old, add)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", indexPath, err)
+	}
+	res.Copies = copies
+	for _, c := range Conflicts(x) {
+		for _, l := range c.Candidates {
+			if l.Archive.ID == hdr.ID {
+				res.Conflicts = append(res.Conflicts, c)
+				break
+			}
+		}
+	}
+	if err := WriteIndexFile(indexPath, x, key, true); err != nil {
+		return nil, fmt.Errorf("index %s: %w", indexPath, err)
+	}
+	return res, nil
+}
+
+// NextSeq is the default sequence number of a new archive written with
+// --index: one more than the highest in the index, or 1 for an index that
+// does not exist yet or lists no archive.
+func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
+	x, err := ReadIndexFile(indexPath, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("index %s: %w", indexPath, err)
+	}
+	m, ok := x.MaxSeq()
+	if !ok {
+		return 1, nil
+	}
+	if m == ^uint64(0) {
+		return 0, fmt.Errorf("index %s: the highest sequence number is already 2^64-1", indexPath)
+	}
+	return m + 1, nil
+}
+
+// MergeIndexFiles reads index files (in parallel) and merges them.
+func MergeIndexFiles(paths []string, key *crypt.Key) (*format.Index, []format.IndexCopy, error) {
+	parts := make([]*format.Index, len(paths))
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			parts[i], errs[i] = ReadIndexFile(p, key)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%s: %w", p, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return MergeAll(parts)
+}
+
+// IndexDiff is one difference between two indexes: an archive (Path nil)
+// or a path whose candidates differ. A or B is empty where one side lacks
+// it.
+type IndexDiff struct {
+	Path     []byte
+	ArchA    *format.IndexArchive
+	ArchB    *format.IndexArchive
+	A, B     []Location
+	IsRecord bool
+}
+
+// DiffIndex lists the differences between two indexes: archives by id,
+// then records by path. Archive positions in the tables do not matter,
+// what they point to does.
+func DiffIndex(a, b *format.Index) []IndexDiff {
+	var out []IndexDiff
+	ids := map[[crypt.IDSize]byte]int{}
+	for i := range b.Archives {
+		ids[b.Archives[i].ID] = i
+	}
+	seen := map[[crypt.IDSize]byte]bool{}
+	for i := range a.Archives {
+		pa := &a.Archives[i]
+		seen[pa.ID] = true
+		if j, ok := ids[pa.ID]; ok {
+			if pb := &b.Archives[j]; *pa != *pb {
+				out = append(out, IndexDiff{ArchA: pa, ArchB: pb})
+			}
+			continue
+		}
+		out = append(out, IndexDiff{ArchA: pa})
+	}
+	for j := range b.Archives {
+		if !seen[b.Archives[j].ID] {
+			out = append(out, IndexDiff{ArchB: &b.Archives[j]})
+		}
+	}
+	i, j := 0, 0
+	for i < a.Len() || j < b.Len() {
+		c := 0
+		switch {
+		case i == a.Len():
+			c = 1
+		case j == b.Len():
+			c = -1
+		default:
+			c = bytes.Compare(a.Path(i), b.Path(j))
+		}
+		switch {
+		case c < 0:
+			out = append(out, IndexDiff{IsRecord: true, Path: a.Path(i), A: Locate(a, i)})
+			i++
+		case c > 0:
+			out = append(out, IndexDiff{IsRecord: true, Path: b.Path(j), B: Locate(b, j)})
+			j++
+		default:
+			la, lb := Locate(a, i), Locate(b, j)
+			if !slices.EqualFunc(la, lb, sameLocation) {
+				out = append(out, IndexDiff{IsRecord: true, Path: a.Path(i), A: la, B: lb})
+			}
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+func sameLocation(p, q Location) bool {
+	p.IndexEntry.Archive, q.IndexEntry.Archive = 0, 0
+	return p == q
+}
