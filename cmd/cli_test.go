@@ -807,11 +807,6 @@ func TestOutputRules(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := cbfs(t, dir, c.args...)
-			if r.code == exitFailure && regexp.MustCompile(`accepts .*arg\(s\), received|unknown command`).Match(r.stderr) {
-				// Reported, not fixed here (cmd/ is not this test's to change).
-				t.Skipf("BUG in cmd/main.go: cobra's argument errors are not usage errors: exit %d, README says %d: %s",
-					r.code, exitUsage, strings.TrimSpace(string(r.stderr)))
-			}
 			if r.code != exitUsage {
 				t.Fatalf("want exit %d; got %s", exitUsage, r)
 			}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
@@ -76,7 +77,7 @@ func classify(err error) (int, string) {
 		return code, hint
 	}
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ") {
 		return exitUsage, "see 'cbfs help' for usage"
 	}
 	var ve *format.VersionError
@@ -117,7 +118,25 @@ bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
+	usageArgs(root)
 	return root
+}
+
+// usageArgs makes argument-count errors usage errors (exit status 2), as
+// flag errors are.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // commands holds every subcommand's constructor. Each command's file adds

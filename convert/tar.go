@@ -127,6 +127,12 @@ func ExportTar(dst io.Writer, src io.Reader, key *crypt.Key) error {
 				return memberErr(m, err)
 			}
 			pad = (format.BlockSize - n%format.BlockSize) % format.BlockSize
+		case meta.Type == format.TypeTombstone:
+			// A deletion is not a file: a plain tar has nothing to say
+			// about it, and the padding still owed stays owed.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return memberErr(m, err)
+			}
 		default:
 			if err := writeZeros(bw, pad); err != nil {
 				return err

@@ -76,7 +76,7 @@ var ErrKeyFileExists = errors.New("file exists")
 type KeyFileWarning string
 
 // ReadKeyFile reads a key file. It returns warnings (such as a key file
-// readable by group or others) alongside a valid key.
+// that grants group or others access) alongside a valid key.
 func ReadKeyFile(path string) (*Key, []KeyFileWarning, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -108,7 +108,7 @@ func ReadKeyFile(path string) (*Key, []KeyFileWarning, error) {
 	var warns []KeyFileWarning
 	if st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
 		warns = append(warns, KeyFileWarning(fmt.Sprintf(
-			"key file %s has mode %04o: readable by group or others; run chmod 600 %s",
+			"key file %s has mode %04o, which grants group or others access; run chmod 600 %s",
 			path, st.Mode().Perm(), path)))
 	}
 	k := new(Key)

@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // Source is what random access to an archive needs: a ReaderAt and its
@@ -82,42 +81,66 @@ func (a *Archive) findFooter() (*Footer, error) {
 	if size%BlockSize != 0 {
 		return nil, newErr(ClassTar, size, -1, "archive size %d is not a whole number of blocks (truncated?)", size)
 	}
-	n := min(size, tailRead)
-	tail := make([]byte, n)
-	if _, err := a.src.ReadAt(tail, size-n); err != nil && err != io.EOF {
+	// Scan back over the zero blocks to the last block that is not zero:
+	// the footer record's body. One read in the common case.
+	end := int64(-1)
+	var tail []byte
+	var tailStart int64
+	for pos := size; pos > 0 && size-pos <= MaxTrailingZeros; {
+		n := min(pos, tailRead)
+		tail, tailStart = make([]byte, n), pos-n
+		if _, err := a.src.ReadAt(tail, tailStart); err != nil && err != io.EOF {
+			return nil, err
+		}
+		e := n
+		for e >= BlockSize && allZero(tail[e-BlockSize:e]) {
+			e -= BlockSize
+		}
+		if e > 0 {
+			end = tailStart + e
+			break
+		}
+		pos = tailStart
+	}
+	switch {
+	case end < 0 && size > MaxTrailingZeros:
+		return nil, newErr(ClassTar, size, -1, "over %d zero bytes at the end", MaxTrailingZeros)
+	case end < 0:
+		return nil, newErr(ClassFooter, 0, -1, "no footer: the archive is all zeros")
+	case size-end < 2*BlockSize:
+		return nil, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
+	case size-end > MaxTrailingZeros:
+		return nil, newErr(ClassTar, end, -1, "over %d zero bytes after the footer", MaxTrailingZeros)
+	case end < 4*BlockSize:
+		return nil, newErr(ClassFooter, end, -1, "no footer before the end-of-archive blocks")
+	}
+	off := end - 2*BlockSize
+	rec := make([]byte, 2*BlockSize)
+	if off >= tailStart {
+		copy(rec, tail[off-tailStart:])
+	} else if _, err := a.src.ReadAt(rec, off); err != nil && err != io.EOF {
 		return nil, err
 	}
-	end := n
-	for end >= BlockSize && allZero(tail[end-BlockSize:end]) {
-		end -= BlockSize
-	}
-	if n-end < 2*BlockSize {
-		return nil, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
-	}
-	if end < 2*BlockSize {
-		return nil, newErr(ClassFooter, size-n+end, -1, "no footer before the end-of-archive blocks")
-	}
-	off := size - n + end - 2*BlockSize
 	var b Block
-	copy(b[:], tail[end-2*BlockSize:])
+	copy(b[:], rec)
 	if b.VerifyChecksum() != nil {
 		return nil, newErr(ClassFooter, off, -1, "no footer record before the end-of-archive blocks (was the archive appended to?)")
 	}
 	name := string(b.Name())
 	prefix := RecordName(a.Header.ID, 0)
 	prefix = prefix[:len(prefix)-10]
-	rec, perr := strconv.ParseUint(name[min(len(prefix), len(name)):], 10, 64)
+	recNum, perr := strconv.ParseUint(name[min(len(prefix), len(name)):], 10, 64)
 	if len(name) != len(prefix)+10 || name[:len(prefix)] != prefix || perr != nil {
 		return nil, newErr(ClassFooter, off, -1, "last record %q is not this archive's footer (was the archive appended to?)", name)
 	}
-	bsize, err := parseOuterHeader(&b, a.Header.ID, rec)
+	bsize, err := parseOuterHeader(&b, a.Header.ID, recNum)
 	if err != nil {
 		return nil, newErr(ClassTar, off, -1, "footer record: %v", err)
 	}
 	if bsize != FrameHeaderSize+FooterSize {
 		return nil, newErr(ClassFooter, off, -1, "footer record of %d bytes", bsize)
 	}
-	body := tail[end-BlockSize : end]
+	body := rec[BlockSize:]
 	if !allZero(body[bsize:]) {
 		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "record padding is not zero")
 	}
@@ -128,13 +151,16 @@ func (a *Archive) findFooter() (*Footer, error) {
 	if f.ID != a.Header.ID {
 		return nil, newErr(ClassFooter, off, -1, "footer belongs to archive %x", f.ID)
 	}
+	if f.Minor != a.Header.Minor {
+		return nil, newErr(ClassFooter, off, -1, "footer's version 1.%d differs from the header's 1.%d", f.Minor, a.Header.Minor)
+	}
 	if f.FooterOffset != uint64(off) {
 		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d, it is at %d", f.FooterOffset, off)
 	}
 	R := int64(a.Header.RecordSize)
 	records := (int64(f.StreamLength) + R - 1) / R
 	last := int64(f.StreamLength) - (records-1)*R
-	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+padLen(last) != off || uint64(records+1) != rec {
+	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+padLen(last) != off || uint64(records+1) != recNum {
 		return nil, newErr(ClassFooter, off, -1, "footer's stream length does not match the archive's layout")
 	}
 	return f, nil
@@ -151,10 +177,26 @@ func (a *Archive) Entries() ([]Entry, error) {
 		return nil, err
 	}
 	entries, err = DecodeSummary(plain, a.Footer.Members)
+	if err == nil {
+		err = summaryEnds(entries, int64(a.Footer.SummaryOffset))
+	}
 	if err != nil {
 		return nil, newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
 	}
 	return entries, nil
+}
+
+// summaryEnds checks that the members the summary lists run up to the
+// summary itself.
+func summaryEnds(entries []Entry, summaryOffset int64) error {
+	end := int64(0)
+	if n := len(entries); n > 0 {
+		end = entries[n-1].Offset + entries[n-1].Length
+	}
+	if end != summaryOffset {
+		return fmt.Errorf("the members listed end at %d, the summary starts at %d", end, summaryOffset)
+	}
+	return nil
 }
 
 // DecodeSummary parses a summary's plaintext; want is the member count the
@@ -187,7 +229,7 @@ func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
 		}
 		p = p[vals[2]:]
 		e := Entry{Number: uint32(len(entries)), Offset: int64(vals[0]), Length: int64(vals[1]), Meta: m}
-		if vals[0] > 1<<62 || vals[1] > 1<<62 || e.Offset != prevEnd || e.Length < 2*(FrameHeaderSize+crypt.TagSize) {
+		if vals[0] > 1<<62 || vals[1] > 1<<62 || e.Offset != prevEnd || e.Length < minMemberLen {
 			return nil, fmt.Errorf("entry %d: offset %d and length %d do not follow the previous member", e.Number, e.Offset, e.Length)
 		}
 		prevEnd = e.Offset + e.Length
@@ -233,6 +275,7 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 	br := bufio.NewReaderSize(lr, 256<<10)
 	var out []byte
 	cs := int64(a.Header.ChunkSize)
+	dbuf := make([]byte, cs)
 	class, member := ClassSummary, int64(-1)
 	if kind == KindContent {
 		class, member = ClassMember, int64(stream)
@@ -248,8 +291,8 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 		if bad == "" && fh.Kind != kind {
 			bad = fmt.Sprintf("%q frame in a %s stream", fh.Kind, frameName(kind))
 		}
-		if bad == "" && (int64(fh.Len) > cs+crypt.TagSize || fh.Len < crypt.TagSize) {
-			bad = "frame length out of range"
+		if bad == "" {
+			bad = checkFrameLen(fh, cs)
 		}
 		if bad != "" {
 			return nil, newErr(class, phys, member, "%s", bad)
@@ -261,28 +304,17 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 		if frameCRC(hb[:], payload) != fh.CRC {
 			return nil, newErr(class, phys, member, "frame checksum mismatch")
 		}
-		plain, err := a.keys.Open(payload[:0], crypt.Nonce(kind, fh.final(), stream, index), payload, hb[:8])
-		if err != nil {
-			return nil, newErr(class, phys, member, "%s frame %d failed authentication", frameName(kind), index)
-		}
-		if fh.lz4() {
-			buf := make([]byte, cs)
-			n, err := lz4.UncompressBlock(plain, buf)
-			if err != nil || n <= len(plain) {
-				return nil, newErr(class, phys, member, "%s frame %d: bad LZ4 block", frameName(kind), index)
-			}
-			plain = buf[:n]
-		}
-		if (!fh.final() && int64(len(plain)) != cs) || (fh.final() && len(plain) == 0 && index != 0) {
-			return nil, newErr(class, phys, member, "%s frame %d has the wrong size", frameName(kind), index)
+		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
+		if bad != "" {
+			return nil, newErr(class, phys, member, "%s frame %d: %s", frameName(kind), index, bad)
 		}
 		if fn != nil {
 			if err := fn(plain); err != nil {
 				return nil, err
 			}
 		} else {
-			if int64(len(out))+int64(len(plain)) > 1<<34 {
-				return nil, newErr(class, phys, member, "stream too large to hold")
+			if int64(len(out))+int64(len(plain)) > MaxSummarySize {
+				return nil, newErr(class, phys, member, "summary over %d bytes", int64(MaxSummarySize))
 			}
 			out = append(out, plain...)
 		}

@@ -506,8 +506,10 @@ func decodePlain(p *plainReader) (*Index, error) {
 	if na > MaxIndexArchives {
 		return nil, indexErr(-1, "archive count %d over the cap %d", na, MaxIndexArchives)
 	}
-	x.Archives = make([]IndexArchive, 0, min(na, 1<<16))
-	ids := make(map[[crypt.IDSize]byte]struct{}, min(na, 1<<16))
+	// Counts are not trusted for memory: a few bytes may claim any count,
+	// so the hints stay small and the slices grow with what is read.
+	x.Archives = make([]IndexArchive, 0, min(na, 1<<10))
+	ids := make(map[[crypt.IDSize]byte]struct{}, min(na, 1<<10))
 	for i := uint64(0); i < na; i++ {
 		bad := func(what string, args ...any) error {
 			return indexErr(-1, "archive %d: %s", i, fmt.Sprintf(what, args...))
@@ -553,7 +555,7 @@ func decodePlain(p *plainReader) (*Index, error) {
 	}
 	// The count is not trusted for memory: records are read one by one
 	// and a count beyond the bytes present fails at the end of them.
-	x.recs = make([]irec, 0, min(nr, 1<<20))
+	x.recs = make([]irec, 0, min(nr, 1<<12))
 	arena := &pathArena{x: x}
 	var cs []cand
 	for k := uint64(0); k < nr; k++ {

@@ -59,7 +59,7 @@ const (
 	tagSparse        = 16
 	tagXattrs        = 17
 	tagTarHeader     = 18
-	tagTarPad        = 19
+	// Tag 19 is reserved: never written, rejected by readers.
 	tagTypeflag      = 20
 	firstOptionalTag = 64
 )
@@ -134,6 +134,16 @@ type Meta struct {
 	TarHeader []byte
 	// Typeflag is the tar typeflag of a TypeTarOther member.
 	Typeflag byte
+	// Optional holds fields with optional tags (64 and up) that this
+	// version does not know, verbatim and in tag order, so that a record
+	// from a later minor version re-encodes identically.
+	Optional []Field
+}
+
+// Field is one raw metadata field.
+type Field struct {
+	Tag   byte
+	Value []byte
 }
 
 // summaryOnly drops what the summary does not carry: xattrs and the
@@ -231,6 +241,9 @@ func (m *Meta) Encode(b []byte) []byte {
 	if m.Typeflag != 0 {
 		b = appendField(b, tagTypeflag, []byte{m.Typeflag})
 	}
+	for _, f := range m.Optional {
+		b = appendField(b, f.Tag, f.Value)
+	}
 	return b
 }
 
@@ -281,6 +294,14 @@ func (m *Meta) Validate() error {
 	}
 	if total > MaxXattrBytes {
 		return fmt.Errorf("xattrs over %d bytes", MaxXattrBytes)
+	}
+	if m.Typeflag != 0 && m.Type != TypeTarOther {
+		return errors.New("typeflag on a member that is not tar-other")
+	}
+	for i, f := range m.Optional {
+		if f.Tag < firstOptionalTag || (i > 0 && m.Optional[i-1].Tag >= f.Tag) {
+			return errors.New("optional fields out of order or with critical tags")
+		}
 	}
 	if len(m.TarHeader) > MaxTarHeaderLen {
 		return fmt.Errorf("tar header bytes over the cap %d", MaxTarHeaderLen)
@@ -448,6 +469,7 @@ func DecodeMeta(b []byte) (*Meta, error) {
 			if tag < firstOptionalTag {
 				return nil, fmt.Errorf("unknown critical field %d", tag)
 			}
+			m.Optional = append(m.Optional, Field{Tag: byte(tag), Value: bytes.Clone(v)})
 		}
 	}
 	if d.err != nil {

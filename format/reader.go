@@ -101,7 +101,7 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 	}
 	pr.size = int64(hdr.RecordSize)
 	cs := int(hdr.ChunkSize)
-	rd.payloads.New = func() any { b := make([]byte, cs+crypt.TagSize); return &b }
+	rd.payloads.New = func() any { b := make([]byte, summaryFrameLen(int64(cs))); return &b }
 	rd.dbufs.New = func() any { b := make([]byte, cs); return &b }
 	n := opt.Workers
 	if n <= 0 {
@@ -166,18 +166,8 @@ func (rd *Reader) produce(pr *physReader) {
 			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "%s", bad))
 			return
 		}
-		var max int64
-		switch fh.Kind {
-		case KindMeta:
-			max = 8 + MaxMetaSize + MetaPad + crypt.TagSize
-		case KindContent, KindSummary:
-			max = cs + crypt.TagSize
-		default:
-			fail(j, newErr(ClassFrame, j.phys, -1, "%q frame inside the frame stream", fh.Kind))
-			return
-		}
-		if int64(fh.Len) > max || fh.Len < crypt.TagSize {
-			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "frame length %d outside [%d, %d]", fh.Len, crypt.TagSize, max))
+		if bad := checkFrameLen(fh, cs); bad != "" {
+			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "%s", bad))
 			return
 		}
 		// Grammar: (m c* c_final)* s* s_final.
@@ -249,6 +239,8 @@ func (rd *Reader) produce(pr *physReader) {
 	switch {
 	case f.ID != rd.hdr.ID:
 		err = newErr(ClassFooter, j.phys, -1, "footer belongs to archive %x, not %x", f.ID, rd.hdr.ID)
+	case f.Minor != rd.hdr.Minor:
+		err = newErr(ClassFooter, j.phys, -1, "footer's version 1.%d differs from the header's 1.%d", f.Minor, rd.hdr.Minor)
 	case f.Members != uint64(member):
 		err = newErr(ClassFooter, j.phys, -1, "footer counts %d members, the archive holds %d", f.Members, member)
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
@@ -288,34 +280,29 @@ func (rd *Reader) open(j *openJob) {
 	if kind == KindSummary {
 		class, member = ClassSummary, -1
 	}
-	plain, err := rd.keys.Open(j.payload[:0], crypt.Nonce(kind, final, stream, j.index), j.payload, j.hdr[:])
-	if err != nil {
-		j.err = newErr(class, j.phys, member, "%s frame %d failed authentication", frameName(kind), j.index)
-		return
-	}
 	if kind == KindMeta {
+		plain, err := rd.keys.Open(j.payload[:0], crypt.Nonce(kind, final, stream, j.index), j.payload, j.hdr[:])
+		if err != nil {
+			j.err = newErr(class, j.phys, member, "metadata frame failed authentication")
+			return
+		}
 		j.meta, err = decodeMetaFrame(plain, j.fh.lz4())
 		if err != nil {
 			j.err = newErr(ClassMember, j.phys, member, "metadata record: %v", err)
 		}
 		return
 	}
-	cs := int(rd.hdr.ChunkSize)
 	if j.fh.lz4() {
 		j.dbuf = rd.dbufs.Get().(*[]byte)
-		out := (*j.dbuf)[:cs]
-		n, err := lz4.UncompressBlock(plain, out)
-		if err != nil || n <= len(plain) {
-			j.err = newErr(class, j.phys, member, "%s frame %d: bad LZ4 block", frameName(kind), j.index)
-			return
-		}
-		plain = out[:n]
 	}
-	switch {
-	case !final && len(plain) != cs:
-		j.err = newErr(class, j.phys, member, "%s frame %d holds %d bytes; every frame but the last holds %d", frameName(kind), j.index, len(plain), cs)
-	case final && len(plain) == 0 && j.index != 0:
-		j.err = newErr(class, j.phys, member, "empty final %s frame after others", frameName(kind))
+	var dbuf []byte
+	if j.dbuf != nil {
+		dbuf = *j.dbuf
+	}
+	plain, bad := openChunk(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index, int(rd.hdr.ChunkSize), dbuf)
+	if bad != "" {
+		j.err = newErr(class, j.phys, member, "%s frame %d: %s", frameName(kind), j.index, bad)
+		return
 	}
 	j.plain = plain
 }
@@ -577,23 +564,25 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 		return nil, newErr(ClassTar, 0, -1, "%v", err)
 	}
 	pr.next = 1
-	if size < FrameHeaderSize || size > FrameHeaderSize+HeaderSize+64 {
+	// Every version keeps its header record within one block, with the
+	// magic and the major version where v1 has them, so that a reader
+	// can tell a newer version from damage.
+	if size < FrameHeaderSize+10 || size > BlockSize {
 		return nil, newErr(ClassHeader, BlockSize, -1, "header record of %d bytes", size)
 	}
 	body := make([]byte, size+padLen(size))
 	if err := pr.readRaw(body); err != nil {
 		return nil, err
 	}
+	p := body[FrameHeaderSize:size]
+	if bytes.Equal(p[:8], headerMagic) && p[8] != Major {
+		return nil, &VersionError{p[8], p[9]}
+	}
 	fh, bad := parseFrameHeader(body)
 	if bad != "" || fh.Kind != KindHeader || fh.Flags != FlagFinal || int64(fh.Len) != size-FrameHeaderSize {
 		return nil, newErr(ClassHeader, BlockSize, -1, "bad header frame")
 	}
-	p := body[FrameHeaderSize:size]
 	if frameCRC(body, p) != fh.CRC {
-		// Check the version first: a future version may change the frame.
-		if _, err := DecodeHeader(p); err != nil {
-			return nil, err
-		}
 		return nil, newErr(ClassHeader, BlockSize, -1, "header checksum mismatch")
 	}
 	if !allZero(body[size:]) {
@@ -699,7 +688,7 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
 	}
 	// End of archive: at least two zero blocks, then nothing but zeros
-	// (GNU tar may pad to its record size).
+	// (GNU tar may pad to its record size), up to MaxTrailingZeros.
 	var zeros int64
 	buf := make([]byte, 32<<10)
 	for {
@@ -708,6 +697,9 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 			return nil, newErr(ClassTar, pr.phys+zeros, -1, "data after the footer (was the archive appended to, as by tar -r?)")
 		}
 		zeros += int64(n)
+		if zeros > MaxTrailingZeros {
+			return nil, newErr(ClassTar, pr.phys+zeros, -1, "over %d zero bytes after the footer", MaxTrailingZeros)
+		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
 		}

@@ -143,7 +143,7 @@ func TestEveryByteFlipDetected(t *testing.T) {
 		{Meta{Type: TypeRegular, Path: []byte("a"), Size: 3}, []byte("abc")},
 		{Meta{Type: TypeDir, Path: []byte("b")}, nil},
 	}
-	arc, _ := writeArchive(t, key, ms, WriterOptions{Compress: true, RecordSize: MinRecordSize})
+	arc, _ := writeArchive(t, key, ms, WriterOptions{Compress: true, RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
 	for i := range arc {
 		bad := bytes.Clone(arc)
 		bad[i] ^= 0x01

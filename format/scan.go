@@ -10,7 +10,6 @@ import (
 	"io"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // ScanOptions says how much ScanArchive checks.
@@ -209,17 +208,9 @@ func (s *scanner) frameAt(off int64) (fr *frame, bad string, lenOK bool) {
 	if bad != "" {
 		return fr, bad, false
 	}
-	var max int64
-	switch fh.Kind {
-	case KindMeta:
-		max = 8 + MaxMetaSize + MetaPad + crypt.TagSize
-	case KindContent, KindSummary:
-		max = s.cs + crypt.TagSize
-	default:
-		return fr, fmt.Sprintf("%q frame inside the frame stream", fh.Kind), false
-	}
-	if int64(fh.Len) > max || fh.Len < crypt.TagSize {
-		return fr, fmt.Sprintf("frame length %d out of range", fh.Len), false
+	if bad := checkFrameLen(fh, s.cs); bad != "" {
+		// A wrong length is no guide to where the next frame starts.
+		return fr, bad, false
 	}
 	if off+FrameHeaderSize+int64(fh.Len) > s.end {
 		return fr, "frame runs past the end of the stream: the archive is truncated", false
@@ -437,22 +428,12 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 // openChunk authenticates and decompresses one content or summary chunk
 // and checks its size; it returns what is wrong, or "".
 func (s *scanner) openChunk(c *frame, stream uint32, index uint64) string {
-	plain, err := s.keys.Open(nil, crypt.Nonce(c.fh.Kind, c.fh.final(), stream, index), c.payload, c.hb[:8])
-	if err != nil {
-		return "failed authentication"
+	if cap(s.buf) < int(s.cs) {
+		s.buf = make([]byte, s.cs)
 	}
-	if c.fh.lz4() {
-		if cap(s.buf) < int(s.cs) {
-			s.buf = make([]byte, s.cs)
-		}
-		n, err := lz4.UncompressBlock(plain, s.buf[:s.cs])
-		if err != nil || n <= len(plain) {
-			return "bad LZ4 block"
-		}
-		plain = s.buf[:n]
-	}
-	if (!c.fh.final() && int64(len(plain)) != s.cs) || (c.fh.final() && len(plain) == 0 && index != 0) {
-		return "wrong chunk size"
+	plain, bad := openChunk(s.keys, c.fh, c.hb[:], c.payload, stream, index, int(s.cs), s.buf)
+	if bad != "" {
+		return bad
 	}
 	c.payload = plain
 	return ""
@@ -484,7 +465,12 @@ func (s *scanner) summary(fr *frame, members uint32) {
 				s.problem(newErr(ClassSummary, physOf(fr.off, s.R), -1, "summary frame %d: %s", index, what))
 				ok = false
 			} else if ok {
-				plain = append(plain, fr.payload...)
+				if int64(len(plain))+int64(len(fr.payload)) > MaxSummarySize {
+					s.problem(newErr(ClassSummary, physOf(fr.off, s.R), -1, "summary over %d bytes", int64(MaxSummarySize)))
+					ok = false
+				} else {
+					plain = append(plain, fr.payload...)
+				}
 			}
 		}
 		if fr.fh.final() {
@@ -506,6 +492,9 @@ func (s *scanner) summary(fr *frame, members uint32) {
 		count = f.Members
 	}
 	entries, err := DecodeSummary(plain, count)
+	if err == nil {
+		err = summaryEnds(entries, start)
+	}
 	if err != nil {
 		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", err))
 		return

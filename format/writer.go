@@ -145,12 +145,15 @@ func (j *sealJob) seal() {
 			flags |= FlagLZ4
 		}
 	}
-	if j.kind == KindMeta {
+	switch j.kind {
+	case KindMeta:
 		plain = padMeta(plain, len(j.plain))
+	case KindSummary:
+		plain = padSummary(plain, w.opt.ChunkSize)
 	}
 	payloadLen := len(plain) + crypt.TagSize
 	var frame []byte
-	if j.kind == KindMeta {
+	if j.kind != KindContent {
 		frame = make([]byte, FrameHeaderSize, FrameHeaderSize+payloadLen)
 	} else {
 		frame = (*w.frames.Get().(*[]byte))[:FrameHeaderSize]
@@ -202,7 +205,7 @@ func (w *Writer) assemble() {
 		}
 		off := w.rec.logical
 		w.rec.writeFrame(j.frame)
-		if j.kind != KindMeta {
+		if j.kind == KindContent {
 			f := j.frame[:0]
 			w.frames.Put(&f)
 		}
@@ -418,6 +421,9 @@ func (rw *recordWriter) write(p []byte) {
 var zeroBlock [BlockSize]byte
 
 func (rw *recordWriter) writeRecord(body []byte) {
+	if rw.next >= MaxRecords && rw.err == nil {
+		rw.err = fmt.Errorf("archive full: %d records", int64(MaxRecords))
+	}
 	h := outerHeader(rw.id, rw.next, int64(len(body)))
 	rw.next++
 	rw.write(h[:])
