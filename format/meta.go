@@ -41,24 +41,24 @@ func (t Type) String() string {
 // reader that does not know one rejects the record; tags from 64 up may
 // be skipped.
 const (
-	tagType          = 1
-	tagPath          = 2
-	tagLink          = 3
-	tagMode          = 4
-	tagUID           = 5
-	tagGID           = 6
-	tagUname         = 7
-	tagGname         = 8
-	tagMTime         = 9
-	tagATime         = 10
-	tagCTime         = 11
-	tagDevMajor      = 12
-	tagDevMinor      = 13
-	tagSize          = 14
-	tagInode         = 15
-	tagSparse        = 16
-	tagXattrs        = 17
-	tagTarHeader     = 18
+	tagType      = 1
+	tagPath      = 2
+	tagLink      = 3
+	tagMode      = 4
+	tagUID       = 5
+	tagGID       = 6
+	tagUname     = 7
+	tagGname     = 8
+	tagMTime     = 9
+	tagATime     = 10
+	tagCTime     = 11
+	tagDevMajor  = 12
+	tagDevMinor  = 13
+	tagSize      = 14
+	tagInode     = 15
+	tagSparse    = 16
+	tagXattrs    = 17
+	tagTarHeader = 18
 	// Tag 19 is reserved: never written, rejected by readers.
 	tagTypeflag      = 20
 	firstOptionalTag = 64
