@@ -52,6 +52,9 @@ type ExtractStats struct {
 // are set last, deepest first. The returned error is one that stops the
 // whole run: the summary cannot be read, dest cannot be written.
 func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, error) {
+	if !sysSupported {
+		return ExtractStats{}, errUnsupported
+	}
 	entries, err := a.Entries()
 	if err != nil {
 		return ExtractStats{}, err

@@ -189,6 +189,9 @@ func (e *exactReader) Read(b []byte) (int, error) {
 // cannot be read are reported and left out; only a failure to write the
 // archive is returned.
 func (p *Packer) AddTree(root string) error {
+	if !sysSupported {
+		return errUnsupported
+	}
 	name, err := TreeName(root)
 	if err != nil {
 		return err
@@ -264,6 +267,9 @@ func (p *Packer) excluded(member string) bool {
 func (p *Packer) AddFile(name, member string) error {
 	if p.err != nil {
 		return p.err
+	}
+	if !sysSupported {
+		return errUnsupported
 	}
 	st, err := lstatPath(name)
 	if err != nil {

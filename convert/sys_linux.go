@@ -5,35 +5,22 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/user"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/cbfs/cbfs/format"
 	"golang.org/x/sys/unix"
 )
 
+// sysSupported says whether this system has what pack and extract need.
+const sysSupported = true
+
 // This file holds the system calls pack and extract make. They need what
 // the os package does not give: nanosecond times with ctime, inode and
 // device numbers, SEEK_DATA/SEEK_HOLE, xattrs without following symlinks,
 // and *at calls on directory descriptors, so that extraction never
 // resolves a path through a symlink.
-
-// statInfo is what pack and extract read from stat(2).
-type statInfo struct {
-	mode          uint32 // st_mode: type and permission bits
-	dev, ino      uint64
-	nlink         uint64
-	uid, gid      uint32
-	rdev          uint64
-	size, blocks  int64 // blocks in 512-byte units
-	atime, mtime  format.Time
-	ctime         format.Time
-	isDir, isLink bool
-}
 
 func fromStat(st *unix.Stat_t) statInfo {
 	t := func(ts unix.Timespec) format.Time {
@@ -43,11 +30,9 @@ func fromStat(st *unix.Stat_t) statInfo {
 		mode: st.Mode, dev: st.Dev, ino: st.Ino, nlink: uint64(st.Nlink),
 		uid: st.Uid, gid: st.Gid, rdev: st.Rdev, size: st.Size, blocks: st.Blocks,
 		atime: t(st.Atim), mtime: t(st.Mtim), ctime: t(st.Ctim),
-		isDir: st.Mode&unix.S_IFMT == unix.S_IFDIR, isLink: st.Mode&unix.S_IFMT == unix.S_IFLNK,
+		isDir: st.Mode&sIFMT == sIFDIR, isLink: st.Mode&sIFMT == sIFLNK,
 	}
 }
-
-func (s statInfo) fmt() uint32 { return s.mode & unix.S_IFMT }
 
 func lstatPath(path string) (statInfo, error) {
 	var st unix.Stat_t
@@ -198,79 +183,6 @@ func growRead(call func([]byte) (int, error)) ([]byte, error) {
 	return nil, unix.ERANGE
 }
 
-// idNames maps uids and gids to names and back, caching every answer,
-// found or not: the lookups read /etc/passwd and /etc/group each time.
-type idNames struct {
-	mu                sync.Mutex
-	users, groups     map[uint32]string
-	userIDs, groupIDs map[string]int64 // -1: no such name
-}
-
-func newIDNames() *idNames {
-	return &idNames{users: map[uint32]string{}, groups: map[uint32]string{},
-		userIDs: map[string]int64{}, groupIDs: map[string]int64{}}
-}
-
-func (n *idNames) user(uid uint32) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	s, ok := n.users[uid]
-	if !ok {
-		if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil && len(u.Username) <= format.MaxNameLen {
-			s = u.Username
-		}
-		n.users[uid] = s
-	}
-	return s
-}
-
-func (n *idNames) group(gid uint32) string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	s, ok := n.groups[gid]
-	if !ok {
-		if g, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10)); err == nil && len(g.Name) <= format.MaxNameLen {
-			s = g.Name
-		}
-		n.groups[gid] = s
-	}
-	return s
-}
-
-// uidOf returns the local uid of a user name, or -1.
-func (n *idNames) uidOf(name string) int64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	id, ok := n.userIDs[name]
-	if !ok {
-		id = -1
-		if u, err := user.Lookup(name); err == nil {
-			if v, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
-				id = int64(v)
-			}
-		}
-		n.userIDs[name] = id
-	}
-	return id
-}
-
-// gidOf returns the local gid of a group name, or -1.
-func (n *idNames) gidOf(name string) int64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	id, ok := n.groupIDs[name]
-	if !ok {
-		id = -1
-		if g, err := user.LookupGroup(name); err == nil {
-			if v, err := strconv.ParseUint(g.Gid, 10, 32); err == nil {
-				id = int64(v)
-			}
-		}
-		n.groupIDs[name] = id
-	}
-	return id
-}
-
 // devOf returns the device and inode of a file the os package stat'ed.
 func devOf(fi os.FileInfo) (dev, ino uint64, ok bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
@@ -311,17 +223,6 @@ func readlink(path string) ([]byte, error) {
 		}
 	}
 }
-
-// File type bits of st_mode.
-const (
-	sIFREG  = unix.S_IFREG
-	sIFDIR  = unix.S_IFDIR
-	sIFLNK  = unix.S_IFLNK
-	sIFCHR  = unix.S_IFCHR
-	sIFBLK  = unix.S_IFBLK
-	sIFIFO  = unix.S_IFIFO
-	sIFSOCK = unix.S_IFSOCK
-)
 
 func devMajor(rdev uint64) uint64 { return uint64(unix.Major(rdev)) }
 func devMinor(rdev uint64) uint64 { return uint64(unix.Minor(rdev)) }
