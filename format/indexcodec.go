@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/pierrec/lz4/v4"
@@ -620,6 +621,10 @@ func decodePlain(p *plainReader) (*Index, error) {
 				arch: uint32(arch), member: uint32(member), typ: typ})
 		}
 		x.setCands(&r, cs)
+		if len(x.recs) == cap(x.recs) {
+			// Double, up to the count: fewer copies than append's growth.
+			x.recs = slices.Grow(x.recs, int(min(nr-k, uint64(len(x.recs)))))
+		}
 		x.recs = append(x.recs, r)
 	}
 	arena.finish()
