@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 
+	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/spf13/cobra"
@@ -27,6 +29,8 @@ type verifyResult struct {
 	Error    string          `json:"error,omitempty"`
 	Problems []verifyProblem `json:"problems"`
 	code     int
+	id       [16]byte
+	intact   map[uint32]convert.IntactMember
 }
 
 type verifyProblem struct {
@@ -39,6 +43,7 @@ type verifyProblem struct {
 
 type verifyOptions struct {
 	keyPath string
+	index   string
 	json    bool
 	jobs    int
 }
@@ -63,15 +68,21 @@ change at all is found.
 A DIR stands for the regular files directly in it (names not starting with
 '.'). Archives are checked in parallel.
 
+With --index (and the key), it also checks that every live entry of the master
+index points at an intact member of the archives given, at the offset the
+index says, and lists the entries that point nowhere.
+
 Exit status: 0 all intact; 3 damage found; 4 wrong key (and no damage); 5 a
 file is not a CBFS archive; 2 usage.`,
 		Example: `  cbfs verify archives/
-  cbfs verify -k fs1.key --json archives/ > report.json`,
+  cbfs verify -k fs1.key --json archives/ > report.json
+  cbfs verify -k fs1.key --index fs1.index archives/`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error { return runVerify(&o, args) },
 	}
 	c.Flags().StringVarP(&o.keyPath, "key", "k", "", "key file (default $CBFS_KEY_FILE); without a key only keyless checks run")
 	c.Flags().BoolVar(&o.json, "json", false, "print one JSON document with an \"archives\" array")
+	c.Flags().StringVar(&o.index, "index", "", "also check the master index INDEX against the archives (needs the key)")
 	c.Flags().IntVarP(&o.jobs, "jobs", "j", runtime.GOMAXPROCS(0), "archives checked at once")
 	return c
 }
@@ -88,6 +99,15 @@ func runVerify(o *verifyOptions, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
+	var index *format.Index
+	if o.index != "" {
+		if key == nil {
+			return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
+		}
+		if index, err = convert.ReadIndexFile(o.index, key); err != nil {
+			return inputErr(o.index, err)
+		}
+	}
 	results := make([]verifyResult, len(files))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(1, o.jobs))
@@ -102,24 +122,59 @@ func runVerify(o *verifyOptions, args []string) error {
 	}
 	wg.Wait()
 
+	var indexProblems []convert.IndexProblem
+	if index != nil {
+		intact := map[string]map[uint32]convert.IntactMember{}
+		ids := map[string][16]byte{}
+		for _, r := range results {
+			name := filepath.Base(r.Archive)
+			intact[name], ids[name] = r.intact, r.id
+		}
+		indexProblems = convert.CheckIndex(index, intact, ids)
+	}
+
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	if o.json {
+		doc := struct {
+			Archives []verifyResult `json:"archives"`
+			Index    *struct {
+				Path     string                 `json:"path"`
+				Problems []convert.IndexProblem `json:"problems"`
+			} `json:"index,omitempty"`
+		}{Archives: results}
+		if index != nil {
+			doc.Index = &struct {
+				Path     string                 `json:"path"`
+				Problems []convert.IndexProblem `json:"problems"`
+			}{o.index, append([]convert.IndexProblem{}, indexProblems...)}
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
-			Archives []verifyResult `json:"archives"`
-		}{results}); err != nil {
+		if err := enc.Encode(doc); err != nil {
 			return err
 		}
 	} else {
 		for _, r := range results {
 			printVerify(w, &r)
 		}
+		if index != nil {
+			if len(indexProblems) == 0 {
+				fmt.Fprintf(w, "ok       %s: every live entry points at an intact member\n", o.index)
+			} else {
+				fmt.Fprintf(w, "DAMAGED  %s: %d live entries point nowhere\n", o.index, len(indexProblems))
+				for _, p := range indexProblems {
+					fmt.Fprintf(w, "  %q -> %s member %d: %s\n", p.Path, p.Archive, p.Member, p.What)
+				}
+			}
+		}
 	}
 	code := exitOK
 	for _, r := range results {
 		code = worse(code, r.code)
+	}
+	if len(indexProblems) > 0 {
+		code = worse(code, exitDamaged)
 	}
 	if code != exitOK {
 		w.Flush()
@@ -159,9 +214,21 @@ func verifyOne(path string, key *crypt.Key) verifyResult {
 		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
 		return r
 	}
-	rep, err := format.ScanArchive(format.NewSource(f, st.Size()), format.ScanOptions{Key: key, Content: true, Digest: true}, nil)
+	var found []format.Entry
+	collect := func(e format.Entry) error {
+		found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
+		return nil
+	}
+	rep, err := format.ScanArchive(format.NewSource(f, st.Size()), format.ScanOptions{Key: key, Content: true, Digest: true}, collect)
+	if rep != nil && rep.Header != nil {
+		r.intact = make(map[uint32]convert.IntactMember, len(found))
+		for _, e := range found {
+			r.intact[e.Number] = convert.IntactMember{Offset: rep.Header.PhysOffset(e.Offset), Span: rep.Header.PhysSpan(e.Offset, e.Length)}
+		}
+	}
 	if rep != nil {
 		if rep.Header != nil {
+			r.id = rep.Header.ID
 			seq := rep.Header.Sequence
 			r.Sequence = &seq
 		}

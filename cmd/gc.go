@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+
+	"github.com/cbfs/cbfs/convert"
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newGCCmd) }
+
+func newGCCmd() *cobra.Command {
+	var keyPath, indexPath string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "gc -k KEY --index INDEX [--json] ARCHIVE|DIR...",
+		Short: "Report each archive's live and dead data against the master index",
+		Long: `gc reads each archive's summary (not its data) and counts, per archive, its
+members, the live ones (those the master index holds for their paths: current
+versions, and deletions that still hide older versions) with their bytes, and
+the dead bytes (members superseded by a later member or archive, or deleted).
+Archives with mostly dead bytes are the ones worth compacting. Members that
+hold no file system path (an imported tar's trailer, pax globals) count as
+live. It changes nothing.`,
+		Example: `  cbfs gc -k fs1.key --index fs1.index archives/
+  cbfs gc -k fs1.key --index fs1.index --json archives/ | jq 'sort_by(-.dead_bytes)[0]'`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if indexPath == "" {
+				return usageError{fmt.Errorf("gc needs --index INDEX")}
+			}
+			key, err := loadKey(keyPath)
+			if err != nil {
+				return err
+			}
+			x, err := convert.ReadIndexFile(indexPath, key)
+			if err != nil {
+				return inputErr(indexPath, err)
+			}
+			files, err := archiveArgs(args)
+			if err != nil {
+				return usageError{err}
+			}
+			usage := make([]convert.ArchiveUsage, len(files))
+			errs := make([]error, len(files))
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+			for i, f := range files {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					a, fh, err := openArchive(f, key)
+					if err != nil {
+						errs[i] = err
+						return
+					}
+					defer fh.Close()
+					entries, err := a.Entries()
+					if err != nil {
+						errs[i] = inputErr(f, err)
+						return
+					}
+					usage[i] = convert.Usage(x, f, a, entries)
+				}()
+			}
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					return err
+				}
+			}
+			w := bufio.NewWriter(os.Stdout)
+			defer w.Flush()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(usage)
+			}
+			fmt.Fprintf(w, "%-40s %8s %8s %14s %14s %6s\n", "ARCHIVE", "MEMBERS", "LIVE", "LIVE BYTES", "DEAD BYTES", "DEAD%")
+			for _, u := range usage {
+				pct := 0.0
+				if t := u.LiveBytes + u.DeadBytes; t > 0 {
+					pct = 100 * float64(u.DeadBytes) / float64(t)
+				}
+				note := ""
+				if !u.InIndex {
+					note = "  (not in the index)"
+				}
+				fmt.Fprintf(w, "%-40s %8d %8d %14d %14d %5.1f%%%s\n", u.Archive, u.Members, u.LiveMembers, u.LiveBytes, u.DeadBytes, pct, note)
+			}
+			return nil
+		},
+	}
+	keyFlag(c, &keyPath)
+	c.Flags().StringVar(&indexPath, "index", "", "master index file")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes")
+	return c
+}
