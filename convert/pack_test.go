@@ -119,6 +119,7 @@ func buildPackTree(t *testing.T) *packTree {
 		"sticky": 0o1777, "sgid": 0o2775, "locked": 0o555} {
 		must(unix.Chmod(p(name), mode))
 	}
+	makeWritableLater(t, tr.root)
 
 	// Nanosecond times, distinct per file, set deepest first so that a
 	// directory's own times are not disturbed afterwards.
@@ -246,6 +247,7 @@ type compareOpts struct {
 // holes where want has them.
 func compareTrees(t *testing.T, want, got string, o compareOpts) {
 	t.Helper()
+	makeWritableLater(t, got)
 	wrels, ws := statTree(t, want)
 	grels, gs := statTree(t, got)
 	if !slices.Equal(wrels, grels) {
@@ -317,6 +319,19 @@ func compareTrees(t *testing.T, want, got string, o compareOpts) {
 			t.Errorf("%s: %d bytes allocated for %d (source: %d): holes were filled", rel, g.st.Blocks*512, g.st.Size, w.st.Blocks*512)
 		}
 	}
+}
+
+// makeWritableLater lets the test's cleanup remove a tree holding a
+// read-only directory when the test does not run as root.
+func makeWritableLater(t *testing.T, root string) {
+	t.Cleanup(func() {
+		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(path, 0o755)
+			}
+			return nil
+		})
+	})
 }
 
 func xattrsEqual(a, b []format.Xattr) bool {
