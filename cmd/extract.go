@@ -52,6 +52,10 @@ else 1 if one was rejected or not extracted.`,
 			if err != nil {
 				return err
 			}
+			if args[0] == "-" {
+				return &exitError{code: exitUsage, err: errors.New("extract needs an archive file: it seeks through the archive's summary"),
+					hint: "for a pipe use 'cbfs export -k KEY - | tar xf -'"}
+			}
 			a, f, err := openArchive(args[0], key)
 			if err != nil {
 				var ee *exitError
