@@ -5,14 +5,16 @@
 # regression input in every `go test ./fuzz` (hence in `make test`).
 #   scripts/fuzz.sh [FUZZTIME] [TARGET_REGEXP]
 # Environment: GO (default go), FUZZPARALLEL (fuzzing workers; default
-# GOMAXPROCS), FUZZMINIMIZETIME (default 10s: go's default of 60s stalls
-# the slower targets for a minute on every new input worth keeping).
+# GOMAXPROCS), FUZZMINIMIZETIME (default 2s: go minimizes every new input
+# worth keeping as well as crashers, and its default of 60s stalls the
+# slower targets for a minute each time; raise it to minimize a crasher
+# further).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${1:-30s}
 ONLY=${2:-.}
 GO=${GO:-go}
-MIN=${FUZZMINIMIZETIME:-10s}
+MIN=${FUZZMINIMIZETIME:-2s}
 
 targets=$($GO test -list '^Fuzz' ./fuzz | grep '^Fuzz' | grep -E -- "$ONLY" || true)
 if [ -z "$targets" ]; then
