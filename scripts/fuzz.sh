@@ -16,7 +16,8 @@ ONLY=${2:-.}
 GO=${GO:-go}
 MIN=${FUZZMINIMIZETIME:-2s}
 
-targets=$($GO test -list '^Fuzz' ./fuzz | grep '^Fuzz' | grep -E -- "$ONLY" || true)
+list=$($GO test -list '^Fuzz' ./fuzz) # fails, and stops here, if ./fuzz does not build
+targets=$(grep '^Fuzz' <<<"$list" | grep -E -- "$ONLY" || true)
 if [ -z "$targets" ]; then
   echo "fuzz.sh: no fuzz targets match $ONLY" >&2
   exit 2
