@@ -200,11 +200,11 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf []byte
+			w := &indexWorker{}
 			for i := range jobs {
 				r := &results[i]
 				var err error
-				r.x, r.members, r.scanned, buf, err = indexArchive(sources[i], key, buf)
+				r.x, r.members, r.scanned, err = w.index(sources[i], key)
 				if err != nil {
 					r.unreadOK = true
 					r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].where(), Err: err}
@@ -242,11 +242,17 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 	return res, nil
 }
 
-// indexArchive reads one archive into a one-archive index.
-func indexArchive(ns NamedSource, key *crypt.Key, buf []byte) (*format.Index, int, *ArchiveProblem, []byte, error) {
+// indexWorker reads archives one after another, reusing its buffers.
+type indexWorker struct {
+	scratch format.IndexScratch
+	b       format.IndexBuilder
+}
+
+// index reads one archive into a one-archive index.
+func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int, *ArchiveProblem, error) {
 	src, err := ns.Open()
 	if err != nil {
-		return nil, 0, nil, buf, err
+		return nil, 0, nil, err
 	}
 	if c, ok := src.(io.Closer); ok {
 		defer c.Close()
@@ -254,31 +260,26 @@ func indexArchive(ns NamedSource, key *crypt.Key, buf []byte) (*format.Index, in
 	a, why := format.OpenArchive(src, key)
 	if why == nil {
 		h := a.Header
-		b, err := format.NewIndexBuilder(format.IndexArchive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members},
-			int(min(a.Footer.Members, 1<<20)), int(min(a.Footer.SummaryLength, 1<<30)))
-		if err != nil {
-			return nil, 0, nil, buf, err
+		if err := w.b.Reset(format.IndexArchive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, int(a.Footer.Members)); err != nil {
+			return nil, 0, nil, err
 		}
-		buf, why = a.IndexItems(buf, func(it *format.IndexItem) error {
-			return b.Add(it.Path, format.IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
+		why = a.IndexItems(&w.scratch, func(it *format.IndexItem) error {
+			return w.b.Add(it.Path, format.IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
 		})
-		if cap(buf) > 64<<20 {
-			buf = nil // do not keep one huge summary's buffer for the next
-		}
+		w.scratch.Trim(64 << 20)
 		if why == nil {
-			return b.Index(), int(a.Footer.Members), nil, buf, nil
+			return w.b.Index(), int(a.Footer.Members), nil, nil
 		}
 	}
 	var ve *format.VersionError
 	if errors.Is(why, format.ErrWrongKey) || errors.Is(why, format.ErrNotCBFS) || errors.As(why, &ve) {
-		return nil, 0, nil, buf, why
+		return nil, 0, nil, why
 	}
 	var fe *format.Error
 	if !errors.As(why, &fe) {
-		return nil, 0, nil, buf, why // I/O: a scan would fail the same way
+		return nil, 0, nil, why // I/O: a scan would fail the same way
 	}
-	x, n, prob, err := scanArchive(ns, src, key, why)
-	return x, n, prob, buf, err
+	return scanArchive(ns, src, key, why)
 }
 
 // scanArchive is the fallback: a member scan that counts every complete,
@@ -324,53 +325,20 @@ func scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (
 	return b.Index(), len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.where(), Err: why, Problems: rep.Problems, Members: len(entries)}, nil
 }
 
-// MergeAll merges indexes pairwise, GOMAXPROCS merges at a time. The
+// MergeAll merges indexes (see format.MergeIndexes), in parallel. The
 // parts are spent. No parts give an empty index.
 func MergeAll(parts []*format.Index) (*format.Index, []format.IndexCopy, error) {
 	if len(parts) == 0 {
 		return &format.Index{}, nil, nil
 	}
-	var (
-		mu     sync.Mutex
-		copies []format.IndexCopy
-		first  error
-	)
-	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
-	for len(parts) > 1 {
-		next := make([]*format.Index, (len(parts)+1)/2)
-		var wg sync.WaitGroup
-		for k := range next {
-			if 2*k+1 == len(parts) {
-				next[k] = parts[2*k]
-				continue
-			}
-			a, b := parts[2*k], parts[2*k+1]
-			parts[2*k], parts[2*k+1] = nil, nil
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				x, c, err := format.MergeIndex(a, b)
-				mu.Lock()
-				defer mu.Unlock()
-				copies = append(copies, c...)
-				if err != nil && first == nil {
-					first = err
-				}
-				next[k] = x
-			}()
-		}
-		wg.Wait()
-		if first != nil {
-			return nil, nil, first
-		}
-		parts = next
+	x, copies, err := format.MergeIndexes(parts)
+	if err != nil {
+		return nil, nil, err
 	}
 	slices.SortFunc(copies, func(a, b format.IndexCopy) int {
 		return cmpOr(bytes.Compare(a.ID[:], b.ID[:]), strings.Compare(a.Names[0], b.Names[0]), strings.Compare(a.Names[1], b.Names[1]))
 	})
-	return parts[0], copies, nil
+	return x, copies, nil
 }
 
 func cmpOr(cs ...int) int {

@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -225,9 +228,23 @@ func NewIndexBuilder(a IndexArchive, members, pathBytes int) (*IndexBuilder, err
 	return b, nil
 }
 
+// Reset starts the index of another archive, reusing the builder's
+// buffer for paths.
+func (b *IndexBuilder) Reset(a IndexArchive, members int) error {
+	if err := checkArchive(&a); err != nil {
+		return err
+	}
+	b.x = Index{Archives: []IndexArchive{a}, recs: make([]irec, 0, min(members, 1<<20))}
+	b.buf = b.buf[:0]
+	return nil
+}
+
 // Add records one member. Members of types the index does not take (see
 // IndexedType) are skipped.
 func (b *IndexBuilder) Add(path []byte, e IndexEntry) error {
+	if len(b.x.Archives) != 1 {
+		return errors.New("IndexBuilder.Add after Index without Reset")
+	}
 	if !IndexedType(e.Type) {
 		return nil
 	}
@@ -252,13 +269,15 @@ func (b *IndexBuilder) Add(path []byte, e IndexEntry) error {
 }
 
 // Index sorts the records, keeps the last member of each path, and
-// returns the archive's index. The builder is spent.
+// returns the archive's index. Reset the builder to use it again.
 func (b *IndexBuilder) Index() *Index {
-	x := &b.x
+	x := new(Index)
+	*x = b.x
+	b.x = Index{}
 	// Copy the paths to a block of their exact size: the hint may have
 	// been generous, and the block lives as long as the index.
 	x.blocks = append(x.blocks, bytes.Clone(b.buf))
-	b.buf = nil
+	b.buf = b.buf[:0]
 	sorted := true
 	for i := 1; i < len(x.recs); i++ {
 		if bytes.Compare(x.path(&x.recs[i-1]), x.path(&x.recs[i])) >= 0 {
@@ -295,54 +314,261 @@ type IndexCopy struct {
 	Names [2]string
 }
 
-// MergeIndex combines two indexes: the union of their archives (an archive
-// id present in both counts once), and for each path the winner over both
-// (spec "Winner"). The result does not depend on the order of merging, so
-// merging per-archive indexes in any order, or merged parts, gives the
-// same index. a and b are spent.
+// MergeIndex combines two indexes; see MergeIndexes.
 func MergeIndex(a, b *Index) (*Index, []IndexCopy, error) {
+	return MergeIndexes([]*Index{a, b})
+}
+
+// MergeIndexes combines indexes: the union of their archives (an archive
+// id present in more than one counts once), and for each path the winner
+// over all of them (spec "Winner"). The result does not depend on how the
+// archives were grouped into parts or in which order, so merging
+// per-archive indexes, or merged parts, gives the same index. The parts
+// are spent.
+//
+// It is one k-way merge: each record is copied once. Large merges are cut
+// into ranges of paths merged in parallel.
+func MergeIndexes(parts []*Index) (*Index, []IndexCopy, error) {
 	out := &Index{}
-	mapA, mapB, copies, err := out.mergeTables(a.Archives, b.Archives)
+	maps, copies, err := out.mergeTables(parts)
 	if err != nil {
 		return nil, nil, err
 	}
-	out.blocks = make([][]byte, 0, len(a.blocks)+len(b.blocks))
-	out.blocks = append(append(out.blocks, a.blocks...), b.blocks...)
-	if len(out.blocks) > 1<<32-1 {
+	shift := make([]uint32, len(parts))
+	nblocks, total := 0, 0
+	for p, x := range parts {
+		shift[p] = uint32(nblocks)
+		nblocks += len(x.blocks)
+		total += len(x.recs)
+	}
+	if nblocks > 1<<32-1 {
 		return nil, nil, errors.New("index too large: over 2^32 path blocks")
 	}
-	shift := uint32(len(a.blocks))
-	out.recs = make([]irec, 0, len(a.recs)+len(b.recs))
-	var ca, cb []cand
-	i, j := 0, 0
-	for i < len(a.recs) || j < len(b.recs) {
-		c := 0
-		switch {
-		case i == len(a.recs):
-			c = 1
-		case j == len(b.recs):
-			c = -1
-		default:
-			c = bytes.Compare(a.path(&a.recs[i]), b.path(&b.recs[j]))
+	out.blocks = make([][]byte, 0, nblocks)
+	for _, x := range parts {
+		out.blocks = append(out.blocks, x.blocks...)
+	}
+	out.recs = make([]irec, total)
+	segs := splitRanges(parts, total)
+	done := make([]segResult, len(segs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
+	for i := range segs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			done[i] = mergeRange(parts, segs[i], maps, shift, out.Archives, out.recs[segs[i].at:segs[i].at+segs[i].n])
+		}()
+	}
+	wg.Wait()
+	// Close the gaps that merged paths left, and number the conflicts.
+	n := 0
+	for i, seg := range segs {
+		base := uint32(len(out.conf))
+		for k := range done[i].n {
+			r := out.recs[seg.at+k]
+			if r.xi != 0 {
+				r.xi += base
+			}
+			out.recs[n] = r
+			n++
 		}
-		switch {
-		case c < 0:
-			out.appendRemapped(a, &a.recs[i], mapA, 0)
-			i++
-		case c > 0:
-			out.appendRemapped(b, &b.recs[j], mapB, shift)
-			j++
-		default:
-			ca = remapCands(a.cands(&a.recs[i], ca[:0]), mapA)
-			cb = remapCands(b.cands(&b.recs[j], cb[:0]), mapB)
-			r := a.recs[i]
-			out.setCands(&r, winners(append(ca, cb...), out.Archives))
-			out.recs = append(out.recs, r)
-			i++
-			j++
-		}
+		out.conf = append(out.conf, done[i].conf...)
+	}
+	out.recs = out.recs[:n]
+	if n < total-total/8 {
+		out.recs = slices.Clone(out.recs)
 	}
 	return out, copies, nil
+}
+
+// segRange is a range of paths: in each part, records [lo[p], hi[p]).
+type segRange struct {
+	lo, hi []int
+	at, n  int // where its records go in the output, and how many at most
+}
+
+type segResult struct {
+	n    int
+	conf [][]cand
+}
+
+// splitRanges cuts the merge into ranges of paths of similar size, by
+// splitters sampled from every part.
+func splitRanges(parts []*Index, total int) []segRange {
+	nseg := 1
+	if total >= 1<<16 {
+		nseg = 4 * max(1, runtime.GOMAXPROCS(0))
+	}
+	var samples [][]byte
+	if nseg > 1 {
+		for _, x := range parts {
+			step := max(1, len(x.recs)*nseg*8/total)
+			for i := step / 2; i < len(x.recs); i += step {
+				samples = append(samples, x.path(&x.recs[i]))
+			}
+		}
+		slices.SortFunc(samples, bytes.Compare)
+	}
+	var split [][]byte
+	for s := 1; s < nseg && len(samples) > 0; s++ {
+		p := samples[s*len(samples)/nseg]
+		if len(split) == 0 || bytes.Compare(split[len(split)-1], p) < 0 {
+			split = append(split, p)
+		}
+	}
+	segs := make([]segRange, len(split)+1)
+	prev := make([]int, len(parts))
+	at := 0
+	for s := range segs {
+		hi := make([]int, len(parts))
+		for p, x := range parts {
+			if s == len(split) {
+				hi[p] = len(x.recs)
+				continue
+			}
+			hi[p], _ = slices.BinarySearchFunc(x.recs, split[s], func(r irec, t []byte) int {
+				return bytes.Compare(x.path(&r), t)
+			})
+		}
+		n := 0
+		for p := range parts {
+			n += hi[p] - prev[p]
+		}
+		segs[s] = segRange{lo: prev, hi: hi, at: at, n: n}
+		at += n
+		prev = hi
+	}
+	return segs
+}
+
+// mergeRange merges one range of paths of every part into dst.
+func mergeRange(parts []*Index, seg segRange, maps [][]uint32, shift []uint32, arch []IndexArchive, dst []irec) segResult {
+	var res segResult
+	var live []int // parts with records in the range
+	for p := range parts {
+		if seg.hi[p] > seg.lo[p] {
+			live = append(live, p)
+		}
+	}
+	if len(live) == 0 {
+		return res
+	}
+	pos := make([]int, len(live))
+	heads := make([][]byte, len(live))
+	for i, p := range live {
+		pos[i] = seg.lo[p]
+		heads[i] = parts[p].path(&parts[p].recs[pos[i]])
+	}
+	less := func(a, b int) bool {
+		if heads[a] == nil {
+			return false
+		}
+		if heads[b] == nil {
+			return true
+		}
+		if c := bytes.Compare(heads[a], heads[b]); c != 0 {
+			return c < 0
+		}
+		return a < b
+	}
+	lt := newLoserTree(len(live), less)
+	advance := func(i int) {
+		p := live[i]
+		pos[i]++
+		if pos[i] < seg.hi[p] {
+			heads[i] = parts[p].path(&parts[p].recs[pos[i]])
+		} else {
+			heads[i] = nil
+		}
+		lt.replay(i)
+	}
+	var cs []cand
+	n := 0
+	for w := lt.winner(); heads[w] != nil; w = lt.winner() {
+		p := live[w]
+		src := parts[p]
+		r := &src.recs[pos[w]]
+		path := heads[w]
+		out := *r
+		out.blk += shift[p]
+		advance(w)
+		if heads[lt.winner()] == nil || !bytes.Equal(heads[lt.winner()], path) {
+			// The common case: one part holds the path.
+			if r.xi == 0 {
+				out.arch = maps[p][r.arch]
+				dst[n] = out
+				n++
+				continue
+			}
+			cs = remapCands(src.cands(r, cs[:0]), maps[p])
+			// A rename of a copy may reorder the table: keep candidates
+			// sorted by archive.
+			slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.arch, b.arch) })
+		} else {
+			cs = remapCands(src.cands(r, cs[:0]), maps[p])
+			for w2 := lt.winner(); heads[w2] != nil && bytes.Equal(heads[w2], path); w2 = lt.winner() {
+				p2 := live[w2]
+				k := len(cs)
+				cs = parts[p2].cands(&parts[p2].recs[pos[w2]], cs)
+				remapCands(cs[k:], maps[p2])
+				advance(w2)
+			}
+			cs = winners(cs, arch)
+		}
+		out.setFirst(cs[0])
+		out.xi = 0
+		if len(cs) > 1 {
+			res.conf = append(res.conf, slices.Clone(cs[1:]))
+			out.xi = uint32(len(res.conf))
+		}
+		dst[n] = out
+		n++
+	}
+	res.n = n
+	return res
+}
+
+// loserTree is a tournament tree over k sorted sequences: the smallest
+// head in log2(k) comparisons per step.
+type loserTree struct {
+	k    int
+	tree []int // tree[0] is the winner, tree[1:] the losers of each match
+	less func(a, b int) bool
+}
+
+func newLoserTree(k int, less func(a, b int) bool) *loserTree {
+	t := &loserTree{k: k, tree: make([]int, k), less: less}
+	win := make([]int, 2*k)
+	for i := range k {
+		win[k+i] = i
+	}
+	for n := k - 1; n >= 1; n-- {
+		a, b := win[2*n], win[2*n+1]
+		if less(b, a) {
+			a, b = b, a
+		}
+		win[n], t.tree[n] = a, b
+	}
+	if k > 1 {
+		t.tree[0] = win[1]
+	}
+	return t
+}
+
+func (t *loserTree) winner() int { return t.tree[0] }
+
+// replay runs the matches from leaf i up after its head changed.
+func (t *loserTree) replay(i int) {
+	w := i
+	for n := (i + t.k) / 2; n >= 1; n /= 2 {
+		if t.less(t.tree[n], w) {
+			t.tree[n], w = w, t.tree[n]
+		}
+	}
+	t.tree[0] = w
 }
 
 func remapCands(cs []cand, m []uint32) []cand {
@@ -350,23 +576,6 @@ func remapCands(cs []cand, m []uint32) []cand {
 		cs[k].arch = m[cs[k].arch]
 	}
 	return cs
-}
-
-// appendRemapped copies a record of src whose path has no rival.
-func (x *Index) appendRemapped(src *Index, r *irec, m []uint32, shift uint32) {
-	n := *r
-	n.blk += shift
-	if r.xi == 0 {
-		n.arch = m[r.arch]
-		x.recs = append(x.recs, n)
-		return
-	}
-	cs := remapCands(src.cands(r, nil), m)
-	// A rename of a copy may reorder the table: keep candidates sorted.
-	slices.SortFunc(cs, func(p, q cand) int { return cmp.Compare(p.arch, q.arch) })
-	n.xi = 0
-	x.setCands(&n, cs)
-	x.recs = append(x.recs, n)
 }
 
 // setCands stores a record's candidates, sorted by archive.
@@ -420,56 +629,51 @@ func cmpCandFields(p, q cand) int {
 		cmp.Compare(p.size, q.size), cmp.Compare(p.inode, q.inode))
 }
 
-// mergeTables sets x.Archives to the union of two tables and returns where
-// each row of a and b went.
-func (x *Index) mergeTables(a, b []IndexArchive) (mapA, mapB []uint32, copies []IndexCopy, err error) {
+// mergeTables sets x.Archives to the union of the parts' tables and
+// returns where each row of each part went.
+func (x *Index) mergeTables(parts []*Index) ([][]uint32, []IndexCopy, error) {
 	type row struct {
 		IndexArchive
-		ia, ib int
+		from []int32 // part, row pairs
 	}
-	byID := make(map[[crypt.IDSize]byte]int, len(b))
-	for j := range b {
-		byID[b[j].ID] = j
-	}
-	rows := make([]row, 0, len(a)+len(b))
-	usedB := make([]bool, len(b))
-	for i := range a {
-		r := row{IndexArchive: a[i], ia: i, ib: -1}
-		if j, ok := byID[a[i].ID]; ok {
-			o := &b[j]
-			if o.Seq != r.Seq {
-				return nil, nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
-					r.ID, r.Name, r.Seq, o.Name, o.Seq)
+	byID := map[[crypt.IDSize]byte]int{}
+	var rows []row
+	var copies []IndexCopy
+	for p, part := range parts {
+		for i := range part.Archives {
+			a := &part.Archives[i]
+			if k, ok := byID[a.ID]; ok {
+				r := &rows[k]
+				if r.Seq != a.Seq {
+					return nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
+						a.ID, r.Name, r.Seq, a.Name, a.Seq)
+				}
+				copies = append(copies, IndexCopy{ID: a.ID, Names: [2]string{min(r.Name, a.Name), max(r.Name, a.Name)}})
+				r.Name = min(r.Name, a.Name)
+				r.Members = max(r.Members, a.Members)
+				r.from = append(r.from, int32(p), int32(i))
+				continue
 			}
-			copies = append(copies, IndexCopy{ID: r.ID, Names: [2]string{min(r.Name, o.Name), max(r.Name, o.Name)}})
-			r.Name = min(r.Name, o.Name)
-			r.Members = max(r.Members, o.Members)
-			r.ib = j
-			usedB[j] = true
-		}
-		rows = append(rows, r)
-	}
-	for j := range b {
-		if !usedB[j] {
-			rows = append(rows, row{IndexArchive: b[j], ia: -1, ib: j})
+			byID[a.ID] = len(rows)
+			rows = append(rows, row{IndexArchive: *a, from: []int32{int32(p), int32(i)}})
 		}
 	}
 	if len(rows) > MaxIndexArchives {
-		return nil, nil, nil, fmt.Errorf("index over %d archives", MaxIndexArchives)
+		return nil, nil, fmt.Errorf("index over %d archives", MaxIndexArchives)
 	}
 	slices.SortFunc(rows, func(p, q row) int { return compareArchives(&p.IndexArchive, &q.IndexArchive) })
-	mapA, mapB = make([]uint32, len(a)), make([]uint32, len(b))
+	maps := make([][]uint32, len(parts))
+	for p, part := range parts {
+		maps[p] = make([]uint32, len(part.Archives))
+	}
 	x.Archives = make([]IndexArchive, len(rows))
 	for k, r := range rows {
 		x.Archives[k] = r.IndexArchive
-		if r.ia >= 0 {
-			mapA[r.ia] = uint32(k)
-		}
-		if r.ib >= 0 {
-			mapB[r.ib] = uint32(k)
+		for j := 0; j < len(r.from); j += 2 {
+			maps[r.from[j]][r.from[j+1]] = uint32(k)
 		}
 	}
-	return mapA, mapB, copies, nil
+	return maps, copies, nil
 }
 
 // PhysOffset maps a logical offset of the archive's frame stream to its
@@ -499,33 +703,33 @@ type IndexItem struct {
 	Inode        uint64
 }
 
+// IndexScratch holds the buffers IndexItems reuses from one archive to
+// the next. The zero value is ready; one per goroutine.
+type IndexScratch struct {
+	phys, logical, plain, lz []byte
+}
+
 // IndexItems reads the summary and calls fn with each member's index
-// fields. It is Entries without building a Meta per member: the fields
-// the index does not use are walked over, with their framing checked
-// (tags in order, lengths in bounds, no unknown critical tag) but not
-// decoded. buf is scratch space for the summary's plaintext, returned for
-// reuse.
-func (a *Archive) IndexItems(buf []byte, fn func(*IndexItem) error) ([]byte, error) {
+// fields, in member order. It is Entries without building a Meta per
+// member: the fields the index does not use are walked over, with their
+// framing checked (tags in order, lengths in bounds, no unknown critical
+// tag) but not decoded. The summary is read with one ReadAt into s's
+// buffers. On an error fn may have been called for some members: discard
+// what it collected.
+func (a *Archive) IndexItems(s *IndexScratch, fn func(*IndexItem) error) error {
 	if a.keys == nil {
-		return buf, errors.New("the summary cannot be read without the key")
+		return errors.New("the summary cannot be read without the key")
 	}
-	plain := buf[:0]
-	_, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, func(p []byte) error {
-		if int64(len(plain))+int64(len(p)) > 1<<34 {
-			return newErr(ClassSummary, -1, -1, "summary too large to hold")
-		}
-		plain = append(plain, p...)
-		return nil
-	})
+	plain, err := a.summaryPlain(s)
 	if err != nil {
-		return plain, err
+		return err
 	}
 	sumErr := func(format string, args ...any) error {
 		return newErr(ClassSummary, a.PhysOffset(int64(a.Footer.SummaryOffset)), -1, format, args...)
 	}
 	want := a.Footer.Members
 	if want > uint64(len(plain))/5+1 {
-		return plain, sumErr("footer counts %d members, the summary has room for fewer", want)
+		return sumErr("footer counts %d members, the summary has room for fewer", want)
 	}
 	p := plain
 	var prevEnd int64
@@ -533,39 +737,134 @@ func (a *Archive) IndexItems(buf []byte, fn func(*IndexItem) error) ([]byte, err
 	n := uint64(0)
 	for ; len(p) > 0; n++ {
 		if n >= want {
-			return plain, sumErr("more summary entries than the footer's %d members", want)
+			return sumErr("more summary entries than the footer's %d members", want)
 		}
 		var vals [3]uint64
 		for i := range vals {
 			v, k := binary.Uvarint(p)
-			if k <= 0 {
-				return plain, sumErr("entry %d: bad varint", n)
+			if k <= 0 || (k > 1 && p[k-1] == 0) {
+				return sumErr("entry %d: bad varint", n)
 			}
 			vals[i], p = v, p[k:]
 		}
 		if vals[2] > uint64(len(p)) {
-			return plain, sumErr("entry %d: metadata past the end", n)
+			return sumErr("entry %d: metadata past the end", n)
 		}
 		off, length := int64(vals[0]), int64(vals[1])
-		if vals[0] > 1<<62 || vals[1] > 1<<62 || off != prevEnd || length < 2*(FrameHeaderSize+crypt.TagSize) {
-			return plain, sumErr("entry %d: offset %d and length %d do not follow the previous member", n, off, length)
+		if vals[0] > 1<<62 || vals[1] > 1<<62 || off != prevEnd || length < minMemberLen {
+			return sumErr("entry %d: offset %d and length %d do not follow the previous member", n, off, length)
 		}
 		prevEnd = off + length
 		if err := leanMeta(p[:vals[2]], &it); err != nil {
-			return plain, sumErr("entry %d: %v", n, err)
+			return sumErr("entry %d: %v", n, err)
 		}
 		p = p[vals[2]:]
 		it.Member = uint32(n)
 		it.Offset = a.PhysOffset(off)
 		it.Span = a.Header.PhysSpan(off, length)
 		if err := fn(&it); err != nil {
-			return plain, err
+			return err
 		}
 	}
 	if n != want {
-		return plain, sumErr("summary lists %d members, the footer counts %d", n, want)
+		return sumErr("summary lists %d members, the footer counts %d", n, want)
 	}
-	return plain, nil
+	if prevEnd != int64(a.Footer.SummaryOffset) {
+		return sumErr("the members listed end at %d, the summary starts at %d", prevEnd, a.Footer.SummaryOffset)
+	}
+	return nil
+}
+
+// summaryPlain reads the summary's frames with one ReadAt and opens
+// them, with readStream's checks (checkFrameLen, openChunk), into s's
+// buffers.
+func (a *Archive) summaryPlain(s *IndexScratch) ([]byte, error) {
+	R := int64(a.Header.RecordSize)
+	cs := int64(a.Header.ChunkSize)
+	start, end := int64(a.Footer.SummaryOffset), int64(a.Footer.StreamLength)
+	pstart := physOf(start, R)
+	plen := physOf(end-1, R) + 1 - pstart
+	// Frames are at least the plaintext they hold: a summary over the
+	// cap in frames is over it in plaintext too.
+	if end-start > MaxSummarySize+MaxSummarySize/int64(MinChunkSize)*(FrameHeaderSize+summaryFrameLen(cs)-cs) {
+		return nil, newErr(ClassSummary, pstart, -1, "summary over %d bytes", int64(MaxSummarySize))
+	}
+	s.phys = grow(s.phys, int(plen))
+	if n, err := a.src.ReadAt(s.phys, pstart); n < len(s.phys) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	// The logical bytes: the physical ones without the record headers.
+	s.logical = s.logical[:0]
+	for l := start; l < end; {
+		k := min(R-l%R, end-l)
+		o := physOf(l, R) - pstart
+		s.logical = append(s.logical, s.phys[o:o+k]...)
+		l += k
+	}
+	s.plain = s.plain[:0]
+	s.lz = grow(s.lz, int(cs))
+	rest := s.logical
+	for index := uint64(0); ; index++ {
+		fo := end - int64(len(rest))
+		bad := func(what string, args ...any) ([]byte, error) {
+			return nil, newErr(ClassSummary, physOf(fo, R), -1, what, args...)
+		}
+		if len(rest) < FrameHeaderSize {
+			return bad("stream ends before its final frame")
+		}
+		hb := rest[:FrameHeaderSize]
+		fh, why := parseFrameHeader(hb)
+		if why == "" && fh.Kind != KindSummary {
+			why = fmt.Sprintf("%q frame in a summary stream", fh.Kind)
+		}
+		if why == "" {
+			why = checkFrameLen(fh, cs)
+		}
+		if why == "" && int64(fh.Len) > int64(len(rest)-FrameHeaderSize) {
+			why = "frame cut short"
+		}
+		if why != "" {
+			return bad("%s", why)
+		}
+		payload := rest[FrameHeaderSize : FrameHeaderSize+int(fh.Len)]
+		rest = rest[FrameHeaderSize+int(fh.Len):]
+		if frameCRC(hb, payload) != fh.CRC {
+			return bad("frame checksum mismatch")
+		}
+		plain, why := openChunk(a.keys, fh, hb, payload, 0, index, int(cs), s.lz)
+		if why != "" {
+			return bad("summary frame %d: %s", index, why)
+		}
+		if int64(len(s.plain))+int64(len(plain)) > MaxSummarySize {
+			return bad("summary over %d bytes", int64(MaxSummarySize))
+		}
+		s.plain = append(s.plain, plain...)
+		if fh.final() {
+			if len(rest) != 0 {
+				return bad("%d bytes after the final frame", len(rest))
+			}
+			return s.plain, nil
+		}
+	}
+}
+
+// Trim drops buffers over max bytes, so that one huge summary's do not
+// stay for the next archive.
+func (s *IndexScratch) Trim(max int) {
+	if cap(s.phys)+cap(s.logical)+cap(s.plain) > max {
+		*s = IndexScratch{}
+	}
+}
+
+// grow returns b resized to n, reusing its memory when it is big enough.
+func grow(b []byte, n int) []byte {
+	if cap(b) < n {
+		return make([]byte, n, n+n/4)
+	}
+	return b[:n]
 }
 
 // leanMeta takes the type, path, size and inode from a summary-form

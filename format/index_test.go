@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -391,7 +393,7 @@ func TestIndexItemsMatchEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []IndexItem
-	if _, err := a.IndexItems(nil, func(it *IndexItem) error {
+	if err := a.IndexItems(&IndexScratch{}, func(it *IndexItem) error {
 		c := *it
 		c.Path = bytes.Clone(it.Path)
 		got = append(got, c)
@@ -439,5 +441,147 @@ func TestLeanMetaRefuses(t *testing.T) {
 	// An optional tag is walked over.
 	if err := leanMeta(append(bytes.Clone(enc), 70, 1, 9), &it); err != nil {
 		t.Errorf("optional tag refused: %v", err)
+	}
+}
+
+// TestMergeIndexesReference checks the k-way, range-parallel merge against
+// a plain reading of the winner rule, on parts big enough to be cut into
+// ranges, with conflicts, tombstones, repeats within an archive, and
+// copies of an archive in two parts.
+func TestMergeIndexesReference(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(11, 12))
+	type member struct {
+		path string
+		e    IndexEntry
+	}
+	type arch struct {
+		a  IndexArchive
+		ms []member
+	}
+	var archs []arch
+	for i := range 40 {
+		a := IndexArchive{Name: fmt.Sprintf("a%03d", rnd.IntN(1000)), Seq: uint64(rnd.IntN(8))}
+		a.ID[0], a.ID[1] = byte(i), 0xee
+		n := 1000 + rnd.IntN(3000)
+		a.Members = uint64(n)
+		var ms []member
+		for m := range n {
+			typ := []Type{TypeRegular, TypeRegular, TypeRegular, TypeDir, TypeTombstone, TypeTarOther}[rnd.IntN(6)]
+			ms = append(ms, member{fmt.Sprintf("p/%05d", rnd.IntN(40000)), IndexEntry{Member: uint32(m), Type: typ,
+				Offset: int64(m) * 2048, Span: 1100, Size: int64(rnd.IntN(100)), Inode: rnd.Uint64()}})
+		}
+		archs = append(archs, arch{a, ms})
+	}
+	build := func(ar arch) *Index {
+		b, err := NewIndexBuilder(ar.a, len(ar.ms), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ar.ms {
+			if err := b.Add([]byte(m.path), m.e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b.Index()
+	}
+	// Reference: per path, per archive the last member; then those of the
+	// highest sequence.
+	type pathID struct {
+		path string
+		id   [16]byte
+	}
+	last := map[pathID]member{}
+	for _, ar := range archs {
+		for _, m := range ar.ms {
+			if IndexedType(m.e.Type) {
+				last[pathID{m.path, ar.a.ID}] = m
+			}
+		}
+	}
+	byPath := map[string][]member{}
+	idArch := map[[16]byte]IndexArchive{}
+	for _, ar := range archs {
+		idArch[ar.a.ID] = ar.a
+	}
+	for k, m := range last {
+		byPath[k.path] = append(byPath[k.path], member{path: string(k.id[:]), e: m.e})
+	}
+	// Groups of archives into parts; archive 0 is also copied into the
+	// last part under another name.
+	var parts []*Index
+	for g := 0; g < len(archs); g += 4 {
+		var p *Index
+		for _, ar := range archs[g:min(g+4, len(archs))] {
+			if p == nil {
+				p = build(ar)
+			} else {
+				p = mustMerge(t, p, build(ar))
+			}
+		}
+		parts = append(parts, p)
+	}
+	cp := archs[0]
+	cp.a.Name = "zz-copy"
+	parts[len(parts)-1] = mustMerge(t, parts[len(parts)-1], build(cp))
+	total := 0
+	for _, p := range parts {
+		total += p.Len()
+	}
+	if total < 1<<16 {
+		t.Fatalf("parts hold %d records: too few to be cut into ranges", total)
+	}
+	x, copies, err := MergeIndexes(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(copies) != 1 || copies[0].Names[1] != "zz-copy" {
+		t.Errorf("copies %+v", copies)
+	}
+	if x.Len() != len(byPath) {
+		t.Fatalf("%d records, want %d", x.Len(), len(byPath))
+	}
+	conflicts := 0
+	for i := 0; i < x.Len(); i++ {
+		cands := byPath[string(x.Path(i))]
+		var top uint64
+		for _, c := range cands {
+			top = max(top, idArch[[16]byte([]byte(c.path))].Seq)
+		}
+		var want []string
+		for _, c := range cands {
+			a := idArch[[16]byte([]byte(c.path))]
+			if a.Seq == top {
+				want = append(want, fmt.Sprintf("%s/%x#%d %v", a.Name, a.ID[:2], c.e.Member, c.e.Type))
+			}
+		}
+		slices.Sort(want)
+		var got []string
+		for _, e := range x.Entries(i) {
+			a := x.Archives[e.Archive]
+			got = append(got, fmt.Sprintf("%s/%x#%d %v", a.Name, a.ID[:2], e.Member, e.Type))
+		}
+		if !slices.Equal(want, got) {
+			t.Fatalf("%s: got %v, want %v", x.Path(i), got, want)
+		}
+		if len(got) > 1 {
+			conflicts++
+		}
+	}
+	if conflicts == 0 {
+		t.Error("the test made no conflicts")
+	}
+	// The same as merging every archive one by one, in reverse.
+	var y *Index
+	for i := len(archs) - 1; i >= 0; i-- {
+		if y == nil {
+			y = build(archs[i])
+		} else {
+			y = mustMerge(t, build(archs[i]), y)
+		}
+	}
+	y = mustMerge(t, y, build(cp))
+	key := testKey(t, 9)
+	if !bytes.Equal(encode(t, x, key), encode(t, y, key)) {
+		t.Error("k-way merge of parts differs from merging archive by archive")
 	}
 }
