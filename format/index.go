@@ -404,9 +404,13 @@ func splitRanges(parts []*Index, total int) []segRange {
 	}
 	var samples [][]byte
 	if nseg > 1 {
+		// About 64 samples per range, from each part in proportion to
+		// its size, at least one from each.
+		want := 64 * nseg
 		for _, x := range parts {
-			step := max(1, len(x.recs)*nseg*8/total)
-			for i := step / 2; i < len(x.recs); i += step {
+			c := (len(x.recs)*want + total - 1) / total
+			for j := range c {
+				i := (2*j + 1) * len(x.recs) / (2 * c)
 				samples = append(samples, x.path(&x.recs[i]))
 			}
 		}

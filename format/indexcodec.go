@@ -279,6 +279,10 @@ func (f *indexFrames) next() ([]byte, error) {
 		return nil, indexErr(at, "frame %d: unknown frame flags %#x", f.index, fh.Flags)
 	case fh.Len < crypt.TagSize || int64(fh.Len) > int64(f.cs)+crypt.TagSize:
 		return nil, indexErr(at, "frame %d: length %d out of range", f.index, fh.Len)
+	case fh.lz4() && (fh.Len == crypt.TagSize || int64(fh.Len) == int64(f.cs)+crypt.TagSize):
+		return nil, indexErr(at, "frame %d: compressed frame length %d out of range", f.index, fh.Len)
+	case !fh.lz4() && !fh.final() && int64(fh.Len) != int64(f.cs)+crypt.TagSize:
+		return nil, indexErr(at, "frame %d: length %d; a stored frame that is not the last holds exactly %d", f.index, fh.Len, f.cs+crypt.TagSize)
 	case f.index >= MaxChunks:
 		return nil, indexErr(at, "over 2^48 frames")
 	}
