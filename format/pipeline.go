@@ -60,3 +60,37 @@ func (o *ordered[J]) next() (J, bool) {
 	<-s.done
 	return s.job, true
 }
+
+// freeList recycles equal-sized buffers. Unlike sync.Pool it survives
+// garbage collections, which matters here: the pipelines allocate little
+// else, so chunk buffers would be dropped and cleared again every cycle.
+// It holds at most cap(ch) buffers; more are left to the collector.
+type freeList struct {
+	ch   chan []byte
+	size int
+}
+
+func newFreeList(size, n int) *freeList {
+	return &freeList{ch: make(chan []byte, n), size: size}
+}
+
+// get returns a buffer of length size.
+func (f *freeList) get() []byte {
+	select {
+	case b := <-f.ch:
+		return b[:f.size]
+	default:
+		return make([]byte, f.size)
+	}
+}
+
+// put gives a buffer back; buffers of another capacity are dropped.
+func (f *freeList) put(b []byte) {
+	if cap(b) != f.size {
+		return
+	}
+	select {
+	case f.ch <- b[:f.size]:
+	default:
+	}
+}

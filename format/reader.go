@@ -52,7 +52,7 @@ type Reader struct {
 	held *openJob // the chunk being read; its buffers go back to the pools after
 	// payloads and dbufs recycle chunk buffers: export would otherwise
 	// allocate, and the runtime clear, two chunk-sized buffers per chunk.
-	payloads, dbufs sync.Pool
+	payloads, dbufs *freeList
 
 	members  uint32
 	sumWant  hash.Hash // summary plaintext as the members say it must be
@@ -70,7 +70,7 @@ type openJob struct {
 	phys    int64
 
 	plain []byte
-	dbuf  *[]byte // pooled decompression buffer holding plain, if any
+	dbuf  []byte // recycled decompression buffer holding plain, if any
 	meta  *Meta
 	err   error // set by the worker (or the producer, with no work to do)
 
@@ -101,8 +101,8 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 	}
 	pr.size = int64(hdr.RecordSize)
 	cs := int(hdr.ChunkSize)
-	rd.payloads.New = func() any { b := make([]byte, summaryFrameLen(int64(cs))); return &b }
-	rd.dbufs.New = func() any { b := make([]byte, cs); return &b }
+	rd.payloads = newFreeList(int(summaryFrameLen(int64(cs))), pipeDepth+4)
+	rd.dbufs = newFreeList(cs, pipeDepth+4)
 	n := opt.Workers
 	if n <= 0 {
 		n = workers()
@@ -202,7 +202,7 @@ func (rd *Reader) produce(pr *physReader) {
 		if fh.Kind == KindMeta {
 			j.payload = make([]byte, fh.Len)
 		} else {
-			j.payload = (*rd.payloads.Get().(*[]byte))[:fh.Len]
+			j.payload = rd.payloads.get()[:fh.Len]
 		}
 		if err := pr.readLogical(j.payload); err != nil {
 			fail(j, err)
@@ -293,13 +293,9 @@ func (rd *Reader) open(j *openJob) {
 		return
 	}
 	if j.fh.lz4() {
-		j.dbuf = rd.dbufs.Get().(*[]byte)
+		j.dbuf = rd.dbufs.get()
 	}
-	var dbuf []byte
-	if j.dbuf != nil {
-		dbuf = *j.dbuf
-	}
-	plain, bad := openChunk(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index, int(rd.hdr.ChunkSize), dbuf)
+	plain, bad := openChunk(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index, int(rd.hdr.ChunkSize), j.dbuf)
 	if bad != "" {
 		j.err = newErr(class, j.phys, member, "%s frame %d: %s", frameName(kind), j.index, bad)
 		return
@@ -444,12 +440,11 @@ func (rd *Reader) release() {
 		return
 	}
 	rd.held = nil
-	if j.payload != nil && cap(j.payload) == int(rd.hdr.ChunkSize)+crypt.TagSize {
-		p := j.payload[:cap(j.payload)]
-		rd.payloads.Put(&p)
+	if j.payload != nil {
+		rd.payloads.put(j.payload[:cap(j.payload)])
 	}
 	if j.dbuf != nil {
-		rd.dbufs.Put(j.dbuf)
+		rd.dbufs.put(j.dbuf)
 	}
 	j.payload, j.plain, j.dbuf = nil, nil, nil
 }

@@ -52,8 +52,8 @@ type Writer struct {
 	pipe  *ordered[*sealJob]
 	asmWG sync.WaitGroup
 
-	frames sync.Pool // sealed frame buffers of content and summary chunks
-	cbufs  sync.Pool // LZ4 output buffers
+	frames *freeList // sealed frame buffers of content chunks
+	cbufs  *freeList // LZ4 output buffers
 
 	mu      sync.Mutex // guards err and entries, shared with the assembler
 	err     error
@@ -61,7 +61,7 @@ type Writer struct {
 
 	members uint32
 	closed  bool
-	bufs    sync.Pool
+	bufs    *freeList // plaintext chunk buffers
 }
 
 type sealJob struct {
@@ -103,9 +103,11 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.keys = crypt.DeriveArchiveKeys(key, wr.hdr.ID)
 	wr.hdr.Check = wr.keys.Check()
 	wr.hdr.MAC = wr.keys.MAC(wr.hdr.encodeNoMAC())
-	wr.bufs.New = func() any { b := make([]byte, 0, opt.ChunkSize); return &b }
-	wr.frames.New = func() any { b := make([]byte, 0, FrameHeaderSize+opt.ChunkSize+crypt.TagSize); return &b }
-	wr.cbufs.New = func() any { b := make([]byte, lz4.CompressBlockBound(opt.ChunkSize)); return &b }
+	// Every buffer in flight is in the pipeline, so pipeDepth plus a few
+	// of each kind is all that is ever needed.
+	wr.bufs = newFreeList(opt.ChunkSize, pipeDepth+4)
+	wr.frames = newFreeList(FrameHeaderSize+opt.ChunkSize+crypt.TagSize, pipeDepth+4)
+	wr.cbufs = newFreeList(lz4.CompressBlockBound(opt.ChunkSize), opt.Workers+2)
 
 	wr.out = bufio.NewWriterSize(w, 256<<10)
 	wr.rec = &recordWriter{w: wr.out, id: wr.hdr.ID, size: opt.RecordSize, hash: sha256.New()}
@@ -131,17 +133,18 @@ func (j *sealJob) seal() {
 		flags |= FlagFinal
 	}
 	plain := j.plain
-	var cbuf *[]byte
+	var cbuf []byte
 	if j.lz4 && len(plain) > 0 {
-		cbuf = w.cbufs.Get().(*[]byte)
-		if bound := lz4.CompressBlockBound(len(plain)); cap(*cbuf) < bound {
-			*cbuf = make([]byte, bound)
+		if bound := lz4.CompressBlockBound(len(plain)); bound <= w.cbufs.size {
+			cbuf = w.cbufs.get()
+		} else {
+			cbuf = make([]byte, bound) // a metadata record larger than a chunk
 		}
 		c := compressors.Get().(*lz4.Compressor)
-		n, err := c.CompressBlock(plain, (*cbuf)[:cap(*cbuf)])
+		n, err := c.CompressBlock(plain, cbuf)
 		compressors.Put(c)
 		if err == nil && n > 0 && n < len(plain) {
-			plain = (*cbuf)[:n]
+			plain = cbuf[:n]
 			flags |= FlagLZ4
 		}
 	}
@@ -156,7 +159,7 @@ func (j *sealJob) seal() {
 	if j.kind != KindContent {
 		frame = make([]byte, FrameHeaderSize, FrameHeaderSize+payloadLen)
 	} else {
-		frame = (*w.frames.Get().(*[]byte))[:FrameHeaderSize]
+		frame = w.frames.get()[:FrameHeaderSize]
 	}
 	h := frameHeader{Kind: j.kind, Flags: flags, Len: uint32(payloadLen)}
 	h.putAD(frame)
@@ -164,11 +167,10 @@ func (j *sealJob) seal() {
 	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
 	j.frame = frame
 	if cbuf != nil {
-		w.cbufs.Put(cbuf)
+		w.cbufs.put(cbuf)
 	}
 	if j.kind != KindMeta {
-		b := j.plain[:0]
-		w.bufs.Put(&b)
+		w.bufs.put(j.plain)
 	}
 	j.plain = nil
 }
@@ -206,8 +208,7 @@ func (w *Writer) assemble() {
 		off := w.rec.logical
 		w.rec.writeFrame(j.frame)
 		if j.kind == KindContent {
-			f := j.frame[:0]
-			w.frames.Put(&f)
+			w.frames.put(j.frame)
 		}
 		j.frame = nil
 		if j.entry >= 0 {
@@ -240,7 +241,7 @@ func (w *Writer) stickyErr() error {
 	return w.err
 }
 
-func (w *Writer) getBuf() []byte { return (*w.bufs.Get().(*[]byte))[:0] }
+func (w *Writer) getBuf() []byte { return w.bufs.get()[:0] }
 
 // Add writes one member: its metadata record, then its content read from
 // r to EOF (r may be nil for no content). It returns the number of content
@@ -302,7 +303,7 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 		w.pipe.submit(j)
 		if final {
 			if next != nil {
-				w.bufs.Put(&next)
+				w.bufs.put(next)
 			}
 			break
 		}
