@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -583,5 +584,41 @@ func TestMergeIndexesReference(t *testing.T) {
 	key := testKey(t, 9)
 	if !bytes.Equal(encode(t, x, key), encode(t, y, key)) {
 		t.Error("k-way merge of parts differs from merging archive by archive")
+	}
+}
+
+// WriterOptions.Tombstones come first, so the archive's own members
+// supersede them.
+func TestWriterTombstonesFirst(t *testing.T) {
+	key := testKey(t, 12)
+	opt := WriterOptions{Sequence: 3, Tombstones: [][]byte{[]byte("gone"), []byte("back")}}
+	data, entries := writeArchive(t, key, []testMember{{Meta{Type: TypeRegular, Path: []byte("back"), Size: 2}, []byte("hi")}}, opt)
+	var got []string
+	for _, e := range entries {
+		got = append(got, fmt.Sprintf("%d %s %s", e.Number, e.Meta.Type, e.Meta.Path))
+	}
+	want := []string{"0 tombstone gone", "1 tombstone back", "2 file back"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("members %v, want %v", got, want)
+	}
+	a, err := OpenArchive(NewSource(bytes.NewReader(data), int64(len(data))), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewIndexBuilder(IndexArchive{Name: "t", ID: a.Header.ID, Seq: 3, Members: a.Footer.Members}, 3, 0)
+	if err := a.IndexItems(&IndexScratch{}, func(it *IndexItem) error {
+		return b.Add(it.Path, IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	x := b.Index()
+	if i, ok := x.Find([]byte("back")); !ok || !x.Live(i) || x.Entries(i)[0].Member != 2 {
+		t.Errorf("back: %v %+v", ok, x.Entries(i))
+	}
+	if i, ok := x.Find([]byte("gone")); !ok || x.Live(i) {
+		t.Errorf("gone is live or missing")
+	}
+	if _, err := NewWriter(io.Discard, key, WriterOptions{Tombstones: [][]byte{nil}}); err == nil {
+		t.Error("a tombstone without a path was written")
 	}
 }

@@ -29,6 +29,10 @@ type WriterOptions struct {
 	Rand io.Reader
 	// Workers is the number of sealing goroutines; GOMAXPROCS when 0.
 	Workers int
+	// Tombstones are paths recorded as deleted: NewWriter writes one
+	// tombstone member for each, in order, before any other member, so
+	// that members added later with the same path supersede them.
+	Tombstones [][]byte
 }
 
 // Entry is where a member lives in an archive: what the summary and the
@@ -120,6 +124,12 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.pipe = newOrdered(func(j *sealJob) { j.seal() }, opt.Workers, pipeDepth)
 	wr.asmWG.Add(1)
 	go wr.assemble()
+	for _, p := range opt.Tombstones {
+		if _, err := wr.Add(&Meta{Type: TypeTombstone, Path: p}, nil); err != nil {
+			wr.Abort(err)
+			return nil, err
+		}
+	}
 	return wr, nil
 }
 
