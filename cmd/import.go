@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/spf13/cobra"
 )
@@ -15,19 +20,27 @@ func init() {
 
 // writeOptions are the flags of every command that writes an archive.
 type writeOptions struct {
-	keyPath  string
-	out      string
-	force    bool
-	compress string
-	seq      uint64
+	keyPath    string
+	out        string
+	force      bool
+	compress   string
+	seq        uint64
+	index      string   // --index: the master index to add the archive to
+	deletes    []string // --delete
+	deleteFrom string   // --delete-from
+	cmd        *cobra.Command
 }
 
 func (o *writeOptions) flags(c *cobra.Command) {
+	o.cmd = c
 	keyFlag(c, &o.keyPath)
 	c.Flags().StringVarP(&o.out, "output", "o", "", "archive to write (default standard output)")
 	c.Flags().BoolVar(&o.force, "force", false, "replace the output file if it exists")
 	c.Flags().StringVar(&o.compress, "compress", "lz4", "chunk compression: lz4 or none")
-	c.Flags().Uint64Var(&o.seq, "seq", 0, "sequence number of the archive among its file system's archives")
+	c.Flags().Uint64Var(&o.seq, "seq", 0, "sequence number of the archive among its file system's archives\n(default: with --index, one more than the highest in the index, or 1 for a new index; else 0)")
+	c.Flags().StringVar(&o.index, "index", "", "add the archive to this master index, creating it if missing;\nthe update is atomic (needs -o FILE: the index records the archive's file name)")
+	c.Flags().StringArrayVar(&o.deletes, "delete", nil, "record PATH as deleted, as a tombstone member (repeatable);\nmembers of the archive with the same path supersede it")
+	c.Flags().StringVar(&o.deleteFrom, "delete-from", "", "record every path in FILE, one per line, as deleted (empty lines are skipped)")
 }
 
 func (o *writeOptions) writer() (format.WriterOptions, error) {
@@ -39,7 +52,87 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	default:
 		return wo, usageError{fmt.Errorf("--compress %q: want lz4 or none", o.compress)}
 	}
+	for _, d := range o.deletes {
+		wo.Tombstones = append(wo.Tombstones, []byte(d))
+	}
+	if o.deleteFrom != "" {
+		b, err := os.ReadFile(o.deleteFrom)
+		if err != nil {
+			return wo, &exitError{code: exitFailure, err: fmt.Errorf("--delete-from: %w", err)}
+		}
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if len(line) > 0 {
+				wo.Tombstones = append(wo.Tombstones, line)
+			}
+		}
+	}
+	for _, p := range wo.Tombstones {
+		if len(p) > format.MaxPathLen {
+			return wo, usageError{fmt.Errorf("--delete: a path of %d bytes, over the cap %d", len(p), format.MaxPathLen)}
+		}
+	}
+	if o.index != "" {
+		if o.out == "" || o.out == "-" {
+			return wo, usageError{errors.New("--index needs -o FILE: the index records the archive's file name")}
+		}
+		if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
+			key, err := quietKey(o.keyPath)
+			if err != nil {
+				return wo, err
+			}
+			if wo.Sequence, err = convert.NextSeq(o.index, key); err != nil {
+				return wo, indexInputErr(o.index, err)
+			}
+		}
+	}
 	return wo, nil
+}
+
+// quietKey reads the key file as loadKey does, without printing its
+// warnings: the command prints them when it loads the key itself.
+func quietKey(path string) (*crypt.Key, error) {
+	if path == "" {
+		path = os.Getenv("CBFS_KEY_FILE")
+	}
+	if path == "" {
+		return loadKey("") // the usage error, with its hint
+	}
+	k, _, err := crypt.ReadKeyFile(path)
+	return k, err
+}
+
+// updateIndex adds the archive just committed to --index, if given, and
+// reports what the index says about it. Call it after commit.
+func (o *writeOptions) updateIndex(key *crypt.Key) error {
+	if o.index == "" {
+		return nil
+	}
+	res, err := convert.AddArchiveFile(o.index, key, o.out)
+	if err != nil {
+		return &exitError{code: exitFailure, err: fmt.Errorf("%s was written, but the index was not updated: %w", o.out, err),
+			hint: "the old index is unchanged; 'cbfs index rebuild' makes a new one from the archives"}
+	}
+	verb := "added"
+	if res.Created {
+		verb = "created " + o.index + " and added"
+	}
+	fmt.Fprintf(os.Stderr, "cbfs: %s %s to the index %s\n", verb, filepath.Base(o.out), o.index)
+	for _, c := range res.Copies {
+		fmt.Fprintf(os.Stderr, "cbfs: warning: %s and %s are the same archive (id %x): counted once\n", c.Names[0], c.Names[1], c.ID)
+	}
+	if len(res.Conflicts) == 0 {
+		return nil
+	}
+	for _, c := range res.Conflicts {
+		var who []string
+		for _, l := range c.Candidates {
+			who = append(who, fmt.Sprintf("%s member %d", l.Archive.Name, l.Member))
+		}
+		fmt.Fprintf(os.Stderr, "cbfs: conflict: %s: sequence %d in %s\n", quote(c.Path), c.Candidates[0].Archive.Seq, strings.Join(who, " and "))
+	}
+	return &exitError{code: exitConflict, err: fmt.Errorf("%d paths conflict with another archive of sequence %d; the index holds every candidate",
+		len(res.Conflicts), res.Conflicts[0].Candidates[0].Archive.Seq),
+		hint: "write the archive again with a higher --seq, or leave --seq to its default with --index"}
 }
 
 func newImportCmd() *cobra.Command {
@@ -50,9 +143,20 @@ func newImportCmd() *cobra.Command {
 		Long: `import reads a plain tar (any format: gnu, oldgnu, pax, ustar, v7, star,
 sparse, xattrs) and writes a CBFS archive. Every byte of the input is kept:
 'cbfs export' gives the same tar back, byte for byte. It streams: it works in
-a pipe and its memory does not grow with the input.`,
+a pipe and its memory does not grow with the input.
+
+--delete PATH (repeatable) and --delete-from FILE record deletions: one
+tombstone member per path, written before the tar's entries (so an entry of
+the tar with the same path supersedes it). Export leaves them out.
+
+--index INDEX adds the archive to the master index once it is written
+(creating the index if missing; the old index is kept on any failure). Its
+default --seq is then one more than the highest sequence in the index. Exit
+status 6: the archive and index were written, but a path conflicts with
+another archive of the same sequence number.`,
 		Example: `  cbfs import -k fs1.key -o backup.cbfs backup.tar
-  tar cf - dir | cbfs import -k fs1.key > dir.cbfs`,
+  tar cf - dir | cbfs import -k fs1.key > dir.cbfs
+  cbfs import -k fs1.key --index fs1.idx --delete old/file -o arch/0042.cbfs new.tar`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			wo, err := o.writer()
@@ -83,7 +187,7 @@ a pipe and its memory does not grow with the input.`,
 			if o.out != "" && o.out != "-" {
 				fmt.Fprintf(os.Stderr, "cbfs: imported %d entries (%d bytes) from %s into %s\n", st.Entries, st.InputBytes, name, o.out)
 			}
-			return nil
+			return o.updateIndex(key)
 		},
 	}
 	o.flags(c)

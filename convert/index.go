@@ -470,6 +470,26 @@ func AddToIndex(indexPath string, key *crypt.Key, archiveName string, hdr *forma
 	if err != nil {
 		return nil, err
 	}
+	return addIndex(indexPath, key, add)
+}
+
+// AddArchiveFile adds the archive file at archivePath to the index at
+// indexPath as AddToIndex does, reading the archive as a rebuild reads it
+// (footer and summary): what is added is exactly what a rebuild finds.
+func AddArchiveFile(indexPath string, key *crypt.Key, archivePath string) (*AddResult, error) {
+	w := &indexWorker{}
+	add, _, scanned, err := w.index(FileSource(archivePath), key)
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: %w", archivePath, err)
+	}
+	if scanned != nil {
+		return nil, fmt.Errorf("archive %s: %w", archivePath, scanned.Err)
+	}
+	return addIndex(indexPath, key, add)
+}
+
+func addIndex(indexPath string, key *crypt.Key, add *format.Index) (*AddResult, error) {
+	id := add.Archives[0].ID
 	res := &AddResult{}
 	old, err := ReadIndexFile(indexPath, key)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -484,7 +504,7 @@ func AddToIndex(indexPath string, key *crypt.Key, archiveName string, hdr *forma
 	res.Copies = copies
 	for _, c := range Conflicts(x) {
 		for _, l := range c.Candidates {
-			if l.Archive.ID == hdr.ID {
+			if l.Archive.ID == id {
 				res.Conflicts = append(res.Conflicts, c)
 				break
 			}

@@ -569,3 +569,30 @@ func TestArchiveSources(t *testing.T) {
 		t.Errorf("ParseShard(2/5) = %v, %v", s, err)
 	}
 }
+
+// Adding an archive file reads it as a rebuild does: same bytes as the
+// index kept from the writer's entries.
+func TestAddArchiveFile(t *testing.T) {
+	key := indexKey(t, 12)
+	dir, meta := t.TempDir(), t.TempDir()
+	kept := filepath.Join(meta, "kept.idx")
+	writeHistory(t, dir, kept, key, []int{0, 1, 2, 3, 4})
+	other := filepath.Join(meta, "other.idx")
+	for _, s := range []string{"fs-0003.cbfs", "fs-0001.cbfs", "fs-0005.cbfs", "fs-0002.cbfs", "fs-0004.cbfs"} {
+		res, err := AddArchiveFile(other, key, filepath.Join(dir, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Created != (s == "fs-0003.cbfs") {
+			t.Errorf("%s: created %v", s, res.Created)
+		}
+	}
+	a, _ := os.ReadFile(kept)
+	b, _ := os.ReadFile(other)
+	if !bytes.Equal(a, b) {
+		t.Error("index from archive files differs from the index from writer entries")
+	}
+	if _, err := AddArchiveFile(other, indexKey(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
+		t.Errorf("wrong key: %v", err)
+	}
+}
