@@ -1,0 +1,186 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// plainTar makes a tar of regular files, path -> content.
+func plainTar(t *testing.T, files ...string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for i := 0; i < len(files); i += 2 {
+		if err := tw.WriteHeader(&tar.Header{Name: files[i], Mode: 0o644, Size: int64(len(files[i+1])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(files[i+1]))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func wantExit(t *testing.T, r result, code int, args ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("cbfs %s: exit %d, want %d; stderr:\n%s", strings.Join(args, " "), r.code, code, r.stderr)
+	}
+}
+
+func run(t *testing.T, dir string, code int, args ...string) result {
+	t.Helper()
+	r := cbfs(t, dir, args...)
+	wantExit(t, r, code, args...)
+	return r
+}
+
+func TestIndexCommands(t *testing.T) {
+	key := newKey(t)
+	dir := t.TempDir()
+	arch := filepath.Join(dir, "arch")
+	os.Mkdir(arch, 0o755)
+	writeFile(t, filepath.Join(dir, "t1.tar"), plainTar(t, "a/x", "one", "a/y", "two", "a/z", "three"), 0o644)
+	writeFile(t, filepath.Join(dir, "t2.tar"), plainTar(t, "a/x", "ONE!"), 0o644)
+	writeFile(t, filepath.Join(dir, "del"), []byte("a/y\n\na/never\n"), 0o644)
+
+	// Kept while writing: sequence numbers 1 and 2 by default, deletions.
+	r := run(t, dir, 0, "import", "-k", key, "--index", "kept.idx", "-o", "arch/0001.cbfs", "t1.tar")
+	if !strings.Contains(string(r.stderr), "created kept.idx and added 0001.cbfs") {
+		t.Errorf("stderr: %s", r.stderr)
+	}
+	run(t, dir, 0, "import", "-k", key, "--index", "kept.idx", "--delete-from", "del", "--delete", "a/z", "-o", "arch/0002.cbfs", "t2.tar")
+	// The tombstones do not show in the exported tar.
+	r = run(t, dir, 0, "export", "-k", key, "arch/0002.cbfs")
+	if !bytes.Equal(r.stdout, readFile(t, filepath.Join(dir, "t2.tar"))) {
+		t.Error("export of an archive with tombstones is not the input tar")
+	}
+
+	run(t, dir, 0, "index", "rebuild", "-k", key, "-o", "rebuilt.idx", "arch")
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "rebuilt.idx")), readFile(t, filepath.Join(dir, "kept.idx"))) {
+		t.Fatal("rebuilt index differs from the index kept while writing")
+	}
+	run(t, dir, 0, "index", "diff", "-k", key, "kept.idx", "rebuilt.idx")
+	r = run(t, dir, 1, "index", "rebuild", "-k", key, "-o", "rebuilt.idx", "arch")
+	if !strings.Contains(string(r.stderr), "output file exists") {
+		t.Errorf("overwrite without --force: %s", r.stderr)
+	}
+
+	// 1536 is member 0's metadata frame; three tombstones of 1080 bytes
+	// each come before a/x.
+	r = run(t, dir, 0, "index", "ls", "-k", key, "kept.idx")
+	want := "a/x\t0002.cbfs\t4776\t4\t2\n"
+	if string(r.stdout) != want {
+		t.Errorf("ls:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	var js []map[string]any
+	r = run(t, dir, 0, "index", "ls", "-k", key, "--json", "kept.idx")
+	if err := json.Unmarshal(r.stdout, &js); err != nil || len(js) != 1 || js[0]["path"] != "a/x" || js[0]["seq"] != 2.0 || js[0]["type"] != "file" {
+		t.Errorf("ls --json: %v %s", err, r.stdout)
+	}
+
+	r = run(t, dir, 0, "index", "lookup", "-k", key, "kept.idx", "a/x")
+	if string(r.stdout) != "0002.cbfs\t4776\t4\t2\ta/x\n" {
+		t.Errorf("lookup: %q", r.stdout)
+	}
+	r = run(t, dir, 1, "index", "lookup", "-k", key, "kept.idx", "a/x", "a/y", "nowhere")
+	if !strings.Contains(string(r.stdout), "deleted in 0002.cbfs seq 2\ta/y\n") || !strings.Contains(string(r.stderr), "nowhere: not in the index") {
+		t.Errorf("lookup of a deleted and an absent path: %s / %s", r.stdout, r.stderr)
+	}
+
+	// Shards merge into the same bytes; a part alone differs.
+	run(t, dir, 0, "index", "rebuild", "-k", key, "--shard", "0/2", "-o", "p0.idx", "arch")
+	run(t, dir, 0, "index", "rebuild", "-k", key, "--shard", "1/2", "-o", "p1.idx", "arch")
+	run(t, dir, 0, "index", "merge", "-k", key, "-o", "merged.idx", "p1.idx", "p0.idx")
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "merged.idx")), readFile(t, filepath.Join(dir, "kept.idx"))) {
+		t.Fatal("merged shards differ from the full rebuild")
+	}
+	r = run(t, dir, 1, "index", "diff", "-k", key, "kept.idx", "p0.idx")
+	if !strings.Contains(string(r.stdout), "archive - 0002.cbfs") || !strings.Contains(string(r.stdout), "- a/x\t0002.cbfs") {
+		t.Errorf("diff:\n%s", r.stdout)
+	}
+	run(t, dir, 2, "index", "rebuild", "-k", key, "--shard", "2/2", "-o", "p2.idx", "arch")
+
+	// A conflict: the archive and the index are written, exit 6.
+	r = run(t, dir, 6, "import", "-k", key, "--index", "kept.idx", "--seq", "2", "-o", "arch/0003.cbfs", "t2.tar")
+	if !strings.Contains(string(r.stderr), "conflict: a/x: sequence 2 in 0002.cbfs member 3 and 0003.cbfs member 0") {
+		t.Errorf("conflict report: %s", r.stderr)
+	}
+	r = run(t, dir, 6, "index", "rebuild", "-k", key, "-o", "c.idx", "--json", "arch")
+	var rep struct {
+		Archives  int `json:"archives"`
+		Conflicts []struct {
+			Path       string `json:"path"`
+			Candidates []struct {
+				Archive string `json:"archive"`
+			} `json:"candidates"`
+		} `json:"conflicts"`
+	}
+	if err := json.Unmarshal(r.stdout, &rep); err != nil || rep.Archives != 3 || len(rep.Conflicts) != 1 || len(rep.Conflicts[0].Candidates) != 2 {
+		t.Errorf("rebuild --json: %v %s", err, r.stdout)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "c.idx")), readFile(t, filepath.Join(dir, "kept.idx"))) {
+		t.Error("rebuild with a conflict differs from the kept index")
+	}
+	r = run(t, dir, 0, "index", "ls", "-k", key, "c.idx")
+	if n := strings.Count(string(r.stdout), "\tconflict\n"); n != 2 {
+		t.Errorf("ls of a conflicted path:\n%s", r.stdout)
+	}
+	run(t, dir, 6, "index", "lookup", "-k", key, "c.idx", "a/x")
+
+	// An unreadable archive is listed, the rest indexed, exit 3.
+	writeFile(t, filepath.Join(arch, "junk.cbfs"), bytes.Repeat([]byte("junk"), 300), 0o644)
+	r = run(t, dir, 3, "index", "rebuild", "-k", key, "-o", "j.idx", "arch")
+	if !strings.Contains(string(r.stderr), "junk.cbfs: cannot be read, not indexed") {
+		t.Errorf("unreadable archive not listed: %s", r.stderr)
+	}
+	run(t, dir, 0, "index", "diff", "-k", key, "j.idx", "c.idx")
+
+	// Reading errors have their statuses.
+	run(t, dir, 4, "index", "ls", "-k", newKey(t), "kept.idx")
+	run(t, dir, 5, "index", "ls", "-k", key, "t1.tar")
+	idx := readFile(t, filepath.Join(dir, "kept.idx"))
+	writeFile(t, filepath.Join(dir, "cut.idx"), idx[:len(idx)-3], 0o644)
+	run(t, dir, 3, "index", "ls", "-k", key, "cut.idx")
+	newer := bytes.Clone(idx)
+	newer[8] = 2
+	writeFile(t, filepath.Join(dir, "newer.idx"), newer, 0o644)
+	r = run(t, dir, 5, "index", "ls", "-k", key, "newer.idx")
+	if !strings.Contains(string(r.stderr), "newer cbfs") {
+		t.Errorf("newer version: %s", r.stderr)
+	}
+	run(t, dir, 2, "import", "-k", key, "--index", "kept.idx", "t1.tar")
+}
+
+// A failed index update leaves the old index and the new archive.
+func TestIndexUpdateFailure(t *testing.T) {
+	key := newKey(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "t1.tar"), plainTar(t, "f", "x"), 0o644)
+	run(t, dir, 0, "import", "-k", key, "--index", "i.idx", "-o", "a.cbfs", "t1.tar")
+	old := readFile(t, filepath.Join(dir, "i.idx"))
+	bad := bytes.Clone(old)
+	bad[len(bad)-1] ^= 1
+	writeFile(t, filepath.Join(dir, "i.idx"), bad, 0o644)
+	// The default --seq needs the index: refused before writing.
+	run(t, dir, 3, "import", "-k", key, "--index", "i.idx", "-o", "b.cbfs", "t1.tar")
+	if _, err := os.Stat(filepath.Join(dir, "b.cbfs")); err == nil {
+		t.Error("archive written although its sequence number could not be found")
+	}
+	r := run(t, dir, 1, "import", "-k", key, "--index", "i.idx", "--seq", "5", "-o", "b.cbfs", "t1.tar")
+	if !strings.Contains(string(r.stderr), "b.cbfs was written, but the index was not updated") {
+		t.Errorf("stderr: %s", r.stderr)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "i.idx")), bad) {
+		t.Error("the index was changed")
+	}
+	for _, n := range dirNames(t, dir) {
+		if strings.HasPrefix(n, ".") {
+			t.Errorf("temporary file %s left", n)
+		}
+	}
+}
