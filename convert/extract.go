@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -230,75 +229,119 @@ func (x *extractor) extract(i int, e format.Entry, m *format.Meta, comps []strin
 		return nil
 	}
 	base := comps[len(comps)-1]
-	cur, err := fstatAt(parent, base)
-	exists := err == nil
-	if exists {
-		if m.Type == format.TypeDir && cur.isDir {
-			if x.created[name] || x.opt.Overwrite {
-				x.dirXattrs(parent, base, name, m)
-				x.dirMeta[name] = m
-			}
-			return nil
-		}
-		if !x.created[name] && !x.opt.Overwrite {
-			x.report(Failed, name, "exists; not replaced (--overwrite replaces it)")
-			return nil
-		}
-		if cur.isDir {
-			if err := unlinkAt(parent, base, true); err != nil {
-				x.report(Failed, name, "a directory is in the way and cannot be removed: %v", err)
-				return nil
-			}
-			delete(x.dirMeta, name)
-			exists = false
-		} else if m.Type != format.TypeRegular {
-			// A regular file is renamed over what is there; anything
-			// else needs the name free.
-			if err := unlinkAt(parent, base, false); err != nil {
-				x.report(Failed, name, "cannot remove the existing file: %v", err)
-				return nil
-			}
-			exists = false
-		}
+	// Create first and look only when the name is taken: most names are
+	// new, and a create with O_EXCL cannot be fooled by what appears
+	// between a look and a create.
+	done, exists, err := x.create(i, parent, base, name, e, m, false)
+	if err != nil {
+		return err
 	}
-	switch m.Type {
-	case format.TypeRegular:
-		done, err := x.writeFile(parent, base, name, e, m, exists)
-		if err != nil || !done {
+	if exists {
+		proceed, replace := x.clear(parent, base, name, m)
+		if !proceed {
+			return nil
+		}
+		if done, exists, err = x.create(i, parent, base, name, e, m, replace); err != nil {
 			return err
 		}
+		if exists {
+			x.report(Failed, name, "exists; not replaced: it appeared while being extracted")
+			return nil
+		}
+	}
+	if done {
+		x.created[name] = true
+		x.stats.Members++
+	}
+	return nil
+}
+
+// clear decides what to do with a name that is taken: whether to go on,
+// and whether a regular file is to be renamed over what is there. It
+// removes what is in the way of other types, and reports what it keeps.
+func (x *extractor) clear(parent int, base, name string, m *format.Meta) (proceed, replace bool) {
+	cur, err := fstatAt(parent, base)
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist), false
+	}
+	if m.Type == format.TypeDir && cur.isDir {
+		// An existing directory is used as it is; only one this run made,
+		// or --overwrite, gets the member's attributes.
+		if x.created[name] || x.opt.Overwrite {
+			x.dirXattrs(parent, base, name, m)
+			x.dirMeta[name] = m
+		}
+		return false, false
+	}
+	if !x.created[name] && !x.opt.Overwrite {
+		x.report(Failed, name, "exists; not replaced (--overwrite replaces it)")
+		return false, false
+	}
+	if cur.isDir {
+		if err := unlinkAt(parent, base, true); err != nil {
+			x.report(Failed, name, "a directory is in the way and cannot be removed: %v", err)
+			return false, false
+		}
+		delete(x.dirMeta, name)
+		return true, false
+	}
+	if m.Type == format.TypeRegular {
+		// Renamed over what is there once complete, so that a damaged
+		// member leaves the old file in place.
+		return true, true
+	}
+	if err := unlinkAt(parent, base, false); err != nil {
+		x.report(Failed, name, "cannot remove the existing file: %v", err)
+		return false, false
+	}
+	return true, false
+}
+
+// create makes the member's file at base in parent. exists says the name
+// was taken (nothing was done); done false otherwise means the member was
+// reported and not extracted. With replace, a regular file is renamed over
+// what base holds.
+func (x *extractor) create(i int, parent int, base, name string, e format.Entry, m *format.Meta, replace bool) (done, exists bool, err error) {
+	taken := func(err error) bool { return errors.Is(err, fs.ErrExist) }
+	switch m.Type {
+	case format.TypeRegular:
+		return x.writeFile(parent, base, name, e, m, replace)
 	case format.TypeDir:
 		if err := mkdirAt(parent, base, 0o700); err != nil {
+			if taken(err) {
+				return false, true, nil
+			}
 			x.report(Failed, name, "cannot create the directory: %v", err)
-			return nil
+			return false, false, nil
 		}
 		x.created[name] = true
 		x.dirXattrs(parent, base, name, m)
 		x.dirMeta[name] = m
 	case format.TypeSymlink:
 		if err := symlinkAt(m.Link, parent, base); err != nil {
+			if taken(err) {
+				return false, true, nil
+			}
 			x.report(Failed, name, "cannot create the symlink: %v", err)
-			return nil
+			return false, false, nil
 		}
 		x.setAttrsAt(parent, base, name, m, false)
 	case format.TypeHardlink:
-		done, err := x.hardlink(i, parent, base, name, m)
-		if err != nil || !done {
-			return err
-		}
+		return x.hardlink(i, parent, base, name, m, replace)
 	case format.TypeChar, format.TypeBlock, format.TypeFifo:
 		if err := mknodAt(parent, base, m.Type, m.DevMajor, m.DevMinor); err != nil {
+			if taken(err) {
+				return false, true, nil
+			}
 			x.report(Failed, name, "cannot create the %s: %v", m.Type, err)
-			return nil
+			return false, false, nil
 		}
 		x.setAttrsAt(parent, base, name, m, true)
 	default:
 		x.report(Failed, name, "a %s member is not a file; not extracted", m.Type)
-		return nil
+		return false, false, nil
 	}
-	x.created[name] = true
-	x.stats.Members++
-	return nil
+	return true, false, nil
 }
 
 // owner returns the uid and gid to give a file, or false when owners are
@@ -368,13 +411,13 @@ func (x *extractor) tmpName() string {
 // fileSink writes a member's bytes to the file, remembering a write error
 // apart from errors of the archive.
 type fileSink struct {
-	f   *os.File
+	fd  int
 	n   int64 // logical bytes received
 	err error
 }
 
 func (s *fileSink) Write(p []byte) (int, error) {
-	n, err := s.f.Write(p)
+	n, err := writeFd(s.fd, p)
 	s.n += int64(n)
 	if err != nil {
 		s.err = err
@@ -382,21 +425,32 @@ func (s *fileSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// writeFile extracts a regular file: content to a temporary file, then
-// xattrs, owner, mode and times, then a rename into place. It returns
-// false when the member was reported and not extracted; an error only
-// for a failure of the destination (a full disk), which stops the run.
-func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *format.Meta, replace bool) (bool, error) {
-	tmp := x.tmpName()
-	f, err := createAt(parent, tmp)
-	if err != nil {
-		return false, fmt.Errorf("%s: cannot create a file in its directory: %w", name, err)
+// writeFile extracts a regular file: its content, then xattrs, owner,
+// mode and times. A new file is created under its own name, and removed
+// if its content fails authentication; a file that replaces another is
+// written under a temporary name and renamed over it once complete. The
+// error is only for a failure of the destination (a full disk), which
+// stops the run.
+func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *format.Meta, replace bool) (done, exists bool, err error) {
+	target := base
+	if replace {
+		target = x.tmpName()
 	}
-	kept := false
+	fd, err := createAt(parent, target)
+	if err != nil {
+		if !replace && errors.Is(err, fs.ErrExist) {
+			return false, true, nil
+		}
+		x.report(Failed, name, "cannot create the file: %v", err)
+		return false, false, nil
+	}
+	kept, closed := false, false
 	defer func() {
+		if !closed {
+			closeFd(fd)
+		}
 		if !kept {
-			f.Close()
-			unlinkAt(parent, tmp, false)
+			unlinkAt(parent, target, false)
 		}
 	}()
 	var cerr, werr error
@@ -406,26 +460,20 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 		// An imported entry: its bytes come through Go's tar reader,
 		// which expands every sparse format; zero blocks of a sparse
 		// entry are skipped again to keep the holes.
-		var w io.Writer
-		var hw *holeWriter
-		sink := &fileSink{f: f}
 		if importedSparse(m.TarHeader) {
-			hw = &holeWriter{f: f}
-			w = hw
-		} else {
-			w = sink
-		}
-		cerr = WriteContent(x.a, e, w)
-		if hw != nil {
+			hw := &holeWriter{fd: fd}
+			cerr = WriteContent(x.a, e, hw)
 			werr, written = hw.err, hw.pos
 			if cerr == nil && werr == nil {
-				werr = ftruncate(f, hw.pos)
+				werr = ftruncate(fd, hw.pos)
 			}
 		} else {
+			sink := &fileSink{fd: fd}
+			cerr = WriteContent(x.a, e, sink)
 			werr, written = sink.err, sink.n
 		}
 	case m.Sparse != nil:
-		ew := &extentWriter{f: f, ext: m.Sparse}
+		ew := &extentWriter{fd: fd, ext: m.Sparse}
 		cerr = x.a.Content(e, ew)
 		werr = ew.err
 		if cerr == nil && werr == nil {
@@ -433,7 +481,7 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 				cerr = &format.Error{Class: format.ClassMember, Offset: -1, Member: int64(e.Number), Path: name,
 					What: "sparse content is shorter than its extents"}
 			} else {
-				werr = ftruncate(f, m.Size)
+				werr = ftruncate(fd, m.Size)
 			}
 		}
 		written = m.Size
@@ -442,12 +490,12 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 				What: "sparse content is longer than its extents"}
 		}
 	default:
-		sink := &fileSink{f: f}
+		sink := &fileSink{fd: fd}
 		cerr = x.a.Content(e, sink)
 		werr, written = sink.err, sink.n
 	}
 	if werr != nil {
-		return false, fmt.Errorf("%s: writing: %w", name, werr)
+		return false, false, fmt.Errorf("%s: writing: %w", name, werr)
 	}
 	if cerr != nil {
 		if isDamage(cerr) {
@@ -455,53 +503,51 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 		} else {
 			x.report(Failed, name, "%v; not extracted", cerr)
 		}
-		return false, nil
+		return false, false, nil
 	}
 	if written != m.Size {
 		x.report(Damaged, name, "content of %d bytes, its metadata says %d; not extracted", written, m.Size)
-		return false, nil
+		return false, false, nil
 	}
-	x.setXattrs(f, name, m)
+	x.setXattrs(fd, name, m)
 	owned := false
 	if uid, gid, ok := x.owner(m); ok {
-		if err := fchown(f, uid, gid); err != nil {
+		if err := fchown(fd, uid, gid); err != nil {
 			x.report(Failed, name, "owner not restored: %v", err)
 		} else {
 			owned = true
 		}
 	}
 	// After chown, which clears set-id bits.
-	if err := fchmod(f, x.mode(m, owned)); err != nil {
+	if err := fchmod(fd, x.mode(m, owned)); err != nil {
 		x.report(Failed, name, "mode not restored: %v", err)
 	}
-	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("%s: writing: %w", name, err)
+	closed = true
+	if err := closeErr(fd); err != nil {
+		return false, false, fmt.Errorf("%s: writing: %w", name, err)
 	}
-	kept = true
-	if err := setTimesAt(parent, tmp, m.ATime, m.MTime); err != nil {
+	if err := setTimesAt(parent, target, m.ATime, m.MTime); err != nil {
 		x.report(Failed, name, "times not restored: %v", err)
 	}
-	if err := renameAt(parent, tmp, base, replace); err != nil {
-		unlinkAt(parent, tmp, false)
-		if errors.Is(err, fs.ErrExist) {
-			x.report(Failed, name, "exists; not replaced (--overwrite replaces it)")
-			return false, nil
+	if replace {
+		if err := renameAt(parent, target, base, true); err != nil {
+			return false, false, fmt.Errorf("%s: %w", name, err)
 		}
-		return false, fmt.Errorf("%s: %w", name, err)
 	}
+	kept = true
 	x.stats.Bytes += written
-	return true, nil
+	return true, false, nil
 }
 
 // setXattrs restores a file's user.* attributes; others are counted and
 // left out: security.* and trusted.* attributes could grant rights.
-func (x *extractor) setXattrs(f *os.File, name string, m *format.Meta) {
+func (x *extractor) setXattrs(fd int, name string, m *format.Meta) {
 	for _, xa := range m.Xattrs {
 		if !strings.HasPrefix(xa.Name, "user.") {
 			x.otherXattrs++
 			continue
 		}
-		if err := fsetxattr(f, xa.Name, xa.Value); err != nil {
+		if err := fsetxattr(fd, xa.Name, xa.Value); err != nil {
 			x.report(Failed, name, "extended attribute %q not restored: %v", xa.Name, err)
 		}
 	}
@@ -511,47 +557,50 @@ func (x *extractor) dirXattrs(parent int, base, name string, m *format.Meta) {
 	if len(m.Xattrs) == 0 {
 		return
 	}
-	f, err := openDirFileAt(parent, base)
+	fd, err := openDirAt(parent, base)
 	if err != nil {
 		x.report(Failed, name, "extended attributes not restored: %v", err)
 		return
 	}
-	defer f.Close()
-	x.setXattrs(f, name, m)
+	defer closeFd(fd)
+	x.setXattrs(fd, name, m)
 }
 
 // hardlink links name to its target, which must have been extracted by
 // this run. When the user selected paths that leave the target out, the
 // target's content is extracted under the link's name instead.
-func (x *extractor) hardlink(i int, parent int, base, name string, m *format.Meta) (bool, error) {
+func (x *extractor) hardlink(i int, parent int, base, name string, m *format.Meta, replace bool) (done, exists bool, err error) {
 	tcomps, bad := splitMember(m.Link)
 	if bad == "" && len(tcomps) == 0 {
 		bad = "it is the destination directory"
 	}
 	if bad != "" {
 		x.report(Rejected, name, "hard link target %q: %s; not extracted", m.Link, bad)
-		return false, nil
+		return false, false, nil
 	}
 	target := strings.Join(tcomps, "/")
 	if !x.created[target] && len(x.sel) > 0 && !x.wouldSelect(target) {
-		return x.materialize(i, parent, base, name, target)
+		return x.materialize(i, parent, base, name, target, replace)
 	}
 	// The walk rejects a target reached through a symlink, whether or
 	// not this run made it.
 	tdir, ok := x.walk.openDetached(tcomps[:len(tcomps)-1], name)
 	if !ok {
-		return false, nil
+		return false, false, nil
 	}
 	defer closeFd(tdir)
 	if !x.created[target] {
 		x.report(Failed, name, "hard link target %q was not extracted; link not made", target)
-		return false, nil
+		return false, false, nil
 	}
 	if err := linkAt(tdir, tcomps[len(tcomps)-1], parent, base); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, true, nil
+		}
 		x.report(Failed, name, "cannot link to %q: %v", target, err)
-		return false, nil
+		return false, false, nil
 	}
-	return true, nil
+	return true, false, nil
 }
 
 func (x *extractor) wouldSelect(path string) bool {
@@ -565,7 +614,7 @@ func (x *extractor) wouldSelect(path string) bool {
 
 // materialize extracts the regular file a hard link points to under the
 // link's own name.
-func (x *extractor) materialize(i int, parent int, base, name, target string) (bool, error) {
+func (x *extractor) materialize(i int, parent int, base, name, target string, replace bool) (done, exists bool, err error) {
 	for j := i - 1; j >= 0; j-- {
 		c, bad := splitMember(x.entries[j].Meta.Path)
 		if bad != "" || strings.Join(c, "/") != target {
@@ -578,14 +627,14 @@ func (x *extractor) materialize(i int, parent int, base, name, target string) (b
 		if err != nil {
 			if isDamage(err) {
 				x.report(Damaged, name, "hard link target %q: %v", target, err)
-				return false, nil
+				return false, false, nil
 			}
-			return false, err
+			return false, false, err
 		}
-		return x.writeFile(parent, base, name, x.entries[j], tm, false)
+		return x.writeFile(parent, base, name, x.entries[j], tm, replace)
 	}
 	x.report(Failed, name, "hard link target %q is not a file earlier in the archive; not extracted", target)
-	return false, nil
+	return false, false, nil
 }
 
 // finishDirs sets the owner, mode and times of directories, deepest
@@ -610,23 +659,23 @@ func (x *extractor) finishDirs() error {
 			continue
 		}
 		base := comps[len(comps)-1]
-		f, err := openDirFileAt(parent, base)
+		fd, err := openDirAt(parent, base)
 		if err != nil {
 			x.report(Failed, name, "directory attributes not restored: %v", err)
 			continue
 		}
 		owned := false
 		if uid, gid, ok := x.owner(m); ok {
-			if err := fchown(f, uid, gid); err != nil {
+			if err := fchown(fd, uid, gid); err != nil {
 				x.report(Failed, name, "owner not restored: %v", err)
 			} else {
 				owned = true
 			}
 		}
-		if err := fchmod(f, x.mode(m, owned)); err != nil {
+		if err := fchmod(fd, x.mode(m, owned)); err != nil {
 			x.report(Failed, name, "mode not restored: %v", err)
 		}
-		f.Close()
+		closeFd(fd)
 		if err := setTimesAt(parent, base, m.ATime, m.MTime); err != nil {
 			x.report(Failed, name, "times not restored: %v", err)
 		}
@@ -754,7 +803,7 @@ const holeBlock = 4096
 // holeWriter writes a file's bytes at their offsets, skipping whole
 // aligned blocks of zeros so that they become holes.
 type holeWriter struct {
-	f   *os.File
+	fd  int
 	pos int64
 	err error
 }
@@ -765,7 +814,7 @@ func (h *holeWriter) Write(p []byte) (int, error) {
 		k := min(len(p), int(holeBlock-h.pos%holeBlock))
 		chunk := p[:k]
 		if !(k == holeBlock && allZeros(chunk)) {
-			if _, err := h.f.WriteAt(chunk, h.pos); err != nil {
+			if err := pwriteFd(h.fd, chunk, h.pos); err != nil {
 				h.err = err
 				return 0, err
 			}
@@ -789,7 +838,7 @@ func allZeros(b []byte) bool {
 // extentWriter writes the concatenated data extents of a sparse member at
 // their offsets; the holes are never written.
 type extentWriter struct {
-	f        *os.File
+	fd       int
 	ext      []format.Extent
 	used     int64
 	err      error
@@ -808,7 +857,7 @@ func (s *extentWriter) Write(p []byte) (int, error) {
 		}
 		e := s.ext[0]
 		k := min(int64(len(p)), e.Length-s.used)
-		if _, err := s.f.WriteAt(p[:k], e.Offset+s.used); err != nil {
+		if err := pwriteFd(s.fd, p[:k], e.Offset+s.used); err != nil {
 			s.err = err
 			return 0, err
 		}

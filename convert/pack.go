@@ -1,12 +1,14 @@
 package convert
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
+	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -79,6 +81,7 @@ type Packer struct {
 	links map[fileID][]byte // first member path of each multiply-linked inode
 	skip  map[fileID]bool
 	names *idNames
+	ra    *readAhead
 	stats PackStats
 	err   error // sticky: the archive is unusable after it
 }
@@ -91,7 +94,7 @@ func NewPacker(dst io.Writer, key *crypt.Key, opt PackOptions) (*Packer, error) 
 			return nil, fmt.Errorf("exclude pattern %q: %w", pat, err)
 		}
 	}
-	p := &Packer{opt: opt, links: map[fileID][]byte{}, skip: map[fileID]bool{}, names: newIDNames()}
+	p := &Packer{opt: opt, links: map[fileID][]byte{}, skip: map[fileID]bool{}, names: newIDNames(), ra: newReadAhead()}
 	for _, fi := range opt.Skip {
 		if dev, ino, ok := devOf(fi); ok {
 			p.skip[fileID{dev, ino}] = true
@@ -189,14 +192,17 @@ func (e *exactReader) Read(b []byte) (int, error) {
 // cannot be read are reported and left out; only a failure to write the
 // archive is returned.
 func (p *Packer) AddTree(root string) error {
-	if !sysSupported {
-		return errUnsupported
+	return p.addPath(root, "", true)
+}
+
+// AddFile packs one file from disk as member path member, without
+// descending into it if it is a directory. A file that cannot be read is
+// reported and left out; only a failure to write the archive is returned.
+func (p *Packer) AddFile(name, member string) error {
+	if member == "" {
+		return errors.New("AddFile: empty member path")
 	}
-	name, err := TreeName(root)
-	if err != nil {
-		return err
-	}
-	return p.walk(root, name)
+	return p.addPath(name, member, false)
 }
 
 // TreeName is the member path AddTree gives root: its last element, or ""
@@ -214,38 +220,142 @@ func TreeName(root string) (string, error) {
 	return base, nil
 }
 
-func (p *Packer) walk(osPath, member string) error {
-	if member != "" && p.excluded(member) {
-		return nil
+// addPath packs the file at name, found from its parent directory so
+// that every later call works on descriptors, never re-resolving a path.
+func (p *Packer) addPath(name, member string, tree bool) error {
+	if !sysSupported {
+		return errUnsupported
 	}
-	st, err := lstatPath(osPath)
+	if p.err != nil {
+		return p.err
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return err
+	}
+	if tree {
+		if member, err = TreeName(name); err != nil {
+			return err
+		}
+	}
+	osPath := filepath.Clean(name)
+	if member == "" {
+		// The file system root: its entries are the top-level members.
+		fd, err := openDirPath(abs)
+		if err != nil {
+			p.report(Failed, osPath, "not packed: %v", unwrapPath(err))
+			return nil
+		}
+		defer closeFd(fd)
+		return p.walkDir(fd, "/", "")
+	}
+	dirfd, err := openDirPath(filepath.Dir(abs))
 	if err != nil {
 		p.report(Failed, osPath, "not packed: %v", unwrapPath(err))
 		return nil
 	}
-	if member != "" {
-		if err := p.addStat(osPath, member, st); err != nil {
-			return err
-		}
-	}
-	if !st.isDir || p.skip[fileID{st.dev, st.ino}] {
+	defer closeFd(dirfd)
+	return p.visit(dirfd, filepath.Base(abs), osPath, member, false, tree)
+}
+
+// visit packs the entry base of directory dirfd (osPath names it in
+// reports) and, if it is a directory and recurse is set, what it holds.
+// regular is readdir's word that it is a regular file: it is then opened
+// straight away, and the open descriptor's stat is the one recorded.
+func (p *Packer) visit(dirfd int, base, osPath, member string, regular, recurse bool) error {
+	if member != "" && p.excluded(member) {
 		return nil
 	}
-	names, err := readDirNames(osPath)
+	fd := -1
+	var st statInfo
+	if regular {
+		var err error
+		fd, err = openFileAt(dirfd, base)
+		if err == nil {
+			if st, err = fstatFd(fd); err != nil || st.fmt() != sIFREG {
+				// Replaced by another type since it was listed.
+				closeFd(fd)
+				fd = -1
+			}
+		} else if !errors.Is(err, errLoop) {
+			p.report(Failed, osPath, "not packed: %v", err)
+			return nil
+		}
+	}
+	if fd < 0 {
+		var err error
+		if st, err = fstatAt(dirfd, base); err != nil {
+			p.report(Failed, osPath, "not packed: %v", err)
+			return nil
+		}
+	}
+	return p.addEntry(dirfd, base, osPath, member, st, fd, recurse, nil)
+}
+
+// walkDir packs what the open directory fd holds. Small regular files
+// are read ahead on other goroutines (see readAhead), a few entries in
+// front of the one being added, so that their system calls overlap with
+// each other and with sealing; members are still added in order.
+func (p *Packer) walkDir(fd int, osPath, member string) (err error) {
+	ents, err := readDirFd(fd)
 	if err != nil {
-		p.report(Failed, osPath, "directory not read, its contents are not packed: %v", unwrapPath(err))
+		p.report(Failed, osPath, "directory not read, its contents are not packed: %v", err)
 		return nil
 	}
-	for _, n := range names {
-		child := n
-		if member != "" {
-			child = member + "/" + n
+	childOf := func(name string) string {
+		if member == "" {
+			return name
 		}
-		if err := p.walk(filepath.Join(osPath, n), child); err != nil {
+		return member + "/" + name
+	}
+	ahead := make([]*fetched, len(ents))
+	next := 0
+	// Every read started here uses fd: all must be over before the caller
+	// closes it, even when an error ends the walk early.
+	defer func() {
+		for _, f := range ahead {
+			if f != nil {
+				<-f.done
+				p.ra.discard(f)
+			}
+		}
+	}()
+	for i, e := range ents {
+		for ; next < len(ents) && next <= i+readAheadFiles; next++ {
+			if n := ents[next]; n.regular && !p.excluded(childOf(n.name)) {
+				ahead[next] = p.ra.start(fd, n.name, filepath.Join(osPath, n.name))
+			}
+		}
+		child, childPath := childOf(e.name), filepath.Join(osPath, e.name)
+		if f := ahead[i]; f != nil {
+			<-f.done
+			err = p.addFetched(fd, e.name, childPath, child, f)
+			p.ra.discard(f)
+			ahead[i] = nil
+		} else {
+			err = p.visit(fd, e.name, childPath, child, e.regular, true)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// addFetched adds a regular file that was opened, and if small read, on
+// another goroutine.
+func (p *Packer) addFetched(dirfd int, base, osPath, member string, f *fetched) error {
+	switch {
+	case errors.Is(f.openErr, errLoop), f.openErr == nil && f.rf == nil:
+		// No longer a regular file: look again.
+		return p.visit(dirfd, base, osPath, member, false, true)
+	case f.openErr != nil:
+		p.report(Failed, osPath, "not packed: %v", f.openErr)
+		return nil
+	}
+	err := p.addEntry(dirfd, base, osPath, member, f.rf.st, f.rf.fd, false, f.rf)
+	f.rf.fd = -1 // addEntry closed it
+	return err
 }
 
 func (p *Packer) excluded(member string) bool {
@@ -261,24 +371,6 @@ func (p *Packer) excluded(member string) bool {
 	return false
 }
 
-// AddFile packs one file from disk as member path member, without
-// descending into it if it is a directory. A file that cannot be read is
-// reported and left out; only a failure to write the archive is returned.
-func (p *Packer) AddFile(name, member string) error {
-	if p.err != nil {
-		return p.err
-	}
-	if !sysSupported {
-		return errUnsupported
-	}
-	st, err := lstatPath(name)
-	if err != nil {
-		p.report(Failed, name, "not packed: %v", unwrapPath(err))
-		return nil
-	}
-	return p.addStat(name, member, st)
-}
-
 func unwrapPath(err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
@@ -287,8 +379,13 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// addStat packs one file whose lstat result is st.
-func (p *Packer) addStat(osPath, member string, st statInfo) error {
+// addEntry packs one file whose stat is st; fd is the file already open
+// for reading, or -1, and pre what was read ahead of a regular file, or
+// nil. It closes fd.
+func (p *Packer) addEntry(dirfd int, base, osPath, member string, st statInfo, fd int, recurse bool, pre *regularFile) error {
+	if fd >= 0 {
+		defer closeFd(fd)
+	}
 	id := fileID{st.dev, st.ino}
 	if p.skip[id] {
 		p.report(Note, osPath, "is the archive being written; not packed")
@@ -309,24 +406,52 @@ func (p *Packer) addStat(osPath, member string, st statInfo) error {
 	}
 	switch st.fmt() {
 	case sIFREG:
-		ok, err := p.addRegular(osPath, m, st)
-		if err != nil || !ok {
+		if pre == nil && fd < 0 {
+			var err error
+			if fd, err = openFileAt(dirfd, base); err != nil {
+				p.report(Failed, osPath, "not packed: %v", err)
+				return nil
+			}
+			defer closeFd(fd)
+			now, err := fstatFd(fd)
+			if err != nil || now.dev != st.dev || now.ino != st.ino || now.fmt() != sIFREG {
+				p.report(Failed, osPath, "replaced while being packed; not packed")
+				return nil
+			}
+			st = now
+		}
+		rf := pre
+		if rf == nil {
+			rf = prepareRegular(fd, st)
+		}
+		if err := p.addRegular(rf, osPath, m); err != nil {
 			return err
 		}
 	case sIFDIR:
 		m.Type = format.TypeDir
-		x, err := userXattrs(nil, osPath)
+		dfd, err := openDirAt(dirfd, base)
 		if err != nil {
-			p.report(Failed, osPath, "extended attributes not read: %v", err)
+			// The directory itself is still stored, as tar does.
+			p.report(Failed, osPath, "directory not read, its contents are not packed: %v", err)
+		} else {
+			defer closeFd(dfd)
+			if m.Xattrs, err = userXattrs(dfd, ""); err != nil {
+				p.report(Failed, osPath, "extended attributes not read: %v", err)
+			}
 		}
-		m.Xattrs = x
-		if err := p.Add(m, nil); err != nil {
-			return err
+		if member != "" {
+			if err := p.Add(m, nil); err != nil {
+				return err
+			}
 		}
+		if dfd >= 0 && recurse {
+			return p.walkDir(dfd, osPath, member)
+		}
+		return nil
 	case sIFLNK:
-		link, err := readlink(osPath)
+		link, err := readlinkAt(dirfd, base)
 		if err != nil {
-			p.report(Failed, osPath, "not packed: %v", unwrapPath(err))
+			p.report(Failed, osPath, "not packed: %v", err)
 			return nil
 		}
 		m.Type, m.Link = format.TypeSymlink, link
@@ -360,66 +485,222 @@ func (p *Packer) addStat(osPath, member string, st statInfo) error {
 	return nil
 }
 
-// addRegular packs a regular file. It reports, and returns false for, a
-// file it could not open; a file that changes while it is read is stored
-// with exactly the size stat gave before reading (cut, or padded with
-// zeros, as GNU tar does) and reported.
-func (p *Packer) addRegular(osPath string, m *format.Meta, lst statInfo) (bool, error) {
-	f, err := openForPack(osPath)
-	if err != nil {
-		p.report(Failed, osPath, "not packed: %v", unwrapPath(err))
-		return false, nil
-	}
-	defer f.Close()
-	st, err := fstatFd(int(f.Fd()))
-	if err != nil {
-		p.report(Failed, osPath, "not packed: %v", err)
-		return false, nil
-	}
-	if st.dev != lst.dev || st.ino != lst.ino || st.fmt() != sIFREG {
-		p.report(Failed, osPath, "replaced while being packed; not packed")
-		return false, nil
-	}
-	// The open descriptor's stat is the "before" picture the file is
-	// checked against once read.
-	m.Mode, m.UID, m.GID = st.mode&0o7777, uint64(st.uid), uint64(st.gid)
-	m.Uname, m.Gname = p.names.user(st.uid), p.names.group(st.gid)
-	m.MTime, m.ATime, m.CTime = st.mtime, st.atime, st.ctime
-	m.Type, m.Size = format.TypeRegular, st.size
-	x, err := userXattrs(f, osPath)
-	if err != nil {
-		p.report(Failed, osPath, "extended attributes not read: %v", err)
-	}
-	m.Xattrs = x
-	extents := []format.Extent{{Offset: 0, Length: st.size}}
+// regularFile is a regular file opened for packing: its stat before
+// reading, xattrs, data extents, and, when read ahead, its content and
+// its stat after reading.
+type regularFile struct {
+	fd     int
+	st     statInfo
+	x      []format.Xattr
+	xErr   error
+	ext    []format.Extent // what to read: the whole file, or its data extents
+	sparse bool
+	// Set once the content was read.
+	read     bool
+	data     []byte // the content, when read ahead
+	fr       *fileReader
+	after    statInfo
+	afterErr error
+}
+
+func prepareRegular(fd int, st statInfo) *regularFile {
+	rf := &regularFile{fd: fd, st: st, ext: []format.Extent{{Offset: 0, Length: st.size}}}
+	rf.x, rf.xErr = userXattrs(fd, "")
 	// Only a file with fewer blocks than its size can have holes; asking
 	// the file system about every file would cost two calls each.
 	if st.blocks*512 < st.size {
-		if ext, ok := dataExtents(f, st.size); ok && !(len(ext) == 1 && ext[0] == extents[0]) {
-			m.Sparse, extents = ext, ext
+		if ext, ok := dataExtents(fd, st.size); ok && !(len(ext) == 1 && ext[0] == rf.ext[0]) {
+			rf.ext, rf.sparse = ext, true
 		}
 	}
+	return rf
+}
+
+// contentLen is the number of bytes the member's content holds.
+func (rf *regularFile) contentLen() int64 {
+	n := int64(0)
+	for _, e := range rf.ext {
+		n += e.Length
+	}
+	return n
+}
+
+// readAll reads the content into memory and stats the file again.
+func (rf *regularFile) readAll(osPath string) {
 	if packReadHook != nil {
 		packReadHook(osPath)
 	}
-	fr := &fileReader{f: f, ext: extents}
-	if err := p.Add(m, fr); err != nil {
-		return false, err
+	rf.fr = &fileReader{fd: rf.fd, ext: rf.ext}
+	rf.data = getBuf(int(rf.contentLen()))
+	io.ReadFull(rf.fr, rf.data) // fileReader gives zeros for what it cannot read
+	rf.after, rf.afterErr = fstatFd(rf.fd)
+	rf.read = true
+}
+
+// addRegular packs a regular file. A file that changes while it is read
+// is stored with exactly the size stat gave before reading (cut, or padded
+// with zeros, as GNU tar does) and reported.
+func (p *Packer) addRegular(rf *regularFile, osPath string, m *format.Meta) error {
+	m.Type, m.Size = format.TypeRegular, rf.st.size
+	if rf.xErr != nil {
+		p.report(Failed, osPath, "extended attributes not read: %v", rf.xErr)
 	}
-	after, err := fstatFd(int(f.Fd()))
+	m.Xattrs = rf.x
+	if rf.sparse {
+		m.Sparse = rf.ext
+	}
+	var content io.Reader
+	if rf.read {
+		content = bytes.NewReader(rf.data)
+	} else {
+		if packReadHook != nil {
+			packReadHook(osPath)
+		}
+		rf.fr = &fileReader{fd: rf.fd, ext: rf.ext}
+		content = rf.fr
+	}
+	if err := p.Add(m, content); err != nil {
+		return err
+	}
+	if !rf.read {
+		rf.after, rf.afterErr = fstatFd(rf.fd)
+	}
+	fr, st, after := rf.fr, rf.st, rf.after
 	switch {
 	case fr.err != nil:
 		p.report(Failed, osPath, "read error at byte %d (%v): the rest of the file is stored as %d zero bytes", fr.errAt, fr.err, fr.zeros)
 	case fr.zeros > 0:
 		p.report(Failed, osPath, "file shrank while being read: stored padded with %d zero bytes", fr.zeros)
-	case err != nil:
-		p.report(Failed, osPath, "cannot stat after reading: %v", err)
+	case rf.afterErr != nil:
+		p.report(Failed, osPath, "cannot stat after reading: %v", rf.afterErr)
 	case after.size != st.size:
 		p.report(Failed, osPath, "file changed size while being read (%d bytes, now %d): stored as its first %d bytes", st.size, after.size, st.size)
 	case after.mtime != st.mtime || after.ctime != st.ctime:
 		p.report(Failed, osPath, "file changed while being read: the stored content may mix old and new bytes")
 	}
-	return true, nil
+	return nil
+}
+
+// Read-ahead limits: how many entries of a directory ahead of the one
+// being added are opened, how large a file is read ahead whole, how many
+// bytes may wait in memory, and how many reads run at once.
+const (
+	readAheadFiles   = 16
+	readAheadMaxFile = 1 << 20
+	readAheadBudget  = 32 << 20
+	readAheadWorkers = 4
+)
+
+// readAhead opens regular files, and reads small ones, on other
+// goroutines. Memory is bounded by a byte budget that is taken only when
+// free: when it is not, the file is read by the walk itself, so a walk
+// deep in a tree can never wait on reads held further up.
+type readAhead struct {
+	slots  chan struct{}
+	mu     sync.Mutex
+	budget int64
+}
+
+func newReadAhead() *readAhead {
+	return &readAhead{slots: make(chan struct{}, readAheadWorkers), budget: readAheadBudget}
+}
+
+// Read-ahead buffers come from pools by power-of-two size, from 4 KiB
+// to readAheadMaxFile: allocating and zeroing one per file made the
+// garbage collector a large part of packing many small files.
+var bufPools [9]sync.Pool
+
+func bufClass(n int) int {
+	c := 0
+	for size := 4 << 10; size < n; size <<= 1 {
+		c++
+	}
+	return c
+}
+
+func getBuf(n int) []byte {
+	c := bufClass(n)
+	if b, ok := bufPools[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 4<<10<<c)
+}
+
+func putBuf(b []byte) {
+	if b == nil {
+		return
+	}
+	c := bufClass(cap(b))
+	if cap(b) != 4<<10<<c {
+		return
+	}
+	b = b[:0]
+	bufPools[c].Put(&b)
+}
+
+// fetched is one file opened ahead.
+type fetched struct {
+	done    chan struct{}
+	openErr error
+	rf      *regularFile // nil if it is no longer a regular file
+	cost    int64        // budget held for rf.data
+}
+
+func (ra *readAhead) start(dirfd int, name, osPath string) *fetched {
+	f := &fetched{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		ra.slots <- struct{}{}
+		defer func() { <-ra.slots }()
+		fd, err := openFileAt(dirfd, name)
+		if err != nil {
+			f.openErr = err
+			return
+		}
+		st, err := fstatFd(fd)
+		if err != nil || st.fmt() != sIFREG {
+			closeFd(fd)
+			return
+		}
+		rf := prepareRegular(fd, st)
+		f.rf = rf
+		n := rf.contentLen()
+		if n > readAheadMaxFile {
+			return
+		}
+		ra.mu.Lock()
+		ok := ra.budget >= n
+		if ok {
+			ra.budget -= n
+		}
+		ra.mu.Unlock()
+		if !ok {
+			return
+		}
+		f.cost = n
+		rf.readAll(osPath)
+		closeFd(fd)
+		rf.fd = -1
+	}()
+	return f
+}
+
+// discard returns a fetched file's budget and closes what is still open.
+func (ra *readAhead) discard(f *fetched) {
+	if f.rf != nil {
+		if f.rf.fd >= 0 {
+			closeFd(f.rf.fd)
+			f.rf.fd = -1
+		}
+		putBuf(f.rf.data)
+		f.rf.data = nil
+	}
+	if f.cost > 0 {
+		ra.mu.Lock()
+		ra.budget += f.cost
+		ra.mu.Unlock()
+		f.cost = 0
+	}
 }
 
 // packReadHook, set by tests, runs between the stat and the read of a
@@ -431,7 +712,7 @@ var packReadHook func(osPath string)
 // that the member's length always matches its metadata; the caller
 // reports that.
 type fileReader struct {
-	f     *os.File
+	fd    int
 	ext   []format.Extent
 	off   int64 // read so far in ext[0]
 	zeros int64 // bytes given as zeros
@@ -451,7 +732,7 @@ func (r *fileReader) Read(b []byte) (int, error) {
 	k := 0
 	if r.zeros == 0 && r.err == nil {
 		var err error
-		k, err = r.f.ReadAt(b, e.Offset+r.off)
+		k, err = preadFull(r.fd, b, e.Offset+r.off)
 		if err != nil && err != io.EOF {
 			r.err, r.errAt = err, e.Offset+r.off+int64(k)
 		}

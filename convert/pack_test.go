@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -71,6 +72,8 @@ func buildPackTree(t *testing.T) *packTree {
 		"sub/" + strings.Repeat("n", 120): []byte("long name\n"),
 		"caf\xe9":                         []byte("latin-1 name\n"),
 		"locked/inner":                    []byte("inside a read-only directory\n"),
+		// Over the read-ahead limit: read by the walk itself.
+		"sub/big": bytes.Repeat(random[:100_000], 13),
 	}
 	for name, b := range files {
 		must(os.WriteFile(p(name), b, 0o644))
@@ -217,7 +220,7 @@ func statTree(t *testing.T, root string) ([]string, map[string]*treeStat) {
 			}
 			ts.link = l
 		case unix.S_IFREG, unix.S_IFDIR:
-			x, err := userXattrs(nil, path)
+			x, err := userXattrs(-1, path)
 			if err != nil {
 				return err
 			}
@@ -606,48 +609,68 @@ func TestPackChangedWhileRead(t *testing.T) {
 		}, "changed size", []byte("0123456789")},
 		{"shrinks", func(p string) error { return os.Truncate(p, 4) }, "shrank", []byte("0123\x00\x00\x00\x00\x00\x00")},
 		{"rewritten", func(p string) error {
-			if err := os.WriteFile(p, []byte("abcdefghij"), 0o644); err != nil {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteAt([]byte("abcdefghij"), 0)
+			f.Close()
+			if err != nil {
 				return err
 			}
 			return unix.UtimesNano(p, []unix.Timespec{{Sec: 1}, {Sec: 1}})
 		}, "changed while being read", []byte("abcdefghij")},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "d")
-			os.Mkdir(dir, 0o755)
-			victim := filepath.Join(dir, "victim")
-			os.WriteFile(victim, []byte("0123456789"), 0o644)
-			os.WriteFile(filepath.Join(dir, "other"), []byte("other"), 0o644)
-			packReadHook = func(p string) {
-				if p == victim {
-					if err := c.change(p); err != nil {
-						t.Error(err)
+		for _, big := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/big=%v", c.name, big), func(t *testing.T) {
+				dir := filepath.Join(t.TempDir(), "d")
+				os.Mkdir(dir, 0o755)
+				victim := filepath.Join(dir, "victim")
+				// A big file is read by the walk, a small one ahead of it.
+				var pad []byte
+				if big {
+					pad = bytes.Repeat([]byte("p"), readAheadMaxFile)
+				}
+				os.WriteFile(victim, append([]byte("0123456789"), pad...), 0o644)
+				os.WriteFile(filepath.Join(dir, "other"), []byte("other"), 0o644)
+				packReadHook = func(p string) {
+					if p == victim {
+						if err := c.change(p); err != nil {
+							t.Error(err)
+						}
 					}
 				}
-			}
-			defer func() { packReadHook = nil }()
-			arch, st, problems := packBytes(t, PackOptions{}, dir)
-			if st.Failed != 1 || len(problems) != 1 || problems[0].Path != victim || problems[0].Kind != Failed ||
-				!strings.Contains(problems[0].What, c.what) {
-				t.Fatalf("failed %d, problems %v; want one naming %s with %q", st.Failed, problems, victim, c.what)
-			}
-			a, es := openBytes(t, arch)
-			e, err := Lookup(es, []byte("d/victim"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got bytes.Buffer
-			if err := WriteContent(a, e, &got); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got.Bytes(), c.want) {
-				t.Errorf("stored %q, want %q", got.Bytes(), c.want)
-			}
-			if len(es) != 3 {
-				t.Errorf("%d members, want 3", len(es))
-			}
-		})
+				defer func() { packReadHook = nil }()
+				arch, st, problems := packBytes(t, PackOptions{}, dir)
+				if st.Failed != 1 || len(problems) != 1 || problems[0].Path != victim || problems[0].Kind != Failed ||
+					!strings.Contains(problems[0].What, c.what) {
+					t.Fatalf("failed %d, problems %v; want one naming %s with %q", st.Failed, problems, victim, c.what)
+				}
+				a, es := openBytes(t, arch)
+				e, err := Lookup(es, []byte("d/victim"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got bytes.Buffer
+				if err := WriteContent(a, e, &got); err != nil {
+					t.Fatal(err)
+				}
+				want := c.want
+				if big {
+					want = append(bytes.Clone(want), pad...)
+					if c.name == "shrinks" {
+						want = append([]byte("0123"), make([]byte, len(want)-4)...)
+					}
+				}
+				if !bytes.Equal(got.Bytes(), want) {
+					t.Errorf("stored %d bytes %.20q..., want %d bytes %.20q...", got.Len(), got.Bytes(), len(want), want)
+				}
+				if len(es) != 3 {
+					t.Errorf("%d members, want 3", len(es))
+				}
+			})
+		}
 	}
 }
 

@@ -34,14 +34,6 @@ func fromStat(st *unix.Stat_t) statInfo {
 	}
 }
 
-func lstatPath(path string) (statInfo, error) {
-	var st unix.Stat_t
-	if err := ignoringEINTR(func() error { return unix.Lstat(path, &st) }); err != nil {
-		return statInfo{}, &os.PathError{Op: "lstat", Path: path, Err: err}
-	}
-	return fromStat(&st), nil
-}
-
 func fstatFd(fd int) (statInfo, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -67,20 +59,75 @@ func ignoringEINTR(f func() error) error {
 	}
 }
 
-// openForPack opens a regular file for reading without following a
+// openFileAt opens a regular file for reading without following a
 // symlink, and without blocking if it was swapped for a fifo since it was
 // listed. O_NOATIME keeps pack from changing the access times it records;
 // only the owner or root may ask for it, so it is dropped when refused.
-func openForPack(path string) (*os.File, error) {
+func openFileAt(dirfd int, name string) (int, error) {
 	flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
-	fd, err := unix.Open(path, flags|unix.O_NOATIME, 0)
+	var fd int
+	err := ignoringEINTR(func() (err error) { fd, err = unix.Openat(dirfd, name, flags|unix.O_NOATIME, 0); return err })
 	if err == unix.EPERM {
-		fd, err = unix.Open(path, flags, 0)
+		err = ignoringEINTR(func() (err error) { fd, err = unix.Openat(dirfd, name, flags, 0); return err })
 	}
+	return fd, err
+}
+
+// openDirPath opens a directory named by the user, following symlinks
+// as any path on a command line does.
+func openDirPath(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	return fd, nil
+}
+
+// preadFull reads len(b) bytes at off, fewer only at the end of the file.
+func preadFull(fd int, b []byte, off int64) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := unix.Pread(fd, b[n:], off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			return n, io.EOF
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// dirEntry is a name in a directory and whether readdir says it is a
+// regular file (then pack opens it without a stat first).
+type dirEntry struct {
+	name    string
+	regular bool
+}
+
+// readDirFd lists an open directory in byte order of the names. The
+// descriptor stays open.
+func readDirFd(fd int) ([]dirEntry, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "")
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dirEntry, len(ents))
+	for i, e := range ents {
+		out[i] = dirEntry{name: e.Name(), regular: e.Type().IsRegular()}
+	}
+	slices.SortFunc(out, func(a, b dirEntry) int { return strings.Compare(a.name, b.name) })
+	return out, nil
 }
 
 // maxPackExtents caps the sparse map pack records; a file more fragmented
@@ -91,8 +138,7 @@ const maxPackExtents = 100_000
 // dataExtents lists the data regions of an open file with SEEK_DATA and
 // SEEK_HOLE. ok is false when the file system cannot tell (the file is
 // then stored whole) or the map is too long.
-func dataExtents(f *os.File, size int64) (ext []format.Extent, ok bool) {
-	fd := int(f.Fd())
+func dataExtents(fd int, size int64) (ext []format.Extent, ok bool) {
 	ext = []format.Extent{}
 	for off := int64(0); off < size; {
 		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
@@ -120,18 +166,18 @@ func dataExtents(f *os.File, size int64) (ext []format.Extent, ok bool) {
 }
 
 // userXattrs reads the user.* extended attributes of a file, sorted by
-// name: from the descriptor when there is one, else by path without
+// name: from the descriptor fd when it is not -1, else by path without
 // following a symlink. A file system without xattrs gives none.
-func userXattrs(f *os.File, path string) ([]format.Xattr, error) {
+func userXattrs(fd int, path string) ([]format.Xattr, error) {
 	list := func(buf []byte) (int, error) {
-		if f != nil {
-			return unix.Flistxattr(int(f.Fd()), buf)
+		if fd >= 0 {
+			return unix.Flistxattr(fd, buf)
 		}
 		return unix.Llistxattr(path, buf)
 	}
 	get := func(name string, buf []byte) (int, error) {
-		if f != nil {
-			return unix.Fgetxattr(int(f.Fd()), name, buf)
+		if fd >= 0 {
+			return unix.Fgetxattr(fd, name, buf)
 		}
 		return unix.Lgetxattr(path, name, buf)
 	}
@@ -192,34 +238,18 @@ func devOf(fi os.FileInfo) (dev, ino uint64, ok bool) {
 	return uint64(st.Dev), uint64(st.Ino), true
 }
 
-// readDirNames lists a directory's entries, sorted by byte order.
-func readDirNames(path string) ([]string, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil && err != io.EOF {
-		return nil, err
-	}
-	slices.Sort(names)
-	return names, nil
-}
-
-func readlink(path string) ([]byte, error) {
+func readlinkAt(dirfd int, name string) ([]byte, error) {
 	for size := 256; ; size *= 2 {
 		buf := make([]byte, size)
-		n, err := unix.Readlink(path, buf)
+		n, err := unix.Readlinkat(dirfd, name, buf)
 		if err != nil {
-			return nil, &os.PathError{Op: "readlink", Path: path, Err: err}
+			return nil, err
 		}
 		if n < size {
 			return buf[:n], nil
 		}
 		if size > format.MaxPathLen {
-			return nil, &os.PathError{Op: "readlink", Path: path, Err: errors.New("link target over the cap")}
+			return nil, errors.New("link target over the cap")
 		}
 	}
 }
@@ -248,26 +278,50 @@ func openDirAt(dirfd int, name string) (int, error) {
 	return fd, err
 }
 
-func openDirFileAt(dirfd int, name string) (*os.File, error) {
-	fd, err := openDirAt(dirfd, name)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), name), nil
-}
-
 func closeFd(fd int) { unix.Close(fd) }
 
 func mkdirAt(dirfd int, name string, mode uint32) error { return unix.Mkdirat(dirfd, name, mode) }
 
 // createAt creates a new file for writing; it fails if name exists, even
 // as a symlink.
-func createAt(dirfd int, name string) (*os.File, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, err
+func createAt(dirfd int, name string) (int, error) {
+	var fd int
+	err := ignoringEINTR(func() (err error) {
+		fd, err = unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		return err
+	})
+	return fd, err
+}
+
+// writeFd writes all of b.
+func writeFd(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := unix.Write(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += k
 	}
-	return os.NewFile(uintptr(fd), name), nil
+	return n, nil
+}
+
+// pwriteFd writes all of b at off.
+func pwriteFd(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		k, err := unix.Pwrite(fd, b, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b, off = b[k:], off+int64(k)
+	}
+	return nil
 }
 
 // renameAt moves old to new in the same directory. Unless replace is set
@@ -325,9 +379,9 @@ func chownAt(dirfd int, name string, uid, gid int) error {
 	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-func fchown(f *os.File, uid, gid int) error { return unix.Fchown(int(f.Fd()), uid, gid) }
+func fchown(fd int, uid, gid int) error { return unix.Fchown(fd, uid, gid) }
 
-func fchmod(f *os.File, mode uint32) error { return unix.Fchmod(int(f.Fd()), mode) }
+func fchmod(fd int, mode uint32) error { return unix.Fchmod(fd, mode) }
 
 // chmodAt sets a mode without following a symlink where the kernel can
 // (fchmodat2, Linux 6.6); older kernels fall back to fchmodat.
@@ -351,11 +405,14 @@ func setTimesAt(dirfd int, name string, atime, mtime format.Time) error {
 	return unix.UtimesNanoAt(dirfd, name, []unix.Timespec{ts(atime), ts(mtime)}, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-func fsetxattr(f *os.File, name string, val []byte) error {
-	return unix.Fsetxattr(int(f.Fd()), name, val, 0)
-}
+func fsetxattr(fd int, name string, val []byte) error { return unix.Fsetxattr(fd, name, val, 0) }
 
-func ftruncate(f *os.File, size int64) error { return unix.Ftruncate(int(f.Fd()), size) }
+func ftruncate(fd int, size int64) error { return unix.Ftruncate(fd, size) }
+
+func closeErr(fd int) error { return unix.Close(fd) }
 
 func geteuid() int { return unix.Geteuid() }
 func getegid() int { return unix.Getegid() }
+
+// errLoop is what opening a symlink with O_NOFOLLOW fails with.
+var errLoop error = unix.ELOOP

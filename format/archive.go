@@ -272,10 +272,12 @@ func (l *logicalReader) Read(p []byte) (int, error) {
 // set, each chunk's plaintext goes to fn and nothing is kept.
 func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn func([]byte) error) ([]byte, error) {
 	lr := &logicalReader{src: a.src, R: int64(a.Header.RecordSize), off: off, end: off + length}
-	br := bufio.NewReaderSize(lr, 256<<10)
+	// Buffers sized to the stream: most members are small, and 256 KiB
+	// allocated per member dominated extracting many small files.
+	br := bufio.NewReaderSize(lr, int(min(256<<10, max(length, 16))))
 	var out []byte
 	cs := int64(a.Header.ChunkSize)
-	dbuf := make([]byte, cs)
+	var dbuf []byte
 	class, member := ClassSummary, int64(-1)
 	if kind == KindContent {
 		class, member = ClassMember, int64(stream)
@@ -303,6 +305,9 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 		}
 		if frameCRC(hb[:], payload) != fh.CRC {
 			return nil, newErr(class, phys, member, "frame checksum mismatch")
+		}
+		if fh.lz4() && dbuf == nil {
+			dbuf = make([]byte, cs)
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
 		if bad != "" {
