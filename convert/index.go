@@ -268,7 +268,7 @@ func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int,
 		})
 		w.scratch.Trim(64 << 20)
 		if why == nil {
-			return w.b.Index(), int(a.Footer.Members), nil, nil
+			return w.b.Compact(), int(a.Footer.Members), nil, nil
 		}
 	}
 	var ve *format.VersionError

@@ -98,21 +98,22 @@ type Index struct {
 	recs     []irec
 	conf     [][]cand // other candidates of conflicted records, sorted by archive
 	blocks   [][]byte // path bytes
+	run      *compactRun
 }
 
 // Len is the number of records (paths), tombstones included.
-func (x *Index) Len() int { return len(x.recs) }
+func (x *Index) Len() int { x.ensure(); return len(x.recs) }
 
 func (x *Index) path(r *irec) []byte {
 	return x.blocks[r.blk][r.poff : int(r.poff)+r.plen()]
 }
 
 // Path returns record i's path. The bytes belong to the index.
-func (x *Index) Path(i int) []byte { return x.path(&x.recs[i]) }
+func (x *Index) Path(i int) []byte { x.ensure(); return x.path(&x.recs[i]) }
 
 // Conflicted reports whether record i holds more than one candidate: two
 // archives with the same sequence number both hold the path.
-func (x *Index) Conflicted(i int) bool { return x.recs[i].xi != 0 }
+func (x *Index) Conflicted(i int) bool { x.ensure(); return x.recs[i].xi != 0 }
 
 func (x *Index) cands(r *irec, dst []cand) []cand {
 	dst = append(dst, r.first())
@@ -125,6 +126,7 @@ func (x *Index) cands(r *irec, dst []cand) []cand {
 // Entries returns record i's candidates: one, or several for a conflict,
 // sorted by archive (name, then id).
 func (x *Index) Entries(i int) []IndexEntry {
+	x.ensure()
 	r := &x.recs[i]
 	var out []IndexEntry
 	for _, c := range x.cands(r, nil) {
@@ -137,6 +139,7 @@ func (x *Index) Entries(i int) []IndexEntry {
 // Live reports whether record i is a live path: at least one candidate is
 // not a tombstone.
 func (x *Index) Live(i int) bool {
+	x.ensure()
 	r := &x.recs[i]
 	if r.typ() != TypeTombstone {
 		return true
@@ -153,6 +156,7 @@ func (x *Index) Live(i int) bool {
 
 // Find returns the position of path's record, and whether it is there.
 func (x *Index) Find(path []byte) (int, bool) {
+	x.ensure()
 	return slices.BinarySearchFunc(x.recs, path, func(r irec, p []byte) int {
 		return bytes.Compare(x.path(&r), p)
 	})
@@ -165,6 +169,7 @@ type IndexStats struct {
 
 // Stats counts the records.
 func (x *Index) Stats() IndexStats {
+	x.ensure()
 	s := IndexStats{Records: len(x.recs)}
 	for i := range x.recs {
 		if x.Live(i) {
@@ -234,7 +239,11 @@ func (b *IndexBuilder) Reset(a IndexArchive, members int) error {
 	if err := checkArchive(&a); err != nil {
 		return err
 	}
-	b.x = Index{Archives: []IndexArchive{a}, recs: make([]irec, 0, min(members, 1<<20))}
+	recs := b.x.recs[:0]
+	if want := min(members, 1<<20); cap(recs) < want {
+		recs = make([]irec, 0, want)
+	}
+	b.x = Index{Archives: []IndexArchive{a}, recs: recs}
 	b.buf = b.buf[:0]
 	return nil
 }
@@ -268,39 +277,46 @@ func (b *IndexBuilder) Add(path []byte, e IndexEntry) error {
 	return nil
 }
 
-// Index sorts the records, keeps the last member of each path, and
-// returns the archive's index. Reset the builder to use it again.
-func (b *IndexBuilder) Index() *Index {
-	x := new(Index)
-	*x = b.x
-	b.x = Index{}
-	// Copy the paths to a block of their exact size: the hint may have
-	// been generous, and the block lives as long as the index.
-	x.blocks = append(x.blocks, bytes.Clone(b.buf))
-	b.buf = b.buf[:0]
+// sortRecs sorts the records by path and keeps the last member of each.
+func (b *IndexBuilder) sortRecs() {
+	recs := b.x.recs
 	sorted := true
-	for i := 1; i < len(x.recs); i++ {
-		if bytes.Compare(x.path(&x.recs[i-1]), x.path(&x.recs[i])) >= 0 {
+	for i := 1; i < len(recs); i++ {
+		if bytes.Compare(b.path(&recs[i-1]), b.path(&recs[i])) >= 0 {
 			sorted = false
 			break
 		}
 	}
-	if !sorted {
-		slices.SortFunc(x.recs, func(p, q irec) int {
-			if c := bytes.Compare(x.path(&p), x.path(&q)); c != 0 {
-				return c
-			}
-			return cmp.Compare(q.member, p.member) // the last member first
-		})
-		out := x.recs[:0]
-		for i := range x.recs {
-			if len(out) > 0 && bytes.Equal(x.path(&out[len(out)-1]), x.path(&x.recs[i])) {
-				continue
-			}
-			out = append(out, x.recs[i])
-		}
-		x.recs = out
+	if sorted {
+		return
 	}
+	slices.SortFunc(recs, func(p, q irec) int {
+		if c := bytes.Compare(b.path(&p), b.path(&q)); c != 0 {
+			return c
+		}
+		return cmp.Compare(q.member, p.member) // the last member first
+	})
+	out := recs[:0]
+	for i := range recs {
+		if len(out) > 0 && bytes.Equal(b.path(&out[len(out)-1]), b.path(&recs[i])) {
+			continue
+		}
+		out = append(out, recs[i])
+	}
+	b.x.recs = out
+}
+
+// Index sorts the records, keeps the last member of each path, and
+// returns the archive's index. Reset the builder to use it again.
+func (b *IndexBuilder) Index() *Index {
+	b.sortRecs()
+	x := new(Index)
+	*x = b.x
+	b.x = Index{}
+	// Copy the paths to a block of their exact size: the buffer is the
+	// builder's, and the block lives as long as the index.
+	x.blocks = append(x.blocks, bytes.Clone(b.buf))
+	b.buf = b.buf[:0]
 	if cap(x.recs) > len(x.recs)+len(x.recs)/8+16 {
 		x.recs = slices.Clone(x.recs)
 	}
@@ -339,7 +355,7 @@ func MergeIndexes(parts []*Index) (*Index, []IndexCopy, error) {
 	for p, x := range parts {
 		shift[p] = uint32(nblocks)
 		nblocks += len(x.blocks)
-		total += len(x.recs)
+		total += x.size()
 	}
 	if nblocks > 1<<32-1 {
 		return nil, nil, errors.New("index too large: over 2^32 path blocks")
@@ -386,7 +402,7 @@ func MergeIndexes(parts []*Index) (*Index, []IndexCopy, error) {
 
 // segRange is a range of paths: in each part, records [lo[p], hi[p]).
 type segRange struct {
-	lo, hi []int
+	lo, hi []pos
 	at, n  int // where its records go in the output, and how many at most
 }
 
@@ -408,10 +424,10 @@ func splitRanges(parts []*Index, total int) []segRange {
 		// its size, at least one from each.
 		want := 64 * nseg
 		for _, x := range parts {
-			c := (len(x.recs)*want + total - 1) / total
+			n, step := x.samplePoints()
+			c := min(n, (x.size()*want+total-1)/total)
 			for j := range c {
-				i := (2*j + 1) * len(x.recs) / (2 * c)
-				samples = append(samples, x.path(&x.recs[i]))
+				samples = append(samples, x.pathAt((2*j+1)*n/(2*c)*step))
 			}
 		}
 		slices.SortFunc(samples, bytes.Compare)
@@ -424,22 +440,23 @@ func splitRanges(parts []*Index, total int) []segRange {
 		}
 	}
 	segs := make([]segRange, len(split)+1)
-	prev := make([]int, len(parts))
+	prev := make([]pos, len(parts))
 	at := 0
 	for s := range segs {
-		hi := make([]int, len(parts))
+		hi := make([]pos, len(parts))
 		for p, x := range parts {
 			if s == len(split) {
-				hi[p] = len(x.recs)
+				hi[p] = pos{i: x.size()}
+				if x.run != nil {
+					hi[p].off = len(x.run.buf)
+				}
 				continue
 			}
-			hi[p], _ = slices.BinarySearchFunc(x.recs, split[s], func(r irec, t []byte) int {
-				return bytes.Compare(x.path(&r), t)
-			})
+			hi[p] = x.lowerBound(split[s])
 		}
 		n := 0
 		for p := range parts {
-			n += hi[p] - prev[p]
+			n += hi[p].i - prev[p].i
 		}
 		segs[s] = segRange{lo: prev, hi: hi, at: at, n: n}
 		at += n
@@ -453,70 +470,76 @@ func mergeRange(parts []*Index, seg segRange, maps [][]uint32, shift []uint32, a
 	var res segResult
 	var live []int // parts with records in the range
 	for p := range parts {
-		if seg.hi[p] > seg.lo[p] {
+		if seg.hi[p].i > seg.lo[p].i {
 			live = append(live, p)
 		}
 	}
 	if len(live) == 0 {
 		return res
 	}
-	pos := make([]int, len(live))
-	heads := make([][]byte, len(live))
+	cur := make([]cursor, len(live))
 	for i, p := range live {
-		pos[i] = seg.lo[p]
-		heads[i] = parts[p].path(&parts[p].recs[pos[i]])
+		x := parts[p]
+		cur[i] = cursor{x: x, compact: x.run != nil, i: seg.lo[p].i, end: seg.hi[p].i, off: seg.lo[p].off}
+		cur[i].load()
 	}
 	less := func(a, b int) bool {
-		if heads[a] == nil {
+		if cur[a].path == nil {
 			return false
 		}
-		if heads[b] == nil {
+		if cur[b].path == nil {
 			return true
 		}
-		if c := bytes.Compare(heads[a], heads[b]); c != 0 {
+		if c := bytes.Compare(cur[a].path, cur[b].path); c != 0 {
 			return c < 0
 		}
 		return a < b
 	}
 	lt := newLoserTree(len(live), less)
 	advance := func(i int) {
-		p := live[i]
-		pos[i]++
-		if pos[i] < seg.hi[p] {
-			heads[i] = parts[p].path(&parts[p].recs[pos[i]])
-		} else {
-			heads[i] = nil
-		}
+		cur[i].advance()
 		lt.replay(i)
 	}
 	var cs []cand
 	n := 0
-	for w := lt.winner(); heads[w] != nil; w = lt.winner() {
+	for w := lt.winner(); cur[w].path != nil; w = lt.winner() {
 		p := live[w]
-		src := parts[p]
-		r := &src.recs[pos[w]]
-		path := heads[w]
-		out := *r
-		out.blk += shift[p]
+		cw := &cur[w]
+		out := cw.rec(shift[p], maps[p][0])
+		path := cw.path
+		conflicted := !cw.compact && cw.x.recs[cw.i].xi != 0
+		if conflicted {
+			cs = remapCands(cw.cands(cs[:0]), maps[p])
+		}
 		advance(w)
-		if heads[lt.winner()] == nil || !bytes.Equal(heads[lt.winner()], path) {
+		if next := cur[lt.winner()].path; next == nil || !bytes.Equal(next, path) {
 			// The common case: one part holds the path.
-			if r.xi == 0 {
-				out.arch = maps[p][r.arch]
+			if !conflicted {
+				if !cw.compact {
+					out.arch = maps[p][out.arch]
+				}
 				dst[n] = out
 				n++
 				continue
 			}
-			cs = remapCands(src.cands(r, cs[:0]), maps[p])
-			// A rename of a copy may reorder the table: keep candidates
-			// sorted by archive.
+			// A conflict from one part: a rename of a copy may reorder
+			// the table, so sort the candidates again.
 			slices.SortFunc(cs, func(a, b cand) int { return cmp.Compare(a.arch, b.arch) })
 		} else {
-			cs = remapCands(src.cands(r, cs[:0]), maps[p])
-			for w2 := lt.winner(); heads[w2] != nil && bytes.Equal(heads[w2], path); w2 = lt.winner() {
+			// The path is in several parts: gather every candidate. The
+			// winner's were taken before it advanced (its cursor has
+			// moved on), so take them from out.
+			if !conflicted {
+				c0 := out.first()
+				if !cw.compact {
+					c0.arch = maps[p][c0.arch]
+				}
+				cs = append(cs[:0], c0)
+			}
+			for w2 := lt.winner(); cur[w2].path != nil && bytes.Equal(cur[w2].path, path); w2 = lt.winner() {
 				p2 := live[w2]
 				k := len(cs)
-				cs = parts[p2].cands(&parts[p2].recs[pos[w2]], cs)
+				cs = cur[w2].cands(cs)
 				remapCands(cs[k:], maps[p2])
 				advance(w2)
 			}

@@ -509,8 +509,20 @@ func TestMergeIndexesReference(t *testing.T) {
 	}
 	// Groups of archives into parts; archive 0 is also copied into the
 	// last part under another name.
+	// Half the archives in merged groups, half as compact one-archive
+	// indexes, as a rebuild gives them.
 	var parts []*Index
-	for g := 0; g < len(archs); g += 4 {
+	for _, ar := range archs[20:] {
+		b, err := NewIndexBuilder(ar.a, len(ar.ms), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ar.ms {
+			b.Add([]byte(m.path), m.e)
+		}
+		parts = append(parts, b.Compact())
+	}
+	for g := 0; g < 20; g += 4 {
 		var p *Index
 		for _, ar := range archs[g:min(g+4, len(archs))] {
 			if p == nil {
@@ -620,5 +632,41 @@ func TestWriterTombstonesFirst(t *testing.T) {
 	}
 	if _, err := NewWriter(io.Discard, key, WriterOptions{Tombstones: [][]byte{nil}}); err == nil {
 		t.Error("a tombstone without a path was written")
+	}
+}
+
+// A compact index is the same index; a builder reused after Compact
+// starts clean.
+func TestIndexCompact(t *testing.T) {
+	key := testKey(t, 13)
+	var ms []fakeMember
+	for i := range 1000 {
+		ms = append(ms, fakeMember{fmt.Sprintf("d/%04d", i*7919%1000), []Type{TypeRegular, TypeTombstone, TypeDir}[i%3]})
+	}
+	ms = append(ms, fakeMember{"d/0005", TypeSymlink}) // repeats a path: the last wins
+	full := buildIndex(t, "c.cbfs", 1, 4, ms)
+	a := IndexArchive{Name: "c.cbfs", Seq: 4, Members: uint64(len(ms))}
+	a.ID[0] = 1
+	b, _ := NewIndexBuilder(IndexArchive{Name: "first", Members: 1}, 1, 0)
+	b.Add([]byte("zzz"), IndexEntry{Type: TypeRegular, Span: 1})
+	first := b.Compact()
+	if err := b.Reset(a, len(ms)); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		b.Add([]byte(m.path), IndexEntry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(len(m.path)), Inode: uint64(100 + i)})
+	}
+	c := b.Compact()
+	if err := b.Add([]byte("x"), IndexEntry{Type: TypeRegular, Span: 1}); err == nil {
+		t.Error("Add after Compact without Reset accepted")
+	}
+	if diff := cmp.Diff(viewOf(full), viewOf(c)); diff != "" {
+		t.Fatalf("compact index differs (-want +got):\n%s", diff)
+	}
+	if !bytes.Equal(encode(t, full, key), encode(t, c, key)) {
+		t.Error("compact index encodes differently")
+	}
+	if first.Len() != 1 || string(first.Path(0)) != "zzz" {
+		t.Error("the first archive's compact index changed when the builder was reused")
 	}
 }
