@@ -823,17 +823,23 @@ func (a *Archive) summaryPlain(s *IndexScratch) ([]byte, error) {
 		}
 		return nil, err
 	}
-	// The logical bytes: the physical ones without the record headers.
-	s.logical = s.logical[:0]
-	for l := start; l < end; {
-		k := min(R-l%R, end-l)
-		o := physOf(l, R) - pstart
-		s.logical = append(s.logical, s.phys[o:o+k]...)
-		l += k
+	// The logical bytes: the physical ones without the record headers,
+	// which is the physical bytes themselves when no record starts
+	// within the summary.
+	logical := s.phys
+	if plen != end-start {
+		s.logical = s.logical[:0]
+		for l := start; l < end; {
+			k := min(R-l%R, end-l)
+			o := physOf(l, R) - pstart
+			s.logical = append(s.logical, s.phys[o:o+k]...)
+			l += k
+		}
+		logical = s.logical
 	}
 	s.plain = s.plain[:0]
 	s.lz = grow(s.lz, int(cs))
-	rest := s.logical
+	rest := logical
 	for index := uint64(0); ; index++ {
 		fo := end - int64(len(rest))
 		bad := func(what string, args ...any) ([]byte, error) {
