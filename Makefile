@@ -25,6 +25,9 @@ bench: build
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
+vectors:
+	$(GO) run ./spec/gen -o spec/vectors
+
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

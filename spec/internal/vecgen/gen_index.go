@@ -1,0 +1,127 @@
+package vecgen
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/format"
+)
+
+// IndexListing is the text whose SHA-256 an index vector gives
+// (entries-sha256; see README.md): the archives table, then every record
+// with its candidates.
+func IndexListing(x *format.Index) []byte {
+	var b bytes.Buffer
+	for _, a := range x.Archives {
+		fmt.Fprintf(&b, "archive %s %x %d %d\n", hex.EncodeToString([]byte(a.Name)), a.ID, a.Seq, a.Members)
+	}
+	for i := range x.Len() {
+		state := "dead"
+		if x.Live(i) {
+			state = "live"
+		}
+		es := x.Entries(i)
+		fmt.Fprintf(&b, "path %s %s %d\n", hex.EncodeToString(x.Path(i)), state, len(es))
+		for _, e := range es {
+			fmt.Fprintf(&b, "entry %d %d %d %d %d %d %d\n", e.Archive, e.Member, e.Type, e.Offset, e.Span, e.Size, e.Inode)
+		}
+	}
+	return b.Bytes()
+}
+
+// archiveIndex writes an archive and returns its one-archive index.
+func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *format.Index {
+	opt := small
+	opt.Sequence = seq
+	data := g.write("index "+name, opt, ms)
+	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), g.keyA)
+	if err != nil {
+		panic(err)
+	}
+	es, err := a.Entries()
+	if err != nil {
+		panic(err)
+	}
+	x, err := convert.ArchiveIndex(name, a.Header, es)
+	if err != nil {
+		panic(err)
+	}
+	return x
+}
+
+func merge(xs ...*format.Index) *format.Index {
+	out := &format.Index{}
+	for _, x := range xs {
+		var err error
+		if out, _, err = format.MergeIndex(out, x); err != nil {
+			panic(err)
+		}
+	}
+	return out
+}
+
+func (g *gen) encodeIndex(x *format.Index) []byte {
+	var b bytes.Buffer
+	if err := x.Encode(&b, g.keyA); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+}
+
+func (g *gen) index() {
+	t := format.TypeTombstone
+	x1 := g.archiveIndex("a-1.cbfs", 1, []mem{fileMem("etc/x", []byte("x1")), fileMem("etc/y", []byte("y1")), fileMem("home/u/f", text("f", 5000))})
+	x2 := g.archiveIndex("b-2.cbfs", 2, []mem{fileMem("etc/x", []byte("x2, newer")),
+		{&format.Meta{Type: format.TypeDir, Path: []byte("z"), Mode: 0o755}, nil}})
+	c1 := g.archiveIndex("c-3.cbfs", 3, []mem{fileMem("etc/x", []byte("one"))})
+	c2 := g.archiveIndex("d-3.cbfs", 3, []mem{fileMem("etc/x", []byte("other"))})
+	ts := g.archiveIndex("e-4.cbfs", 4, []mem{{&format.Meta{Type: t, Path: []byte("etc/y")}, nil}, {&format.Meta{Type: t, Path: []byte("never/existed")}, nil}})
+
+	ok := func(name, desc string, x *format.Index) []byte {
+		data := g.encodeIndex(x)
+		s := sha256.Sum256(IndexListing(x))
+		g.add(&Vector{Name: name, Expect: success, Kind: "index", Key: g.rawA, Desc: desc,
+			Records: x.Len(), EntriesSHA: hex.EncodeToString(s[:]), Data: data})
+		return data
+	}
+	ok("index-empty", "a master index of no archives", &format.Index{})
+	valid := ok("index-valid", "two archives, sequence 1 and 2: the later one wins etc/x", merge(x1, x2))
+	ok("index-conflict", "two archives of the same sequence number both hold etc/x: a conflict with two candidates", merge(x1, c1, c2))
+	ok("index-tombstones", "a later archive deletes etc/y and a path no archive held: tombstone records", merge(x1, x2, ts))
+
+	bad := func(name, expect, desc string, data, key []byte) {
+		g.add(&Vector{Name: name, Expect: expect, Kind: "index", Key: key, Desc: desc, Data: data})
+	}
+	bad("index-wrong-key", cKey, "a valid index read with another key", valid, g.rawB)
+	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(valid)) }
+	bad("index-version", cVer, "index major version 2", mut(func(b []byte) []byte { b[8] = 2; return b }), g.rawA)
+	bad("index-suite", cIndex, "index cipher suite 2", mut(func(b []byte) []byte { b[10] = 2; return b }), g.rawA)
+	bad("index-flipped", cIndex, "a bit of the first frame's payload flipped, CRC not updated", mut(func(b []byte) []byte { b[format.IndexHeaderSize+20] ^= 1; return b }), g.rawA)
+	bad("index-aead", cIndex, "a bit of the first frame's payload flipped, CRC recomputed", mut(func(b []byte) []byte {
+		h := format.IndexHeaderSize
+		b[h+20] ^= 1
+		n := int(binary.LittleEndian.Uint32(b[h+4:]))
+		binary.LittleEndian.PutUint32(b[h+8:], crc(b[h:h+8], b[h+hdrSize:h+hdrSize+n]))
+		return b
+	}), g.rawA)
+	bad("index-check-damaged", cIndex, "a bit of the key check value flipped: the content still opens, so damage and not a wrong key", mut(func(b []byte) []byte { b[32] ^= 1; return b }), g.rawA)
+	bad("index-truncated", cIndex, "the last 5 bytes missing", valid[:len(valid)-5], g.rawA)
+	bad("index-trailing", cIndex, "one byte after the final frame", append(bytes.Clone(valid), 0), g.rawA)
+}
+
+func (g *gen) keyfiles() {
+	k := randBytes("keyfile", 32)
+	add := func(name, expect, desc string, data []byte) {
+		g.add(&Vector{Name: name, Expect: expect, Kind: "keyfile", Desc: desc, Data: data})
+	}
+	add("keyfile-valid", success, "a key file of exactly 32 bytes", k)
+	add("keyfile-newline", cKeyf, "32 bytes and a newline, as a text editor saves it", append(bytes.Clone(k), '\n'))
+	add("keyfile-crlf", cKeyf, "32 bytes and CR LF", append(bytes.Clone(k), '\r', '\n'))
+	add("keyfile-short", cKeyf, "31 bytes", k[:31])
+	add("keyfile-empty", cKeyf, "an empty key file", nil)
+	add("keyfile-long", cKeyf, "64 bytes", append(bytes.Clone(k), k...))
+}
