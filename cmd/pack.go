@@ -111,6 +111,9 @@ tar does) and pack exits with status 1.`,
 			if o.out != "" && o.out != "-" {
 				fmt.Fprintf(os.Stderr, "cbfs: packed %d members (%d bytes of content) into %s\n", st.Members, st.Bytes, o.out)
 			}
+			if err := o.updateIndex(key); err != nil {
+				return err
+			}
 			if st.Failed > 0 {
 				return &exitError{code: exitFailure,
 					err: errors.New(plural(st.Failed, "file was", "files were") + " not packed or changed while being read (named above); the archive was written without them or with them as read")}

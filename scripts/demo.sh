@@ -28,24 +28,34 @@ step "4. verify: every byte checked, without the key and with it"
 show "$cbfs" verify "$work/archives/0001.cbfs"
 show "$cbfs" verify -k "$key" "$work/archives/0001.cbfs"
 
-step "5. export: back to a plain tar, then import it again as sequence 2 with a deletion"
+step "5. export: back to a plain tar; import and export again, losslessly"
 show "$cbfs" export -k "$key" -o "$work/sample.tar" "$work/archives/0001.cbfs"
 show tar tvf "$work/sample.tar"
-show "$cbfs" import -k "$key" --seq 2 --delete sample/docs/keys.txt --index "$work/index" -o "$work/archives/0002.cbfs" "$work/sample.tar"
-show "$cbfs" export -k "$key" -o "$work/roundtrip.tar" "$work/archives/0002.cbfs"
+show "$cbfs" import -k "$key" -o "$work/reimported.cbfs" "$work/sample.tar"
+show "$cbfs" export -k "$key" -o "$work/roundtrip.tar" "$work/reimported.cbfs"
 show cmp "$work/sample.tar" "$work/roundtrip.tar"
 echo "export(import(tar)) is byte-identical to the tar."
 
-step "6. index: rebuild the lost master index from the archives alone"
+step "6. a second archive (sequence 2): a changed file, and a deletion recorded as a tombstone"
+mkdir -p "$work/update/sample/docs"
+printf 'Tiering moves cold data out; this is the newer version.\n' > "$work/update/sample/docs/tiering.txt"
+tar cf "$work/update.tar" -C "$work/update" sample/docs/tiering.txt
+show "$cbfs" import -k "$key" --seq 2 --delete sample/docs/keys.txt --index "$work/index" -o "$work/archives/0002.cbfs" "$work/update.tar"
+show "$cbfs" index ls -k "$key" "$work/index"
+echo "sample/docs/tiering.txt now lives in archive 2; sample/docs/keys.txt is gone."
+
+step "7. index: rebuild the lost master index from the archives alone"
 show "$cbfs" index rebuild -k "$key" -o "$work/rebuilt.index" "$work/archives"
 show cmp "$work/index" "$work/rebuilt.index"
 echo "The rebuilt index is byte-identical to the one kept while writing."
-show "$cbfs" index ls -k "$key" "$work/rebuilt.index"
-echo "sample/docs/keys.txt is gone: archive 2 recorded its deletion."
+show "$cbfs" cat -k "$key" "$work/archives/0002.cbfs" sample/docs/tiering.txt
+show "$cbfs" gc -k "$key" --index "$work/index" "$work/archives"
+echo "Archive 1 holds dead bytes now: the old tiering.txt and the deleted keys.txt."
 
-step "7. tamper: change one byte of an archive copy and verify again"
+step "8. tamper: change one byte of an archive copy and verify again"
 cp "$work/archives/0001.cbfs" "$work/tampered.cbfs"
 printf 'X' | dd of="$work/tampered.cbfs" bs=1 seek=3000 conv=notrunc status=none
+echo "$ $cbfs verify -k $key $work/tampered.cbfs"
 if "$cbfs" verify -k "$key" "$work/tampered.cbfs"; then echo "NOT DETECTED"; exit 1; fi
 echo "verify named the damaged member and exited with status 3."
 
