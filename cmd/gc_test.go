@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// gcFixture packs a tree as archive 1, then writes archive 2 with a new
+// version of one file and a deletion of another, keeping an index.
+func gcFixture(t *testing.T) (dir, key, index, archives string) {
+	t.Helper()
+	dir = t.TempDir()
+	key = newKey(t)
+	src := filepath.Join(dir, "tree")
+	for name, body := range map[string]string{"a.txt": "version one of a\n", "b.txt": strings.Repeat("b", 5000), "c.txt": "c\n"} {
+		writeFile(t, filepath.Join(src, name), []byte(body), 0o644)
+	}
+	archives = filepath.Join(dir, "archives")
+	if err := os.Mkdir(archives, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	index = filepath.Join(dir, "fs.index")
+	mustRun(t, dir, "pack", "-k", key, "--seq", "1", "--index", index, "-o", filepath.Join(archives, "1.cbfs"), "tree")
+	upd := filepath.Join(dir, "upd", "tree")
+	writeFile(t, filepath.Join(upd, "a.txt"), []byte("version two of a\n"), 0o644)
+	tarPath := filepath.Join(dir, "upd.tar")
+	runTar(t, filepath.Join(dir, "upd"), "cf", tarPath, "tree/a.txt")
+	mustRun(t, dir, "import", "-k", key, "--seq", "2", "--delete", "tree/b.txt", "--index", index, "-o", filepath.Join(archives, "2.cbfs"), tarPath)
+	return dir, key, index, archives
+}
+
+func TestPackIndexEqualsRebuild(t *testing.T) {
+	dir, key, index, archives := gcFixture(t)
+	rebuilt := filepath.Join(dir, "rebuilt.index")
+	mustRun(t, dir, "index", "rebuild", "-k", key, "-o", rebuilt, archives)
+	if !bytes.Equal(readFile(t, index), readFile(t, rebuilt)) {
+		t.Fatal("the index kept by pack and import differs from the rebuilt one")
+	}
+	ls := string(mustRun(t, dir, "index", "ls", "-k", key, index).stdout)
+	if strings.Contains(ls, "tree/b.txt") {
+		t.Errorf("deleted path still listed:\n%s", ls)
+	}
+	if !strings.Contains(ls, "tree/a.txt\t2.cbfs\t") || !strings.Contains(ls, "tree/c.txt\t1.cbfs\t") {
+		t.Errorf("index ls does not place a.txt in archive 2 and c.txt in archive 1:\n%s", ls)
+	}
+}
+
+func TestGC(t *testing.T) {
+	dir, key, index, archives := gcFixture(t)
+	r := mustRun(t, dir, "gc", "-k", key, "--index", index, "--json", archives)
+	var got []struct {
+		Archive     string `json:"archive"`
+		Members     int    `json:"members"`
+		LiveMembers int    `json:"live_members"`
+		LiveBytes   int64  `json:"live_bytes"`
+		DeadBytes   int64  `json:"dead_bytes"`
+	}
+	if err := json.Unmarshal(r.stdout, &got); err != nil {
+		t.Fatalf("gc --json: %v\n%s", err, r.stdout)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d archives reported, want 2", len(got))
+	}
+	a1, a2 := got[0], got[1]
+	// Archive 1: dir tree, a.txt, b.txt, c.txt; a.txt superseded by
+	// archive 2 and b.txt deleted by it.
+	if a1.Members != 4 || a1.LiveMembers != 2 || a1.DeadBytes <= 0 || a1.LiveBytes <= 0 {
+		t.Errorf("archive 1: %+v, want 4 members, 2 live, some dead bytes", a1)
+	}
+	// Archive 2: tombstone, a.txt, trailer: all live.
+	if a2.Members != 3 || a2.LiveMembers != 3 || a2.DeadBytes != 0 {
+		t.Errorf("archive 2: %+v, want 3 members, all live", a2)
+	}
+	// b.txt (5000 bytes, stored in one chunk) must be among the dead bytes.
+	if a1.DeadBytes < 1024 {
+		t.Errorf("archive 1 dead bytes %d: less than b.txt's metadata frame alone", a1.DeadBytes)
+	}
+	if r := cbfs(t, dir, "gc", "-k", key, archives); r.code != exitUsage {
+		t.Errorf("gc without --index: %s, want exit %d", r, exitUsage)
+	}
+}
+
+func TestVerifyIndex(t *testing.T) {
+	dir, key, index, archives := gcFixture(t)
+	mustRun(t, dir, "verify", "-k", key, "--index", index, archives)
+
+	// Without archive 2, the entries that live there point nowhere.
+	r := cbfs(t, dir, "verify", "-k", key, "--index", index, "--json", filepath.Join(archives, "1.cbfs"))
+	if r.code != exitDamaged {
+		t.Fatalf("verify --index with an archive missing: %s, want exit %d", r, exitDamaged)
+	}
+	var doc struct {
+		Index struct {
+			Problems []struct {
+				Path    string `json:"path"`
+				Archive string `json:"archive"`
+				What    string `json:"what"`
+			} `json:"problems"`
+		} `json:"index"`
+	}
+	if err := json.Unmarshal(r.stdout, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Index.Problems) != 1 || doc.Index.Problems[0].Path != "tree/a.txt" || doc.Index.Problems[0].Archive != "2.cbfs" {
+		t.Fatalf("index problems %+v, want tree/a.txt in 2.cbfs", doc.Index.Problems)
+	}
+
+	// A damaged member the index points at is reported too.
+	bad := filepath.Join(dir, "bad")
+	if err := os.Mkdir(bad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"1.cbfs", "2.cbfs"} {
+		writeFile(t, filepath.Join(bad, n), readFile(t, filepath.Join(archives, n)), 0o644)
+	}
+	b := readFile(t, filepath.Join(bad, "2.cbfs"))
+	// Flip a byte inside the member the index holds for tree/a.txt.
+	fields := strings.Fields(string(mustRun(t, dir, "index", "lookup", "-k", key, index, "tree/a.txt").stdout))
+	if len(fields) < 2 || fields[0] != "2.cbfs" {
+		t.Fatalf("index lookup: %q", fields)
+	}
+	off, err := strconv.Atoi(fields[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[off+100] ^= 1
+	writeFile(t, filepath.Join(bad, "2.cbfs"), b, 0o644)
+	r = cbfs(t, dir, "verify", "-k", key, "--index", index, bad)
+	if r.code != exitDamaged || !strings.Contains(string(r.stdout), `"tree/a.txt" -> 2.cbfs member 1: points at a member that is missing or damaged`) {
+		t.Fatalf("damaged member behind the index: %s\n%s", r, r.stdout)
+	}
+}
