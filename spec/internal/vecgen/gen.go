@@ -497,9 +497,13 @@ func (g *gen) baseMembers() []mem {
 func (g *gen) base(name string, compress bool) *layout {
 	opt := small
 	opt.Compress = compress
-	l, err := parse(g.write(name, opt, g.baseMembers()), g.keyA)
+	data := g.write(name, opt, g.baseMembers())
+	l, err := parse(data, g.keyA)
 	if err != nil {
 		panic(err)
+	}
+	if !bytes.Equal(l.build(), data) {
+		panic("vecgen: " + name + ": the frame-level writer does not rebuild the archive")
 	}
 	return l
 }

@@ -3,7 +3,6 @@ package vecgen
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"strings"
 
 	"github.com/cbfs/cbfs/format"
@@ -19,8 +18,6 @@ func footerAt(b []byte) int {
 	}
 	return end - 2*block
 }
-
-func clone(b []byte) []byte { return bytes.Clone(b) }
 
 // lz4Block compresses b into one LZ4 block.
 func lz4Block(b []byte) []byte {
@@ -373,7 +370,7 @@ func (g *gen) invalidMembers() {
 	rec := func(parts ...string) []byte {
 		var b []byte
 		for _, p := range parts {
-			h, err := hexDecode(p)
+			h, err := hexBytes(p)
 			if err != nil {
 				panic(p)
 			}
@@ -435,8 +432,6 @@ func (g *gen) invalidMembers() {
 		return padMeta(lz4Block(append(bytes.Clone(valid), make([]byte, 200)...)), len(valid))
 	}, true)
 }
-
-func hexDecode(s string) ([]byte, error) { return hexBytes(s) }
 
 func (g *gen) invalidSummary() {
 	cs := format.MinChunkSize
@@ -598,5 +593,4 @@ func (g *gen) invalidFooter() {
 	b := g.write("footer-crc", small, g.baseMembers())
 	b[footerAt(b)+block+hdrSize+30] ^= 1
 	g.bad("footer-crc", cFooter, "", "", "a bit of the footer's member count flipped, CRC not updated", b)
-	_ = fmt.Sprint
 }

@@ -109,6 +109,7 @@ func (g *gen) index() {
 		return b
 	}), g.rawA)
 	bad("index-check-damaged", cIndex, "a bit of the key check value flipped: the content still opens, so damage and not a wrong key", mut(func(b []byte) []byte { b[32] ^= 1; return b }), g.rawA)
+	bad("index-siv-flipped", cIndex, "a bit of the synthetic IV flipped: the frames do not open", mut(func(b []byte) []byte { b[16] ^= 1; return b }), g.rawA)
 	bad("index-truncated", cIndex, "the last 5 bytes missing", valid[:len(valid)-5], g.rawA)
 	bad("index-trailing", cIndex, "one byte after the final frame", append(bytes.Clone(valid), 0), g.rawA)
 }
