@@ -224,11 +224,6 @@ func TarHeader(m *format.Meta) (*tar.Header, error) {
 }
 
 func writeSynthesized(tw *tar.Writer, raw io.Writer, m *format.Member, content io.Reader) error {
-	if m.Meta.Type == format.TypeTombstone {
-		// A deletion is not a file: a plain tar has nothing to say about it.
-		_, err := io.Copy(io.Discard, content)
-		return err
-	}
 	if m.Meta.Sparse != nil {
 		if err := tw.Flush(); err != nil {
 			return err
@@ -237,15 +232,30 @@ func writeSynthesized(tw *tar.Writer, raw io.Writer, m *format.Member, content i
 	}
 	h, err := TarHeader(m.Meta)
 	if err != nil {
-		return memberErr(m, err)
+		return plainTarErr(m, err)
 	}
 	if err := tw.WriteHeader(h); err != nil {
-		return memberErr(m, err)
+		return plainTarErr(m, err)
 	}
 	if _, err := io.Copy(tw, content); err != nil {
-		return memberErr(m, err)
+		return plainTarErr(m, err)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return plainTarErr(m, err)
+	}
+	return nil
+}
+
+// plainTarErr classifies a member that has no plain tar form (a size that
+// disagrees with its content, a name tar cannot hold) as a member
+// problem, unless the error is already the archive reader's.
+func plainTarErr(m *format.Member, err error) error {
+	var fe *format.Error
+	if errors.As(err, &fe) {
+		return err
+	}
+	return &format.Error{Class: format.ClassMember, Offset: m.PhysOffset, Member: int64(m.Number),
+		Path: string(m.Meta.Path), What: "cannot be written as a plain tar entry", Err: err}
 }
 
 // writeSparse writes a sparse member in the GNU pax sparse format 1.0,

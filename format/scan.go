@@ -283,6 +283,11 @@ func (s *scanner) frames(fn func(Entry) error) error {
 			// A metadata frame belongs here: the damage most likely hit
 			// member num. Without the key that guess is what numbers the
 			// members after it; with the key, member() tries from num on.
+			if f := s.rep.Footer; f != nil && int64(f.SummaryOffset) == off {
+				// The footer says the summary starts here.
+				s.problem(newErr(ClassSummary, physOf(off, s.R), -1, "summary frame 0: %s", bad))
+				return nil
+			}
 			s.problem(newErr(ClassFrame, physOf(off, s.R), int64(num), "%s", bad))
 			s.rep.Damaged++
 			off = s.resync(off + 1)

@@ -319,6 +319,20 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 		}
 		cur = next
 	}
+	// The size a member declares is what readers and plain tar headers go
+	// by: it must be what was stored.
+	if m.Type == TypeRegular && m.TarHeader == nil {
+		want := m.Size
+		if m.Sparse != nil {
+			want = 0
+			for _, e := range m.Sparse {
+				want += e.Length
+			}
+		}
+		if total != want {
+			w.setErr(fmt.Errorf("member %q: content is %d bytes, its metadata says %d", m.Path, total, want))
+		}
+	}
 	return total, w.stickyErr()
 }
 
