@@ -86,7 +86,7 @@ type ReaderOptions struct {
 // and with a key the key check value (ErrWrongKey) and the header MAC. It
 // reads nothing past the header record before returning.
 func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := bufio.NewReaderSize(r, 256<<10)
 	pr := &physReader{r: br, hash: sha256.New()}
 	hdr, err := pr.readHeaderRecord()
 	if err != nil {

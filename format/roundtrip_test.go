@@ -3,8 +3,11 @@ package format
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -137,6 +140,36 @@ func TestWrongKey(t *testing.T) {
 	}
 }
 
+// parallelFor runs fn(0..n-1) on every core and fails the test with the
+// first error.
+func parallelFor(t *testing.T, n int, fn func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				if err := fn(i); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+}
+
 func TestEveryByteFlipDetected(t *testing.T) {
 	key := testKey(t, 3)
 	ms := []testMember{
@@ -144,16 +177,17 @@ func TestEveryByteFlipDetected(t *testing.T) {
 		{Meta{Type: TypeDir, Path: []byte("b")}, nil},
 	}
 	arc, _ := writeArchive(t, key, ms, WriterOptions{Compress: true, RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
-	for i := range arc {
+	parallelFor(t, len(arc), func(i int) error {
 		bad := bytes.Clone(arc)
 		bad[i] ^= 0x01
 		if _, err := readAll(t, key, bad); err == nil {
-			t.Fatalf("flip at %d of %d not detected with the key", i, len(arc))
+			return fmt.Errorf("flip at %d of %d not detected with the key", i, len(arc))
 		}
 		if _, err := readAll(t, nil, bad); err == nil {
-			t.Fatalf("flip at %d of %d not detected without the key", i, len(arc))
+			return fmt.Errorf("flip at %d of %d not detected without the key", i, len(arc))
 		}
-	}
+		return nil
+	})
 	for n := 0; n < len(arc); n += 97 {
 		if _, err := readAll(t, key, arc[:n]); err == nil {
 			t.Fatalf("truncation to %d bytes not detected", n)

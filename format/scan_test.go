@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -68,14 +69,14 @@ func TestCorruptionMatrix(t *testing.T) {
 	}
 	arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: true, ChunkSize: MinChunkSize, RecordSize: MinRecordSize})
 	R := int64(MinRecordSize)
-	named := 0
-	for i := range arc {
+	var named atomic.Int64
+	parallelFor(t, len(arc), func(i int) error {
 		bad := bytes.Clone(arc)
 		bad[i] ^= 0x55
 		for _, k := range []*crypt.Key{key, nil} {
 			rep, _, err := scanBytes(bad, k)
 			if err == nil && rep.Intact() {
-				t.Fatalf("flip at %d (key=%v) not detected", i, k != nil)
+				return fmt.Errorf("flip at %d (key=%v) not detected", i, k != nil)
 			}
 			if m := memberAt(entries, R, int64(i)); m >= 0 && err == nil {
 				found := false
@@ -83,18 +84,19 @@ func TestCorruptionMatrix(t *testing.T) {
 					if p.Member == m {
 						found = true
 						if k != nil && p.Path != string(ms[m].meta.Path) {
-							t.Fatalf("flip at %d: member %d named %q, want %q", i, m, p.Path, ms[m].meta.Path)
+							return fmt.Errorf("flip at %d: member %d named %q, want %q", i, m, p.Path, ms[m].meta.Path)
 						}
 					}
 				}
 				if !found {
-					t.Fatalf("flip at %d inside member %d (key=%v): problems %v", i, m, k != nil, rep.Problems)
+					return fmt.Errorf("flip at %d inside member %d (key=%v): problems %v", i, m, k != nil, rep.Problems)
 				}
-				named++
+				named.Add(1)
 			}
 		}
-	}
-	if named == 0 {
+		return nil
+	})
+	if named.Load() == 0 {
 		t.Fatal("no flip landed inside a member")
 	}
 	var cuts []int
