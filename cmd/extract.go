@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/format"
 	"github.com/spf13/cobra"
 )
 
@@ -56,15 +57,25 @@ else 1 if one was rejected or not extracted.`,
 				return &exitError{code: exitUsage, err: errors.New("extract needs an archive file: it seeks through the archive's summary"),
 					hint: "for a pipe use 'cbfs export -k KEY - | tar xf -'"}
 			}
-			a, f, err := openArchive(args[0], key)
+			f, err := os.Open(args[0])
 			if err != nil {
-				var ee *exitError
-				if errors.As(err, &ee) && ee.code == exitUsage {
-					ee.hint = "extract seeks through the archive; for a pipe use 'cbfs export -k KEY - | tar xf -'"
-				}
-				return err
+				return inputErr(args[0], err)
 			}
 			defer f.Close()
+			fi, err := f.Stat()
+			if err != nil {
+				return inputErr(args[0], err)
+			}
+			if !fi.Mode().IsRegular() {
+				return &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file", args[0]),
+					hint: "extract seeks through the archive; for a pipe use 'cbfs export -k KEY - | tar xf -'"}
+			}
+			// Members are read in order, each in several small reads: a
+			// block cache makes them a few large ones.
+			a, err := format.OpenArchive(convert.CachedSource(format.NewSource(f, fi.Size())), key)
+			if err != nil {
+				return inputErr(args[0], err)
+			}
 			opt := convert.ExtractOptions{
 				Paths:        args[1:],
 				SameOwner:    os.Geteuid() == 0 && !noSameOwner,

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cbfs/cbfs/format"
 )
@@ -71,9 +74,11 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 		created: map[string]bool{}, dirMeta: map[string]*format.Meta{},
 		tmpPrefix: ".cbfs-" + hex.EncodeToString(rnd[:]) + "-",
 		euid:      geteuid(), egid: getegid()}
-	x.walk = &dirWalker{root: root, x: x}
+	x.walk = &dirWalker{root: newDirRef(root), x: x}
+	defer x.walk.root.release()
 	defer x.walk.close()
-	defer closeFd(root)
+	x.startWorkers()
+	defer x.stopWorkers()
 	for _, p := range opt.Paths {
 		comps, bad := splitMember([]byte(p))
 		if bad != "" {
@@ -86,9 +91,19 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 		return x.stats, nil
 	}
 	for i, e := range entries {
-		if err := x.member(i, e); err != nil {
-			return x.stats, err
+		err := x.member(i, e)
+		if err == nil {
+			err = x.fatalErr()
 		}
+		if err != nil {
+			x.stopWorkers()
+			return x.statsNow(), err
+		}
+	}
+	// Files are complete before their directories' times are set.
+	x.stopWorkers()
+	if err := x.fatalErr(); err != nil {
+		return x.statsNow(), err
 	}
 	if err := x.finishDirs(); err != nil {
 		return x.stats, err
@@ -119,16 +134,27 @@ type extractor struct {
 	// created holds every path this run made, directories made on the way
 	// included: a later member of the same path may replace it (the last
 	// one wins), and only these can be hard-link targets.
-	created     map[string]bool
-	dirMeta     map[string]*format.Meta // directory metadata to set at the end
-	tmpPrefix   string
-	tmpCount    int
-	euid, egid  int
+	created    map[string]bool
+	dirMeta    map[string]*format.Meta // directory metadata to set at the end
+	tmpPrefix  string
+	tmpCount   int
+	euid, egid int
+	// Regular files are written by workers while the walk goes on; mu
+	// guards what they share with it.
+	jobs     chan *fileJob
+	wg       sync.WaitGroup
+	inflight map[string]*fileJob // by path; the walk's own
+	stopped  bool
+
+	mu          sync.Mutex
 	otherXattrs int
 	stats       ExtractStats
+	fatal       error
 }
 
 func (x *extractor) report(kind ProblemKind, path, what string, args ...any) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	switch kind {
 	case Failed:
 		x.stats.Failed++
@@ -212,13 +238,21 @@ func (x *extractor) member(i int, e format.Entry) error {
 	if len(comps) == 0 {
 		return nil // the destination itself ("./"): it is not replaced
 	}
-	m, err := x.a.Meta(e)
-	if err != nil {
-		if isDamage(err) {
-			x.report(Damaged, name, "%v", err)
-			return nil
+	// A member at the same path still being written finishes first: the
+	// last one wins.
+	x.wait(name)
+	m := sm
+	if sm.Type != format.TypeRegular {
+		// A file's full record (xattrs, verbatim tar header) is read by
+		// the worker that writes it.
+		var err error
+		if m, err = x.a.Meta(e); err != nil {
+			if isDamage(err) {
+				x.report(Damaged, name, "%v", err)
+				return nil
+			}
+			return err
 		}
-		return err
 	}
 	return x.extract(i, e, m, comps, name)
 }
@@ -251,7 +285,9 @@ func (x *extractor) extract(i int, e format.Entry, m *format.Meta, comps []strin
 	}
 	if done {
 		x.created[name] = true
-		x.stats.Members++
+		if m.Type != format.TypeRegular {
+			x.counted(0)
+		}
 	}
 	return nil
 }
@@ -305,7 +341,7 @@ func (x *extractor) create(i int, parent int, base, name string, e format.Entry,
 	taken := func(err error) bool { return errors.Is(err, fs.ErrExist) }
 	switch m.Type {
 	case format.TypeRegular:
-		return x.writeFile(parent, base, name, e, m, replace)
+		return x.writeFile(parent, base, name, e, m, false, false, replace)
 	case format.TypeDir:
 		if err := mkdirAt(parent, base, 0o700); err != nil {
 			if taken(err) {
@@ -425,13 +461,14 @@ func (s *fileSink) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// writeFile extracts a regular file: its content, then xattrs, owner,
-// mode and times. A new file is created under its own name, and removed
-// if its content fails authentication; a file that replaces another is
-// written under a temporary name and renamed over it once complete. The
-// error is only for a failure of the destination (a full disk), which
-// stops the run.
-func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *format.Meta, replace bool) (done, exists bool, err error) {
+// writeFile starts extracting a regular file: it creates the file here,
+// so that a name already taken is found in order, and hands the rest to
+// a worker (finishFile). A new file is created under its own name; one
+// that replaces another gets a temporary name and is renamed over it once
+// complete. Unless full is set, m is the summary's record and the worker
+// reads the full one. link says the file stands for a hard link member,
+// which its caller counts.
+func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *format.Meta, full, link, replace bool) (done, exists bool, err error) {
 	target := base
 	if replace {
 		target = x.tmpName()
@@ -444,15 +481,122 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 		x.report(Failed, name, "cannot create the file: %v", err)
 		return false, false, nil
 	}
+	ref := x.walk.refOf(parent)
+	ref.acquire()
+	j := &fileJob{e: e, name: name, parent: ref, base: base, target: target, replace: replace, fd: fd,
+		count: !link, done: make(chan struct{})}
+	if full {
+		j.m = m
+	}
+	x.inflight[name] = j
+	x.jobs <- j
+	return true, false, nil
+}
+
+// fileJob is a regular file created and waiting for its content.
+type fileJob struct {
+	e       format.Entry
+	m       *format.Meta // nil: read the member's full record
+	name    string
+	parent  *dirRef
+	base    string
+	target  string // base, or the temporary name when replacing
+	replace bool
+	fd      int
+	count   bool // counted as a member once written
+	done    chan struct{}
+}
+
+func (x *extractor) startWorkers() {
+	n := max(2, runtime.GOMAXPROCS(0))
+	x.jobs = make(chan *fileJob, 2*n)
+	x.inflight = map[string]*fileJob{}
+	for range n {
+		x.wg.Add(1)
+		go func() {
+			defer x.wg.Done()
+			for j := range x.jobs {
+				x.finishFile(j)
+			}
+		}()
+	}
+}
+
+func (x *extractor) stopWorkers() {
+	if !x.stopped {
+		x.stopped = true
+		close(x.jobs)
+	}
+	x.wg.Wait()
+	clear(x.inflight)
+}
+
+// wait blocks until the file at path, if being written, is done.
+func (x *extractor) wait(path string) {
+	if j, ok := x.inflight[path]; ok {
+		<-j.done
+		delete(x.inflight, path)
+	}
+}
+
+func (x *extractor) fatalErr() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.fatal
+}
+
+func (x *extractor) setFatal(err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.fatal == nil {
+		x.fatal = err
+	}
+}
+
+func (x *extractor) counted(bytes int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.stats.Members++
+	x.stats.Bytes += bytes
+}
+
+func (x *extractor) statsNow() ExtractStats {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.stats
+}
+
+// finishFile writes a created file's content, then its xattrs, owner,
+// mode and times, on a worker. A member whose bytes fail authentication
+// is removed; a failure of the destination (a full disk) stops the run.
+func (x *extractor) finishFile(j *fileJob) {
+	defer close(j.done)
+	defer j.parent.release()
+	parent, fd := j.parent.fd, j.fd
 	kept, closed := false, false
 	defer func() {
 		if !closed {
 			closeFd(fd)
 		}
 		if !kept {
-			unlinkAt(parent, target, false)
+			unlinkAt(parent, j.target, false)
 		}
 	}()
+	if x.fatalErr() != nil {
+		return
+	}
+	name, e, m := j.name, j.e, j.m
+	if m == nil {
+		var err error
+		if m, err = x.a.Meta(e); err != nil {
+			if isDamage(err) {
+				x.report(Damaged, name, "%v; not extracted", err)
+			} else {
+				x.setFatal(err)
+			}
+			return
+		}
+	}
 	var cerr, werr error
 	var written int64
 	switch {
@@ -495,7 +639,8 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 		werr, written = sink.err, sink.n
 	}
 	if werr != nil {
-		return false, false, fmt.Errorf("%s: writing: %w", name, werr)
+		x.setFatal(fmt.Errorf("%s: writing: %w", name, werr))
+		return
 	}
 	if cerr != nil {
 		if isDamage(cerr) {
@@ -503,11 +648,11 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 		} else {
 			x.report(Failed, name, "%v; not extracted", cerr)
 		}
-		return false, false, nil
+		return
 	}
 	if written != m.Size {
 		x.report(Damaged, name, "content of %d bytes, its metadata says %d; not extracted", written, m.Size)
-		return false, false, nil
+		return
 	}
 	x.setXattrs(fd, name, m)
 	owned := false
@@ -524,19 +669,26 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 	}
 	closed = true
 	if err := closeErr(fd); err != nil {
-		return false, false, fmt.Errorf("%s: writing: %w", name, err)
+		x.setFatal(fmt.Errorf("%s: writing: %w", name, err))
+		return
 	}
-	if err := setTimesAt(parent, target, m.ATime, m.MTime); err != nil {
+	if err := setTimesAt(parent, j.target, m.ATime, m.MTime); err != nil {
 		x.report(Failed, name, "times not restored: %v", err)
 	}
-	if replace {
-		if err := renameAt(parent, target, base, true); err != nil {
-			return false, false, fmt.Errorf("%s: %w", name, err)
+	if j.replace {
+		if err := renameAt(parent, j.target, j.base, true); err != nil {
+			x.setFatal(fmt.Errorf("%s: %w", name, err))
+			return
 		}
 	}
 	kept = true
-	x.stats.Bytes += written
-	return true, false, nil
+	if j.count {
+		x.counted(written)
+	} else {
+		x.mu.Lock()
+		x.stats.Bytes += written
+		x.mu.Unlock()
+	}
 }
 
 // setXattrs restores a file's user.* attributes; others are counted and
@@ -544,7 +696,9 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 func (x *extractor) setXattrs(fd int, name string, m *format.Meta) {
 	for _, xa := range m.Xattrs {
 		if !strings.HasPrefix(xa.Name, "user.") {
+			x.mu.Lock()
 			x.otherXattrs++
+			x.mu.Unlock()
 			continue
 		}
 		if err := fsetxattr(fd, xa.Name, xa.Value); err != nil {
@@ -579,6 +733,7 @@ func (x *extractor) hardlink(i int, parent int, base, name string, m *format.Met
 		return false, false, nil
 	}
 	target := strings.Join(tcomps, "/")
+	x.wait(target)
 	if !x.created[target] && len(x.sel) > 0 && !x.wouldSelect(target) {
 		return x.materialize(i, parent, base, name, target, replace)
 	}
@@ -631,7 +786,7 @@ func (x *extractor) materialize(i int, parent int, base, name, target string, re
 			}
 			return false, false, err
 		}
-		return x.writeFile(parent, base, name, x.entries[j], tm, replace)
+		return x.writeFile(parent, base, name, x.entries[j], tm, true, true, replace)
 	}
 	x.report(Failed, name, "hard link target %q is not a file earlier in the archive; not extracted", target)
 	return false, false, nil
@@ -688,17 +843,38 @@ func (x *extractor) finishDirs() error {
 // It keeps the last chain open: members come in tree order, so most share
 // their parent with the one before.
 type dirWalker struct {
-	root  int
+	root  *dirRef
 	x     *extractor
 	names []string
-	fds   []int
+	refs  []*dirRef
+}
+
+// dirRef is an open directory shared by the walk and the workers writing
+// files in it; the last to let go closes it.
+type dirRef struct {
+	fd   int
+	refs atomic.Int32
+}
+
+func newDirRef(fd int) *dirRef {
+	d := &dirRef{fd: fd}
+	d.refs.Store(1)
+	return d
+}
+
+func (d *dirRef) acquire() { d.refs.Add(1) }
+
+func (d *dirRef) release() {
+	if d.refs.Add(-1) == 0 {
+		closeFd(d.fd)
+	}
 }
 
 func (w *dirWalker) close() {
-	for _, fd := range w.fds {
-		closeFd(fd)
+	for _, r := range w.refs {
+		r.release()
 	}
-	w.names, w.fds = nil, nil
+	w.names, w.refs = nil, nil
 }
 
 // open returns the directory comps, creating missing ones, or reports why
@@ -709,35 +885,44 @@ func (w *dirWalker) open(comps []string, member string) (int, bool) {
 	for k < len(w.names) && k < len(comps) && w.names[k] == comps[k] {
 		k++
 	}
-	for _, fd := range w.fds[k:] {
-		closeFd(fd)
+	for _, r := range w.refs[k:] {
+		r.release()
 	}
-	w.names, w.fds = w.names[:k], w.fds[:k]
+	w.names, w.refs = w.names[:k], w.refs[:k]
 	for _, c := range comps[k:] {
-		fd, ok := w.step(w.cur(), comps[:len(w.fds)+1], member, true)
+		fd, ok := w.step(w.cur(), comps[:len(w.refs)+1], member, true)
 		if !ok {
 			return -1, false
 		}
 		w.names = append(w.names, c)
-		w.fds = append(w.fds, fd)
+		w.refs = append(w.refs, newDirRef(fd))
 	}
 	return w.cur(), true
 }
 
-func (w *dirWalker) cur() int {
-	if len(w.fds) == 0 {
-		return w.root
+// refOf returns the shared reference of the descriptor open returned
+// last: the top of the chain, or the destination.
+func (w *dirWalker) refOf(fd int) *dirRef {
+	if n := len(w.refs); n > 0 && w.refs[n-1].fd == fd {
+		return w.refs[n-1]
 	}
-	return w.fds[len(w.fds)-1]
+	return w.root
+}
+
+func (w *dirWalker) cur() int {
+	if len(w.refs) == 0 {
+		return w.root.fd
+	}
+	return w.refs[len(w.refs)-1].fd
 }
 
 // openDetached opens the directory comps without creating anything and
 // without disturbing the cached chain; the caller closes it.
 func (w *dirWalker) openDetached(comps []string, member string) (int, bool) {
-	fd := w.root
+	fd := w.root.fd
 	for i := range comps {
 		next, ok := w.step(fd, comps[:i+1], member, false)
-		if fd != w.root {
+		if fd != w.root.fd {
 			closeFd(fd)
 		}
 		if !ok {
@@ -745,8 +930,8 @@ func (w *dirWalker) openDetached(comps []string, member string) (int, bool) {
 		}
 		fd = next
 	}
-	if fd == w.root {
-		fd, err := openDirAt(w.root, ".")
+	if fd == w.root.fd {
+		fd, err := openDirAt(w.root.fd, ".")
 		if err != nil {
 			w.x.report(Failed, member, "cannot open the destination: %v", err)
 			return -1, false

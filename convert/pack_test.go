@@ -428,7 +428,18 @@ func TestPackExtractRoundTrip(t *testing.T) {
 		if len(problems) != 0 || st.Failed != 0 {
 			t.Fatalf("pack reported %v", problems)
 		}
-		a, _ := openBytes(t, arch)
+		// The second pass reads through the block cache, as cbfs extract
+		// does.
+		var a *format.Archive
+		if wo.Compress {
+			a, _ = openBytes(t, arch)
+		} else {
+			var err error
+			a, err = format.OpenArchive(CachedSource(format.NewSource(bytes.NewReader(arch), int64(len(arch)))), pkKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 		dest := t.TempDir()
 		var c collected
 		xs, err := Extract(a, dest, ExtractOptions{SameOwner: os.Geteuid() == 0, Report: c.report})
