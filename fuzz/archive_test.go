@@ -235,6 +235,9 @@ func FuzzArchiveReader(f *testing.F) {
 	for _, s := range archiveSeeds(f) {
 		f.Add(s)
 	}
+	for _, s := range vectorSeeds(f, "archive") {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkArchive(t, data)
 	})

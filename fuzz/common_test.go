@@ -2,6 +2,7 @@ package fuzz
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"runtime/metrics"
 	"sync"
@@ -12,9 +13,23 @@ import (
 	"github.com/cbfs/cbfs/format"
 )
 
-// fuzzKey is the fixed key every target uses: seeds are written under it,
-// so that the fuzzer starts from archives the keyed readers accept.
-var fuzzKey = mustKey(0x5a)
+// fuzzKeyHex is the fixed key every target reads with: the seeds made
+// here are written under it, and it is the key spec/gen writes the test
+// vectors under, so that the vectors are seeds the keyed readers open
+// (TestVectorsUseFuzzKey says when the generator's key changes).
+const fuzzKeyHex = "4c0daeba94b018d2cbcb633e572a22fadb1896fdda720bab4f751b85b98289e9"
+
+var fuzzKey = func() *crypt.Key {
+	b, err := hex.DecodeString(fuzzKeyHex)
+	if err != nil {
+		panic(err)
+	}
+	k, err := crypt.KeyFromBytes(b)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 // otherKey writes seeds that the keyed readers must reject as ErrWrongKey.
 var otherKey = mustKey(0xa5)

@@ -49,6 +49,11 @@ func FuzzHeader(f *testing.F) {
 	f.Add(flip(h, 17, 1)) // record size
 	f.Add(h[:len(h)-1])
 	f.Add([]byte("CBFSARCH\x02\x00"))
+	for _, v := range vectorSeeds(f, "archive") {
+		if o := format.BlockSize + format.FrameHeaderSize; len(v) >= o+format.HeaderSize {
+			f.Add(v[o : o+format.HeaderSize])
+		}
+	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		hd, err := format.DecodeHeader(p)
 		if err != nil {
@@ -77,6 +82,11 @@ func FuzzFooter(f *testing.F) {
 		f.Add(flip(p, i, 0x40))
 	}
 	f.Add(p[:len(p)-1])
+	for _, v := range vectorSeeds(f, "archive") {
+		if b := lastRecordBody(v); len(b) >= format.FrameHeaderSize+format.FooterSize {
+			f.Add(b[format.FrameHeaderSize : format.FrameHeaderSize+format.FooterSize])
+		}
+	}
 	f.Fuzz(func(t *testing.T, p []byte) {
 		ft, err := format.DecodeFooter(p)
 		if err != nil {
@@ -220,6 +230,9 @@ func FuzzKeyFile(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{7}, 31), false)
 	f.Add(bytes.Repeat([]byte{7}, 64), false)
 	f.Add([]byte{}, false)
+	for _, v := range vectorSeeds(f, "keyfile") {
+		f.Add(v, false)
+	}
 	// One file, rewritten for each input: calls of the fuzz function do not
 	// overlap within a process, and a fresh directory per call would cost
 	// more than the call itself.

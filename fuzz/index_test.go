@@ -165,6 +165,9 @@ func FuzzIndex(f *testing.F) {
 		f.Add(append([]byte{1}, openIndex(fuzzKey, s)...))
 		f.Add(append([]byte{3}, openIndex(fuzzKey, s)...))
 	}
+	for _, v := range vectorSeeds(f, "index") {
+		f.Add(append([]byte{0}, v...))
+	}
 	s := indexSeeds(f)[3]
 	f.Add(append([]byte{0}, s[:len(s)-1]...))
 	f.Add(append([]byte{0}, flip(s, 12, 0x80)...)) // chunk size

@@ -130,6 +130,11 @@ func FuzzTarImport(f *testing.F) {
 	for _, b := range madeTars(f) {
 		f.Add(b)
 	}
+	for _, v := range loadVectors(f) {
+		if v.name == "plain-tar" {
+			f.Add(v.data)
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
 		_, err := convert.ImportTar(&out, bytes.NewReader(data), fuzzKey, smallOpts(len(data)%2 == 0))
