@@ -37,8 +37,9 @@ extract the same way.
 Nothing is written outside DEST: a member with an absolute path or a '..'
 component, a member whose path goes through a symlink (whether extracted or
 already there), and a hard link whose target is outside DEST or through a
-symlink are not extracted. Files are written under a temporary name and
-renamed into place once authenticated: a damaged member leaves nothing.
+symlink are not extracted. A file whose bytes fail authentication is
+removed, and one that replaces an existing file is renamed over it only once
+complete: a damaged member leaves nothing behind.
 An existing file is not replaced without --overwrite; an existing directory
 is used as it is. When a path occurs more than once, the last member wins.
 

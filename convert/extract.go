@@ -48,11 +48,16 @@ type ExtractStats struct {
 // or a ".." component, whose path goes through a symlink, or a hard link
 // whose target is outside dest or reached through a symlink is rejected.
 // Every rejected, damaged or failed member is reported and counted, and
-// the rest is still extracted. Files are written under a temporary name
-// and renamed into place once their content has been authenticated, so a
-// damaged member leaves no partial file. Modes and times of directories
-// are set last, deepest first. The returned error is one that stops the
-// whole run: the summary cannot be read, dest cannot be written.
+// the rest is still extracted. A file whose content fails authentication
+// is removed (one that replaces an existing file is written under a
+// temporary name and renamed over it only once complete), so a damaged
+// member leaves no partial file. Regular files are written by a few
+// workers while the walk goes on; modes and times of directories are set
+// last, deepest first. The returned error is one that stops the whole
+// run: the summary cannot be read, dest cannot be written.
+//
+// Members are read in archive order with many small reads: give
+// format.OpenArchive a CachedSource.
 func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, error) {
 	if !sysSupported {
 		return ExtractStats{}, errUnsupported
