@@ -109,7 +109,7 @@ tar does) and pack exits with status 1.`,
 				return err
 			}
 			if o.out != "" && o.out != "-" {
-				fmt.Fprintf(os.Stderr, "cbfs: packed %d members (%d bytes of content) into %s\n", st.Members, st.Bytes, o.out)
+				fmt.Fprintf(os.Stderr, "cbfs: packed %s (%d bytes of content) into %s\n", plural(st.Members, "member", "members"), st.Bytes, o.out)
 			}
 			if err := o.updateIndex(key); err != nil {
 				return err
