@@ -390,9 +390,8 @@ func xattrValue(path, name string) (string, error) {
 
 // TestPackExportGNUTar is the requirement 4: a packed tree,
 // exported with ExportTar, is a tar from which GNU tar extracts the same
-// tree, with no warning.
+// tree, with no warning. bsdtar is held to the same.
 func TestPackExportGNUTar(t *testing.T) {
-	gnutar := pkTool(t, "tar")
 	tr := buildPackTree(t)
 	arch, _, problems := packBytes(t, PackOptions{WriterOptions: format.WriterOptions{Compress: true}}, tr.root)
 	if len(problems) != 0 {
@@ -406,15 +405,37 @@ func TestPackExportGNUTar(t *testing.T) {
 	if err := os.WriteFile(tarPath, tarBuf.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := t.TempDir()
-	cmd := exec.Command(gnutar, "--xattrs", "--xattrs-include=*", "-xpf", tarPath, "-C", out)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
-		t.Fatalf("GNU tar: %v\n%s", err, stderr.Bytes())
+	for _, c := range []struct {
+		tool string
+		args []string
+	}{
+		{"tar", []string{"--xattrs", "--xattrs-include=*", "-xpf"}},
+		{"bsdtar", []string{"--xattrs", "-xpf"}},
+	} {
+		t.Run(c.tool, func(t *testing.T) {
+			bin := pkTool(t, c.tool)
+			out := t.TempDir()
+			cmd := exec.Command(bin, append(c.args, tarPath, "-C", out)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if c.tool == "bsdtar" && err != nil && stderr.String() == "bsdtar: Pathname can't be converted from UTF-8 to current locale.\n"+
+				"bsdtar: Error exit delayed from previous errors.\n" {
+				// A known limit: a name that is not UTF-8 goes in a pax
+				// path record as raw bytes, which GNU tar takes silently;
+				// bsdtar complains and exits 1, but extracts the bytes as
+				// they are (the comparison below checks it).
+				// "hdrcharset=BINARY" would make GNU tar warn instead.
+				err = nil
+				stderr.Reset()
+			}
+			if err != nil || stderr.Len() > 0 {
+				t.Fatalf("%s: %v\n%s", c.tool, err, stderr.Bytes())
+			}
+			compareTrees(t, tr.root, filepath.Join(out, "src"), compareOpts{owners: tr.owners})
+			checkTreeFeatures(t, tr, filepath.Join(out, "src"))
+		})
 	}
-	compareTrees(t, tr.root, filepath.Join(out, "src"), compareOpts{owners: tr.owners})
-	checkTreeFeatures(t, tr, filepath.Join(out, "src"))
 }
 
 // TestPackExtractRoundTrip: pack then extract gives the same tree, access
