@@ -14,9 +14,12 @@ build:
 demo: build
 	./scripts/demo.sh $(BIN)
 
+# The seed corpora of every fuzz target run in go test; then each target
+# fuzzes for a few seconds, as a smoke test of the fuzzing itself.
 test: lint
 	./scripts/deps.sh test
 	$(GO) test -count=1 -timeout 20m ./...
+	./scripts/fuzz.sh 2s
 
 bench: build
 	./scripts/deps.sh bench

@@ -21,11 +21,6 @@ import (
 
 func init() { register(newIndexCmd) }
 
-// exitConflict says the index was written but holds conflicts: two
-// archives of one sequence number hold the same path (spec
-// cbfs-index-v1.md, "Conflicts").
-const exitConflict = 6
-
 func newIndexCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "index",

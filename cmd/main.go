@@ -23,6 +23,9 @@ const (
 	exitDamaged  = 3 // an archive is damaged or was changed
 	exitWrongKey = 4 // the key is not the archive's key
 	exitBadInput = 5 // input is not a tar or not a CBFS archive, or a newer format version
+	// exitConflict: an index was written but holds conflicts: two archives
+	// of one sequence number hold the same path (spec cbfs-index-v1.md).
+	exitConflict = 6
 )
 
 // usageError marks errors in how cbfs was called.
