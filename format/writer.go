@@ -279,7 +279,10 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	w.entries = append(w.entries, Entry{Number: num, Meta: m.summaryOnly()})
 	ei := len(w.entries) - 1
 	w.mu.Unlock()
-	w.pipe.submit(&sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: w.opt.Compress, entry: ei})
+	// A record that fits one padding unit stays one unit compressed or
+	// not: compress only where it could save a unit.
+	compressMeta := w.opt.Compress && len(enc) > MetaPad-8
+	w.pipe.submit(&sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: compressMeta, entry: ei})
 
 	// Read one chunk ahead so that the last chunk is known to be last.
 	var total int64
