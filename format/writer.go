@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/pierrec/lz4/v4"
@@ -114,12 +115,8 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.cbufs = newFreeList(lz4.CompressBlockBound(opt.ChunkSize), opt.Workers+2)
 
 	wr.out = bufio.NewWriterSize(w, 256<<10)
-	wr.rec = &recordWriter{w: wr.out, id: wr.hdr.ID, size: opt.RecordSize, hash: sha256.New()}
+	wr.rec = newRecordWriter(wr.out, wr.hdr.ID, opt.RecordSize)
 	wr.rec.writeRecord(appendFrame(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
-	if wr.rec.err != nil {
-		return nil, wr.rec.err
-	}
-	wr.rec.buf = make([]byte, 0, opt.RecordSize)
 
 	wr.pipe = newOrdered(func(j *sealJob) { j.seal() }, opt.Workers, pipeDepth)
 	wr.asmWG.Add(1)
@@ -231,8 +228,8 @@ func (w *Writer) assemble() {
 			}
 			w.mu.Unlock()
 		}
-		if w.rec.err != nil {
-			w.setErr(w.rec.err)
+		if err := w.rec.error(); err != nil {
+			w.setErr(err)
 		}
 	}
 }
@@ -359,6 +356,7 @@ func (w *Writer) Abort(err error) {
 		w.closed = true
 		w.pipe.close()
 		w.asmWG.Wait()
+		w.rec.stop()
 	}
 }
 
@@ -372,6 +370,7 @@ func (w *Writer) Close() error {
 		return w.stickyErr()
 	}
 	w.closed = true
+	defer w.rec.stop()
 	// Drain the members first: the summary needs their offsets.
 	w.pipe.close()
 	w.asmWG.Wait()
@@ -401,82 +400,154 @@ func (w *Writer) Close() error {
 	}
 	rw := w.rec
 	rw.flushData()
+	digest, err := rw.finish()
+	if err != nil {
+		w.setErr(err)
+		return err
+	}
 	f := Footer{Major: Major, Minor: Minor, ID: w.hdr.ID, Members: uint64(w.members),
 		SummaryOffset: uint64(summaryOffset), SummaryLength: uint64(rw.logical - summaryOffset),
-		StreamLength: uint64(rw.logical), FooterOffset: uint64(rw.phys)}
-	rw.hash.Sum(f.Digest[:0])
+		StreamLength: uint64(rw.logical), FooterOffset: uint64(rw.phys), Digest: digest}
 	f.MAC = w.keys.MAC(f.encodeNoMAC())
-	rw.hash = nil
-	rw.writeRecord(appendFrame(nil, KindFooter, FlagFinal, f.Encode()))
-	rw.write(make([]byte, 2*BlockSize))
-	if rw.err == nil {
-		rw.err = w.out.Flush()
-	}
-	if rw.err != nil {
-		w.setErr(rw.err)
+	footer := appendFrame(nil, KindFooter, FlagFinal, f.Encode())
+	tail := append(outerHeader(rw.id, rw.next, int64(len(footer)))[:], footer...)
+	tail = append(tail, make([]byte, padLen(int64(len(footer)))+2*BlockSize)...)
+	if _, err := w.out.Write(tail); err != nil {
+		w.setErr(err)
+	} else if err := w.out.Flush(); err != nil {
+		w.setErr(err)
 	}
 	return w.stickyErr()
 }
 
 // recordWriter cuts the logical frame stream into records of exactly size
-// bytes (the last one shorter) and writes each as a ustar member.
+// bytes (the last one shorter) and writes each as a ustar member. A record
+// is assembled in place, after room for its header; an emitter goroutine
+// hashes (for the footer's digest) and writes finished records in order,
+// so that neither holds up the assembly of the next one.
 type recordWriter struct {
-	w       io.Writer
 	id      [crypt.IDSize]byte
 	size    int
-	buf     []byte
+	buf     []byte // the record being assembled: BlockSize bytes of room, then the body
 	next    uint64 // next record number
 	logical int64  // logical bytes written into records or buf
-	phys    int64  // physical bytes written
+	phys    int64  // physical bytes handed to the emitter
+	err     error  // the assembler's own error (too many records)
+
+	emit    chan []byte
+	free    *freeList
+	emitted chan struct{}
+	w       io.Writer
 	hash    hash.Hash
-	err     error
+	emitErr error // set by the emitter; read after emitted is closed
+	failed  atomic.Bool
+	stopped sync.Once
 }
 
-func (rw *recordWriter) write(p []byte) {
-	if rw.err != nil {
-		return
-	}
-	if rw.hash != nil {
-		rw.hash.Write(p)
-	}
-	n, err := rw.w.Write(p)
-	rw.phys += int64(n)
-	if err != nil {
-		rw.err = err
-	}
+// stop ends the emitter and waits for it; safe to call more than once.
+func (rw *recordWriter) stop() {
+	rw.stopped.Do(func() { close(rw.emit) })
+	<-rw.emitted
 }
 
 var zeroBlock [BlockSize]byte
 
+func newRecordWriter(w io.Writer, id [crypt.IDSize]byte, size int) *recordWriter {
+	rw := &recordWriter{id: id, size: size, w: w, hash: sha256.New(),
+		emit: make(chan []byte, 2), emitted: make(chan struct{}),
+		// The record in assembly, two queued, one being written.
+		free: newFreeList(BlockSize+size+BlockSize, 4)}
+	rw.buf = rw.free.get()[:BlockSize]
+	go rw.emitter()
+	return rw
+}
+
+func (rw *recordWriter) emitter() {
+	defer close(rw.emitted)
+	for b := range rw.emit {
+		if rw.emitErr == nil {
+			rw.hash.Write(b)
+			if _, err := rw.w.Write(b); err != nil {
+				rw.emitErr = err
+				rw.failed.Store(true)
+			}
+		}
+		rw.free.put(b)
+	}
+}
+
+// error reports a failure of either side.
+func (rw *recordWriter) error() error {
+	if rw.err != nil {
+		return rw.err
+	}
+	if rw.failed.Load() {
+		return errors.New("writing the archive failed")
+	}
+	return nil
+}
+
+// send hands a finished run of physical bytes to the emitter.
+func (rw *recordWriter) send(b []byte) {
+	rw.phys += int64(len(b))
+	rw.emit <- b
+}
+
+// writeRecord writes a record whose body is not in rw.buf (the header
+// record).
 func (rw *recordWriter) writeRecord(body []byte) {
+	h := outerHeader(rw.id, rw.next, int64(len(body)))
+	rw.next++
+	b := append(h[:], body...)
+	rw.send(append(b, zeroBlock[:padLen(int64(len(body)))]...))
+}
+
+// sealRecord finishes the record in rw.buf: its header in front, padding
+// behind; then starts the next one.
+func (rw *recordWriter) sealRecord() {
+	n := int64(len(rw.buf) - BlockSize)
 	if rw.next >= MaxRecords && rw.err == nil {
 		rw.err = fmt.Errorf("archive full: %d records", int64(MaxRecords))
 	}
-	h := outerHeader(rw.id, rw.next, int64(len(body)))
+	h := outerHeader(rw.id, rw.next, n)
 	rw.next++
-	rw.write(h[:])
-	rw.write(body)
-	rw.write(zeroBlock[:padLen(int64(len(body)))])
+	copy(rw.buf, h[:])
+	rw.buf = append(rw.buf, zeroBlock[:padLen(n)]...)
+	rw.send(rw.buf)
+	rw.buf = rw.free.get()[:BlockSize]
 }
 
 func (rw *recordWriter) writeFrame(f []byte) {
 	rw.logical += int64(len(f))
 	for len(f) > 0 {
-		n := min(rw.size-len(rw.buf), len(f))
+		n := min(BlockSize+rw.size-len(rw.buf), len(f))
 		rw.buf = append(rw.buf, f[:n]...)
 		f = f[n:]
-		if len(rw.buf) == rw.size {
-			rw.writeRecord(rw.buf)
-			rw.buf = rw.buf[:0]
+		if len(rw.buf) == BlockSize+rw.size {
+			rw.sealRecord()
 		}
 	}
 }
 
 func (rw *recordWriter) flushData() {
-	if len(rw.buf) > 0 {
-		rw.writeRecord(rw.buf)
-		rw.buf = rw.buf[:0]
+	if len(rw.buf) > BlockSize {
+		rw.sealRecord()
 	}
+}
+
+// finish waits for the emitter and returns the digest of every byte it
+// wrote: all of the archive before the footer record.
+func (rw *recordWriter) finish() ([32]byte, error) {
+	var d [32]byte
+	rw.stop()
+	if rw.err != nil {
+		return d, rw.err
+	}
+	if rw.emitErr != nil {
+		return d, rw.emitErr
+	}
+	rw.hash.Sum(d[:0])
+	return d, nil
 }
 
 // EncodeSummary is the summary plaintext: for each member in order, its
