@@ -73,7 +73,7 @@ else 1 if one was rejected or not extracted.`,
 			}
 			// Members are read in order, each in several small reads: a
 			// block cache makes them a few large ones.
-			a, err := format.OpenArchive(convert.CachedSource(format.NewSource(f, fi.Size())), key)
+			a, err := format.OpenArchive(format.CachedSource(format.NewSource(f, fi.Size())), key)
 			if err != nil {
 				return inputErr(args[0], err)
 			}

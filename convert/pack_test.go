@@ -456,7 +456,7 @@ func TestPackExtractRoundTrip(t *testing.T) {
 			a, _ = openBytes(t, arch)
 		} else {
 			var err error
-			a, err = format.OpenArchive(CachedSource(format.NewSource(bytes.NewReader(arch), int64(len(arch)))), pkKey(t))
+			a, err = format.OpenArchive(format.CachedSource(format.NewSource(bytes.NewReader(arch), int64(len(arch)))), pkKey(t))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -63,6 +63,9 @@ type scanner struct {
 	rep     *ScanReport
 	sumWant hash.Hash
 	buf     []byte
+	scratch []byte // the payload of the frame last read
+	win     []byte // a window of the logical stream, at winOff
+	winOff  int64
 }
 
 // minMemberLen is the smallest logical size of a member: a metadata frame
@@ -166,11 +169,37 @@ func (s *scanner) streamEnd() int64 {
 
 var errShort = errors.New("past the end of the archive")
 
-// readAt reads the logical stream at off.
+// scanWindow is how much of the logical stream the scanner reads at once:
+// it walks the stream in order, two small reads per frame, and each read
+// of the source has a fixed cost (a system call, or a request to an
+// object store).
+const scanWindow = 4 << 20
+
+// readAt reads the logical stream at off, through a window of the stream.
 func (s *scanner) readAt(p []byte, off int64) error {
 	if off < 0 || off+int64(len(p)) > s.end {
 		return errShort
 	}
+	if len(p) > scanWindow/2 {
+		return s.readDirect(p, off)
+	}
+	if off < s.winOff || off+int64(len(p)) > s.winOff+int64(len(s.win)) {
+		if s.win == nil {
+			s.win = make([]byte, min(scanWindow, s.end))
+		}
+		s.win = s.win[:min(int64(cap(s.win)), s.end-off)]
+		if err := s.readDirect(s.win, off); err != nil {
+			s.win = s.win[:0]
+			return err
+		}
+		s.winOff = off
+	}
+	copy(p, s.win[off-s.winOff:])
+	return nil
+}
+
+// readDirect reads the logical stream at off from the source.
+func (s *scanner) readDirect(p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(int64(len(p)), s.R-off%s.R)
 		k, err := s.src.ReadAt(p[:n], physOf(off, s.R))
@@ -215,7 +244,12 @@ func (s *scanner) frameAt(off int64) (fr *frame, bad string, lenOK bool) {
 	if off+FrameHeaderSize+int64(fh.Len) > s.end {
 		return fr, "frame runs past the end of the stream: the archive is truncated", false
 	}
-	fr.payload = make([]byte, fh.Len)
+	// One buffer serves every frame: a frame's payload is used up before
+	// the next frame is read.
+	if cap(s.scratch) < int(fh.Len) {
+		s.scratch = make([]byte, fh.Len)
+	}
+	fr.payload = s.scratch[:fh.Len]
 	if err := s.readAt(fr.payload, off+FrameHeaderSize); err != nil {
 		return fr, "frame cut short", false
 	}

@@ -1,10 +1,8 @@
-package convert
+package format
 
 import (
 	"io"
 	"sync"
-
-	"github.com/cbfs/cbfs/format"
 )
 
 // CachedSource wraps an archive's Source so that the many small reads
@@ -13,7 +11,7 @@ import (
 // in full. Extract reads members in order; over a network source, where
 // every read is a request, the saving is larger still. It is safe for
 // concurrent use.
-func CachedSource(src format.Source) format.Source {
+func CachedSource(src Source) Source {
 	return &cachedSource{src: src}
 }
 
@@ -23,7 +21,7 @@ const (
 )
 
 type cachedSource struct {
-	src    format.Source
+	src    Source
 	mu     sync.Mutex
 	blocks [cacheBlocks]cacheEntry
 	tick   uint64
@@ -82,7 +80,7 @@ func (c *cachedSource) block(start int64) ([]byte, error) {
 	e := &c.blocks[victim]
 	size := min(int64(cacheBlock), c.src.Size()-start)
 	if cap(e.data) < int(size) {
-		e.data = make([]byte, cacheBlock)
+		e.data = make([]byte, size) // the last block of a small source is small
 	}
 	e.data = e.data[:size]
 	k, err := c.src.ReadAt(e.data, start)
