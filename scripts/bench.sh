@@ -18,7 +18,7 @@ results=$out/results.md
 # measure NAME CMD...: runs CMD (a shell string) $runs times; records the
 # median wall time and the peak RSS of that run.
 measure() {
-  local name=$1 cmd=$2 i t m
+  local name=${1//|/\\|} cmd=$2 i t m
   local times=() mems=()
   for ((i = 0; i < runs; i++)); do
     sync
