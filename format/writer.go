@@ -60,7 +60,8 @@ type Writer struct {
 	frames *freeList // sealed frame buffers of content chunks
 	cbufs  *freeList // LZ4 output buffers
 
-	mu      sync.Mutex // guards err and entries, shared with the assembler
+	mu      sync.Mutex // guards err, entries and summary, shared with the assembler
+	summary []byte     // the summary plaintext of the members complete so far
 	err     error
 	entries []Entry
 
@@ -225,6 +226,9 @@ func (w *Writer) assemble() {
 				e.Offset = off
 			} else {
 				e.Length = w.rec.logical - e.Offset
+				// Members complete in order: the summary grows here, off
+				// the path of Close.
+				w.summary = appendSummaryEntry(w.summary, e)
 			}
 			w.mu.Unlock()
 		}
@@ -377,7 +381,7 @@ func (w *Writer) Close() error {
 	if err := w.stickyErr(); err != nil {
 		return err
 	}
-	summary := EncodeSummary(w.entries)
+	summary := w.summary
 	summaryOffset := w.rec.logical
 	w.pipe = newOrdered(func(j *sealJob) { j.seal() }, w.opt.Workers, pipeDepth)
 	w.asmWG.Add(1)
