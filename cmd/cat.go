@@ -28,15 +28,11 @@ once (an archive appended to), the last one wins, as on extraction.`,
 			if err != nil {
 				return err
 			}
-			a, f, err := openArchive(args[0], key)
+			a, entries, f, err := openSummary(args[0], key)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			entries, err := a.Entries()
-			if err != nil {
-				return inputErr(args[0], err)
-			}
 			w := bufio.NewWriterSize(os.Stdout, 1<<20)
 			defer w.Flush()
 			for _, p := range args[1:] {

@@ -56,17 +56,12 @@ live. It changes nothing.`,
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
-					a, fh, err := openArchive(f, key)
+					a, entries, fh, err := openSummary(f, key)
 					if err != nil {
 						errs[i] = err
 						return
 					}
 					defer fh.Close()
-					entries, err := a.Entries()
-					if err != nil {
-						errs[i] = inputErr(f, err)
-						return
-					}
 					usage[i] = convert.Usage(x, f, a, entries)
 				}()
 			}

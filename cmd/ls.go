@@ -45,6 +45,20 @@ func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error)
 	return a, f, nil
 }
 
+// openSummary opens an archive file and reads its summary.
+func openSummary(path string, key *crypt.Key) (*format.Archive, []format.Entry, *os.File, error) {
+	a, f, err := openArchive(path, key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	entries, err := a.Entries()
+	if err != nil {
+		f.Close()
+		return nil, nil, nil, inputErr(path, err)
+	}
+	return a, entries, f, nil
+}
+
 func newLsCmd() *cobra.Command {
 	var keyPath string
 	var asJSON bool
@@ -62,15 +76,11 @@ deletions) are listed with type 'D'. --json prints one JSON array.`,
 			if err != nil {
 				return err
 			}
-			a, f, err := openArchive(args[0], key)
+			a, entries, f, err := openSummary(args[0], key)
 			if err != nil {
 				return err
 			}
 			defer f.Close()
-			entries, err := a.Entries()
-			if err != nil {
-				return inputErr(args[0], err)
-			}
 			w := bufio.NewWriter(os.Stdout)
 			defer w.Flush()
 			if asJSON {
