@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -495,7 +494,3 @@ func canonical(m *Meta, enc []byte) bool {
 	return bytes.Equal(m.Encode(nil), enc)
 }
 
-// sortXattrs sorts xattrs by name, as Encode requires.
-func sortXattrs(x []Xattr) {
-	slices.SortFunc(x, func(a, b Xattr) int { return bytes.Compare([]byte(a.Name), []byte(b.Name)) })
-}
