@@ -493,4 +493,3 @@ func DecodeMeta(b []byte) (*Meta, error) {
 func canonical(m *Meta, enc []byte) bool {
 	return bytes.Equal(m.Encode(nil), enc)
 }
-
