@@ -660,18 +660,7 @@ func (x *extractor) finishFile(j *fileJob) {
 		return
 	}
 	x.setXattrs(fd, name, m)
-	owned := false
-	if uid, gid, ok := x.owner(m); ok {
-		if err := fchown(fd, uid, gid); err != nil {
-			x.report(Failed, name, "owner not restored: %v", err)
-		} else {
-			owned = true
-		}
-	}
-	// After chown, which clears set-id bits.
-	if err := fchmod(fd, x.mode(m, owned)); err != nil {
-		x.report(Failed, name, "mode not restored: %v", err)
-	}
+	x.ownerAndMode(fd, name, m)
 	closed = true
 	if err := closeErr(fd); err != nil {
 		x.setFatal(fmt.Errorf("%s: writing: %w", name, err))
@@ -824,17 +813,7 @@ func (x *extractor) finishDirs() error {
 			x.report(Failed, name, "directory attributes not restored: %v", err)
 			continue
 		}
-		owned := false
-		if uid, gid, ok := x.owner(m); ok {
-			if err := fchown(fd, uid, gid); err != nil {
-				x.report(Failed, name, "owner not restored: %v", err)
-			} else {
-				owned = true
-			}
-		}
-		if err := fchmod(fd, x.mode(m, owned)); err != nil {
-			x.report(Failed, name, "mode not restored: %v", err)
-		}
+		x.ownerAndMode(fd, name, m)
 		closeFd(fd)
 		if err := setTimesAt(parent, base, m.ATime, m.MTime); err != nil {
 			x.report(Failed, name, "times not restored: %v", err)
@@ -1062,4 +1041,20 @@ func (s *extentWriter) done() bool {
 		s.ext, s.used = s.ext[1:], 0
 	}
 	return len(s.ext) == 0
+}
+
+// ownerAndMode restores an open file's or directory's owner (when the run
+// may) and then its mode: after chown, which clears set-id bits.
+func (x *extractor) ownerAndMode(fd int, name string, m *format.Meta) {
+	owned := false
+	if uid, gid, ok := x.owner(m); ok {
+		if err := fchown(fd, uid, gid); err != nil {
+			x.report(Failed, name, "owner not restored: %v", err)
+		} else {
+			owned = true
+		}
+	}
+	if err := fchmod(fd, x.mode(m, owned)); err != nil {
+		x.report(Failed, name, "mode not restored: %v", err)
+	}
 }
