@@ -36,7 +36,10 @@ change makes export fail and name the member, and with -o no file is left.`,
 			if err != nil {
 				return err
 			}
-			if err := convert.ExportTar(out, in, key); err != nil {
+			p := startProgress("export "+name, inputSize(in))
+			err = convert.ExportTar(out, p.reader(in), key)
+			p.finish()
+			if err != nil {
 				out.abort()
 				return inputErr(name, err)
 			}

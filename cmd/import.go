@@ -176,7 +176,9 @@ another archive of the same sequence number.`,
 			if err != nil {
 				return err
 			}
-			st, err := convert.ImportTar(out, in, key, wo)
+			p := startProgress("import "+name, inputSize(in))
+			st, err := convert.ImportTar(out, p.reader(in), key, wo)
+			p.finish()
 			if err != nil {
 				out.abort()
 				return inputErr(name, err)

@@ -121,6 +121,7 @@ bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
+	progressFlags(root)
 	usageArgs(root)
 	return root
 }

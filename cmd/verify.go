@@ -109,6 +109,13 @@ func runVerify(o *verifyOptions, args []string) error {
 		}
 	}
 	results := make([]verifyResult, len(files))
+	var total int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			total += st.Size()
+		}
+	}
+	p := startProgress(fmt.Sprintf("verify %d archives", len(files)), total)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(1, o.jobs))
 	for i, f := range files {
@@ -117,10 +124,16 @@ func runVerify(o *verifyOptions, args []string) error {
 		go func() {
 			defer wg.Done()
 			results[i] = verifyOne(f, key)
+			if p != nil {
+				if st, err := os.Stat(f); err == nil {
+					p.n.Add(st.Size())
+				}
+			}
 			<-sem
 		}()
 	}
 	wg.Wait()
+	p.finish()
 
 	var indexProblems []convert.IndexProblem
 	if index != nil {
