@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
@@ -74,9 +73,7 @@ live. It changes nothing.`,
 			w := bufio.NewWriter(os.Stdout)
 			defer w.Flush()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(usage)
+				return printJSON(w, usage)
 			}
 			fmt.Fprintf(w, "%-40s %8s %8s %14s %14s %6s\n", "ARCHIVE", "MEMBERS", "LIVE", "LIVE BYTES", "DEAD BYTES", "DEAD%")
 			for _, u := range usage {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -316,9 +315,7 @@ func (r *indexReport) finish(asJSON bool) error {
 	}
 	w.Flush()
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(r); err != nil {
+		if err := printJSON(os.Stdout, r); err != nil {
 			return err
 		}
 	}
@@ -420,9 +417,7 @@ A conflicted path is listed once per live candidate, with a sixth column
 				if js == nil {
 					js = []indexEntryJSON{}
 				}
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(js)
+				return printJSON(w, js)
 			}
 			return nil
 		},
@@ -494,9 +489,7 @@ path is conflicted (and none deleted or unknown).`,
 				if js == nil {
 					js = []indexEntryJSON{}
 				}
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(js); err != nil {
+				if err := printJSON(w, js); err != nil {
 					return err
 				}
 			}

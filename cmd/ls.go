@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -88,9 +87,7 @@ deletions) are listed with type 'D'. --json prints one JSON array.`,
 				for _, e := range entries {
 					out = append(out, toJSON(a, e))
 				}
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printJSON(w, out)
 			}
 			for _, e := range entries {
 				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -109,10 +108,12 @@ func runVerify(o *verifyOptions, args []string) error {
 		}
 	}
 	results := make([]verifyResult, len(files))
+	sizes := make([]int64, len(files))
 	var total int64
-	for _, f := range files {
+	for i, f := range files {
 		if st, err := os.Stat(f); err == nil {
-			total += st.Size()
+			sizes[i] = st.Size()
+			total += sizes[i]
 		}
 	}
 	p := startProgress(fmt.Sprintf("verify %d archives", len(files)), total)
@@ -125,9 +126,7 @@ func runVerify(o *verifyOptions, args []string) error {
 			defer wg.Done()
 			results[i] = verifyOne(f, key)
 			if p != nil {
-				if st, err := os.Stat(f); err == nil {
-					p.n.Add(st.Size())
-				}
+				p.n.Add(sizes[i])
 			}
 			<-sem
 		}()
@@ -162,9 +161,7 @@ func runVerify(o *verifyOptions, args []string) error {
 				Problems []convert.IndexProblem `json:"problems"`
 			}{o.index, append([]convert.IndexProblem{}, indexProblems...)}
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(doc); err != nil {
+		if err := printJSON(w, doc); err != nil {
 			return err
 		}
 	} else {
