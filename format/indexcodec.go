@@ -167,7 +167,7 @@ func encodeIndex(w io.Writer, key *crypt.Key, gen func(emit func([]byte) error) 
 		return err
 	}
 	s := &indexSealer{w: bw, ik: ik, cs: IndexChunkSize, pend: make([]byte, 0, IndexChunkSize),
-		cbuf: make([]byte, lz4.CompressBlockBound(IndexChunkSize))}
+		cbuf: make([]byte, IndexChunkSize)}
 	if err := gen(s.write); err != nil {
 		return err
 	}
@@ -186,7 +186,7 @@ type indexSealer struct {
 	cs    int
 	pend  []byte
 	index uint64
-	comp  lz4.Compressor
+	comp  compressor
 	cbuf  []byte
 	frame []byte
 	err   error
@@ -226,9 +226,8 @@ func (s *indexSealer) seal(final bool) {
 		flags |= FlagFinal
 	}
 	if len(plain) > 0 {
-		n, err := s.comp.CompressBlock(plain, s.cbuf)
-		if err == nil && n > 0 && n < len(plain) {
-			plain = s.cbuf[:n]
+		if b := s.comp.compress(s.cbuf, plain); b != nil {
+			plain = b
 			flags |= FlagLZ4
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // WriterOptions are the choices a writer makes for one archive.
@@ -113,7 +112,7 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	// of each kind is all that is ever needed.
 	wr.bufs = newFreeList(opt.ChunkSize, pipeDepth+4)
 	wr.frames = newFreeList(FrameHeaderSize+opt.ChunkSize+crypt.TagSize, pipeDepth+4)
-	wr.cbufs = newFreeList(lz4.CompressBlockBound(opt.ChunkSize), opt.Workers+2)
+	wr.cbufs = newFreeList(opt.ChunkSize, opt.Workers+2)
 
 	wr.out = bufio.NewWriterSize(w, 256<<10)
 	wr.rec = newRecordWriter(wr.out, wr.hdr.ID, opt.RecordSize)
@@ -143,18 +142,17 @@ func (j *sealJob) seal() {
 	plain := j.plain
 	var cbuf []byte
 	if j.lz4 && len(plain) > 0 {
-		if bound := lz4.CompressBlockBound(len(plain)); bound <= w.cbufs.size {
+		if len(plain) <= w.cbufs.size {
 			cbuf = w.cbufs.get()
 		} else {
-			cbuf = make([]byte, bound) // a metadata record larger than a chunk
+			cbuf = make([]byte, len(plain)) // a metadata record larger than a chunk
 		}
-		c := compressors.Get().(*lz4.Compressor)
-		n, err := c.CompressBlock(plain, cbuf)
-		compressors.Put(c)
-		if err == nil && n > 0 && n < len(plain) {
-			plain = cbuf[:n]
+		c := compressors.Get().(*compressor)
+		if b := c.compress(cbuf, plain); b != nil {
+			plain = b
 			flags |= FlagLZ4
 		}
+		compressors.Put(c)
 	}
 	switch j.kind {
 	case KindMeta:
@@ -187,10 +185,6 @@ func (j *sealJob) seal() {
 // writing: enough to keep every core busy when members are small (two
 // frames each), at a bound of pipeDepth chunk buffers.
 const pipeDepth = 32
-
-// compressors are reused: an LZ4 compressor carries a 256 KiB hash table
-// that would otherwise be allocated and cleared for every chunk.
-var compressors = sync.Pool{New: func() any { return new(lz4.Compressor) }}
 
 // padMeta frames a metadata record's stored bytes: stored length, raw
 // length, the bytes, and zeros up to a multiple of MetaPad, so that the
