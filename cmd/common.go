@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/spf13/cobra"
@@ -78,7 +79,7 @@ func createOutput(path string, force, binary bool) (*output, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &output{Writer: tmp, path: path, tmp: tmp}, nil
+	return &output{Writer: &writeback{f: tmp}, path: path, tmp: tmp}, nil
 }
 
 // commit renames the finished temporary file into place.
@@ -100,9 +101,27 @@ func (o *output) commit(force bool) error {
 			os.Remove(o.tmp.Name())
 			return fmt.Errorf("%s: %w", o.path, err)
 		}
-		return os.Remove(o.tmp.Name())
+		if err := os.Remove(o.tmp.Name()); err != nil {
+			return err
+		}
+	} else if err := os.Rename(o.tmp.Name(), o.path); err != nil {
+		return err
 	}
-	return os.Rename(o.tmp.Name(), o.path)
+	return syncDir(filepath.Dir(o.path))
+}
+
+// syncDir makes a rename or link in dir durable: without it, a crash can
+// lose the new name although the file's data were synced.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("%s: sync: %w", dir, err)
+	}
+	return nil
 }
 
 // abort removes the temporary file: a failed command leaves nothing.
