@@ -84,6 +84,11 @@ type ReaderOptions struct {
 
 // NewReader reads the archive header from r and checks it: the version,
 // and with a key the key check value (ErrWrongKey) and the header MAC. It
+// readDepth is how many frames may be in flight between reading and
+// delivering: enough to keep every core busy when members are small (two
+// frames each), at a bound of readDepth chunk buffers.
+const readDepth = 32
+
 // reads nothing past the header record before returning.
 func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
@@ -101,13 +106,13 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 	}
 	pr.size = int64(hdr.RecordSize)
 	cs := int(hdr.ChunkSize)
-	rd.payloads = newFreeList(int(summaryFrameLen(int64(cs))), pipeDepth+4)
-	rd.dbufs = newFreeList(cs, pipeDepth+4)
+	rd.payloads = newFreeList(int(summaryFrameLen(int64(cs))), readDepth+4)
+	rd.dbufs = newFreeList(cs, readDepth+4)
 	n := opt.Workers
 	if n <= 0 {
 		n = workers()
 	}
-	rd.pipe = newOrdered(func(j *openJob) { rd.open(j) }, n, pipeDepth)
+	rd.pipe = newOrdered(func(j *openJob) { rd.open(j) }, n, readDepth)
 	go rd.produce(pr)
 	return rd, nil
 }

@@ -53,7 +53,8 @@ type Writer struct {
 	opt   WriterOptions
 	rec   *recordWriter
 	out   *bufio.Writer
-	pipe  *ordered[*sealJob]
+	pipe  *ordered[*batch]
+	batch *batch // frames not yet handed to the pipeline
 	asmWG sync.WaitGroup
 
 	frames *freeList // sealed frame buffers of content chunks
@@ -108,17 +109,18 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.keys = crypt.DeriveArchiveKeys(key, wr.hdr.ID)
 	wr.hdr.Check = wr.keys.Check()
 	wr.hdr.MAC = wr.keys.MAC(wr.hdr.encodeNoMAC())
-	// Every buffer in flight is in the pipeline, so pipeDepth plus a few
-	// of each kind is all that is ever needed.
-	wr.bufs = newFreeList(opt.ChunkSize, pipeDepth+4)
-	wr.frames = newFreeList(FrameHeaderSize+opt.ChunkSize+crypt.TagSize, pipeDepth+4)
+	// Every buffer in flight is in a batch, in the pipeline or being
+	// filled, so this many of each kind is all that is ever needed.
+	inFlight := (batchDepth+2)*batchFrames + 2
+	wr.bufs = newFreeList(opt.ChunkSize, inFlight)
+	wr.frames = newFreeList(FrameHeaderSize+opt.ChunkSize+crypt.TagSize, inFlight)
 	wr.cbufs = newFreeList(opt.ChunkSize, opt.Workers+2)
 
 	wr.out = bufio.NewWriterSize(w, 256<<10)
 	wr.rec = newRecordWriter(wr.out, wr.hdr.ID, opt.RecordSize)
 	wr.rec.writeRecord(appendFrame(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
 
-	wr.pipe = newOrdered(func(j *sealJob) { j.seal() }, opt.Workers, pipeDepth)
+	wr.pipe = newOrdered((*batch).seal, opt.Workers, batchDepth)
 	wr.asmWG.Add(1)
 	go wr.assemble()
 	for _, p := range opt.Tombstones {
@@ -181,10 +183,52 @@ func (j *sealJob) seal() {
 	j.plain = nil
 }
 
-// pipeDepth is how many frames may be in flight between reading and
-// writing: enough to keep every core busy when members are small (two
-// frames each), at a bound of pipeDepth chunk buffers.
-const pipeDepth = 32
+// The sealing pipeline takes frames in batches: a tree of small files
+// has two small frames per member, and handing each to a worker and back
+// costs more in goroutine switches than sealing it. A batch closes at
+// batchFrames frames or batchBytes of plaintext, whichever comes first;
+// batchDepth batches may be in flight between reading and writing, so at
+// most about batchDepth*batchFrames chunk buffers are.
+const (
+	batchFrames = 8
+	batchBytes  = 128 << 10
+	batchDepth  = 12
+)
+
+type batch struct {
+	jobs  []sealJob
+	bytes int
+}
+
+var batches = sync.Pool{New: func() any { return &batch{jobs: make([]sealJob, 0, batchFrames)} }}
+
+func (b *batch) seal() {
+	for i := range b.jobs {
+		b.jobs[i].seal()
+	}
+}
+
+// queue adds a frame to the open batch, and hands the batch to the
+// pipeline once it is full.
+func (w *Writer) queue(j sealJob) {
+	if w.batch == nil {
+		w.batch = batches.Get().(*batch)
+	}
+	b := w.batch
+	b.jobs = append(b.jobs, j)
+	b.bytes += len(j.plain)
+	if len(b.jobs) >= batchFrames || b.bytes >= batchBytes {
+		w.flushBatch()
+	}
+}
+
+// flushBatch hands the open batch, if any, to the pipeline.
+func (w *Writer) flushBatch() {
+	if w.batch != nil {
+		w.pipe.submit(w.batch)
+		w.batch = nil
+	}
+}
 
 // padMeta frames a metadata record's stored bytes: stored length, raw
 // length, the bytes, and zeros up to a multiple of MetaPad, so that the
@@ -203,32 +247,43 @@ func padMeta(stored []byte, rawLen int) []byte {
 func (w *Writer) assemble() {
 	defer w.asmWG.Done()
 	for {
-		j, ok := w.pipe.next()
+		b, ok := w.pipe.next()
 		if !ok {
 			return
 		}
-		off := w.rec.logical
-		w.rec.writeFrame(j.frame)
-		if j.kind == KindContent {
-			w.frames.put(j.frame)
+		for i := range b.jobs {
+			w.place(&b.jobs[i])
 		}
-		j.frame = nil
-		if j.entry >= 0 {
-			w.mu.Lock()
-			e := &w.entries[j.entry]
-			if j.kind == KindMeta {
-				e.Offset = off
-			} else {
-				e.Length = w.rec.logical - e.Offset
-				// Members complete in order: the summary grows here, off
-				// the path of Close.
-				w.summary = appendSummaryEntry(w.summary, e)
-			}
-			w.mu.Unlock()
+		clear(b.jobs)
+		b.jobs, b.bytes = b.jobs[:0], 0
+		batches.Put(b)
+	}
+}
+
+// place writes a sealed frame to the record stream and stamps its
+// member's entry.
+func (w *Writer) place(j *sealJob) {
+	off := w.rec.logical
+	w.rec.writeFrame(j.frame)
+	if j.kind == KindContent {
+		w.frames.put(j.frame)
+	}
+	j.frame = nil
+	if j.entry >= 0 {
+		w.mu.Lock()
+		e := &w.entries[j.entry]
+		if j.kind == KindMeta {
+			e.Offset = off
+		} else {
+			e.Length = w.rec.logical - e.Offset
+			// Members complete in order: the summary grows here, off
+			// the path of Close.
+			w.summary = appendSummaryEntry(w.summary, e)
 		}
-		if err := w.rec.error(); err != nil {
-			w.setErr(err)
-		}
+		w.mu.Unlock()
+	}
+	if err := w.rec.error(); err != nil {
+		w.setErr(err)
 	}
 }
 
@@ -277,7 +332,7 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	// A record that fits one padding unit stays one unit compressed or
 	// not: compress only where it could save a unit.
 	compressMeta := w.opt.Compress && len(enc) > MetaPad-8
-	w.pipe.submit(&sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: compressMeta, entry: ei})
+	w.queue(sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: compressMeta, entry: ei})
 
 	// Read one chunk ahead so that the last chunk is known to be last.
 	var total int64
@@ -300,15 +355,15 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 			w.setErr(fmt.Errorf("member %q: reading content: %w", m.Path, err))
 			// Seal what we have as final so the pipeline stays consistent;
 			// the sticky error makes the archive unusable anyway.
-			w.pipe.submit(&sealJob{w: w, kind: KindContent, final: true, stream: num, index: index, plain: cur, entry: ei})
+			w.queue(sealJob{w: w, kind: KindContent, final: true, stream: num, index: index, plain: cur, entry: ei})
 			return total, w.stickyErr()
 		}
 		final := len(next) == 0
-		j := &sealJob{w: w, kind: KindContent, final: final, stream: num, index: index, plain: cur, lz4: w.opt.Compress, entry: -1}
+		j := sealJob{w: w, kind: KindContent, final: final, stream: num, index: index, plain: cur, lz4: w.opt.Compress, entry: -1}
 		if final {
 			j.entry = ei
 		}
-		w.pipe.submit(j)
+		w.queue(j)
 		if final {
 			if next != nil {
 				w.bufs.put(next)
@@ -352,6 +407,7 @@ func (w *Writer) Abort(err error) {
 	w.setErr(err)
 	if !w.closed {
 		w.closed = true
+		w.flushBatch()
 		w.pipe.close()
 		w.asmWG.Wait()
 		w.rec.stop()
@@ -370,6 +426,7 @@ func (w *Writer) Close() error {
 	w.closed = true
 	defer w.rec.stop()
 	// Drain the members first: the summary needs their offsets.
+	w.flushBatch()
 	w.pipe.close()
 	w.asmWG.Wait()
 	if err := w.stickyErr(); err != nil {
@@ -377,7 +434,7 @@ func (w *Writer) Close() error {
 	}
 	summary := w.summary
 	summaryOffset := w.rec.logical
-	w.pipe = newOrdered(func(j *sealJob) { j.seal() }, w.opt.Workers, pipeDepth)
+	w.pipe = newOrdered((*batch).seal, w.opt.Workers, batchDepth)
 	w.asmWG.Add(1)
 	go w.assemble()
 	cs := w.opt.ChunkSize
@@ -386,11 +443,12 @@ func (w *Writer) Close() error {
 		final := n == len(summary)
 		buf := append(w.getBuf(), summary[:n]...)
 		summary = summary[n:]
-		w.pipe.submit(&sealJob{w: w, kind: KindSummary, final: final, index: i, plain: buf, lz4: w.opt.Compress, entry: -1})
+		w.queue(sealJob{w: w, kind: KindSummary, final: final, index: i, plain: buf, lz4: w.opt.Compress, entry: -1})
 		if final {
 			break
 		}
 	}
+	w.flushBatch()
 	w.pipe.close()
 	w.asmWG.Wait()
 	if err := w.stickyErr(); err != nil {
