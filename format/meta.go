@@ -175,6 +175,9 @@ func appendTime(b []byte, tag byte, t Time) []byte {
 // Encode appends the canonical TLV encoding of m. Zero-valued fields are
 // omitted, except the type and path.
 func (m *Meta) Encode(b []byte) []byte {
+	if b == nil {
+		b = make([]byte, 0, m.sizeHint())
+	}
 	b = appendUint(b, tagType, uint64(m.Type))
 	b = appendField(b, tagPath, m.Path)
 	if len(m.Link) > 0 {
@@ -244,6 +247,19 @@ func (m *Meta) Encode(b []byte) []byte {
 		b = appendField(b, f.Tag, f.Value)
 	}
 	return b
+}
+
+// sizeHint is at least the encoded size of m in the common case, so that
+// Encode(nil) allocates once: fixed fields take at most 11 bytes each.
+func (m *Meta) sizeHint() int {
+	n := 16*11 + len(m.Path) + len(m.Link) + len(m.Uname) + len(m.Gname) + len(m.TarHeader) + 20*len(m.Sparse)
+	for _, x := range m.Xattrs {
+		n += len(x.Name) + len(x.Value) + 20
+	}
+	for _, f := range m.Optional {
+		n += len(f.Value) + 11
+	}
+	return n
 }
 
 // Validate checks the invariants a writer must keep and a reader enforces.

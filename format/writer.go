@@ -619,7 +619,19 @@ func EncodeSummary(entries []Entry) []byte {
 func appendSummaryEntry(b []byte, e *Entry) []byte {
 	b = binary.AppendUvarint(b, uint64(e.Offset))
 	b = binary.AppendUvarint(b, uint64(e.Length))
-	enc := e.Meta.Encode(nil)
+	// The record is encoded in place, after room for the longest length
+	// prefix it could need, then moved back: no allocation per member.
+	hint := e.Meta.sizeHint()
+	pre := len(binary.AppendUvarint(nil, uint64(hint)))
+	if cap(b)-len(b) < pre+hint {
+		// Grow by doubling: the summary of a large tree is megabytes.
+		nb := make([]byte, len(b), 2*cap(b)+pre+hint)
+		copy(nb, b)
+		b = nb
+	}
+	start := len(b)
+	enc := e.Meta.Encode(b[start+pre : start+pre])
 	b = binary.AppendUvarint(b, uint64(len(enc)))
-	return append(b, enc...)
+	b = append(b, enc...)
+	return b
 }

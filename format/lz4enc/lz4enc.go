@@ -34,7 +34,7 @@ const (
 	// skipLog sets how fast the search skips ahead through input that
 	// does not compress: after k bytes without a match it steps by
 	// 1 + k>>skipLog positions.
-	skipLog = 6
+	skipLog = 5
 )
 
 // Compressor holds the hash table between calls, so a chunk costs no
