@@ -1,13 +1,13 @@
 package format
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -40,6 +40,10 @@ type Archive struct {
 	Header *Header
 	Footer *Footer
 	keys   *crypt.ArchiveKeys
+	// Frame payload and LZ4 output buffers, reused across streams:
+	// allocating (and zeroing) two chunk-sized buffers per member cost
+	// more than the rest of extracting a small file.
+	payloads, dbufs sync.Pool
 }
 
 // OpenArchive reads the header and the footer and checks that they agree
@@ -271,22 +275,28 @@ func (l *logicalReader) Read(p []byte) (int, error) {
 // (a summary, or a member's content when kind is KindContent). With fn
 // set, each chunk's plaintext goes to fn and nothing is kept.
 func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn func([]byte) error) ([]byte, error) {
+	// Frames are read straight from the source, header then payload:
+	// the source is a block cache wherever many small streams are read.
 	lr := &logicalReader{src: a.src, R: int64(a.Header.RecordSize), off: off, end: off + length}
-	// Buffers sized to the stream: most members are small, and 256 KiB
-	// allocated per member dominated extracting many small files.
-	br := bufio.NewReaderSize(lr, int(min(256<<10, max(length, 16))))
 	var out []byte
 	cs := int64(a.Header.ChunkSize)
-	var dbuf []byte
+	var payload, dbuf []byte
+	defer func() {
+		if payload != nil {
+			a.payloads.Put(&payload)
+		}
+		if dbuf != nil {
+			a.dbufs.Put(&dbuf)
+		}
+	}()
 	class, member := ClassSummary, int64(-1)
 	if kind == KindContent {
 		class, member = ClassMember, int64(stream)
 	}
 	for index := uint64(0); ; index++ {
-		fo := lr.off - int64(br.Buffered())
-		phys := physOf(fo, lr.R)
+		phys := physOf(lr.off, lr.R)
 		var hb [FrameHeaderSize]byte
-		if _, err := io.ReadFull(br, hb[:]); err != nil {
+		if _, err := io.ReadFull(lr, hb[:]); err != nil {
 			return nil, newErr(class, phys, member, "stream ends before its final frame")
 		}
 		fh, bad := parseFrameHeader(hb[:])
@@ -299,15 +309,18 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 		if bad != "" {
 			return nil, newErr(class, phys, member, "%s", bad)
 		}
-		payload := make([]byte, fh.Len)
-		if _, err := io.ReadFull(br, payload); err != nil {
+		if payload == nil {
+			payload = getBuf(&a.payloads, int(summaryFrameLen(cs)))
+		}
+		payload := payload[:fh.Len]
+		if _, err := io.ReadFull(lr, payload); err != nil {
 			return nil, newErr(class, phys, member, "frame cut short")
 		}
 		if frameCRC(hb[:], payload) != fh.CRC {
 			return nil, newErr(class, phys, member, "frame checksum mismatch")
 		}
 		if fh.lz4() && dbuf == nil {
-			dbuf = make([]byte, cs)
+			dbuf = getBuf(&a.dbufs, int(cs))
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
 		if bad != "" {
@@ -324,7 +337,7 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 			out = append(out, plain...)
 		}
 		if fh.final() {
-			if rest := lr.end - lr.off + int64(br.Buffered()); rest != 0 {
+			if rest := lr.end - lr.off; rest != 0 {
 				return nil, newErr(class, phys, member, "%d bytes after the final frame", rest)
 			}
 			return out, nil
@@ -393,3 +406,11 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 
 // PhysOffset maps a logical offset to a byte offset in the archive.
 func (a *Archive) PhysOffset(l int64) int64 { return physOf(l, int64(a.Header.RecordSize)) }
+
+// getBuf takes a buffer of n bytes from pool, or makes one.
+func getBuf(pool *sync.Pool, n int) []byte {
+	if b, ok := pool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}

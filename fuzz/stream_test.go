@@ -10,6 +10,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/format/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
 
@@ -89,10 +90,22 @@ func padChunk(stored []byte, cs int) []byte {
 	return out
 }
 
+// lz4Block compresses p as format's writers do (lz4enc up to 64 KiB,
+// pierrec/lz4 above), so that what is sealed here can be compared with
+// their bytes; false if the block would not be shorter.
 func lz4Block(p []byte) ([]byte, bool) {
 	out := make([]byte, lz4.CompressBlockBound(len(p)))
-	n, err := lz4.CompressBlock(p, out, nil)
-	if err != nil || n == 0 || n >= len(p) {
+	var n int
+	if len(p) <= lz4enc.MaxInput {
+		var c lz4enc.Compressor
+		n = c.Compress(out, p)
+	} else {
+		var err error
+		if n, err = lz4.CompressBlock(p, out, nil); err != nil {
+			n = 0
+		}
+	}
+	if n == 0 || n >= len(p) {
 		return nil, false
 	}
 	return out[:n], true
