@@ -1,7 +1,6 @@
 package format
 
 import (
-	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -52,7 +51,7 @@ type Writer struct {
 	keys  *crypt.ArchiveKeys
 	opt   WriterOptions
 	rec   *recordWriter
-	out   *bufio.Writer
+	out   io.Writer
 	pipe  *ordered[*batch]
 	batch *batch // frames not yet handed to the pipeline
 	asmWG sync.WaitGroup
@@ -116,7 +115,9 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.frames = newFreeList(FrameHeaderSize+opt.ChunkSize+crypt.TagSize, inFlight)
 	wr.cbufs = newFreeList(opt.ChunkSize, opt.Workers+2)
 
-	wr.out = bufio.NewWriterSize(w, 256<<10)
+	// Records are whole (1 MiB by default) when written: no buffer in
+	// between, which would copy every byte once it is out of step.
+	wr.out = w
 	wr.rec = newRecordWriter(wr.out, wr.hdr.ID, opt.RecordSize)
 	wr.rec.writeRecord(appendFrame(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
 
@@ -470,8 +471,6 @@ func (w *Writer) Close() error {
 	tail = append(tail, make([]byte, padLen(int64(len(footer)))+2*BlockSize)...)
 	if _, err := w.out.Write(tail); err != nil {
 		w.setErr(err)
-	} else if err := w.out.Flush(); err != nil {
-		w.setErr(err)
 	}
 	return w.stickyErr()
 }
@@ -479,8 +478,11 @@ func (w *Writer) Close() error {
 // recordWriter cuts the logical frame stream into records of exactly size
 // bytes (the last one shorter) and writes each as a ustar member. A record
 // is assembled in place, after room for its header; an emitter goroutine
-// hashes (for the footer's digest) and writes finished records in order,
-// so that neither holds up the assembly of the next one.
+// writes finished records in order and a hasher goroutine hashes them
+// after it (for the footer's digest), so that none of the three holds up
+// the others: the digest is serial by nature, and on 2 cores hashing and
+// writing the whole archive on one goroutine was the longest serial path
+// of an uncompressed import.
 type recordWriter struct {
 	id      [crypt.IDSize]byte
 	size    int
@@ -491,8 +493,10 @@ type recordWriter struct {
 	err     error  // the assembler's own error (too many records)
 
 	emit    chan []byte
+	hashq   chan []byte
 	free    *freeList
 	emitted chan struct{}
+	hashed  chan struct{}
 	w       io.Writer
 	hash    hash.Hash
 	emitErr error // set by the emitter; read after emitted is closed
@@ -500,34 +504,48 @@ type recordWriter struct {
 	stopped sync.Once
 }
 
-// stop ends the emitter and waits for it; safe to call more than once.
+// stop ends the emitter and the hasher and waits for them; safe to call
+// more than once.
 func (rw *recordWriter) stop() {
 	rw.stopped.Do(func() { close(rw.emit) })
 	<-rw.emitted
+	<-rw.hashed
 }
 
 var zeroBlock [BlockSize]byte
 
 func newRecordWriter(w io.Writer, id [crypt.IDSize]byte, size int) *recordWriter {
 	rw := &recordWriter{id: id, size: size, w: w, hash: sha256.New(),
-		emit: make(chan []byte, 2), emitted: make(chan struct{}),
-		// The record in assembly, two queued, one being written.
-		free: newFreeList(BlockSize+size+BlockSize, 4)}
+		emit: make(chan []byte, 2), hashq: make(chan []byte, 2),
+		emitted: make(chan struct{}), hashed: make(chan struct{}),
+		// The record in assembly, two queued and one being written, two
+		// queued and one being hashed.
+		free: newFreeList(BlockSize+size+BlockSize, 7)}
 	rw.buf = rw.free.get()[:BlockSize]
 	go rw.emitter()
+	go rw.hasher()
 	return rw
 }
 
 func (rw *recordWriter) emitter() {
 	defer close(rw.emitted)
+	defer close(rw.hashq)
 	for b := range rw.emit {
 		if rw.emitErr == nil {
-			rw.hash.Write(b)
 			if _, err := rw.w.Write(b); err != nil {
 				rw.emitErr = err
 				rw.failed.Store(true)
 			}
 		}
+		rw.hashq <- b
+	}
+}
+
+// hasher hashes the records in the order written, then frees them.
+func (rw *recordWriter) hasher() {
+	defer close(rw.hashed)
+	for b := range rw.hashq {
+		rw.hash.Write(b)
 		rw.free.put(b)
 	}
 }
