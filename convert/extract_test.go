@@ -408,3 +408,37 @@ func TestExtractImported(t *testing.T) {
 		})
 	}
 }
+
+// TestExtractWriteFails: when the destination refuses a write (here the
+// file size limit, as a full disk would), Extract stops with an error
+// naming the file, leaves no part of that file behind, and keeps what
+// was complete before it.
+func TestExtractWriteFails(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 10000)
+	arch := craftArchive(t, file("first", "1"), file("big", big), file("last", "3"))
+	a, _ := openBytes(t, arch)
+	dest := t.TempDir()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	small := lim
+	small.Cur = 64 << 10
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &small); err != nil {
+		t.Skipf("cannot set a file size limit: %v", err)
+	}
+	_, err := Extract(a, dest, ExtractOptions{})
+	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if err == nil || !strings.Contains(err.Error(), "big: writing") {
+		t.Fatalf("Extract: %v; want the write failure of big", err)
+	}
+	got := listTree(t, dest)
+	if slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "big") || strings.HasPrefix(s, ".cbfs-") }) {
+		t.Errorf("part of big left behind: %q", got)
+	}
+	if !slices.Contains(got, "first ---------- 1") {
+		t.Errorf("first, complete before the failure, is gone: %q", got)
+	}
+}
