@@ -73,7 +73,9 @@ else 1 if one was rejected or not extracted.`,
 			}
 			// Members are read in order, each in several small reads: a
 			// block cache makes them a few large ones.
-			a, err := format.OpenArchive(format.CachedSource(format.NewSource(f, fi.Size())), key)
+			pr := startProgress("extract "+args[0], fi.Size())
+			defer pr.finish()
+			a, err := format.OpenArchive(format.CachedSource(format.NewSource(pr.readerAt(f), fi.Size())), key)
 			if err != nil {
 				return inputErr(args[0], err)
 			}
@@ -84,10 +86,10 @@ else 1 if one was rejected or not extracted.`,
 				Overwrite:    overwrite,
 				Report: func(p convert.Problem) {
 					if p.Path == "" {
-						fmt.Fprintf(os.Stderr, "cbfs: %s\n", p.What)
+						pr.say("cbfs: %s\n", p.What)
 						return
 					}
-					fmt.Fprintf(os.Stderr, "cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
+					pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
 				},
 			}
 			st, err := convert.Extract(a, dest, opt)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"strings"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/spf13/cobra"
@@ -78,8 +79,9 @@ tar does) and pack exits with status 1.`,
 			if err != nil {
 				return err
 			}
+			pr := startProgress("pack "+strings.Join(args, " "), 0)
 			opt := convert.PackOptions{WriterOptions: wo, Exclude: excludes, Report: func(p convert.Problem) {
-				fmt.Fprintf(os.Stderr, "cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
+				pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
 			}}
 			// Never pack the archive being written into itself.
 			dst := os.Stdout
@@ -89,18 +91,21 @@ tar does) and pack exits with status 1.`,
 			if fi, err := dst.Stat(); err == nil && fi.Mode().IsRegular() {
 				opt.Skip = append(opt.Skip, fi)
 			}
-			p, err := convert.NewPacker(out, key, opt)
+			p, err := convert.NewPacker(pr.writer(out), key, opt)
 			if err != nil {
+				pr.finish()
 				out.abort()
 				return err
 			}
 			for _, dir := range args {
 				if err := p.AddTree(dir); err != nil {
+					pr.finish()
 					out.abort()
 					return err
 				}
 			}
 			st, err := p.Close()
+			pr.finish()
 			if err != nil {
 				out.abort()
 				return err

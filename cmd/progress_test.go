@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,5 +26,34 @@ func TestProgress(t *testing.T) {
 	r = mustRun(t, dir, "verify", "--progress", "--no-progress", arc)
 	if strings.Contains(string(r.stderr), "MB/s") {
 		t.Errorf("--no-progress still shows progress: %q", r.stderr)
+	}
+
+	// pack counts what it writes; a problem it reports (a socket left
+	// out) clears the progress line first instead of running into it.
+	tree := filepath.Join(dir, "tree")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "f"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A long temporary directory can exceed a socket path's limit: the
+	// note is then not checked.
+	l, sockErr := net.Listen("unix", filepath.Join(tree, "sock"))
+	if sockErr == nil {
+		defer l.Close()
+	}
+	packed := filepath.Join(dir, "p.cbfs")
+	r = mustRun(t, dir, "pack", "--progress", "-k", key, "-o", packed, tree)
+	if !strings.Contains(string(r.stderr), "cbfs: pack "+tree+": ") || !strings.Contains(string(r.stderr), "MB written") {
+		t.Errorf("pack --progress: stderr %q", r.stderr)
+	}
+	if sockErr == nil && !strings.Contains(string(r.stderr), "\r\x1b[Kcbfs: "+filepath.Join(tree, "sock")+": socket ignored\n") {
+		t.Errorf("pack --progress: the note is not on a line of its own: %q", r.stderr)
+	}
+	// extract counts what it reads of the archive.
+	r = mustRun(t, dir, "extract", "--progress", "-k", key, "-C", filepath.Join(dir, "out"), packed)
+	if !strings.Contains(string(r.stderr), "cbfs: extract "+packed+": ") || !strings.Contains(string(r.stderr), "(100%)") {
+		t.Errorf("extract --progress: stderr %q", r.stderr)
 	}
 }
