@@ -1,10 +1,14 @@
 // Package lz4enc writes LZ4 blocks for inputs of at most 64 KiB: the
 // size of a CBFS chunk. It exists for speed. A general LZ4 compressor
 // keeps a hash table sized for any input (pierrec/lz4: 64 Ki entries plus
-// a bitmap, 136 KiB); a chunk needs far fewer entries, and a table that
-// fits in the L1 cache roughly doubles throughput. Decoding is left to
-// github.com/pierrec/lz4/v4, whose decoder is in assembly; the tests
-// check every block this package writes against it.
+// an in-use bitmap, 136 KiB); a chunk needs a table that fits in the L1
+// cache, scaled down further for short inputs. With three probes per
+// 8-byte load, matches extended eight bytes at a time in both directions
+// and loads without bounds checks (on little-endian machines), it runs
+// at about 1.9 times pierrec/lz4's speed on source trees, at the same
+// ratio within half a percent. Decoding is left to
+// github.com/pierrec/lz4/v4, whose decoder is in assembly; the tests and
+// a fuzz target check every block this package writes against it.
 //
 // The output is a plain LZ4 block (no frame) that follows the block
 // format's end-of-block rules: the last match starts at least 12 bytes
@@ -32,8 +36,8 @@ const (
 	minHashLog = 8
 
 	// skipLog sets how fast the search skips ahead through input that
-	// does not compress: after k bytes without a match it steps by
-	// 1 + k>>skipLog positions.
+	// does not compress: after k bytes without a match, a round that
+	// finds none moves on by its three positions plus k>>skipLog.
 	skipLog = 5
 )
 
