@@ -59,10 +59,16 @@ type Writer struct {
 	frames *freeList // sealed frame buffers of content chunks
 	cbufs  *freeList // LZ4 output buffers
 
-	mu      sync.Mutex // guards err, entries and summary, shared with the assembler
+	mu      sync.Mutex // guards err, open, openBase and summary, shared with the assembler
 	summary []byte     // the summary plaintext of the members complete so far
 	err     error
-	entries []Entry
+	// open holds the entries of members whose frames are still on their
+	// way to the archive, member openBase first. A member leaves once its
+	// summary entry is written: what the writer keeps per member is its
+	// summary entry alone, so memory grows with the member count only by
+	// the summary's size, never by its metadata as given to Add.
+	open     []Entry
+	openBase int
 
 	members uint32
 	closed  bool
@@ -272,14 +278,19 @@ func (w *Writer) place(j *sealJob) {
 	j.frame = nil
 	if j.entry >= 0 {
 		w.mu.Lock()
-		e := &w.entries[j.entry]
+		e := &w.open[j.entry-w.openBase]
 		if j.kind == KindMeta {
 			e.Offset = off
 		} else {
 			e.Length = w.rec.logical - e.Offset
 			// Members complete in order: the summary grows here, off
-			// the path of Close.
+			// the path of Close, and the member leaves open.
 			w.summary = appendSummaryEntry(w.summary, e)
+			if j.entry == w.openBase {
+				w.open[0] = Entry{}
+				w.open = w.open[1:]
+				w.openBase++
+			}
 		}
 		w.mu.Unlock()
 	}
@@ -327,8 +338,8 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	num := w.members
 	w.members++
 	w.mu.Lock()
-	w.entries = append(w.entries, Entry{Number: num, Meta: m.summaryOnly()})
-	ei := len(w.entries) - 1
+	w.open = append(w.open, Entry{Number: num, Meta: m.summaryOnly()})
+	ei := w.openBase + len(w.open) - 1
 	w.mu.Unlock()
 	// A record that fits one padding unit stays one unit compressed or
 	// not: compress only where it could save a unit.
@@ -415,8 +426,19 @@ func (w *Writer) Abort(err error) {
 	}
 }
 
-// Entries returns where each member was written. Valid after Close.
-func (w *Writer) Entries() []Entry { return w.entries }
+// Entries returns where each member was written, as the summary records
+// it; nil before Close or after a failure.
+func (w *Writer) Entries() []Entry {
+	if !w.closed || w.stickyErr() != nil {
+		return nil
+	}
+	es, err := DecodeSummary(w.summary, uint64(w.members))
+	if err != nil {
+		// The writer encoded it: a failure here is a bug.
+		panic("cbfs writer: own summary does not decode: " + err.Error())
+	}
+	return es
+}
 
 // Close writes the summary, the footer and the end-of-archive blocks. It
 // does not close the underlying writer.

@@ -61,7 +61,8 @@ if [[ $skip != *" convert "* ]]; then
   measure "cbfs import" "$cbfs import -k $out/fs.key -o $out/g.cbfs $out/gotree.tar" "rm -f $out/g.cbfs"
   measure "age -d (decrypt)" "age -d -i $out/age.key $out/g.age > /dev/null"
   measure "cbfs export" "$cbfs export -k $out/fs.key $out/g.cbfs > /dev/null"
-  "$cbfs" import -k "$out/fs.key" --force -o "$out/g4.cbfs" "$out/gotree4.tar"
+  # Memory of import grows with the member count only by the summary.
+  measure "cbfs import, 4x larger tar" "$cbfs import -k $out/fs.key -o $out/g4.cbfs $out/gotree4.tar" "rm -f $out/g4.cbfs"
   measure "cbfs export, 4x larger archive" "$cbfs export -k $out/fs.key $out/g4.cbfs > /dev/null"
   printf '\nSizes: tar %d, age %d, cbfs (lz4) %d bytes.\n' "$size" "$(stat -c %s $out/g.age)" "$(stat -c %s $out/g.cbfs)" | tee -a "$results"
 fi
