@@ -97,7 +97,9 @@ func (p *progress) writer(w io.Writer) io.Writer {
 	if p == nil {
 		return w
 	}
+	p.mu.Lock()
 	p.unit = "MB written"
+	p.mu.Unlock()
 	return &countingWriter{w: w, n: &p.n}
 }
 
