@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/pierrec/lz4/v4"
 )
 
 // WriterOptions are the choices a writer makes for one archive.
@@ -60,7 +62,14 @@ type Writer struct {
 	cbufs  *freeList // LZ4 output buffers
 
 	mu      sync.Mutex // guards err, open, openBase and summary, shared with the assembler
-	summary []byte     // the summary plaintext of the members complete so far
+	summary []byte     // the summary plaintext after the last whole chunk in sumDone
+	// sumDone holds the summary's whole chunks (ChunkSize bytes of
+	// plaintext each), LZ4-compressed as soon as they fill when the
+	// writer compresses: what the writer keeps per member is then a
+	// fraction of its summary entry. Close seals them.
+	sumDone []summaryChunk
+	sumComp compressor
+	sumBuf  []byte // LZ4 output of the chunk being cut
 	err     error
 	// open holds the entries of members whose frames are still on their
 	// way to the archive, member openBase first. A member leaves once its
@@ -81,7 +90,8 @@ type sealJob struct {
 	stream uint32
 	index  uint64
 	plain  []byte // owned; returned to the pool after sealing
-	lz4    bool
+	lz4    bool   // compress plain if that shrinks it
+	isLZ4  bool   // plain is an LZ4 block already
 	frame  []byte // result: the whole frame
 	entry  int    // member's entry to stamp (m: offset; final c: length), -1 for none
 	w      *Writer
@@ -150,7 +160,9 @@ func (j *sealJob) seal() {
 	}
 	plain := j.plain
 	var cbuf []byte
-	if j.lz4 && len(plain) > 0 {
+	if j.isLZ4 {
+		flags |= FlagLZ4
+	} else if j.lz4 && len(plain) > 0 {
 		if len(plain) <= w.cbufs.size {
 			cbuf = w.cbufs.get()
 		} else {
@@ -286,6 +298,9 @@ func (w *Writer) place(j *sealJob) {
 			// Members complete in order: the summary grows here, off
 			// the path of Close, and the member leaves open.
 			w.summary = appendSummaryEntry(w.summary, e)
+			for len(w.summary) >= w.opt.ChunkSize {
+				w.cutSummary()
+			}
 			if j.entry == w.openBase {
 				w.open[0] = Entry{}
 				w.open = w.open[1:]
@@ -432,7 +447,11 @@ func (w *Writer) Entries() []Entry {
 	if !w.closed || w.stickyErr() != nil {
 		return nil
 	}
-	es, err := DecodeSummary(w.summary, uint64(w.members))
+	var plain []byte
+	for _, c := range w.sumDone {
+		plain = append(plain, c.plaintext(w.opt.ChunkSize)...)
+	}
+	es, err := DecodeSummary(append(plain, w.summary...), uint64(w.members))
 	if err != nil {
 		// The writer encoded it: a failure here is a bug.
 		panic("cbfs writer: own summary does not decode: " + err.Error())
@@ -455,21 +474,20 @@ func (w *Writer) Close() error {
 	if err := w.stickyErr(); err != nil {
 		return err
 	}
-	summary := w.summary
 	summaryOffset := w.rec.logical
 	w.pipe = newOrdered((*batch).seal, w.opt.Workers, batchDepth)
 	w.asmWG.Add(1)
 	go w.assemble()
-	cs := w.opt.ChunkSize
-	for i := uint64(0); ; i++ {
-		n := min(cs, len(summary))
-		final := n == len(summary)
-		buf := append(w.getBuf(), summary[:n]...)
-		summary = summary[n:]
-		w.queue(sealJob{w: w, kind: KindSummary, final: final, index: i, plain: buf, lz4: w.opt.Compress, entry: -1})
-		if final {
-			break
-		}
+	// The whole chunks, then the rest: the last frame is final, and empty
+	// only when the summary is.
+	for i, c := range w.sumDone {
+		final := i == len(w.sumDone)-1 && len(w.summary) == 0
+		buf := append(w.getBuf()[:0:w.opt.ChunkSize], c.stored...)
+		w.queue(sealJob{w: w, kind: KindSummary, final: final, index: uint64(i), plain: buf, isLZ4: c.lz4, entry: -1})
+	}
+	if len(w.summary) > 0 || len(w.sumDone) == 0 {
+		buf := append(w.getBuf(), w.summary...)
+		w.queue(sealJob{w: w, kind: KindSummary, final: true, index: uint64(len(w.sumDone)), plain: buf, lz4: w.opt.Compress, entry: -1})
 	}
 	w.flushBatch()
 	w.pipe.close()
@@ -644,6 +662,45 @@ func (rw *recordWriter) finish() ([32]byte, error) {
 	}
 	rw.hash.Sum(d[:0])
 	return d, nil
+}
+
+// summaryChunk is one whole chunk of the summary as a frame stores it.
+type summaryChunk struct {
+	stored []byte
+	lz4    bool
+}
+
+// plaintext returns the chunk's plaintext, cs bytes.
+func (c summaryChunk) plaintext(cs int) []byte {
+	if !c.lz4 {
+		return c.stored
+	}
+	out := make([]byte, cs)
+	n, err := lz4.UncompressBlock(c.stored, out)
+	if err != nil || n != cs {
+		panic("cbfs writer: own summary chunk does not decompress")
+	}
+	return out
+}
+
+// cutSummary moves the summary's first whole chunk into sumDone,
+// compressed if that shrinks it, and keeps the rest.
+func (w *Writer) cutSummary() {
+	cs := w.opt.ChunkSize
+	c := summaryChunk{}
+	if w.opt.Compress {
+		if len(w.sumBuf) < cs {
+			w.sumBuf = make([]byte, cs)
+		}
+		if b := w.sumComp.compress(w.sumBuf, w.summary[:cs]); b != nil {
+			c.stored, c.lz4 = bytes.Clone(b), true
+		}
+	}
+	if c.stored == nil {
+		c.stored = bytes.Clone(w.summary[:cs])
+	}
+	w.sumDone = append(w.sumDone, c)
+	w.summary = append(w.summary[:0], w.summary[cs:]...)
 }
 
 // EncodeSummary is the summary plaintext: for each member in order, its
