@@ -310,7 +310,7 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 			return nil, newErr(class, phys, member, "%s", bad)
 		}
 		if payload == nil {
-			payload = getBuf(&a.payloads, int(summaryFrameLen(cs)))
+			payload = poolBuf(&a.payloads, int(summaryFrameLen(cs)))
 		}
 		payload := payload[:fh.Len]
 		if _, err := io.ReadFull(lr, payload); err != nil {
@@ -320,7 +320,7 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 			return nil, newErr(class, phys, member, "frame checksum mismatch")
 		}
 		if fh.lz4() && dbuf == nil {
-			dbuf = getBuf(&a.dbufs, int(cs))
+			dbuf = poolBuf(&a.dbufs, int(cs))
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
 		if bad != "" {
@@ -407,8 +407,8 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 // PhysOffset maps a logical offset to a byte offset in the archive.
 func (a *Archive) PhysOffset(l int64) int64 { return physOf(l, int64(a.Header.RecordSize)) }
 
-// getBuf takes a buffer of n bytes from pool, or makes one.
-func getBuf(pool *sync.Pool, n int) []byte {
+// poolBuf takes a buffer of n bytes from pool, or makes one.
+func poolBuf(pool *sync.Pool, n int) []byte {
 	if b, ok := pool.Get().(*[]byte); ok && cap(*b) >= n {
 		return (*b)[:n]
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -61,15 +62,14 @@ type Writer struct {
 	frames *freeList // sealed frame buffers of content chunks
 	cbufs  *freeList // LZ4 output buffers
 
-	mu      sync.Mutex // guards err, open, openBase and summary, shared with the assembler
-	summary []byte     // the summary plaintext after the last whole chunk in sumDone
+	mu      sync.Mutex // guards err, open and openBase, shared with the assembler
+	summary []byte     // the summary plaintext after the last whole chunk in sumDone (the assembler's until Close)
 	// sumDone holds the summary's whole chunks (ChunkSize bytes of
 	// plaintext each), LZ4-compressed as soon as they fill when the
 	// writer compresses: what the writer keeps per member is then a
 	// fraction of its summary entry. Close seals them.
 	sumDone []summaryChunk
 	sumComp compressor
-	sumBuf  []byte // LZ4 output of the chunk being cut
 	err     error
 	// open holds the entries of members whose frames are still on their
 	// way to the archive, member openBase first. A member leaves once its
@@ -293,21 +293,24 @@ func (w *Writer) place(j *sealJob) {
 		e := &w.open[j.entry-w.openBase]
 		if j.kind == KindMeta {
 			e.Offset = off
+			w.mu.Unlock()
 		} else {
 			e.Length = w.rec.logical - e.Offset
-			// Members complete in order: the summary grows here, off
-			// the path of Close, and the member leaves open.
-			w.summary = appendSummaryEntry(w.summary, e)
-			for len(w.summary) >= w.opt.ChunkSize {
-				w.cutSummary()
-			}
+			// Members complete in order: the member leaves open, and
+			// the summary grows here, off the path of Close and outside
+			// the lock that Add takes.
+			done := *e
 			if j.entry == w.openBase {
 				w.open[0] = Entry{}
 				w.open = w.open[1:]
 				w.openBase++
 			}
+			w.mu.Unlock()
+			w.summary = appendSummaryEntry(w.summary, &done)
+			for len(w.summary) >= w.opt.ChunkSize {
+				w.cutSummary()
+			}
 		}
-		w.mu.Unlock()
 	}
 	if err := w.rec.error(); err != nil {
 		w.setErr(err)
@@ -689,12 +692,11 @@ func (w *Writer) cutSummary() {
 	cs := w.opt.ChunkSize
 	c := summaryChunk{}
 	if w.opt.Compress {
-		if len(w.sumBuf) < cs {
-			w.sumBuf = make([]byte, cs)
-		}
-		if b := w.sumComp.compress(w.sumBuf, w.summary[:cs]); b != nil {
+		cbuf := w.cbufs.get()
+		if b := w.sumComp.compress(cbuf, w.summary[:cs]); b != nil {
 			c.stored, c.lz4 = bytes.Clone(b), true
 		}
+		w.cbufs.put(cbuf)
 	}
 	if c.stored == nil {
 		c.stored = bytes.Clone(w.summary[:cs])
@@ -720,12 +722,7 @@ func appendSummaryEntry(b []byte, e *Entry) []byte {
 	// prefix it could need, then moved back: no allocation per member.
 	hint := e.Meta.sizeHint()
 	pre := len(binary.AppendUvarint(nil, uint64(hint)))
-	if cap(b)-len(b) < pre+hint {
-		// Grow by doubling: the summary of a large tree is megabytes.
-		nb := make([]byte, len(b), 2*cap(b)+pre+hint)
-		copy(nb, b)
-		b = nb
-	}
+	b = slices.Grow(b, pre+hint)
 	start := len(b)
 	enc := e.Meta.Encode(b[start+pre : start+pre])
 	b = binary.AppendUvarint(b, uint64(len(enc)))

@@ -132,22 +132,18 @@ func (c *Compressor) sequences(dst, src []byte) (di, anchor int) {
 		}
 
 		// Extend the match backwards into the pending literals: eight
-		// bytes in one comparison where there are eight on both sides.
+		// bytes in one comparison where there are eight on both sides,
+		// then byte by byte only if all eight matched.
+		more := true
 		if si-anchor >= 8 && ref >= 8 {
 			b := bits.LeadingZeros64(load64(src, si-8)^load64(src, ref-8)) >> 3
 			si -= b
 			ref -= b
-			if b == 8 {
-				for si > anchor && ref > 0 && src[si-1] == src[ref-1] {
-					si--
-					ref--
-				}
-			}
-		} else {
-			for si > anchor && ref > 0 && src[si-1] == src[ref-1] {
-				si--
-				ref--
-			}
+			more = b == 8
+		}
+		for more && si > anchor && ref > 0 && src[si-1] == src[ref-1] {
+			si--
+			ref--
 		}
 		// And forwards, eight bytes at a time.
 		end, rend := si+minMatch, ref+minMatch
