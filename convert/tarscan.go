@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -108,20 +109,26 @@ func (d *dataReader) Read(p []byte) (int, error) {
 // next returns the next entry, or io.EOF when the entries end (at a zero
 // block or at the end of input); trailer then returns what remains.
 func (s *tarScanner) next() (*tarEntry, error) {
+	// raw collects the entry's bytes as they are read: the previous
+	// entry's padding, then every header block, read in place.
+	raw := make([]byte, 0, len(s.lead)+int(s.pad)+format.BlockSize)
 	if s.pad > 0 {
-		p := make([]byte, s.pad)
-		if err := s.readFull(p, "padding"); err != nil {
+		raw = raw[:s.pad]
+		if err := s.readFull(raw, "padding"); err != nil {
 			return nil, err
 		}
-		s.lead, s.pad = p, 0
+		s.pad = 0
+	} else {
+		raw = append(raw, s.lead...)
 	}
-	e := &tarEntry{offset: s.off - int64(len(s.lead))}
-	raw := append([]byte(nil), s.lead...)
+	e := &tarEntry{offset: s.off - int64(len(raw))}
 	var pax map[string]string
 	var longName, longLink []byte
 	for {
-		var blk format.Block
 		hoff := s.off
+		start := len(raw)
+		raw = slices.Grow(raw, format.BlockSize)[:start+format.BlockSize]
+		blk := (*format.Block)(raw[start:])
 		n, err := io.ReadFull(s.r, blk[:])
 		s.off += int64(n)
 		if n == 0 && err == io.EOF {
@@ -130,7 +137,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			}
 			// Extended headers with no entry after them end the entries,
 			// as in Go's reader and GNU tar: they go to the trailer.
-			s.lead = raw
+			s.lead = raw[:start]
 			return nil, io.EOF
 		}
 		if err != nil {
@@ -140,12 +147,10 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			return nil, &TarError{Offset: s.off, What: "truncated in a header block"}
 		}
 		if blk.IsZero() {
-			if s.n == 0 && hoff == 0 {
-				// An archive with no entries is two zero blocks: the trailer.
-			}
 			// Hand the block back to the trailer, with any extended
 			// headers before it (Go's reader and GNU tar ignore those).
-			s.lead = append(raw, blk[:]...)
+			// An archive with no entries is just the trailer.
+			s.lead = raw
 			return nil, io.EOF
 		}
 		if err := blk.VerifyChecksum(); err != nil {
@@ -154,7 +159,6 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			}
 			return nil, &TarError{Offset: hoff, What: "not a tar header (checksum mismatch)"}
 		}
-		raw = append(raw, blk[:]...)
 		if len(raw) > format.MaxTarHeaderLen {
 			return nil, &TarError{Offset: hoff, What: fmt.Sprintf("extended headers over %d bytes", format.MaxTarHeaderLen)}
 		}
@@ -210,7 +214,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			}
 		}
 		e.raw = raw
-		if err := fillMeta(&e.meta, &blk, pax, longName, longLink); err != nil {
+		if err := fillMeta(&e.meta, blk, pax, longName, longLink); err != nil {
 			return nil, &TarError{Offset: hoff, What: err.Error()}
 		}
 		e.dataSize = size
@@ -221,7 +225,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			}
 			e.dataSize = n
 		}
-		if headerOnly(&blk, e.meta.Path) {
+		if headerOnly(blk, e.meta.Path) {
 			e.dataSize = 0
 		}
 		if e.meta.Type == format.TypeRegular && len(e.meta.Sparse) == 0 && e.meta.Size == 0 {
