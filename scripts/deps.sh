@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, when they are missing.
 #   deps.sh test   GNU tar, bsdtar (libarchive-tools), attr tools for xattrs
-#   deps.sh bench  the above, plus the peers: age, restic, and GNU time
+#   deps.sh bench  the above, plus the peers: age, restic, lz4, and GNU time
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -11,6 +11,7 @@ have setfattr || need+=(attr)
 if [ "${1:-test}" = bench ]; then
   have age || need+=(age)
   have restic || need+=(restic)
+  have lz4 || need+=(lz4)
   [ -x /usr/bin/time ] || need+=(time)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
