@@ -20,7 +20,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -770,6 +772,57 @@ func TestCompression(t *testing.T) {
 
 // TestOutputRules: usage errors, and an existing output file is never
 // replaced without --force.
+// TestInterruptLeavesNothing: SIGINT, SIGTERM or SIGHUP while an import
+// writes to -o removes the unfinished output, and cbfs exits with 128 plus
+// the signal's number, as a shell reports a process the signal killed.
+func TestInterruptLeavesNothing(t *testing.T) {
+	key := newKey(t)
+	_, in := sourceTar(t)
+	src := readFile(t, in)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(cbfsBin, "import", "-k", key, "-o", "out.cbfs", "-")
+			cmd.Dir = dir
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stdin.Close()
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Half the tar: the import then waits for the rest, with its
+			// temporary output open.
+			if _, err := stdin.Write(src[:len(src)/2]); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); len(dirNames(t, dir)) == 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatal("no temporary output appeared")
+				}
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			err = cmd.Wait()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 128+int(sig) {
+				t.Fatalf("want exit %d; got %v, stderr %q", 128+int(sig), err, stderr.Bytes())
+			}
+			if want := "cbfs: interrupted (" + sig.String() + "): 1 unfinished output file removed\n"; stderr.String() != want {
+				t.Errorf("stderr %q, want %q", stderr.Bytes(), want)
+			}
+			if got := dirNames(t, dir); len(got) != 0 {
+				t.Fatalf("files left: %v", got)
+			}
+		})
+	}
+}
+
 func TestOutputRules(t *testing.T) {
 	key := newKey(t)
 	_, in := sourceTar(t)

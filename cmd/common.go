@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 
+	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -52,12 +52,11 @@ func openInput(args []string) (io.ReadCloser, string, error) {
 }
 
 // output is where a command writes a result: standard output, or a
-// temporary file renamed into place by commit once complete. An existing
-// file is never replaced unless force is set.
+// file that appears under its name only once complete (convert.AtomicFile).
+// An existing file is never replaced unless force is set.
 type output struct {
 	io.Writer
-	path string
-	tmp  *os.File
+	file *convert.AtomicFile
 }
 
 // createOutput opens the output named by -o ("" or "-" is standard
@@ -75,60 +74,25 @@ func createOutput(path string, force, binary bool) (*output, error) {
 			return nil, &exitError{code: exitFailure, err: fmt.Errorf("%s: output file exists", path), hint: "give --force to replace it"}
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := convert.CreateAtomic(path, force)
 	if err != nil {
 		return nil, err
 	}
-	return &output{Writer: &writeback{f: tmp}, path: path, tmp: tmp}, nil
+	return &output{Writer: &writeback{f: f.File}, file: f}, nil
 }
 
-// commit renames the finished temporary file into place.
-func (o *output) commit(force bool) error {
-	if o.tmp == nil {
+// commit puts the finished output in place.
+func (o *output) commit() error {
+	if o.file == nil {
 		return nil
 	}
-	if err := o.tmp.Sync(); err != nil {
-		o.abort()
-		return err
-	}
-	if err := o.tmp.Close(); err != nil {
-		o.abort()
-		return err
-	}
-	if !force {
-		// link(2) refuses to replace a file created meanwhile.
-		if err := os.Link(o.tmp.Name(), o.path); err != nil {
-			os.Remove(o.tmp.Name())
-			return fmt.Errorf("%s: %w", o.path, err)
-		}
-		if err := os.Remove(o.tmp.Name()); err != nil {
-			return err
-		}
-	} else if err := os.Rename(o.tmp.Name(), o.path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(o.path))
+	return o.file.Commit()
 }
 
-// syncDir makes a rename or link in dir durable: without it, a crash can
-// lose the new name although the file's data were synced.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("%s: sync: %w", dir, err)
-	}
-	return nil
-}
-
-// abort removes the temporary file: a failed command leaves nothing.
+// abort removes the unfinished output: a failed command leaves nothing.
 func (o *output) abort() {
-	if o.tmp != nil {
-		o.tmp.Close()
-		os.Remove(o.tmp.Name())
+	if o.file != nil {
+		o.file.Abort()
 	}
 }
 

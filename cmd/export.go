@@ -43,7 +43,7 @@ change makes export fail and name the member, and with -o no file is left.`,
 				out.abort()
 				return inputErr(name, err)
 			}
-			return out.commit(force)
+			return out.commit()
 		},
 	}
 	keyFlag(c, &keyPath)

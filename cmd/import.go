@@ -183,7 +183,7 @@ another archive of the same sequence number.`,
 				out.abort()
 				return inputErr(name, err)
 			}
-			if err := out.commit(o.force); err != nil {
+			if err := out.commit(); err != nil {
 				return err
 			}
 			if o.out != "" && o.out != "-" {

@@ -150,7 +150,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		out.abort()
 		return err
 	}
-	if err := out.commit(o.force); err != nil {
+	if err := out.commit(); err != nil {
 		return err
 	}
 	rep := indexReport{Index: o.out, Archives: res.Archives, Members: res.Members, Seconds: time.Since(start).Seconds()}
@@ -216,7 +216,7 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				out.abort()
 				return err
 			}
-			if err := out.commit(o.force); err != nil {
+			if err := out.commit(); err != nil {
 				return err
 			}
 			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds()}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
@@ -42,6 +44,7 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
+	removeOutputsOnInterrupt()
 	root := newRoot()
 	err := root.Execute()
 	if err == nil {
@@ -53,6 +56,30 @@ func main() {
 		fmt.Fprintf(os.Stderr, "hint: %s\n", hint)
 	}
 	os.Exit(code)
+}
+
+// removeOutputsOnInterrupt makes SIGINT, SIGTERM and SIGHUP remove the
+// output files not yet complete before cbfs exits, with the status a shell
+// gives a process killed by the signal (128 + its number): a command
+// stopped half way leaves nothing, as one that fails does. Directories
+// being extracted keep what was extracted, as with tar.
+func removeOutputsOnInterrupt() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-ch
+		n := convert.RemoveUnfinished()
+		msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
+		if n > 0 {
+			msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
+		}
+		fmt.Fprintln(os.Stderr, msg)
+		code := 128 + 2 // SIGINT; os.Interrupt has no number of its own
+		if sig, ok := s.(syscall.Signal); ok {
+			code = 128 + int(sig)
+		}
+		os.Exit(code)
+	}()
 }
 
 func oneLine(s string) string {

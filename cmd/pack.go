@@ -85,8 +85,8 @@ tar does) and pack exits with status 1.`,
 			}}
 			// Never pack the archive being written into itself.
 			dst := os.Stdout
-			if out.tmp != nil {
-				dst = out.tmp
+			if out.file != nil {
+				dst = out.file.File
 			}
 			if fi, err := dst.Stat(); err == nil && fi.Mode().IsRegular() {
 				opt.Skip = append(opt.Skip, fi)
@@ -110,7 +110,7 @@ tar does) and pack exits with status 1.`,
 				out.abort()
 				return err
 			}
-			if err := out.commit(o.force); err != nil {
+			if err := out.commit(); err != nil {
 				return err
 			}
 			if o.out != "" && o.out != "-" {

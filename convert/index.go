@@ -397,40 +397,15 @@ func ReadIndexFile(path string, key *crypt.Key) (*format.Index, error) {
 // same directory, synced, then moved into place. On any failure path is
 // left as it was. Without replace, an existing path is an error.
 func WriteIndexFile(path string, x *format.Index, key *crypt.Key, replace bool) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	f, err := CreateAtomic(path, replace)
 	if err != nil {
 		return err
 	}
-	name := tmp.Name()
-	defer os.Remove(name) // a no-op once renamed
-	err = x.Encode(tmp, key)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := x.Encode(f, key); err != nil {
+		f.Abort()
 		return err
 	}
-	if replace {
-		err = os.Rename(name, path)
-	} else {
-		// link(2) refuses to replace a file created meanwhile.
-		err = os.Link(name, path)
-	}
-	if err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; not every file system can
-		d.Close()
-	}
-	return nil
+	return f.Commit()
 }
 
 // ArchiveIndex is the index of one archive just written, from the
