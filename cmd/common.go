@@ -140,3 +140,18 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// isDamage reports whether err is damage to an archive (exit status 3).
+func isDamage(err error) bool {
+	code, _ := classify(err)
+	return code == exitDamaged
+}
+
+// damageHint adds, to an error that is damage to an archive, a hint at
+// --salvage for a command that has it.
+func damageHint(err error, command string) error {
+	if !isDamage(err) {
+		return err
+	}
+	return &exitError{err: err, hint: "'cbfs " + command + " --salvage' reads the members that are still intact"}
+}

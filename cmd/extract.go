@@ -17,7 +17,7 @@ func init() {
 
 func newExtractCmd() *cobra.Command {
 	var keyPath, dest string
-	var noSameOwner, numericOwner, overwrite bool
+	var noSameOwner, numericOwner, overwrite, salvage bool
 	c := &cobra.Command{
 		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...]",
 		Short: "Extract an archive's files into a directory, safely",
@@ -45,9 +45,16 @@ is used as it is. When a path occurs more than once, the last member wins.
 
 Every member not extracted is named on standard error, the rest is still
 extracted, and the exit status tells the worst: 3 if a member was damaged,
-else 1 if one was rejected or not extracted.`,
+else 1 if one was rejected or not extracted.
+
+An archive whose footer or summary is damaged or missing (a copy cut short)
+is refused with status 3. With --salvage, extract then scans the archive
+for the members that are still intact, each authenticated whole, extracts
+those, and exits with status 3: which members were lost cannot be known
+without the summary.`,
 		Example: `  cbfs extract -k fs1.key -C /restore backup.cbfs
-  cbfs extract -k fs1.key backup.cbfs src/main.go docs`,
+  cbfs extract -k fs1.key backup.cbfs src/main.go docs
+  cbfs extract -k fs1.key --salvage -C /restore cut-short.cbfs`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			key, err := loadKey(keyPath)
@@ -75,15 +82,41 @@ else 1 if one was rejected or not extracted.`,
 			// block cache makes them a few large ones.
 			pr := startProgress("extract "+args[0], fi.Size())
 			defer pr.finish()
-			a, err := format.OpenArchive(format.CachedSource(format.NewSource(pr.readerAt(f), fi.Size())), key)
+			src := format.CachedSource(format.NewSource(pr.readerAt(f), fi.Size()))
+			a, err := format.OpenArchive(src, key)
+			var entries []format.Entry
+			if err == nil {
+				entries, err = a.Entries()
+			}
+			salvaged := false
 			if err != nil {
-				return inputErr(args[0], err)
+				if !salvage || !isDamage(err) {
+					return damageHint(inputErr(args[0], err), "extract")
+				}
+				// The footer or the summary is unusable: find the
+				// members that are intact by scanning for them.
+				openErr := err
+				var problems []*format.Error
+				a, entries, problems, err = format.Salvage(src, key)
+				if err != nil {
+					return inputErr(args[0], err)
+				}
+				if len(problems) == 0 {
+					pr.say("cbfs: %s: %s\n", args[0], oneLine(openErr.Error()))
+				}
+				for _, p := range problems {
+					pr.say("cbfs: %s: %s\n", args[0], oneLine(p.Error()))
+				}
+				pr.say("cbfs: %s: salvaging %s found intact by a scan; members lost with the damage cannot be listed\n",
+					args[0], plural(len(entries), "member", "members"))
+				salvaged = true
 			}
 			opt := convert.ExtractOptions{
 				Paths:        args[1:],
 				SameOwner:    os.Geteuid() == 0 && !noSameOwner,
 				NumericOwner: numericOwner,
 				Overwrite:    overwrite,
+				Entries:      entries,
 				Report: func(p convert.Problem) {
 					if p.Path == "" {
 						pr.say("cbfs: %s\n", p.What)
@@ -106,11 +139,14 @@ else 1 if one was rejected or not extracted.`,
 			if st.Failed > 0 {
 				parts = append(parts, plural(st.Failed, "problem", "problems"))
 			}
+			if salvaged {
+				parts = append([]string{"archive damaged, members salvaged by a scan"}, parts...)
+			}
 			if len(parts) == 0 {
 				return nil
 			}
 			err = fmt.Errorf("%s: %s (named above); %d members extracted", args[0], strings.Join(parts, ", "), st.Members)
-			if st.Damaged > 0 {
+			if st.Damaged > 0 || salvaged {
 				return &exitError{code: exitDamaged, err: err}
 			}
 			return &exitError{code: exitFailure, err: err}
@@ -121,5 +157,6 @@ else 1 if one was rejected or not extracted.`,
 	c.Flags().BoolVar(&noSameOwner, "no-same-owner", false, "do not restore owners (the default when not root)")
 	c.Flags().BoolVar(&numericOwner, "numeric-owner", false, "restore the archived uid and gid, not the ids of the archived names")
 	c.Flags().BoolVar(&overwrite, "overwrite", false, "replace files that exist in DEST")
+	c.Flags().BoolVar(&salvage, "salvage", false, "when the archive's footer or summary is damaged, extract the members a scan finds intact")
 	return c
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -122,6 +123,59 @@ func TestPackExtractCommands(t *testing.T) {
 	}
 	if r := cbfs(t, "", "extract", "-k", newKey(t), "-C", t.TempDir(), arch); r.code != exitWrongKey {
 		t.Errorf("extract with the wrong key: %s", r)
+	}
+}
+
+// TestExtractSalvage: an archive cut short is refused with a hint at
+// --salvage; with it, every member before the cut is extracted whole, and
+// the status is 3 all the same.
+func TestExtractSalvage(t *testing.T) {
+	key := newKey(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "tree")
+	for i := range 30 {
+		writeFile(t, filepath.Join(root, fmt.Sprintf("f%02d", i)), randomBytes(20_000+i, uint64(i)), 0o644)
+	}
+	arch := filepath.Join(dir, "tree.cbfs")
+	mustRun(t, dir, "pack", "-k", key, "-o", arch, "tree")
+	full := readFile(t, arch)
+	for _, c := range []struct {
+		name      string
+		size      int
+		atLeast   int // regular files salvaged
+		allIntact bool
+	}{
+		{"end-blocks-missing", len(full) - 1024, 30, true},
+		{"cut-in-half", len(full) / 2 / 512 * 512, 10, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cut := filepath.Join(t.TempDir(), "cut.cbfs")
+			writeFile(t, cut, full[:c.size], 0o644)
+			r := cbfs(t, "", "extract", "-k", key, "-C", t.TempDir(), cut)
+			if r.code != exitDamaged || !strings.Contains(string(r.stderr), "hint: 'cbfs extract --salvage'") {
+				t.Fatalf("extract without --salvage: %s", r)
+			}
+			dest := t.TempDir()
+			r = cbfs(t, "", "extract", "-k", key, "--salvage", "-C", dest, cut)
+			if r.code != exitDamaged || !strings.Contains(string(r.stderr), "found intact by a scan") {
+				t.Fatalf("extract --salvage: %s", r)
+			}
+			n := 0
+			for i := range 30 {
+				name := fmt.Sprintf("f%02d", i)
+				b, err := os.ReadFile(filepath.Join(dest, "tree", name))
+				if err != nil {
+					continue
+				}
+				if !bytes.Equal(b, readFile(t, filepath.Join(root, name))) {
+					t.Fatalf("%s salvaged with other content", name)
+				}
+				n++
+			}
+			if n < c.atLeast || (c.allIntact && n != 30) || (!c.allIntact && n == 30) {
+				t.Fatalf("%d files salvaged; stderr:\n%s", n, r.stderr)
+			}
+		})
 	}
 }
 

@@ -207,8 +207,8 @@ func verifySummary(rs []verifyResult) string {
 	for _, r := range rs {
 		counts[r.Status]++
 	}
-	return fmt.Sprintf("verify: %d archives: %d ok, %d damaged, %d wrong key, %d unreadable",
-		len(rs), counts["ok"], counts["damaged"], counts["wrong-key"], counts["unreadable"])
+	return fmt.Sprintf("verify: %s: %d ok, %d damaged, %d wrong key, %d unreadable",
+		plural(len(rs), "archive", "archives"), counts["ok"], counts["damaged"], counts["wrong-key"], counts["unreadable"])
 }
 
 func verifyOne(path string, key *crypt.Key) verifyResult {
@@ -302,7 +302,10 @@ func printVerify(w *bufio.Writer, r *verifyResult) {
 				where += fmt.Sprintf(" (%q)", p.Path)
 			}
 		}
-		fmt.Fprintf(w, "  %s at offset %d: %s\n", where, p.Offset, p.What)
+		if p.Offset >= 0 {
+			where += fmt.Sprintf(" at offset %d", p.Offset)
+		}
+		fmt.Fprintf(w, "  %s: %s\n", where, p.What)
 	}
 }
 

@@ -33,6 +33,10 @@ type ExtractOptions struct {
 	// Report receives each problem as it is found; nil discards them
 	// (ExtractStats still counts them).
 	Report func(Problem)
+	// Entries, when set, are the members to extract in place of those the
+	// archive's summary lists: the entries format.Salvage found, or the
+	// summary read already.
+	Entries []format.Entry
 }
 
 // ExtractStats says what Extract did.
@@ -62,9 +66,12 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 	if !sysSupported {
 		return ExtractStats{}, errUnsupported
 	}
-	entries, err := a.Entries()
-	if err != nil {
-		return ExtractStats{}, err
+	entries := opt.Entries
+	if entries == nil {
+		var err error
+		if entries, err = a.Entries(); err != nil {
+			return ExtractStats{}, err
+		}
 	}
 	if err := os.MkdirAll(dest, 0o777); err != nil {
 		return ExtractStats{}, err

@@ -79,7 +79,9 @@ func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
 }
 
 // findFooter scans back over the end-of-archive zero blocks to the footer
-// record and checks where it stands.
+// record and checks where it stands. When only the end-of-archive blocks
+// are wrong (missing or cut) it returns the footer with the error: a
+// random-access reader refuses the archive, a scan goes by the footer.
 func (a *Archive) findFooter() (*Footer, error) {
 	size := a.src.Size()
 	if size%BlockSize != 0 {
@@ -112,10 +114,25 @@ func (a *Archive) findFooter() (*Footer, error) {
 	case end < 0:
 		return nil, newErr(ClassFooter, 0, -1, "no footer: the archive is all zeros")
 	case size-end < 2*BlockSize:
-		return nil, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
+		// Still find the footer, for a scan to go by: a copy cut short
+		// by a block or two has everything else.
+		f, err := a.footerAt(end, tail, tailStart)
+		if err != nil {
+			f = nil
+		}
+		return f, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
 	case size-end > MaxTrailingZeros:
 		return nil, newErr(ClassTar, end, -1, "over %d zero bytes after the footer", MaxTrailingZeros)
 	case end < 4*BlockSize:
+		return nil, newErr(ClassFooter, end, -1, "no footer before the end-of-archive blocks")
+	}
+	return a.footerAt(end, tail, tailStart)
+}
+
+// footerAt reads and checks the footer record that ends at end; tail holds
+// the archive's bytes from tailStart.
+func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, error) {
+	if end < 4*BlockSize {
 		return nil, newErr(ClassFooter, end, -1, "no footer before the end-of-archive blocks")
 	}
 	off := end - 2*BlockSize
@@ -174,6 +191,9 @@ func (a *Archive) findFooter() (*Footer, error) {
 func (a *Archive) Entries() ([]Entry, error) {
 	if a.keys == nil {
 		return nil, errors.New("the summary cannot be read without the key")
+	}
+	if a.Footer == nil {
+		return nil, errors.New("a salvaged archive has no summary to read")
 	}
 	var entries []Entry
 	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, nil)

@@ -85,7 +85,8 @@ func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport
 	f, ferr := a.findFooter()
 	if ferr != nil {
 		s.problem(ferr)
-	} else {
+	}
+	if f != nil {
 		if s.keys != nil && !f.Authenticate(s.keys) {
 			s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch"))
 		}

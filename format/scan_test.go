@@ -147,3 +147,64 @@ func TestScanResyncs(t *testing.T) {
 		}
 	}
 }
+
+// TestSalvage: an archive cut short keeps every member before the cut.
+// Salvage finds them by scanning, and reads each one whole through the
+// Archive it returns. OpenArchive refuses the same bytes.
+func TestSalvage(t *testing.T) {
+	key := testKey(t, 13)
+	var ms []testMember
+	for i := range 12 {
+		c := bytes.Repeat([]byte{byte(i), 'x'}, 3000+i)
+		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: []byte(fmt.Sprintf("f%02d", i)), Size: int64(len(c))}, c})
+	}
+	arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: true, ChunkSize: MinChunkSize, RecordSize: MinRecordSize})
+	R := int64(MinRecordSize)
+	for _, c := range []struct {
+		name string
+		size int64
+		want int // members salvaged
+	}{
+		{"end-blocks-missing", int64(len(arc)) - 2*BlockSize, len(ms)},
+		{"one-end-block", int64(len(arc)) - BlockSize, len(ms)},
+		// Cut inside member 7: members 0-6 are whole.
+		{"cut-in-member-7", (physOf(entries[7].Offset+entries[7].Length/2, R) / BlockSize) * BlockSize, 7},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := arc[:c.size]
+			src := NewSource(bytes.NewReader(b), c.size)
+			if _, err := OpenArchive(src, key); err == nil {
+				t.Fatal("OpenArchive accepted an archive cut short")
+			}
+			a, got, problems, err := Salvage(src, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(problems) == 0 {
+				t.Error("no problem reported")
+			}
+			if len(got) != c.want {
+				t.Fatalf("salvaged %d members, want %d; problems %v", len(got), c.want, problems)
+			}
+			for i, e := range got {
+				if e.Number != uint32(i) || e.Offset != entries[i].Offset || e.Length != entries[i].Length {
+					t.Fatalf("member %d: %+v, writer said %+v", i, e, entries[i])
+				}
+				m, err := a.Meta(e)
+				if err != nil || !bytes.Equal(m.Path, ms[i].meta.Path) {
+					t.Fatalf("member %d: Meta %v, %v", i, m, err)
+				}
+				var buf bytes.Buffer
+				if err := a.Content(e, &buf); err != nil || !bytes.Equal(buf.Bytes(), ms[i].content) {
+					t.Fatalf("member %d: content differs (%v)", i, err)
+				}
+			}
+			if _, err := a.Entries(); err == nil {
+				t.Error("Entries of a salvaged archive: want an error")
+			}
+		})
+	}
+	if _, _, _, err := Salvage(NewSource(bytes.NewReader(arc), int64(len(arc))), testKey(t, 14)); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("wrong key: got %v", err)
+	}
+}
