@@ -140,6 +140,16 @@ func lsLine(m *format.Meta) string {
 	typ := map[format.Type]byte{format.TypeRegular: '-', format.TypeDir: 'd', format.TypeSymlink: 'l',
 		format.TypeHardlink: 'h', format.TypeChar: 'c', format.TypeBlock: 'b', format.TypeFifo: 'p',
 		format.TypeTombstone: 'D', format.TypeTarOther: '?'}[m.Type]
+	if m.Type == format.TypeTarOther {
+		// GNU tar's letters for its own types: an incremental dump
+		// directory, a volume label, a multi-volume continuation.
+		switch m.Typeflag {
+		case 'D':
+			typ = 'd'
+		case 'V', 'M':
+			typ = m.Typeflag
+		}
+	}
 	mode := fs.FileMode(m.Mode & 0o777)
 	if m.Mode&0o4000 != 0 {
 		mode |= fs.ModeSetuid

@@ -244,11 +244,24 @@ func (x *extractor) member(i int, e format.Entry) error {
 		return nil
 	}
 	if sm.Type == format.TypeTarOther {
-		x.report(Note, string(sm.Path), "tar entry of type %q skipped: cbfs does not know how to extract it", sm.Typeflag)
-		return nil
+		switch sm.Typeflag {
+		case 'D':
+			sm = dumpDir(sm)
+		case 'V':
+			return nil // a GNU volume label: a name for the archive, not a file
+		default:
+			x.report(Note, string(sm.Path), "tar entry of type %q skipped: cbfs does not know how to extract it", sm.Typeflag)
+			return nil
+		}
 	}
 	if len(comps) == 0 {
-		return nil // the destination itself ("./"): it is not replaced
+		// The destination itself ("./", "."): a directory member of it is
+		// the directory extract writes into, and it is not replaced.
+		// Anything else could only be written over it.
+		if sm.Type != format.TypeDir {
+			x.report(Failed, string(sm.Path), "a %s named as the destination directory itself; not extracted", sm.Type)
+		}
+		return nil
 	}
 	// A member at the same path still being written finishes first: the
 	// last one wins.
@@ -265,8 +278,20 @@ func (x *extractor) member(i int, e format.Entry) error {
 			}
 			return err
 		}
+		if m.Type == format.TypeTarOther && m.Typeflag == 'D' {
+			m = dumpDir(m)
+		}
 	}
 	return x.extract(i, e, m, comps, name)
+}
+
+// dumpDir turns a GNU incremental dump directory (tar type 'D': a
+// directory whose data lists its entries for tar's incremental restore)
+// into the directory it is, as GNU tar extracts it without --incremental.
+func dumpDir(m *format.Meta) *format.Meta {
+	d := *m
+	d.Type, d.Typeflag, d.Size = format.TypeDir, 0, 0
+	return &d
 }
 
 func (x *extractor) extract(i int, e format.Entry, m *format.Meta, comps []string, name string) error {

@@ -4,6 +4,7 @@ package convert
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -319,16 +320,31 @@ func TestExtractPaths(t *testing.T) {
 // an unknown tar entry is skipped with a note.
 func TestExtractSkipped(t *testing.T) {
 	arch := craftArchive(t, crafted{format.Meta{Type: format.TypeTarGlobal, Path: []byte("g")}, "9 a=b\n"},
-		crafted{format.Meta{Type: format.TypeTarOther, Path: []byte("weird"), Typeflag: 'V'}, ""},
+		crafted{format.Meta{Type: format.TypeTarOther, Path: []byte("weird"), Typeflag: 'N'}, ""},
+		// A GNU volume label is skipped without a word; a GNU incremental
+		// dump directory is extracted as the directory it is.
+		crafted{format.Meta{Type: format.TypeTarOther, Path: []byte("label"), Typeflag: 'V'}, ""},
+		crafted{format.Meta{Type: format.TypeTarOther, Path: []byte("dd/"), Typeflag: 'D', Mode: 0o1777, Size: 4}, "Yf\x00\x00"},
 		crafted{format.Meta{Type: format.TypeTombstone, Path: []byte("gone")}, ""}, file("f", "f"),
+		// Members that name the destination itself: a directory is the
+		// destination, anything else is reported and not written.
+		dir("./", 0o700), file(".", "x"), file("./", "y"), symlink(".", "f"),
 		crafted{format.Meta{Type: format.TypeTrailer}, "\x00\x00"})
 	dest := t.TempDir()
 	st, problems := extractBytes(t, arch, dest, ExtractOptions{})
-	if len(problems) != 1 || problems[0].Kind != Note || problems[0].Path != "weird" || st.Failed != 0 {
-		t.Errorf("problems %v", problems)
+	if len(problems) != 4 || problems[0].Kind != Note || problems[0].Path != "weird" || st.Failed != 3 {
+		t.Fatalf("problems %v, stats %+v", problems, st)
 	}
-	if got := listTree(t, dest); !slices.Equal(got, []string{". d---------", "f ---------- f"}) {
+	for _, p := range problems[1:] {
+		if p.Kind != Failed || !strings.Contains(p.What, "destination directory itself; not extracted") {
+			t.Errorf("problem %+v", p)
+		}
+	}
+	if got := listTree(t, dest); !slices.Equal(got, []string{". d---------", "dd d---------", "f ---------- f"}) {
 		t.Errorf("got %q", got)
+	}
+	if fi, err := os.Stat(filepath.Join(dest, "dd")); err != nil || fi.Mode() != fs.ModeDir|fs.ModeSticky|0o777 {
+		t.Errorf("dump directory: %v, %v; want drwxrwxrwt", fi.Mode(), err)
 	}
 }
 
@@ -381,6 +397,9 @@ func TestExtractImported(t *testing.T) {
 	}{
 		{"pax", []string{"--format=pax", "--xattrs", "-S"}},
 		{"gnu", []string{"--format=gnu", "-S"}},
+		// Directories as GNU incremental dump directories (type 'D'),
+		// and a volume label (type 'V').
+		{"gnu-incremental", []string{"--format=gnu", "-S", "-V", "label", "--listed-incremental=" + filepath.Join(t.TempDir(), "snap")}},
 	} {
 		t.Run(c.format, func(t *testing.T) {
 			args := append(c.flags, "-cf", "-", "-C", tr.parent, "src")
@@ -402,7 +421,7 @@ func TestExtractImported(t *testing.T) {
 			}
 			got := filepath.Join(dest, "src")
 			// The GNU format keeps whole seconds and no xattrs.
-			gnu := c.format == "gnu"
+			gnu := strings.HasPrefix(c.format, "gnu")
 			compareTrees(t, tr.root, got, compareOpts{owners: tr.owners, seconds: gnu, noXattrs: gnu})
 			checkTreeFeatures(t, &packTree{sparse: tr.sparse, devices: tr.devices, xattrs: tr.xattrs && c.format == "pax"}, got)
 		})
