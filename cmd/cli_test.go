@@ -728,9 +728,25 @@ func TestLsAndCat(t *testing.T) {
 		}
 	})
 	t.Run("cat-missing", func(t *testing.T) {
-		r := cbfs(t, dir, "cat", "-k", key, "a.cbfs", "d/nothing")
-		if r.code == 0 || !strings.Contains(string(r.stderr), "d/nothing") {
-			t.Fatalf("cat of a missing path: %s", r)
+		// A path that is not there, and a directory, are named; the
+		// other paths are still written, in order; the status is 1.
+		r := cbfs(t, dir, "cat", "-k", key, "a.cbfs", "d/nothing", "d/hello.txt", "d/sub", "d/hello.txt")
+		h := readFile(t, filepath.Join(src, "d/hello.txt"))
+		if r.code != exitFailure || !bytes.Equal(r.stdout, slices.Concat(h, h)) {
+			t.Fatalf("cat with a missing path: %d bytes out; %s", len(r.stdout), r)
+		}
+		want := "cbfs: a.cbfs: \"d/nothing\": no such member\ncbfs: a.cbfs: \"d/sub\" is a dir, not a file\n" +
+			"cbfs: a.cbfs: 2 of 4 paths not written (named above)\n"
+		if string(r.stderr) != want {
+			t.Errorf("stderr %q, want %q", r.stderr, want)
+		}
+	})
+	t.Run("cat-paths-as-extract-names-them", func(t *testing.T) {
+		h := readFile(t, filepath.Join(src, "d/hello.txt"))
+		for _, p := range []string{"./d/hello.txt", "d//hello.txt", "./d/./hello.txt"} {
+			if r := mustRun(t, dir, "cat", "-k", key, "a.cbfs", p); !bytes.Equal(r.stdout, h) {
+				t.Errorf("cat %q: %q", p, r.stdout)
+			}
 		}
 	})
 }

@@ -6,26 +6,57 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/cbfs/cbfs/format"
 )
 
 // Lookup finds the entry that holds path's current content in one
 // archive: the last member with that path, as tar's extraction order
-// makes the last one win. A path whose last member is a tombstone is
-// reported as deleted.
+// makes the last one win. Paths match as extract writes them: "./a",
+// "a" and "a//b/" name the same files as "a" and "a/b". When no live
+// member has the path, the error is a *NoMemberError.
 func Lookup(entries []format.Entry, path []byte) (format.Entry, error) {
+	want, ok := memberName(path)
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
 		if !bytes.Equal(e.Meta.Path, path) {
-			continue
+			if got, gok := memberName(e.Meta.Path); !ok || !gok || got != want {
+				continue
+			}
 		}
 		if e.Meta.Type == format.TypeTombstone {
-			return e, fmt.Errorf("%q: deleted (tombstone at member %d)", path, e.Number)
+			return e, &NoMemberError{Path: path, Deleted: true, Tombstone: e.Number}
 		}
 		return e, nil
 	}
-	return format.Entry{}, fmt.Errorf("%q: no such member", path)
+	return format.Entry{}, &NoMemberError{Path: path}
+}
+
+// NoMemberError says that no live member has a path: there is none, or
+// the last one is a tombstone (a recorded deletion).
+type NoMemberError struct {
+	Path      []byte
+	Deleted   bool
+	Tombstone uint32 // the tombstone's member number, when Deleted
+}
+
+func (e *NoMemberError) Error() string {
+	if e.Deleted {
+		return fmt.Sprintf("%q: deleted (tombstone at member %d)", e.Path, e.Tombstone)
+	}
+	return fmt.Sprintf("%q: no such member", e.Path)
+}
+
+// memberName is the name extract gives a member path, its components
+// joined by "/"; ok is false for a path extract would not write (a ".."
+// component, absolute) or that names the destination itself.
+func memberName(p []byte) (string, bool) {
+	comps, bad := splitMember(p)
+	if bad != "" || len(comps) == 0 {
+		return "", false
+	}
+	return strings.Join(comps, "/"), true
 }
 
 // WriteContent writes the file content of one member to w: for a sparse
