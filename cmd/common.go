@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
@@ -102,36 +102,64 @@ func inputErr(name string, err error) error {
 	if errors.As(err, &ee) {
 		return err
 	}
+	// "x: open x: no such file" says the name twice.
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == name {
+		err = pe.Err
+	}
 	return &exitError{err: fmt.Errorf("%s: %w", name, err)}
 }
 
 // archiveArgs expands the ARCHIVE|DIR arguments of commands that take
-// many archives: a directory stands for the regular files directly in it
-// whose names do not start with '.', in name order (not recursive, so that
-// a directory of archives is read as the tiering agent writes it).
+// several archives: a directory stands for the archives in it
+// (convert.ListArchiveDir). Anything else, "-" and paths that do not
+// exist included, is passed on for the command to open and report.
 func archiveArgs(args []string) ([]string, error) {
 	var out []string
 	for _, a := range args {
-		st, err := os.Stat(a)
-		if err != nil {
-			return nil, err
-		}
-		if !st.IsDir() {
+		if st, err := os.Stat(a); a == "-" || err != nil || !st.IsDir() {
 			out = append(out, a)
 			continue
 		}
-		ents, err := os.ReadDir(a)
+		files, err := convert.ListArchiveDir(a)
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range ents {
-			if e.Name()[0] == '.' || !e.Type().IsRegular() {
-				continue
-			}
-			out = append(out, filepath.Join(a, e.Name()))
-		}
+		out = append(out, files...)
 	}
 	return out, nil
+}
+
+// openArchiveFile opens an archive for a command that seeks through it:
+// a regular file, or standard input ("-") when that is one.
+func openArchiveFile(path string) (*os.File, int64, error) {
+	f := os.Stdin
+	if path != "-" {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return nil, 0, err
+		}
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file: the archive is read by seeking through it", displayName(path)),
+			hint: "for a pipe use 'cbfs export -k KEY - | tar tvf -' (or 'tar xf -'), or save it to a file first"}
+	}
+	if err != nil {
+		if path != "-" {
+			f.Close()
+		}
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// displayName is how messages name an archive argument.
+func displayName(path string) string {
+	if path == "-" {
+		return "standard input"
+	}
+	return path
 }
 
 // printJSON writes v as indented JSON: the --json output of every command.

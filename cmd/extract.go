@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -61,28 +60,19 @@ without the summary.`,
 			if err != nil {
 				return err
 			}
-			if args[0] == "-" {
-				return &exitError{code: exitUsage, err: errors.New("extract needs an archive file: it seeks through the archive's summary"),
-					hint: "for a pipe use 'cbfs export -k KEY - | tar xf -'"}
-			}
-			f, err := os.Open(args[0])
+			name := displayName(args[0])
+			f, size, err := openArchiveFile(args[0])
 			if err != nil {
-				return inputErr(args[0], err)
+				return inputErr(name, err)
 			}
-			defer f.Close()
-			fi, err := f.Stat()
-			if err != nil {
-				return inputErr(args[0], err)
-			}
-			if !fi.Mode().IsRegular() {
-				return &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file", args[0]),
-					hint: "extract seeks through the archive; for a pipe use 'cbfs export -k KEY - | tar xf -'"}
+			if args[0] != "-" {
+				defer f.Close()
 			}
 			// Members are read in order, each in several small reads: a
 			// block cache makes them a few large ones.
-			pr := startProgress("extract "+args[0], fi.Size())
+			pr := startProgress("extract "+name, size)
 			defer pr.finish()
-			src := format.CachedSource(format.NewSource(pr.readerAt(f), fi.Size()))
+			src := format.CachedSource(format.NewSource(pr.readerAt(f), size))
 			a, err := format.OpenArchive(src, key)
 			var entries []format.Entry
 			if err == nil {
@@ -91,7 +81,7 @@ without the summary.`,
 			salvaged := false
 			if err != nil {
 				if !salvage || !isDamage(err) {
-					return damageHint(inputErr(args[0], err), "extract")
+					return damageHint(inputErr(name, err), "extract")
 				}
 				// The footer or the summary is unusable: find the
 				// members that are intact by scanning for them.
@@ -99,16 +89,16 @@ without the summary.`,
 				var problems []*format.Error
 				a, entries, problems, err = format.Salvage(src, key)
 				if err != nil {
-					return inputErr(args[0], err)
+					return inputErr(name, err)
 				}
 				if len(problems) == 0 {
-					pr.say("cbfs: %s: %s\n", args[0], oneLine(openErr.Error()))
+					pr.say("cbfs: %s: %s\n", name, oneLine(openErr.Error()))
 				}
 				for _, p := range problems {
-					pr.say("cbfs: %s: %s\n", args[0], oneLine(p.Error()))
+					pr.say("cbfs: %s: %s\n", name, oneLine(p.Error()))
 				}
 				pr.say("cbfs: %s: salvaging %s found intact by a scan; members lost with the damage cannot be listed\n",
-					args[0], plural(len(entries), "member", "members"))
+					name, plural(len(entries), "member", "members"))
 				salvaged = true
 			}
 			opt := convert.ExtractOptions{
@@ -127,7 +117,7 @@ without the summary.`,
 			}
 			st, err := convert.Extract(a, dest, opt)
 			if err != nil {
-				return inputErr(args[0], err)
+				return inputErr(name, err)
 			}
 			var parts []string
 			if st.Damaged > 0 {
@@ -145,7 +135,7 @@ without the summary.`,
 			if len(parts) == 0 {
 				return nil
 			}
-			err = fmt.Errorf("%s: %s (named above); %d members extracted", args[0], strings.Join(parts, ", "), st.Members)
+			err = fmt.Errorf("%s: %s (named above); %d members extracted", name, strings.Join(parts, ", "), st.Members)
 			if st.Damaged > 0 || salvaged {
 				return &exitError{code: exitDamaged, err: err}
 			}

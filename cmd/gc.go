@@ -43,7 +43,7 @@ live. It changes nothing.`,
 			}
 			files, err := archiveArgs(args)
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			usage := make([]convert.ArchiveUsage, len(files))
 			errs := make([]error, len(files))
@@ -65,18 +65,34 @@ live. It changes nothing.`,
 				}()
 			}
 			wg.Wait()
-			for _, err := range errs {
+			// An archive that cannot be read is named, and left out of
+			// the report on the others; the status tells the worst.
+			code, failed := exitOK, 0
+			good := usage[:0:0]
+			for i, err := range errs {
 				if err != nil {
-					return err
+					fmt.Fprintf(os.Stderr, "cbfs: %s\n", oneLine(err.Error()))
+					c, _ := classify(err)
+					code = worse(code, c)
+					failed++
+					continue
 				}
+				good = append(good, usage[i])
+			}
+			var status error
+			if failed > 0 {
+				status = &exitError{code: code, err: fmt.Errorf("gc: %s not read (named above)", plural(failed, "archive", "archives"))}
 			}
 			w := bufio.NewWriter(os.Stdout)
 			defer w.Flush()
 			if asJSON {
-				return printJSON(w, usage)
+				if err := printJSON(w, good); err != nil {
+					return err
+				}
+				return status
 			}
 			fmt.Fprintf(w, "%-40s %8s %8s %14s %14s %6s\n", "ARCHIVE", "MEMBERS", "LIVE", "LIVE BYTES", "DEAD BYTES", "DEAD%")
-			for _, u := range usage {
+			for _, u := range good {
 				pct := 0.0
 				if t := u.LiveBytes + u.DeadBytes; t > 0 {
 					pct = 100 * float64(u.DeadBytes) / float64(t)
@@ -87,7 +103,7 @@ live. It changes nothing.`,
 				}
 				fmt.Fprintf(w, "%-40s %8d %8d %14d %14d %5.1f%%%s\n", u.Archive, u.Members, u.LiveMembers, u.LiveBytes, u.DeadBytes, pct, note)
 			}
-			return nil
+			return status
 		},
 	}
 	keyFlag(c, &keyPath)

@@ -83,6 +83,60 @@ func TestGC(t *testing.T) {
 	if r := cbfs(t, dir, "gc", "-k", key, archives); r.code != exitUsage {
 		t.Errorf("gc without --index: %s, want exit %d", r, exitUsage)
 	}
+
+	// An archive that cannot be read is named, the others are still
+	// reported, and the status is the unreadable one's.
+	junk := filepath.Join(dir, "junk.cbfs")
+	writeFile(t, junk, bytes.Repeat([]byte("not an archive "), 100), 0o644)
+	r = cbfs(t, dir, "gc", "-k", key, "--index", index, "--json", filepath.Join(archives, "1.cbfs"), junk, filepath.Join(archives, "2.cbfs"))
+	var some []struct {
+		Archive string `json:"archive"`
+	}
+	if err := json.Unmarshal(r.stdout, &some); err != nil || len(some) != 2 {
+		t.Fatalf("gc with an unreadable archive: %v, %d archives reported; %s", err, len(some), r)
+	}
+	if r.code != exitBadInput || !strings.Contains(string(r.stderr), "junk.cbfs") || !strings.Contains(string(r.stderr), "gc: 1 archive not read") {
+		t.Errorf("gc with an unreadable archive: %s", r)
+	}
+}
+
+// TestArchiveArgs: a directory with no archive files is an error, not an
+// empty success; "-" is standard input when that is a file, and refused
+// with a hint when it is a pipe.
+func TestArchiveArgs(t *testing.T) {
+	dir, key, index, archives := gcFixture(t)
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(empty, ".hidden"), []byte("x"), 0o644)
+	for _, args := range [][]string{
+		{"verify", empty},
+		{"gc", "-k", key, "--index", index, empty},
+		{"index", "rebuild", "-k", key, "-o", filepath.Join(dir, "x.index"), empty},
+	} {
+		r := cbfs(t, dir, args...)
+		if r.code != exitFailure || !strings.Contains(string(r.stderr), "empty: no archive files in this directory") {
+			t.Errorf("cbfs %q: %s", args, r)
+		}
+	}
+	arch := filepath.Join(archives, "1.cbfs")
+	f, err := os.Open(arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, args := range [][]string{{"verify", "-"}, {"ls", "-k", key, "-"}, {"cat", "-k", key, "-", "tree/c.txt"}} {
+		f.Seek(0, 0)
+		r := invocation{stdin: f}.run(t, args...)
+		if r.code != 0 {
+			t.Errorf("cbfs %q < file: %s", args, r)
+		}
+	}
+	r := invocation{stdin: bytes.NewReader(readFile(t, arch))}.run(t, "ls", "-k", key, "-")
+	if r.code != exitUsage || !strings.Contains(string(r.stderr), "standard input: not a regular file") || !strings.Contains(string(r.stderr), "hint: ") {
+		t.Errorf("ls from a pipe: %s", r)
+	}
 }
 
 func TestVerifyIndex(t *testing.T) {

@@ -22,24 +22,14 @@ func init() {
 
 // openArchive opens an archive file for random access.
 func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error) {
-	f, err := os.Open(path)
+	f, size, err := openArchiveFile(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, inputErr(displayName(path), err)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file", path),
-			hint: "this command seeks through the archive; for a pipe use 'cbfs export -k KEY - | tar tvf -'"}
-	}
-	a, err := format.OpenArchive(format.NewSource(f, st.Size()), key)
+	a, err := format.OpenArchive(format.NewSource(f, size), key)
 	if err != nil {
 		f.Close()
-		return nil, nil, inputErr(path, err)
+		return nil, nil, inputErr(displayName(path), err)
 	}
 	return a, f, nil
 }

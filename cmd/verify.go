@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/cbfs/cbfs/convert"
@@ -96,7 +98,7 @@ func runVerify(o *verifyOptions, args []string) error {
 	}
 	files, err := archiveArgs(args)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	var index *format.Index
 	if o.index != "" {
@@ -212,24 +214,27 @@ func verifySummary(rs []verifyResult) string {
 }
 
 func verifyOne(path string, key *crypt.Key) verifyResult {
-	r := verifyResult{Archive: path, Keyed: key != nil, Problems: []verifyProblem{}}
-	f, err := os.Open(path)
+	r := verifyResult{Archive: displayName(path), Keyed: key != nil, Problems: []verifyProblem{}}
+	f, size, err := openArchiveFile(path)
 	if err != nil {
-		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
+		// The line names the archive already.
+		msg := strings.TrimPrefix(err.Error(), displayName(path)+": ")
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			msg = pe.Err.Error()
+		}
+		r.Status, r.Error, r.code = "unreadable", msg, exitFailure
 		return r
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
-		return r
+	if path != "-" {
+		defer f.Close()
 	}
 	var found []format.Entry
 	collect := func(e format.Entry) error {
 		found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
 		return nil
 	}
-	rep, err := format.ScanArchive(format.NewSource(f, st.Size()), format.ScanOptions{Key: key, Content: true, Digest: true}, collect)
+	rep, err := format.ScanArchive(format.NewSource(f, size), format.ScanOptions{Key: key, Content: true, Digest: true}, collect)
 	if rep != nil && rep.Header != nil {
 		r.intact = make(map[uint32]convert.IntactMember, len(found))
 		for _, e := range found {

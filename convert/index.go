@@ -68,10 +68,8 @@ func FileSource(path string) NamedSource {
 }
 
 // ArchiveSources expands command-line arguments: a file is one archive; a
-// directory stands for every regular file directly in it (not in its
-// subdirectories) whose name does not start with '.', so that temporary
-// files and the index's own temporary files are left out. The result is
-// sorted by name, then by where.
+// directory stands for the archives ListArchiveDir finds in it. The
+// result is sorted by name, then by where.
 func ArchiveSources(args []string) ([]NamedSource, error) {
 	var out []NamedSource
 	seen := map[string]bool{}
@@ -91,25 +89,46 @@ func ArchiveSources(args []string) ([]NamedSource, error) {
 			add(arg)
 			continue
 		}
-		ents, err := os.ReadDir(arg)
+		files, err := ListArchiveDir(arg)
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".") {
-				continue
-			}
-			p := filepath.Join(arg, e.Name())
-			if e.Type().IsRegular() {
-				add(p)
-			} else if e.Type()&fs.ModeSymlink != 0 {
-				if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-					add(p)
-				}
-			}
+		for _, p := range files {
+			add(p)
 		}
 	}
 	sortSources(out)
+	return out, nil
+}
+
+// ListArchiveDir lists the archives a directory argument stands for:
+// every regular file directly in it (not in its subdirectories, symlinks
+// to regular files included) whose name does not start with '.', so that
+// temporary files, the index's own among them, are left out; in name
+// order. A directory with none is an error: it is more likely the wrong
+// directory than an empty set of archives.
+func ListArchiveDir(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if e.Type().IsRegular() {
+			out = append(out, p)
+		} else if e.Type()&fs.ModeSymlink != 0 {
+			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+				out = append(out, p)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no archive files in this directory", dir)
+	}
 	return out, nil
 }
 
