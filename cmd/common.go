@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
@@ -106,6 +107,10 @@ func inputErr(name string, err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) && pe.Path == name {
 		err = pe.Err
+	}
+	// Nor does an error that names the file already ("index x: ...").
+	if msg := err.Error(); strings.HasPrefix(msg, name+": ") || strings.Contains(msg, " "+name+": ") {
+		return &exitError{err: err}
 	}
 	return &exitError{err: fmt.Errorf("%s: %w", name, err)}
 }

@@ -64,7 +64,7 @@ tar does) and pack exits with status 1.`,
 			seen := map[string]string{}
 			for _, dir := range args {
 				if _, err := os.Lstat(dir); err != nil {
-					return &exitError{code: exitFailure, err: err}
+					return inputErr(dir, err)
 				}
 				name, err := convert.TreeName(dir)
 				if err != nil {
@@ -101,7 +101,7 @@ tar does) and pack exits with status 1.`,
 				if err := p.AddTree(dir); err != nil {
 					pr.finish()
 					out.abort()
-					return err
+					return inputErr(dir, err)
 				}
 			}
 			st, err := p.Close()

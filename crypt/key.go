@@ -59,10 +59,17 @@ type KeySizeError struct {
 	// TrailingNewline is set when the file is one or two bytes too long
 	// and ends in a newline: the usual damage done by a text editor.
 	TrailingNewline bool
+	// AtLeast is set when Size is only what was read of a pipe or a
+	// device that had more to give.
+	AtLeast bool
 }
 
 func (e *KeySizeError) Error() string {
-	msg := fmt.Sprintf("key file %s: %d bytes, a key file holds exactly %d raw bytes", e.Path, e.Size, KeySize)
+	size := fmt.Sprintf("%d bytes", e.Size)
+	if e.AtLeast {
+		size = fmt.Sprintf("more than %d bytes", KeySize)
+	}
+	msg := fmt.Sprintf("key file %s: %s, a key file holds exactly %d raw bytes", e.Path, size, KeySize)
 	if e.TrailingNewline {
 		msg += " (it ends in a newline: was it saved by a text editor?)"
 	}
@@ -102,8 +109,11 @@ func ReadKeyFile(path string) (*Key, []KeyFileWarning, error) {
 		if st.Mode().IsRegular() {
 			size = st.Size()
 		}
-		nl := n > KeySize && n <= KeySize+2 && size <= KeySize+2 && buf[n-1] == '\n'
-		return nil, nil, &KeySizeError{Path: path, Size: size, TrailingNewline: nl}
+		// Of a pipe or a device, only what was read is known: a full
+		// buffer may be the start of more.
+		more := !st.Mode().IsRegular() && n == len(buf)
+		nl := !more && n > KeySize && n <= KeySize+2 && size <= KeySize+2 && buf[n-1] == '\n'
+		return nil, nil, &KeySizeError{Path: path, Size: size, TrailingNewline: nl, AtLeast: more}
 	}
 	var warns []KeyFileWarning
 	if st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {

@@ -68,6 +68,25 @@ func TestReadKeyFile(t *testing.T) {
 	if _, _, err := ReadKeyFile(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing file: %v", err)
 	}
+	// Of a device or a pipe only what was read is known.
+	if _, _, err := ReadKeyFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "more than 32 bytes") {
+		t.Errorf("/dev/zero: %v", err)
+	}
+	for _, c := range []struct {
+		body []byte
+		want string
+	}{{bytes.Repeat(key, 3), "more than 32 bytes"}, {key[:20], "20 bytes"}} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { w.Write(c.body); w.Close() }()
+		_, _, err = ReadKeyFile(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+		r.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("pipe of %d bytes: %v, want %q", len(c.body), err, c.want)
+		}
+	}
 }
 
 func TestGenerateKeyFile(t *testing.T) {

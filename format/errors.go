@@ -24,6 +24,11 @@ type VersionError struct {
 }
 
 func (e *VersionError) Error() string {
+	if e.Major < Major {
+		// No release wrote it: version 1 is the first.
+		return fmt.Sprintf("unsupported CBFS archive format version %d.%d (this cbfs reads version %d.x, the first; no cbfs writes %d.x: is the header damaged?)",
+			e.Major, e.Minor, Major, e.Major)
+	}
 	return fmt.Sprintf("unsupported CBFS archive format version %d.%d (this cbfs reads version %d.x; a newer cbfs is needed)",
 		e.Major, e.Minor, Major)
 }

@@ -53,6 +53,10 @@ type IndexVersionError struct {
 }
 
 func (e *IndexVersionError) Error() string {
+	if e.Major < IndexMajor {
+		return fmt.Sprintf("unsupported CBFS index version %d.%d (this cbfs reads index version %d.x, the first; no cbfs writes %d.x: is the index damaged?)",
+			e.Major, e.Minor, IndexMajor, e.Major)
+	}
 	return fmt.Sprintf("unsupported CBFS index version %d.%d (this cbfs reads index version %d.x; a newer cbfs is needed)",
 		e.Major, e.Minor, IndexMajor)
 }
