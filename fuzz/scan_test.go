@@ -3,6 +3,7 @@ package fuzz
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -60,6 +61,43 @@ func FuzzScan(f *testing.F) {
 			}
 		} else if keyedIntact {
 			t.Fatalf("keyed scan calls intact what the streaming reader refuses: %v", serr)
+		}
+	})
+}
+
+// FuzzSalvage feeds arbitrary bytes to format.Salvage, which extract
+// --salvage uses on archives whose footer or summary is lost. Beyond
+// never panicking and typed errors: it finds exactly the members the
+// keyed scan delivers, every one of them reads back whole through the
+// Archive it returns (metadata and content: the scan authenticated them),
+// and that Archive has no summary to give.
+func FuzzSalvage(f *testing.F) {
+	for _, s := range archiveSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		src := format.NewSource(bytes.NewReader(data), int64(len(data)))
+		a, entries, problems, err := format.Salvage(src, fuzzKey)
+		if err != nil {
+			if !isInputError(err) && !errors.Is(err, format.ErrWrongKey) {
+				t.Fatalf("Salvage: untyped error: %v", err)
+			}
+			return
+		}
+		_, kn, kerr := scan(t, data, fuzzKey)
+		if kerr != nil || kn != len(entries) {
+			t.Fatalf("Salvage found %d members, the keyed scan %d (%v)", len(entries), kn, kerr)
+		}
+		for _, e := range entries {
+			if _, err := a.Meta(e); err != nil {
+				t.Fatalf("salvaged member %d: Meta: %v (problems %v)", e.Number, err, problems)
+			}
+			if err := a.Content(e, io.Discard); err != nil {
+				t.Fatalf("salvaged member %d: Content: %v (problems %v)", e.Number, err, problems)
+			}
+		}
+		if _, err := a.Entries(); err == nil {
+			t.Fatal("a salvaged archive gave a summary")
 		}
 	})
 }
