@@ -123,8 +123,6 @@ func (a *Archive) findFooter() (*Footer, error) {
 		return f, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
 	case size-end > MaxTrailingZeros:
 		return nil, newErr(ClassTar, end, -1, "over %d zero bytes after the footer", MaxTrailingZeros)
-	case end < 4*BlockSize:
-		return nil, newErr(ClassFooter, end, -1, "no footer before the end-of-archive blocks")
 	}
 	return a.footerAt(end, tail, tailStart)
 }
