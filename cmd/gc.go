@@ -25,7 +25,9 @@ versions, and deletions that still hide older versions) with their bytes, and
 the dead bytes (members superseded by a later member or archive, or deleted).
 Archives with mostly dead bytes are the ones worth compacting. Members that
 hold no file system path (an imported tar's trailer, pax globals) count as
-live. It changes nothing.`,
+live. An archive the index does not list (renamed since, or written without
+--index) counts as all live, since it may hold the only copy of a path, and
+is named on standard error. It changes nothing.`,
 		Example: `  cbfs gc -k fs1.key --index fs1.index archives/
   cbfs gc -k fs1.key --index fs1.index --json archives/ | jq 'sort_by(-.dead_bytes)[0]'`,
 		Args: cobra.MinimumNArgs(1),
@@ -78,6 +80,9 @@ live. It changes nothing.`,
 					continue
 				}
 				good = append(good, usage[i])
+				if !usage[i].InIndex {
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index (renamed, or written without --index): counted as all live\n", usage[i].Archive)
+				}
 			}
 			var status error
 			if failed > 0 {
@@ -108,6 +113,6 @@ live. It changes nothing.`,
 	}
 	keyFlag(c, &keyPath)
 	c.Flags().StringVar(&indexPath, "index", "", "master index file")
-	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index")
 	return c
 }

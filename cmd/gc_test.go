@@ -84,6 +84,21 @@ func TestGC(t *testing.T) {
 		t.Errorf("gc without --index: %s, want exit %d", r, exitUsage)
 	}
 
+	// An archive renamed after indexing is not in the index under its new
+	// name: it may hold the only copy of a path, so nothing in it is dead.
+	renamed := filepath.Join(dir, "renamed")
+	if err := os.Mkdir(renamed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(renamed, "1-moved.cbfs"), readFile(t, filepath.Join(archives, "1.cbfs")), 0o644)
+	r = mustRun(t, dir, "gc", "-k", key, "--index", index, "--json", renamed)
+	if err := json.Unmarshal(r.stdout, &got); err != nil || len(got) != 1 {
+		t.Fatalf("gc of a renamed archive: %v\n%s", err, r.stdout)
+	}
+	if got[0].DeadBytes != 0 || got[0].LiveMembers != got[0].Members || !strings.Contains(string(r.stderr), "1-moved.cbfs: not in the index") {
+		t.Errorf("renamed archive: %+v, stderr %q; want all live and a warning", got[0], r.stderr)
+	}
+
 	// An archive that cannot be read is named, the others are still
 	// reported, and the status is the unreadable one's.
 	junk := filepath.Join(dir, "junk.cbfs")

@@ -51,14 +51,18 @@ func isWinner(x *format.Index, pos int, path []byte, num uint32) bool {
 // deleted it. Members that hold no file system path (an imported tar's
 // pax globals, other tar entries and trailer) count as live: export
 // needs them. Bytes are the members' spans in the archive, record headers
-// included; the header, summary and footer are counted in neither.
+// included; the header, summary and footer are counted in neither. An
+// archive the index does not list (InIndex false) counts as all live.
 func Usage(x *format.Index, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
 	u := ArchiveUsage{Archive: name, Members: len(entries)}
 	pos, in := indexPos(x, name, a.Header.ID)
 	u.InIndex = in
 	for _, e := range entries {
 		span := a.Header.PhysSpan(e.Offset, e.Length)
-		live := !format.IndexedType(e.Meta.Type) || (in && isWinner(x, pos, e.Meta.Path, e.Number))
+		// An archive the index does not list (renamed, or written without
+		// the index) may hold the only copy of a path: nothing in it is
+		// known to be dead.
+		live := !in || !format.IndexedType(e.Meta.Type) || isWinner(x, pos, e.Meta.Path, e.Number)
 		if live {
 			u.LiveMembers++
 			u.LiveBytes += span
