@@ -863,6 +863,37 @@ func TestOutputRules(t *testing.T) {
 			t.Fatal("--force output does not round-trip")
 		}
 	})
+	// A device or a pipe is written, never replaced by a file: a rename
+	// over /dev/null would leave a regular file there (this happened).
+	t.Run("device-and-fifo", func(t *testing.T) {
+		devDir := t.TempDir()
+		null := filepath.Join(devDir, "null")
+		if err := os.Symlink("/dev/null", null); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"-o", null}, {"--force", "-o", null}} {
+			mustRun(t, dir, append([]string{"import", "-k", key}, append(args, in)...)...)
+			if target, err := os.Readlink(null); err != nil || target != "/dev/null" {
+				t.Fatalf("import %q: the symlink to /dev/null is now %q, %v", args, target, err)
+			}
+		}
+		fifo := filepath.Join(devDir, "fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Skipf("mkfifo: %v", err)
+		}
+		got := make(chan []byte)
+		go func() {
+			b, _ := os.ReadFile(fifo)
+			got <- b
+		}()
+		mustRun(t, dir, "export", "-k", key, "-o", fifo, "exists")
+		if b := <-got; !bytes.Equal(b, readFile(t, in)) {
+			t.Errorf("export to a FIFO: %d bytes, want the tar's %d", len(b), len(readFile(t, in)))
+		}
+		if fi, err := os.Lstat(fifo); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+			t.Errorf("the FIFO was replaced: %v, %v", fi.Mode(), err)
+		}
+	})
 	for _, c := range []struct {
 		name string
 		args []string

@@ -71,7 +71,11 @@ func createOutput(path string, force, binary bool) (*output, error) {
 		return &output{Writer: os.Stdout}, nil
 	}
 	if !force {
-		if _, err := os.Lstat(path); err == nil {
+		// A character device or a pipe (/dev/null, a FIFO) is written,
+		// not replaced: nothing in it is lost.
+		st, err := os.Stat(path)
+		direct := err == nil && st.Mode()&(fs.ModeCharDevice|fs.ModeNamedPipe) != 0
+		if _, err := os.Lstat(path); err == nil && !direct {
 			return nil, &exitError{code: exitFailure, err: fmt.Errorf("%s: output file exists", path), hint: "give --force to replace it"}
 		}
 	}

@@ -20,6 +20,7 @@ type AtomicFile struct {
 	*os.File // the temporary file
 	path     string
 	replace  bool
+	direct   bool // a character device or a pipe, written as it is
 }
 
 // ErrInterrupted is returned by CreateAtomic and Commit once
@@ -33,8 +34,21 @@ var unfinished struct {
 }
 
 // CreateAtomic starts an output at path. With replace unset, Commit fails
-// if a file of that name exists by then.
+// if a file of that name exists by then. A path that is a character device
+// or a named pipe (/dev/null, a FIFO), or a symlink to one, is written
+// directly: renaming a file over it would replace the device node itself.
+// Any other existing file that is not a regular file is refused.
 func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		if st.Mode()&(fs.ModeCharDevice|fs.ModeNamedPipe) == 0 {
+			return nil, fmt.Errorf("%s: not a regular file, a character device or a pipe", path)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &AtomicFile{File: f, path: path, direct: true}, nil
+	}
 	unfinished.Lock()
 	defer unfinished.Unlock()
 	if unfinished.interrupted {
@@ -42,7 +56,11 @@ func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // it names the temporary file, not the output
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	f := &AtomicFile{File: tmp, path: path, replace: replace}
 	if unfinished.files == nil {
@@ -55,6 +73,9 @@ func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
 // Commit syncs and closes the temporary file and puts it in place. On
 // failure nothing is left behind.
 func (f *AtomicFile) Commit() error {
+	if f.direct {
+		return f.Close()
+	}
 	err := f.Sync()
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -75,7 +96,7 @@ func (f *AtomicFile) Commit() error {
 	} else {
 		// link(2) refuses to replace a file created meanwhile.
 		if err = os.Link(tmp, f.path); errors.Is(err, fs.ErrExist) {
-			err = fmt.Errorf("%s: %w (created while cbfs was writing it)", f.path, fs.ErrExist)
+			err = fmt.Errorf("%s: %w", f.path, fs.ErrExist)
 		}
 		if rerr := os.Remove(tmp); err == nil {
 			err = rerr
@@ -90,6 +111,10 @@ func (f *AtomicFile) Commit() error {
 
 // Abort closes and removes the temporary file.
 func (f *AtomicFile) Abort() {
+	if f.direct {
+		f.Close()
+		return
+	}
 	unfinished.Lock()
 	defer unfinished.Unlock()
 	f.Close()

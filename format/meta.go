@@ -263,6 +263,10 @@ func (m *Meta) sizeHint() int {
 }
 
 // Validate checks the invariants a writer must keep and a reader enforces.
+// maxValue caps sizes, offsets and lengths in metadata and the summary
+// (spec 7.2), so that sums of two never overflow an int64.
+const maxValue = 1 << 62
+
 func (m *Meta) Validate() error {
 	if m.Type == 0 || m.Type > maxType {
 		return fmt.Errorf("unknown member type %d", m.Type)
@@ -284,14 +288,15 @@ func (m *Meta) Validate() error {
 			return errors.New("nanoseconds out of range")
 		}
 	}
-	if m.Size < 0 {
-		return errors.New("negative size")
+	if m.Size < 0 || m.Size > maxValue {
+		return fmt.Errorf("size %d outside 0..2^62", m.Size)
 	}
 	if len(m.Sparse) > MaxSparseExtents {
 		return fmt.Errorf("sparse map over %d extents", MaxSparseExtents)
 	}
 	var end int64
 	for _, e := range m.Sparse {
+		// Within the size, so within 2^62.
 		if e.Offset < end || e.Length < 0 || e.Offset > m.Size || e.Length > m.Size-e.Offset {
 			return errors.New("sparse extents overlap, are out of order, or pass the size")
 		}

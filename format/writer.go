@@ -47,8 +47,11 @@ type Entry struct {
 	Meta           *Meta // summary form: no xattrs, no verbatim tar bytes
 }
 
-// Writer writes one CBFS archive. Add members, then Close. Errors are
-// sticky: after one, every call returns it.
+// Writer writes one CBFS archive. Add members, then Close. Errors in
+// writing the archive (its output, a member's content reader) are sticky:
+// after one, every call returns it. An Add refused for what it was given
+// (metadata that does not validate, content for a type that has none, a
+// full archive) writes nothing of that member, and the writer goes on.
 type Writer struct {
 	hdr   Header
 	keys  *crypt.ArchiveKeys
@@ -349,6 +352,15 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	if uint64(w.members) >= MaxMembers {
 		return 0, fmt.Errorf("archive full: %d members", uint64(MaxMembers))
 	}
+	if r != nil && m.TarHeader == nil && !holdsContent(m.Type) {
+		// Spec 7.3: a writer gives these types no content (an imported
+		// entry keeps its tar data area, whatever its type).
+		var b [1]byte
+		if n, _ := io.ReadFull(r, b[:]); n > 0 {
+			return 0, fmt.Errorf("member %q: a %s has no content, and its reader gave some", m.Path, m.Type)
+		}
+		r = nil
+	}
 	enc := m.Encode(nil)
 	if len(enc) > MaxMetaSize {
 		return 0, fmt.Errorf("member %q: metadata record of %d bytes over the cap %d", m.Path, len(enc), MaxMetaSize)
@@ -417,6 +429,16 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 		}
 	}
 	return total, w.stickyErr()
+}
+
+// holdsContent says whether a member of type t that was not imported
+// from a tar may have content (spec 7.3).
+func holdsContent(t Type) bool {
+	switch t {
+	case TypeRegular, TypeTarGlobal, TypeTarOther, TypeTrailer:
+		return true
+	}
+	return false
 }
 
 // readChunk reads up to n bytes; a short read means the end of r.

@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"runtime"
@@ -49,5 +50,39 @@ func TestWriterMemoryPerMember(t *testing.T) {
 	es := w.Entries()
 	if len(es) != n || string(es[n-1].Meta.Path) != fmt.Sprintf("dir/file-%06d", n-1) || es[n-1].Number != n-1 {
 		t.Fatalf("Entries after Close: %d entries, last %+v", len(es), es[len(es)-1])
+	}
+}
+
+// TestWriterRefusesWhatReadersReject: metadata a reader would reject is
+// refused by Add, before anything is written (found by an audit: sizes
+// over 2^62 made archives the writer's own reader refused).
+func TestWriterRefusesWhatReadersReject(t *testing.T) {
+	key := testKey(t, 21)
+	for _, m := range []Meta{
+		{Type: TypeDir, Path: []byte("d"), Size: 1<<63 - 1},
+		{Type: TypeRegular, Path: []byte("s"), Size: 1<<62 + 1, Sparse: []Extent{{Offset: 1 << 62, Length: 1}}},
+		{Type: TypeRegular, Path: []byte("m"), Mode: 0o17777},
+		{Type: TypeDir, Path: []byte("dir-with-content")},
+		{Type: TypeSymlink, Path: []byte("l"), Link: []byte("t")},
+		{Type: TypeTombstone, Path: []byte("gone")},
+	} {
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, key, WriterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Add(&m, strings.NewReader("content")); err == nil {
+			t.Errorf("Add accepted %+v", m)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		a, err := OpenArchive(NewSource(bytes.NewReader(buf.Bytes()), int64(buf.Len())), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if es, err := a.Entries(); err != nil || len(es) != 0 {
+			t.Errorf("after a refused Add: %d entries, %v", len(es), err)
+		}
 	}
 }
