@@ -144,8 +144,15 @@ func archiveArgs(args []string) ([]string, error) {
 func openArchiveFile(path string) (*os.File, int64, error) {
 	f := os.Stdin
 	if path != "-" {
-		var err error
-		if f, err = os.Open(path); err != nil {
+		// Look before opening: opening a FIFO blocks until a writer comes.
+		st, err := os.Stat(path)
+		if err == nil && st.Mode().IsRegular() {
+			f, err = os.Open(path)
+		} else if err == nil {
+			err = &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file: the archive is read by seeking through it", path),
+				hint: "for a pipe use 'cbfs export -k KEY - | tar tvf -' (or 'tar xf -'), or save it to a file first"}
+		}
+		if err != nil {
 			return nil, 0, err
 		}
 	}

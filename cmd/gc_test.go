@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // gcFixture packs a tree as archive 1, then writes archive 2 with a new
@@ -202,5 +206,38 @@ func TestVerifyIndex(t *testing.T) {
 	r = cbfs(t, dir, "verify", "-k", key, "--index", index, bad)
 	if r.code != exitDamaged || !strings.Contains(string(r.stdout), `"tree/a.txt" -> 2.cbfs member 1: points at a member that is missing or damaged`) {
 		t.Fatalf("damaged member behind the index: %s\n%s", r, r.stdout)
+	}
+}
+
+// TestFIFOArgument: a FIFO where an archive or an index is expected is
+// refused at once. Opening one blocks until a writer comes, and every
+// command that reads archives used to wait forever.
+func TestFIFOArgument(t *testing.T) {
+	dir, key, index, archives := gcFixture(t)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	for _, args := range [][]string{
+		{"verify", fifo},
+		{"ls", "-k", key, fifo},
+		{"cat", "-k", key, fifo, "x"},
+		{"extract", "-k", key, "-C", t.TempDir(), fifo},
+		{"gc", "-k", key, "--index", index, fifo},
+		{"gc", "-k", key, "--index", fifo, archives},
+		{"index", "ls", "-k", key, fifo},
+		{"index", "rebuild", "-k", key, "-o", filepath.Join(t.TempDir(), "x.index"), fifo},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, cbfsBin, args...)
+		out, err := cmd.CombinedOutput()
+		timedOut := ctx.Err() == context.DeadlineExceeded
+		cancel()
+		if timedOut {
+			t.Fatalf("cbfs %q: still waiting on the FIFO after 20 s", args)
+		}
+		if err == nil || !strings.Contains(string(out), "not a regular file") {
+			t.Errorf("cbfs %q: %v\n%s", args, err, out)
+		}
 	}
 }

@@ -287,7 +287,7 @@ func (r *indexReport) fill(x *format.Index, copies []format.IndexCopy) {
 func (r *indexReport) finish(asJSON bool) error {
 	w := bufio.NewWriter(os.Stderr)
 	for _, u := range r.Unreadable {
-		fmt.Fprintf(w, "cbfs: %s: cannot be read, not indexed: %s\n", u.Where, u.Error)
+		fmt.Fprintf(w, "cbfs: %s: cannot be read, not indexed: %s\n", u.Where, strings.TrimPrefix(u.Error, u.Where+": "))
 	}
 	for _, s := range r.Scanned {
 		fmt.Fprintf(w, "cbfs: %s: %s; scanned member by member: %d complete members counted\n", s.Where, s.Error, s.Members)
@@ -310,8 +310,8 @@ func (r *indexReport) finish(asJSON bool) error {
 		fmt.Fprintf(w, "cbfs: conflict: %s: sequence %d in %s\n", quote([]byte(c.Path)), c.Candidates[0].Seq, strings.Join(who, " and "))
 	}
 	if !asJSON {
-		fmt.Fprintf(w, "cbfs: %d archives: %d live paths, %d tombstones, %d conflicts -> %s (%.2fs)\n",
-			r.Archives, r.Live, r.Tombstones, len(r.Conflicts), r.Index, r.Seconds)
+		fmt.Fprintf(w, "cbfs: %s: %d live paths, %d tombstones, %d conflicts -> %s (%.2fs)\n",
+			plural(r.Archives, "archive", "archives"), r.Live, r.Tombstones, len(r.Conflicts), r.Index, r.Seconds)
 	}
 	w.Flush()
 	if asJSON {
@@ -321,8 +321,8 @@ func (r *indexReport) finish(asJSON bool) error {
 	}
 	switch {
 	case len(r.Unreadable) > 0 || len(r.Scanned) > 0:
-		return &exitError{code: exitDamaged, err: fmt.Errorf("%d archives could not be read and %d were damaged: the index %s holds everything else",
-			len(r.Unreadable), len(r.Scanned), r.Index)}
+		return &exitError{code: exitDamaged, err: fmt.Errorf("%s could not be read and %d damaged: the index %s holds everything else",
+			plural(len(r.Unreadable), "archive", "archives"), len(r.Scanned), r.Index)}
 	case len(r.Conflicts) > 0:
 		return &exitError{code: exitConflict, err: fmt.Errorf("%d conflicts: the index %s holds every candidate", len(r.Conflicts), r.Index),
 			hint: "give one of the archives a higher sequence number (--seq), or write an archive that settles the paths"}

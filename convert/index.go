@@ -50,7 +50,7 @@ func (f fileSource) Size() int64 { return f.size }
 // FileSource is the archive in a local file.
 func FileSource(path string) NamedSource {
 	return NamedSource{Name: filepath.Base(path), Where: path, Open: func() (format.Source, error) {
-		f, err := os.Open(path)
+		f, err := openRegular(path)
 		if err != nil {
 			return nil, err
 		}
@@ -58,10 +58,6 @@ func FileSource(path string) NamedSource {
 		if err != nil {
 			f.Close()
 			return nil, err
-		}
-		if !st.Mode().IsRegular() {
-			f.Close()
-			return nil, errors.New("not a regular file")
 		}
 		return fileSource{f, st.Size()}, nil
 	}}
@@ -404,12 +400,29 @@ func Conflicts(x *format.Index) []Conflict {
 
 // ReadIndexFile reads and opens an index file.
 func ReadIndexFile(path string, key *crypt.Key) (*format.Index, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	return format.ReadIndex(f, key)
+}
+
+// ErrNotRegular is returned for an archive or index path that is not a
+// regular file (a directory, a FIFO, a device).
+var ErrNotRegular = errors.New("not a regular file")
+
+// openRegular opens path if it is a regular file. It looks before it
+// opens: opening a FIFO blocks until a writer comes, possibly forever.
+func openRegular(path string) (*os.File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
+	}
+	return os.Open(path)
 }
 
 // WriteIndexFile writes x to path atomically: to a temporary file in the
