@@ -11,6 +11,7 @@ import (
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -104,8 +105,12 @@ func (o *output) abort() {
 // inputErr names the input file in an error.
 func inputErr(name string, err error) error {
 	var ee *exitError
+	var oe *format.OutputError
 	if errors.As(err, &ee) {
 		return err
+	}
+	if errors.As(err, &oe) {
+		return &exitError{err: err} // the output's fault, not the input's
 	}
 	// "x: open x: no such file" says the name twice.
 	var pe *fs.PathError

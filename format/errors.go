@@ -85,3 +85,10 @@ func (e *Error) Unwrap() error { return e.Err }
 func newErr(c Class, off, member int64, what string, args ...any) *Error {
 	return &Error{Class: c, Offset: off, Member: member, What: fmt.Sprintf(what, args...)}
 }
+
+// OutputError is a failure of the output an archive is written to (a
+// full disk, a closed pipe): the archive is incomplete.
+type OutputError struct{ Err error }
+
+func (e *OutputError) Error() string { return "writing the archive: " + e.Err.Error() }
+func (e *OutputError) Unwrap() error { return e.Err }

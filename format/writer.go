@@ -565,7 +565,9 @@ type recordWriter struct {
 	w       io.Writer
 	hash    hash.Hash
 	emitErr error // set by the emitter; read after emitted is closed
-	failed  atomic.Bool
+	// failed is emitErr for the other goroutines, which must not wait
+	// for the emitter to end to learn of it.
+	failed  atomic.Pointer[error]
 	stopped sync.Once
 }
 
@@ -598,8 +600,8 @@ func (rw *recordWriter) emitter() {
 	for b := range rw.emit {
 		if rw.emitErr == nil {
 			if _, err := rw.w.Write(b); err != nil {
-				rw.emitErr = err
-				rw.failed.Store(true)
+				rw.emitErr = &OutputError{Err: err}
+				rw.failed.Store(&rw.emitErr)
 			}
 		}
 		rw.hashq <- b
@@ -620,8 +622,8 @@ func (rw *recordWriter) error() error {
 	if rw.err != nil {
 		return rw.err
 	}
-	if rw.failed.Load() {
-		return errors.New("writing the archive failed")
+	if p := rw.failed.Load(); p != nil {
+		return *p
 	}
 	return nil
 }

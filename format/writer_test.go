@@ -2,6 +2,7 @@ package format
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -84,5 +85,41 @@ func TestWriterRefusesWhatReadersReject(t *testing.T) {
 		if es, err := a.Entries(); err != nil || len(es) != 0 {
 			t.Errorf("after a refused Add: %d entries, %v", len(es), err)
 		}
+	}
+}
+
+// failAfter is an output that takes n bytes, then fails.
+type failAfter struct{ n int }
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		k := f.n
+		f.n = 0
+		return k, errors.New("no space left on device")
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// TestWriterOutputFails: a failing output stops the writer with an error
+// that carries the output's own error, from Add or Close.
+func TestWriterOutputFails(t *testing.T) {
+	w, err := NewWriter(&failAfter{n: 5000}, testKey(t, 22), WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := strings.Repeat("incompressible? no, but long enough ", 20000)
+	var addErr error
+	for i := 0; i < 20 && addErr == nil; i++ {
+		_, addErr = w.Add(&Meta{Type: TypeRegular, Path: []byte(fmt.Sprintf("f%d", i)), Size: int64(len(content))}, strings.NewReader(content))
+	}
+	closeErr := w.Close()
+	for _, err := range []error{addErr, closeErr} {
+		if err != nil && !strings.Contains(err.Error(), "writing the archive: no space left on device") {
+			t.Errorf("error %q does not give the output's error", err)
+		}
+	}
+	if closeErr == nil {
+		t.Fatal("Close succeeded on a failing output")
 	}
 }
