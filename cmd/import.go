@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,7 +41,7 @@ func (o *writeOptions) flags(c *cobra.Command) {
 	c.Flags().Uint64Var(&o.seq, "seq", 0, "sequence number of the archive among its file system's archives\n(default: with --index, one more than the highest in the index, or 1 for a new index; else 0)")
 	c.Flags().StringVar(&o.index, "index", "", "add the archive to this master index, creating it if missing;\nthe update is atomic (needs -o FILE: the index records the archive's file name)")
 	c.Flags().StringArrayVar(&o.deletes, "delete", nil, "record PATH as deleted, as a tombstone member (repeatable);\nmembers of the archive with the same path supersede it")
-	c.Flags().StringVar(&o.deleteFrom, "delete-from", "", "record every path in FILE, one per line, as deleted (empty lines are skipped)")
+	c.Flags().StringVar(&o.deleteFrom, "delete-from", "", "record every path in FILE (- for standard input), one per line, LF or CRLF, as deleted\n(empty lines are skipped)")
 }
 
 func (o *writeOptions) writer() (format.WriterOptions, error) {
@@ -56,17 +57,28 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		wo.Tombstones = append(wo.Tombstones, []byte(d))
 	}
 	if o.deleteFrom != "" {
-		b, err := os.ReadFile(o.deleteFrom)
+		var b []byte
+		var err error
+		if o.deleteFrom == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else {
+			b, err = os.ReadFile(o.deleteFrom)
+		}
 		if err != nil {
 			return wo, &exitError{code: exitFailure, err: fmt.Errorf("--delete-from: %w", err)}
 		}
+		// One path per line, LF or CRLF; empty lines are skipped.
 		for _, line := range bytes.Split(b, []byte("\n")) {
+			line = bytes.TrimSuffix(line, []byte("\r"))
 			if len(line) > 0 {
 				wo.Tombstones = append(wo.Tombstones, line)
 			}
 		}
 	}
 	for _, p := range wo.Tombstones {
+		if len(p) == 0 {
+			return wo, usageError{errors.New("--delete \"\": a deletion needs a path")}
+		}
 		if len(p) > format.MaxPathLen {
 			return wo, usageError{fmt.Errorf("--delete: a path of %d bytes, over the cap %d", len(p), format.MaxPathLen)}
 		}
@@ -75,14 +87,22 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		if o.out == "" || o.out == "-" {
 			return wo, usageError{errors.New("--index needs -o FILE: the index records the archive's file name")}
 		}
+		// The index is read before anything is written, --seq given or
+		// not: an index that cannot be updated is found now, not after
+		// the archive is complete.
+		key, err := quietKey(o.keyPath)
+		if err != nil {
+			return wo, err
+		}
+		if st, err := os.Stat(filepath.Dir(o.index)); err != nil || !st.IsDir() {
+			return wo, &exitError{code: exitFailure, err: fmt.Errorf("--index %s: its directory does not exist", o.index)}
+		}
+		next, err := convert.NextSeq(o.index, key)
+		if err != nil {
+			return wo, indexInputErr(o.index, err)
+		}
 		if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
-			key, err := quietKey(o.keyPath)
-			if err != nil {
-				return wo, err
-			}
-			if wo.Sequence, err = convert.NextSeq(o.index, key); err != nil {
-				return wo, indexInputErr(o.index, err)
-			}
+			wo.Sequence = next
 		}
 	}
 	return wo, nil
@@ -147,7 +167,9 @@ a pipe and its memory does not grow with the input.
 
 --delete PATH (repeatable) and --delete-from FILE record deletions: one
 tombstone member per path, written before the tar's entries (so an entry of
-the tar with the same path supersedes it). Export leaves them out.
+the tar with the same path supersedes it). Export leaves them out. FILE has
+one path per line (LF or CRLF; empty lines skipped); "-" reads it from
+standard input.
 
 --index INDEX adds the archive to the master index once it is written
 (creating the index if missing; the old index is kept on any failure). Its
@@ -159,6 +181,9 @@ another archive of the same sequence number.`,
   cbfs import -k fs1.key --index fs1.idx --delete old/file -o arch/0042.cbfs new.tar`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			if o.deleteFrom == "-" && (len(args) == 0 || args[0] == "-") {
+				return usageError{errors.New("--delete-from - and the tar cannot both be standard input")}
+			}
 			wo, err := o.writer()
 			if err != nil {
 				return err

@@ -184,3 +184,37 @@ func TestIndexUpdateFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteOptionChecks: --delete-from reads LF or CRLF lines, from a
+// file or standard input; an empty --delete path is a usage error; a bad
+// --index is found before the archive is written, --seq given or not.
+func TestWriteOptionChecks(t *testing.T) {
+	key := newKey(t)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "t.tar"), plainTar(t, "a/x", "one"), 0o644)
+	r := invocation{dir: dir, stdin: strings.NewReader("a/gone\r\n\r\nb/gone\r\n")}.run(t,
+		"import", "-k", key, "--delete-from", "-", "-o", "d.cbfs", "t.tar")
+	if r.code != 0 {
+		t.Fatalf("--delete-from -: %s", r)
+	}
+	ls := string(run(t, dir, 0, "ls", "-k", key, "d.cbfs").stdout)
+	if !strings.Contains(ls, " a/gone\n") || !strings.Contains(ls, " b/gone\n") || strings.Contains(ls, "\r") || strings.Count(ls, "\n") != 3 {
+		t.Errorf("tombstones from CRLF lines:\n%q", ls)
+	}
+	run(t, dir, exitUsage, "import", "-k", key, "--delete", "", "-o", "e.cbfs", "t.tar")
+	run(t, dir, exitUsage, "import", "-k", key, "--delete-from", "-", "-o", "e.cbfs")
+	writeFile(t, filepath.Join(dir, "garbage.idx"), []byte("this is not an index at all, not even close to one"), 0o644)
+	for _, args := range [][]string{
+		{"--index", "garbage.idx"},
+		{"--seq", "5", "--index", "garbage.idx"},
+		{"--seq", "5", "--index", "nodir/x.idx"},
+	} {
+		r := cbfs(t, dir, append(append([]string{"import", "-k", key}, args...), "-o", "e.cbfs", "t.tar")...)
+		if r.code == 0 {
+			t.Errorf("import %q: succeeded", args)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "e.cbfs")); err == nil {
+			t.Fatalf("import %q: the archive was written before the index was found unusable; %s", args, r)
+		}
+	}
+}
