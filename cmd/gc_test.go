@@ -152,6 +152,10 @@ func TestArchiveArgs(t *testing.T) {
 			t.Errorf("cbfs %q < file: %s", args, r)
 		}
 	}
+	// Statuses of several archives: wrong key before an unreadable file.
+	if r := cbfs(t, dir, "verify", "-k", newKey(t), arch, filepath.Join(dir, "missing.cbfs")); r.code != exitWrongKey {
+		t.Errorf("verify with the wrong key and a missing file: %s, want %d", r, exitWrongKey)
+	}
 	r := invocation{stdin: bytes.NewReader(readFile(t, arch))}.run(t, "ls", "-k", key, "-")
 	if r.code != exitUsage || !strings.Contains(string(r.stderr), "standard input: not a regular file") || !strings.Contains(string(r.stderr), "hint: ") {
 		t.Errorf("ls from a pipe: %s", r)

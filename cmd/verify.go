@@ -73,8 +73,9 @@ With --index (and the key), it also checks that every live entry of the master
 index points at an intact member of the archives given, at the offset the
 index says, and lists the entries that point nowhere.
 
-Exit status: 0 all intact; 3 damage found; 4 wrong key (and no damage); 5 a
-file is not a CBFS archive; 2 usage.`,
+Exit status, the first that applies: 3 damage found; 4 wrong key; 1 a file
+could not be read; 5 a file is not a CBFS archive (or of a newer version);
+0 all intact; 2 usage.`,
 		Example: `  cbfs verify archives/
   cbfs verify -k fs1.key --json archives/ > report.json
   cbfs verify -k fs1.key --index fs1.index archives/`,
@@ -197,7 +198,7 @@ func runVerify(o *verifyOptions, args []string) error {
 
 // worse orders exit statuses by what an operator must act on first.
 func worse(a, b int) int {
-	rank := map[int]int{exitOK: 0, exitBadInput: 1, exitWrongKey: 2, exitFailure: 3, exitDamaged: 4}
+	rank := map[int]int{exitOK: 0, exitBadInput: 1, exitFailure: 2, exitWrongKey: 3, exitDamaged: 4}
 	if rank[b] > rank[a] {
 		return b
 	}
