@@ -689,6 +689,15 @@ func (x *Index) mergeTables(parts []*Index) ([][]uint32, []IndexCopy, error) {
 		return nil, nil, fmt.Errorf("index over %d archives", MaxIndexArchives)
 	}
 	slices.SortFunc(rows, func(p, q row) int { return compareArchives(&p.IndexArchive, &q.IndexArchive) })
+	// An index names archives by file name (spec cbfs-index-v1 6.1): two
+	// different archives of one name would leave a lookup no way to tell
+	// which file holds a path.
+	for k := 1; k < len(rows); k++ {
+		if rows[k].Name == rows[k-1].Name {
+			return nil, nil, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
+				rows[k].Name, rows[k-1].ID, rows[k].ID)
+		}
+	}
 	maps := make([][]uint32, len(parts))
 	for p, part := range parts {
 		maps[p] = make([]uint32, len(part.Archives))

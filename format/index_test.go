@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -461,7 +462,7 @@ func TestMergeIndexesReference(t *testing.T) {
 	}
 	var archs []arch
 	for i := range 40 {
-		a := IndexArchive{Name: fmt.Sprintf("a%03d", rnd.IntN(1000)), Seq: uint64(rnd.IntN(8))}
+		a := IndexArchive{Name: fmt.Sprintf("a%03d-%02d", rnd.IntN(1000), i), Seq: uint64(rnd.IntN(8))}
 		a.ID[0], a.ID[1] = byte(i), 0xee
 		n := 1000 + rnd.IntN(3000)
 		a.Members = uint64(n)
@@ -668,5 +669,20 @@ func TestIndexCompact(t *testing.T) {
 	}
 	if first.Len() != 1 || string(first.Path(0)) != "zzz" {
 		t.Error("the first archive's compact index changed when the builder was reused")
+	}
+}
+
+// TestMergeNameClash: two different archives of one name cannot share an
+// index (spec cbfs-index-v1 6.1); the error names both ids.
+func TestMergeNameClash(t *testing.T) {
+	a := &Index{Archives: []IndexArchive{{Name: "x.cbfs", ID: [16]byte{1}, Seq: 1, Members: 1}}}
+	b := &Index{Archives: []IndexArchive{{Name: "x.cbfs", ID: [16]byte{2}, Seq: 2, Members: 1}}}
+	_, _, err := MergeIndex(a, b)
+	if err == nil || !strings.Contains(err.Error(), `both named "x.cbfs"`) || !strings.Contains(err.Error(), "01000000") || !strings.Contains(err.Error(), "02000000") {
+		t.Fatalf("merge of two archives named x.cbfs: %v", err)
+	}
+	// The same archive twice is one archive.
+	if x, copies, err := MergeIndex(a, a); err != nil || len(x.Archives) != 1 || len(copies) != 1 {
+		t.Fatalf("the same archive twice: %v, %d copies", err, len(copies))
 	}
 }
