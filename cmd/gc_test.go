@@ -211,6 +211,14 @@ func TestVerifyIndex(t *testing.T) {
 	if r.code != exitDamaged || !strings.Contains(string(r.stdout), `"tree/a.txt" -> 2.cbfs member 1: points at a member that is missing or damaged`) {
 		t.Fatalf("damaged member behind the index: %s\n%s", r, r.stdout)
 	}
+
+	// An archive that cannot be read at all is said to be that, not to
+	// have another id.
+	writeFile(t, filepath.Join(bad, "2.cbfs"), nil, 0o644)
+	r = cbfs(t, dir, "verify", "-k", key, "--index", index, bad)
+	if !strings.Contains(string(r.stdout), `"tree/a.txt" -> 2.cbfs member 1: its archive could not be read`) || strings.Contains(string(r.stdout), "has id") {
+		t.Fatalf("unreadable archive behind the index: %s\n%s", r, r.stdout)
+	}
 }
 
 // TestFIFOArgument: a FIFO where an archive or an index is expected is

@@ -42,11 +42,13 @@ is kept and reported, never one picked silently.`,
 
 // indexInputErr gives index read errors their exit statuses.
 func indexInputErr(name string, err error) error {
+	e := inputErr(name, err)
 	var ve *format.IndexVersionError
-	if errors.As(err, &ve) || errors.Is(err, format.ErrNotIndex) {
-		return &exitError{code: exitBadInput, err: fmt.Errorf("%s: %w", name, err)}
+	var ee *exitError
+	if (errors.As(err, &ve) || errors.Is(err, format.ErrNotIndex)) && errors.As(e, &ee) && ee.code == 0 {
+		ee.code = exitBadInput
 	}
-	return inputErr(name, err)
+	return e
 }
 
 func readIndex(path string, key *crypt.Key) (*format.Index, error) {
@@ -159,14 +161,14 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	}
 	rep.fill(res.Index, res.Copies)
 	for _, s := range res.Scanned {
-		js := reportArchive{Archive: s.Name, Where: s.Where, Error: s.Err.Error(), Members: s.Members}
+		js := reportArchive{Archive: s.Name, Where: s.Where, Error: s.Err.Error(), Members: s.Members, Problems: []string{}}
 		for _, p := range s.Problems {
 			js.Problems = append(js.Problems, p.Error())
 		}
 		rep.Scanned = append(rep.Scanned, js)
 	}
 	for _, u := range res.Unreadable {
-		rep.Unreadable = append(rep.Unreadable, reportArchive{Archive: u.Name, Where: u.Where, Error: u.Err.Error()})
+		rep.Unreadable = append(rep.Unreadable, reportArchive{Archive: u.Name, Where: u.Where, Error: u.Err.Error(), Problems: []string{}})
 	}
 	return rep.finish(o.json)
 }
@@ -220,6 +222,9 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				return err
 			}
 			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds()}
+			for _, a := range x.Archives {
+				rep.Members += int64(a.Members)
+			}
 			rep.fill(x, copies)
 			return rep.finish(o.json)
 		},
@@ -232,9 +237,9 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 // or as JSON on standard output.
 type indexReport struct {
 	Index      string           `json:"index"`
-	Shard      string           `json:"shard,omitempty"`
+	Shard      string           `json:"shard"`
 	Archives   int              `json:"archives"`
-	Members    int64            `json:"members,omitempty"`
+	Members    int64            `json:"members"`
 	Records    int              `json:"records"`
 	Live       int              `json:"live"`
 	Tombstones int              `json:"tombstones"`
@@ -253,10 +258,10 @@ type reportConflict struct {
 
 type reportArchive struct {
 	Archive  string   `json:"archive"`
-	Where    string   `json:"where,omitempty"`
+	Where    string   `json:"where"`
 	Error    string   `json:"error"`
-	Members  int      `json:"members,omitempty"`
-	Problems []string `json:"problems,omitempty"`
+	Members  int      `json:"members"`
+	Problems []string `json:"problems"`
 }
 
 type reportCopy struct {

@@ -26,8 +26,8 @@ type verifyResult struct {
 	Keyed    bool            `json:"keyed"`
 	Members  int             `json:"members"`
 	Damaged  int             `json:"damaged_members"`
-	Sequence *uint64         `json:"sequence,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	Sequence *uint64         `json:"sequence"`
+	Error    string          `json:"error"`
 	Problems []verifyProblem `json:"problems"`
 	code     int
 	id       [16]byte
@@ -37,8 +37,8 @@ type verifyResult struct {
 type verifyProblem struct {
 	Class  string `json:"class"`
 	Offset int64  `json:"offset"`
-	Member *int64 `json:"member,omitempty"`
-	Path   string `json:"path,omitempty"`
+	Member *int64 `json:"member"`
+	Path   string `json:"path"`
 	What   string `json:"what"`
 }
 
@@ -141,11 +141,21 @@ func runVerify(o *verifyOptions, args []string) error {
 	if index != nil {
 		intact := map[string]map[uint32]convert.IntactMember{}
 		ids := map[string][16]byte{}
+		unread := map[string]bool{}
 		for _, r := range results {
 			name := filepath.Base(r.Archive)
+			if r.intact == nil {
+				unread[name] = true // not even its header could be read
+				continue
+			}
 			intact[name], ids[name] = r.intact, r.id
 		}
 		indexProblems = convert.CheckIndex(index, intact, ids)
+		for i, p := range indexProblems {
+			if unread[p.Archive] {
+				indexProblems[i].What = "its archive could not be read (see above)"
+			}
+		}
 	}
 
 	w := bufio.NewWriter(os.Stdout)
