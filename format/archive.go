@@ -118,7 +118,9 @@ func (a *Archive) findFooter() (*Footer, error) {
 		// by a block or two has everything else.
 		f, err := a.footerAt(end, tail, tailStart)
 		if err != nil {
-			f = nil
+			// The last non-zero bytes are not the footer either: more
+			// than the end blocks is wrong.
+			return nil, newErr(ClassTar, size, -1, "the archive does not end in its footer and two zero blocks: cut short, appended to, or damaged at the end")
 		}
 		return f, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
 	case size-end > MaxTrailingZeros:

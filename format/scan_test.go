@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"strings"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -206,5 +207,27 @@ func TestSalvage(t *testing.T) {
 	}
 	if _, _, _, err := Salvage(NewSource(bytes.NewReader(arc), int64(len(arc))), testKey(t, 14)); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong key: got %v", err)
+	}
+}
+
+// TestEndDiagnosis: an archive that lost only its end blocks is told
+// apart from one whose end is something else (appended to, damaged).
+func TestEndDiagnosis(t *testing.T) {
+	key := testKey(t, 15)
+	arc, _ := writeArchive(t, key, sampleMembers(), WriterOptions{RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
+	junk := bytes.Repeat([]byte{0x5a}, BlockSize)
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"end-blocks-cut", arc[:len(arc)-2*BlockSize], "end-of-archive blocks are missing (truncated?)"},
+		{"appended", append(bytes.Clone(arc), junk...), "appended to, or damaged at the end"},
+		{"cut-short", arc[:len(arc)/2/BlockSize*BlockSize], "cut short, appended to, or damaged at the end"},
+	} {
+		_, err := OpenArchive(NewSource(bytes.NewReader(c.b), int64(len(c.b))), key)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
 	}
 }
