@@ -52,10 +52,16 @@ func ImportTar(dst io.Writer, src io.Reader, key *crypt.Key, opt format.WriterOp
 		n, aerr := w.Add(&e.meta, s.data(e))
 		if aerr != nil {
 			var te *TarError
-			if errors.As(aerr, &te) {
+			var oe *format.OutputError
+			switch {
+			case errors.As(aerr, &te):
 				return fail(te)
+			case errors.As(aerr, &oe):
+				return fail(aerr)
 			}
-			return fail(aerr)
+			// Anything else Add refuses is in what the entry says (a size
+			// over 2^62, say): the input's fault.
+			return fail(&TarError{Offset: e.offset, Entry: string(e.meta.Path), What: aerr.Error()})
 		}
 		if n != e.dataSize {
 			return fail(&TarError{Offset: e.offset, Entry: string(e.meta.Path), What: "truncated data"})
