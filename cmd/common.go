@@ -148,26 +148,22 @@ func archiveArgs(args []string) ([]string, error) {
 // a regular file, or standard input ("-") when that is one.
 func openArchiveFile(path string) (*os.File, int64, error) {
 	f := os.Stdin
+	var err error
 	if path != "-" {
-		// Look before opening: opening a FIFO blocks until a writer comes.
-		st, err := os.Stat(path)
-		if err == nil && st.Mode().IsRegular() {
-			f, err = os.Open(path)
-		} else if err == nil {
-			err = &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file: the archive is read by seeking through it", path),
-				hint: "for a pipe use 'cbfs export -k KEY - | tar tvf -' (or 'tar xf -'), or save it to a file first"}
-		}
-		if err != nil {
-			return nil, 0, err
+		f, err = convert.OpenRegular(path) // looks first: a FIFO would block the open
+	}
+	var st os.FileInfo
+	if err == nil {
+		if st, err = f.Stat(); err == nil && !st.Mode().IsRegular() {
+			err = convert.ErrNotRegular
 		}
 	}
-	st, err := f.Stat()
-	if err == nil && !st.Mode().IsRegular() {
+	if errors.Is(err, convert.ErrNotRegular) {
 		err = &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file: the archive is read by seeking through it", displayName(path)),
 			hint: "for a pipe use 'cbfs export -k KEY - | tar tvf -' (or 'tar xf -'), or save it to a file first"}
 	}
 	if err != nil {
-		if path != "-" {
+		if f != nil && path != "-" {
 			f.Close()
 		}
 		return nil, 0, err

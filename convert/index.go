@@ -50,7 +50,7 @@ func (f fileSource) Size() int64 { return f.size }
 // FileSource is the archive in a local file.
 func FileSource(path string) NamedSource {
 	return NamedSource{Name: filepath.Base(path), Where: path, Open: func() (format.Source, error) {
-		f, err := openRegular(path)
+		f, err := OpenRegular(path)
 		if err != nil {
 			return nil, err
 		}
@@ -400,7 +400,7 @@ func Conflicts(x *format.Index) []Conflict {
 
 // ReadIndexFile reads and opens an index file.
 func ReadIndexFile(path string, key *crypt.Key) (*format.Index, error) {
-	f, err := openRegular(path)
+	f, err := OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
@@ -412,9 +412,10 @@ func ReadIndexFile(path string, key *crypt.Key) (*format.Index, error) {
 // regular file (a directory, a FIFO, a device).
 var ErrNotRegular = errors.New("not a regular file")
 
-// openRegular opens path if it is a regular file. It looks before it
-// opens: opening a FIFO blocks until a writer comes, possibly forever.
-func openRegular(path string) (*os.File, error) {
+// OpenRegular opens path if it is a regular file (else ErrNotRegular). It
+// looks before it opens: opening a FIFO blocks until a writer comes,
+// possibly forever.
+func OpenRegular(path string) (*os.File, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err

@@ -232,12 +232,7 @@ func archiveSeeds(tb testing.TB) [][]byte {
 // streaming one with and without the key, and random access through the
 // footer and summary. See checkArchive for the properties.
 func FuzzArchiveReader(f *testing.F) {
-	for _, s := range archiveSeeds(f) {
-		f.Add(s)
-	}
-	for _, s := range vectorSeeds(f, "archive") {
-		f.Add(s)
-	}
+	addSeeds(f, archiveSeeds(f), vectorSeeds(f, "archive"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkArchive(t, data)
 	})

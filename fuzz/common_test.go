@@ -153,3 +153,12 @@ func isInputError(err error) bool {
 	return errors.As(err, &fe) || errors.As(err, &ve) || errors.As(err, &te) ||
 		errors.Is(err, format.ErrNotCBFS) || errors.Is(err, format.ErrWrongKey) || errors.Is(err, convert.ErrNotTar)
 }
+
+// addSeeds adds every input of each set to f's seed corpus.
+func addSeeds(f *testing.F, sets ...[][]byte) {
+	for _, set := range sets {
+		for _, s := range set {
+			f.Add(s)
+		}
+	}
+}

@@ -38,12 +38,7 @@ func scan(t *testing.T, data []byte, key *crypt.Key) (*format.ScanReport, int, e
 // without the key, with the same members; and a scan that calls an
 // archive intact with the key must agree with the streaming reader.
 func FuzzScan(f *testing.F) {
-	for _, s := range archiveSeeds(f) {
-		f.Add(s)
-	}
-	for _, s := range vectorSeeds(f, "archive") {
-		f.Add(s)
-	}
+	addSeeds(f, archiveSeeds(f), vectorSeeds(f, "archive"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		members, serr := streamRead(t, data, fuzzKey)
 		krep, kn, kerr := scan(t, data, fuzzKey)
@@ -72,9 +67,7 @@ func FuzzScan(f *testing.F) {
 // Archive it returns (metadata and content: the scan authenticated them),
 // and that Archive has no summary to give.
 func FuzzSalvage(f *testing.F) {
-	for _, s := range archiveSeeds(f) {
-		f.Add(s)
-	}
+	addSeeds(f, archiveSeeds(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		src := format.NewSource(bytes.NewReader(data), int64(len(data)))
 		a, entries, problems, err := format.Salvage(src, fuzzKey)
