@@ -16,7 +16,7 @@ func init() {
 
 func newExtractCmd() *cobra.Command {
 	var keyPath, dest string
-	var noSameOwner, numericOwner, overwrite, salvage bool
+	var noSameOwner, numericOwner, overwrite, salvage, noDevices, noSetID bool
 	c := &cobra.Command{
 		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...]",
 		Short: "Extract an archive's files into a directory, safely",
@@ -32,6 +32,14 @@ attributes, hard links, sparse files as sparse, and owners when run as root
 ids; --no-same-owner keeps the extracting user). Set-id bits are dropped when
 the file does not get its archived owner. Members imported from a plain tar
 extract the same way.
+
+Run as root, extract does what GNU tar does as root: it restores owners,
+keeps set-id bits on files that get their archived owner, and creates
+device nodes. For an archive from a source you do not trust, add
+--no-same-owner --no-setid --no-devices. Every attribute is set through a
+descriptor of the very file extract created, never by a name that someone
+who can write into DEST could swap for a link to another file; a node that
+was swapped is reported and left alone.
 
 Nothing is written outside DEST: a member with an absolute path or a '..'
 component, a member whose path goes through a symlink (whether extracted or
@@ -106,6 +114,8 @@ without the summary.`,
 				SameOwner:    os.Geteuid() == 0 && !noSameOwner,
 				NumericOwner: numericOwner,
 				Overwrite:    overwrite,
+				NoDevices:    noDevices,
+				NoSetID:      noSetID,
 				Entries:      entries,
 				Report: func(p convert.Problem) {
 					if p.Path == "" {
@@ -147,6 +157,8 @@ without the summary.`,
 	c.Flags().BoolVar(&noSameOwner, "no-same-owner", false, "do not restore owners (the default when not root)")
 	c.Flags().BoolVar(&numericOwner, "numeric-owner", false, "restore the archived uid and gid, not the ids of the archived names")
 	c.Flags().BoolVar(&overwrite, "overwrite", false, "replace files that exist in DEST")
+	c.Flags().BoolVar(&noDevices, "no-devices", false, "skip character and block device members (each named on standard error)")
+	c.Flags().BoolVar(&noSetID, "no-setid", false, "clear set-user-id and set-group-id bits of the files extracted")
 	c.Flags().BoolVar(&salvage, "salvage", false, "when the archive's footer or summary is damaged, extract the members a scan finds intact")
 	return c
 }

@@ -26,6 +26,11 @@ type ExtractOptions struct {
 	// names are mapped to local ids where they exist, as tar does, unless
 	// NumericOwner is set; otherwise the archived ids are used.
 	SameOwner, NumericOwner bool
+	// NoDevices skips character and block device members (each reported
+	// as a note); NoSetID clears the set-user-id and set-group-id bits of
+	// every file (a directory keeps set-group-id: it only passes its
+	// group on).
+	NoDevices, NoSetID bool
 	// Overwrite replaces files that exist before extraction. Without it
 	// an existing path is reported and left alone; an existing directory
 	// is used as it is, its mode and times untouched.
@@ -83,7 +88,7 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	x := &extractor{a: a, entries: entries, opt: opt, names: newIDNames(),
-		created: map[string]bool{}, dirMeta: map[string]*format.Meta{},
+		created: map[string]bool{}, dirMeta: map[string]*format.Meta{}, dirIDs: map[string]nodeID{},
 		tmpPrefix: ".cbfs-" + hex.EncodeToString(rnd[:]) + "-",
 		euid:      geteuid(), egid: getegid()}
 	x.walk = &dirWalker{root: newDirRef(root), x: x}
@@ -146,8 +151,12 @@ type extractor struct {
 	// created holds every path this run made, directories made on the way
 	// included: a later member of the same path may replace it (the last
 	// one wins), and only these can be hard-link targets.
-	created    map[string]bool
-	dirMeta    map[string]*format.Meta // directory metadata to set at the end
+	created map[string]bool
+	dirMeta map[string]*format.Meta // directory metadata to set at the end
+	// dirIDs holds the identity of each directory this run made (or, with
+	// Overwrite, took over): its attributes are set at the end through a
+	// descriptor only if the name still leads to that very directory.
+	dirIDs     map[string]nodeID
 	tmpPrefix  string
 	tmpCount   int
 	euid, egid int
@@ -341,8 +350,7 @@ func (x *extractor) clear(parent int, base, name string, m *format.Meta) (procee
 		// An existing directory is used as it is; only one this run made,
 		// or --overwrite, gets the member's attributes.
 		if x.created[name] || x.opt.Overwrite {
-			x.dirXattrs(parent, base, name, m)
-			x.dirMeta[name] = m
+			x.adoptDir(parent, base, name, m, false)
 		}
 		return false, false
 	}
@@ -356,6 +364,7 @@ func (x *extractor) clear(parent int, base, name string, m *format.Meta) (procee
 			return false, false
 		}
 		delete(x.dirMeta, name)
+		delete(x.dirIDs, name)
 		return true, false
 	}
 	if m.Type == format.TypeRegular {
@@ -388,8 +397,7 @@ func (x *extractor) create(i int, parent int, base, name string, e format.Entry,
 			return false, false, nil
 		}
 		x.created[name] = true
-		x.dirXattrs(parent, base, name, m)
-		x.dirMeta[name] = m
+		x.adoptDir(parent, base, name, m, true)
 	case format.TypeSymlink:
 		if err := symlinkAt(m.Link, parent, base); err != nil {
 			if taken(err) {
@@ -398,10 +406,14 @@ func (x *extractor) create(i int, parent int, base, name string, e format.Entry,
 			x.report(Failed, name, "cannot create the symlink: %v", err)
 			return false, false, nil
 		}
-		x.setAttrsAt(parent, base, name, m, false)
+		x.nodeAttrs(parent, base, name, m)
 	case format.TypeHardlink:
 		return x.hardlink(i, parent, base, name, m, replace)
 	case format.TypeChar, format.TypeBlock, format.TypeFifo:
+		if x.opt.NoDevices && m.Type != format.TypeFifo {
+			x.report(Note, name, "%s skipped (--no-devices)", m.Type)
+			return false, false, nil
+		}
 		if err := mknodAt(parent, base, m.Type, m.DevMajor, m.DevMinor); err != nil {
 			if taken(err) {
 				return false, true, nil
@@ -409,7 +421,7 @@ func (x *extractor) create(i int, parent int, base, name string, e format.Entry,
 			x.report(Failed, name, "cannot create the %s: %v", m.Type, err)
 			return false, false, nil
 		}
-		x.setAttrsAt(parent, base, name, m, true)
+		x.nodeAttrs(parent, base, name, m)
 	default:
 		x.report(Failed, name, "a %s member is not a file; not extracted", m.Type)
 		return false, false, nil
@@ -443,6 +455,12 @@ func (x *extractor) owner(m *format.Meta) (uid, gid int, ok bool) {
 // by whoever runs extract instead would hand out their rights.
 func (x *extractor) mode(m *format.Meta, owned bool) uint32 {
 	mode := m.Mode & 0o7777
+	if x.opt.NoSetID {
+		mode &^= 0o4000
+		if m.Type != format.TypeDir {
+			mode &^= 0o2000
+		}
+	}
 	if owned {
 		return mode
 	}
@@ -455,25 +473,64 @@ func (x *extractor) mode(m *format.Meta, owned bool) uint32 {
 	return mode
 }
 
-// setAttrsAt sets owner, mode (unless a symlink) and times of a
-// non-regular file by name in parent.
-func (x *extractor) setAttrsAt(parent int, base, name string, m *format.Meta, chmod bool) {
+// nodeAttrs sets the owner, mode (unless a symlink) and times of a
+// symlink, fifo or device node just created at base in parent. It acts
+// through a descriptor of the node itself, checked to be the one created:
+// whoever can write into the directory could have swapped the name for a
+// symlink or a hard link to another file, and a change made by name would
+// land on that file, with extract's privileges.
+func (x *extractor) nodeAttrs(parent int, base, name string, m *format.Meta) {
+	fd, err := openNodeAt(parent, base)
+	if err != nil {
+		x.report(Failed, name, "owner, mode and times not restored: cannot open the %s just created: %v", m.Type, err)
+		return
+	}
+	defer closeFd(fd)
+	st, err := fstatFd(fd)
+	if err != nil {
+		x.report(Failed, name, "owner, mode and times not restored: %v", err)
+		return
+	}
+	if why := x.notCreated(st, m); why != "" {
+		x.report(Failed, name, "replaced while being extracted (%s); its owner, mode and times were not set", why)
+		return
+	}
 	owned := false
 	if uid, gid, ok := x.owner(m); ok {
-		if err := chownAt(parent, base, uid, gid); err != nil {
+		if err := fchownNode(fd, uid, gid); err != nil {
 			x.report(Failed, name, "owner not restored: %v", err)
 		} else {
 			owned = true
 		}
 	}
-	if chmod {
-		if err := chmodAt(parent, base, x.mode(m, owned)); err != nil {
+	if m.Type != format.TypeSymlink {
+		if err := fchmodNode(fd, x.mode(m, owned)); err != nil {
 			x.report(Failed, name, "mode not restored: %v", err)
 		}
 	}
-	if err := setTimesAt(parent, base, m.ATime, m.MTime); err != nil {
+	if err := futimesNode(fd, m.ATime, m.MTime); err != nil {
 		x.report(Failed, name, "times not restored: %v", err)
 	}
+}
+
+// notCreated says why the node st describes is not the one extract just
+// made for m, or "" when it is: of m's type (and device number), owned by
+// extract's effective user (no one else can create a node owned by it),
+// and with no other name (a hard link to an existing file has two).
+func (x *extractor) notCreated(st statInfo, m *format.Meta) string {
+	want := map[format.Type]uint32{format.TypeSymlink: sIFLNK, format.TypeFifo: sIFIFO,
+		format.TypeChar: sIFCHR, format.TypeBlock: sIFBLK, format.TypeDir: sIFDIR}[m.Type]
+	switch {
+	case st.fmt() != want:
+		return "the name now holds another type of file"
+	case int64(st.uid) != int64(x.euid):
+		return fmt.Sprintf("the name now holds a file owned by uid %d", st.uid)
+	case st.fmt() != sIFDIR && st.nlink != 1:
+		return "the name now holds a file with other hard links"
+	case (m.Type == format.TypeChar || m.Type == format.TypeBlock) && st.rdev != devNumber(m.DevMajor, m.DevMinor):
+		return "the name now holds another device"
+	}
+	return ""
 }
 
 func (x *extractor) tmpName() string {
@@ -693,13 +750,15 @@ func (x *extractor) finishFile(j *fileJob) {
 	}
 	x.setXattrs(fd, name, m)
 	x.ownerAndMode(fd, name, m)
+	// Through the descriptor of the file created with O_EXCL: by name,
+	// the times could land on whatever replaced it since.
+	if err := futimesNode(fd, m.ATime, m.MTime); err != nil {
+		x.report(Failed, name, "times not restored: %v", err)
+	}
 	closed = true
 	if err := closeErr(fd); err != nil {
 		x.setFatal(fmt.Errorf("%s: writing: %w", name, err))
 		return
-	}
-	if err := setTimesAt(parent, j.target, m.ATime, m.MTime); err != nil {
-		x.report(Failed, name, "times not restored: %v", err)
 	}
 	if j.replace {
 		if err := renameAt(parent, j.target, j.base, true); err != nil {
@@ -733,17 +792,38 @@ func (x *extractor) setXattrs(fd int, name string, m *format.Meta) {
 	}
 }
 
-func (x *extractor) dirXattrs(parent int, base, name string, m *format.Meta) {
-	if len(m.Xattrs) == 0 {
-		return
-	}
+// adoptDir records the directory at base as this member's, to get its
+// owner, mode and times at the end, and restores its xattrs now. fresh
+// says this run just made it: it must then be owned by extract's user
+// (no one else can make such a directory), else it was swapped. An
+// existing directory keeps the identity it had when first seen.
+func (x *extractor) adoptDir(parent int, base, name string, m *format.Meta, fresh bool) {
 	fd, err := openDirAt(parent, base)
 	if err != nil {
-		x.report(Failed, name, "extended attributes not restored: %v", err)
+		x.report(Failed, name, "directory attributes not restored: %v", err)
 		return
 	}
 	defer closeFd(fd)
+	st, err := fstatFd(fd)
+	if err != nil {
+		x.report(Failed, name, "directory attributes not restored: %v", err)
+		return
+	}
+	id := nodeID{st.dev, st.ino}
+	if fresh {
+		if why := x.notCreated(st, m); why != "" {
+			x.report(Failed, name, "replaced while being extracted (%s); its attributes were not set", why)
+			return
+		}
+		x.dirIDs[name] = id
+	} else if old, ok := x.dirIDs[name]; !ok {
+		x.dirIDs[name] = id // an existing directory taken over (--overwrite)
+	} else if old != id {
+		x.report(Failed, name, "replaced while being extracted; its attributes were not set")
+		return
+	}
 	x.setXattrs(fd, name, m)
+	x.dirMeta[name] = m
 }
 
 // hardlink links name to its target, which must have been extracted by
@@ -845,11 +925,16 @@ func (x *extractor) finishDirs() error {
 			x.report(Failed, name, "directory attributes not restored: %v", err)
 			continue
 		}
+		if st, err := fstatFd(fd); err != nil || (nodeID{st.dev, st.ino}) != x.dirIDs[name] {
+			x.report(Failed, name, "replaced while being extracted; its owner, mode and times were not set")
+			closeFd(fd)
+			continue
+		}
 		x.ownerAndMode(fd, name, m)
-		closeFd(fd)
-		if err := setTimesAt(parent, base, m.ATime, m.MTime); err != nil {
+		if err := futimesNode(fd, m.ATime, m.MTime); err != nil {
 			x.report(Failed, name, "times not restored: %v", err)
 		}
+		closeFd(fd)
 	}
 	return nil
 }
@@ -963,9 +1048,25 @@ func (w *dirWalker) step(dir int, comps []string, member string, create bool) (i
 	path := strings.Join(comps, "/")
 	fd, err := openDirAt(dir, c)
 	if errors.Is(err, fs.ErrNotExist) && create {
+		made := false
 		if err = mkdirAt(dir, c, 0o777); err == nil || errors.Is(err, fs.ErrExist) {
+			made = err == nil
 			w.x.created[path] = true
 			fd, err = openDirAt(dir, c)
+		}
+		if err == nil && made {
+			// Recorded so that a directory member of this path later gets
+			// its attributes only on this very directory.
+			st, serr := fstatFd(fd)
+			if serr == nil && int64(st.uid) != int64(w.x.euid) {
+				serr = fmt.Errorf("replaced while being extracted by a directory owned by uid %d", st.uid)
+			}
+			if serr != nil {
+				closeFd(fd)
+				w.x.report(Failed, member, "%q: %v; not extracted", path, serr)
+				return -1, false
+			}
+			w.x.dirIDs[path] = nodeID{st.dev, st.ino}
 		}
 	}
 	if err == nil {

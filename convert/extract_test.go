@@ -5,6 +5,7 @@ package convert
 import (
 	"bytes"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"os/user"
@@ -382,6 +383,52 @@ func TestExtractOwners(t *testing.T) {
 				t.Errorf("%+v: %s: uid, gid, mode %o, want %o", c.opt, name, got, want)
 			}
 		}
+	}
+}
+
+// TestExtractNoDevicesNoSetID: --no-devices skips device nodes with a note
+// (fifos are not devices), --no-setid clears set-id bits of files even
+// when the owner is restored, and a directory keeps set-group-id.
+func TestExtractNoDevicesNoSetID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("device nodes and owners need root")
+	}
+	dev := crafted{format.Meta{Type: format.TypeChar, Path: []byte("null"), Mode: 0o666, DevMajor: 1, DevMinor: 3}, ""}
+	fifo := crafted{format.Meta{Type: format.TypeFifo, Path: []byte("fifo"), Mode: 0o6644}, ""}
+	suid := crafted{format.Meta{Type: format.TypeRegular, Path: []byte("suid"), Mode: 0o6755, Size: 1}, "x"}
+	sgidDir := dir("shared", 0o2775)
+	arch := craftArchive(t, dev, fifo, suid, sgidDir)
+	modes := func(dest string) map[string]string {
+		out := map[string]string{}
+		for _, n := range []string{"null", "fifo", "suid", "shared"} {
+			fi, err := os.Lstat(filepath.Join(dest, n))
+			if err != nil {
+				out[n] = "absent"
+				continue
+			}
+			out[n] = fi.Mode().String()
+		}
+		return out
+	}
+	dest := t.TempDir()
+	if _, problems := extractBytes(t, arch, dest, ExtractOptions{SameOwner: true}); len(problems) != 0 {
+		t.Fatalf("problems %v", problems)
+	}
+	want := map[string]string{"null": "Dcrw-rw-rw-", "fifo": "pugrw-r--r--", "suid": "ugrwxr-xr-x", "shared": "dgrwxrwxr-x"}
+	if got := modes(dest); !maps.Equal(got, want) {
+		t.Errorf("by default: %v, want %v", got, want)
+	}
+	dest = t.TempDir()
+	st, problems := extractBytes(t, arch, dest, ExtractOptions{SameOwner: true, NoDevices: true, NoSetID: true})
+	want = map[string]string{"null": "absent", "fifo": "prw-r--r--", "suid": "-rwxr-xr-x", "shared": "dgrwxrwxr-x"}
+	if got := modes(dest); !maps.Equal(got, want) {
+		t.Errorf("--no-devices --no-setid: %v, want %v", got, want)
+	}
+	if len(problems) != 1 || problems[0].Kind != Note || problems[0].Path != "null" || !strings.Contains(problems[0].What, "--no-devices") {
+		t.Errorf("problems %+v, want one note naming the skipped device", problems)
+	}
+	if st.Members != 3 {
+		t.Errorf("%d members extracted, want 3", st.Members)
 	}
 }
 

@@ -113,3 +113,6 @@ func (n *idNames) gidOf(name string) int64 {
 	}
 	return id
 }
+
+// nodeID identifies a file on its file system.
+type nodeID struct{ dev, ino uint64 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -375,35 +376,66 @@ func mknodAt(dirfd int, name string, t format.Type, major, minor uint64) error {
 	return unix.Mknodat(dirfd, name, mode, int(unix.Mkdev(uint32(major), uint32(minor))))
 }
 
-func chownAt(dirfd int, name string, uid, gid int) error {
-	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
-}
-
 func fchown(fd int, uid, gid int) error { return unix.Fchown(fd, uid, gid) }
 
 func fchmod(fd int, mode uint32) error { return unix.Fchmod(fd, mode) }
 
-// chmodAt sets a mode without following a symlink where the kernel can
-// (fchmodat2, Linux 6.6); older kernels fall back to fchmodat.
-func chmodAt(dirfd int, name string, mode uint32) error {
-	err := unix.Fchmodat(dirfd, name, mode, unix.AT_SYMLINK_NOFOLLOW)
+// openNodeAt opens name itself, never what a symlink there points to, as
+// an O_PATH descriptor: a fifo or a device is not opened for I/O (no
+// blocking, no driver side effects). Every attribute extract sets on a
+// node goes through such a descriptor, checked first to be the node
+// extract created: a name can be swapped for a symlink or a hard link to
+// another file between the creation and the change.
+func openNodeAt(dirfd int, name string) (int, error) {
+	var fd int
+	err := ignoringEINTR(func() (err error) {
+		fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
+}
+
+// fchownNode sets the owner of the node fd refers to (a symlink itself,
+// not its target); fd may be an O_PATH descriptor.
+func fchownNode(fd int, uid, gid int) error {
+	return unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH)
+}
+
+// errNoNodeChmod says the kernel cannot change a node's mode through its
+// descriptor. No call that follows a name or a link takes its place.
+var errNoNodeChmod = errors.New("this kernel cannot set the mode through a descriptor (needs fchmodat2, Linux 6.6, or /proc)")
+
+// fchmodNode sets the mode of the fifo or device node fd refers to (an
+// O_PATH descriptor; never a symlink: the caller checked its type).
+// fchmodat2 with AT_EMPTY_PATH does it on Linux 6.6 and later; before,
+// the /proc/self/fd magic link names the open inode itself, not a path
+// that could be swapped.
+func fchmodNode(fd int, mode uint32) error {
+	err := unix.Fchmodat(fd, "", mode, unix.AT_EMPTY_PATH)
 	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
-		err = unix.Fchmodat(dirfd, name, mode, 0)
+		err = unix.Fchmodat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), mode, 0)
+		if errors.Is(err, unix.ENOENT) {
+			err = errNoNodeChmod
+		}
 	}
 	return err
 }
 
-// setTimesAt sets the access and modification times of name without
-// following a symlink; an absent time is left alone.
-func setTimesAt(dirfd int, name string, atime, mtime format.Time) error {
+// futimesNode sets the access and modification times of the node fd
+// refers to (any descriptor, O_PATH included; a symlink itself); an
+// absent time is left alone.
+func futimesNode(fd int, atime, mtime format.Time) error {
 	ts := func(t format.Time) unix.Timespec {
 		if !t.Set {
 			return unix.Timespec{Nsec: unix.UTIME_OMIT}
 		}
 		return unix.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)}
 	}
-	return unix.UtimesNanoAt(dirfd, name, []unix.Timespec{ts(atime), ts(mtime)}, unix.AT_SYMLINK_NOFOLLOW)
+	return unix.UtimesNanoAt(fd, "", []unix.Timespec{ts(atime), ts(mtime)}, unix.AT_EMPTY_PATH)
 }
+
+// devNumber is the st_rdev a device node of major, minor has.
+func devNumber(major, minor uint64) uint64 { return unix.Mkdev(uint32(major), uint32(minor)) }
 
 func fsetxattr(fd int, name string, val []byte) error { return unix.Fsetxattr(fd, name, val, 0) }
 

@@ -44,11 +44,13 @@ func unlinkAt(int, string, bool) error                       { return errUnsuppo
 func symlinkAt([]byte, int, string) error                    { return errUnsupported }
 func linkAt(int, string, int, string) error                  { return errUnsupported }
 func mknodAt(int, string, format.Type, uint64, uint64) error { return errUnsupported }
-func chownAt(int, string, int, int) error                    { return errUnsupported }
 func fchown(int, int, int) error                             { return errUnsupported }
 func fchmod(int, uint32) error                               { return errUnsupported }
-func chmodAt(int, string, uint32) error                      { return errUnsupported }
-func setTimesAt(int, string, format.Time, format.Time) error { return errUnsupported }
+func openNodeAt(int, string) (int, error)                    { return -1, errUnsupported }
+func fchownNode(int, int, int) error                         { return errUnsupported }
+func fchmodNode(int, uint32) error                           { return errUnsupported }
+func futimesNode(int, format.Time, format.Time) error        { return errUnsupported }
+func devNumber(uint64, uint64) uint64                        { return 0 }
 func fsetxattr(int, string, []byte) error                    { return errUnsupported }
 func ftruncate(int, int64) error                             { return errUnsupported }
 func geteuid() int                                           { return os.Geteuid() }
