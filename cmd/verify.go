@@ -21,12 +21,17 @@ func init() { register(newVerifyCmd) }
 
 // verifyResult is one archive's verdict, as --json prints it.
 type verifyResult struct {
-	Archive  string          `json:"archive"`
-	Status   string          `json:"status"` // ok, damaged, wrong-key, unreadable
-	Keyed    bool            `json:"keyed"`
-	Members  int             `json:"members"`
-	Damaged  int             `json:"damaged_members"`
-	Sequence *uint64         `json:"sequence"`
+	Archive  string  `json:"archive"`
+	Status   string  `json:"status"` // ok, damaged, wrong-key, unreadable
+	Keyed    bool    `json:"keyed"`
+	Members  int     `json:"members"`
+	Damaged  int     `json:"damaged_members"`
+	Sequence *uint64 `json:"sequence"`
+	// SequenceAuthenticated is false without the key: the header's MAC
+	// cannot be checked, so the sequence is what the bytes say, not a fact.
+	SequenceAuthenticated bool `json:"sequence_authenticated"`
+	// Verdict says in words what the status proves.
+	Verdict  string          `json:"verdict"`
 	Error    string          `json:"error"`
 	Problems []verifyProblem `json:"problems"`
 	code     int
@@ -61,7 +66,10 @@ the byte offset, and what failed.
 Without the key it checks the tar framing, that every outer header is
 canonical and every padding zero, each frame's CRC-32C, the layout against
 the footer, and the SHA-256 digest of the whole archive: any accidental change
-or truncation is found. With the key it also opens every seal (metadata,
+or truncation is found, and a keyless "ok" says no more than that ("no
+accidental damage found"): anyone can recompute checksums and a digest, so
+a deliberate change is not detectable without the key, and header fields
+such as the sequence number are marked unauthenticated in --json. With the key it also opens every seal (metadata,
 content, summary), checks the key check value, the header and footer MACs,
 the order and end of every stream, and the summary against the members: any
 change at all is found.
@@ -289,7 +297,27 @@ func verifyOne(path string, key *crypt.Key) verifyResult {
 	default:
 		r.Status = "ok"
 	}
+	r.SequenceAuthenticated = key != nil && r.Sequence != nil && r.Status != "wrong-key"
+	r.Verdict = verdict(r.Status, key != nil)
 	return r
+}
+
+// Without the key, verify checks checksums and a digest anyone can
+// recompute: it finds accidents, not a forger.
+const keylessOK = "no accidental damage found (without the key a deliberate change is not detectable)"
+
+func verdict(status string, keyed bool) string {
+	switch {
+	case status == "ok" && keyed:
+		return "intact and authentic: every byte checked with the key"
+	case status == "ok":
+		return keylessOK
+	case status == "damaged":
+		return "damaged"
+	case status == "wrong-key":
+		return "not opened: the key does not match"
+	}
+	return "not checked: unreadable"
 }
 
 func printVerify(w *bufio.Writer, r *verifyResult) {
@@ -299,7 +327,11 @@ func printVerify(w *bufio.Writer, r *verifyResult) {
 	}
 	switch r.Status {
 	case "ok":
-		fmt.Fprintf(w, "ok       %s: %d members intact (%s)\n", r.Archive, r.Members, mode)
+		if r.Keyed {
+			fmt.Fprintf(w, "ok       %s: %d members intact and authentic (keyed)\n", r.Archive, r.Members)
+		} else {
+			fmt.Fprintf(w, "ok       %s: %d members, %s\n", r.Archive, r.Members, keylessOK)
+		}
 		return
 	case "damaged":
 		fmt.Fprintf(w, "DAMAGED  %s: %d problems, %d members intact, %d damaged (%s)\n", r.Archive, len(r.Problems)+btoi(r.Error != ""), r.Members, r.Damaged, mode)

@@ -433,6 +433,12 @@ func (p *Packer) addEntry(dirfd int, base, osPath, member string, st statInfo, f
 		if err != nil {
 			// The directory itself is still stored, as tar does.
 			p.report(Failed, osPath, "directory not read, its contents are not packed: %v", err)
+		} else if now, err := fstatFd(dfd); err != nil || now.dev != st.dev || now.ino != st.ino {
+			// Swapped since it was looked at: its metadata and its contents
+			// would come from two different directories.
+			closeFd(dfd)
+			dfd = -1
+			p.report(Failed, osPath, "directory replaced while being packed; its contents are not packed")
 		} else {
 			defer closeFd(dfd)
 			if m.Xattrs, err = userXattrs(dfd, ""); err != nil {
