@@ -4,12 +4,14 @@ GO       ?= go
 FUZZTIME ?= 30s
 BIN      := bin/cbfs
 
-.PHONY: all build demo test bench fuzz lint vectors clean
+.PHONY: all build demo test bench fuzz lint vectors man clean
 
 all: build
 
+# -buildvcs=auto: --version names the commit when built from a checkout,
+# whatever GOFLAGS says.
 build:
-	$(GO) build -o $(BIN) ./cmd
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd
 
 demo: build
 	./scripts/demo.sh $(BIN)
@@ -31,9 +33,13 @@ fuzz:
 vectors:
 	$(GO) run ./spec/gen -o spec/vectors
 
+# Man pages, one per command, generated from the commands' own help.
+man: build
+	./$(BIN) gen-man man
+
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin man

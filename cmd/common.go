@@ -44,6 +44,9 @@ func loadKey(path string) (*crypt.Key, error) {
 // openInput opens a file argument; "-" or no argument is standard input.
 func openInput(args []string) (io.ReadCloser, string, error) {
 	if len(args) == 0 || args[0] == "-" {
+		if err := refuseTerminalInput(); err != nil {
+			return nil, "standard input", err
+		}
 		return io.NopCloser(os.Stdin), "standard input", nil
 	}
 	f, err := os.Open(args[0])
@@ -112,6 +115,10 @@ func inputErr(name string, err error) error {
 	if errors.As(err, &oe) {
 		return &exitError{err: err} // the output's fault, not the input's
 	}
+	if errors.Is(err, format.ErrNotCBFS) && isPlainTar(name) {
+		return &exitError{err: fmt.Errorf("%s: %w: it is a plain tar", name, err),
+			hint: fmt.Sprintf("list it with 'tar tvf %s', or make a CBFS archive of it with 'cbfs import -k KEY -o OUT %s'", name, name)}
+	}
 	// "x: open x: no such file" says the name twice.
 	var pe *fs.PathError
 	if errors.As(err, &pe) && pe.Path == name {
@@ -124,6 +131,20 @@ func inputErr(name string, err error) error {
 	return &exitError{err: fmt.Errorf("%s: %w", name, err)}
 }
 
+// isPlainTar says whether the file name starts with a valid tar header.
+func isPlainTar(name string) bool {
+	f, err := convert.OpenRegular(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b format.Block
+	if _, err := io.ReadFull(f, b[:]); err != nil {
+		return false
+	}
+	return b.VerifyChecksum() == nil
+}
+
 // archiveArgs expands the ARCHIVE|DIR arguments of commands that take
 // several archives: a directory stands for the archives in it
 // (convert.ListArchiveDir). Anything else, "-" and paths that do not
@@ -131,6 +152,11 @@ func inputErr(name string, err error) error {
 func archiveArgs(args []string) ([]string, error) {
 	var out []string
 	for _, a := range args {
+		if a == "-" {
+			if err := refuseTerminalInput(); err != nil {
+				return nil, err
+			}
+		}
 		if st, err := os.Stat(a); a == "-" || err != nil || !st.IsDir() {
 			out = append(out, a)
 			continue
@@ -151,6 +177,8 @@ func openArchiveFile(path string) (*os.File, int64, error) {
 	var err error
 	if path != "-" {
 		f, err = convert.OpenRegular(path) // looks first: a FIFO would block the open
+	} else if err := refuseTerminalInput(); err != nil {
+		return nil, 0, err
 	}
 	var st os.FileInfo
 	if err == nil {
@@ -169,6 +197,17 @@ func openArchiveFile(path string) (*os.File, int64, error) {
 		return nil, 0, err
 	}
 	return f, st.Size(), nil
+}
+
+// refuseTerminalInput refuses to read an archive or a tar from standard
+// input when it is a terminal, as GNU tar does: nobody types one, and the
+// command would wait forever.
+func refuseTerminalInput() error {
+	if term.IsTerminal(int(os.Stdin.Fd())) {
+		return &exitError{code: exitUsage, err: errors.New("standard input: refusing to read archive contents from a terminal"),
+			hint: "give a file name, or redirect standard input from a file or a pipe"}
+	}
+	return nil
 }
 
 // displayName is how messages name an archive argument.
@@ -200,3 +239,23 @@ func damageHint(err error, command string) error {
 	}
 	return &exitError{err: err, hint: "'cbfs " + command + " --salvage' reads the members that are still intact"}
 }
+
+// verboseFlag adds -v/--verbose, which lists members as they are
+// processed, as tar -v does.
+func verboseFlag(c *cobra.Command, p *bool) {
+	c.Flags().BoolVarP(p, "verbose", "v", false, "list members as they are processed, as tar -v does")
+}
+
+// memberLister prints one member path a line, as tar -v does: on
+// standard output, or on standard error when the command's own output
+// (an archive or a tar) goes to standard output. Lines on standard error
+// go through the progress printer so that the two do not run together.
+func memberLister(toStdout bool, p *progress) func(path []byte) {
+	if toStdout {
+		return func(path []byte) { fmt.Fprintln(os.Stdout, quote(path)) }
+	}
+	return func(path []byte) { p.say("%s\n", quote(path)) }
+}
+
+// isStdout says whether an -o value means standard output.
+func isStdout(out string) bool { return out == "" || out == "-" }

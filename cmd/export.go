@@ -1,7 +1,12 @@
 package main
 
 import (
+	"io"
+	"os"
+
 	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
 	"github.com/spf13/cobra"
 )
 
@@ -11,14 +16,21 @@ func init() {
 
 func newExportCmd() *cobra.Command {
 	var keyPath, outPath string
-	var force bool
+	var force, verbose bool
 	c := &cobra.Command{
 		Use:   "export -k KEY [-o OUT] [ARCHIVE|-]",
 		Short: "Convert a CBFS archive back into a plain tar",
 		Long: `export writes the plain tar a CBFS archive holds. An archive made by
 'cbfs import' gives back the imported tar byte for byte; members written by
 'cbfs pack' get pax headers. Every byte of the archive is authenticated: any
-change makes export fail and name the member, and with -o no file is left.`,
+change makes export fail and name the member, and with -o no file is left.
+
+When ARCHIVE is a file (standard input included, when it is one), its end
+is checked before the first byte is written: the footer, the summary and
+the layout they describe. A copy cut short or appended to is refused before
+'cbfs export ... | tar x' has extracted anything. From a pipe the archive is
+streamed, and such damage is found when its end is reached (status 3, after
+the output so far was written).`,
 		Example: `  cbfs export -k fs1.key -o backup.tar backup.cbfs
   cbfs export -k fs1.key backup.cbfs | tar tvf -`,
 		Args: cobra.MaximumNArgs(1),
@@ -32,12 +44,24 @@ change makes export fail and name the member, and with -o no file is left.`,
 				return inputErr(name, err)
 			}
 			defer in.Close()
+			f, _ := in.(*os.File)
+			if f == nil && name == "standard input" {
+				f = os.Stdin
+			}
+			if err := checkEndFirst(f, key); err != nil {
+				return inputErr(name, err)
+			}
 			out, err := createOutput(outPath, force, true)
 			if err != nil {
 				return err
 			}
 			p := startProgress("export "+name, inputSize(in))
-			err = convert.ExportTar(out, p.reader(in), key)
+			var opt convert.ExportOptions
+			if verbose {
+				list := memberLister(!isStdout(outPath), p)
+				opt.OnMember = func(m *format.Meta) { list(m.Path) }
+			}
+			err = convert.ExportTarWith(out, p.reader(in), key, opt)
 			p.finish()
 			if err != nil {
 				out.abort()
@@ -49,5 +73,29 @@ change makes export fail and name the member, and with -o no file is left.`,
 	keyFlag(c, &keyPath)
 	c.Flags().StringVarP(&outPath, "output", "o", "", "tar file to write (default standard output)")
 	c.Flags().BoolVar(&force, "force", false, "replace the output file if it exists")
+	verboseFlag(c, &verbose)
 	return c
+}
+
+// checkEndFirst opens the archive's footer and summary when f is a
+// regular file (read at offsets: the stream position does not move):
+// damage at the end is found before any output, at the cost of two small
+// reads.
+func checkEndFirst(f *os.File, key *crypt.Key) error {
+	if f == nil {
+		return nil
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	pos, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil
+	}
+	a, err := format.OpenArchive(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), key)
+	if err == nil {
+		_, err = a.Entries()
+	}
+	return err
 }

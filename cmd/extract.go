@@ -16,7 +16,7 @@ func init() {
 
 func newExtractCmd() *cobra.Command {
 	var keyPath, dest string
-	var noSameOwner, numericOwner, overwrite, salvage, noDevices, noSetID bool
+	var noSameOwner, numericOwner, overwrite, salvage, noDevices, noSetID, verbose bool
 	c := &cobra.Command{
 		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...]",
 		Short: "Extract an archive's files into a directory, safely",
@@ -117,6 +117,11 @@ without the summary.`,
 				NoDevices:    noDevices,
 				NoSetID:      noSetID,
 				Entries:      entries,
+				OnMember: func(path string) {
+					if verbose {
+						fmt.Fprintln(os.Stdout, quote([]byte(path)))
+					}
+				},
 				Report: func(p convert.Problem) {
 					if p.Path == "" {
 						pr.say("cbfs: %s\n", p.What)
@@ -145,7 +150,7 @@ without the summary.`,
 			if len(parts) == 0 {
 				return nil
 			}
-			err = fmt.Errorf("%s: %s (named above); %d members extracted", name, strings.Join(parts, ", "), st.Members)
+			err = fmt.Errorf("%s: %s (named above); %s extracted", name, strings.Join(parts, ", "), plural(st.Members, "member", "members"))
 			if st.Damaged > 0 || salvaged {
 				return &exitError{code: exitDamaged, err: err}
 			}
@@ -159,6 +164,7 @@ without the summary.`,
 	c.Flags().BoolVar(&overwrite, "overwrite", false, "replace files that exist in DEST")
 	c.Flags().BoolVar(&noDevices, "no-devices", false, "skip character and block device members (each named on standard error)")
 	c.Flags().BoolVar(&noSetID, "no-setid", false, "clear set-user-id and set-group-id bits of the files extracted")
+	verboseFlag(c, &verbose)
 	c.Flags().BoolVar(&salvage, "salvage", false, "when the archive's footer or summary is damaged, extract the members a scan finds intact")
 	return c
 }

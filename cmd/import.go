@@ -157,11 +157,15 @@ func (o *writeOptions) updateIndex(key *crypt.Key) error {
 
 func newImportCmd() *cobra.Command {
 	var o writeOptions
+	var verbose bool
 	c := &cobra.Command{
 		Use:   "import -k KEY [-o OUT] [TAR|-]",
 		Short: "Convert a plain tar into a CBFS archive, losslessly",
 		Long: `import reads a plain tar (any format: gnu, oldgnu, pax, ustar, v7, star,
-sparse, xattrs) and writes a CBFS archive. Every byte of the input is kept:
+sparse, xattrs) and writes a CBFS archive. A tar compressed with gzip, bzip2,
+xz or zstd is recognised by its first bytes, as tar -xf does, and
+decompressed (said on standard error); the archive then holds the tar, and
+export gives back the decompressed tar. Every byte of the input is kept:
 'cbfs export' gives the same tar back, byte for byte. It streams: it works in
 a pipe and its memory does not grow with the input.
 
@@ -197,26 +201,56 @@ another archive of the same sequence number.`,
 				return inputErr(name, err)
 			}
 			defer in.Close()
+			size := inputSize(in)
+			p := startProgress("import "+name, size)
+			if verbose {
+				list := memberLister(!isStdout(o.out), p)
+				wo.OnAdd = func(m *format.Meta) {
+					if listed(m.Type) {
+						list(m.Path)
+					}
+				}
+			}
+			tarIn, comp, head, err := convert.Decompress(p.reader(in))
+			if err != nil {
+				p.finish()
+				return inputErr(name, err)
+			}
+			defer tarIn.Close()
+			if comp != "" {
+				p.say("cbfs: %s: %s-compressed: decompressing it\n", name, comp)
+			}
 			out, err := createOutput(o.out, o.force, true)
 			if err != nil {
+				p.finish()
 				return err
 			}
-			p := startProgress("import "+name, inputSize(in))
-			st, err := convert.ImportTar(out, p.reader(in), key, wo)
+			st, err := convert.ImportTar(out, tarIn, key, wo)
 			p.finish()
 			if err != nil {
 				out.abort()
-				return inputErr(name, err)
+				err = inputErr(name, err)
+				if what := convert.LooksLike(head); what != "" && errors.Is(err, convert.ErrNotTar) {
+					err = &exitError{code: exitBadInput, err: err, hint: fmt.Sprintf("it looks like %s; cbfs imports a tar, plain or compressed with gzip, bzip2, xz or zstd (bsdtar -cf out.tar @in converts most archives to tar)", what)}
+				}
+				return err
 			}
 			if err := out.commit(); err != nil {
 				return err
 			}
 			if o.out != "" && o.out != "-" {
-				fmt.Fprintf(os.Stderr, "cbfs: imported %d entries (%d bytes) from %s into %s\n", st.Entries, st.InputBytes, name, o.out)
+				fmt.Fprintf(os.Stderr, "cbfs: imported %s (%s) from %s into %s\n", plural(st.Entries, "entry", "entries"), plural(int(st.InputBytes), "byte", "bytes"), name, o.out)
 			}
 			return o.updateIndex(key)
 		},
 	}
 	o.flags(c)
+	verboseFlag(c, &verbose)
 	return c
+}
+
+// listed says whether -v lists a member of this type: files, not
+// deletions or the tar's own records.
+func listed(t format.Type) bool {
+	return t != format.TypeTombstone && t != format.TypeTrailer && t != format.TypeTarGlobal
 }

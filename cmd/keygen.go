@@ -23,7 +23,7 @@ func newKeygenCmd() *cobra.Command {
   cbfs key id -k fs1.key`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			if out == "" {
+			if out == "" || out == "-" {
 				return usageError{errors.New("keygen needs -o FILE: a key is never written to standard output")}
 			}
 			k, err := crypt.GenerateKeyFile(out)

@@ -52,15 +52,20 @@ func newLsCmd() *cobra.Command {
 	var keyPath string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "ls -k KEY [--json] ARCHIVE",
+		Use:   "ls -k KEY [--json] ARCHIVE [PATH...]",
 		Short: "List an archive's members as tar tv would",
 		Long: `ls reads the archive's summary (one read at the end of the file) and prints
 one line per member, as 'tar tvf' does for a plain tar. Tombstones (recorded
-deletions) are listed with type 'D'. --json prints one JSON array.`,
+deletions) are listed with type 'D'. --json prints one JSON array.
+
+With PATH arguments only those members are listed, and what lies under them
+as directories; paths match as extract writes them ("a", "./a" and "a/" are
+one path). A PATH that matches nothing is named on standard error and the
+exit status is 1.`,
 		Example: `  cbfs ls -k fs1.key backup.cbfs
   cbfs ls -k fs1.key --json backup.cbfs | jq '.[].path'`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) (err error) {
 			key, err := loadKey(keyPath)
 			if err != nil {
 				return err
@@ -70,6 +75,18 @@ deletions) are listed with type 'D'. --json prints one JSON array.`,
 				return err
 			}
 			defer f.Close()
+			var sel []lsSelector
+			for _, p := range args[1:] {
+				sel = append(sel, lsSelector{arg: p, path: memberKey([]byte(p))})
+			}
+			if len(sel) > 0 {
+				entries = selectEntries(entries, sel)
+			}
+			defer func() {
+				if err == nil {
+					err = unmatched(args[0], sel)
+				}
+			}()
 			w := bufio.NewWriter(os.Stdout)
 			defer w.Flush()
 			if asJSON {
@@ -176,6 +193,9 @@ func lsLine(m *format.Meta) string {
 		size = fmt.Sprintf("%d,%d", m.DevMajor, m.DevMinor)
 	}
 	t := m.MTime.Go().UTC().Format("2006-01-02 15:04")
+	if !m.MTime.Set {
+		t = "-               " // a tombstone has no time: it is not a file
+	}
 	line := fmt.Sprintf("%c%s %s/%s %*s %s %s", typ, perm, owner, group, max(0, 19-len(owner)-len(group)), size, t, quote(m.Path))
 	switch m.Type {
 	case format.TypeSymlink:
@@ -186,6 +206,10 @@ func lsLine(m *format.Meta) string {
 	return line
 }
 
+// cEscapes are the control characters GNU tar's "escape" style writes as
+// C escapes; other control bytes are written in octal.
+var cEscapes = [0x20]byte{'\a': 'a', '\b': 'b', '\f': 'f', '\n': 'n', '\r': 'r', '\t': 't', '\v': 'v'}
+
 // quote escapes bytes that are not printable, as GNU tar's default
 // "escape" quoting style does.
 func quote(b []byte) string {
@@ -195,6 +219,9 @@ func quote(b []byte) string {
 		switch {
 		case r == '\\':
 			sb.WriteString(`\\`)
+		case r < 0x20 && cEscapes[r] != 0:
+			sb.WriteByte('\\')
+			sb.WriteByte(cEscapes[r])
 		case r == utf8.RuneError && n == 1, r < 0x20, r == 0x7f:
 			fmt.Fprintf(&sb, `\%03o`, b[0])
 		default:
@@ -203,4 +230,58 @@ func quote(b []byte) string {
 		b = b[n:]
 	}
 	return sb.String()
+}
+
+// lsSelector is a PATH argument of ls and whether it matched.
+type lsSelector struct {
+	arg, path string
+	matched   bool
+}
+
+// memberKey is the path a member is extracted to, relative to DEST, as
+// extract derives it: "./a//b/" is "a/b"; "" is DEST itself.
+func memberKey(p []byte) string {
+	var comps []string
+	for _, c := range strings.Split(string(p), "/") {
+		if c != "" && c != "." {
+			comps = append(comps, c)
+		}
+	}
+	return strings.Join(comps, "/")
+}
+
+// selectEntries keeps the entries whose path is one of sel's or lies
+// under one of them, marking which selectors matched.
+func selectEntries(entries []format.Entry, sel []lsSelector) []format.Entry {
+	var out []format.Entry
+	for _, e := range entries {
+		k := memberKey(e.Meta.Path)
+		hit := false
+		for i := range sel {
+			s := &sel[i]
+			if s.path == "" || k == s.path || strings.HasPrefix(k, s.path+"/") {
+				s.matched, hit = true, true
+			}
+		}
+		if hit {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// unmatched names on standard error each PATH that matched nothing, and
+// returns the error that makes the exit status 1.
+func unmatched(archive string, sel []lsSelector) error {
+	n := 0
+	for _, s := range sel {
+		if !s.matched {
+			fmt.Fprintf(os.Stderr, "cbfs: %s: %s: not found in the archive\n", archive, quote([]byte(s.arg)))
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return &exitError{code: exitFailure, err: fmt.Errorf("%s: %d of %s not found (named above)", archive, n, plural(len(sel), "path", "paths"))}
 }

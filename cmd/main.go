@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
 	"syscall"
 
@@ -114,12 +115,13 @@ func classify(err error) (int, string) {
 	var te *convert.TarError
 	var ke *crypt.KeySizeError
 	var fe *format.Error
+	var de *convert.DecompressError
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
 		return exitWrongKey, "check -k/--key or CBFS_KEY_FILE: 'cbfs key id -k FILE' shows which key a file holds"
 	case errors.As(err, &ve):
 		return exitBadInput, ""
-	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, convert.ErrNotTar), errors.As(err, &te):
+	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, convert.ErrNotTar), errors.As(err, &te), errors.As(err, &de):
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""
@@ -143,8 +145,10 @@ and content are sealed with the file system's key (a file of exactly 32 raw
 bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       "-", // the template below says it all
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.SetVersionTemplate(versionText())
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{flagErr(err)} })
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
@@ -164,10 +168,26 @@ func usageArgs(c *cobra.Command) {
 			return nil
 		}
 	}
-	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{flagErr(err)} })
 	for _, sub := range c.Commands() {
 		usageArgs(sub)
 	}
+}
+
+// strconvErr is how pflag passes on a number it could not parse:
+// `strconv.ParseUint: parsing "x": invalid syntax`.
+var strconvErr = regexp.MustCompile(`strconv\.Parse\w+: parsing "(?:[^"\\]|\\.)*": `)
+
+// flagErr rewords a flag error so that it speaks of the flag, not of the
+// Go function that parsed it.
+func flagErr(err error) error {
+	msg := err.Error()
+	if !strconvErr.MatchString(msg) {
+		return err
+	}
+	msg = strconvErr.ReplaceAllString(msg, "")
+	msg = strings.NewReplacer("invalid syntax", "not a whole number", "value out of range", "out of range").Replace(msg)
+	return errors.New(msg)
 }
 
 // commands holds every subcommand's constructor. Each command's file adds

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/format"
 	"github.com/spf13/cobra"
 )
 
@@ -18,6 +19,7 @@ func init() {
 func newPackCmd() *cobra.Command {
 	var o writeOptions
 	var excludes []string
+	var verbose bool
 	c := &cobra.Command{
 		Use:   "pack -k KEY [-o OUT] [--exclude PATTERN]... DIR...",
 		Short: "Pack directory trees into a CBFS archive",
@@ -80,6 +82,14 @@ tar does) and pack exits with status 1.`,
 				return err
 			}
 			pr := startProgress("pack "+strings.Join(args, " "), 0)
+			if verbose {
+				list := memberLister(!isStdout(o.out), pr)
+				wo.OnAdd = func(m *format.Meta) {
+					if listed(m.Type) {
+						list(m.Path)
+					}
+				}
+			}
 			opt := convert.PackOptions{WriterOptions: wo, Exclude: excludes, Report: func(p convert.Problem) {
 				pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
 			}}
@@ -127,6 +137,7 @@ tar does) and pack exits with status 1.`,
 		},
 	}
 	o.flags(c)
+	verboseFlag(c, &verbose)
 	c.Flags().StringArrayVar(&excludes, "exclude", nil, "leave out files whose member path or base name matches this path.Match pattern (repeatable)")
 	return c
 }

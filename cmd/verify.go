@@ -127,7 +127,7 @@ func runVerify(o *verifyOptions, args []string) error {
 			total += sizes[i]
 		}
 	}
-	p := startProgress(fmt.Sprintf("verify %d archives", len(files)), total)
+	p := startProgress("verify "+plural(len(files), "archive", "archives"), total)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(1, o.jobs))
 	for i, f := range files {
@@ -328,13 +328,13 @@ func printVerify(w *bufio.Writer, r *verifyResult) {
 	switch r.Status {
 	case "ok":
 		if r.Keyed {
-			fmt.Fprintf(w, "ok       %s: %d members intact and authentic (keyed)\n", r.Archive, r.Members)
+			fmt.Fprintf(w, "ok       %s: %s intact and authentic (keyed)\n", r.Archive, plural(r.Members, "member", "members"))
 		} else {
-			fmt.Fprintf(w, "ok       %s: %d members, %s\n", r.Archive, r.Members, keylessOK)
+			fmt.Fprintf(w, "ok       %s: %s, %s\n", r.Archive, plural(r.Members, "member", "members"), keylessOK)
 		}
 		return
 	case "damaged":
-		fmt.Fprintf(w, "DAMAGED  %s: %d problems, %d members intact, %d damaged (%s)\n", r.Archive, len(r.Problems)+btoi(r.Error != ""), r.Members, r.Damaged, mode)
+		fmt.Fprintf(w, "DAMAGED  %s: %s, %s intact, %d damaged (%s)\n", r.Archive, plural(len(r.Problems)+btoi(r.Error != ""), "problem", "problems"), plural(r.Members, "member", "members"), r.Damaged, mode)
 	default:
 		fmt.Fprintf(w, "%-8s %s: %s\n", map[string]string{"wrong-key": "WRONGKEY", "unreadable": "UNREAD"}[r.Status], r.Archive, r.Error)
 		return

@@ -35,6 +35,9 @@ type ExtractOptions struct {
 	// an existing path is reported and left alone; an existing directory
 	// is used as it is, its mode and times untouched.
 	Overwrite bool
+	// OnMember, when set, is called with the path of each member as
+	// extract starts on it, in archive order: what tar -v lists.
+	OnMember func(path string)
 	// Report receives each problem as it is found; nil discards them
 	// (ExtractStats still counts them).
 	Report func(Problem)
@@ -258,8 +261,11 @@ func (x *extractor) member(i int, e format.Entry) error {
 			sm = dumpDir(sm)
 		case 'V':
 			return nil // a GNU volume label: a name for the archive, not a file
+		case 'M':
+			x.report(Failed, string(sm.Path), "a multi-volume continuation (tar type 'M'), the rest of a file begun in another volume; not extracted")
+			return nil
 		default:
-			x.report(Note, string(sm.Path), "tar entry of type %q skipped: cbfs does not know how to extract it", sm.Typeflag)
+			x.report(Failed, string(sm.Path), "tar entry of type %q: cbfs does not know how to extract it; not extracted", sm.Typeflag)
 			return nil
 		}
 	}
@@ -271,6 +277,9 @@ func (x *extractor) member(i int, e format.Entry) error {
 			x.report(Failed, string(sm.Path), "a %s named as the destination directory itself; not extracted", sm.Type)
 		}
 		return nil
+	}
+	if x.opt.OnMember != nil {
+		x.opt.OnMember(string(sm.Path))
 	}
 	// A member at the same path still being written finishes first: the
 	// last one wins.
@@ -411,14 +420,14 @@ func (x *extractor) create(i int, parent int, base, name string, e format.Entry,
 		return x.hardlink(i, parent, base, name, m, replace)
 	case format.TypeChar, format.TypeBlock, format.TypeFifo:
 		if x.opt.NoDevices && m.Type != format.TypeFifo {
-			x.report(Note, name, "%s skipped (--no-devices)", m.Type)
+			x.report(Note, name, "%s skipped (--no-devices)", typeName(m.Type))
 			return false, false, nil
 		}
 		if err := mknodAt(parent, base, m.Type, m.DevMajor, m.DevMinor); err != nil {
 			if taken(err) {
 				return false, true, nil
 			}
-			x.report(Failed, name, "cannot create the %s: %v", m.Type, err)
+			x.report(Failed, name, "cannot create the %s: %v", typeName(m.Type), err)
 			return false, false, nil
 		}
 		x.nodeAttrs(parent, base, name, m)
@@ -482,7 +491,7 @@ func (x *extractor) mode(m *format.Meta, owned bool) uint32 {
 func (x *extractor) nodeAttrs(parent int, base, name string, m *format.Meta) {
 	fd, err := openNodeAt(parent, base)
 	if err != nil {
-		x.report(Failed, name, "owner, mode and times not restored: cannot open the %s just created: %v", m.Type, err)
+		x.report(Failed, name, "owner, mode and times not restored: cannot open the %s just created: %v", typeName(m.Type), err)
 		return
 	}
 	defer closeFd(fd)
@@ -1190,4 +1199,15 @@ func (x *extractor) ownerAndMode(fd int, name string, m *format.Meta) {
 	if err := fchmod(fd, x.mode(m, owned)); err != nil {
 		x.report(Failed, name, "mode not restored: %v", err)
 	}
+}
+
+// typeName names a member type in a sentence.
+func typeName(t format.Type) string {
+	switch t {
+	case format.TypeChar:
+		return "character device"
+	case format.TypeBlock:
+		return "block device"
+	}
+	return t.String()
 }

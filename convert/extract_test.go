@@ -318,7 +318,7 @@ func TestExtractPaths(t *testing.T) {
 }
 
 // TestExtractSkipped: tombstones, pax globals and trailers are not files;
-// an unknown tar entry is skipped with a note.
+// an unknown tar entry is not extracted and counts as a failure (status 1).
 func TestExtractSkipped(t *testing.T) {
 	arch := craftArchive(t, crafted{format.Meta{Type: format.TypeTarGlobal, Path: []byte("g")}, "9 a=b\n"},
 		crafted{format.Meta{Type: format.TypeTarOther, Path: []byte("weird"), Typeflag: 'N'}, ""},
@@ -333,7 +333,7 @@ func TestExtractSkipped(t *testing.T) {
 		crafted{format.Meta{Type: format.TypeTrailer}, "\x00\x00"})
 	dest := t.TempDir()
 	st, problems := extractBytes(t, arch, dest, ExtractOptions{})
-	if len(problems) != 4 || problems[0].Kind != Note || problems[0].Path != "weird" || st.Failed != 3 {
+	if len(problems) != 4 || problems[0].Kind != Failed || problems[0].Path != "weird" || st.Failed != 4 {
 		t.Fatalf("problems %v, stats %+v", problems, st)
 	}
 	for _, p := range problems[1:] {

@@ -96,6 +96,18 @@ func (c *countReader) Read(p []byte) (int, error) {
 // last byte: ExportTar returns nil only when everything checked out, so a
 // caller writing to a file must discard the file on error.
 func ExportTar(dst io.Writer, src io.Reader, key *crypt.Key) error {
+	return ExportTarWith(dst, src, key, ExportOptions{})
+}
+
+// ExportOptions configure ExportTarWith.
+type ExportOptions struct {
+	// OnMember, when set, is called with each member that becomes a tar
+	// entry, before its bytes are written: what tar -v lists.
+	OnMember func(m *format.Meta)
+}
+
+// ExportTarWith is ExportTar with options.
+func ExportTarWith(dst io.Writer, src io.Reader, key *crypt.Key, opt ExportOptions) error {
 	r, err := format.NewReader(src, key, format.ReaderOptions{})
 	if err != nil {
 		return err
@@ -114,6 +126,13 @@ func ExportTar(dst io.Writer, src io.Reader, key *crypt.Key) error {
 			return err
 		}
 		meta := m.Meta
+		if opt.OnMember != nil {
+			switch meta.Type {
+			case format.TypeTrailer, format.TypeTombstone, format.TypeTarGlobal:
+			default:
+				opt.OnMember(meta)
+			}
+		}
 		switch {
 		case meta.Type == format.TypeTrailer:
 			// The trailer starts with the last entry's padding.

@@ -99,7 +99,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 	d.left -= int64(n)
 	if err == io.EOF {
 		if d.left > 0 {
-			return n, &TarError{Offset: d.s.off, Entry: string(d.entry.meta.Path), What: fmt.Sprintf("truncated: %d bytes of data missing", d.left)}
+			return n, &TarError{Offset: d.s.off, Entry: string(d.entry.meta.Path), What: fmt.Sprintf("truncated: %d bytes of data missing (the tar was cut short, or is one volume of a multi-volume tar, tar -M, which cbfs does not join)", d.left)}
 		}
 		err = nil
 	}
@@ -228,7 +228,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 		if headerOnly(blk, e.meta.Path) {
 			e.dataSize = 0
 		}
-		if e.meta.Type == format.TypeRegular && len(e.meta.Sparse) == 0 && e.meta.Size == 0 {
+		if (e.meta.Type == format.TypeRegular || e.meta.Type == format.TypeTarOther) && len(e.meta.Sparse) == 0 && e.meta.Size == 0 {
 			e.meta.Size = e.dataSize
 		}
 		s.pad = (format.BlockSize - e.dataSize%format.BlockSize) % format.BlockSize

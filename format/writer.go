@@ -35,6 +35,9 @@ type WriterOptions struct {
 	// tombstone member for each, in order, before any other member, so
 	// that members added later with the same path supersede them.
 	Tombstones [][]byte
+	// OnAdd, when set, is called with each member Add accepts, before its
+	// content is read: what tar -v lists. It must not keep m.
+	OnAdd func(m *Meta)
 }
 
 // Entry is where a member lives in an archive: what the summary and the
@@ -367,6 +370,9 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	}
 	num := w.members
 	w.members++
+	if w.opt.OnAdd != nil {
+		w.opt.OnAdd(m)
+	}
 	w.mu.Lock()
 	w.open = append(w.open, Entry{Number: num, Meta: m.summaryOnly()})
 	ei := w.openBase + len(w.open) - 1

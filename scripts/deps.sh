@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, when they are missing.
-#   deps.sh test   GNU tar, bsdtar (libarchive-tools), attr tools for xattrs
+#   deps.sh test   GNU tar, bsdtar (libarchive-tools), attr tools for xattrs,
+#                  gzip, bzip2, xz, zstd (compressed input)
 #   deps.sh bench  the above, plus the peers: age, restic, lz4, and GNU time
 set -euo pipefail
 need=()
@@ -8,6 +9,11 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have tar || need+=(tar)
 have bsdtar || need+=(libarchive-tools)
 have setfattr || need+=(attr)
+# The compressors whose output import must read.
+have gzip || need+=(gzip)
+have bzip2 || need+=(bzip2)
+have xz || need+=(xz-utils)
+have zstd || need+=(zstd)
 if [ "${1:-test}" = bench ]; then
   have age || need+=(age)
   have restic || need+=(restic)
