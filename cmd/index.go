@@ -134,7 +134,8 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := convert.ArchiveSources(args)
+	srcs, indexes, err := convert.ArchiveSources(args)
+	noteIndexes(indexes)
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
 	}

@@ -43,6 +43,10 @@ const (
 
 var indexMagic = []byte("CBFSINDX")
 
+// HasIndexMagic reports whether b starts with the magic of a master
+// index: how a file among archives is told to be an index.
+func HasIndexMagic(b []byte) bool { return bytes.HasPrefix(b, indexMagic) }
+
 // ErrNotIndex means the input does not start with a master index header.
 var ErrNotIndex = errors.New("not a CBFS master index")
 
@@ -111,7 +115,13 @@ func (x *Index) serialize(emit func([]byte) error) error {
 			return errors.New("archives table not sorted")
 		}
 	}
+	for i := range x.Archives {
+		if x.Archives[i].Seq > x.HighSeq {
+			return fmt.Errorf("archive %s has sequence %d, over the index's highest %d", x.Archives[i].Name, x.Archives[i].Seq, x.HighSeq)
+		}
+	}
 	s := &plainSink{buf: make([]byte, 0, 320<<10), emit: emit}
+	s.buf = binary.AppendUvarint(s.buf, x.HighSeq)
 	s.buf = binary.AppendUvarint(s.buf, uint64(len(x.Archives)))
 	for i := range x.Archives {
 		a := &x.Archives[i]
@@ -507,6 +517,10 @@ func ReadIndex(r io.Reader, key *crypt.Key) (*Index, error) {
 // of one sequence number.
 func decodePlain(p *plainReader) (*Index, error) {
 	x := &Index{}
+	var err error
+	if x.HighSeq, err = p.uvarint(); err != nil {
+		return nil, err
+	}
 	na, err := p.uvarint()
 	if err != nil {
 		return nil, err
@@ -548,6 +562,9 @@ func decodePlain(p *plainReader) (*Index, error) {
 		if err := checkArchive(&a); err != nil {
 			return nil, bad("%v", err)
 		}
+		if a.Seq > x.HighSeq {
+			return nil, bad("sequence %d over the index's highest sequence %d", a.Seq, x.HighSeq)
+		}
 		if i > 0 && compareArchives(&x.Archives[i-1], &a) >= 0 {
 			return nil, bad("%s is out of order (the table is sorted by name, then id)", a.Name)
 		}
@@ -580,6 +597,9 @@ func decodePlain(p *plainReader) (*Index, error) {
 		path, err := p.take(int(pl))
 		if err != nil {
 			return nil, err
+		}
+		if !IsCanonicalPath(path) {
+			return nil, bad("path %q is not in canonical form", path)
 		}
 		if k > 0 && bytes.Compare(x.path(&x.recs[k-1]), path) >= 0 {
 			return nil, bad("path %q is out of order or repeated (records are sorted by path)", path)
