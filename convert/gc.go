@@ -32,6 +32,10 @@ func indexPos(x *format.Index, name string, id [16]byte) (int, bool) {
 // isWinner reports whether member num of the index's archive pos is what
 // the index holds for path.
 func isWinner(x *format.Index, pos int, path []byte, num uint32) bool {
+	path, err := format.CanonicalPath(path)
+	if err != nil {
+		return false
+	}
 	i, ok := x.Find(path)
 	if !ok {
 		return false
@@ -62,7 +66,10 @@ func Usage(x *format.Index, name string, a *format.Archive, entries []format.Ent
 		// An archive the index does not list (renamed, or written without
 		// the index) may hold the only copy of a path: nothing in it is
 		// known to be dead.
-		live := !in || !format.IndexedType(e.Meta.Type) || isWinner(x, pos, e.Meta.Path, e.Number)
+		// A member whose path has no canonical form is not in the index
+		// either (spec cbfs-index-v1 2.7): it is live as far as gc knows.
+		_, noPath := format.CanonicalPath(e.Meta.Path)
+		live := !in || !format.IndexedType(e.Meta.Type) || noPath != nil || isWinner(x, pos, e.Meta.Path, e.Number)
 		if live {
 			u.LiveMembers++
 			u.LiveBytes += span

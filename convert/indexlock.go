@@ -256,3 +256,31 @@ func lockIndex(path string, opt IndexOptions) (*os.File, error) {
 		time.Sleep(min(50*time.Millisecond, opt.LockTimeout-waited))
 	}
 }
+
+// IndexLock is the lock of an index file held by a tool that replaces
+// the file whole (a rebuild or a merge into it), with the file as it was
+// when the lock was taken.
+type IndexLock struct {
+	u IndexUpdate
+}
+
+// LockIndexFile takes the lock of the index at path, for a tool that
+// replaces the file whole and does not read it.
+func LockIndexFile(path string, opt IndexOptions) (*IndexLock, error) {
+	f, err := lockIndex(path, opt)
+	if err != nil {
+		return nil, err
+	}
+	l := &IndexLock{u: IndexUpdate{Path: path, lock: f}}
+	if st, err := os.Stat(path); err == nil {
+		l.u.seen = st
+	}
+	return l, nil
+}
+
+// Unchanged says whether the file is still as it was when the lock was
+// taken (an *IndexReplacedError if not): for AtomicFile.BeforeRename.
+func (l *IndexLock) Unchanged() error { return l.u.unchanged() }
+
+// Unlock releases the lock.
+func (l *IndexLock) Unlock() { l.u.Close() }
