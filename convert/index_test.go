@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -595,5 +596,48 @@ func TestAddArchiveFile(t *testing.T) {
 	}
 	if _, err := AddArchiveFile(other, indexKey(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)
+	}
+}
+
+// An index replaced while an update holds its lock (by something that
+// does not take the lock) is not overwritten: the update fails.
+func TestIndexUpdateReplacedUnderneath(t *testing.T) {
+	key := indexKey(t, 21)
+	dir, meta := t.TempDir(), t.TempDir()
+	kept := filepath.Join(meta, "kept.idx")
+	writeHistory(t, dir, kept, key, []int{0})
+	u, err := OpenIndexUpdate(kept, key, IndexOptions{LockTimeout: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	// A second writer cannot take the lock meanwhile.
+	var be *LockBusyError
+	if _, err := OpenIndexUpdate(kept, key, IndexOptions{LockTimeout: 100 * time.Millisecond}); !errors.As(err, &be) {
+		t.Fatalf("second writer: %v, want a LockBusyError", err)
+	}
+	other := filepath.Join(meta, "other.idx")
+	if err := WriteIndexFile(other, &format.Index{}, key, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, kept); err != nil {
+		t.Fatal(err)
+	}
+	h, es := writeIndexed(t, dir, "new.cbfs", key, 3, []im{{format.TypeRegular, "n"}})
+	add, err := ArchiveIndex("new.cbfs", h, es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *IndexReplacedError
+	if _, err := u.Add(add); !errors.As(err, &re) {
+		t.Fatalf("update over a replaced index: %v, want an IndexReplacedError", err)
+	}
+	if x, err := ReadIndexFile(kept, key); err != nil || len(x.Archives) != 0 {
+		t.Fatalf("the replacing index was overwritten: %v", err)
+	}
+	// A missing index is an error unless it may be created.
+	var ne *NoIndexError
+	if _, err := OpenIndexUpdate(filepath.Join(meta, "none.idx"), key, IndexOptions{}); !errors.As(err, &ne) {
+		t.Fatalf("missing index: %v, want a NoIndexError", err)
 	}
 }
