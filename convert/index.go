@@ -207,7 +207,7 @@ type ExcludedPath struct {
 type RebuildResult struct {
 	// Excluded are members whose paths have no canonical form.
 	Excluded []ExcludedPath
-	Index *format.Index
+	Index    *format.Index
 	// Archives is the number of archives read (from their summaries or
 	// by a scan); Members the number of members counted.
 	Archives int
