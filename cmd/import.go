@@ -239,8 +239,8 @@ func (o *writeOptions) updateIndex(key *crypt.Key) error {
 func (o *writeOptions) addArchive(key *crypt.Key) error {
 	res, err := o.update.AddArchiveFile(o.out)
 	if err != nil {
-		return &exitError{code: exitFailure, err: fmt.Errorf("%s was written, but the index %s was not updated: %w", o.out, o.index, err),
-			hint: "the old index is unchanged; add the archive to it with: " + repairCommand(o, key)}
+		return &exitError{code: exitFailure, err: fmt.Errorf("the archive %s is complete, but the index %s was not updated: %w", o.out, o.index, err),
+			hint: "the old index is unchanged; once the cause is fixed, add the archive to it with: " + repairCommand(o, key)}
 	}
 	for _, e := range res.Excluded {
 		fmt.Fprintf(os.Stderr, "cbfs: %s member %d: %s has a '..' component: kept out of the index\n", e.Archive, e.Member, quote(e.Path))

@@ -346,3 +346,31 @@ func TestIssue12LostIndex(t *testing.T) {
 		t.Errorf("a copy under another archive's name: %s", r.stdout)
 	}
 }
+
+// An archive written whose index update fails says so, with the exact
+// command that adds it once the cause is fixed.
+func TestIssue12RepairCommand(t *testing.T) {
+	key := newKey(t)
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "x"), 0o755)
+	os.Mkdir(filepath.Join(dir, "y"), 0o755)
+	writeFile(t, filepath.Join(dir, "t.tar"), plainTar(t, "f", "x"), 0o644)
+	mustRun(t, dir, "import", "-k", key, "--new-index", "--index", "fs.index", "-o", "x/a.cbfs", "t.tar")
+	before := readFile(t, filepath.Join(dir, "fs.index"))
+	// Another archive of the same file name: the index refuses it, after
+	// the archive is complete.
+	r := run(t, dir, 1, "import", "-k", key, "--index", "fs.index", "-o", "y/a.cbfs", "t.tar")
+	if !strings.Contains(string(r.stderr), "the archive y/a.cbfs is complete, but the index fs.index was not updated") ||
+		!strings.Contains(string(r.stderr), "add the archive to it with: cbfs index add -k "+key+" fs.index y/a.cbfs\n") {
+		t.Errorf("no repair command: %s", r.stderr)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "fs.index")), before) {
+		t.Error("the index changed")
+	}
+	// The repair works once the cause is fixed.
+	os.Rename(filepath.Join(dir, "y", "a.cbfs"), filepath.Join(dir, "y", "b.cbfs"))
+	mustRun(t, dir, "index", "add", "-k", key, "fs.index", "y/b.cbfs")
+	os.Rename(filepath.Join(dir, "x", "a.cbfs"), filepath.Join(dir, "y", "a.cbfs"))
+	mustRun(t, dir, "index", "rebuild", "-k", key, "-o", "re.index", "y")
+	sameFiles(t, filepath.Join(dir, "fs.index"), filepath.Join(dir, "re.index"))
+}
