@@ -22,7 +22,8 @@ func newCatCmd() *cobra.Command {
 		Long: `cat finds each PATH in the archive's summary and reads just that member's
 bytes: it seeks, it does not scan the archive. When a path occurs more than
 once (an archive appended to), the last one wins, as on extraction. Paths
-match as extract writes them: "a", "./a" and "a/" name the same member.
+match in their canonical form, as the master index keys them: "a", "./a",
+"/a" and "a/" name the same member.
 
 A PATH that is not a file in the archive is named on standard error, the
 other paths are still written, and the exit status is 1.`,

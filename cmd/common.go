@@ -161,13 +161,22 @@ func archiveArgs(args []string) ([]string, error) {
 			out = append(out, a)
 			continue
 		}
-		files, err := convert.ListArchiveDir(a)
+		files, indexes, err := convert.ListArchiveDir(a)
+		noteIndexes(indexes)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, files...)
 	}
 	return out, nil
+}
+
+// noteIndexes says which master index files a directory of archives held:
+// they are skipped, not read as archives.
+func noteIndexes(indexes []string) {
+	for _, p := range indexes {
+		fmt.Fprintf(os.Stderr, "cbfs: note: %s is a master index, not an archive: skipped\n", p)
+	}
 }
 
 // openArchiveFile opens an archive for a command that seeks through it:

@@ -29,7 +29,7 @@ func gcFixture(t *testing.T) (dir, key, index, archives string) {
 		t.Fatal(err)
 	}
 	index = filepath.Join(dir, "fs.index")
-	mustRun(t, dir, "pack", "-k", key, "--seq", "1", "--index", index, "-o", filepath.Join(archives, "1.cbfs"), "tree")
+	mustRun(t, dir, "pack", "-k", key, "--seq", "1", "--new-index", "--index", index, "-o", filepath.Join(archives, "1.cbfs"), "tree")
 	upd := filepath.Join(dir, "upd", "tree")
 	writeFile(t, filepath.Join(upd, "a.txt"), []byte("version two of a\n"), 0o644)
 	tarPath := filepath.Join(dir, "upd.tar")
@@ -166,10 +166,13 @@ func TestVerifyIndex(t *testing.T) {
 	dir, key, index, archives := gcFixture(t)
 	mustRun(t, dir, "verify", "-k", key, "--index", index, archives)
 
-	// Without archive 2, the entries that live there point nowhere.
+	// Scenario 4: without archive 2, which holds the deletion of
+	// tree/b.txt, a rebuild from archive 1 would bring tree/b.txt back:
+	// the deletion is reported by path, exit 3. tree/a.txt, which lives
+	// in archive 2, is not checked, not damaged.
 	r := cbfs(t, dir, "verify", "-k", key, "--index", index, "--json", filepath.Join(archives, "1.cbfs"))
 	if r.code != exitDamaged {
-		t.Fatalf("verify --index with an archive missing: %s, want exit %d", r, exitDamaged)
+		t.Fatalf("verify --index with the deletion's archive missing: %s, want exit %d", r, exitDamaged)
 	}
 	var doc struct {
 		Index struct {
@@ -178,13 +181,15 @@ func TestVerifyIndex(t *testing.T) {
 				Archive string `json:"archive"`
 				What    string `json:"what"`
 			} `json:"problems"`
+			NotChecked int `json:"not_checked"`
 		} `json:"index"`
 	}
 	if err := json.Unmarshal(r.stdout, &doc); err != nil {
 		t.Fatal(err)
 	}
-	if len(doc.Index.Problems) != 1 || doc.Index.Problems[0].Path != "tree/a.txt" || doc.Index.Problems[0].Archive != "2.cbfs" {
-		t.Fatalf("index problems %+v, want tree/a.txt in 2.cbfs", doc.Index.Problems)
+	if len(doc.Index.Problems) != 1 || doc.Index.Problems[0].Path != "tree/b.txt" || doc.Index.Problems[0].Archive != "2.cbfs" ||
+		!strings.Contains(doc.Index.Problems[0].What, "bring the path back from 1.cbfs") || doc.Index.NotChecked != 1 {
+		t.Fatalf("index check %+v, want the deletion of tree/b.txt in 2.cbfs and 1 entry not checked", doc.Index)
 	}
 
 	// A damaged member the index points at is reported too.
@@ -198,10 +203,10 @@ func TestVerifyIndex(t *testing.T) {
 	b := readFile(t, filepath.Join(bad, "2.cbfs"))
 	// Flip a byte inside the member the index holds for tree/a.txt.
 	fields := strings.Fields(string(mustRun(t, dir, "index", "lookup", "-k", key, index, "tree/a.txt").stdout))
-	if len(fields) < 2 || fields[0] != "2.cbfs" {
+	if len(fields) < 3 || fields[0] != "2.cbfs" {
 		t.Fatalf("index lookup: %q", fields)
 	}
-	off, err := strconv.Atoi(fields[1])
+	off, err := strconv.Atoi(fields[2])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
@@ -29,7 +30,13 @@ type writeOptions struct {
 	index      string   // --index: the master index to add the archive to
 	deletes    []string // --delete
 	deleteFrom string   // --delete-from
+	deleteTree []string // --delete-tree
+	newIndex   bool     // --new-index
+	lockWait   time.Duration
 	cmd        *cobra.Command
+	// update holds the index's lock from before the sequence number is
+	// taken until the index is written: the whole read-modify-write.
+	update *convert.IndexUpdate
 }
 
 func (o *writeOptions) flags(c *cobra.Command) {
@@ -39,9 +46,12 @@ func (o *writeOptions) flags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.force, "force", false, "replace the output file if it exists")
 	c.Flags().StringVar(&o.compress, "compress", "lz4", "chunk compression: lz4 or none")
 	c.Flags().Uint64Var(&o.seq, "seq", 0, "sequence number of the archive among its file system's archives\n(default: with --index, one more than the highest in the index, or 1 for a new index; else 0)")
-	c.Flags().StringVar(&o.index, "index", "", "add the archive to this master index, creating it if missing;\nthe update is atomic (needs -o FILE: the index records the archive's file name)")
+	c.Flags().StringVar(&o.index, "index", "", "add the archive to this master index, which must exist (see --new-index);\nthe update is atomic and locked (needs -o FILE: the index records the archive's file name)")
+	c.Flags().BoolVar(&o.newIndex, "new-index", false, "with --index: create the index if it does not exist yet (an existing one is updated as usual)")
+	c.Flags().DurationVar(&o.lockWait, "lock-timeout", convert.DefaultLockTimeout, "with --index: how long to wait for another writer of the index (0: fail at once)")
 	c.Flags().StringArrayVar(&o.deletes, "delete", nil, "record PATH as deleted, as a tombstone member (repeatable);\nmembers of the archive with the same path supersede it")
 	c.Flags().StringVar(&o.deleteFrom, "delete-from", "", "record every path in FILE (- for standard input), one per line, LF or CRLF, as deleted\n(empty lines are skipped)")
+	c.Flags().StringArrayVar(&o.deleteTree, "delete-tree", nil, "record DIR and every live path below it in the index as deleted (repeatable; needs --index)")
 }
 
 func (o *writeOptions) writer() (format.WriterOptions, error) {
@@ -75,37 +85,130 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 			}
 		}
 	}
-	for _, p := range wo.Tombstones {
+	// Tombstones carry the canonical form of their path (spec
+	// cbfs-index-v1 2.7), the form the index keys on.
+	for i, p := range wo.Tombstones {
 		if len(p) == 0 {
 			return wo, usageError{errors.New("--delete \"\": a deletion needs a path")}
 		}
 		if len(p) > format.MaxPathLen {
 			return wo, usageError{fmt.Errorf("--delete: a path of %d bytes, over the cap %d", len(p), format.MaxPathLen)}
 		}
+		c, err := format.CanonicalPath(p)
+		if err != nil {
+			return wo, usageError{fmt.Errorf("--delete %s: %v: no file of the file system has this path", quote(p), err)}
+		}
+		wo.Tombstones[i] = c
 	}
-	if o.index != "" {
-		if o.out == "" || o.out == "-" {
-			return wo, usageError{errors.New("--index needs -o FILE: the index records the archive's file name")}
+	if o.index == "" {
+		if len(o.deleteTree) > 0 {
+			return wo, usageError{errors.New("--delete-tree needs --index: the paths below DIR are those the index holds")}
 		}
-		// The index is read before anything is written, --seq given or
-		// not: an index that cannot be updated is found now, not after
-		// the archive is complete.
-		key, err := quietKey(o.keyPath)
+		if o.newIndex {
+			return wo, usageError{errors.New("--new-index needs --index")}
+		}
+		return wo, nil
+	}
+	if o.out == "" || o.out == "-" {
+		return wo, usageError{errors.New("--index needs -o FILE: the index records the archive's file name")}
+	}
+	if o.lockWait < 0 {
+		return wo, usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
+	}
+	// The index is locked and read before anything is written, --seq
+	// given or not: an index that cannot be updated is found now, not
+	// after the archive is complete, and no other writer can take the
+	// same sequence number or lose this update.
+	key, err := quietKey(o.keyPath)
+	if err != nil {
+		return wo, err
+	}
+	if st, err := os.Stat(filepath.Dir(o.index)); err != nil || !st.IsDir() {
+		return wo, &exitError{code: exitFailure, err: fmt.Errorf("--index %s: its directory does not exist", o.index)}
+	}
+	u, err := openIndexUpdate(o.index, key, o.newIndex, o.lockWait)
+	if err != nil {
+		return wo, err
+	}
+	o.update = u
+	next, err := u.NextSeq()
+	if err != nil {
+		return wo, &exitError{code: exitFailure, err: err}
+	}
+	if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
+		wo.Sequence = next
+	} else if wo.Sequence < u.Index.HighSeq {
+		return wo, &exitError{code: exitUsage, err: fmt.Errorf("--seq %d: the index %s has seen sequence %d; an archive below it would lose to older ones", wo.Sequence, o.index, u.Index.HighSeq),
+			hint: fmt.Sprintf("leave --seq out to take %d", next)}
+	}
+	// A deletion of a path the index does not hold deletes nothing: most
+	// likely a typo, said so that it is not silently a no-op.
+	for _, p := range wo.Tombstones {
+		if i, ok := u.Index.Find(p); !ok {
+			fmt.Fprintf(os.Stderr, "cbfs: --delete %s: not in the index %s: the tombstone deletes nothing\n", quote(p), o.index)
+		} else if !u.Index.Live(i) {
+			fmt.Fprintf(os.Stderr, "cbfs: --delete %s: already deleted in the index %s\n", quote(p), o.index)
+		}
+	}
+	for _, d := range o.deleteTree {
+		dir, err := format.CanonicalPath([]byte(d))
 		if err != nil {
-			return wo, err
+			return wo, usageError{fmt.Errorf("--delete-tree %s: %v", quote([]byte(d)), err)}
 		}
-		if st, err := os.Stat(filepath.Dir(o.index)); err != nil || !st.IsDir() {
-			return wo, &exitError{code: exitFailure, err: fmt.Errorf("--index %s: its directory does not exist", o.index)}
+		tree := liveTree(u.Index, dir)
+		if len(tree) == 0 {
+			fmt.Fprintf(os.Stderr, "cbfs: --delete-tree %s: the index %s holds no live path there\n", quote(dir), o.index)
 		}
-		next, err := convert.NextSeq(o.index, key)
-		if err != nil {
-			return wo, indexInputErr(o.index, err)
-		}
-		if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
-			wo.Sequence = next
-		}
+		wo.Tombstones = append(wo.Tombstones, tree...)
 	}
 	return wo, nil
+}
+
+// liveTree lists dir and every live path below it in the index: what
+// --delete-tree deletes.
+func liveTree(x *format.Index, dir []byte) [][]byte {
+	var out [][]byte
+	if i, ok := x.Find(dir); ok && x.Live(i) {
+		out = append(out, bytes.Clone(dir))
+	}
+	// The paths below dir sort together, from the first at or after
+	// "dir/" on, all with that prefix.
+	prefix := append(bytes.Clone(dir), '/')
+	j, _ := x.Find(prefix)
+	for ; j < x.Len() && bytes.HasPrefix(x.Path(j), prefix); j++ {
+		if x.Live(j) {
+			out = append(out, bytes.Clone(x.Path(j)))
+		}
+	}
+	return out
+}
+
+// openIndexUpdate locks and reads an index for an update, saying when it
+// waits for another writer.
+func openIndexUpdate(path string, key *crypt.Key, create bool, wait time.Duration) (*convert.IndexUpdate, error) {
+	u, err := convert.OpenIndexUpdate(path, key, convert.IndexOptions{Create: create, LockTimeout: wait, Waiting: func(lock string) {
+		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", path, lock, wait)
+	}})
+	var ne *convert.NoIndexError
+	var be *convert.LockBusyError
+	switch {
+	case errors.As(err, &ne):
+		return nil, &exitError{code: exitFailure, err: err,
+			hint: fmt.Sprintf("rebuild a lost index from the archives with 'cbfs index rebuild -k KEY -o %s ARCHIVES...'; give --new-index to start a new one", path)}
+	case errors.As(err, &be):
+		return nil, &exitError{code: exitFailure, err: err, hint: "wait for it to finish, or give a longer --lock-timeout"}
+	case err != nil:
+		return nil, indexInputErr(path, err)
+	}
+	return u, nil
+}
+
+// unlock releases the index's lock, if held.
+func (o *writeOptions) unlock() {
+	if o.update != nil {
+		o.update.Close()
+		o.update = nil
+	}
 }
 
 // quietKey reads the key file as loadKey does, without printing its
@@ -127,10 +230,20 @@ func (o *writeOptions) updateIndex(key *crypt.Key) error {
 	if o.index == "" {
 		return nil
 	}
-	res, err := convert.AddArchiveFile(o.index, key, o.out)
+	defer o.unlock()
+	return o.addArchive(key)
+}
+
+// addArchive adds the archive o.out to the index held in o.update and
+// reports what the index says about it.
+func (o *writeOptions) addArchive(key *crypt.Key) error {
+	res, err := o.update.AddArchiveFile(o.out)
 	if err != nil {
-		return &exitError{code: exitFailure, err: fmt.Errorf("%s was written, but the index was not updated: %w", o.out, err),
-			hint: "the old index is unchanged; 'cbfs index rebuild' makes a new one from the archives"}
+		return &exitError{code: exitFailure, err: fmt.Errorf("the archive %s is complete, but the index %s was not updated: %w", o.out, o.index, err),
+			hint: "the old index is unchanged; once the cause is fixed, add the archive to it with: " + repairCommand(o, key)}
+	}
+	for _, e := range res.Excluded {
+		fmt.Fprintf(os.Stderr, "cbfs: %s member %d: %s has a '..' component: kept out of the index\n", e.Archive, e.Member, quote(e.Path))
 	}
 	verb := "added"
 	if res.Created {
@@ -155,6 +268,24 @@ func (o *writeOptions) updateIndex(key *crypt.Key) error {
 		hint: "write the archive again with a higher --seq, or leave --seq to its default with --index"}
 }
 
+// repairCommand is the command that adds the archive just written to
+// the index. It names the key file, never the key.
+func repairCommand(o *writeOptions, key *crypt.Key) string {
+	kp := o.keyPath
+	if kp == "" {
+		kp = os.Getenv("CBFS_KEY_FILE")
+	}
+	return fmt.Sprintf("cbfs index add -k %s %s %s", shellQuote(kp), shellQuote(o.index), shellQuote(o.out))
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 func newImportCmd() *cobra.Command {
 	var o writeOptions
 	var verbose bool
@@ -175,11 +306,16 @@ the tar with the same path supersedes it). Export leaves them out. FILE has
 one path per line (LF or CRLF; empty lines skipped); "-" reads it from
 standard input.
 
---index INDEX adds the archive to the master index once it is written
-(creating the index if missing; the old index is kept on any failure). Its
-default --seq is then one more than the highest sequence in the index. Exit
-status 6: the archive and index were written, but a path conflicts with
-another archive of the same sequence number.`,
+--index INDEX adds the archive to the master index once it is written (the
+old index is kept on any failure). The index must exist: give --new-index to
+create it on a first write; a lost index is rebuilt with 'cbfs index
+rebuild', never restarted. The index is locked from before the archive is
+written until it is updated, so concurrent writers wait for each other
+(--lock-timeout). The default --seq is one more than the highest sequence
+the index has seen; a lower --seq is refused. --delete-tree DIR deletes DIR
+and every live path below it in the index. Exit status 6: the archive and
+index were written, but a path conflicts with another archive of the same
+sequence number.`,
 		Example: `  cbfs import -k fs1.key -o backup.cbfs backup.tar
   tar cf - dir | cbfs import -k fs1.key > dir.cbfs
   cbfs import -k fs1.key --index fs1.idx --delete old/file -o arch/0042.cbfs new.tar`,
@@ -189,6 +325,7 @@ another archive of the same sequence number.`,
 				return usageError{errors.New("--delete-from - and the tar cannot both be standard input")}
 			}
 			wo, err := o.writer()
+			defer o.unlock()
 			if err != nil {
 				return err
 			}

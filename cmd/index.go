@@ -36,7 +36,7 @@ so that a rebuild does not bring deleted files back. Two archives with the
 same sequence number that both hold a path are a conflict: every candidate
 is kept and reported, never one picked silently.`,
 	}
-	c.AddCommand(newIndexRebuildCmd(), newIndexLsCmd(), newIndexLookupCmd(), newIndexDiffCmd(), newIndexMergeCmd())
+	c.AddCommand(newIndexRebuildCmd(), newIndexLsCmd(), newIndexLookupCmd(), newIndexDiffCmd(), newIndexMergeCmd(), newIndexAddCmd())
 	return c
 }
 
@@ -60,11 +60,13 @@ func readIndex(path string, key *crypt.Key) (*format.Index, error) {
 }
 
 type indexBuildOptions struct {
-	keyPath string
-	out     string
-	force   bool
-	json    bool
-	shard   string
+	keyPath  string
+	out      string
+	force    bool
+	json     bool
+	shard    string
+	partial  bool
+	lockWait time.Duration
 }
 
 func (o *indexBuildOptions) flags(c *cobra.Command) {
@@ -72,6 +74,38 @@ func (o *indexBuildOptions) flags(c *cobra.Command) {
 	c.Flags().StringVarP(&o.out, "output", "o", "", "index file to write (required; - for standard output)")
 	c.Flags().BoolVar(&o.force, "force", false, "replace the output file if it exists")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON report on standard output")
+	c.Flags().DurationVar(&o.lockWait, "lock-timeout", convert.DefaultLockTimeout, "how long to wait for another writer of the output index (0: fail at once)")
+}
+
+// lockOutput takes the lock of an index file about to be replaced, so
+// that no update by a writer is lost under it; nil for standard output.
+func lockOutput(o *indexBuildOptions) (*convert.IndexLock, error) {
+	if o.out == "-" {
+		return nil, nil
+	}
+	if st, err := os.Stat(o.out); err == nil && !st.Mode().IsRegular() {
+		return nil, nil // a device or a pipe is written, not replaced
+	}
+	if o.lockWait < 0 {
+		return nil, usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
+	}
+	l, err := convert.LockIndexFile(o.out, convert.IndexOptions{LockTimeout: o.lockWait, Waiting: func(lock string) {
+		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", o.out, lock, o.lockWait)
+	}})
+	if err != nil {
+		return nil, &exitError{code: exitFailure, err: err, hint: "wait for it to finish, or give a longer --lock-timeout"}
+	}
+	return l, nil
+}
+
+// createIndexOutput opens the output of rebuild or merge, checked under
+// its lock before the rename.
+func createIndexOutput(o *indexBuildOptions, l *convert.IndexLock) (*output, error) {
+	out, err := createOutput(o.out, o.force, true)
+	if err == nil && l != nil && out.file != nil {
+		out.file.BeforeRename = l.Unchanged
+	}
+	return out, err
 }
 
 func newIndexRebuildCmd() *cobra.Command {
@@ -95,9 +129,21 @@ archives sorted by file name, those at positions I, I+N, I+2N, ... (counting
 from 0). 'cbfs index merge' combines the N parts into the same bytes as a
 full rebuild, so a rebuild can be spread over machines.
 
-Exit status: 0 done; 3 the index was written, but some archive could not be
-read or was damaged (listed on standard error); 6 the index was written and
-holds conflicts (listed); 2 usage; 1 the index could not be written.`,
+A rebuild writes only a whole index: when an archive cannot be read at all
+(another key, not an archive, an I/O error), it is named and nothing is
+written, since an index without it could bring back what it superseded or
+deleted. --partial writes the index of the others anyway (the exit status
+still says what went wrong). When no archive opens with the key, nothing is
+written, --partial or not. Master index files in a DIR are skipped with a
+note. An existing output is replaced only with --force, under the index's
+lock (as 'pack --index' takes it).
+
+Exit status: 0 done; 3 the index was written, but some archive was damaged
+and scanned member by member (listed on standard error), or an archive's
+header is damaged (not written); 4 some archive is under another key (not
+written; none opens with the key: never written); 5 a file is not a CBFS
+archive (not written); 1 an archive could not be read or the index could not
+be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 		Example: `  cbfs index rebuild -k fs1.key -o fs1.idx archives/
   cmp fs1.idx kept.idx && echo identical
   cbfs index rebuild -k fs1.key --shard 0/4 -o part0.idx archives/`,
@@ -106,6 +152,7 @@ holds conflicts (listed); 2 usage; 1 the index could not be written.`,
 	}
 	o.flags(c)
 	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N)")
+	c.Flags().BoolVar(&o.partial, "partial", false, "write the index even when some archives cannot be read (the exit status still says so)")
 	return c
 }
 
@@ -134,11 +181,19 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := convert.ArchiveSources(args)
+	srcs, indexes, err := convert.ArchiveSources(args)
+	noteIndexes(indexes)
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
 	}
-	out, err := createOutput(o.out, o.force, true)
+	lock, err := lockOutput(o)
+	if err != nil {
+		return err
+	}
+	if lock != nil {
+		defer lock.Unlock()
+	}
+	out, err := createIndexOutput(o, lock)
 	if err != nil {
 		return err
 	}
@@ -148,14 +203,22 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
 	}
-	if err := res.Index.Encode(out, key); err != nil {
+	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
+	// an archive that could not be read could bring back what that
+	// archive superseded or deleted.
+	written := res.Archives > 0 && (len(res.Unreadable) == 0 || o.partial)
+	if written {
+		if err := res.Index.Encode(out, key); err != nil {
+			out.abort()
+			return err
+		}
+		if err := out.commit(); err != nil {
+			return indexWriteErr(o.out, err)
+		}
+	} else {
 		out.abort()
-		return err
 	}
-	if err := out.commit(); err != nil {
-		return err
-	}
-	rep := indexReport{Index: o.out, Archives: res.Archives, Members: res.Members, Seconds: time.Since(start).Seconds()}
+	rep := indexReport{Index: o.out, Archives: res.Archives, Members: res.Members, Seconds: time.Since(start).Seconds(), written: written, partial: o.partial}
 	if shard.N > 0 {
 		rep.Shard = shard.String()
 	}
@@ -169,8 +232,22 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	}
 	for _, u := range res.Unreadable {
 		rep.Unreadable = append(rep.Unreadable, reportArchive{Archive: u.Name, Where: u.Where, Error: u.Err.Error(), Problems: []string{}})
+		c, _ := classify(u.Err)
+		rep.unreadCode = worse(rep.unreadCode, c)
+	}
+	for _, e := range res.Excluded {
+		rep.Excluded = append(rep.Excluded, reportExcluded{Archive: e.Archive, Member: e.Member, Path: string(e.Path)})
 	}
 	return rep.finish(o.json)
+}
+
+// indexWriteErr explains an index output that could not be put in place.
+func indexWriteErr(path string, err error) error {
+	var re *convert.IndexReplacedError
+	if errors.As(err, &re) {
+		return &exitError{code: exitFailure, err: err, hint: "run the command again: " + path + " is as the other writer left it"}
+	}
+	return err
 }
 
 func newIndexMergeCmd() *cobra.Command {
@@ -196,6 +273,14 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				return err
 			}
 			start := time.Now()
+			// Locked before the parts are read: OUT may be one of them.
+			lock, err := lockOutput(&o)
+			if err != nil {
+				return err
+			}
+			if lock != nil {
+				defer lock.Unlock()
+			}
 			parts := make([]*format.Index, 0, len(args))
 			// Parts are read one by one for clear errors; MergeAll works
 			// in parallel.
@@ -210,7 +295,7 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if err != nil {
 				return &exitError{code: exitDamaged, err: err}
 			}
-			out, err := createOutput(o.out, o.force, true)
+			out, err := createIndexOutput(&o, lock)
 			if err != nil {
 				return err
 			}
@@ -219,9 +304,9 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				return err
 			}
 			if err := out.commit(); err != nil {
-				return err
+				return indexWriteErr(o.out, err)
 			}
-			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds()}
+			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds(), written: true}
 			for _, a := range x.Archives {
 				rep.Members += int64(a.Members)
 			}
@@ -247,7 +332,20 @@ type indexReport struct {
 	Scanned    []reportArchive  `json:"scanned"`
 	Unreadable []reportArchive  `json:"unreadable"`
 	Copies     []reportCopy     `json:"copies"`
+	Excluded   []reportExcluded `json:"excluded"`
+	Written    bool             `json:"written"`
 	Seconds    float64          `json:"seconds"`
+	written    bool
+	partial    bool
+	unreadCode int // the worst status of the unreadable archives
+}
+
+// reportExcluded is a member kept out of the index: its path has a '..'
+// component.
+type reportExcluded struct {
+	Archive string `json:"archive"`
+	Member  uint32 `json:"member"`
+	Path    string `json:"path"`
 }
 
 type reportConflict struct {
@@ -272,7 +370,7 @@ type reportCopy struct {
 func (r *indexReport) fill(x *format.Index, copies []format.IndexCopy) {
 	st := x.Stats()
 	r.Records, r.Live, r.Tombstones = st.Records, st.Live, st.Tombstones
-	r.Conflicts, r.Scanned, r.Unreadable, r.Copies = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}
+	r.Conflicts, r.Scanned, r.Unreadable, r.Copies, r.Excluded = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}, []reportExcluded{}
 	for _, c := range convert.Conflicts(x) {
 		rc := reportConflict{Path: string(c.Path)}
 		if !utf8.Valid(c.Path) {
@@ -300,6 +398,9 @@ func (r *indexReport) finish(asJSON bool) error {
 			fmt.Fprintf(w, "cbfs: %s:   %s\n", s.Where, p)
 		}
 	}
+	for _, e := range r.Excluded {
+		fmt.Fprintf(w, "cbfs: %s member %d: %s has a '..' component: kept out of the index\n", e.Archive, e.Member, quote([]byte(e.Path)))
+	}
 	for _, c := range r.Copies {
 		fmt.Fprintf(w, "cbfs: warning: %s and %s are the same archive (id %s): counted once, as %s\n", c.Names[0], c.Names[1], c.ID, c.Names[0])
 	}
@@ -314,7 +415,8 @@ func (r *indexReport) finish(asJSON bool) error {
 		}
 		fmt.Fprintf(w, "cbfs: conflict: %s: sequence %d in %s\n", quote([]byte(c.Path)), c.Candidates[0].Seq, strings.Join(who, " and "))
 	}
-	if !asJSON {
+	r.Written = r.written
+	if !asJSON && r.written {
 		fmt.Fprintf(w, "cbfs: %s: %d live paths, %d tombstones, %d conflicts -> %s (%.2fs)\n",
 			plural(r.Archives, "archive", "archives"), r.Live, r.Tombstones, len(r.Conflicts), r.Index, r.Seconds)
 	}
@@ -325,9 +427,23 @@ func (r *indexReport) finish(asJSON bool) error {
 		}
 	}
 	switch {
-	case len(r.Unreadable) > 0 || len(r.Scanned) > 0:
-		return &exitError{code: exitDamaged, err: fmt.Errorf("%s could not be read and %d damaged: the index %s holds everything else",
+	case r.Archives == 0 && len(r.Unreadable) > 0:
+		code := r.unreadCode
+		if code == exitWrongKey {
+			return &exitError{code: code, err: fmt.Errorf("no archive opens with this key (%s named above): %s was not written", plural(len(r.Unreadable), "archive", "archives"), r.Index),
+				hint: "check -k/--key or CBFS_KEY_FILE: 'cbfs key id -k FILE' shows which key a file holds"}
+		}
+		return &exitError{code: code, err: fmt.Errorf("no archive could be read (%d named above): %s was not written", len(r.Unreadable), r.Index)}
+	case len(r.Unreadable) > 0 && !r.written:
+		return &exitError{code: r.unreadCode, err: fmt.Errorf("%s could not be read (named above): %s was not written, since an index without them could bring back what they superseded or deleted",
+			plural(len(r.Unreadable), "archive", "archives"), r.Index),
+			hint: "give the right archives and key, or --partial to write the index of the others anyway"}
+	case len(r.Unreadable) > 0:
+		return &exitError{code: r.unreadCode, err: fmt.Errorf("%s could not be read and %d damaged: the partial index %s holds everything else",
 			plural(len(r.Unreadable), "archive", "archives"), len(r.Scanned), r.Index)}
+	case len(r.Scanned) > 0:
+		return &exitError{code: exitDamaged, err: fmt.Errorf("%d archives damaged (scanned member by member): the index %s holds every complete member",
+			len(r.Scanned), r.Index)}
 	case len(r.Conflicts) > 0:
 		return &exitError{code: exitConflict, err: fmt.Errorf("%d conflicts: the index %s holds every candidate", len(r.Conflicts), r.Index),
 			hint: "give one of the archives a higher sequence number (--seq), or write an archive that settles the paths"}
@@ -439,10 +555,13 @@ func newIndexLookupCmd() *cobra.Command {
 		Use:   "lookup -k KEY [--json] INDEX PATH...",
 		Short: "Say which archive and offset hold each path",
 		Long: `lookup prints, for each PATH, one tab-separated line: the archive's file
-name, the member's physical offset in it, the file's size, the archive's
-sequence number, and the path. A deleted path prints 'deleted in ARCHIVE seq
+name, the archive's id (the name alone does not prove which archive a file
+is: check the id, as 'cbfs ls --json' or 'cbfs verify --json' show it), the
+member's physical offset in it, the file's size, the archive's sequence
+number, and the path. A deleted path prints 'deleted in ARCHIVE (id ID) seq
 N' and the path; a path the index does not know is reported on standard
-error. A conflicted path prints a line per candidate.
+error. A conflicted path prints a line per candidate. PATH is looked up in
+its canonical form: "./a/b", "/a/b" and "a//b/" are "a/b".
 
 Exit status: 0 every path is live; 1 some path is deleted or unknown; 6 some
 path is conflicted (and none deleted or unknown).`,
@@ -461,8 +580,17 @@ path is conflicted (and none deleted or unknown).`,
 			defer w.Flush()
 			var js []indexEntryJSON
 			missing, conflicts := 0, 0
-			for _, p := range args[1:] {
-				i, ok := x.Find([]byte(p))
+			for _, arg := range args[1:] {
+				// Looked up by its canonical form, the form the index
+				// keys on; said as the index holds it.
+				p, err := format.CanonicalPath([]byte(arg))
+				if err != nil {
+					missing++
+					w.Flush()
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not a path the index can hold: %v\n", quote([]byte(arg)), err)
+					continue
+				}
+				i, ok := x.Find(p)
 				if !ok {
 					missing++
 					w.Flush()
@@ -478,15 +606,15 @@ path is conflicted (and none deleted or unknown).`,
 				}
 				for _, l := range convert.Locate(x, i) {
 					if asJSON {
-						j := entryJSON([]byte(p), l, false)
+						j := entryJSON(p, l, false)
 						j.Conflict = conflict
 						js = append(js, j)
 						continue
 					}
 					if l.Type == format.TypeTombstone {
-						fmt.Fprintf(w, "deleted in %s seq %d\t%s\n", l.Archive.Name, l.Archive.Seq, quote([]byte(p)))
+						fmt.Fprintf(w, "deleted in %s (id %x) seq %d\t%s\n", l.Archive.Name, l.Archive.ID, l.Archive.Seq, quote(p))
 					} else {
-						fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", l.Archive.Name, l.Offset, l.Size, l.Archive.Seq, quote([]byte(p)))
+						fmt.Fprintf(w, "%s\t%x\t%d\t%d\t%d\t%s\n", l.Archive.Name, l.Archive.ID, l.Offset, l.Size, l.Archive.Seq, quote(p))
 					}
 				}
 			}
@@ -577,4 +705,47 @@ func diffSide(w io.Writer, sign string, path []byte, ls []convert.Location) {
 		}
 		fmt.Fprintf(w, "%s %s\n", sign, line)
 	}
+}
+
+func newIndexAddCmd() *cobra.Command {
+	o := writeOptions{}
+	c := &cobra.Command{
+		Use:   "add -k KEY [--new-index] INDEX ARCHIVE...",
+		Short: "Add archives already written to an index",
+		Long: `add adds archives to the master index INDEX as 'pack --index' and 'import
+--index' do after writing one: each is read as a rebuild reads it (footer and
+summary) and merged in, under the index's lock, atomically. It repairs an
+index whose update failed after its archive was written. INDEX must exist
+unless --new-index is given.
+
+Exit status: 0 done; 6 the index was written and holds conflicts; 1 the index
+could not be updated (the old one is unchanged); 3, 4, 5 as for reading.`,
+		Example: `  cbfs index add -k fs1.key fs1.index archives/0042.cbfs`,
+		Args:    cobra.MinimumNArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			if o.lockWait < 0 {
+				return usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
+			}
+			key, err := loadKey(o.keyPath)
+			if err != nil {
+				return err
+			}
+			o.index = args[0]
+			if o.update, err = openIndexUpdate(o.index, key, o.newIndex, o.lockWait); err != nil {
+				return err
+			}
+			defer o.unlock()
+			for _, a := range args[1:] {
+				o.out = a
+				if err := o.addArchive(key); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	keyFlag(c, &o.keyPath)
+	c.Flags().BoolVar(&o.newIndex, "new-index", false, "create INDEX if it does not exist yet")
+	c.Flags().DurationVar(&o.lockWait, "lock-timeout", convert.DefaultLockTimeout, "how long to wait for another writer of the index (0: fail at once)")
+	return c
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -49,7 +50,7 @@ func TestIndexCommands(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "del"), []byte("a/y\n\na/never\n"), 0o644)
 
 	// Kept while writing: sequence numbers 1 and 2 by default, deletions.
-	r := run(t, dir, 0, "import", "-k", key, "--index", "kept.idx", "-o", "arch/0001.cbfs", "t1.tar")
+	r := run(t, dir, 0, "import", "-k", key, "--new-index", "--index", "kept.idx", "-o", "arch/0001.cbfs", "t1.tar")
 	if !strings.Contains(string(r.stderr), "created kept.idx and added 0001.cbfs") {
 		t.Errorf("stderr: %s", r.stderr)
 	}
@@ -83,12 +84,14 @@ func TestIndexCommands(t *testing.T) {
 		t.Errorf("ls --json: %v %s", err, r.stdout)
 	}
 
+	// The archive's id is printed with its name: the name alone does not
+	// say which archive a file is.
 	r = run(t, dir, 0, "index", "lookup", "-k", key, "kept.idx", "a/x")
-	if string(r.stdout) != "0002.cbfs\t4776\t4\t2\ta/x\n" {
+	if !regexp.MustCompile("^0002.cbfs\t[0-9a-f]{32}\t4776\t4\t2\ta/x\n$").Match(r.stdout) {
 		t.Errorf("lookup: %q", r.stdout)
 	}
 	r = run(t, dir, 1, "index", "lookup", "-k", key, "kept.idx", "a/x", "a/y", "nowhere")
-	if !strings.Contains(string(r.stdout), "deleted in 0002.cbfs seq 2\ta/y\n") || !strings.Contains(string(r.stderr), "nowhere: not in the index") {
+	if !regexp.MustCompile("deleted in 0002.cbfs \\(id [0-9a-f]{32}\\) seq 2\ta/y\n").Match(r.stdout) || !strings.Contains(string(r.stderr), "nowhere: not in the index") {
 		t.Errorf("lookup of a deleted and an absent path: %s / %s", r.stdout, r.stderr)
 	}
 
@@ -132,12 +135,17 @@ func TestIndexCommands(t *testing.T) {
 	}
 	run(t, dir, 6, "index", "lookup", "-k", key, "c.idx", "a/x")
 
-	// An unreadable archive is listed, the rest indexed, exit 3.
+	// An unreadable archive is listed and nothing is written (exit 5:
+	// not an archive); with --partial the rest is indexed, exit 5 still.
 	writeFile(t, filepath.Join(arch, "junk.cbfs"), bytes.Repeat([]byte("junk"), 300), 0o644)
-	r = run(t, dir, 3, "index", "rebuild", "-k", key, "-o", "j.idx", "arch")
-	if !strings.Contains(string(r.stderr), "junk.cbfs: cannot be read, not indexed") {
+	r = run(t, dir, 5, "index", "rebuild", "-k", key, "-o", "j.idx", "arch")
+	if !strings.Contains(string(r.stderr), "junk.cbfs: cannot be read, not indexed") || !strings.Contains(string(r.stderr), "j.idx was not written") {
 		t.Errorf("unreadable archive not listed: %s", r.stderr)
 	}
+	if _, err := os.Stat(filepath.Join(dir, "j.idx")); err == nil {
+		t.Fatal("an index without an unreadable archive was written")
+	}
+	run(t, dir, 5, "index", "rebuild", "-k", key, "--partial", "-o", "j.idx", "arch")
 	run(t, dir, 0, "index", "diff", "-k", key, "j.idx", "c.idx")
 
 	// Reading errors have their statuses.
@@ -161,7 +169,7 @@ func TestIndexUpdateFailure(t *testing.T) {
 	key := newKey(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "t1.tar"), plainTar(t, "f", "x"), 0o644)
-	run(t, dir, 0, "import", "-k", key, "--index", "i.idx", "-o", "a.cbfs", "t1.tar")
+	run(t, dir, 0, "import", "-k", key, "--new-index", "--index", "i.idx", "-o", "a.cbfs", "t1.tar")
 	old := readFile(t, filepath.Join(dir, "i.idx"))
 	bad := bytes.Clone(old)
 	bad[len(bad)-1] ^= 1
@@ -180,7 +188,7 @@ func TestIndexUpdateFailure(t *testing.T) {
 		t.Error("the index was changed")
 	}
 	for _, n := range dirNames(t, dir) {
-		if strings.HasPrefix(n, ".") {
+		if strings.HasPrefix(n, ".") && n != ".i.idx.lock" {
 			t.Errorf("temporary file %s left", n)
 		}
 	}

@@ -49,6 +49,7 @@ tar does) and pack exits with status 1.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			wo, err := o.writer()
+			defer o.unlock()
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -34,9 +35,13 @@ type verifyResult struct {
 	Verdict  string          `json:"verdict"`
 	Error    string          `json:"error"`
 	Problems []verifyProblem `json:"problems"`
-	code     int
-	id       [16]byte
-	intact   map[uint32]convert.IntactMember
+	// IsIndex: the file is a master index, checked as one.
+	IsIndex bool `json:"is_index,omitempty"`
+	code    int
+	id      [16]byte
+	seq     uint64
+	intact  map[uint32]convert.IntactMember
+	paths   map[string]bool
 }
 
 type verifyProblem struct {
@@ -135,7 +140,7 @@ func runVerify(o *verifyOptions, args []string) error {
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			results[i] = verifyOne(f, key)
+			results[i] = verifyOne(f, key, index != nil)
 			if p != nil {
 				p.n.Add(sizes[i])
 			}
@@ -145,26 +150,24 @@ func runVerify(o *verifyOptions, args []string) error {
 	wg.Wait()
 	p.finish()
 
-	var indexProblems []convert.IndexProblem
+	var check convert.IndexCheck
 	if index != nil {
-		intact := map[string]map[uint32]convert.IntactMember{}
-		ids := map[string][16]byte{}
-		unread := map[string]bool{}
+		given := map[string]*convert.GivenArchive{}
 		for _, r := range results {
-			name := filepath.Base(r.Archive)
-			if r.intact == nil {
-				unread[name] = true // not even its header could be read
+			if r.IsIndex {
 				continue
 			}
-			intact[name], ids[name] = r.intact, r.id
+			// intact is nil when not even the header could be read.
+			given[filepath.Base(r.Archive)] = &convert.GivenArchive{ID: r.id, Seq: r.seq, Intact: r.intact, Paths: r.paths}
 		}
-		indexProblems = convert.CheckIndex(index, intact, ids)
-		for i, p := range indexProblems {
-			if unread[p.Archive] {
-				indexProblems[i].What = "its archive could not be read (see above)"
+		check = convert.CheckIndex(index, given)
+		for i, p := range check.Problems {
+			if g := given[p.Archive]; g != nil && g.Intact == nil {
+				check.Problems[i].What = "its archive could not be read (see above)"
 			}
 		}
 	}
+	indexProblems := check.Problems
 
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
@@ -172,15 +175,15 @@ func runVerify(o *verifyOptions, args []string) error {
 		doc := struct {
 			Archives []verifyResult `json:"archives"`
 			Index    *struct {
-				Path     string                 `json:"path"`
-				Problems []convert.IndexProblem `json:"problems"`
+				Path string `json:"path"`
+				convert.IndexCheck
 			} `json:"index,omitempty"`
 		}{Archives: results}
 		if index != nil {
 			doc.Index = &struct {
-				Path     string                 `json:"path"`
-				Problems []convert.IndexProblem `json:"problems"`
-			}{o.index, append([]convert.IndexProblem{}, indexProblems...)}
+				Path string `json:"path"`
+				convert.IndexCheck
+			}{o.index, check}
 		}
 		if err := printJSON(w, doc); err != nil {
 			return err
@@ -190,13 +193,20 @@ func runVerify(o *verifyOptions, args []string) error {
 			printVerify(w, &r)
 		}
 		if index != nil {
+			notChecked := ""
+			if check.NotChecked > 0 {
+				notChecked = fmt.Sprintf(" (%d not checked: their archives were not given)", check.NotChecked)
+			}
 			if len(indexProblems) == 0 {
-				fmt.Fprintf(w, "ok       %s: every live entry points at an intact member\n", o.index)
+				fmt.Fprintf(w, "ok       %s: every entry checked points at an intact member%s\n", o.index, notChecked)
 			} else {
-				fmt.Fprintf(w, "DAMAGED  %s: %d live entries point nowhere\n", o.index, len(indexProblems))
+				fmt.Fprintf(w, "DAMAGED  %s: %d entries point nowhere%s\n", o.index, len(indexProblems), notChecked)
 				for _, p := range indexProblems {
 					fmt.Fprintf(w, "  %q -> %s member %d: %s\n", p.Path, p.Archive, p.Member, p.What)
 				}
+			}
+			for _, n := range check.Unknown {
+				fmt.Fprintf(w, "  %s: not in the index: stale or rolled-back index? (or written without --index)\n", n)
 			}
 		}
 	}
@@ -232,7 +242,7 @@ func verifySummary(rs []verifyResult) string {
 		plural(len(rs), "archive", "archives"), counts["ok"], counts["damaged"], counts["wrong-key"], counts["unreadable"])
 }
 
-func verifyOne(path string, key *crypt.Key) verifyResult {
+func verifyOne(path string, key *crypt.Key, wantPaths bool) verifyResult {
 	r := verifyResult{Archive: displayName(path), Keyed: key != nil, Problems: []verifyProblem{}}
 	f, size, err := openArchiveFile(path)
 	if err != nil {
@@ -248,9 +258,21 @@ func verifyOne(path string, key *crypt.Key) verifyResult {
 	if path != "-" {
 		defer f.Close()
 	}
+	var magic [8]byte
+	if n, _ := f.ReadAt(magic[:], 0); format.HasIndexMagic(magic[:n]) {
+		return verifyIndexFile(r, f, key)
+	}
 	var found []format.Entry
+	if wantPaths && key != nil {
+		r.paths = map[string]bool{}
+	}
 	collect := func(e format.Entry) error {
 		found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
+		if r.paths != nil && e.Meta != nil && e.Meta.Type != format.TypeTombstone && format.IndexedType(e.Meta.Type) {
+			if c, err := format.CanonicalPath(e.Meta.Path); err == nil {
+				r.paths[string(c)] = true
+			}
+		}
 		return nil
 	}
 	rep, err := format.ScanArchive(format.NewSource(f, size), format.ScanOptions{Key: key, Content: true, Digest: true}, collect)
@@ -262,7 +284,7 @@ func verifyOne(path string, key *crypt.Key) verifyResult {
 	}
 	if rep != nil {
 		if rep.Header != nil {
-			r.id = rep.Header.ID
+			r.id, r.seq = rep.Header.ID, rep.Header.Sequence
 			seq := rep.Header.Sequence
 			r.Sequence = &seq
 		}
@@ -320,10 +342,53 @@ func verdict(status string, keyed bool) string {
 	return "not checked: unreadable"
 }
 
+// verifyIndexFile checks a master index given where an archive was
+// expected, and says that it is one: its seal and structure with the key,
+// its header and framing without.
+func verifyIndexFile(r verifyResult, f *os.File, key *crypt.Key) verifyResult {
+	r.IsIndex = true
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
+		return r
+	}
+	info, err := format.CheckIndexFile(f, key)
+	var ive *format.IndexVersionError
+	var fe *format.Error
+	switch {
+	case errors.Is(err, format.ErrWrongKey):
+		r.Status, r.Error, r.code = "wrong-key", err.Error(), exitWrongKey
+	case errors.As(err, &ive):
+		r.Status, r.Error, r.code = "unreadable", err.Error(), exitBadInput
+	case errors.As(err, &fe):
+		r.Status, r.Error, r.code = "damaged", "a master index: "+err.Error(), exitDamaged
+	case err != nil:
+		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
+	default:
+		r.Status = "ok"
+		if x := info.Index; x != nil {
+			st := x.Stats()
+			r.Error = fmt.Sprintf("a master index, not an archive: %s, %d live paths, %d tombstones, %d conflicts, highest sequence %d",
+				plural(len(x.Archives), "archive", "archives"), st.Live, st.Tombstones, st.Conflicts, x.HighSeq)
+		} else {
+			r.Error = fmt.Sprintf("a master index, not an archive: header and %s intact (its content needs the key)", plural(info.Frames, "frame", "frames"))
+		}
+	}
+	r.Verdict = verdict(r.Status, key != nil)
+	return r
+}
+
 func printVerify(w *bufio.Writer, r *verifyResult) {
 	mode := "keyless"
 	if r.Keyed {
 		mode = "keyed"
+	}
+	switch {
+	case r.IsIndex && r.Status == "ok":
+		fmt.Fprintf(w, "ok       %s: %s (%s)\n", r.Archive, r.Error, mode)
+		return
+	case r.IsIndex && r.Status == "damaged":
+		fmt.Fprintf(w, "DAMAGED  %s: %s (%s)\n", r.Archive, r.Error, mode)
+		return
 	}
 	switch r.Status {
 	case "ok":

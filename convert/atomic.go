@@ -21,6 +21,10 @@ type AtomicFile struct {
 	path     string
 	replace  bool
 	direct   bool // a character device or a pipe, written as it is
+	// BeforeRename, if set, runs after the temporary file is synced and
+	// before it is put in place; an error aborts the commit. An index
+	// update checks there that the index was not replaced meanwhile.
+	BeforeRename func() error
 }
 
 // ErrInterrupted is returned by CreateAtomic and Commit once
@@ -79,6 +83,9 @@ func (f *AtomicFile) Commit() error {
 	err := f.Sync()
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && f.BeforeRename != nil {
+		err = f.BeforeRename()
 	}
 	if err != nil {
 		f.Abort()

@@ -100,7 +100,13 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 	x.startWorkers()
 	defer x.stopWorkers()
 	for _, p := range opt.Paths {
-		comps, bad := splitMember([]byte(p))
+		// A selection is matched in its canonical form, as the index
+		// keys paths ("/a" selects "a").
+		sel := []byte(p)
+		if c, err := format.CanonicalPath(sel); err == nil {
+			sel = c
+		}
+		comps, bad := splitMember(sel)
 		if bad != "" {
 			x.report(Failed, p, "not a path that extract can select: %s", bad)
 			continue

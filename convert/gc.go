@@ -3,6 +3,7 @@ package convert
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/cbfs/cbfs/format"
 )
@@ -32,6 +33,10 @@ func indexPos(x *format.Index, name string, id [16]byte) (int, bool) {
 // isWinner reports whether member num of the index's archive pos is what
 // the index holds for path.
 func isWinner(x *format.Index, pos int, path []byte, num uint32) bool {
+	path, err := format.CanonicalPath(path)
+	if err != nil {
+		return false
+	}
 	i, ok := x.Find(path)
 	if !ok {
 		return false
@@ -62,7 +67,10 @@ func Usage(x *format.Index, name string, a *format.Archive, entries []format.Ent
 		// An archive the index does not list (renamed, or written without
 		// the index) may hold the only copy of a path: nothing in it is
 		// known to be dead.
-		live := !in || !format.IndexedType(e.Meta.Type) || isWinner(x, pos, e.Meta.Path, e.Number)
+		// A member whose path has no canonical form is not in the index
+		// either (spec cbfs-index-v1 2.7): it is live as far as gc knows.
+		_, noPath := format.CanonicalPath(e.Meta.Path)
+		live := !in || !format.IndexedType(e.Meta.Type) || noPath != nil || isWinner(x, pos, e.Meta.Path, e.Number)
 		if live {
 			u.LiveMembers++
 			u.LiveBytes += span
@@ -87,14 +95,76 @@ type IntactMember struct {
 	Offset, Span int64
 }
 
-// CheckIndex checks every live entry of an index against the intact
-// members found in the given archives (keyed by file base name, then
-// member number). An entry whose archive was not given, or whose member
-// is missing, damaged or elsewhere, is a problem.
-func CheckIndex(x *format.Index, intact map[string]map[uint32]IntactMember, ids map[string][16]byte) []IndexProblem {
-	var out []IndexProblem
+// GivenArchive is what a verify scan found in one archive given, for
+// CheckIndex.
+type GivenArchive struct {
+	ID  [16]byte
+	Seq uint64
+	// Intact are its intact members by number; nil when the archive
+	// could not be read at all.
+	Intact map[uint32]IntactMember
+	// Paths are the canonical paths its members other than tombstones
+	// hold: what a deletion elsewhere may hide.
+	Paths map[string]bool
+}
+
+// IndexCheck is what CheckIndex found.
+type IndexCheck struct {
+	Problems []IndexProblem `json:"problems"`
+	// NotChecked counts live entries that point at archives not given:
+	// a subset of the archives was checked, which is not damage.
+	NotChecked int `json:"not_checked"`
+	// Unknown are archives given that the index does not list (by id):
+	// written without the index, or the index is stale or rolled back.
+	Unknown []string `json:"not_in_index"`
+}
+
+// CheckIndex checks an index against the archives given (by file base
+// name). Every live entry whose archive was given must point at an
+// intact member of it, at the offset the index says, in the archive of
+// the id the index records. Every tombstone that hides an older
+// candidate in a given archive must itself be an intact member of a
+// given archive: else a rebuild from these archives would bring the
+// deleted path back. Entries whose archives were not given are counted,
+// not reported.
+func CheckIndex(x *format.Index, given map[string]*GivenArchive) IndexCheck {
+	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}}
+	check := func(p *IndexProblem, arch format.IndexArchive, e format.IndexEntry) bool {
+		g := given[arch.Name]
+		m, ok := g.Intact[e.Member]
+		switch {
+		case g.Intact == nil:
+			p.What = "its archive could not be read"
+		case g.ID != arch.ID:
+			p.What = fmt.Sprintf("the archive of that name has id %x, the index says %x", g.ID, arch.ID)
+		case !ok:
+			p.What = "points at a member that is missing or damaged"
+		case m.Offset != e.Offset || m.Span != e.Span:
+			p.What = fmt.Sprintf("the member is at offset %d (%d bytes), the index says %d (%d bytes)", m.Offset, m.Span, e.Offset, e.Span)
+		default:
+			return true
+		}
+		return false
+	}
 	for i := 0; i < x.Len(); i++ {
+		path := x.Path(i)
 		if !x.Live(i) {
+			for _, e := range x.Entries(i) {
+				arch := x.Archives[e.Archive]
+				hider := hiddenIn(given, arch, path)
+				if hider == "" {
+					continue // a deletion that hides nothing given: losing it loses nothing here
+				}
+				p := IndexProblem{Path: string(path), Archive: arch.Name, Member: e.Member}
+				if _, ok := given[arch.Name]; !ok {
+					p.What = fmt.Sprintf("the deletion is in an archive not given: a rebuild from these archives would bring the path back from %s", hider)
+				} else if check(&p, arch, e) {
+					continue
+				} else {
+					p.What = "deletion: " + p.What + fmt.Sprintf("; a rebuild would bring the path back from %s", hider)
+				}
+				res.Problems = append(res.Problems, p)
+			}
 			continue
 		}
 		for _, e := range x.Entries(i) {
@@ -102,22 +172,40 @@ func CheckIndex(x *format.Index, intact map[string]map[uint32]IntactMember, ids 
 				continue
 			}
 			arch := x.Archives[e.Archive]
-			p := IndexProblem{Path: string(x.Path(i)), Archive: arch.Name, Member: e.Member}
-			members, given := intact[arch.Name]
-			switch m, ok := members[e.Member]; {
-			case !given:
-				p.What = "points nowhere: its archive is not among those checked"
-			case ids[arch.Name] != arch.ID:
-				p.What = fmt.Sprintf("the archive of that name has id %x, the index says %x", ids[arch.Name], arch.ID)
-			case !ok:
-				p.What = "points at a member that is missing or damaged"
-			case m.Offset != e.Offset || m.Span != e.Span:
-				p.What = fmt.Sprintf("the member is at offset %d (%d bytes), the index says %d (%d bytes)", m.Offset, m.Span, e.Offset, e.Span)
-			default:
+			if _, ok := given[arch.Name]; !ok {
+				res.NotChecked++
 				continue
 			}
-			out = append(out, p)
+			p := IndexProblem{Path: string(path), Archive: arch.Name, Member: e.Member}
+			if !check(&p, arch, e) {
+				res.Problems = append(res.Problems, p)
+			}
 		}
 	}
-	return out
+	ids := map[[16]byte]bool{}
+	for _, a := range x.Archives {
+		ids[a.ID] = true
+	}
+	for name, g := range given {
+		if g.Intact != nil && !ids[g.ID] {
+			res.Unknown = append(res.Unknown, name)
+		}
+	}
+	slices.Sort(res.Unknown)
+	return res
+}
+
+// hiddenIn names a given archive older than the tombstone's that holds
+// path, or "".
+func hiddenIn(given map[string]*GivenArchive, ts format.IndexArchive, path []byte) string {
+	var names []string
+	for name, g := range given {
+		if g.ID != ts.ID && g.Seq < ts.Seq && g.Paths[string(path)] {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return slices.Min(names)
 }

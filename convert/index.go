@@ -65,8 +65,9 @@ func FileSource(path string) NamedSource {
 
 // ArchiveSources expands command-line arguments: a file is one archive; a
 // directory stands for the archives ListArchiveDir finds in it. The
-// result is sorted by name, then by where.
-func ArchiveSources(args []string) ([]NamedSource, error) {
+// result is sorted by name, then by where. indexes are the index files
+// found in the directories and skipped.
+func ArchiveSources(args []string) (srcs []NamedSource, indexes []string, err error) {
 	var out []NamedSource
 	seen := map[string]bool{}
 	add := func(p string) {
@@ -79,34 +80,38 @@ func ArchiveSources(args []string) ([]NamedSource, error) {
 	for _, arg := range args {
 		st, err := os.Stat(arg)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !st.IsDir() {
 			add(arg)
 			continue
 		}
-		files, err := ListArchiveDir(arg)
+		files, idx, err := ListArchiveDir(arg)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		indexes = append(indexes, idx...)
 		for _, p := range files {
 			add(p)
 		}
 	}
 	sortSources(out)
-	return out, nil
+	return out, indexes, nil
 }
 
 // ListArchiveDir lists the archives a directory argument stands for:
 // every regular file directly in it (not in its subdirectories, symlinks
 // to regular files included) whose name does not start with '.', so that
 // temporary files, the index's own among them, are left out; in name
-// order. A directory with none is an error: it is more likely the wrong
-// directory than an empty set of archives.
-func ListArchiveDir(dir string) ([]string, error) {
+// order. Master index files kept beside the archives are recognised by
+// their magic and returned apart, in indexes, so that they are skipped
+// with a note and never counted as bad archives. A directory with no
+// archive is an error: it is more likely the wrong directory than an
+// empty set of archives.
+func ListArchiveDir(dir string) (archives, indexes []string, err error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []string
 	for _, e := range ents {
@@ -114,18 +119,40 @@ func ListArchiveDir(dir string) ([]string, error) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		if e.Type().IsRegular() {
+		regular := e.Type().IsRegular()
+		if e.Type()&fs.ModeSymlink != 0 {
+			st, err := os.Stat(p)
+			regular = err == nil && st.Mode().IsRegular()
+		}
+		switch {
+		case !regular:
+		case isIndexFile(p):
+			indexes = append(indexes, p)
+		default:
 			out = append(out, p)
-		} else if e.Type()&fs.ModeSymlink != 0 {
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-				out = append(out, p)
-			}
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no archive files in this directory", dir)
+		if len(indexes) > 0 {
+			return nil, indexes, fmt.Errorf("%s: no archive files in this directory, only the master index %s", dir, filepath.Base(indexes[0]))
+		}
+		return nil, nil, fmt.Errorf("%s: no archive files in this directory", dir)
 	}
-	return out, nil
+	return out, indexes, nil
+}
+
+// isIndexFile reports whether the file at p starts with the magic of a
+// master index. A file that cannot be read is not one: it is listed as
+// an archive, and reading it says why it cannot be read.
+func isIndexFile(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [8]byte
+	n, _ := io.ReadFull(f, b[:])
+	return format.HasIndexMagic(b[:n])
 }
 
 func sortSources(s []NamedSource) {
@@ -168,9 +195,19 @@ type ArchiveProblem struct {
 	Members  int
 }
 
+// ExcludedPath is a member kept out of the index because its path has
+// a '..' component (spec cbfs-index-v1 section 2.7).
+type ExcludedPath struct {
+	Archive string
+	Member  uint32
+	Path    []byte
+}
+
 // RebuildResult is what a rebuild read and found.
 type RebuildResult struct {
-	Index *format.Index
+	// Excluded are members whose paths have no canonical form.
+	Excluded []ExcludedPath
+	Index    *format.Index
 	// Archives is the number of archives read (from their summaries or
 	// by a scan); Members the number of members counted.
 	Archives int
@@ -203,6 +240,7 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 	}
 	type result struct {
 		x        *format.Index
+		excluded []ExcludedPath
 		members  int
 		scanned  *ArchiveProblem
 		unreadOK bool
@@ -220,6 +258,7 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 				r := &results[i]
 				var err error
 				r.x, r.members, r.scanned, err = w.index(sources[i], key)
+				r.excluded, w.excluded = w.excluded, nil
 				if err != nil {
 					r.unreadOK = true
 					r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].where(), Err: err}
@@ -246,6 +285,7 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 		}
 		res.Archives++
 		res.Members += int64(r.members)
+		res.Excluded = append(res.Excluded, r.excluded...)
 		parts = append(parts, r.x)
 		r.x = nil
 	}
@@ -259,12 +299,25 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 
 // indexWorker reads archives one after another, reusing its buffers.
 type indexWorker struct {
-	scratch format.IndexScratch
-	b       format.IndexBuilder
+	scratch  format.IndexScratch
+	b        format.IndexBuilder
+	excluded []ExcludedPath // of the last archive read
+}
+
+// exclude takes a member whose path has no canonical form out of the
+// index, noting it; any other error stands.
+func (w *indexWorker) exclude(name string, member uint32, err error) error {
+	var ce *format.CanonicalPathError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	w.excluded = append(w.excluded, ExcludedPath{Archive: name, Member: member, Path: bytes.Clone(ce.Path)})
+	return nil
 }
 
 // index reads one archive into a one-archive index.
 func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int, *ArchiveProblem, error) {
+	w.excluded = nil
 	src, err := ns.Open()
 	if err != nil {
 		return nil, 0, nil, err
@@ -279,7 +332,8 @@ func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int,
 			return nil, 0, nil, err
 		}
 		why = a.IndexItems(&w.scratch, func(it *format.IndexItem) error {
-			return w.b.Add(it.Path, format.IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
+			err := w.b.Add(it.Path, format.IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
+			return w.exclude(ns.Name, it.Member, err)
 		})
 		w.scratch.Trim(64 << 20)
 		if why == nil {
@@ -294,12 +348,13 @@ func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int,
 	if !errors.As(why, &fe) {
 		return nil, 0, nil, why // I/O: a scan would fail the same way
 	}
-	return scanArchive(ns, src, key, why)
+	w.excluded = nil
+	return w.scanArchive(ns, src, key, why)
 }
 
 // scanArchive is the fallback: a member scan that counts every complete,
 // authenticated member.
-func scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (*format.Index, int, *ArchiveProblem, error) {
+func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (*format.Index, int, *ArchiveProblem, error) {
 	var entries []format.Entry
 	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
 		entries = append(entries, e)
@@ -333,7 +388,7 @@ func scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (
 	for _, e := range entries {
 		err := b.Add(e.Meta.Path, format.IndexEntry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
 			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
-		if err != nil {
+		if err := w.exclude(ns.Name, e.Number, err); err != nil {
 			return nil, 0, nil, err
 		}
 	}
@@ -448,85 +503,64 @@ func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*for
 	if err != nil {
 		return nil, err
 	}
+	var ce *format.CanonicalPathError
 	for _, e := range entries {
 		err := b.Add(e.Meta.Path, format.IndexEntry{Member: e.Number, Type: e.Meta.Type, Offset: hdr.PhysOffset(e.Offset),
 			Span: hdr.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
-		if err != nil {
+		if err != nil && !errors.As(err, &ce) { // a '..' path is kept out, as a rebuild keeps it out
 			return nil, err
 		}
 	}
 	return b.Index(), nil
 }
 
-// AddResult says what AddToIndex did.
+// AddResult says what an index update did.
 type AddResult struct {
 	Created bool // the index did not exist
 	Copies  []format.IndexCopy
 	// Conflicts are the index's conflicts that involve the new archive.
 	Conflicts []Conflict
+	// Excluded are the archive's members whose paths have a '..'
+	// component: kept out of the index.
+	Excluded []ExcludedPath
 }
 
 // AddToIndex adds an archive just written (its file name, header and
-// entries) to the index file at indexPath, creating it if missing. The
-// update is atomic: on any failure the old index is left untouched. The
-// result is the index a rebuild from the same archives gives, byte for
-// byte. Conflicts are written into the index and returned, not refused:
-// the archive exists, and the index must say what the archives say.
-// Two processes must not update one index at the same time.
+// entries) to the index file at indexPath, creating it if missing, under
+// the index's lock (waiting for it DefaultLockTimeout). The update is
+// atomic: on any failure the old index is left untouched. The result is
+// the index a rebuild from the same archives gives, byte for byte.
+// Conflicts are written into the index and returned, not refused: the
+// archive exists, and the index must say what the archives say.
 func AddToIndex(indexPath string, key *crypt.Key, archiveName string, hdr *format.Header, entries []format.Entry) (*AddResult, error) {
 	add, err := ArchiveIndex(archiveName, hdr, entries)
 	if err != nil {
 		return nil, err
 	}
-	return addIndex(indexPath, key, add)
+	u, err := OpenIndexUpdate(indexPath, key, IndexOptions{Create: true, LockTimeout: DefaultLockTimeout})
+	if err != nil {
+		return nil, err
+	}
+	defer u.Close()
+	return u.Add(add)
 }
 
 // AddArchiveFile adds the archive file at archivePath to the index at
 // indexPath as AddToIndex does, reading the archive as a rebuild reads it
 // (footer and summary): what is added is exactly what a rebuild finds.
 func AddArchiveFile(indexPath string, key *crypt.Key, archivePath string) (*AddResult, error) {
-	w := &indexWorker{}
-	add, _, scanned, err := w.index(FileSource(archivePath), key)
+	u, err := OpenIndexUpdate(indexPath, key, IndexOptions{Create: true, LockTimeout: DefaultLockTimeout})
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", archivePath, err)
+		return nil, err
 	}
-	if scanned != nil {
-		return nil, fmt.Errorf("archive %s: %w", archivePath, scanned.Err)
-	}
-	return addIndex(indexPath, key, add)
-}
-
-func addIndex(indexPath string, key *crypt.Key, add *format.Index) (*AddResult, error) {
-	id := add.Archives[0].ID
-	res := &AddResult{}
-	old, err := ReadIndexFile(indexPath, key)
-	if errors.Is(err, fs.ErrNotExist) {
-		old, res.Created = &format.Index{}, true
-	} else if err != nil {
-		return nil, fmt.Errorf("index %s: %w", indexPath, err)
-	}
-	x, copies, err := format.MergeIndex(old, add)
-	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", indexPath, err)
-	}
-	res.Copies = copies
-	for _, c := range Conflicts(x) {
-		for _, l := range c.Candidates {
-			if l.Archive.ID == id {
-				res.Conflicts = append(res.Conflicts, c)
-				break
-			}
-		}
-	}
-	if err := WriteIndexFile(indexPath, x, key, true); err != nil {
-		return nil, fmt.Errorf("index %s: %w", indexPath, err)
-	}
-	return res, nil
+	defer u.Close()
+	return u.AddArchiveFile(archivePath)
 }
 
 // NextSeq is the default sequence number of a new archive written with
-// --index: one more than the highest in the index, or 1 for an index that
-// does not exist yet or lists no archive.
+// --index: one more than the highest the index has seen, or 1 for an
+// index that does not exist yet. It reads without the lock: a writer
+// takes its number from an IndexUpdate, under the lock.
 func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
 	x, err := ReadIndexFile(indexPath, key)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -535,14 +569,8 @@ func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("index %s: %w", indexPath, err)
 	}
-	m, ok := x.MaxSeq()
-	if !ok {
-		return 1, nil
-	}
-	if m == ^uint64(0) {
-		return 0, fmt.Errorf("index %s: the highest sequence number is already 2^64-1", indexPath)
-	}
-	return m + 1, nil
+	u := &IndexUpdate{Path: indexPath, Index: x}
+	return u.NextSeq()
 }
 
 // MergeIndexFiles reads index files (in parallel) and merges them.

@@ -194,7 +194,7 @@ func BenchmarkRebuild(b *testing.B) {
 			os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
 			b.Logf("%s: generated %d archives in %.1fs", s.name, s.archives, time.Since(start).Seconds())
 		}
-		srcs, err := ArchiveSources([]string{filepath.Join(dir, "cbfs")})
+		srcs, _, err := ArchiveSources([]string{filepath.Join(dir, "cbfs")})
 		if err != nil {
 			b.Fatal(err)
 		}

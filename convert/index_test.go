@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -108,7 +109,7 @@ func writeHistory(t *testing.T, dir, index string, key *crypt.Key, order []int) 
 
 func rebuildBytes(t *testing.T, key *crypt.Key, shard Shard, args ...string) ([]byte, *RebuildResult) {
 	t.Helper()
-	srcs, err := ArchiveSources(args)
+	srcs, _, err := ArchiveSources(args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,8 @@ func TestRebuildEqualsKeptIndex(t *testing.T) {
 		t.Fatal("rebuild differs from the index kept in another order")
 	}
 	// (Not equal to the first: the archive ids are random.)
-	if entries, _ := os.ReadDir(meta); len(entries) != 2 {
+	// Each index keeps its lock file (never removed, see indexlock.go).
+	if entries, _ := os.ReadDir(meta); len(entries) != 4 {
 		t.Errorf("temporary files left: %v", entries)
 	}
 }
@@ -456,7 +458,7 @@ func TestAddToIndexAtomic(t *testing.T) {
 		if !bytes.Equal(now, old) {
 			t.Errorf("%s: the old index was changed", what)
 		}
-		if ents, _ := os.ReadDir(meta); len(ents) != 1 {
+		if ents, _ := os.ReadDir(meta); len(ents) != 2 { // the index and its lock file
 			t.Errorf("%s: files left behind: %v", what, ents)
 		}
 	}
@@ -549,7 +551,7 @@ func TestArchiveSources(t *testing.T) {
 	}
 	os.Mkdir(filepath.Join(dir, "sub"), 0o700)
 	os.WriteFile(filepath.Join(dir, "sub", "deep"), nil, 0o600)
-	srcs, err := ArchiveSources([]string{dir, filepath.Join(dir, "a"), filepath.Join(dir, "sub", "deep")})
+	srcs, _, err := ArchiveSources([]string{dir, filepath.Join(dir, "a"), filepath.Join(dir, "sub", "deep")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -594,5 +596,48 @@ func TestAddArchiveFile(t *testing.T) {
 	}
 	if _, err := AddArchiveFile(other, indexKey(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)
+	}
+}
+
+// An index replaced while an update holds its lock (by something that
+// does not take the lock) is not overwritten: the update fails.
+func TestIndexUpdateReplacedUnderneath(t *testing.T) {
+	key := indexKey(t, 21)
+	dir, meta := t.TempDir(), t.TempDir()
+	kept := filepath.Join(meta, "kept.idx")
+	writeHistory(t, dir, kept, key, []int{0})
+	u, err := OpenIndexUpdate(kept, key, IndexOptions{LockTimeout: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	// A second writer cannot take the lock meanwhile.
+	var be *LockBusyError
+	if _, err := OpenIndexUpdate(kept, key, IndexOptions{LockTimeout: 100 * time.Millisecond}); !errors.As(err, &be) {
+		t.Fatalf("second writer: %v, want a LockBusyError", err)
+	}
+	other := filepath.Join(meta, "other.idx")
+	if err := WriteIndexFile(other, &format.Index{}, key, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other, kept); err != nil {
+		t.Fatal(err)
+	}
+	h, es := writeIndexed(t, dir, "new.cbfs", key, 3, []im{{format.TypeRegular, "n"}})
+	add, err := ArchiveIndex("new.cbfs", h, es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *IndexReplacedError
+	if _, err := u.Add(add); !errors.As(err, &re) {
+		t.Fatalf("update over a replaced index: %v, want an IndexReplacedError", err)
+	}
+	if x, err := ReadIndexFile(kept, key); err != nil || len(x.Archives) != 0 {
+		t.Fatalf("the replacing index was overwritten: %v", err)
+	}
+	// A missing index is an error unless it may be created.
+	var ne *NoIndexError
+	if _, err := OpenIndexUpdate(filepath.Join(meta, "none.idx"), key, IndexOptions{}); !errors.As(err, &ne) {
+		t.Fatalf("missing index: %v, want a NoIndexError", err)
 	}
 }

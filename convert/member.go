@@ -6,22 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/cbfs/cbfs/format"
 )
 
 // Lookup finds the entry that holds path's current content in one
 // archive: the last member with that path, as tar's extraction order
-// makes the last one win. Paths match as extract writes them: "./a",
-// "a" and "a//b/" name the same files as "a" and "a/b". When no live
-// member has the path, the error is a *NoMemberError.
+// makes the last one win. Paths match in their canonical form (spec
+// cbfs-index-v1 2.7), as the index matches them: "./a", "/a", "a" and
+// "a//b/" name the same files as "a" and "a/b". When no live member has
+// the path, the error is a *NoMemberError.
 func Lookup(entries []format.Entry, path []byte) (format.Entry, error) {
-	want, ok := memberName(path)
+	want, err := format.CanonicalPath(path)
+	ok := err == nil
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
 		if !bytes.Equal(e.Meta.Path, path) {
-			if got, gok := memberName(e.Meta.Path); !ok || !gok || got != want {
+			if got, gerr := format.CanonicalPath(e.Meta.Path); !ok || gerr != nil || !bytes.Equal(got, want) {
 				continue
 			}
 		}
@@ -46,17 +47,6 @@ func (e *NoMemberError) Error() string {
 		return fmt.Sprintf("%q: deleted (tombstone at member %d)", e.Path, e.Tombstone)
 	}
 	return fmt.Sprintf("%q: no such member", e.Path)
-}
-
-// memberName is the name extract gives a member path, its components
-// joined by "/"; ok is false for a path extract would not write (a ".."
-// component, absolute) or that names the destination itself.
-func memberName(p []byte) (string, bool) {
-	comps, bad := splitMember(p)
-	if bad != "" || len(comps) == 0 {
-		return "", false
-	}
-	return strings.Join(comps, "/"), true
 }
 
 // WriteContent writes the file content of one member to w: for a sparse

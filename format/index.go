@@ -94,6 +94,11 @@ func (r *irec) setFirst(c cand) {
 // holds the winning member for its path, or, for a conflict, every
 // candidate with the highest sequence number.
 type Index struct {
+	// HighSeq is the highest sequence number the index has seen (spec
+	// "high-seq"): at least every archive's in the table. A writer never
+	// takes a sequence number below it, so that a lost or older index is
+	// not silently restarted at 1.
+	HighSeq  uint64
 	Archives []IndexArchive
 	recs     []irec
 	conf     [][]cand // other candidates of conflicted records, sorted by archive
@@ -227,7 +232,7 @@ func NewIndexBuilder(a IndexArchive, members, pathBytes int) (*IndexBuilder, err
 	if err := checkArchive(&a); err != nil {
 		return nil, err
 	}
-	b := &IndexBuilder{x: Index{Archives: []IndexArchive{a}}}
+	b := &IndexBuilder{x: Index{HighSeq: a.Seq, Archives: []IndexArchive{a}}}
 	b.x.recs = make([]irec, 0, min(members, 1<<20))
 	b.buf = make([]byte, 0, min(pathBytes, pathBlockCap))
 	return b, nil
@@ -243,19 +248,29 @@ func (b *IndexBuilder) Reset(a IndexArchive, members int) error {
 	if want := min(members, 1<<20); cap(recs) < want {
 		recs = make([]irec, 0, want)
 	}
-	b.x = Index{Archives: []IndexArchive{a}, recs: recs}
+	b.x = Index{HighSeq: a.Seq, Archives: []IndexArchive{a}, recs: recs}
 	b.buf = b.buf[:0]
 	return nil
 }
 
-// Add records one member. Members of types the index does not take (see
-// IndexedType) are skipped.
+// Add records one member under the canonical form of its path. Members
+// of types the index does not take (see IndexedType), and members whose
+// path names the root, are skipped. A member whose path has a ".."
+// component is skipped too, and the *CanonicalPathError returned says
+// so: the caller reports it and goes on.
 func (b *IndexBuilder) Add(path []byte, e IndexEntry) error {
 	if len(b.x.Archives) != 1 {
 		return errors.New("IndexBuilder.Add after Index without Reset")
 	}
 	if !IndexedType(e.Type) {
 		return nil
+	}
+	path, err := CanonicalPath(path)
+	if err != nil {
+		if ce := err.(*CanonicalPathError); ce.Root {
+			return nil
+		}
+		return err
 	}
 	if len(path) > MaxPathLen {
 		return fmt.Errorf("member %d: path of %d bytes over the cap %d", e.Member, len(path), MaxPathLen)
@@ -346,6 +361,9 @@ func MergeIndex(a, b *Index) (*Index, []IndexCopy, error) {
 // into ranges of paths merged in parallel.
 func MergeIndexes(parts []*Index) (*Index, []IndexCopy, error) {
 	out := &Index{}
+	for _, x := range parts {
+		out.HighSeq = max(out.HighSeq, x.HighSeq)
+	}
 	maps, copies, err := out.mergeTables(parts)
 	if err != nil {
 		return nil, nil, err

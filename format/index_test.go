@@ -2,7 +2,9 @@ package format
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -337,7 +339,7 @@ func (p *plainBuilder) cand(arch uint64, typ Type, member uint64) *plainBuilder 
 
 func TestIndexCanonical(t *testing.T) {
 	key := testKey(t, 8)
-	two := func() *plainBuilder { return (&plainBuilder{}).u(2).arch("a", 1, 1, 3).arch("b", 2, 1, 3) }
+	two := func() *plainBuilder { return (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 2, 1, 3) }
 	good := two().u(2).str("p").u(1).cand(0, TypeRegular, 0).str("q").u(2).cand(0, TypeRegular, 1).cand(1, TypeRegular, 2)
 	x, err := ReadIndex(bytes.NewReader(sealPlain(t, key, good.b)), key)
 	if err != nil {
@@ -347,11 +349,11 @@ func TestIndexCanonical(t *testing.T) {
 		t.Fatal("hand-made plaintext re-encodes differently")
 	}
 	cases := map[string][]byte{
-		"archives unsorted":       (&plainBuilder{}).u(2).arch("b", 1, 1, 3).arch("a", 2, 1, 3).u(0).b,
-		"archive id twice":        (&plainBuilder{}).u(2).arch("a", 1, 1, 3).arch("b", 1, 1, 3).u(0).b,
-		"archive name with slash": (&plainBuilder{}).u(1).arch("d/a", 1, 1, 3).u(0).b,
-		"archive name empty":      (&plainBuilder{}).u(1).arch("", 1, 1, 3).u(0).b,
-		"archive count too big":   (&plainBuilder{}).u(MaxIndexArchives + 1).b,
+		"archives unsorted":       (&plainBuilder{}).u(1, 2).arch("b", 1, 1, 3).arch("a", 2, 1, 3).u(0).b,
+		"archive id twice":        (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 1, 1, 3).u(0).b,
+		"archive name with slash": (&plainBuilder{}).u(1, 1).arch("d/a", 1, 1, 3).u(0).b,
+		"archive name empty":      (&plainBuilder{}).u(1, 1).arch("", 1, 1, 3).u(0).b,
+		"archive count too big":   (&plainBuilder{}).u(1, MaxIndexArchives+1).b,
 		"records unsorted":        two().u(2).str("q").u(1).cand(0, TypeRegular, 0).str("p").u(1).cand(0, TypeRegular, 1).b,
 		"path twice":              two().u(2).str("p").u(1).cand(0, TypeRegular, 0).str("p").u(1).cand(0, TypeRegular, 1).b,
 		"path over the cap":       two().u(1).u(MaxPathLen + 1).b,
@@ -362,11 +364,18 @@ func TestIndexCanonical(t *testing.T) {
 		"type not indexed":        two().u(1).str("p").u(1).cand(0, TypeTrailer, 0).b,
 		"type zero":               two().u(1).str("p").u(1).cand(0, 0, 0).b,
 		"member past the count":   two().u(1).str("p").u(1).cand(0, TypeRegular, 3).b,
-		"conflict of two seqs":    (&plainBuilder{}).u(2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).u(1).str("p").u(2).cand(0, TypeRegular, 0).cand(1, TypeRegular, 0).b,
+		"conflict of two seqs":    (&plainBuilder{}).u(2, 2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).u(1).str("p").u(2).cand(0, TypeRegular, 0).cand(1, TypeRegular, 0).b,
 		"record count too big":    two().u(3).str("p").u(1).cand(0, TypeRegular, 0).b,
 		"bytes after the records": append(two().u(1).str("p").u(1).cand(0, TypeRegular, 0).b, 0),
 		"long varint":             append(two().u(1).b, 0x81, 0x00),
 		"empty plaintext":         nil,
+		"high-seq below a row":    (&plainBuilder{}).u(0, 1).arch("a", 1, 1, 3).u(0).b,
+		"path with ./":            two().u(1).str("./p").u(1).cand(0, TypeRegular, 0).b,
+		"path with a trailing /":  two().u(1).str("p/").u(1).cand(0, TypeRegular, 0).b,
+		"path with //":            two().u(1).str("p//q").u(1).cand(0, TypeRegular, 0).b,
+		"absolute path":           two().u(1).str("/p").u(1).cand(0, TypeRegular, 0).b,
+		"path with ..":            two().u(1).str("p/../q").u(1).cand(0, TypeRegular, 0).b,
+		"empty path":              two().u(1).str("").u(1).cand(0, TypeRegular, 0).b,
 		"zero span":               two().u(1).str("p").u(1).u(0).raw(byte(TypeRegular)).u(0, 1536, 0, 5, 77).b,
 	}
 	for name, plain := range cases {
@@ -684,5 +693,75 @@ func TestMergeNameClash(t *testing.T) {
 	// The same archive twice is one archive.
 	if x, copies, err := MergeIndex(a, a); err != nil || len(x.Archives) != 1 || len(copies) != 1 {
 		t.Fatalf("the same archive twice: %v, %d copies", err, len(copies))
+	}
+}
+
+func TestCanonicalPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"data/f1": "data/f1", "./data/f1": "data/f1", "/data/f1": "data/f1", "data/": "data", "data//f1/": "data/f1",
+		"//a/./b/.": "a/b", "././a": "a", ".a/..b/...": ".a/..b/...", "a/.b": "a/.b",
+		"..": "", "a/../b": "", "../a": "", "a/..": "", "": "", ".": "", "/": "", "./": "", "//.//": "",
+	} {
+		got, err := CanonicalPath([]byte(in))
+		var ce *CanonicalPathError
+		switch {
+		case want == "" && !errors.As(err, &ce):
+			t.Errorf("CanonicalPath(%q) = %q, %v; want a CanonicalPathError", in, got, err)
+		case want == "" && ce.Root != !bytes.Contains([]byte("/"+in+"/"), []byte("/../")):
+			t.Errorf("CanonicalPath(%q): Root = %v", in, ce.Root)
+		case want != "" && (err != nil || string(got) != want):
+			t.Errorf("CanonicalPath(%q) = %q, %v; want %q", in, got, err, want)
+		}
+		if want != "" && IsCanonicalPath([]byte(in)) != (in == want) {
+			t.Errorf("IsCanonicalPath(%q) = %v", in, !(in == want))
+		}
+	}
+}
+
+// The index keys on canonical paths: aliases of one path in one archive
+// are one record, the last member winning; ".." paths are refused.
+func TestIndexBuilderCanonical(t *testing.T) {
+	b, err := NewIndexBuilder(IndexArchive{Name: "a", Seq: 3, Members: 4}, 4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(p string, m uint32) error {
+		return b.Add([]byte(p), IndexEntry{Member: m, Type: TypeRegular, Offset: 1536, Span: 10})
+	}
+	for m, p := range []string{"data/f1", "./data/f1", "./"} {
+		if err := add(p, uint32(m)); err != nil {
+			t.Fatalf("%q: %v", p, err)
+		}
+	}
+	var ce *CanonicalPathError
+	if err := add("data/../../etc/passwd", 3); !errors.As(err, &ce) || ce.Root {
+		t.Fatalf(".. path: %v, want a CanonicalPathError", err)
+	}
+	x := b.Index()
+	if x.Len() != 1 || string(x.Path(0)) != "data/f1" || x.Entries(0)[0].Member != 1 || x.HighSeq != 3 {
+		t.Fatalf("records %d, path %q, high-seq %d", x.Len(), x.Path(0), x.HighSeq)
+	}
+}
+
+// TestIndexWorkedExample is appendix A of spec/cbfs-index-v1.md: the
+// index of one archive, whose SHA-256 was also computed independently
+// from the spec text (Python, cryptography).
+func TestIndexWorkedExample(t *testing.T) {
+	key := testKey(t, 0x42)
+	var id [16]byte
+	for i := range id {
+		id[i] = byte(i)
+	}
+	b, err := NewIndexBuilder(IndexArchive{Name: "0001.cbfs", ID: id, Seq: 7, Members: 1}, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Add([]byte("hello.txt"), IndexEntry{Member: 0, Type: TypeRegular, Offset: 1536, Span: 1086, Size: 6}); err != nil {
+		t.Fatal(err)
+	}
+	enc := encode(t, b.Index(), key)
+	sum := sha256.Sum256(enc)
+	if got, want := hex.EncodeToString(sum[:]), "d6433378cb49de20f04244e222548273ddd16f417b431fccf67181c4d3cd923f"; len(enc) != 127 || got != want {
+		t.Fatalf("worked example: %d bytes, SHA-256 %s; want 127 bytes, %s", len(enc), got, want)
 	}
 }

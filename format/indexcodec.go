@@ -43,6 +43,10 @@ const (
 
 var indexMagic = []byte("CBFSINDX")
 
+// HasIndexMagic reports whether b starts with the magic of a master
+// index: how a file among archives is told to be an index.
+func HasIndexMagic(b []byte) bool { return bytes.HasPrefix(b, indexMagic) }
+
 // ErrNotIndex means the input does not start with a master index header.
 var ErrNotIndex = errors.New("not a CBFS master index")
 
@@ -111,7 +115,13 @@ func (x *Index) serialize(emit func([]byte) error) error {
 			return errors.New("archives table not sorted")
 		}
 	}
+	for i := range x.Archives {
+		if x.Archives[i].Seq > x.HighSeq {
+			return fmt.Errorf("archive %s has sequence %d, over the index's highest %d", x.Archives[i].Name, x.Archives[i].Seq, x.HighSeq)
+		}
+	}
 	s := &plainSink{buf: make([]byte, 0, 320<<10), emit: emit}
+	s.buf = binary.AppendUvarint(s.buf, x.HighSeq)
 	s.buf = binary.AppendUvarint(s.buf, uint64(len(x.Archives)))
 	for i := range x.Archives {
 		a := &x.Archives[i]
@@ -302,6 +312,13 @@ func (f *indexFrames) next() ([]byte, error) {
 	if frameCRC(hb[:], payload) != fh.CRC {
 		return nil, indexErr(at, "frame %d: checksum mismatch", f.index)
 	}
+	if f.ik == nil {
+		// Without the key: the framing and checksums only.
+		f.pos += FrameHeaderSize + int64(fh.Len)
+		f.index++
+		f.final = fh.final()
+		return payload, nil
+	}
 	plain, err := f.ik.Open(payload[:0], crypt.Nonce(KindIndex, fh.final(), 0, f.index), payload, hb[:8])
 	if err != nil {
 		return nil, indexErr(at, "frame %d failed authentication", f.index)
@@ -437,30 +454,88 @@ func (a *pathArena) finish() {
 // ClassIndex.
 func ReadIndex(r io.Reader, key *crypt.Key) (*Index, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
+	hdr, cs, err := readIndexHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	return readIndexBody(br, hdr, cs, key)
+}
+
+// IndexFileInfo is what CheckIndexFile found.
+type IndexFileInfo struct {
+	Frames int
+	// With the key: the index itself.
+	Index *Index
+}
+
+// CheckIndexFile checks an index file as far as the key allows: without
+// it (key nil) the header, every frame's framing and checksum, and that
+// nothing follows the final frame; with it, everything ReadIndex checks.
+func CheckIndexFile(r io.Reader, key *crypt.Key) (*IndexFileInfo, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	hdr, cs, err := readIndexHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	if key != nil {
+		x, err := readIndexBody(br, hdr, cs, key)
+		if err != nil {
+			return nil, err
+		}
+		return &IndexFileInfo{Index: x}, nil
+	}
+	f := &indexFrames{r: br, cs: int(cs), pos: IndexHeaderSize}
+	info := &IndexFileInfo{}
+	for {
+		if _, err := f.next(); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, err
+		}
+		info.Frames++
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		if err != nil {
+			return nil, err
+		}
+		return nil, indexErr(f.pos, "bytes after the final frame")
+	}
+	return info, nil
+}
+
+// readIndexHeader reads and checks the clear header (spec 5.2 steps 1
+// and 2).
+func readIndexHeader(br *bufio.Reader) ([IndexHeaderSize]byte, uint32, error) {
 	var hdr [IndexHeaderSize]byte
 	n, err := io.ReadFull(br, hdr[:])
 	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-		return nil, err
+		return hdr, 0, err
 	}
 	if n < len(indexMagic) || !bytes.Equal(hdr[:len(indexMagic)], indexMagic) {
-		return nil, ErrNotIndex
+		return hdr, 0, ErrNotIndex
 	}
 	if n >= 10 && hdr[8] != IndexMajor {
-		return nil, &IndexVersionError{hdr[8], hdr[9]}
+		return hdr, 0, &IndexVersionError{hdr[8], hdr[9]}
 	}
 	if n < IndexHeaderSize {
-		return nil, indexErr(int64(n), "the index header is cut short (%d of %d bytes)", n, IndexHeaderSize)
+		return hdr, 0, indexErr(int64(n), "the index header is cut short (%d of %d bytes)", n, IndexHeaderSize)
 	}
 	if hdr[10] != SuiteAES256GCM {
-		return nil, indexErr(10, "unknown cipher suite %d", hdr[10])
+		return hdr, 0, indexErr(10, "unknown cipher suite %d", hdr[10])
 	}
 	if hdr[11] != 0 {
-		return nil, indexErr(11, "reserved header byte is not zero")
+		return hdr, 0, indexErr(11, "reserved header byte is not zero")
 	}
 	cs := binary.LittleEndian.Uint32(hdr[12:16])
 	if cs < MinChunkSize || cs > MaxChunkSize || cs&(cs-1) != 0 {
-		return nil, indexErr(12, "chunk size %d is not a power of two in [%d, %d]", cs, MinChunkSize, MaxChunkSize)
+		return hdr, 0, indexErr(12, "chunk size %d is not a power of two in [%d, %d]", cs, MinChunkSize, MaxChunkSize)
 	}
+	return hdr, cs, nil
+}
+
+// readIndexBody reads and opens the frames after the header and parses
+// the plaintext (spec 5.2 steps 3 to 7).
+func readIndexBody(br *bufio.Reader, hdr [IndexHeaderSize]byte, cs uint32, key *crypt.Key) (*Index, error) {
 	var siv [crypt.SIVSize]byte
 	copy(siv[:], hdr[16:32])
 	ik := crypt.DeriveIndexKeys(key, siv)
@@ -507,6 +582,10 @@ func ReadIndex(r io.Reader, key *crypt.Key) (*Index, error) {
 // of one sequence number.
 func decodePlain(p *plainReader) (*Index, error) {
 	x := &Index{}
+	var err error
+	if x.HighSeq, err = p.uvarint(); err != nil {
+		return nil, err
+	}
 	na, err := p.uvarint()
 	if err != nil {
 		return nil, err
@@ -548,6 +627,9 @@ func decodePlain(p *plainReader) (*Index, error) {
 		if err := checkArchive(&a); err != nil {
 			return nil, bad("%v", err)
 		}
+		if a.Seq > x.HighSeq {
+			return nil, bad("sequence %d over the index's highest sequence %d", a.Seq, x.HighSeq)
+		}
 		if i > 0 && compareArchives(&x.Archives[i-1], &a) >= 0 {
 			return nil, bad("%s is out of order (the table is sorted by name, then id)", a.Name)
 		}
@@ -580,6 +662,9 @@ func decodePlain(p *plainReader) (*Index, error) {
 		path, err := p.take(int(pl))
 		if err != nil {
 			return nil, err
+		}
+		if !IsCanonicalPath(path) {
+			return nil, bad("path %q is not in canonical form", path)
 		}
 		if k > 0 && bytes.Compare(x.path(&x.recs[k-1]), path) >= 0 {
 			return nil, bad("path %q is out of order or repeated (records are sorted by path)", path)

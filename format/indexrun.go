@@ -48,7 +48,7 @@ func (b *IndexBuilder) Compact() *Index {
 			run.buf = binary.AppendUvarint(run.buf, v)
 		}
 	}
-	x := &Index{Archives: b.x.Archives, blocks: [][]byte{run.buf}, run: run}
+	x := &Index{HighSeq: b.x.HighSeq, Archives: b.x.Archives, blocks: [][]byte{run.buf}, run: run}
 	b.x = Index{recs: recs[:0]}
 	b.buf = b.buf[:0]
 	return x

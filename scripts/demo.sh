@@ -17,7 +17,7 @@ show "$cbfs" key id -k "$key"
 
 step "2. pack: the sample tree into a CBFS archive (sequence 1), keeping the master index"
 mkdir -p "$work/archives"
-show "$cbfs" pack -k "$key" --seq 1 --index "$work/index" -o "$work/archives/0001.cbfs" demo/sample
+show "$cbfs" pack -k "$key" --seq 1 --new-index --index "$work/index" -o "$work/archives/0001.cbfs" demo/sample
 echo "What any tar sees: opaque members, no names, no owners, exit 0, nothing on stderr:"
 show tar tvf "$work/archives/0001.cbfs"
 

@@ -21,7 +21,7 @@ import (
 // classes are the outcomes a vector may expect (spec section 8.5).
 var classes = map[string]bool{
 	"success": true, "not-cbfs": true, "tar": true, "header": true, "version": true, "key": true,
-	"frame": true, "member": true, "summary": true, "footer": true, "index": true, "keyfile": true,
+	"frame": true, "member": true, "summary": true, "footer": true, "index": true, "keyfile": true, "path": true,
 }
 
 // classOf names the failure class of an error as the vectors do.
@@ -43,6 +43,8 @@ func classOf(err error) string {
 		return string(fe.Class)
 	case errors.As(err, &ke):
 		return "keyfile"
+	case errors.As(err, new(*format.CanonicalPathError)):
+		return "path"
 	}
 	return "unclassified (" + err.Error() + ")"
 }
@@ -91,6 +93,17 @@ func TestVectors(t *testing.T) {
 				checkIndex(t, v)
 			case "keyfile":
 				checkKeyFile(t, v)
+			case "path":
+				got, err := format.CanonicalPath(v.Data)
+				if c := classOf(err); c != v.Expect {
+					t.Fatalf("%q: %s, want %s", v.Data, c, v.Expect)
+				}
+				if err == nil && !bytes.Equal(got, v.Canonical) {
+					t.Fatalf("%q: canonical %q, want %q", v.Data, got, v.Canonical)
+				}
+				if format.IsCanonicalPath(v.Data) != (err == nil && bytes.Equal(v.Data, v.Canonical)) {
+					t.Fatalf("%q: IsCanonicalPath disagrees", v.Data)
+				}
 			default:
 				t.Fatalf("unknown kind %q", v.Kind)
 			}

@@ -229,6 +229,7 @@ func Generate() []*Vector {
 	g.invalidSummary()
 	g.invalidFooter()
 	g.index()
+	g.paths()
 	g.keyfiles()
 	for _, v := range g.out {
 		if v.Kind == "archive" && v.Key == nil {

@@ -16,6 +16,7 @@ import (
 // with its candidates.
 func IndexListing(x *format.Index) []byte {
 	var b bytes.Buffer
+	fmt.Fprintf(&b, "high-seq %d\n", x.HighSeq)
 	for _, a := range x.Archives {
 		fmt.Fprintf(&b, "archive %s %x %d %d\n", hex.EncodeToString([]byte(a.Name)), a.ID, a.Seq, a.Members)
 	}
@@ -112,6 +113,31 @@ func (g *gen) index() {
 	bad("index-siv-flipped", cIndex, "a bit of the synthetic IV flipped: the frames do not open", mut(func(b []byte) []byte { b[16] ^= 1; return b }), g.rawA)
 	bad("index-truncated", cIndex, "the last 5 bytes missing", valid[:len(valid)-5], g.rawA)
 	bad("index-trailing", cIndex, "one byte after the final frame", append(bytes.Clone(valid), 0), g.rawA)
+}
+
+// paths are the vectors of the canonical path form (index spec section
+// 2.7): the input path is the data, its canonical form (hex) the
+// expected outcome, or the failure class "path" for a path that has none.
+func (g *gen) paths() {
+	add := func(name, desc, in, canon string) {
+		v := &Vector{Name: name, Expect: success, Kind: "path", Desc: desc, Data: []byte(in), Canonical: []byte(canon)}
+		if canon == "" {
+			v.Expect, v.Canonical = "path", nil
+		}
+		g.add(v)
+	}
+	add("path-canonical", "a path already in canonical form", "data/f1", "data/f1")
+	add("path-dot-slash", "a leading ./ is removed", "./data/f1", "data/f1")
+	add("path-absolute", "leading slashes are removed, as GNU tar does on extract", "//data/f1", "data/f1")
+	add("path-trailing-slash", "a directory as tar names it: the trailing slash is removed", "data/", "data")
+	add("path-repeated-slash", "repeated slashes collapse to one", "data///sub//f1", "data/sub/f1")
+	add("path-dot-components", "every . component is dropped", "./data/./sub/.", "data/sub")
+	add("path-dotfiles", "names that only start with dots are names", ".a/..b/...", ".a/..b/...")
+	add("path-not-utf8", "any bytes but / are a name, UTF-8 or not", "caf\xe9/\x01", "caf\xe9/\x01")
+	add("path-dotdot", "a .. component: no canonical form, kept out of the index", "data/../etc/passwd", "")
+	add("path-dotdot-leading", "a leading .. component", "../x", "")
+	add("path-root", "the root itself: no path below it", "./", "")
+	add("path-empty", "the empty path", "", "")
 }
 
 func (g *gen) keyfiles() {

@@ -34,6 +34,7 @@ type Vector struct {
 	Records     int    // index: records
 	EntriesSHA  string // index: SHA-256 of the entries listing
 	ImportedSHA string // archives imported from a tar: SHA-256 of that tar
+	Canonical   []byte // path: the canonical form of the path in Data
 
 	Data []byte
 }
@@ -62,6 +63,8 @@ func (v *Vector) Encode() []byte {
 			line("plaintext-sha256", v.PlainSHA)
 			line("members-sha256", v.MembersSHA)
 			line("imported-sha256", v.ImportedSHA)
+		} else if v.Kind == "path" {
+			line("canonical", hex.EncodeToString(v.Canonical))
 		} else {
 			line("records", strconv.Itoa(v.Records))
 			line("entries-sha256", v.EntriesSHA)
@@ -94,6 +97,12 @@ func Parse(name string, file []byte) (*Vector, map[string]string, error) {
 	v.Expect, v.Kind, v.Desc = h["expect"], h["kind"], h["description"]
 	v.Keyless, v.RandomAccess = h["keyless"], h["random-access"]
 	v.PlainSHA, v.MembersSHA, v.EntriesSHA, v.ImportedSHA = h["plaintext-sha256"], h["members-sha256"], h["entries-sha256"], h["imported-sha256"]
+	if c, ok := h["canonical"]; ok {
+		var err error
+		if v.Canonical, err = hexBytes(c); err != nil {
+			return nil, nil, fmt.Errorf("bad canonical line %q", c)
+		}
+	}
 	if k := h["key"]; k != "none" {
 		var err error
 		if v.Key, err = hexBytes(k); err != nil || len(v.Key) != 32 {
