@@ -100,7 +100,11 @@ exit status is 1.`,
 				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal {
 					continue // not files: tar tv does not list them either
 				}
-				fmt.Fprintln(w, lsLine(e.Meta))
+				m := e.Meta
+				if m.Type == format.TypeTarOther {
+					m = withTarSize(a, e)
+				}
+				fmt.Fprintln(w, lsLine(m))
 			}
 			return nil
 		},
@@ -284,4 +288,24 @@ func unmatched(archive string, sel []lsSelector) error {
 		return nil
 	}
 	return &exitError{code: exitFailure, err: fmt.Errorf("%s: %d of %s not found (named above)", archive, n, plural(len(sel), "path", "paths"))}
+}
+
+// withTarSize returns a tar entry of another type (a multi-volume piece,
+// a GNU dump directory) with the size its tar header gives, which tar tv
+// shows: the summary's record has no size for it. It reads the member's
+// full record; on any error the summary's record is shown as it is.
+func withTarSize(a *format.Archive, e format.Entry) *format.Meta {
+	full, err := a.Meta(e)
+	if err != nil || len(full.TarHeader) < format.BlockSize {
+		return e.Meta
+	}
+	raw := full.TarHeader
+	b := (*format.Block)(raw[len(raw)-format.BlockSize:])
+	n, err := format.ParseNumeric(b.Size())
+	if err != nil || n < 0 {
+		return e.Meta
+	}
+	m := *e.Meta
+	m.Size = n
+	return &m
 }

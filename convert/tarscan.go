@@ -228,7 +228,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 		if headerOnly(blk, e.meta.Path) {
 			e.dataSize = 0
 		}
-		if (e.meta.Type == format.TypeRegular || e.meta.Type == format.TypeTarOther) && len(e.meta.Sparse) == 0 && e.meta.Size == 0 {
+		if e.meta.Type == format.TypeRegular && len(e.meta.Sparse) == 0 && e.meta.Size == 0 {
 			e.meta.Size = e.dataSize
 		}
 		s.pad = (format.BlockSize - e.dataSize%format.BlockSize) % format.BlockSize
