@@ -545,20 +545,26 @@ func physOf(l, size int64) int64 {
 }
 
 func (pr *physReader) readHeaderRecord() (*Header, error) {
+	// Step 1: recognise the input. What is not recognisably CBFS is not
+	// a CBFS archive; what is, is damaged when any later check fails.
+	head, err := pr.r.Peek(2 * BlockSize)
+	if !cbfsSignature(head) {
+		if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+			return nil, err
+		}
+		return nil, ErrNotCBFS
+	}
 	var b Block
 	if err := pr.readRaw(b[:]); err != nil {
-		return nil, ErrNotCBFS
+		return nil, errHeaderDamaged("the input ends inside record 0's ustar header (%d bytes)", len(head))
 	}
-	if err := b.VerifyChecksum(); err != nil {
-		return nil, ErrNotCBFS
+	// Step 2: the name gives the archive id; then the whole ustar header
+	// must be the canonical one (spec 4.2).
+	id, ok := recordZeroName(b[0:100])
+	if !ok {
+		return nil, errHeaderDamaged("record 0's name is not cbfs-<32 lowercase hex digits>/0000000000")
 	}
-	name := string(b.Name())
-	if len(name) != len("cbfs-")+32+11 || name[:5] != "cbfs-" {
-		return nil, ErrNotCBFS
-	}
-	if _, err := hex.Decode(pr.id[:], []byte(name[5:37])); err != nil {
-		return nil, ErrNotCBFS
-	}
+	pr.id = id
 	size, err := parseOuterHeader(&b, pr.id, 0)
 	if err != nil {
 		return nil, newErr(ClassTar, 0, -1, "%v", err)
@@ -575,11 +581,16 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 		return nil, err
 	}
 	p := body[FrameHeaderSize:size]
-	if bytes.Equal(p[:8], headerMagic) && p[8] != Major {
-		return nil, &VersionError{p[8], p[9]}
-	}
 	fh, bad := parseFrameHeader(body)
-	if bad != "" || fh.Kind != KindHeader || fh.Flags != FlagFinal || int64(fh.Len) != size-FrameHeaderSize {
+	v1Frame := bad == "" && fh.Kind == KindHeader && fh.Flags == FlagFinal && int64(fh.Len) == size-FrameHeaderSize
+	if bytes.Equal(p[:8], headerMagic) && p[8] != Major {
+		// A frame laid out as v1's whose CRC fails is a damaged v1
+		// header (a flipped major byte), not a newer version.
+		if !v1Frame || frameCRC(body, p) == fh.CRC {
+			return nil, &VersionError{p[8], p[9]}
+		}
+	}
+	if !v1Frame {
 		return nil, newErr(ClassHeader, BlockSize, -1, "bad header frame")
 	}
 	if frameCRC(body, p) != fh.CRC {
@@ -600,6 +611,42 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 		return nil, newErr(ClassHeader, BlockSize, -1, "archive id differs from the record names")
 	}
 	return h, nil
+}
+
+// cbfsSignature reports whether the start of an input is recognisably a
+// CBFS archive (spec 6.1 step 1): its first bytes are a record name's
+// "cbfs-", or record 0's body holds the header magic where every version
+// keeps it. head is as much of the first 1024 bytes as the input has.
+func cbfsSignature(head []byte) bool {
+	if bytes.HasPrefix(head, []byte("cbfs-")) {
+		return true
+	}
+	const at = BlockSize + FrameHeaderSize
+	return len(head) >= at+len(headerMagic) && bytes.Equal(head[at:at+len(headerMagic)], headerMagic)
+}
+
+// errHeaderDamaged is record 0 of a recognisable CBFS archive that breaks
+// a rule of spec 6.1 step 2: damage, not "not a CBFS archive".
+func errHeaderDamaged(what string, args ...any) error {
+	return newErr(ClassHeader, 0, -1, "damaged CBFS archive header: "+what, args...)
+}
+
+// recordZeroName checks that name is record 0's name (spec 4.3): cbfs-,
+// 32 lowercase hex digits, /0000000000, and 52 NUL bytes; it returns the
+// archive id.
+func recordZeroName(field []byte) ([crypt.IDSize]byte, bool) {
+	var id [crypt.IDSize]byte
+	const n = len("cbfs-") + 2*crypt.IDSize + len("/0000000000")
+	if !bytes.HasPrefix(field, []byte("cbfs-")) || !bytes.Equal(field[n-11:n], []byte("/0000000000")) || !allZero(field[n:100]) {
+		return id, false
+	}
+	for _, c := range field[5 : 5+2*crypt.IDSize] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return id, false
+		}
+	}
+	hex.Decode(id[:], field[5:5+2*crypt.IDSize])
+	return id, true
 }
 
 func (pr *physReader) finishRecord() error {

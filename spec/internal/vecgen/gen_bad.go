@@ -3,6 +3,7 @@ package vecgen
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"strings"
 
 	"github.com/cbfs/cbfs/format"
@@ -50,15 +51,49 @@ func literalBlock(b []byte) []byte {
 }
 
 func (g *gen) invalidOuter() {
-	// Not a CBFS archive (spec 6.1 steps 1 and 6).
+	// Not a CBFS archive (spec 6.1 step 1), and damage to record 0 of
+	// one that is (spec 6.1 step 2 on).
 	l := g.base("bad-magic", false)
 	l.HeaderPost = func(p []byte) []byte { p[0] = 'X'; return p }
-	g.bad("bad-magic", notCBFS, "", "", "record 0 holds a frame whose magic is XBFSARCH (its CRC is correct)", l.build())
+	g.bad("bad-magic", cHeader, "", "", "record 0, named cbfs-<id>/0000000000, holds a frame whose magic is XBFSARCH (its CRC is correct): a damaged CBFS header", l.build())
 	g.bad("not-a-tar", notCBFS, "", "", "4096 random bytes", randBytes("not-a-tar", 4096))
 	g.bad("plain-tar", notCBFS, "", "", "a plain ustar tar", ustarTar())
 	g.bad("empty-file", notCBFS, "", "", "an empty file", []byte{})
 	valid := g.write("trunc-first-block", small, g.baseMembers())
-	g.bad("trunc-first-block", notCBFS, "", "", "truncated to 300 bytes, inside the first header block", valid[:300])
+	g.bad("trunc-first-block", cHeader, "", "", "truncated to 300 bytes, inside record 0's ustar header (it starts with cbfs-): a damaged CBFS header", valid[:300])
+	rec0 := func(name, expect, desc string, f func(b []byte) []byte) {
+		g.bad(name, expect, "", "", desc, f(g.write(name, small, g.baseMembers())))
+	}
+	rec0("record0-name-uppercase", cHeader, "record 0's name has its hex digits in upper case (checksum correct): a damaged CBFS header", func(b []byte) []byte {
+		copy(b[5:37], strings.ToUpper(string(b[5:37])))
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-name-long", cHeader, "record 0's name is 49 bytes: cbfs-<id>/00000000000 (checksum correct): a damaged CBFS header", func(b []byte) []byte {
+		b[48] = '0'
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-name-flipped", cHeader, "record 0's name starts cbfr- (one bit flipped, checksum correct); its body holds CBFSARCH: a damaged CBFS header", func(b []byte) []byte {
+		b[3] ^= 1
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-no-ustar-magic", cTar, "record 0's ustar magic and version are NUL bytes, as in a pre-POSIX tar header (checksum correct)", func(b []byte) []byte {
+		clear(b[257:265])
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-checksum-form", cTar, "record 0's checksum field is the right value as 7 octal digits and a NUL, a form tar readers accept", func(b []byte) []byte {
+		setChecksum(b[:block])
+		v, _ := format.ParseNumeric(b[148:156])
+		copy(b[148:156], fmt.Sprintf("%07o\x00", v))
+		return b
+	})
+	rec0("record0-major-flipped", cHeader, "bit 1 of the header's major version byte flipped (it reads 3), CRC not updated: damage, not a newer version", func(b []byte) []byte {
+		b[block+hdrSize+8] ^= 2
+		return b
+	})
 
 	// Versions (spec 9).
 	l = g.base("version-header", false)
@@ -74,7 +109,7 @@ func (g *gen) invalidOuter() {
 	}
 	l = g.base("version-footer", false)
 	l.FooterPost = func(p []byte) []byte { p[8] = 2; return p }
-	g.bad("version-footer", cVer, "", "", "footer major version 2 (CRC correct)", l.build())
+	g.bad("version-footer", cFooter, "", "", "footer major version 2 in a version 1 archive (CRC correct): damage, not a version error", l.build())
 
 	// Header (spec 6.1).
 	hdr := func(name, expect, keyless, desc string, f func(p []byte) []byte) {
