@@ -668,7 +668,7 @@ func (pr *physReader) readLogical(p []byte) error {
 	for len(p) > 0 {
 		if pr.left == 0 {
 			if pr.short {
-				return newErr(ClassFrame, pr.phys, -1, "frame stream runs past its last record")
+				return newErr(ClassFrame, pr.phys, -1, "frame stream runs past its last data record (one shorter than the record size)")
 			}
 			if err := pr.finishRecord(); err != nil {
 				return err
@@ -711,7 +711,10 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	off := pr.phys
 	var b Block
 	if err := pr.readRaw(b[:]); err != nil {
-		return nil, newErr(ClassFooter, off, -1, "footer missing: the archive is truncated")
+		return nil, newErr(ClassFooter, off, -1, "footer record missing: the archive ends after the summary")
+	}
+	if b.isZero() {
+		return nil, newErr(ClassFooter, off, -1, "footer record missing: a zero block follows the summary")
 	}
 	size, err := parseOuterHeader(&b, pr.id, pr.next)
 	if err != nil {
@@ -724,15 +727,18 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	if err := pr.readRaw(body); err != nil {
 		return nil, err
 	}
-	f, err := parseFooterFrame(body[:size])
+	if err := checkFooterFrame(body[:size]); err != nil {
+		return nil, withOffset(err, off+BlockSize)
+	}
+	if !allZero(body[size:]) {
+		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
+	}
+	f, err := DecodeFooter(body[FrameHeaderSize:size])
 	if err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
 	if f.FooterOffset != uint64(off) {
 		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d", f.FooterOffset)
-	}
-	if !allZero(body[size:]) {
-		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
 	}
 	// End of archive: at least two zero blocks, then nothing but zeros
 	// (GNU tar may pad to its record size), up to MaxTrailingZeros.
@@ -760,15 +766,17 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	return f, nil
 }
 
-func parseFooterFrame(b []byte) (*Footer, error) {
+// checkFooterFrame checks the footer record's frame header and CRC
+// (spec 8.3 step 6).
+func checkFooterFrame(b []byte) error {
 	fh, bad := parseFrameHeader(b)
 	if bad != "" || fh.Kind != KindFooter || fh.Flags != FlagFinal || int(fh.Len) != len(b)-FrameHeaderSize {
-		return nil, newErr(ClassFooter, -1, -1, "bad footer frame")
+		return newErr(ClassFooter, -1, -1, "bad footer frame")
 	}
 	if frameCRC(b, b[FrameHeaderSize:]) != fh.CRC {
-		return nil, newErr(ClassFooter, -1, -1, "footer checksum mismatch")
+		return newErr(ClassFooter, -1, -1, "footer checksum mismatch")
 	}
-	return DecodeFooter(b[FrameHeaderSize:])
+	return nil
 }
 
 func withOffset(err error, off int64) error {

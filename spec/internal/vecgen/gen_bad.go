@@ -206,6 +206,18 @@ func (g *gen) invalidOuter() {
 		b[footerAt(b)+block+144] = 1
 		return b
 	})
+	raw("footer-record-padding-crc", cFooter, "", "a non-zero byte in the footer record's padding and a bit of its member count flipped, CRC not updated: the CRC is checked first", func(b []byte) []byte {
+		b[footerAt(b)+block+144] = 1
+		b[footerAt(b)+block+hdrSize+30] ^= 1
+		return b
+	})
+	raw("footer-record-padding-offset", cTar, "", "a non-zero byte in the footer record's padding and the footer's offset field wrong (CRC correct): the padding is checked first", func(b []byte) []byte {
+		f := footerAt(b)
+		b[f+block+144] = 1
+		b[f+block+hdrSize+60] ^= 2
+		binary.LittleEndian.PutUint32(b[f+block+8:], crc(b[f+block:f+block+8], b[f+block+hdrSize:f+block+144]))
+		return b
+	})
 	raw("trailing-garbage", cTar, "", "the last byte of the end-of-archive blocks is 0x01", func(b []byte) []byte { b[len(b)-1] = 1; return b })
 	raw("tar-r-appended", cTar, "", "a ustar member appended after the footer, as tar -r does", func(b []byte) []byte {
 		b = b[:len(b)-2*block]
@@ -223,9 +235,9 @@ func (g *gen) invalidOuter() {
 	raw("trailing-not-blocks", cTar, "", "100 zero bytes after the end-of-archive blocks", func(b []byte) []byte { return append(b, make([]byte, 100)...) })
 	raw("trunc-in-header", cTar, "", "truncated to 700 bytes, inside record 0's body", func(b []byte) []byte { return b[:700] })
 	raw("trunc-in-data", cTar, "", "truncated to 4096 bytes, inside the data record", func(b []byte) []byte { return b[:4096] })
-	raw("trunc-before-footer", cFooter, "", "truncated just before the footer record", func(b []byte) []byte { return b[:footerAt(b)] })
+	raw("trunc-before-footer", cFooter, "", "truncated just before the footer record: a missing footer record", func(b []byte) []byte { return b[:footerAt(b)] })
 	raw("trunc-in-footer", cTar, "", "truncated after the footer record's ustar header", func(b []byte) []byte { return b[:footerAt(b)+block] })
-	raw("no-footer", cTar, "", "the footer record removed, end-of-archive blocks kept", func(b []byte) []byte {
+	raw("no-footer", cFooter, "", "the footer record removed, end-of-archive blocks kept: a missing footer record, as when the file ends there", func(b []byte) []byte {
 		f := footerAt(b)
 		return append(b[:f], make([]byte, 2*block)...)
 	})
