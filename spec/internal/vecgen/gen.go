@@ -56,6 +56,8 @@ const (
 	cFooter = "footer"
 	cIndex  = "index"
 	cKeyf   = "keyfile"
+	// notIndex is an input that is not a master index at all.
+	notIndex = "not-index"
 	fail    = "fail"
 )
 
