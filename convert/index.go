@@ -320,7 +320,7 @@ func scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (
 	}
 	h := rep.Header
 	members := uint64(0)
-	if rep.Footer != nil {
+	if rep.Footer != nil && rep.FooterAuthenticated {
 		members = rep.Footer.Members
 	}
 	for _, e := range entries {

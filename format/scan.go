@@ -28,6 +28,10 @@ type ScanOptions struct {
 type ScanReport struct {
 	Header *Header
 	Footer *Footer // nil when the footer could not be read
+	// FooterAuthenticated is set when the footer passed the checks of
+	// spec 6.2 1-7, its MAC included (the end-of-archive blocks after it
+	// may still be missing or cut): its member count can be trusted.
+	FooterAuthenticated bool
 	// Members is the number of complete members found (fn was called for
 	// each); Damaged the number found incomplete or unreadable.
 	Members, Damaged int
@@ -87,7 +91,8 @@ func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport
 		s.problem(ferr)
 	}
 	if f != nil {
-		if s.keys != nil && !f.Authenticate(s.keys) {
+		s.rep.FooterAuthenticated = s.keys != nil && f.Authenticate(s.keys)
+		if s.keys != nil && !s.rep.FooterAuthenticated {
 			s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch"))
 		}
 		s.rep.Footer = f
