@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // Member is a member as a reader returns it.
@@ -336,7 +335,10 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 	}
 	if compressed {
 		out := make([]byte, raw)
-		n, err := lz4.UncompressBlock(body, out)
+		n, err := lz4Decode(body, out)
+		if err == errLZ4End {
+			return nil, err
+		}
 		if err != nil || n != int(raw) || int(stored) >= n {
 			return nil, errors.New("bad LZ4 block")
 		}

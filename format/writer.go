@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // WriterOptions are the choices a writer makes for one archive.
@@ -703,7 +702,7 @@ func (c summaryChunk) plaintext(cs int) []byte {
 		return c.stored
 	}
 	out := make([]byte, cs)
-	n, err := lz4.UncompressBlock(c.stored, out)
+	n, err := lz4Decode(c.stored, out)
 	if err != nil || n != cs {
 		panic("cbfs writer: own summary chunk does not decompress")
 	}

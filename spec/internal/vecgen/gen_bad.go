@@ -398,6 +398,18 @@ func (g *gen) invalidMembers() {
 		f.Flags |= format.FlagLZ4
 		f.Plain = []byte{0xff, 0xff, 0xff, 0xff, 0x10}
 	})
+	// The end-of-block rules of the LZ4 block format (spec 5.5): blocks
+	// that decode, but that a reader MUST refuse.
+	lz4End := func(name, desc string, blk []byte) {
+		mb(name, desc, func(l *layout) {
+			f := c(l, 2, 0)
+			f.Flags |= format.FlagLZ4
+			f.Plain = blk
+		})
+	}
+	lz4End("lz4-ends-in-match", "a compressed content chunk whose LZ4 block ends in a match (abcd, then 16 bytes copied from offset 4): its last sequence is not literals only", []byte{0x4c, 'a', 'b', 'c', 'd', 4, 0})
+	lz4End("lz4-last-literals", "a compressed content chunk whose LZ4 block ends in one literal after a match: its last 5 bytes are not all literals", []byte{0x4c, 'a', 'b', 'c', 'd', 4, 0, 0x10, 'x'})
+	lz4End("lz4-match-late", "a compressed content chunk whose LZ4 block has a match starting 9 bytes before the end of its 23 bytes, less than 12", []byte{0x46, 'a', 'b', 'c', 'd', 4, 0, 0x00, 4, 0, 0x50, 'v', 'w', 'x', 'y', 'z'})
 	mb("lz4-nonfinal-short", "a compressed content chunk that is not the last decompresses to 4095 bytes", func(l *layout) {
 		f := c(l, 0, 0)
 		f.Flags |= format.FlagLZ4
