@@ -58,7 +58,7 @@ const (
 	cKeyf   = "keyfile"
 	// notIndex is an input that is not a master index at all.
 	notIndex = "not-index"
-	fail    = "fail"
+	fail     = "fail"
 )
 
 type gen struct {
