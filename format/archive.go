@@ -429,6 +429,9 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 	}
 	start := e.Offset + FrameHeaderSize + int64(fh.Len)
 	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, func(p []byte) error {
+		if len(p) > 0 && e.Meta != nil && emptyContent(e.Meta.Type) {
+			return newErr(ClassMember, physOf(start, R), int64(e.Number), "a %s has content: a member of this type has none", e.Meta.Type)
+		}
 		_, err := w.Write(p)
 		return err
 	})

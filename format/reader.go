@@ -54,6 +54,7 @@ type Reader struct {
 	payloads, dbufs *freeList
 
 	members  uint32
+	seq      memberSeq // the order of imported members and the trailer
 	sumWant  hash.Hash // summary plaintext as the members say it must be
 	sumGot   hash.Hash // summary plaintext as read
 	curEntry Entry
@@ -346,7 +347,14 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 	} else if stored != raw {
 		return nil, errors.New("stored and raw lengths differ in an uncompressed record")
 	}
-	return DecodeMeta(body)
+	m, err := DecodeMeta(body)
+	if err == nil {
+		err = m.checkFull()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func allZero(b []byte) bool {
@@ -400,9 +408,21 @@ func (rd *Reader) Next() (*Member, error) {
 		return nil, err
 	}
 	if j.fh.Kind == KindSummary {
+		if rd.keys != nil {
+			if bad := rd.seq.end(); bad != "" {
+				return nil, rd.fail(newErr(ClassMember, j.phys, -1, "%s", bad))
+			}
+		}
 		return nil, rd.finish(j)
 	}
 	m := &Member{Number: j.member, Offset: j.logical, PhysOffset: j.phys, Meta: j.meta}
+	if m.Meta != nil {
+		if bad := rd.seq.next(m.Meta); bad != "" {
+			e := newErr(ClassMember, j.phys, int64(j.member), "%s", bad)
+			e.Path = string(m.Meta.Path)
+			return nil, rd.fail(e)
+		}
+	}
 	rd.cur = m
 	rd.inBody = true
 	rd.chunk = nil
@@ -430,6 +450,11 @@ func (rd *Reader) nextChunk() ([]byte, error) {
 		return nil, rd.fail(newErr(ClassFrame, j.phys, int64(rd.cur.Number), "content frame expected"))
 	}
 	rd.held = j
+	if m := rd.cur.Meta; m != nil && emptyContent(m.Type) && len(j.plain) > 0 {
+		e := newErr(ClassMember, j.phys, int64(rd.cur.Number), "a %s has content: a member of this type has none", m.Type)
+		e.Path = string(m.Path)
+		return nil, rd.fail(e)
+	}
 	if j.fh.final() {
 		rd.lastFin = true
 		rd.curEntry.Length = j.logical + FrameHeaderSize + int64(j.fh.Len) - rd.curEntry.Offset

@@ -266,6 +266,34 @@ func (g *gen) invalidOuter() {
 	}
 }
 
+// crossedHeader is an archive whose summary crosses from data record 1
+// into data record 2, with record 2's ustar header changed (checksum
+// correct): random access reads the summary as logical bytes and does
+// not check the record headers inside the range it reads (spec 8.2).
+func (g *gen) crossedHeader() {
+	const name = "summary-crosses-record-header"
+	R := format.MinRecordSize
+	for x := R - 8000; ; x += 500 {
+		data := g.write(name, small, []mem{fileMem("big.bin", randBytes(name, x))})
+		l, err := parse(data, g.keyA)
+		if err != nil {
+			panic(err)
+		}
+		off := 0
+		for _, f := range l.Frames[:l.summary()] {
+			off += l.frameLen(f)
+		}
+		if off < R-3000 || off > R-1000 {
+			continue
+		}
+		h := 2*block + R + block // record 2's ustar header
+		copy(data[h+136:], "00000000000")
+		setChecksum(data[h : h+block])
+		g.bad(name, cTar, "", success, "the summary starts in data record 1 and ends in record 2, whose ustar header has another mtime (checksum correct): random access does not check headers inside the range it reads", data)
+		return
+	}
+}
+
 func (g *gen) invalidFrames() {
 	cs := format.MinChunkSize
 	fr := func(name, expect, keyless, ra, desc string, f func(l *layout)) {
@@ -473,6 +501,12 @@ func (g *gen) invalidMembers() {
 	tlv("meta-sparse-count", "metadata record: sparse extent count 2^40 in a 6-byte field", rec(tType, tPath, "0e0164", "1006808080808020"))
 	tlv("meta-xattrs-unsorted", "metadata record: xattr names b then a", rec(tType, tPath, "110902016201780161017a"))
 	tlv("meta-field-trailing", "metadata record: the mode field holds a uvarint and one more byte", rec(tType, tPath, "0403a40300", tTime, tSize))
+	// Field rules of spec 7.2 and 7.3.
+	tlv("meta-tarheader-empty", "metadata record: tag 18 (tar header bytes) present with an empty value", rec(tType, tPath, tMode, tTime, tSize, "1200"))
+	tlv("meta-type10-no-typeflag", "metadata record: a tar-other member (type 10) with tar header bytes but no typeflag (tag 20)", rec("01010a", tPath, "120100"))
+	tlv("meta-type9-no-tarheader", "metadata record: a tar-global member (type 9) without tar header bytes (tag 18): it exists only imported", rec("010109", tPath))
+	tlv("meta-type10-no-tarheader", "metadata record: a tar-other member (type 10, typeflag N) without tar header bytes (tag 18)", rec("01010a", tPath, "14014e"))
+	tlv("meta-xattr-name-empty", "metadata record: an xattr whose name is empty", rec(tType, tPath, tMode, tTime, tSize, "110401000178"))
 	valid := rec(tType, tPath, tMode, tTime, tSize)
 	meta("meta-padding", "metadata frame: a non-zero padding byte", func() []byte {
 		p := padMeta(valid, len(valid))
@@ -490,6 +524,66 @@ func (g *gen) invalidMembers() {
 	meta("meta-lz4-longer", "metadata frame: an LZ4 body that decompresses past the raw length", func() []byte {
 		return padMeta(lz4Block(append(bytes.Clone(valid), make([]byte, 200)...)), len(valid))
 	}, true)
+}
+
+// invalidSequence breaks the rules on the members of an archive taken
+// together (spec 7.3 content, 7.5 order) while every frame, the summary
+// and the footer stay consistent: only a reader that reads every member's
+// full record with the key finds it, and random access, which reads one
+// member at a time, finds only the content rule.
+func (g *gen) invalidSequence() {
+	same := func(_ uint32, r []byte) []byte { return summaryForm(r) }
+	// addMember appends a member, with an empty final content frame, as
+	// the last before the summary.
+	addMember := func(l *layout, m *format.Meta) {
+		n := uint32(0)
+		for _, f := range l.Frames {
+			if f.Kind == format.KindMeta {
+				n++
+			}
+		}
+		r := m.Encode(nil)
+		fs := []*frame{{Kind: format.KindMeta, Flags: format.FlagFinal, Stream: n, Plain: padMeta(r, len(r))},
+			{Kind: format.KindContent, Flags: format.FlagFinal, Stream: n}}
+		s := l.summary()
+		l.Frames = append(l.Frames[:s], append(fs, l.Frames[s:]...)...)
+	}
+	seq := func(name, ra, desc string, l *layout, f func(l *layout)) {
+		f(l)
+		l.setSummary(l.summaryPlain(same))
+		g.bad(name, cMember, success, ra, desc, l.build())
+	}
+	imported := func(name string) *layout {
+		l, err := parse(g.importTar(name, small, ustarTar()), g.keyA)
+		if err != nil {
+			panic(err)
+		}
+		return l
+	}
+	seq("seq-member-after-trailer", success, "an imported archive with a directory member after its trailer", imported("seq-member-after-trailer"), func(l *layout) {
+		addMember(l, &format.Meta{Type: format.TypeDir, Path: []byte("late"), Mode: 0o755})
+	})
+	seq("seq-two-trailers", success, "an imported archive with a second trailer after its trailer", imported("seq-two-trailers"), func(l *layout) {
+		addMember(l, &format.Meta{Type: format.TypeTrailer})
+	})
+	seq("seq-imported-no-trailer", success, "an imported archive whose trailer member was removed", imported("seq-imported-no-trailer"), func(l *layout) {
+		var n uint32
+		for _, f := range l.Frames {
+			if f.Kind == format.KindMeta {
+				n = f.Stream
+			}
+		}
+		i, j := l.member(n)
+		l.Frames = append(l.Frames[:i], l.Frames[j:]...)
+	})
+	seq("seq-mixed", success, "a packed archive (members not imported) followed by an imported directory and a trailer", g.base("seq-mixed", false), func(l *layout) {
+		addMember(l, &format.Meta{Type: format.TypeDir, Path: []byte("imported/"), TarHeader: hdrBlock("imported/", 0, '5', false)})
+		addMember(l, &format.Meta{Type: format.TypeTrailer})
+	})
+	seq("content-on-dir", "", "a directory member with one byte of content", g.base("content-on-dir", false), func(l *layout) {
+		i, _ := l.member(1)
+		l.Frames[i+1].Plain = []byte("x")
+	})
 }
 
 func (g *gen) invalidSummary() {
