@@ -325,9 +325,12 @@ func synthHeader(m *format.Meta, name string, size int64, last []paxRec) ([]byte
 	for _, r := range recs {
 		pax.WriteString(paxRecord(r.k, r.v))
 	}
-	dir, base := "", name
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		dir, base = name[:i+1], name[i+1:]
+	// The pax header is named after the path, even for a sparse file's
+	// stub name: GNU tar does not read some sparse files whose pax
+	// header is named inside GNUSparseFile.0/.
+	dir, base := "", path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		dir, base = path[:i+1], path[i+1:]
 	}
 	var xh format.Block
 	xh[156] = 'x'

@@ -118,3 +118,7 @@ func lz4EndRules(src []byte, n int) error {
 		out += ml
 	}
 }
+
+// DecodeLZ4Block decodes an LZ4 block into dst as every reader of the
+// format does (spec 5.5): the block format, and its end-of-block rules.
+func DecodeLZ4Block(src, dst []byte) (int, error) { return lz4Decode(src, dst) }
