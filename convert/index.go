@@ -375,7 +375,7 @@ func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.
 	}
 	h := rep.Header
 	members := uint64(0)
-	if rep.Footer != nil {
+	if rep.Footer != nil && rep.FooterAuthenticated {
 		members = rep.Footer.Members
 	}
 	for _, e := range entries {

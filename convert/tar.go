@@ -1,13 +1,11 @@
 package convert
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,7 +112,6 @@ func ExportTarWith(dst io.Writer, src io.Reader, key *crypt.Key, opt ExportOptio
 	}
 	defer r.Close()
 	bw := bufio.NewWriterSize(dst, 1<<20)
-	tw := tar.NewWriter(bw)
 	var pad int64 // zero padding owed by the last imported entry
 	trailer := false
 	for {
@@ -163,16 +160,15 @@ func ExportTarWith(dst io.Writer, src io.Reader, key *crypt.Key, opt ExportOptio
 				return err
 			}
 			pad = 0
-			if err := writeSynthesized(tw, bw, m, r); err != nil {
+			if err := writeSynthesized(bw, m, r); err != nil {
 				return err
 			}
 		}
 	}
 	if !trailer {
-		if err := writeZeros(bw, pad); err != nil {
-			return err
-		}
-		if err := tw.Close(); err != nil {
+		// The end of a plain tar: two zero blocks, no record padding
+		// (spec 7.6).
+		if err := writeZeros(bw, pad+2*format.BlockSize); err != nil {
 			return err
 		}
 	}
@@ -200,75 +196,202 @@ func writeZeros(w io.Writer, n int64) error {
 	return nil
 }
 
-// TarHeader builds the pax header of a member that was not imported.
-func TarHeader(m *format.Meta) (*tar.Header, error) {
-	h := &tar.Header{
-		Name:     string(m.Path),
-		Linkname: string(m.Link),
-		Mode:     int64(m.Mode),
-		Uid:      int(m.UID),
-		Gid:      int(m.GID),
-		Uname:    m.Uname,
-		Gname:    m.Gname,
-		ModTime:  m.MTime.Go(),
-		Devmajor: int64(m.DevMajor),
-		Devminor: int64(m.DevMinor),
-		Format:   tar.FormatPAX,
-	}
-	if m.ATime.Set {
-		h.AccessTime = m.ATime.Go()
-	}
-	if m.CTime.Set {
-		h.ChangeTime = m.CTime.Go()
-	}
-	switch m.Type {
-	case format.TypeRegular:
-		h.Typeflag, h.Size = tar.TypeReg, m.Size
-	case format.TypeDir:
-		h.Typeflag = tar.TypeDir
-	case format.TypeSymlink:
-		h.Typeflag = tar.TypeSymlink
-	case format.TypeHardlink:
-		h.Typeflag = tar.TypeLink
-	case format.TypeChar:
-		h.Typeflag = tar.TypeChar
-	case format.TypeBlock:
-		h.Typeflag = tar.TypeBlock
-	case format.TypeFifo:
-		h.Typeflag = tar.TypeFifo
-	default:
-		return nil, fmt.Errorf("a %s member has no plain tar form", m.Type)
-	}
-	if len(m.Xattrs) > 0 {
-		h.PAXRecords = make(map[string]string, len(m.Xattrs))
-		for _, x := range m.Xattrs {
-			h.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
+// Export of a member that was not imported (spec 7.6): a pax extended
+// header when any record is needed, a ustar header block, the content,
+// and zero padding to a whole block. Every byte of it is a function of
+// the metadata record, so that every exporter writes the same plain tar.
+
+// Limits of the ustar numeric fields: 7 octal digits and 11 octal digits.
+const (
+	max7  = 1<<21 - 1
+	max11 = 1<<33 - 1
+)
+
+// ascii is s without its bytes of 0x80 and above.
+func ascii(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x80 {
+			b = append(b, s[i])
 		}
 	}
-	return h, nil
+	return string(b)
 }
 
-func writeSynthesized(tw *tar.Writer, raw io.Writer, m *format.Member, content io.Reader) error {
-	if m.Meta.Sparse != nil {
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		return writeSparse(raw, m, content)
+func isASCII(s string) bool { return ascii(s) == s }
+
+// field copies s into f, cut to f's length. When s is cut and the field
+// ends in '/', the first byte of that final run of '/' becomes NUL, so
+// that no reader takes a cut name for a directory's.
+func field(f []byte, s string) {
+	copy(f, s)
+	if len(s) > len(f) && f[len(f)-1] == '/' {
+		f[len(strings.TrimRight(string(f), "/"))] = 0
 	}
-	h, err := TarHeader(m.Meta)
+}
+
+// tarTypeflag is the ustar typeflag of a member type that has a plain tar
+// form of its own.
+func tarTypeflag(t format.Type) (byte, bool) {
+	switch t {
+	case format.TypeRegular:
+		return '0', true
+	case format.TypeDir:
+		return '5', true
+	case format.TypeSymlink:
+		return '2', true
+	case format.TypeHardlink:
+		return '1', true
+	case format.TypeChar:
+		return '3', true
+	case format.TypeBlock:
+		return '4', true
+	case format.TypeFifo:
+		return '6', true
+	}
+	return 0, false
+}
+
+type paxRec struct{ k, v string }
+
+// synthHeader returns the header bytes of a member that was not imported:
+// the pax extended header (if any) and the ustar block. name is the
+// ustar name (the path, or a sparse file's stub name), size the data
+// area's size, and last the records that follow the sorted ones.
+func synthHeader(m *format.Meta, name string, size int64, last []paxRec) ([]byte, error) {
+	tf, ok := tarTypeflag(m.Type)
+	if !ok {
+		return nil, fmt.Errorf("a %s member has no plain tar form", m.Type)
+	}
+	path, link := string(m.Path), string(m.Link)
+	for _, s := range []string{path, link, m.Uname, m.Gname} {
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, errors.New("a NUL byte in its path, link target, user or group name")
+		}
+	}
+	if m.DevMajor > max7 || m.DevMinor > max7 {
+		return nil, fmt.Errorf("device number %d,%d over the ustar field's %d", m.DevMajor, m.DevMinor, max7)
+	}
+	var recs []paxRec
+	if len(name) > 100 || !isASCII(name) {
+		recs = append(recs, paxRec{"path", name})
+	}
+	if len(link) > 100 || !isASCII(link) {
+		recs = append(recs, paxRec{"linkpath", link})
+	}
+	if m.UID > max7 {
+		recs = append(recs, paxRec{"uid", strconv.FormatUint(m.UID, 10)})
+	}
+	if m.GID > max7 {
+		recs = append(recs, paxRec{"gid", strconv.FormatUint(m.GID, 10)})
+	}
+	if len(m.Uname) > 32 || !isASCII(m.Uname) {
+		recs = append(recs, paxRec{"uname", m.Uname})
+	}
+	if len(m.Gname) > 32 || !isASCII(m.Gname) {
+		recs = append(recs, paxRec{"gname", m.Gname})
+	}
+	if size > max11 {
+		recs = append(recs, paxRec{"size", strconv.FormatInt(size, 10)})
+	}
+	mt := m.MTime
+	if mt.Set && (mt.Nsec != 0 || mt.Sec < 0 || mt.Sec > max11) {
+		recs = append(recs, paxRec{"mtime", paxTime(mt)})
+	}
+	if m.ATime.Set {
+		recs = append(recs, paxRec{"atime", paxTime(m.ATime)})
+	}
+	if m.CTime.Set {
+		recs = append(recs, paxRec{"ctime", paxTime(m.CTime)})
+	}
+	for _, x := range m.Xattrs {
+		if strings.ContainsAny(x.Name, "=\x00") {
+			return nil, fmt.Errorf("xattr name %q holds '=' or NUL, which a pax record key cannot", x.Name)
+		}
+		recs = append(recs, paxRec{"SCHILY.xattr." + x.Name, string(x.Value)})
+	}
+	slices.SortFunc(recs, func(a, b paxRec) int { return strings.Compare(a.k, b.k) })
+	recs = append(recs, last...)
+
+	num := func(v uint64, max uint64) uint64 {
+		if v > max {
+			return 0
+		}
+		return v
+	}
+	mtime := uint64(0)
+	if mt.Set && mt.Sec >= 0 && mt.Sec <= max11 {
+		mtime = uint64(mt.Sec)
+	}
+	hdr := ustarBlock(tf)
+	field(hdr[0:100], ascii(name))
+	field(hdr[100:108], octal(uint64(m.Mode), 8))
+	field(hdr[108:116], octal(num(m.UID, max7), 8))
+	field(hdr[116:124], octal(num(m.GID, max7), 8))
+	field(hdr[124:136], octal(num(uint64(size), max11), 12))
+	field(hdr[136:148], octal(mtime, 12))
+	field(hdr[157:257], ascii(link))
+	field(hdr[265:297], ascii(m.Uname))
+	field(hdr[297:329], ascii(m.Gname))
+	field(hdr[329:337], octal(m.DevMajor, 8))
+	field(hdr[337:345], octal(m.DevMinor, 8))
+	hdr.SetChecksum()
+	if len(recs) == 0 {
+		return hdr[:], nil
+	}
+
+	var pax strings.Builder
+	for _, r := range recs {
+		pax.WriteString(paxRecord(r.k, r.v))
+	}
+	// The pax header is named after the path, even for a sparse file's
+	// stub name: GNU tar does not read some sparse files whose pax
+	// header is named inside GNUSparseFile.0/.
+	dir, base := "", path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		dir, base = path[:i+1], path[i+1:]
+	}
+	var xh format.Block
+	xh[156] = 'x'
+	copy(xh[257:265], "ustar\x0000")
+	field(xh[0:100], strings.TrimRight(truncate(ascii(dir+"PaxHeaders.0/"+base), 100), "/"))
+	field(xh[100:108], octal(0, 8))
+	field(xh[108:116], octal(0, 8))
+	field(xh[116:124], octal(0, 8))
+	field(xh[124:136], octal(uint64(pax.Len()), 12))
+	field(xh[136:148], octal(0, 12))
+	xh.SetChecksum()
+	out := make([]byte, 0, 2*format.BlockSize+pax.Len()+format.BlockSize)
+	out = append(out, xh[:]...)
+	out = append(out, pax.String()...)
+	out = append(out, make([]byte, padLen(int64(pax.Len())))...)
+	return append(out, hdr[:]...), nil
+}
+
+func writeSynthesized(w io.Writer, m *format.Member, content io.Reader) error {
+	if m.Meta.Sparse != nil {
+		return writeSparse(w, m, content)
+	}
+	meta := m.Meta
+	size := int64(0)
+	if meta.Type == format.TypeRegular {
+		size = meta.Size
+	}
+	h, err := synthHeader(meta, string(meta.Path), size, nil)
 	if err != nil {
 		return plainTarErr(m, err)
 	}
-	if err := tw.WriteHeader(h); err != nil {
-		return plainTarErr(m, err)
+	if _, err := w.Write(h); err != nil {
+		return err
 	}
-	if _, err := io.Copy(tw, content); err != nil {
-		return plainTarErr(m, err)
+	n, err := io.Copy(w, content)
+	if err != nil {
+		return memberErr(m, err)
 	}
-	if err := tw.Flush(); err != nil {
-		return plainTarErr(m, err)
+	if n != size {
+		return plainTarErr(m, fmt.Errorf("content of %d bytes, its size field says %d", n, size))
 	}
-	return nil
+	return writeZeros(w, padLen(size))
 }
 
 // plainTarErr classifies a member that has no plain tar form (a size that
@@ -284,14 +407,12 @@ func plainTarErr(m *format.Member, err error) error {
 }
 
 // writeSparse writes a sparse member in the GNU pax sparse format 1.0,
-// which GNU tar, bsdtar and Go extract with holes: GNU.sparse.* records in
-// the pax header, the map in front of the data. Go's tar.Writer drops
-// GNU.sparse.* records, so the pax header and the main header are built
-// here and written to w directly; tw has no entry open at this point.
+// which GNU tar, bsdtar and Go extract with holes: GNU.sparse.* records
+// after the other pax records, the map in front of the data.
 func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
 	meta := m.Meta
 	if meta.Type != format.TypeRegular {
-		return memberErr(m, fmt.Errorf("a sparse %s", meta.Type))
+		return plainTarErr(m, fmt.Errorf("a sparse %s", meta.Type))
 	}
 	ext := meta.Sparse
 	// A map that stops short of the size ends with a zero-length extent
@@ -309,72 +430,18 @@ func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
 	}
 	mp.Write(make([]byte, padLen(int64(mp.Len()))))
 	size := int64(mp.Len()) + data
-
 	name := string(meta.Path)
-	stub := sparseStubName(name)
-	var recs []string
-	hdr := ustarBlock('0')
-	if !putName(hdr, stub) {
-		recs = append(recs, paxRecord("path", stub))
-	}
-	copy(hdr[100:108], octal(int64(meta.Mode), 8))
-	for i, id := range []uint64{meta.UID, meta.GID} {
-		if id > 0o7777777 {
-			recs = append(recs, paxRecord([]string{"uid", "gid"}[i], strconv.FormatUint(id, 10)))
-			id = 0
-		}
-		copy(hdr[108+8*i:116+8*i], octal(int64(id), 8))
-	}
-	if size > 0o77777777777 {
-		recs = append(recs, paxRecord("size", strconv.FormatInt(size, 10)))
-		copy(hdr[124:136], octal(0, 12))
-	} else {
-		copy(hdr[124:136], octal(size, 12))
-	}
-	mtime := int64(0)
-	if meta.MTime.Set && meta.MTime.Sec >= 0 && meta.MTime.Sec <= 0o77777777777 {
-		mtime = meta.MTime.Sec
-	}
-	copy(hdr[136:148], octal(mtime, 12))
-	for i, t := range []format.Time{meta.MTime, meta.ATime, meta.CTime} {
-		if t.Set {
-			recs = append(recs, paxRecord([]string{"mtime", "atime", "ctime"}[i], paxTime(t)))
-		}
-	}
-	for i, n := range []string{meta.Uname, meta.Gname} {
-		if len(n) > 31 {
-			recs = append(recs, paxRecord([]string{"uname", "gname"}[i], n))
-			n = n[:31]
-		}
-		copy(hdr[265+32*i:297+32*i], n)
-	}
-	for _, x := range meta.Xattrs {
-		recs = append(recs, paxRecord("SCHILY.xattr."+x.Name, string(x.Value)))
-	}
 	// The sparse records come last: GNU tar applies records in order,
 	// and GNU.sparse.name must win over path.
-	recs = append(recs, paxRecord("GNU.sparse.major", "1"), paxRecord("GNU.sparse.minor", "0"),
-		paxRecord("GNU.sparse.name", name), paxRecord("GNU.sparse.realsize", strconv.FormatInt(meta.Size, 10)))
-	hdr.SetChecksum()
-	pax := strings.Join(recs, "")
-
-	dir, base := path.Split(name)
-	xh := ustarBlock('x')
-	putName(xh, truncate(dir+"PaxHeaders.0/"+base, 100))
-	copy(xh[100:108], octal(0o644, 8))
-	copy(xh[108:116], octal(0, 8))
-	copy(xh[116:124], octal(0, 8))
-	copy(xh[124:136], octal(int64(len(pax)), 12))
-	copy(xh[136:148], octal(mtime, 12))
-	xh.SetChecksum()
-
-	out := make([]byte, 0, 3*format.BlockSize+len(pax)+mp.Len())
-	out = append(out, xh[:]...)
-	out = append(out, pax...)
-	out = append(out, make([]byte, padLen(int64(len(pax))))...)
-	out = append(out, hdr[:]...)
-	out = append(out, mp.Bytes()...)
-	if _, err := w.Write(out); err != nil {
+	h, err := synthHeader(meta, sparseStubName(name), size, []paxRec{{"GNU.sparse.major", "1"}, {"GNU.sparse.minor", "0"},
+		{"GNU.sparse.name", name}, {"GNU.sparse.realsize", strconv.FormatInt(meta.Size, 10)}})
+	if err != nil {
+		return plainTarErr(m, err)
+	}
+	if _, err := w.Write(h); err != nil {
+		return err
+	}
+	if _, err := w.Write(mp.Bytes()); err != nil {
 		return err
 	}
 	n, err := io.Copy(w, content)
@@ -382,10 +449,9 @@ func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
 		return memberErr(m, err)
 	}
 	if n != data {
-		return memberErr(m, fmt.Errorf("sparse content of %d bytes, its extents hold %d", n, data))
+		return plainTarErr(m, fmt.Errorf("sparse content of %d bytes, its extents hold %d", n, data))
 	}
-	_, err = w.Write(make([]byte, padLen(size)))
-	return err
+	return writeZeros(w, padLen(size))
 }
 
 func padLen(n int64) int64 { return (format.BlockSize - n%format.BlockSize) % format.BlockSize }
@@ -401,28 +467,10 @@ func ustarBlock(typeflag byte) *format.Block {
 	return &b
 }
 
-// putName stores name in the name field, or split over the prefix and
-// name fields; false if it fits neither way.
-func putName(b *format.Block, name string) bool {
-	if len(name) <= 100 {
-		copy(b[0:100], name)
-		return true
-	}
-	for i := min(len(name)-1, 155); i > 0; i-- {
-		if name[i] == '/' && len(name)-i-1 <= 100 && i < len(name)-1 {
-			copy(b[345:500], name[:i])
-			copy(b[0:100], name[i+1:])
-			return true
-		}
-	}
-	copy(b[0:100], name[:100])
-	return false
-}
-
 func truncate(s string, n int) string { return s[:min(len(s), n)] }
 
 // octal formats a numeric field: zero-padded octal digits and a NUL.
-func octal(v int64, width int) string { return fmt.Sprintf("%0*o\x00", width-1, v) }
+func octal(v uint64, width int) string { return fmt.Sprintf("%0*o\x00", width-1, v) }
 
 // paxRecord formats one pax record, "<length> <key>=<value>\n", where the
 // length counts the whole record, its own digits included.

@@ -59,15 +59,15 @@ type KeySizeError struct {
 	// TrailingNewline is set when the file is one or two bytes too long
 	// and ends in a newline: the usual damage done by a text editor.
 	TrailingNewline bool
-	// AtLeast is set when Size is only what was read of a pipe or a
-	// device that had more to give.
+	// AtLeast is set when a pipe or a device gave more than KeySize+2
+	// bytes: how many more is not known.
 	AtLeast bool
 }
 
 func (e *KeySizeError) Error() string {
 	size := fmt.Sprintf("%d bytes", e.Size)
 	if e.AtLeast {
-		size = fmt.Sprintf("more than %d bytes", KeySize)
+		size = fmt.Sprintf("more than %d bytes", KeySize+2)
 	}
 	msg := fmt.Sprintf("key file %s: %s, a key file holds exactly %d raw bytes", e.Path, size, KeySize)
 	if e.TrailingNewline {
@@ -97,8 +97,10 @@ func ReadKeyFile(path string) (*Key, []KeyFileWarning, error) {
 	if !st.Mode().IsRegular() && st.Mode()&fs.ModeNamedPipe == 0 && st.Mode()&fs.ModeCharDevice == 0 {
 		return nil, nil, fmt.Errorf("key file %s: not a regular file", path)
 	}
-	// Read one byte more than a key so that a longer file is told apart.
-	buf := make([]byte, KeySize+2)
+	// Read up to KeySize+3 bytes: of a pipe or a device, up to KeySize+2
+	// bytes the size is then known exactly (and a line ending after the
+	// key can be named); a full buffer says only "more than KeySize+2".
+	buf := make([]byte, KeySize+3)
 	n, err := io.ReadFull(f, buf)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, nil, fmt.Errorf("key file %s: %w", path, unwrapPathErr(err))

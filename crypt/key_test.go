@@ -69,13 +69,15 @@ func TestReadKeyFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 	// Of a device or a pipe only what was read is known.
-	if _, _, err := ReadKeyFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "more than 32 bytes") {
+	if _, _, err := ReadKeyFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "more than 34 bytes") {
 		t.Errorf("/dev/zero: %v", err)
 	}
 	for _, c := range []struct {
 		body []byte
 		want string
-	}{{bytes.Repeat(key, 3), "more than 32 bytes"}, {key[:20], "20 bytes"}} {
+	}{{bytes.Repeat(key, 3), "more than 34 bytes"}, {key[:20], "20 bytes"}, {append(bytes.Clone(key), 'x', 'y', 'z'), "more than 34 bytes"},
+		// 34 bytes from a pipe are told from more: the size and the hint.
+		{append(bytes.Clone(key), '\r', '\n'), "34 bytes, a key file holds exactly 32 raw bytes (it ends in a newline"}} {
 		r, w, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)

@@ -162,10 +162,13 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 		return nil, newErr(ClassFooter, off, -1, "footer record of %d bytes", bsize)
 	}
 	body := rec[BlockSize:]
+	if err := checkFooterFrame(body[:bsize]); err != nil {
+		return nil, withOffset(err, off+BlockSize)
+	}
 	if !allZero(body[bsize:]) {
 		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "record padding is not zero")
 	}
-	f, err := parseFooterFrame(body[:bsize])
+	f, err := DecodeFooter(body[FrameHeaderSize:bsize])
 	if err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
@@ -183,6 +186,9 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	last := int64(f.StreamLength) - (records-1)*R
 	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+padLen(last) != off || uint64(records+1) != recNum {
 		return nil, newErr(ClassFooter, off, -1, "footer's stream length does not match the archive's layout")
+	}
+	if unit := summaryFrameLen(int64(a.Header.ChunkSize)) + FrameHeaderSize; f.SummaryLength == 0 || f.SummaryLength%uint64(unit) != 0 {
+		return nil, newErr(ClassFooter, off, -1, "footer's summary length %d is not a whole number of %d-byte summary frames", f.SummaryLength, unit)
 	}
 	return f, nil
 }
@@ -223,11 +229,16 @@ func summaryEnds(entries []Entry, summaryOffset int64) error {
 	return nil
 }
 
+// minEntryLen is the smallest summary entry: a 1-byte offset, a 2-byte
+// length (at least minMemberLen), a 1-byte meta-len and a 5-byte record.
+const minEntryLen = 9
+
 // DecodeSummary parses a summary's plaintext; want is the member count the
 // footer gives.
 func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
-	// Each entry takes at least 5 bytes: a count beyond that is a lie.
-	if want > uint64(len(p))/5+1 {
+	// Each entry takes at least 9 bytes (spec 8.1): a count beyond that
+	// is a lie, found before allocating for it.
+	if want > uint64(len(p))/minEntryLen {
 		return nil, fmt.Errorf("footer counts %d members, the summary has room for fewer", want)
 	}
 	entries := make([]Entry, 0, want)
@@ -418,6 +429,9 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 	}
 	start := e.Offset + FrameHeaderSize + int64(fh.Len)
 	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, func(p []byte) error {
+		if len(p) > 0 && e.Meta != nil && emptyContent(e.Meta.Type) {
+			return newErr(ClassMember, physOf(start, R), int64(e.Number), "a %s has content: a member of this type has none", e.Meta.Type)
+		}
 		_, err := w.Write(p)
 		return err
 	})

@@ -1,6 +1,7 @@
 package format
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/cbfs/cbfs/format/lz4enc"
@@ -45,3 +46,79 @@ func (c *compressor) compress(dst, src []byte) []byte {
 // compressors are reused across writers: each carries a hash table that
 // would otherwise be allocated for every chunk.
 var compressors = sync.Pool{New: func() any { return new(compressor) }}
+
+// errLZ4End is an LZ4 block that breaks the end-of-block rules.
+var errLZ4End = errors.New("the LZ4 block breaks the end-of-block rules")
+
+// lz4Decode decodes the LZ4 block src into dst and checks the block
+// format's end-of-block rules, which a reader MUST enforce (spec 5.5): the
+// last sequence holds only literals (a block does not end in a match),
+// every match starts at least 12 bytes before the end of the block, and
+// the last 5 bytes are literals.
+func lz4Decode(src, dst []byte) (int, error) {
+	n, err := lz4.UncompressBlock(src, dst)
+	if err != nil {
+		return 0, err
+	}
+	if err := lz4EndRules(src, n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// lz4EndRules walks the sequences of a block that decoded to n bytes.
+func lz4EndRules(src []byte, n int) error {
+	i, out := 0, 0
+	length := func(v int) (int, bool) {
+		if v != 15 {
+			return v, true
+		}
+		for {
+			if i >= len(src) {
+				return 0, false
+			}
+			b := src[i]
+			i++
+			v += int(b)
+			if b != 255 {
+				return v, true
+			}
+		}
+	}
+	for {
+		if i >= len(src) {
+			return errLZ4End // empty, or the last sequence ended in a match
+		}
+		tok := src[i]
+		i++
+		lit, ok := length(int(tok >> 4))
+		if !ok || lit > len(src)-i {
+			return errLZ4End
+		}
+		i += lit
+		out += lit
+		if i == len(src) {
+			if out != n {
+				return errLZ4End
+			}
+			return nil
+		}
+		if len(src)-i < 2 {
+			return errLZ4End
+		}
+		i += 2
+		ml, ok := length(int(tok & 15))
+		if !ok {
+			return errLZ4End
+		}
+		ml += 4
+		if out > n-12 || out+ml > n-5 {
+			return errLZ4End
+		}
+		out += ml
+	}
+}
+
+// DecodeLZ4Block decodes an LZ4 block into dst as every reader of the
+// format does (spec 5.5): the block format, and its end-of-block rules.
+func DecodeLZ4Block(src, dst []byte) (int, error) { return lz4Decode(src, dst) }

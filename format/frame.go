@@ -6,7 +6,6 @@ import (
 	"hash/crc32"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // Format version written by this code. Readers accept any minor version of
@@ -183,7 +182,10 @@ func openChunk(keys *crypt.ArchiveKeys, fh frameHeader, ad, payload []byte, stre
 		plain = plain[4 : 4+n]
 	}
 	if fh.lz4() {
-		n, err := lz4.UncompressBlock(plain, dbuf[:cs])
+		n, err := lz4Decode(plain, dbuf[:cs])
+		if err == errLZ4End {
+			return nil, "bad LZ4 block: " + err.Error()
+		}
 		if err != nil || n <= len(plain) {
 			return nil, "bad LZ4 block"
 		}

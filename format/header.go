@@ -52,7 +52,9 @@ func (h *Header) Encode() []byte { return append(h.encodeNoMAC(), h.MAC[:]...) }
 // which needs the key (see Header.Authenticate).
 func DecodeHeader(p []byte) (*Header, error) {
 	if len(p) < 10 || !bytes.Equal(p[:8], headerMagic) {
-		return nil, ErrNotCBFS
+		// Record 0 was recognised as CBFS (spec 6.1 step 1): another
+		// magic there is damage.
+		return nil, newErr(ClassHeader, -1, -1, "damaged CBFS archive header: the header magic is not CBFSARCH")
 	}
 	h := &Header{Major: p[8], Minor: p[9]}
 	if h.Major != Major {
@@ -143,7 +145,9 @@ func DecodeFooter(p []byte) (*Footer, error) {
 	}
 	f := &Footer{Major: p[8], Minor: p[9]}
 	if f.Major != Major {
-		return nil, &VersionError{f.Major, f.Minor}
+		// The header decides the version (spec 9): a footer of another
+		// major in a version 1 archive is damage.
+		return nil, newErr(ClassFooter, -1, -1, "footer major version %d in a version %d archive", f.Major, Major)
 	}
 	if len(p) != FooterSize {
 		return nil, newErr(ClassFooter, -1, -1, "footer is %d bytes, want %d", len(p), FooterSize)

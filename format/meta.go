@@ -307,6 +307,9 @@ func (m *Meta) Validate() error {
 	}
 	total := 0
 	for i, x := range m.Xattrs {
+		if x.Name == "" {
+			return errors.New("an xattr with an empty name")
+		}
 		if i > 0 && m.Xattrs[i-1].Name >= x.Name {
 			return errors.New("xattrs not sorted by name, or a name repeats")
 		}
@@ -317,6 +320,9 @@ func (m *Meta) Validate() error {
 	}
 	if m.Typeflag != 0 && m.Type != TypeTarOther {
 		return errors.New("typeflag on a member that is not tar-other")
+	}
+	if m.Type == TypeTarOther && m.Typeflag == 0 {
+		return errors.New("a tar-other member without its typeflag")
 	}
 	for i, f := range m.Optional {
 		if f.Tag < firstOptionalTag || (i > 0 && m.Optional[i-1].Tag >= f.Tag) {
@@ -513,4 +519,58 @@ func DecodeMeta(b []byte) (*Meta, error) {
 // canonical reports whether enc is what Encode writes for m.
 func canonical(m *Meta, enc []byte) bool {
 	return bytes.Equal(m.Encode(nil), enc)
+}
+
+// checkFull checks the rules of spec 7.2 that need the full record, not
+// its summary form: a tar-global or tar-other member exists only as an
+// imported entry, so it carries its tar header bytes.
+func (m *Meta) checkFull() error {
+	if (m.Type == TypeTarGlobal || m.Type == TypeTarOther) && len(m.TarHeader) == 0 {
+		return fmt.Errorf("a %s member without its tar header bytes (tag 18)", m.Type)
+	}
+	return nil
+}
+
+// emptyContent reports whether members of type t MUST have empty content
+// (spec 7.3): directories, links, devices, fifos and tombstones, imported
+// or not.
+func emptyContent(t Type) bool { return t >= TypeDir && t <= TypeTombstone }
+
+// memberSeq checks the order of an archive's members (spec 7.5): an
+// imported archive is imported entries and tombstones, then exactly one
+// trailer, last; any other archive has no imported entry and no trailer.
+type memberSeq struct{ imported, plain, trailer bool }
+
+// next takes the next member's full record; it says what is wrong, or "".
+func (s *memberSeq) next(m *Meta) string {
+	if s.trailer {
+		return "a member after the trailer (the trailer is the last member)"
+	}
+	switch {
+	case m.Type == TypeTrailer:
+		s.trailer = true
+		if s.plain {
+			return "a trailer in an archive with members that were not imported"
+		}
+	case len(m.TarHeader) > 0:
+		s.imported = true
+		if s.plain {
+			return "an imported member in an archive with members that were not imported"
+		}
+	case m.Type == TypeTombstone:
+	default:
+		s.plain = true
+		if s.imported {
+			return "a member that was not imported in an imported archive"
+		}
+	}
+	return ""
+}
+
+// end says what is wrong once every member has been seen, or "".
+func (s *memberSeq) end() string {
+	if s.imported && !s.trailer {
+		return "an imported archive without its trailer"
+	}
+	return ""
 }

@@ -14,7 +14,6 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // Member is a member as a reader returns it.
@@ -55,6 +54,7 @@ type Reader struct {
 	payloads, dbufs *freeList
 
 	members  uint32
+	seq      memberSeq // the order of imported members and the trailer
 	sumWant  hash.Hash // summary plaintext as the members say it must be
 	sumGot   hash.Hash // summary plaintext as read
 	curEntry Entry
@@ -336,7 +336,10 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 	}
 	if compressed {
 		out := make([]byte, raw)
-		n, err := lz4.UncompressBlock(body, out)
+		n, err := lz4Decode(body, out)
+		if err == errLZ4End {
+			return nil, err
+		}
 		if err != nil || n != int(raw) || int(stored) >= n {
 			return nil, errors.New("bad LZ4 block")
 		}
@@ -344,7 +347,14 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 	} else if stored != raw {
 		return nil, errors.New("stored and raw lengths differ in an uncompressed record")
 	}
-	return DecodeMeta(body)
+	m, err := DecodeMeta(body)
+	if err == nil {
+		err = m.checkFull()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func allZero(b []byte) bool {
@@ -398,9 +408,21 @@ func (rd *Reader) Next() (*Member, error) {
 		return nil, err
 	}
 	if j.fh.Kind == KindSummary {
+		if rd.keys != nil {
+			if bad := rd.seq.end(); bad != "" {
+				return nil, rd.fail(newErr(ClassMember, j.phys, -1, "%s", bad))
+			}
+		}
 		return nil, rd.finish(j)
 	}
 	m := &Member{Number: j.member, Offset: j.logical, PhysOffset: j.phys, Meta: j.meta}
+	if m.Meta != nil {
+		if bad := rd.seq.next(m.Meta); bad != "" {
+			e := newErr(ClassMember, j.phys, int64(j.member), "%s", bad)
+			e.Path = string(m.Meta.Path)
+			return nil, rd.fail(e)
+		}
+	}
 	rd.cur = m
 	rd.inBody = true
 	rd.chunk = nil
@@ -428,6 +450,11 @@ func (rd *Reader) nextChunk() ([]byte, error) {
 		return nil, rd.fail(newErr(ClassFrame, j.phys, int64(rd.cur.Number), "content frame expected"))
 	}
 	rd.held = j
+	if m := rd.cur.Meta; m != nil && emptyContent(m.Type) && len(j.plain) > 0 {
+		e := newErr(ClassMember, j.phys, int64(rd.cur.Number), "a %s has content: a member of this type has none", m.Type)
+		e.Path = string(m.Path)
+		return nil, rd.fail(e)
+	}
 	if j.fh.final() {
 		rd.lastFin = true
 		rd.curEntry.Length = j.logical + FrameHeaderSize + int64(j.fh.Len) - rd.curEntry.Offset
@@ -545,20 +572,26 @@ func physOf(l, size int64) int64 {
 }
 
 func (pr *physReader) readHeaderRecord() (*Header, error) {
+	// Step 1: recognise the input. What is not recognisably CBFS is not
+	// a CBFS archive; what is, is damaged when any later check fails.
+	head, err := pr.r.Peek(2 * BlockSize)
+	if !cbfsSignature(head) {
+		if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+			return nil, err
+		}
+		return nil, ErrNotCBFS
+	}
 	var b Block
 	if err := pr.readRaw(b[:]); err != nil {
-		return nil, ErrNotCBFS
+		return nil, errHeaderDamaged("the input ends inside record 0's ustar header (%d bytes)", len(head))
 	}
-	if err := b.VerifyChecksum(); err != nil {
-		return nil, ErrNotCBFS
+	// Step 2: the name gives the archive id; then the whole ustar header
+	// must be the canonical one (spec 4.2).
+	id, ok := recordZeroName(b[0:100])
+	if !ok {
+		return nil, errHeaderDamaged("record 0's name is not cbfs-<32 lowercase hex digits>/0000000000")
 	}
-	name := string(b.Name())
-	if len(name) != len("cbfs-")+32+11 || name[:5] != "cbfs-" {
-		return nil, ErrNotCBFS
-	}
-	if _, err := hex.Decode(pr.id[:], []byte(name[5:37])); err != nil {
-		return nil, ErrNotCBFS
-	}
+	pr.id = id
 	size, err := parseOuterHeader(&b, pr.id, 0)
 	if err != nil {
 		return nil, newErr(ClassTar, 0, -1, "%v", err)
@@ -575,11 +608,16 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 		return nil, err
 	}
 	p := body[FrameHeaderSize:size]
-	if bytes.Equal(p[:8], headerMagic) && p[8] != Major {
-		return nil, &VersionError{p[8], p[9]}
-	}
 	fh, bad := parseFrameHeader(body)
-	if bad != "" || fh.Kind != KindHeader || fh.Flags != FlagFinal || int64(fh.Len) != size-FrameHeaderSize {
+	v1Frame := bad == "" && fh.Kind == KindHeader && fh.Flags == FlagFinal && int64(fh.Len) == size-FrameHeaderSize
+	if bytes.Equal(p[:8], headerMagic) && p[8] != Major {
+		// A frame laid out as v1's whose CRC fails is a damaged v1
+		// header (a flipped major byte), not a newer version.
+		if !v1Frame || frameCRC(body, p) == fh.CRC {
+			return nil, &VersionError{p[8], p[9]}
+		}
+	}
+	if !v1Frame {
 		return nil, newErr(ClassHeader, BlockSize, -1, "bad header frame")
 	}
 	if frameCRC(body, p) != fh.CRC {
@@ -602,6 +640,42 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 	return h, nil
 }
 
+// cbfsSignature reports whether the start of an input is recognisably a
+// CBFS archive (spec 6.1 step 1): its first bytes are a record name's
+// "cbfs-", or record 0's body holds the header magic where every version
+// keeps it. head is as much of the first 1024 bytes as the input has.
+func cbfsSignature(head []byte) bool {
+	if bytes.HasPrefix(head, []byte("cbfs-")) {
+		return true
+	}
+	const at = BlockSize + FrameHeaderSize
+	return len(head) >= at+len(headerMagic) && bytes.Equal(head[at:at+len(headerMagic)], headerMagic)
+}
+
+// errHeaderDamaged is record 0 of a recognisable CBFS archive that breaks
+// a rule of spec 6.1 step 2: damage, not "not a CBFS archive".
+func errHeaderDamaged(what string, args ...any) error {
+	return newErr(ClassHeader, 0, -1, "damaged CBFS archive header: "+what, args...)
+}
+
+// recordZeroName checks that name is record 0's name (spec 4.3): cbfs-,
+// 32 lowercase hex digits, /0000000000, and 52 NUL bytes; it returns the
+// archive id.
+func recordZeroName(field []byte) ([crypt.IDSize]byte, bool) {
+	var id [crypt.IDSize]byte
+	const n = len("cbfs-") + 2*crypt.IDSize + len("/0000000000")
+	if !bytes.HasPrefix(field, []byte("cbfs-")) || !bytes.Equal(field[n-11:n], []byte("/0000000000")) || !allZero(field[n:100]) {
+		return id, false
+	}
+	for _, c := range field[5 : 5+2*crypt.IDSize] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return id, false
+		}
+	}
+	hex.Decode(id[:], field[5:5+2*crypt.IDSize])
+	return id, true
+}
+
 func (pr *physReader) finishRecord() error {
 	if pr.cursize == 0 {
 		return nil
@@ -621,7 +695,7 @@ func (pr *physReader) readLogical(p []byte) error {
 	for len(p) > 0 {
 		if pr.left == 0 {
 			if pr.short {
-				return newErr(ClassFrame, pr.phys, -1, "frame stream runs past its last record")
+				return newErr(ClassFrame, pr.phys, -1, "frame stream runs past its last data record (one shorter than the record size)")
 			}
 			if err := pr.finishRecord(); err != nil {
 				return err
@@ -664,7 +738,10 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	off := pr.phys
 	var b Block
 	if err := pr.readRaw(b[:]); err != nil {
-		return nil, newErr(ClassFooter, off, -1, "footer missing: the archive is truncated")
+		return nil, newErr(ClassFooter, off, -1, "footer record missing: the archive ends after the summary")
+	}
+	if b.isZero() {
+		return nil, newErr(ClassFooter, off, -1, "footer record missing: a zero block follows the summary")
 	}
 	size, err := parseOuterHeader(&b, pr.id, pr.next)
 	if err != nil {
@@ -677,15 +754,18 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	if err := pr.readRaw(body); err != nil {
 		return nil, err
 	}
-	f, err := parseFooterFrame(body[:size])
+	if err := checkFooterFrame(body[:size]); err != nil {
+		return nil, withOffset(err, off+BlockSize)
+	}
+	if !allZero(body[size:]) {
+		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
+	}
+	f, err := DecodeFooter(body[FrameHeaderSize:size])
 	if err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
 	if f.FooterOffset != uint64(off) {
 		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d", f.FooterOffset)
-	}
-	if !allZero(body[size:]) {
-		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
 	}
 	// End of archive: at least two zero blocks, then nothing but zeros
 	// (GNU tar may pad to its record size), up to MaxTrailingZeros.
@@ -713,15 +793,17 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	return f, nil
 }
 
-func parseFooterFrame(b []byte) (*Footer, error) {
+// checkFooterFrame checks the footer record's frame header and CRC
+// (spec 8.3 step 6).
+func checkFooterFrame(b []byte) error {
 	fh, bad := parseFrameHeader(b)
 	if bad != "" || fh.Kind != KindFooter || fh.Flags != FlagFinal || int(fh.Len) != len(b)-FrameHeaderSize {
-		return nil, newErr(ClassFooter, -1, -1, "bad footer frame")
+		return newErr(ClassFooter, -1, -1, "bad footer frame")
 	}
 	if frameCRC(b, b[FrameHeaderSize:]) != fh.CRC {
-		return nil, newErr(ClassFooter, -1, -1, "footer checksum mismatch")
+		return newErr(ClassFooter, -1, -1, "footer checksum mismatch")
 	}
-	return DecodeFooter(b[FrameHeaderSize:])
+	return nil
 }
 
 func withOffset(err error, off int64) error {

@@ -28,6 +28,10 @@ type ScanOptions struct {
 type ScanReport struct {
 	Header *Header
 	Footer *Footer // nil when the footer could not be read
+	// FooterAuthenticated is set when the footer passed the checks of
+	// spec 6.2 1-7, its MAC included (the end-of-archive blocks after it
+	// may still be missing or cut): its member count can be trusted.
+	FooterAuthenticated bool
 	// Members is the number of complete members found (fn was called for
 	// each); Damaged the number found incomplete or unreadable.
 	Members, Damaged int
@@ -62,6 +66,7 @@ type scanner struct {
 	end     int64 // logical length of the frame stream
 	rep     *ScanReport
 	sumWant hash.Hash
+	seq     memberSeq // the order of imported members and the trailer
 	buf     []byte
 	scratch []byte // the payload of the frame last read
 	win     []byte // a window of the logical stream, at winOff
@@ -87,7 +92,8 @@ func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport
 		s.problem(ferr)
 	}
 	if f != nil {
-		if s.keys != nil && !f.Authenticate(s.keys) {
+		s.rep.FooterAuthenticated = s.keys != nil && f.Authenticate(s.keys)
+		if s.keys != nil && !s.rep.FooterAuthenticated {
 			s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch"))
 		}
 		s.rep.Footer = f
@@ -414,6 +420,11 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 		s.problem(e)
 		complete = false
 	}
+	if meta != nil {
+		if bad := s.seq.next(meta); bad != "" {
+			memberErr(fr.off, "%s", bad)
+		}
+	}
 	off := fr.next()
 	for index := uint64(0); ; index++ {
 		c, bad, lenOK := s.frameAt(off)
@@ -436,6 +447,9 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 			}
 			s.rep.Damaged++
 			return s.resync(off + 1), num + 1, nil
+		}
+		if meta != nil && emptyContent(meta.Type) && c.fh.Len > crypt.TagSize {
+			memberErr(off, "a %s has content: a member of this type has none", meta.Type)
 		}
 		if s.keys != nil && s.opt.Content {
 			if what := s.openChunk(c, num, index); what != "" {
@@ -483,6 +497,9 @@ func (s *scanner) openChunk(c *frame, stream uint32, index uint64) string {
 // the members found; it uses the summary to name damaged members.
 func (s *scanner) summary(fr *frame, members uint32) {
 	start := fr.off
+	if bad := s.seq.end(); bad != "" && s.keys != nil && s.rep.Damaged == 0 {
+		s.problem(newErr(ClassMember, physOf(start, s.R), -1, "%s", bad))
+	}
 	if f := s.rep.Footer; f != nil && int64(f.SummaryOffset) != start {
 		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer puts the summary at %d, it is at %d", physOf(int64(f.SummaryOffset), s.R), physOf(start, s.R)))
 	}

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
 )
 
 // WriterOptions are the choices a writer makes for one archive.
@@ -56,6 +55,7 @@ type Entry struct {
 // (metadata that does not validate, content for a type that has none, a
 // full archive) writes nothing of that member, and the writer goes on.
 type Writer struct {
+	seq   memberSeq // imported members and the trailer in order (spec 7.5)
 	hdr   Header
 	keys  *crypt.ArchiveKeys
 	opt   WriterOptions
@@ -352,12 +352,18 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	if err := m.Validate(); err != nil {
 		return 0, fmt.Errorf("member %q: %w", m.Path, err)
 	}
+	if err := m.checkFull(); err != nil {
+		return 0, fmt.Errorf("member %q: %w", m.Path, err)
+	}
+	if bad := w.seq.next(m); bad != "" {
+		return 0, fmt.Errorf("member %q: %s", m.Path, bad)
+	}
 	if uint64(w.members) >= MaxMembers {
 		return 0, fmt.Errorf("archive full: %d members", uint64(MaxMembers))
 	}
-	if r != nil && m.TarHeader == nil && !holdsContent(m.Type) {
-		// Spec 7.3: a writer gives these types no content (an imported
-		// entry keeps its tar data area, whatever its type).
+	if r != nil && !holdsContent(m.Type) {
+		// Spec 7.3: these types have no content, imported or not (an
+		// imported entry of these types has an empty data area).
 		var b [1]byte
 		if n, _ := io.ReadFull(r, b[:]); n > 0 {
 			return 0, fmt.Errorf("member %q: a %s has no content, and its reader gave some", m.Path, m.Type)
@@ -494,6 +500,10 @@ func (w *Writer) Entries() []Entry {
 // does not close the underlying writer.
 func (w *Writer) Close() error {
 	if w.closed {
+		return w.stickyErr()
+	}
+	if bad := w.seq.end(); bad != "" {
+		w.Abort(errors.New("cbfs writer: " + bad))
 		return w.stickyErr()
 	}
 	w.closed = true
@@ -709,7 +719,7 @@ func (c summaryChunk) plaintext(cs int) []byte {
 		return c.stored
 	}
 	out := make([]byte, cs)
-	n, err := lz4.UncompressBlock(c.stored, out)
+	n, err := lz4Decode(c.stored, out)
 	if err != nil || n != cs {
 		panic("cbfs writer: own summary chunk does not decompress")
 	}

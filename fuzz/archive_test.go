@@ -212,6 +212,7 @@ func archiveSeeds(tb testing.TB) [][]byte {
 		writeArchive(tb, fuzzKey, smallOpts(false), nil),
 		writeArchive(tb, fuzzKey, smallOpts(false), []seedMember{{format.Meta{Type: format.TypeRegular, Path: []byte("big"), Size: int64(len(big))}, big}}),
 		writeArchive(tb, otherKey, smallOpts(true), sampleMembers()[:3]),
+		writeArchive(tb, fuzzKey, smallOpts(false), importedMembers()),
 		append(bytes.Clone(sample), make([]byte, 10240-len(sample)%10240)...),
 	}
 	n := len(sample)

@@ -87,7 +87,7 @@ func writeArchiveEntries(tb testing.TB, key *crypt.Key, opt format.WriterOptions
 	return buf.Bytes(), w.Entries()
 }
 
-// sampleMembers covers every member type, empty and multi-chunk content
+// sampleMembers covers every member type that is not imported, empty and multi-chunk content
 // (compressible and not), xattrs, sparse maps and a non-UTF-8 name.
 func sampleMembers() []seedMember {
 	text := bytes.Repeat([]byte("all your data is just in a tarball\n"), 300) // 3 chunks of 4 KiB
@@ -109,7 +109,17 @@ func sampleMembers() []seedMember {
 		{format.Meta{Type: format.TypeChar, Path: []byte("d/null"), DevMajor: 1, DevMinor: 3}, nil},
 		{format.Meta{Type: format.TypeFifo, Path: []byte("d/fifo"), ATime: format.Time{Sec: -5, Set: true}, CTime: format.Time{Sec: 1 << 40, Nsec: 999999999, Set: true}}, nil},
 		{format.Meta{Type: format.TypeTombstone, Path: []byte("gone")}, nil},
+	}
+}
+
+// importedMembers are the members of an imported archive (spec 7.5):
+// imported entries and tombstones, then the trailer. They cannot share an
+// archive with sampleMembers.
+func importedMembers() []seedMember {
+	return []seedMember{
 		{format.Meta{Type: format.TypeTarOther, Path: []byte("v"), Typeflag: 'V', TarHeader: make([]byte, 512)}, nil},
+		{format.Meta{Type: format.TypeTombstone, Path: []byte("gone")}, nil},
+		{format.Meta{Type: format.TypeTarGlobal, Path: []byte("g"), TarHeader: make([]byte, 512)}, []byte("9 a=b\n")},
 		{format.Meta{Type: format.TypeTrailer}, make([]byte, 1024)},
 	}
 }

@@ -143,7 +143,7 @@ func checkAllocs(t *testing.T, what string, n int, f func()) {
 // form, and near misses of each.
 func metaSeeds() [][]byte {
 	var out [][]byte
-	for _, m := range sampleMembers() {
+	for _, m := range append(sampleMembers(), importedMembers()...) {
 		full := m.meta.Encode(nil)
 		sm := m.meta
 		sm.Xattrs, sm.TarHeader = nil, nil

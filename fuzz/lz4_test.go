@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/format/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
@@ -42,9 +43,28 @@ func FuzzLZ4Encode(f *testing.F) {
 			t.Fatalf("%d-byte input: %d-byte block is not shorter", len(src), n)
 		}
 		out := make([]byte, len(src))
-		m, err := lz4.UncompressBlock(dst[:n], out)
+		m, err := format.DecodeLZ4Block(dst[:n], out)
 		if err != nil || !bytes.Equal(out[:m], src) {
-			t.Fatalf("%d-byte input: block does not decode to it (%d bytes, %v)", len(src), m, err)
+			t.Fatalf("%d-byte input: block does not decode to it under the end-of-block rules (%d bytes, %v)", len(src), m, err)
+		}
+	})
+}
+
+// FuzzLZ4Decode: the reader's LZ4 decoder (spec 5.5) never panics, and
+// what it accepts decodes as the plain block decoder does.
+func FuzzLZ4Decode(f *testing.F) {
+	f.Add([]byte{0x4c, 'a', 'b', 'c', 'd', 4, 0}, uint16(64))
+	f.Add(append([]byte{0x44, 'a', 'b', 'c', 'd', 4, 0, 0xc0}, "efghijklmnop"...), uint16(64))
+	f.Fuzz(func(t *testing.T, src []byte, n uint16) {
+		out := make([]byte, n)
+		m, err := format.DecodeLZ4Block(src, out)
+		if err != nil {
+			return
+		}
+		ref := make([]byte, n)
+		k, rerr := lz4.UncompressBlock(src, ref)
+		if rerr != nil || k != m || !bytes.Equal(out[:m], ref[:k]) {
+			t.Fatalf("accepted a block the plain decoder reads otherwise (%d vs %d bytes, %v)", m, k, rerr)
 		}
 	})
 }

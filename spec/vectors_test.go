@@ -21,7 +21,7 @@ import (
 // classes are the outcomes a vector may expect (spec section 8.5).
 var classes = map[string]bool{
 	"success": true, "not-cbfs": true, "tar": true, "header": true, "version": true, "key": true,
-	"frame": true, "member": true, "summary": true, "footer": true, "index": true, "keyfile": true, "path": true,
+	"frame": true, "member": true, "summary": true, "footer": true, "not-index": true, "index": true, "keyfile": true, "path": true,
 }
 
 // classOf names the failure class of an error as the vectors do.
@@ -39,6 +39,8 @@ func classOf(err error) string {
 		return "version"
 	case errors.Is(err, format.ErrNotCBFS):
 		return "not-cbfs"
+	case errors.Is(err, format.ErrNotIndex):
+		return "not-index"
 	case errors.As(err, &fe):
 		return string(fe.Class)
 	case errors.As(err, &ke):

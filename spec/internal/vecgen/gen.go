@@ -56,7 +56,9 @@ const (
 	cFooter = "footer"
 	cIndex  = "index"
 	cKeyf   = "keyfile"
-	fail    = "fail"
+	// notIndex is an input that is not a master index at all.
+	notIndex = "not-index"
+	fail     = "fail"
 )
 
 type gen struct {
@@ -224,8 +226,10 @@ func Generate() []*Vector {
 	g.keyB, _ = crypt.KeyFromBytes(g.rawB)
 	g.valid()
 	g.invalidOuter()
+	g.crossedHeader()
 	g.invalidFrames()
 	g.invalidMembers()
+	g.invalidSequence()
 	g.invalidSummary()
 	g.invalidFooter()
 	g.index()
@@ -380,6 +384,18 @@ func (g *gen) valid() {
 		ms := []mem{{&format.Meta{Type: format.TypeRegular, Path: []byte("x"), Mode: 0o644, MTime: t0, Size: 1,
 			Xattrs: []format.Xattr{{Name: "security.selinux", Value: []byte("u:r:x:s0\x00")}, {Name: "user.bin", Value: []byte{0, 1, 2, 0xff}}, {Name: "user.empty", Value: nil}}}, []byte("x")}}
 		g.ok("valid-xattrs", "extended attributes, with binary and empty values (left out of the summary)", g.write("valid-xattrs", small, ms), g.keyA, ms, nil)
+	}
+	{
+		// The edges of spec 7.6 (export of members that were not imported).
+		path := strings.Repeat("d", 99) + "/" + strings.Repeat("f", 30)
+		ms := []mem{
+			{&format.Meta{Type: format.TypeRegular, Path: []byte(path), Mode: 0o640, UID: 1<<63 + 5, GID: 1 << 21,
+				Uname: strings.Repeat("u", 33), Gname: "grüppe", MTime: format.Time{Sec: -2, Nsec: 750000000, Set: true}, Size: 3,
+				Xattrs: []format.Xattr{{Name: "user.a", Value: []byte("v")}}}, []byte("abc")},
+			{&format.Meta{Type: format.TypeChar, Path: []byte("dev/x"), Mode: 0o600, DevMajor: 4095, DevMinor: 1048575, MTime: format.Time{Sec: 1 << 33, Set: true}}, nil},
+			{&format.Meta{Type: format.TypeSymlink, Path: []byte("l"), Link: []byte(strings.Repeat("é", 60)), MTime: t0}, nil},
+		}
+		g.ok("valid-export-edges", "export edges (spec 7.6): a 130-byte path whose 100th byte is /, uid 2^63+5, gid 2^21, a 33-byte uname, a non-ASCII gname, mtime -1.25 s, mtime 2^33 s, device 4095,1048575, a non-ASCII 120-byte link", g.write("valid-export-edges", small, ms), g.keyA, ms, nil)
 	}
 	{
 		m := &format.Meta{Type: format.TypeRegular, Path: []byte("all/fields"), Link: nil, Mode: 0o7777, UID: 1 << 40, GID: 1<<31 + 7,

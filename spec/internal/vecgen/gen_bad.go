@@ -3,6 +3,7 @@ package vecgen
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"strings"
 
 	"github.com/cbfs/cbfs/format"
@@ -50,15 +51,49 @@ func literalBlock(b []byte) []byte {
 }
 
 func (g *gen) invalidOuter() {
-	// Not a CBFS archive (spec 6.1 steps 1 and 6).
+	// Not a CBFS archive (spec 6.1 step 1), and damage to record 0 of
+	// one that is (spec 6.1 step 2 on).
 	l := g.base("bad-magic", false)
 	l.HeaderPost = func(p []byte) []byte { p[0] = 'X'; return p }
-	g.bad("bad-magic", notCBFS, "", "", "record 0 holds a frame whose magic is XBFSARCH (its CRC is correct)", l.build())
+	g.bad("bad-magic", cHeader, "", "", "record 0, named cbfs-<id>/0000000000, holds a frame whose magic is XBFSARCH (its CRC is correct): a damaged CBFS header", l.build())
 	g.bad("not-a-tar", notCBFS, "", "", "4096 random bytes", randBytes("not-a-tar", 4096))
 	g.bad("plain-tar", notCBFS, "", "", "a plain ustar tar", ustarTar())
 	g.bad("empty-file", notCBFS, "", "", "an empty file", []byte{})
 	valid := g.write("trunc-first-block", small, g.baseMembers())
-	g.bad("trunc-first-block", notCBFS, "", "", "truncated to 300 bytes, inside the first header block", valid[:300])
+	g.bad("trunc-first-block", cHeader, "", "", "truncated to 300 bytes, inside record 0's ustar header (it starts with cbfs-): a damaged CBFS header", valid[:300])
+	rec0 := func(name, expect, desc string, f func(b []byte) []byte) {
+		g.bad(name, expect, "", "", desc, f(g.write(name, small, g.baseMembers())))
+	}
+	rec0("record0-name-uppercase", cHeader, "record 0's name has its hex digits in upper case (checksum correct): a damaged CBFS header", func(b []byte) []byte {
+		copy(b[5:37], strings.ToUpper(string(b[5:37])))
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-name-long", cHeader, "record 0's name is 49 bytes: cbfs-<id>/00000000000 (checksum correct): a damaged CBFS header", func(b []byte) []byte {
+		b[48] = '0'
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-name-flipped", cHeader, "record 0's name starts cbfr- (one bit flipped, checksum correct); its body holds CBFSARCH: a damaged CBFS header", func(b []byte) []byte {
+		b[3] ^= 1
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-no-ustar-magic", cTar, "record 0's ustar magic and version are NUL bytes, as in a pre-POSIX tar header (checksum correct)", func(b []byte) []byte {
+		clear(b[257:265])
+		setChecksum(b[:block])
+		return b
+	})
+	rec0("record0-checksum-form", cTar, "record 0's checksum field is the right value as 7 octal digits and a NUL, a form tar readers accept", func(b []byte) []byte {
+		setChecksum(b[:block])
+		v, _ := format.ParseNumeric(b[148:156])
+		copy(b[148:156], fmt.Sprintf("%07o\x00", v))
+		return b
+	})
+	rec0("record0-major-flipped", cHeader, "bit 1 of the header's major version byte flipped (it reads 3), CRC not updated: damage, not a newer version", func(b []byte) []byte {
+		b[block+hdrSize+8] ^= 2
+		return b
+	})
 
 	// Versions (spec 9).
 	l = g.base("version-header", false)
@@ -74,7 +109,7 @@ func (g *gen) invalidOuter() {
 	}
 	l = g.base("version-footer", false)
 	l.FooterPost = func(p []byte) []byte { p[8] = 2; return p }
-	g.bad("version-footer", cVer, "", "", "footer major version 2 (CRC correct)", l.build())
+	g.bad("version-footer", cFooter, "", "", "footer major version 2 in a version 1 archive (CRC correct): damage, not a version error", l.build())
 
 	// Header (spec 6.1).
 	hdr := func(name, expect, keyless, desc string, f func(p []byte) []byte) {
@@ -171,6 +206,18 @@ func (g *gen) invalidOuter() {
 		b[footerAt(b)+block+144] = 1
 		return b
 	})
+	raw("footer-record-padding-crc", cFooter, "", "a non-zero byte in the footer record's padding and a bit of its member count flipped, CRC not updated: the CRC is checked first", func(b []byte) []byte {
+		b[footerAt(b)+block+144] = 1
+		b[footerAt(b)+block+hdrSize+30] ^= 1
+		return b
+	})
+	raw("footer-record-padding-offset", cTar, "", "a non-zero byte in the footer record's padding and the footer's offset field wrong (CRC correct): the padding is checked first", func(b []byte) []byte {
+		f := footerAt(b)
+		b[f+block+144] = 1
+		b[f+block+hdrSize+60] ^= 2
+		binary.LittleEndian.PutUint32(b[f+block+8:], crc(b[f+block:f+block+8], b[f+block+hdrSize:f+block+144]))
+		return b
+	})
 	raw("trailing-garbage", cTar, "", "the last byte of the end-of-archive blocks is 0x01", func(b []byte) []byte { b[len(b)-1] = 1; return b })
 	raw("tar-r-appended", cTar, "", "a ustar member appended after the footer, as tar -r does", func(b []byte) []byte {
 		b = b[:len(b)-2*block]
@@ -188,9 +235,9 @@ func (g *gen) invalidOuter() {
 	raw("trailing-not-blocks", cTar, "", "100 zero bytes after the end-of-archive blocks", func(b []byte) []byte { return append(b, make([]byte, 100)...) })
 	raw("trunc-in-header", cTar, "", "truncated to 700 bytes, inside record 0's body", func(b []byte) []byte { return b[:700] })
 	raw("trunc-in-data", cTar, "", "truncated to 4096 bytes, inside the data record", func(b []byte) []byte { return b[:4096] })
-	raw("trunc-before-footer", cFooter, "", "truncated just before the footer record", func(b []byte) []byte { return b[:footerAt(b)] })
+	raw("trunc-before-footer", cFooter, "", "truncated just before the footer record: a missing footer record", func(b []byte) []byte { return b[:footerAt(b)] })
 	raw("trunc-in-footer", cTar, "", "truncated after the footer record's ustar header", func(b []byte) []byte { return b[:footerAt(b)+block] })
-	raw("no-footer", cTar, "", "the footer record removed, end-of-archive blocks kept", func(b []byte) []byte {
+	raw("no-footer", cFooter, "", "the footer record removed, end-of-archive blocks kept: a missing footer record, as when the file ends there", func(b []byte) []byte {
 		f := footerAt(b)
 		return append(b[:f], make([]byte, 2*block)...)
 	})
@@ -216,6 +263,34 @@ func (g *gen) invalidOuter() {
 		l = multi("data-record-oversize")
 		l.Cuts = []int{format.MinRecordSize + block}
 		g.bad("data-record-oversize", cTar, "", "", "a data record of the record size plus 512 bytes", l.build())
+	}
+}
+
+// crossedHeader is an archive whose summary crosses from data record 1
+// into data record 2, with record 2's ustar header changed (checksum
+// correct): random access reads the summary as logical bytes and does
+// not check the record headers inside the range it reads (spec 8.2).
+func (g *gen) crossedHeader() {
+	const name = "summary-crosses-record-header"
+	R := format.MinRecordSize
+	for x := R - 8000; ; x += 500 {
+		data := g.write(name, small, []mem{fileMem("big.bin", randBytes(name, x))})
+		l, err := parse(data, g.keyA)
+		if err != nil {
+			panic(err)
+		}
+		off := 0
+		for _, f := range l.Frames[:l.summary()] {
+			off += l.frameLen(f)
+		}
+		if off < R-3000 || off > R-1000 {
+			continue
+		}
+		h := 2*block + R + block // record 2's ustar header
+		copy(data[h+136:], "00000000000")
+		setChecksum(data[h : h+block])
+		g.bad(name, cTar, "", success, "the summary starts in data record 1 and ends in record 2, whose ustar header has another mtime (checksum correct): random access does not check headers inside the range it reads", data)
+		return
 	}
 }
 
@@ -351,6 +426,18 @@ func (g *gen) invalidMembers() {
 		f.Flags |= format.FlagLZ4
 		f.Plain = []byte{0xff, 0xff, 0xff, 0xff, 0x10}
 	})
+	// The end-of-block rules of the LZ4 block format (spec 5.5): blocks
+	// that decode, but that a reader MUST refuse.
+	lz4End := func(name, desc string, blk []byte) {
+		mb(name, desc, func(l *layout) {
+			f := c(l, 2, 0)
+			f.Flags |= format.FlagLZ4
+			f.Plain = blk
+		})
+	}
+	lz4End("lz4-ends-in-match", "a compressed content chunk whose LZ4 block ends in a match (abcd, then 16 bytes copied from offset 4): its last sequence is not literals only", []byte{0x4c, 'a', 'b', 'c', 'd', 4, 0})
+	lz4End("lz4-last-literals", "a compressed content chunk whose LZ4 block ends in one literal after a match: its last 5 bytes are not all literals", []byte{0x4c, 'a', 'b', 'c', 'd', 4, 0, 0x10, 'x'})
+	lz4End("lz4-match-late", "a compressed content chunk whose LZ4 block has a match starting 9 bytes before the end of its 23 bytes, less than 12", []byte{0x46, 'a', 'b', 'c', 'd', 4, 0, 0x00, 4, 0, 0x50, 'v', 'w', 'x', 'y', 'z'})
 	mb("lz4-nonfinal-short", "a compressed content chunk that is not the last decompresses to 4095 bytes", func(l *layout) {
 		f := c(l, 0, 0)
 		f.Flags |= format.FlagLZ4
@@ -414,6 +501,12 @@ func (g *gen) invalidMembers() {
 	tlv("meta-sparse-count", "metadata record: sparse extent count 2^40 in a 6-byte field", rec(tType, tPath, "0e0164", "1006808080808020"))
 	tlv("meta-xattrs-unsorted", "metadata record: xattr names b then a", rec(tType, tPath, "110902016201780161017a"))
 	tlv("meta-field-trailing", "metadata record: the mode field holds a uvarint and one more byte", rec(tType, tPath, "0403a40300", tTime, tSize))
+	// Field rules of spec 7.2 and 7.3.
+	tlv("meta-tarheader-empty", "metadata record: tag 18 (tar header bytes) present with an empty value", rec(tType, tPath, tMode, tTime, tSize, "1200"))
+	tlv("meta-type10-no-typeflag", "metadata record: a tar-other member (type 10) with tar header bytes but no typeflag (tag 20)", rec("01010a", tPath, "120100"))
+	tlv("meta-type9-no-tarheader", "metadata record: a tar-global member (type 9) without tar header bytes (tag 18): it exists only imported", rec("010109", tPath))
+	tlv("meta-type10-no-tarheader", "metadata record: a tar-other member (type 10, typeflag N) without tar header bytes (tag 18)", rec("01010a", tPath, "14014e"))
+	tlv("meta-xattr-name-empty", "metadata record: an xattr whose name is empty", rec(tType, tPath, tMode, tTime, tSize, "110401000178"))
 	valid := rec(tType, tPath, tMode, tTime, tSize)
 	meta("meta-padding", "metadata frame: a non-zero padding byte", func() []byte {
 		p := padMeta(valid, len(valid))
@@ -431,6 +524,66 @@ func (g *gen) invalidMembers() {
 	meta("meta-lz4-longer", "metadata frame: an LZ4 body that decompresses past the raw length", func() []byte {
 		return padMeta(lz4Block(append(bytes.Clone(valid), make([]byte, 200)...)), len(valid))
 	}, true)
+}
+
+// invalidSequence breaks the rules on the members of an archive taken
+// together (spec 7.3 content, 7.5 order) while every frame, the summary
+// and the footer stay consistent: only a reader that reads every member's
+// full record with the key finds it, and random access, which reads one
+// member at a time, finds only the content rule.
+func (g *gen) invalidSequence() {
+	same := func(_ uint32, r []byte) []byte { return summaryForm(r) }
+	// addMember appends a member, with an empty final content frame, as
+	// the last before the summary.
+	addMember := func(l *layout, m *format.Meta) {
+		n := uint32(0)
+		for _, f := range l.Frames {
+			if f.Kind == format.KindMeta {
+				n++
+			}
+		}
+		r := m.Encode(nil)
+		fs := []*frame{{Kind: format.KindMeta, Flags: format.FlagFinal, Stream: n, Plain: padMeta(r, len(r))},
+			{Kind: format.KindContent, Flags: format.FlagFinal, Stream: n}}
+		s := l.summary()
+		l.Frames = append(l.Frames[:s], append(fs, l.Frames[s:]...)...)
+	}
+	seq := func(name, ra, desc string, l *layout, f func(l *layout)) {
+		f(l)
+		l.setSummary(l.summaryPlain(same))
+		g.bad(name, cMember, success, ra, desc, l.build())
+	}
+	imported := func(name string) *layout {
+		l, err := parse(g.importTar(name, small, ustarTar()), g.keyA)
+		if err != nil {
+			panic(err)
+		}
+		return l
+	}
+	seq("seq-member-after-trailer", success, "an imported archive with a directory member after its trailer", imported("seq-member-after-trailer"), func(l *layout) {
+		addMember(l, &format.Meta{Type: format.TypeDir, Path: []byte("late"), Mode: 0o755})
+	})
+	seq("seq-two-trailers", success, "an imported archive with a second trailer after its trailer", imported("seq-two-trailers"), func(l *layout) {
+		addMember(l, &format.Meta{Type: format.TypeTrailer})
+	})
+	seq("seq-imported-no-trailer", success, "an imported archive whose trailer member was removed", imported("seq-imported-no-trailer"), func(l *layout) {
+		var n uint32
+		for _, f := range l.Frames {
+			if f.Kind == format.KindMeta {
+				n = f.Stream
+			}
+		}
+		i, j := l.member(n)
+		l.Frames = append(l.Frames[:i], l.Frames[j:]...)
+	})
+	seq("seq-mixed", success, "a packed archive (members not imported) followed by an imported directory and a trailer", g.base("seq-mixed", false), func(l *layout) {
+		addMember(l, &format.Meta{Type: format.TypeDir, Path: []byte("imported/"), TarHeader: hdrBlock("imported/", 0, '5', false)})
+		addMember(l, &format.Meta{Type: format.TypeTrailer})
+	})
+	seq("content-on-dir", "", "a directory member with one byte of content", g.base("content-on-dir", false), func(l *layout) {
+		i, _ := l.member(1)
+		l.Frames[i+1].Plain = []byte("x")
+	})
 }
 
 func (g *gen) invalidSummary() {

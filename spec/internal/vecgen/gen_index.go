@@ -113,6 +113,14 @@ func (g *gen) index() {
 	bad("index-siv-flipped", cIndex, "a bit of the synthetic IV flipped: the frames do not open", mut(func(b []byte) []byte { b[16] ^= 1; return b }), g.rawA)
 	bad("index-truncated", cIndex, "the last 5 bytes missing", valid[:len(valid)-5], g.rawA)
 	bad("index-trailing", cIndex, "one byte after the final frame", append(bytes.Clone(valid), 0), g.rawA)
+	// Index spec 5.2 steps 1 and 3.
+	bad("index-short-magic", notIndex, "the first 7 bytes of an index: fewer than 8 bytes is not an index", valid[:7], g.rawA)
+	bad("index-not-magic", notIndex, "48 bytes that do not start with CBFSINDX", randBytes("index-not-magic", 48), g.rawA)
+	bad("index-header-short", cIndex, "the first 20 bytes of an index: the magic, then the header cut short", valid[:20], g.rawA)
+	bad("index-check-frame-cut", cKey, "a bit of the key check value flipped and the index cut inside its first frame: the first frame does not open, so a wrong key", mut(func(b []byte) []byte {
+		b[32] ^= 1
+		return b[:format.IndexHeaderSize+hdrSize+10]
+	}), g.rawA)
 }
 
 // paths are the vectors of the canonical path form (index spec section
