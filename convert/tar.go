@@ -222,11 +222,28 @@ func TarHeader(m *format.Meta) (*tar.Header, error) {
 	}
 	if len(m.Xattrs) > 0 {
 		h.PAXRecords = make(map[string]string, len(m.Xattrs))
-		for _, x := range m.Xattrs {
-			h.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
+		for _, r := range xattrRecords(m.Xattrs) {
+			h.PAXRecords[r[0]] = r[1]
 		}
 	}
 	return h, nil
+}
+
+// xattrRecords are the pax records of a member's xattrs, as GNU tar
+// writes them with --xattrs --acls: SCHILY.xattr.<name> for each, and
+// for a POSIX ACL also its text in SCHILY.acl.access or .default, from
+// which GNU tar --acls restores it.
+func xattrRecords(xs []format.Xattr) [][2]string {
+	var out [][2]string
+	for _, x := range xs {
+		if k, ok := aclRecords[x.Name]; ok {
+			if text, ok := aclText(x.Value); ok {
+				out = append(out, [2]string{k, text})
+			}
+		}
+		out = append(out, [2]string{"SCHILY.xattr." + x.Name, string(x.Value)})
+	}
+	return out
 }
 
 func writeSynthesized(tw *tar.Writer, raw io.Writer, m *format.Member, content io.Reader) error {
@@ -329,8 +346,8 @@ func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
 		}
 		copy(hdr[265+32*i:297+32*i], n)
 	}
-	for _, x := range meta.Xattrs {
-		recs = append(recs, paxRecord("SCHILY.xattr."+x.Name, string(x.Value)))
+	for _, r := range xattrRecords(meta.Xattrs) {
+		recs = append(recs, paxRecord(r[0], r[1]))
 	}
 	// The sparse records come last: GNU tar applies records in order,
 	// and GNU.sparse.name must win over path.
