@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, when they are missing.
-#   deps.sh test   GNU tar, bsdtar (libarchive-tools), attr tools for xattrs
+#   deps.sh test   GNU tar, bsdtar (libarchive-tools), getfattr/setfattr (attr),
+#                  getfacl/setfacl (acl), getcap/setcap (libcap2-bin)
 #   deps.sh bench  the above, plus the peers: age, restic, lz4, and GNU time
 set -euo pipefail
 need=()
@@ -8,6 +9,9 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have tar || need+=(tar)
 have bsdtar || need+=(libarchive-tools)
 have setfattr || need+=(attr)
+have setfacl || need+=(acl)
+# setcap and getcap live in /usr/sbin, which a user's PATH may lack.
+have setcap || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || need+=(libcap2-bin)
 if [ "${1:-test}" = bench ]; then
   have age || need+=(age)
   have restic || need+=(restic)
