@@ -26,8 +26,9 @@ members and what lies under them as directories, reading only their bytes:
 it seeks through the archive's summary, so ARCHIVE must be a file.
 
 It restores what 'cbfs pack' stores: types, modes with set-id and sticky
-bits, nanosecond times (directories' last, deepest first), user.* extended
-attributes, hard links, sparse files as sparse, and owners when run as root
+bits, nanosecond times (directories' last, deepest first), extended
+attributes (user.* always; POSIX ACLs, capabilities, SELinux labels and
+trusted.* as root only, and --no-setid leaves capabilities out), hard links, sparse files as sparse, and owners when run as root
 (names mapped to local ids as tar does; --numeric-owner uses the archived
 ids; --no-same-owner keeps the extracting user). Set-id bits are dropped when
 the file does not get its archived owner. Members imported from a plain tar

@@ -32,8 +32,9 @@ tree always gives the same member order.
 Kept: regular files, directories, symlinks (never followed), hard links (as
 links to the first path of the same inode), character and block devices and
 fifos; mode bits with setuid, setgid and sticky; uid and gid with their
-names; nanosecond mtime, atime and ctime; user.* extended attributes; inode
-numbers; sparse files as their data extents (holes found with SEEK_DATA and
+names; nanosecond mtime, atime and ctime; every extended attribute of files
+and directories it can read (user.*, POSIX ACLs, capabilities, SELinux labels,
+trusted.* as root); inode numbers; sparse files as their data extents (holes found with SEEK_DATA and
 SEEK_HOLE are not stored). Sockets are skipped with a note.
 
 --exclude PATTERN (repeatable) leaves out every file, and everything a

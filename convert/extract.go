@@ -140,7 +140,11 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 		}
 	}
 	if x.otherXattrs > 0 {
-		x.report(Note, "", "%d extended attributes outside the user namespace were not restored", x.otherXattrs)
+		names := strings.Join(x.otherNames, ", ")
+		if len(x.otherNames) == 8 {
+			names += ", ..."
+		}
+		x.report(Note, "", "%d extended attributes outside the user namespace (%s) were not restored: only root restores them", x.otherXattrs, names)
 	}
 	return x.stats, nil
 }
@@ -178,6 +182,7 @@ type extractor struct {
 
 	mu          sync.Mutex
 	otherXattrs int
+	otherNames  []string // the first few names of those
 	stats       ExtractStats
 	fatal       error
 }
@@ -523,6 +528,7 @@ func (x *extractor) nodeAttrs(parent int, base, name string, m *format.Meta) {
 			x.report(Failed, name, "mode not restored: %v", err)
 		}
 	}
+	x.nodeXattrs(name, m)
 	if err := futimesNode(fd, m.ATime, m.MTime); err != nil {
 		x.report(Failed, name, "times not restored: %v", err)
 	}
@@ -763,8 +769,9 @@ func (x *extractor) finishFile(j *fileJob) {
 		x.report(Damaged, name, "content of %d bytes, its metadata says %d; not extracted", written, m.Size)
 		return
 	}
-	x.setXattrs(fd, name, m)
+	x.setXattrs(fd, name, m, xattrsEarly)
 	x.ownerAndMode(fd, name, m)
+	x.setXattrs(fd, name, m, xattrsLate)
 	// Through the descriptor of the file created with O_EXCL: by name,
 	// the times could land on whatever replaced it since.
 	if err := futimesNode(fd, m.ATime, m.MTime); err != nil {
@@ -791,18 +798,73 @@ func (x *extractor) finishFile(j *fileJob) {
 	}
 }
 
-// setXattrs restores a file's user.* attributes; others are counted and
-// left out: security.* and trusted.* attributes could grant rights.
-func (x *extractor) setXattrs(fd int, name string, m *format.Meta) {
+// xattrPhase says when an attribute is set: most before the owner and
+// mode, security.capability after chown (which clears it), POSIX ACLs
+// after chmod (an access ACL holds the group and other bits a chmod would
+// rewrite; a directory's default ACL waits until its contents are
+// written, so that they do not inherit it).
+type xattrPhase bool
+
+const (
+	xattrsEarly xattrPhase = false
+	xattrsLate  xattrPhase = true
+)
+
+func lateXattr(name string) bool {
+	return name == "security.capability" || name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
+// setXattrs restores a file's extended attributes of one phase through
+// fd, the descriptor of the very file extract created. user.* ones are
+// restored always; the others (POSIX ACLs, capabilities, SELinux labels,
+// trusted.*) only as root, and otherwise counted and named in the
+// closing note: they could grant rights, and only root may set most.
+// With NoSetID, capabilities are not restored either (a note), as
+// set-id bits are not.
+func (x *extractor) setXattrs(fd int, name string, m *format.Meta, phase xattrPhase) {
 	for _, xa := range m.Xattrs {
-		if !strings.HasPrefix(xa.Name, "user.") {
-			x.mu.Lock()
-			x.otherXattrs++
-			x.mu.Unlock()
+		if lateXattr(xa.Name) != bool(phase) {
+			continue
+		}
+		if !x.mayRestore(name, xa.Name) {
 			continue
 		}
 		if err := fsetxattr(fd, xa.Name, xa.Value); err != nil {
 			x.report(Failed, name, "extended attribute %q not restored: %v", xa.Name, err)
+		}
+	}
+}
+
+// mayRestore says whether extract restores the attribute named xname of
+// member name, counting or reporting it when not.
+func (x *extractor) mayRestore(name, xname string) bool {
+	if strings.HasPrefix(xname, "user.") {
+		return true
+	}
+	if x.euid != 0 {
+		x.mu.Lock()
+		x.otherXattrs++
+		if len(x.otherNames) < 8 && !slices.Contains(x.otherNames, xname) {
+			x.otherNames = append(x.otherNames, xname)
+		}
+		x.mu.Unlock()
+		return false
+	}
+	if x.opt.NoSetID && xname == "security.capability" {
+		x.report(Note, name, "file capabilities (security.capability) not restored (--no-setid)")
+		return false
+	}
+	return true
+}
+
+// nodeXattrs reports the extended attributes of a symlink, fifo or
+// device node, which extract cannot restore: it holds such a node only
+// through an O_PATH descriptor, which fsetxattr and setxattrat refuse
+// (EBADF), and it makes no call by name.
+func (x *extractor) nodeXattrs(name string, m *format.Meta) {
+	for _, xa := range m.Xattrs {
+		if x.mayRestore(name, xa.Name) {
+			x.report(Failed, name, "extended attribute %q not restored: a %s's attributes cannot be set through a descriptor of it, and extract makes no call by name", xa.Name, m.Type)
 		}
 	}
 }
@@ -837,7 +899,7 @@ func (x *extractor) adoptDir(parent int, base, name string, m *format.Meta, fres
 		x.report(Failed, name, "replaced while being extracted; its attributes were not set")
 		return
 	}
-	x.setXattrs(fd, name, m)
+	x.setXattrs(fd, name, m, xattrsEarly)
 	x.dirMeta[name] = m
 }
 
@@ -946,6 +1008,7 @@ func (x *extractor) finishDirs() error {
 			continue
 		}
 		x.ownerAndMode(fd, name, m)
+		x.setXattrs(fd, name, m, xattrsLate)
 		if err := futimesNode(fd, m.ATime, m.MTime); err != nil {
 			x.report(Failed, name, "times not restored: %v", err)
 		}

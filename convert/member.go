@@ -74,8 +74,26 @@ func WriteContent(a *format.Archive, e format.Entry, w io.Writer) error {
 }
 
 // importedContent runs the entry's own header and data through Go's tar
-// reader, which expands every sparse format tar writers use.
+// reader, which expands every sparse format tar writers use; GNU's pax
+// sparse formats are expanded here (gnusparse.go), with maps too big for
+// Go's reader.
 func importedContent(a *format.Archive, e format.Entry, m *format.Meta, w io.Writer) error {
+	if sp, ok, err := readPAXSparse(m.TarHeader); ok {
+		if err != nil {
+			return fmt.Errorf("member %d (%q): its tar header: %w", e.Number, m.Path, err)
+		}
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(a.Content(e, pw)) }()
+		defer pr.Close()
+		if err := paxSparseContent(sp, pr, w); err != nil {
+			var fe *format.Error
+			if errors.As(err, &fe) {
+				return err
+			}
+			return fmt.Errorf("member %d (%q): %w", e.Number, m.Path, err)
+		}
+		return nil
+	}
 	lead := len(m.TarHeader) % format.BlockSize
 	pr, pw := io.Pipe()
 	go func() {

@@ -441,7 +441,7 @@ func (p *Packer) addEntry(dirfd int, base, osPath, member string, st statInfo, f
 			p.report(Failed, osPath, "directory replaced while being packed; its contents are not packed")
 		} else {
 			defer closeFd(dfd)
-			if m.Xattrs, err = userXattrs(dfd, ""); err != nil {
+			if m.Xattrs, err = readXattrs(dfd, ""); err != nil {
 				p.report(Failed, osPath, "extended attributes not read: %v", err)
 			}
 		}
@@ -511,7 +511,7 @@ type regularFile struct {
 
 func prepareRegular(fd int, st statInfo) *regularFile {
 	rf := &regularFile{fd: fd, st: st, ext: []format.Extent{{Offset: 0, Length: st.size}}}
-	rf.x, rf.xErr = userXattrs(fd, "")
+	rf.x, rf.xErr = readXattrs(fd, "")
 	// Only a file with fewer blocks than its size can have holes; asking
 	// the file system about every file would cost two calls each.
 	if st.blocks*512 < st.size {

@@ -220,7 +220,7 @@ func statTree(t *testing.T, root string) ([]string, map[string]*treeStat) {
 			}
 			ts.link = l
 		case unix.S_IFREG, unix.S_IFDIR:
-			x, err := userXattrs(-1, path)
+			x, err := readXattrs(-1, path)
 			if err != nil {
 				return err
 			}

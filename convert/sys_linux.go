@@ -3,6 +3,7 @@ package convert
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -166,10 +167,14 @@ func dataExtents(fd int, size int64) (ext []format.Extent, ok bool) {
 	return ext, true
 }
 
-// userXattrs reads the user.* extended attributes of a file, sorted by
-// name: from the descriptor fd when it is not -1, else by path without
-// following a symlink. A file system without xattrs gives none.
-func userXattrs(fd int, path string) ([]format.Xattr, error) {
+// readXattrs reads every extended attribute of a file it can read, of
+// every namespace (user.*, POSIX ACLs in system.posix_acl_*, security.*
+// such as capabilities and SELinux labels, and trusted.*, which only root
+// can list), sorted by name: from the descriptor fd when it is not -1,
+// else by path without following a symlink. A file system without
+// xattrs gives none. An attribute that cannot be read (an LSM refusing
+// it) is left out and named in the error, with the others returned.
+func readXattrs(fd int, path string) ([]format.Xattr, error) {
 	list := func(buf []byte) (int, error) {
 		if fd >= 0 {
 			return unix.Flistxattr(fd, buf)
@@ -190,22 +195,25 @@ func userXattrs(fd int, path string) ([]format.Xattr, error) {
 		return nil, err
 	}
 	var out []format.Xattr
+	var unread error
 	for _, n := range bytes.Split(bytes.TrimRight(names, "\x00"), []byte{0}) {
 		name := string(n)
-		if !strings.HasPrefix(name, "user.") {
-			continue
-		}
 		val, err := growRead(func(b []byte) (int, error) { return get(name, b) })
-		if err == unix.ENODATA {
+		switch {
+		case err == unix.ENODATA:
 			continue // removed since it was listed
-		}
-		if err != nil {
+		case err == unix.EPERM || err == unix.EACCES || err == unix.ENOTSUP || err == unix.EOPNOTSUPP:
+			if unread == nil {
+				unread = fmt.Errorf("%s: %w", name, err)
+			}
+			continue
+		case err != nil:
 			return nil, err
 		}
 		out = append(out, format.Xattr{Name: name, Value: val})
 	}
 	slices.SortFunc(out, func(a, b format.Xattr) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	return out, unread
 }
 
 // growRead calls an xattr call with a growing buffer until the value fits

@@ -25,7 +25,7 @@ func preadFull(int, []byte, int64) (int, error)              { return 0, errUnsu
 func readDirFd(int) ([]dirEntry, error)                      { return nil, errUnsupported }
 func readlinkAt(int, string) ([]byte, error)                 { return nil, errUnsupported }
 func dataExtents(int, int64) ([]format.Extent, bool)         { return nil, false }
-func userXattrs(int, string) ([]format.Xattr, error)         { return nil, errUnsupported }
+func readXattrs(int, string) ([]format.Xattr, error)         { return nil, errUnsupported }
 func fstatFd(int) (statInfo, error)                          { return statInfo{}, errUnsupported }
 func fstatAt(int, string) (statInfo, error)                  { return statInfo{}, errUnsupported }
 func devOf(os.FileInfo) (uint64, uint64, bool)               { return 0, 0, false }

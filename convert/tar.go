@@ -309,6 +309,12 @@ func synthHeader(m *format.Meta, name string, size int64, last []paxRec) ([]byte
 			return nil, fmt.Errorf("xattr name %q holds '=' or NUL, which a pax record key cannot", x.Name)
 		}
 		recs = append(recs, paxRec{"SCHILY.xattr." + x.Name, string(x.Value)})
+		// GNU tar --acls restores ACLs from its own text records only.
+		if k, ok := aclRecords[x.Name]; ok {
+			if text, ok := aclText(x.Value); ok {
+				recs = append(recs, paxRec{k, text})
+			}
+		}
 	}
 	slices.SortFunc(recs, func(a, b paxRec) int { return strings.Compare(a.k, b.k) })
 	recs = append(recs, last...)

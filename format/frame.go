@@ -46,8 +46,10 @@ const (
 	MaxRecordSize     = 64 << 20
 	DefaultRecordSize = 1 << 20
 
-	// MaxMetaSize caps a metadata record (its TLV bytes, before padding).
-	MaxMetaSize = 8 << 20
+	// MaxMetaSize caps a metadata record (its TLV bytes, before padding):
+	// an imported entry's header bytes (MaxTarHeaderLen) with its paths,
+	// names and xattrs.
+	MaxMetaSize = 72 << 20
 	// MetaPad is the padding granularity of metadata records.
 	MetaPad = 1024
 	// MaxMembers caps the member count: member numbers are 32-bit in nonces.

@@ -70,7 +70,11 @@ const (
 	MaxXattrs        = 1 << 16
 	MaxXattrBytes    = 1 << 20
 	MaxSparseExtents = 1 << 20
-	MaxTarHeaderLen  = 4 << 20
+	// MaxTarHeaderLen caps an imported entry's raw header bytes: a pax
+	// header of up to 64 MiB (GNU tar's sparse formats 0.0 and 0.1 keep
+	// the sparse map there: 4.7 MB for 80,000 extents in 0.0) and 4 MiB
+	// for the rest (long names, sparse extension blocks).
+	MaxTarHeaderLen = 68 << 20
 )
 
 // Time is a timestamp with nanoseconds. The zero value means "absent".

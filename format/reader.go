@@ -335,6 +335,11 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 		return nil, errors.New("padding is not zero")
 	}
 	if compressed {
+		// An LZ4 block gives at most 255 bytes per byte it holds: a
+		// larger raw length is refused before it is allocated.
+		if uint64(raw) > 255*uint64(stored)+MetaPad {
+			return nil, errors.New("raw length more than its LZ4 block can hold")
+		}
 		out := make([]byte, raw)
 		n, err := lz4Decode(body, out)
 		if err == errLZ4End {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, when they are missing.
-#   deps.sh test   GNU tar, bsdtar (libarchive-tools), attr tools for xattrs,
+#   deps.sh test   GNU tar, bsdtar (libarchive-tools), getfattr/setfattr (attr),
+#                  getfacl/setfacl (acl), getcap/setcap (libcap2-bin),
 #                  gzip, bzip2, xz, zstd (compressed input)
 #   deps.sh bench  the above, plus the peers: age, restic, lz4, and GNU time
 set -euo pipefail
@@ -14,6 +15,9 @@ have gzip || need+=(gzip)
 have bzip2 || need+=(bzip2)
 have xz || need+=(xz-utils)
 have zstd || need+=(zstd)
+have setfacl || need+=(acl)
+# setcap and getcap live in /usr/sbin, which a user's PATH may lack.
+have setcap || [ -x /usr/sbin/setcap ] || [ -x /sbin/setcap ] || need+=(libcap2-bin)
 if [ "${1:-test}" = bench ]; then
   have age || need+=(age)
   have restic || need+=(restic)

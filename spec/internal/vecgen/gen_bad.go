@@ -517,7 +517,7 @@ func (g *gen) invalidMembers() {
 	meta("meta-padded-long", "metadata frame: padded to 2048 bytes where 1024 suffice", func() []byte {
 		return append(padMeta(valid, len(valid)), make([]byte, metaPad)...)
 	}, false)
-	meta("meta-raw-over-cap", "metadata frame: raw length 8 MiB + 1, over MaxMetaSize", func() []byte {
+	meta("meta-raw-over-cap", "metadata frame: raw length 72 MiB + 1, over MaxMetaSize", func() []byte {
 		return padMeta(lz4Block(append(bytes.Clone(valid), make([]byte, 100)...)), format.MaxMetaSize+1)
 	}, true)
 	meta("meta-lz4-not-smaller", "metadata frame: an LZ4 body longer than the record", func() []byte { return padMeta(literalBlock(valid), len(valid)) }, true)
