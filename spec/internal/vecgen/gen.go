@@ -398,6 +398,18 @@ func (g *gen) valid() {
 		g.ok("valid-export-edges", "export edges (spec 7.6): a 130-byte path whose 100th byte is /, uid 2^63+5, gid 2^21, a 33-byte uname, a non-ASCII gname, mtime -1.25 s, mtime 2^33 s, device 4095,1048575, a non-ASCII 120-byte link", g.write("valid-export-edges", small, ms), g.keyA, ms, nil)
 	}
 	{
+		// An access ACL of user::rw-, user:1000:r--, group::r-x, mask::r-x,
+		// other::---, and a default ACL whose version is not 2 (no text
+		// record: spec 7.6).
+		acl := []byte{2, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 2, 0, 4, 0, 0xe8, 3, 0, 0, 4, 0, 5, 0, 0, 0, 0, 0,
+			0x10, 0, 5, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0}
+		m := reg("acl", 3)
+		m.Xattrs = []format.Xattr{{Name: "system.posix_acl_access", Value: acl},
+			{Name: "system.posix_acl_default", Value: []byte{3, 0, 0, 0}}, {Name: "user.z", Value: []byte("z")}}
+		ms := []mem{{m, []byte("acl")}}
+		g.ok("valid-export-acl", "export of ACL xattrs (spec 7.6): SCHILY.acl.access text beside SCHILY.xattr records; none for a default ACL of version 3", g.write("valid-export-acl", small, ms), g.keyA, ms, nil)
+	}
+	{
 		m := &format.Meta{Type: format.TypeRegular, Path: []byte("all/fields"), Link: nil, Mode: 0o7777, UID: 1 << 40, GID: 1<<31 + 7,
 			Uname: strings.Repeat("u", format.MaxNameLen), Gname: strings.Repeat("g", format.MaxNameLen),
 			MTime: format.Time{Sec: -1, Nsec: 999999999, Set: true}, ATime: format.Time{Sec: 0, Nsec: 0, Set: true},
