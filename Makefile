@@ -11,7 +11,7 @@ all: build
 # -buildvcs=auto: --version names the commit when built from a checkout,
 # whatever GOFLAGS says.
 build:
-	$(GO) build -buildvcs=auto -o $(BIN) ./cmd
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/cbfs
 
 demo: build
 	./scripts/demo.sh $(BIN)

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/cbfs/cbfs/format/lz4enc"
+	"github.com/cbfs/cbfs/internal/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
 

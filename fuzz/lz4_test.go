@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/format"
-	"github.com/cbfs/cbfs/format/lz4enc"
+	"github.com/cbfs/cbfs/internal/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
 

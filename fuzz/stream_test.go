@@ -10,7 +10,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
-	"github.com/cbfs/cbfs/format/lz4enc"
+	"github.com/cbfs/cbfs/internal/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
 

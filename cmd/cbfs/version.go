@@ -9,7 +9,7 @@ import (
 )
 
 // version is the release, set when building one:
-// go build -ldflags "-X main.version=v1.2.3" ./cmd/...
+// go build -ldflags "-X main.version=v1.2.3" ./cmd/cbfs
 // Otherwise the module version go install records, or "devel".
 var version = ""
 
