@@ -17,6 +17,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 )
 
 // The index benchmark sets (issue 4): archives x members, every path
@@ -120,7 +121,7 @@ func TestGenerateIndexBenchSet(t *testing.T) {
 	if dir == "" || set == "" || keyPath == "" {
 		t.Skip("set CBFS_BENCH_DIR, CBFS_BENCH_SET and CBFS_BENCH_KEY to generate a benchmark set")
 	}
-	key, _, err := crypt.ReadKeyFile(keyPath)
+	key, _, err := keys.ReadFile(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 )
 
 // seedArchive is a small valid archive with every member type.
@@ -248,9 +249,9 @@ func FuzzKeyFile(f *testing.F) {
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}
-		k, warns, err := crypt.ReadKeyFile(path)
+		k, warns, err := keys.ReadFile(path)
 		if len(data) != crypt.KeySize {
-			var se *crypt.KeySizeError
+			var se *keys.SizeError
 			if !errors.As(err, &se) {
 				t.Fatalf("%d-byte key file: error %v, want a KeySizeError", len(data), err)
 			}

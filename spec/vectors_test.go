@@ -15,6 +15,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/spec/internal/vecgen"
 )
 
@@ -29,7 +30,7 @@ func classOf(err error) string {
 	var ve *format.VersionError
 	var ive *format.IndexVersionError
 	var fe *format.Error
-	var ke *crypt.KeySizeError
+	var ke *keys.SizeError
 	switch {
 	case err == nil:
 		return "success"
@@ -364,7 +365,7 @@ func checkKeyFile(t *testing.T, v *vecgen.Vector) {
 	if err := os.WriteFile(p, v.Data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k, warns, err := crypt.ReadKeyFile(p)
+	k, warns, err := keys.ReadFile(p)
 	if c := classOf(err); c != v.Expect {
 		t.Fatalf("ReadKeyFile: %s (%v), want %s", c, err, v.Expect)
 	}

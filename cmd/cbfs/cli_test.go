@@ -24,8 +24,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 )
 
 var cbfsBin string
@@ -337,7 +337,7 @@ func importSource(t *testing.T) *imported {
 	im.tarBytes = readFile(t, in)
 	mustRun(t, im.dir, "import", "-k", im.key, "-o", "a.cbfs", in)
 	im.arc = readFile(t, filepath.Join(im.dir, "a.cbfs"))
-	k, _, err := crypt.ReadKeyFile(im.key)
+	k, _, err := keys.ReadFile(im.key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -31,7 +32,7 @@ func loadKey(path string) (*crypt.Key, error) {
 		return nil, &exitError{code: exitUsage, err: errors.New("no key file: give -k FILE or set CBFS_KEY_FILE"),
 			hint: "create one with 'cbfs keygen -o FILE'"}
 	}
-	k, warns, err := crypt.ReadKeyFile(path)
+	k, warns, err := keys.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}

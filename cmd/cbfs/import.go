@@ -13,6 +13,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 	"github.com/spf13/cobra"
 )
 
@@ -220,7 +221,7 @@ func quietKey(path string) (*crypt.Key, error) {
 	if path == "" {
 		return loadKey("") // the usage error, with its hint
 	}
-	k, _, err := crypt.ReadKeyFile(path)
+	k, _, err := keys.ReadFile(path)
 	return k, err
 }
 

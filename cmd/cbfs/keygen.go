@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/keys"
 	"github.com/spf13/cobra"
 )
 
@@ -26,9 +26,9 @@ func newKeygenCmd() *cobra.Command {
 			if out == "" || out == "-" {
 				return usageError{errors.New("keygen needs -o FILE: a key is never written to standard output")}
 			}
-			k, err := crypt.GenerateKeyFile(out)
+			k, err := keys.GenerateFile(out)
 			if err != nil {
-				if errors.Is(err, crypt.ErrKeyFileExists) {
+				if errors.Is(err, keys.ErrExists) {
 					return &exitError{code: exitFailure, err: err, hint: "keygen never replaces a key file: choose another name"}
 				}
 				return err

@@ -13,8 +13,8 @@ import (
 	"syscall"
 
 	"github.com/cbfs/cbfs/convert"
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 	"github.com/spf13/cobra"
 )
 
@@ -113,7 +113,7 @@ func classify(err error) (int, string) {
 	}
 	var ve *format.VersionError
 	var te *convert.TarError
-	var ke *crypt.KeySizeError
+	var ke *keys.SizeError
 	var fe *format.Error
 	var de *convert.DecompressError
 	switch {

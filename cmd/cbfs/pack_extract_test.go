@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/keys"
 )
 
 // packSource makes a small tree under a fresh directory; it returns the
@@ -183,7 +183,7 @@ func TestExtractSalvage(t *testing.T) {
 // extracted, and the exit status is 1; a damaged member makes it 3.
 func TestExtractCommandUnsafe(t *testing.T) {
 	keyPath := newKey(t)
-	k, _, err := crypt.ReadKeyFile(keyPath)
+	k, _, err := keys.ReadFile(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
