@@ -16,6 +16,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/store"
 )
 
 // NamedSource is an archive to index: the name recorded in the index and
@@ -485,7 +486,7 @@ func OpenRegular(path string) (*os.File, error) {
 // same directory, synced, then moved into place. On any failure path is
 // left as it was. Without replace, an existing path is an error.
 func WriteIndexFile(path string, x *format.Index, key *crypt.Key, replace bool) error {
-	f, err := CreateAtomic(path, replace)
+	f, err := store.CreateAtomic(path, replace)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // The index benchmark sets (issue 4): archives x members, every path
@@ -93,7 +94,7 @@ func genBenchSet(dir string, key *crypt.Key, archives, members int, tars bool) e
 					errs[w] = err
 					return
 				}
-				_, err = ImportTar(f, bytes.NewReader(in), key, format.WriterOptions{Sequence: uint64(a + 1), Compress: true, Workers: 1})
+				_, err = tarconv.ImportTar(f, bytes.NewReader(in), key, format.WriterOptions{Sequence: uint64(a + 1), Compress: true, Workers: 1})
 				if cerr := f.Close(); err == nil {
 					err = cerr
 				}

@@ -14,17 +14,9 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
-
-func indexKey(t testing.TB, seed byte) *crypt.Key {
-	t.Helper()
-	k, err := crypt.KeyFromBytes(bytes.Repeat([]byte{seed}, crypt.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 type im struct {
 	typ  format.Type
@@ -135,7 +127,7 @@ func lsLines(x *format.Index) []string {
 }
 
 func TestRebuildEqualsKeptIndex(t *testing.T) {
-	key := indexKey(t, 1)
+	key := testutil.Key(t, 1)
 	dir, meta := t.TempDir(), t.TempDir()
 	kept := filepath.Join(meta, "kept.idx")
 	writeHistory(t, dir, kept, key, []int{0, 1, 2, 3, 4})
@@ -200,7 +192,7 @@ func TestRebuildEqualsKeptIndex(t *testing.T) {
 }
 
 func TestShardsMergeToFullRebuild(t *testing.T) {
-	key := indexKey(t, 2)
+	key := testutil.Key(t, 2)
 	dir, out := t.TempDir(), t.TempDir()
 	writeHistory(t, dir, filepath.Join(out, "kept.idx"), key, []int{0, 1, 2, 3, 4})
 	for i := range 4 {
@@ -252,7 +244,7 @@ func TestShardsMergeToFullRebuild(t *testing.T) {
 }
 
 func TestRebuildConflict(t *testing.T) {
-	key := indexKey(t, 3)
+	key := testutil.Key(t, 3)
 	dir := t.TempDir()
 	kept := filepath.Join(t.TempDir(), "kept.idx")
 	R := format.TypeRegular
@@ -327,7 +319,7 @@ func openFooter(t *testing.T, path string, key *crypt.Key) *format.Archive {
 }
 
 func TestRebuildScansDamagedSummary(t *testing.T) {
-	key := indexKey(t, 4)
+	key := testutil.Key(t, 4)
 	dir := t.TempDir()
 	kept := filepath.Join(t.TempDir(), "kept.idx")
 	writeHistory(t, dir, kept, key, []int{0, 1, 2, 3, 4})
@@ -377,10 +369,10 @@ func TestRebuildScansDamagedSummary(t *testing.T) {
 }
 
 func TestRebuildListsUnreadable(t *testing.T) {
-	key := indexKey(t, 5)
+	key := testutil.Key(t, 5)
 	dir := t.TempDir()
 	writeIndexed(t, dir, "good.cbfs", key, 1, []im{{format.TypeRegular, "f"}})
-	writeIndexed(t, dir, "other-key.cbfs", indexKey(t, 6), 1, []im{{format.TypeRegular, "g"}})
+	writeIndexed(t, dir, "other-key.cbfs", testutil.Key(t, 6), 1, []im{{format.TypeRegular, "g"}})
 	os.WriteFile(filepath.Join(dir, "garbage.cbfs"), bytes.Repeat([]byte("junk"), 1000), 0o600)
 	os.WriteFile(filepath.Join(dir, "empty.cbfs"), nil, 0o600)
 	os.WriteFile(filepath.Join(dir, ".hidden"), nil, 0o600)
@@ -408,7 +400,7 @@ func TestRebuildListsUnreadable(t *testing.T) {
 }
 
 func TestRebuildCopies(t *testing.T) {
-	key := indexKey(t, 7)
+	key := testutil.Key(t, 7)
 	dir := t.TempDir()
 	writeIndexed(t, dir, "a.cbfs", key, 1, []im{{format.TypeRegular, "f"}})
 	writeIndexed(t, dir, "b.cbfs", key, 2, []im{{format.TypeRegular, "g"}})
@@ -442,7 +434,7 @@ func TestRebuildCopies(t *testing.T) {
 }
 
 func TestAddToIndexAtomic(t *testing.T) {
-	key := indexKey(t, 8)
+	key := testutil.Key(t, 8)
 	dir, meta := t.TempDir(), t.TempDir()
 	kept := filepath.Join(meta, "kept.idx")
 	writeHistory(t, dir, kept, key, []int{0, 1})
@@ -462,7 +454,7 @@ func TestAddToIndexAtomic(t *testing.T) {
 			t.Errorf("%s: files left behind: %v", what, ents)
 		}
 	}
-	_, err := AddToIndex(kept, indexKey(t, 9), "new.cbfs", h, es)
+	_, err := AddToIndex(kept, testutil.Key(t, 9), "new.cbfs", h, es)
 	unchanged("wrong key", err)
 	if !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)
@@ -505,7 +497,7 @@ func TestAddToIndexAtomic(t *testing.T) {
 }
 
 func TestNextSeq(t *testing.T) {
-	key := indexKey(t, 10)
+	key := testutil.Key(t, 10)
 	dir := t.TempDir()
 	idx := filepath.Join(dir, "i")
 	if n, err := NextSeq(idx, key); err != nil || n != 1 {
@@ -518,7 +510,7 @@ func TestNextSeq(t *testing.T) {
 }
 
 func TestDiffIndex(t *testing.T) {
-	key := indexKey(t, 11)
+	key := testutil.Key(t, 11)
 	dir := t.TempDir()
 	writeHistory(t, dir, filepath.Join(dir, ".kept"), key, []int{0, 1, 2, 3, 4})
 	_, full := rebuildBytes(t, key, Shard{}, dir)
@@ -575,7 +567,7 @@ func TestArchiveSources(t *testing.T) {
 // Adding an archive file reads it as a rebuild does: same bytes as the
 // index kept from the writer's entries.
 func TestAddArchiveFile(t *testing.T) {
-	key := indexKey(t, 12)
+	key := testutil.Key(t, 12)
 	dir, meta := t.TempDir(), t.TempDir()
 	kept := filepath.Join(meta, "kept.idx")
 	writeHistory(t, dir, kept, key, []int{0, 1, 2, 3, 4})
@@ -594,7 +586,7 @@ func TestAddArchiveFile(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Error("index from archive files differs from the index from writer entries")
 	}
-	if _, err := AddArchiveFile(other, indexKey(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
+	if _, err := AddArchiveFile(other, testutil.Key(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)
 	}
 }
@@ -602,7 +594,7 @@ func TestAddArchiveFile(t *testing.T) {
 // An index replaced while an update holds its lock (by something that
 // does not take the lock) is not overwritten: the update fails.
 func TestIndexUpdateReplacedUnderneath(t *testing.T) {
-	key := indexKey(t, 21)
+	key := testutil.Key(t, 21)
 	dir, meta := t.TempDir(), t.TempDir()
 	kept := filepath.Join(meta, "kept.idx")
 	writeHistory(t, dir, kept, key, []int{0})

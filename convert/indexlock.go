@@ -10,6 +10,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/store"
 )
 
 // One writer at a time (spec/cbfs-index-v1.md section 6.6): every update
@@ -156,7 +157,7 @@ func (u *IndexUpdate) unchanged() error {
 // Write replaces the index file with x, atomically, if the file is still
 // the one read under the lock. The update keeps the lock.
 func (u *IndexUpdate) Write(x *format.Index) error {
-	f, err := CreateAtomic(u.Path, true)
+	f, err := store.CreateAtomic(u.Path, true)
 	if err != nil {
 		return err
 	}

@@ -8,9 +8,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // fuzzKeyHex is the fixed key every target reads with: the seeds made
@@ -159,9 +159,9 @@ const allocSlack = 2 << 20
 func isInputError(err error) bool {
 	var fe *format.Error
 	var ve *format.VersionError
-	var te *convert.TarError
+	var te *tarconv.TarError
 	return errors.As(err, &fe) || errors.As(err, &ve) || errors.As(err, &te) ||
-		errors.Is(err, format.ErrNotCBFS) || errors.Is(err, format.ErrWrongKey) || errors.Is(err, convert.ErrNotTar)
+		errors.Is(err, format.ErrNotCBFS) || errors.Is(err, format.ErrWrongKey) || errors.Is(err, tarconv.ErrNotTar)
 }
 
 // addSeeds adds every input of each set to f's seed corpus.

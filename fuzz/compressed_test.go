@@ -7,7 +7,7 @@ import (
 	"io"
 	"testing"
 
-	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/tarconv"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
@@ -37,9 +37,9 @@ func FuzzCompressedImport(f *testing.F) {
 	f.Add([]byte("BZh91AY&SY\xc1\xc0\x80\xe2\x00\x00\x01A\x00\x00\x10\x02D\xa0\x00!\x9ah3M\x07<]\xc9\x14\xe1BC\x07\x02\x03\x88"))
 	f.Add([]byte("PK\x03\x04"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rc, _, _, err := convert.Decompress(bytes.NewReader(data))
+		rc, _, _, err := tarconv.Decompress(bytes.NewReader(data))
 		if err != nil {
-			var de *convert.DecompressError
+			var de *tarconv.DecompressError
 			if !errors.As(err, &de) {
 				t.Fatalf("untyped error: %v", err)
 			}
@@ -50,14 +50,14 @@ func FuzzCompressedImport(f *testing.F) {
 		// concern (the importer streams), the fuzzer's memory is.
 		plain, err := io.ReadAll(io.LimitReader(rc, 4<<20))
 		if err != nil {
-			var de *convert.DecompressError
+			var de *tarconv.DecompressError
 			if !errors.As(err, &de) {
 				t.Fatalf("untyped read error: %v", err)
 			}
 			return
 		}
 		var out bytes.Buffer
-		if _, err := convert.ImportTar(&out, bytes.NewReader(plain), fuzzKey, smallOpts(true)); err != nil {
+		if _, err := tarconv.ImportTar(&out, bytes.NewReader(plain), fuzzKey, smallOpts(true)); err != nil {
 			if !isInputError(err) {
 				t.Fatalf("import failed with an untyped error: %v", err)
 			}

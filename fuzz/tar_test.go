@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // maxSeedTar caps the size of a tar taken from Go's testdata as a seed:
@@ -137,12 +137,12 @@ func FuzzTarImport(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
-		_, err := convert.ImportTar(&out, bytes.NewReader(data), fuzzKey, smallOpts(len(data)%2 == 0))
+		_, err := tarconv.ImportTar(&out, bytes.NewReader(data), fuzzKey, smallOpts(len(data)%2 == 0))
 		if err != nil {
 			if !isInputError(err) {
 				t.Fatalf("import failed with an untyped error: %v", err)
 			}
-			if errors.Is(err, convert.ErrNotTar) && out.Len() != 0 {
+			if errors.Is(err, tarconv.ErrNotTar) && out.Len() != 0 {
 				t.Fatalf("input refused as not a tar, yet %d bytes were written", out.Len())
 			}
 			return
@@ -155,7 +155,7 @@ func FuzzTarImport(f *testing.F) {
 func checkExport(t *testing.T, archive, want []byte) {
 	t.Helper()
 	var back bytes.Buffer
-	if err := convert.ExportTar(&back, bytes.NewReader(archive), fuzzKey); err != nil {
+	if err := tarconv.ExportTar(&back, bytes.NewReader(archive), fuzzKey); err != nil {
 		t.Fatalf("export of an imported tar failed: %v", err)
 	}
 	if got := back.Bytes(); !bytes.Equal(got, want) {
@@ -332,8 +332,8 @@ func FuzzRoundTrip(f *testing.F) {
 		in := buildTar(data)
 		want := readGoTar(t, in)
 		var out bytes.Buffer
-		if _, err := convert.ImportTar(&out, bytes.NewReader(in), fuzzKey, smallOpts(len(data)%2 == 1)); err != nil {
-			if len(in) == 0 && errors.Is(err, convert.ErrNotTar) {
+		if _, err := tarconv.ImportTar(&out, bytes.NewReader(in), fuzzKey, smallOpts(len(data)%2 == 1)); err != nil {
+			if len(in) == 0 && errors.Is(err, tarconv.ErrNotTar) {
 				return // no entries and no end blocks: zero bytes are not a tar
 			}
 			t.Fatalf("import of a tar written by archive/tar failed: %v", err)

@@ -12,11 +12,11 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/spec/internal/vecgen"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // classes are the outcomes a vector may expect (spec section 8.5).
@@ -259,7 +259,7 @@ func scan(data []byte, key *crypt.Key) (*format.ScanReport, error) {
 func checkArchive(t *testing.T, v *vecgen.Vector) {
 	key := mustKey(t, v.Key)
 	var plain bytes.Buffer
-	exportErr := convert.ExportTar(&plain, bytes.NewReader(v.Data), key)
+	exportErr := tarconv.ExportTar(&plain, bytes.NewReader(v.Data), key)
 	digest, n, streamErr := stream(v.Data, key)
 	raDigest, raN, raErr := randomAccess(v.Data, key)
 	rep, scanErr := scan(v.Data, key)

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
 
@@ -44,7 +44,7 @@ other paths are still written, and the exit status is 1.`,
 			defer w.Flush()
 			missing := 0
 			for _, p := range args[1:] {
-				e, err := convert.Lookup(entries, []byte(p))
+				e, err := tarconv.Lookup(entries, []byte(p))
 				if err == nil && e.Meta.Type != format.TypeRegular {
 					err = fmt.Errorf("%q is a %s, not a file", p, e.Meta.Type)
 				}
@@ -56,7 +56,7 @@ other paths are still written, and the exit status is 1.`,
 					missing++
 					continue
 				}
-				if err := convert.WriteContent(a, e, w); err != nil {
+				if err := tarconv.WriteContent(a, e, w); err != nil {
 					return inputErr(args[0], err)
 				}
 			}

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/cbfs/cbfs/keys"
 )
 
@@ -105,23 +106,9 @@ func mustRun(t *testing.T, dir string, args ...string) result {
 	return r
 }
 
-// tool returns the path of a tar implementation; see the same helper in
-// convert/lossless_test.go for the CBFS_REQUIRE_TOOLS rule.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CBFS_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s not found and CBFS_REQUIRE_TOOLS is set: run scripts/deps.sh test", name)
-		}
-		t.Skipf("%s not installed (scripts/deps.sh test installs it)", name)
-	}
-	return p
-}
-
 func runTar(t *testing.T, dir string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(tool(t, "tar"), args...)
+	cmd := exec.Command(testutil.Tool(t, "tar"), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8", "TZ=UTC")
 	var stdout, stderr bytes.Buffer

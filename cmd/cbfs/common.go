@@ -13,6 +13,7 @@ import (
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -58,11 +59,11 @@ func openInput(args []string) (io.ReadCloser, string, error) {
 }
 
 // output is where a command writes a result: standard output, or a
-// file that appears under its name only once complete (convert.AtomicFile).
+// file that appears under its name only once complete (store.AtomicFile).
 // An existing file is never replaced unless force is set.
 type output struct {
 	io.Writer
-	file *convert.AtomicFile
+	file *store.AtomicFile
 }
 
 // createOutput opens the output named by -o ("" or "-" is standard
@@ -84,7 +85,7 @@ func createOutput(path string, force, binary bool) (*output, error) {
 			return nil, &exitError{code: exitFailure, err: fmt.Errorf("%s: output file exists", path), hint: "give --force to replace it"}
 		}
 	}
-	f, err := convert.CreateAtomic(path, force)
+	f, err := store.CreateAtomic(path, force)
 	if err != nil {
 		return nil, err
 	}

@@ -4,9 +4,9 @@ import (
 	"io"
 	"os"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
 
@@ -56,12 +56,12 @@ the output so far was written).`,
 				return err
 			}
 			p := startProgress("export "+name, inputSize(in))
-			var opt convert.ExportOptions
+			var opt tarconv.ExportOptions
 			if verbose {
 				list := memberLister(!isStdout(outPath), p)
 				opt.OnMember = func(m *format.Meta) { list(m.Path) }
 			}
-			err = convert.ExportTarWith(out, p.reader(in), key, opt)
+			err = tarconv.ExportTarWith(out, p.reader(in), key, opt)
 			p.finish()
 			if err != nil {
 				out.abort()

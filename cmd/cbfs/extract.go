@@ -5,8 +5,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tree"
 	"github.com/spf13/cobra"
 )
 
@@ -110,7 +110,7 @@ without the summary.`,
 					name, plural(len(entries), "member", "members"))
 				salvaged = true
 			}
-			opt := convert.ExtractOptions{
+			opt := tree.ExtractOptions{
 				Paths:        args[1:],
 				SameOwner:    os.Geteuid() == 0 && !noSameOwner,
 				NumericOwner: numericOwner,
@@ -123,7 +123,7 @@ without the summary.`,
 						fmt.Fprintln(os.Stdout, quote([]byte(path)))
 					}
 				},
-				Report: func(p convert.Problem) {
+				Report: func(p tree.Problem) {
 					if p.Path == "" {
 						pr.say("cbfs: %s\n", p.What)
 						return
@@ -131,7 +131,7 @@ without the summary.`,
 					pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
 				},
 			}
-			st, err := convert.Extract(a, dest, opt)
+			st, err := tree.Extract(a, dest, opt)
 			if err != nil {
 				return inputErr(name, err)
 			}

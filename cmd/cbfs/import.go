@@ -14,6 +14,7 @@ import (
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
 
@@ -349,7 +350,7 @@ sequence number.`,
 					}
 				}
 			}
-			tarIn, comp, head, err := convert.Decompress(p.reader(in))
+			tarIn, comp, head, err := tarconv.Decompress(p.reader(in))
 			if err != nil {
 				p.finish()
 				return inputErr(name, err)
@@ -363,12 +364,12 @@ sequence number.`,
 				p.finish()
 				return err
 			}
-			st, err := convert.ImportTar(out, tarIn, key, wo)
+			st, err := tarconv.ImportTar(out, tarIn, key, wo)
 			p.finish()
 			if err != nil {
 				out.abort()
 				err = inputErr(name, err)
-				if what := convert.LooksLike(head); what != "" && errors.Is(err, convert.ErrNotTar) {
+				if what := tarconv.LooksLike(head); what != "" && errors.Is(err, tarconv.ErrNotTar) {
 					err = &exitError{code: exitBadInput, err: err, hint: fmt.Sprintf("it looks like %s; cbfs imports a tar, plain or compressed with gzip, bzip2, xz or zstd (bsdtar -cf out.tar @in converts most archives to tar)", what)}
 				}
 				return err

@@ -12,9 +12,10 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/store"
+	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
 
@@ -69,7 +70,7 @@ func removeOutputsOnInterrupt() {
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-ch
-		n := convert.RemoveUnfinished()
+		n := store.RemoveUnfinished()
 		msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
 		if n > 0 {
 			msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
@@ -112,16 +113,16 @@ func classify(err error) (int, string) {
 		return exitUsage, "see 'cbfs help' for usage"
 	}
 	var ve *format.VersionError
-	var te *convert.TarError
+	var te *tarconv.TarError
 	var ke *keys.SizeError
 	var fe *format.Error
-	var de *convert.DecompressError
+	var de *tarconv.DecompressError
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
 		return exitWrongKey, "check -k/--key or CBFS_KEY_FILE: 'cbfs key id -k FILE' shows which key a file holds"
 	case errors.As(err, &ve):
 		return exitBadInput, ""
-	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, convert.ErrNotTar), errors.As(err, &te), errors.As(err, &de):
+	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, tarconv.ErrNotTar), errors.As(err, &te), errors.As(err, &de):
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""

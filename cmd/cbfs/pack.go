@@ -7,8 +7,8 @@ import (
 	"path"
 	"strings"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tree"
 	"github.com/spf13/cobra"
 )
 
@@ -70,7 +70,7 @@ tar does) and pack exits with status 1.`,
 				if _, err := os.Lstat(dir); err != nil {
 					return inputErr(dir, err)
 				}
-				name, err := convert.TreeName(dir)
+				name, err := tree.TreeName(dir)
 				if err != nil {
 					return &exitError{code: exitFailure, err: fmt.Errorf("%s: %w", dir, err)}
 				}
@@ -92,7 +92,7 @@ tar does) and pack exits with status 1.`,
 					}
 				}
 			}
-			opt := convert.PackOptions{WriterOptions: wo, Exclude: excludes, Report: func(p convert.Problem) {
+			opt := tree.PackOptions{WriterOptions: wo, Exclude: excludes, Report: func(p tree.Problem) {
 				pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
 			}}
 			// Never pack the archive being written into itself.
@@ -103,7 +103,7 @@ tar does) and pack exits with status 1.`,
 			if fi, err := dst.Stat(); err == nil && fi.Mode().IsRegular() {
 				opt.Skip = append(opt.Skip, fi)
 			}
-			p, err := convert.NewPacker(pr.writer(out), key, opt)
+			p, err := tree.NewPacker(pr.writer(out), key, opt)
 			if err != nil {
 				pr.finish()
 				out.abort()

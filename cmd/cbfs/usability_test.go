@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cbfs/cbfs/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,7 +25,7 @@ func TestImportCompressed(t *testing.T) {
 	for _, c := range []struct{ name, tool string }{
 		{"gzip", "gzip"}, {"bzip2", "bzip2"}, {"xz", "xz"}, {"zstd", "zstd"},
 	} {
-		cmd := exec.Command(tool(t, c.tool), "-c")
+		cmd := exec.Command(testutil.Tool(t, c.tool), "-c")
 		cmd.Stdin = bytes.NewReader(plain)
 		compressed, err := cmd.Output()
 		if err != nil {

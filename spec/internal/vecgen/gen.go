@@ -11,9 +11,9 @@ import (
 	"math/rand/v2"
 	"strings"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // Seed is the fixed seed of every vector. Each vector draws its archive
@@ -118,7 +118,7 @@ func (g *gen) importTar(name string, opt format.WriterOptions, t []byte) []byte 
 	opt.Rand = stream("id " + name)
 	opt.Workers = 1
 	var b bytes.Buffer
-	if _, err := convert.ImportTar(&b, bytes.NewReader(t), g.keyA, opt); err != nil {
+	if _, err := tarconv.ImportTar(&b, bytes.NewReader(t), g.keyA, opt); err != nil {
 		panic(fmt.Sprintf("vecgen: %s: import: %v", name, err))
 	}
 	return b.Bytes()
@@ -175,7 +175,7 @@ func readAll(data []byte, key *crypt.Key) ([]mem, string) {
 // archives, whose members come from the tar); imported is the tar.
 func (g *gen) ok(name, desc string, data []byte, key *crypt.Key, ms []mem, imported []byte) {
 	var plain bytes.Buffer
-	if err := convert.ExportTar(&plain, bytes.NewReader(data), key); err != nil {
+	if err := tarconv.ExportTar(&plain, bytes.NewReader(data), key); err != nil {
 		panic(fmt.Sprintf("vecgen: %s: export: %v", name, err))
 	}
 	got, digest := readAll(data, key)

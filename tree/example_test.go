@@ -1,4 +1,4 @@
-package convert_test
+package tree_test
 
 import (
 	"bytes"
@@ -7,9 +7,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
+	"github.com/cbfs/cbfs/tree"
 )
 
 // A tiering agent writes an archive member by member: metadata it holds
@@ -23,7 +24,7 @@ func ExamplePacker() {
 		log.Fatal(err)
 	}
 	var archive bytes.Buffer
-	p, err := convert.NewPacker(&archive, key, convert.PackOptions{
+	p, err := tree.NewPacker(&archive, key, tree.PackOptions{
 		WriterOptions: format.WriterOptions{Sequence: 7, Compress: true},
 	})
 	if err != nil {
@@ -69,12 +70,12 @@ func ExamplePacker() {
 		m := e.Meta
 		fmt.Printf("%-9s %-20s inode %d size %d mtime %s\n", m.Type, m.Path, m.Inode, m.Size, m.MTime.Go().UTC().Format(time.RFC3339Nano))
 	}
-	e, err := convert.Lookup(entries, []byte("home/ann/report.txt"))
+	e, err := tarconv.Lookup(entries, []byte("home/ann/report.txt"))
 	if err != nil {
 		log.Fatal(err)
 	}
 	var got bytes.Buffer
-	if err := convert.WriteContent(a, e, &got); err != nil {
+	if err := tarconv.WriteContent(a, e, &got); err != nil {
 		log.Fatal(err)
 	}
 	full, err := a.Meta(e) // with the xattrs the summary leaves out
@@ -82,7 +83,7 @@ func ExamplePacker() {
 		log.Fatal(err)
 	}
 	fmt.Printf("report.txt: %q, %s=%s\n", got.String(), full.Xattrs[0].Name, full.Xattrs[0].Value)
-	_, err = convert.Lookup(entries, []byte("home/ann/old.txt"))
+	_, err = tarconv.Lookup(entries, []byte("home/ann/old.txt"))
 	fmt.Println(err)
 	// Output:
 	// wrote 4 members, 40 content bytes

@@ -1,4 +1,7 @@
-package convert
+// Package store is where archive and index bytes live. Today: local
+// files, written to a temporary file and renamed into place only when
+// complete (AtomicFile), never replacing a file unless asked to.
+package store
 
 import (
 	"errors"

@@ -1,6 +1,9 @@
-// Package convert turns plain tar streams and directory trees into CBFS
-// archives and back. It sits between the command line and package format.
-package convert
+// Package tarconv converts between plain tar streams and CBFS archives,
+// losslessly: import keeps every byte of the tar, export gives it back
+// (and writes a plain tar for members that were not imported, as the
+// archive spec's section 7.6 says). It also reads a member's content the
+// way tar would extract it (WriteContent) and recognises compressed input.
+package tarconv
 
 import (
 	"bufio"

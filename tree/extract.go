@@ -1,4 +1,4 @@
-package convert
+package tree
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // ExtractOptions configure Extract.
@@ -721,14 +722,14 @@ func (x *extractor) finishFile(j *fileJob) {
 		// entry are skipped again to keep the holes.
 		if importedSparse(m.TarHeader) {
 			hw := &holeWriter{fd: fd}
-			cerr = WriteContent(x.a, e, hw)
+			cerr = tarconv.WriteContent(x.a, e, hw)
 			werr, written = hw.err, hw.pos
 			if cerr == nil && werr == nil {
 				werr = ftruncate(fd, hw.pos)
 			}
 		} else {
 			sink := &fileSink{fd: fd}
-			cerr = WriteContent(x.a, e, sink)
+			cerr = tarconv.WriteContent(x.a, e, sink)
 			werr, written = sink.err, sink.n
 		}
 	case m.Sparse != nil:
@@ -1205,14 +1206,17 @@ func (h *holeWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// zeroBlock is what a hole reads as, one holeBlock at a time.
+var zeroBlock [holeBlock]byte
+
 func allZeros(b []byte) bool {
-	for len(b) >= len(zeros) {
-		if !bytes.Equal(b[:len(zeros)], zeros[:]) {
+	for len(b) >= holeBlock {
+		if !bytes.Equal(b[:holeBlock], zeroBlock[:]) {
 			return false
 		}
-		b = b[len(zeros):]
+		b = b[holeBlock:]
 	}
-	return bytes.Equal(b, zeros[:len(b)])
+	return bytes.Equal(b, zeroBlock[:len(b)])
 }
 
 // extentWriter writes the concatenated data extents of a sparse member at

@@ -1,4 +1,4 @@
-package convert
+package tree
 
 // Issue 19, item 1: every xattr pack can read (POSIX ACLs, capabilities,
 // SELinux labels, trusted.*) comes back through extract and through
@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // run runs a tool in dir and returns its standard output; any failure or
@@ -42,7 +44,7 @@ func sbinTool(t *testing.T, name string) string {
 			}
 		}
 	}
-	return pkTool(t, name)
+	return testutil.Tool(t, name)
 }
 
 func fileExists(p string) bool {
@@ -150,7 +152,7 @@ func TestPrivilegedXattrs(t *testing.T) {
 
 	t.Run("export-gnu-tar", func(t *testing.T) {
 		var tarBuf bytes.Buffer
-		if err := ExportTar(&tarBuf, bytes.NewReader(arch), pkKey(t)); err != nil {
+		if err := tarconv.ExportTar(&tarBuf, bytes.NewReader(arch), testutil.Key(t, 3)); err != nil {
 			t.Fatal(err)
 		}
 		// GNU tar --acls restores ACLs from its text records only.

@@ -1,6 +1,6 @@
 //go:build linux
 
-package convert
+package tree
 
 import (
 	"bytes"
@@ -18,8 +18,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
+	"github.com/cbfs/cbfs/tarconv"
 	"golang.org/x/sys/unix"
 )
 
@@ -163,7 +164,7 @@ func packBytes(t *testing.T, opt PackOptions, roots ...string) ([]byte, PackStat
 	var c collected
 	opt.Report = c.report
 	var buf bytes.Buffer
-	p, err := NewPacker(&buf, pkKey(t), opt)
+	p, err := NewPacker(&buf, testutil.Key(t, 3), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func packBytes(t *testing.T, opt PackOptions, roots ...string) ([]byte, PackStat
 
 func openBytes(t *testing.T, b []byte) (*format.Archive, []format.Entry) {
 	t.Helper()
-	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(b), int64(len(b))), pkKey(t))
+	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(b), int64(len(b))), testutil.Key(t, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +399,7 @@ func TestPackExportGNUTar(t *testing.T) {
 		t.Fatalf("pack reported %v", problems)
 	}
 	var tarBuf bytes.Buffer
-	if err := ExportTar(&tarBuf, bytes.NewReader(arch), pkKey(t)); err != nil {
+	if err := tarconv.ExportTar(&tarBuf, bytes.NewReader(arch), testutil.Key(t, 3)); err != nil {
 		t.Fatal(err)
 	}
 	tarPath := filepath.Join(t.TempDir(), "tree.tar")
@@ -413,7 +414,7 @@ func TestPackExportGNUTar(t *testing.T) {
 		{"bsdtar", []string{"--xattrs", "-xpf"}},
 	} {
 		t.Run(c.tool, func(t *testing.T) {
-			bin := pkTool(t, c.tool)
+			bin := testutil.Tool(t, c.tool)
 			out := t.TempDir()
 			cmd := exec.Command(bin, append(c.args, tarPath, "-C", out)...)
 			var stderr bytes.Buffer
@@ -456,7 +457,7 @@ func TestPackExtractRoundTrip(t *testing.T) {
 			a, _ = openBytes(t, arch)
 		} else {
 			var err error
-			a, err = format.OpenArchive(format.CachedSource(format.NewSource(bytes.NewReader(arch), int64(len(arch)))), pkKey(t))
+			a, err = format.OpenArchive(format.CachedSource(format.NewSource(bytes.NewReader(arch), int64(len(arch)))), testutil.Key(t, 3))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -555,7 +556,7 @@ func TestPackMembers(t *testing.T) {
 		}
 	}
 	var content bytes.Buffer
-	if err := WriteContent(a, byPath["src/sparse"], &content); err != nil {
+	if err := tarconv.WriteContent(a, byPath["src/sparse"], &content); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(content.Bytes(), mustRead(t, filepath.Join(tr.root, "sparse"))) {
@@ -615,7 +616,7 @@ func TestPackExclude(t *testing.T) {
 	if len(es) < 10 {
 		t.Errorf("only %d members left", len(es))
 	}
-	if _, err := NewPacker(io.Discard, pkKey(t), PackOptions{Exclude: []string{"[z-"}}); err == nil {
+	if _, err := NewPacker(io.Discard, testutil.Key(t, 3), PackOptions{Exclude: []string{"[z-"}}); err == nil {
 		t.Error("a bad pattern was accepted")
 	}
 }
@@ -680,12 +681,12 @@ func TestPackChangedWhileRead(t *testing.T) {
 					t.Fatalf("failed %d, problems %v; want one naming %s with %q", st.Failed, problems, victim, c.what)
 				}
 				a, es := openBytes(t, arch)
-				e, err := Lookup(es, []byte("d/victim"))
+				e, err := tarconv.Lookup(es, []byte("d/victim"))
 				if err != nil {
 					t.Fatal(err)
 				}
 				var got bytes.Buffer
-				if err := WriteContent(a, e, &got); err != nil {
+				if err := tarconv.WriteContent(a, e, &got); err != nil {
 					t.Fatal(err)
 				}
 				want := c.want
@@ -722,7 +723,7 @@ func TestPackerAdd(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			p, err := NewPacker(&buf, pkKey(t), PackOptions{})
+			p, err := NewPacker(&buf, testutil.Key(t, 3), PackOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -733,32 +734,9 @@ func TestPackerAdd(t *testing.T) {
 				t.Fatal("Close succeeded after a failed Add")
 			}
 			b := buf.Bytes()
-			if _, err := format.OpenArchive(format.NewSource(bytes.NewReader(b), int64(len(b))), pkKey(t)); err == nil {
+			if _, err := format.OpenArchive(format.NewSource(bytes.NewReader(b), int64(len(b))), testutil.Key(t, 3)); err == nil {
 				t.Fatal("the aborted archive opens as complete")
 			}
 		})
 	}
-}
-
-func pkKey(t testing.TB) *crypt.Key {
-	t.Helper()
-	k, err := crypt.KeyFromBytes(bytes.Repeat([]byte{3}, crypt.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// pkTool finds a tool the test compares against. It skips the test when
-// missing, unless CBFS_REQUIRE_TOOLS is set (CI), as the lossless tests do.
-func pkTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CBFS_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s not found and CBFS_REQUIRE_TOOLS is set: run scripts/deps.sh test", name)
-		}
-		t.Skipf("%s not installed (scripts/deps.sh test installs it)", name)
-	}
-	return p
 }

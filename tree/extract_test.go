@@ -1,6 +1,6 @@
 //go:build linux
 
-package convert
+package tree
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
+	"github.com/cbfs/cbfs/tarconv"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +47,7 @@ func dir(path string, mode uint32) crafted {
 func craftArchive(t *testing.T, members ...crafted) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := format.NewWriter(&buf, pkKey(t), format.WriterOptions{})
+	w, err := format.NewWriter(&buf, testutil.Key(t, 3), format.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +451,7 @@ func TestExtractNoDevicesNoSetID(t *testing.T) {
 // (pax with nanosecond times and xattrs, and GNU format with old-style
 // sparse headers) extract to the tree tar read, holes included.
 func TestExtractImported(t *testing.T) {
-	gnutar := pkTool(t, "tar")
+	gnutar := testutil.Tool(t, "tar")
 	tr := buildPackTree(t)
 	for _, c := range []struct {
 		format string
@@ -471,7 +473,7 @@ func TestExtractImported(t *testing.T) {
 				t.Fatalf("tar: %v\n%s", err, stderr.Bytes())
 			}
 			var arch bytes.Buffer
-			if _, err := ImportTar(&arch, bytes.NewReader(in), pkKey(t), format.WriterOptions{}); err != nil {
+			if _, err := tarconv.ImportTar(&arch, bytes.NewReader(in), testutil.Key(t, 3), format.WriterOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			dest := t.TempDir()

@@ -1,4 +1,4 @@
-package convert
+package tarconv
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
 )
 
 // handBlock is a ustar header block, made by hand: Go's tar writer will
@@ -51,7 +52,7 @@ func TestImportRefusesWhatTheFormatCannotHold(t *testing.T) {
 	in = append(in, padded([]byte("hello"))...)
 	in = append(in, make([]byte, 2*format.BlockSize)...)
 	var out bytes.Buffer
-	_, err := ImportTar(&out, bytes.NewReader(in), pkKey(t), format.WriterOptions{})
+	_, err := ImportTar(&out, bytes.NewReader(in), testutil.Key(t, 3), format.WriterOptions{})
 	var te *TarError
 	if !errors.As(err, &te) || te.Entry != "huge" || !strings.Contains(err.Error(), "2^62") {
 		t.Fatalf("import: %v; want a TarError for entry huge over 2^62", err)

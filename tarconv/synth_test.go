@@ -1,4 +1,4 @@
-package convert
+package tarconv
 
 import (
 	"archive/tar"

@@ -1,4 +1,4 @@
-package convert_test
+package tarconv_test
 
 // Issue 19, item 2: import takes the sparse maps GNU tar writes for
 // files of many extents, which Go's reader and the old 1 MiB cap refused.
@@ -17,8 +17,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // manyExtents is how many data extents the big sparse file has.
@@ -51,11 +52,11 @@ func makeManyExtents(t *testing.T, path string) {
 // of 4.7 and 1.2 MB, 1.0 in front of the data) imports, exports byte for
 // byte, and its content reads back as the file, holes included.
 func TestImportManyExtents(t *testing.T) {
-	tool(t, "tar")
+	testutil.Tool(t, "tar")
 	dir := t.TempDir()
 	makeManyExtents(t, filepath.Join(dir, "big"))
 	want := sha256.Sum256(readFile(t, dir, "big"))
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for _, c := range []struct {
 		version string
 		mapIn   string // where the map is: "pax" or "data"
@@ -92,7 +93,7 @@ func TestImportManyExtents(t *testing.T) {
 					t.Fatalf("%s: import: %v", wo.name, err)
 				}
 				var back bytes.Buffer
-				if err := convert.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
+				if err := tarconv.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
 					t.Fatalf("%s: export: %v", wo.name, err)
 				}
 				if !bytes.Equal(back.Bytes(), in) {
@@ -107,7 +108,7 @@ func TestImportManyExtents(t *testing.T) {
 					t.Fatal(err)
 				}
 				hw := sha256.New()
-				if err := convert.WriteContent(a, es[0], hw); err != nil {
+				if err := tarconv.WriteContent(a, es[0], hw); err != nil {
 					t.Fatalf("%s: content: %v", wo.name, err)
 				}
 				if got := [32]byte(hw.Sum(nil)); got != want {
@@ -150,7 +151,7 @@ func TestImportSparseContentAsGo(t *testing.T) {
 			inputs[name] = in
 		}
 	}
-	tool(t, "tar")
+	testutil.Tool(t, "tar")
 	{
 		tr := makeTree(t, 0)
 		makeSparse(t, filepath.Join(tr.root, "s"), 1<<20, false)
@@ -163,7 +164,7 @@ func TestImportSparseContentAsGo(t *testing.T) {
 	if len(inputs) < 5 {
 		t.Fatalf("only %d sparse inputs", len(inputs))
 	}
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for name, in := range inputs {
 		t.Run(name, func(t *testing.T) {
 			arc, err := importBytes(t, in, key, format.WriterOptions{Compress: true})
@@ -199,7 +200,7 @@ func TestImportSparseContentAsGo(t *testing.T) {
 				if _, err := io.Copy(wantH, tr); err != nil {
 					t.Fatal(err)
 				}
-				if err := convert.WriteContent(a, e, gotH); err != nil {
+				if err := tarconv.WriteContent(a, e, gotH); err != nil {
 					t.Fatalf("%q: %v", h.Name, err)
 				}
 				if !bytes.Equal(wantH.Sum(nil), gotH.Sum(nil)) {
@@ -263,7 +264,7 @@ func (r repeatByte) Read(p []byte) (int, error) {
 // else from the main header after it. It is read as a stream, never held.
 func TestImportPAXOverCap(t *testing.T) {
 	const capBytes = 64 << 20
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for _, c := range []struct{ name, path, mainName, want string }{
 		{"path-record", "dir/huge", "PaxStub/huge", "dir/huge"},
 		{"main-header", "", "dir/plain", "dir/plain"},
@@ -271,13 +272,13 @@ func TestImportPAXOverCap(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			// Just under the cap is taken, just over it refused.
 			if c.path != "" {
-				_, err := convert.ImportTar(io.Discard, bigPAXTar(t, c.path, c.mainName, 1<<20+1), key, format.WriterOptions{Compress: true})
+				_, err := tarconv.ImportTar(io.Discard, bigPAXTar(t, c.path, c.mainName, 1<<20+1), key, format.WriterOptions{Compress: true})
 				if err != nil {
 					t.Fatalf("a pax header of 1 MiB + 1 byte: %v", err)
 				}
 			}
-			_, err := convert.ImportTar(io.Discard, bigPAXTar(t, c.path, c.mainName, capBytes+1), key, format.WriterOptions{})
-			var te *convert.TarError
+			_, err := tarconv.ImportTar(io.Discard, bigPAXTar(t, c.path, c.mainName, capBytes+1), key, format.WriterOptions{})
+			var te *tarconv.TarError
 			if !errors.As(err, &te) {
 				t.Fatalf("got %T %v, want a *TarError", err, err)
 			}

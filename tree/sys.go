@@ -1,4 +1,10 @@
-package convert
+// Package tree packs directory trees into CBFS archives and extracts them
+// again, safely: pack reads with no-follow calls relative to directory
+// descriptors; extract never writes outside its destination and sets
+// every attribute through a descriptor of the very node it created.
+// Packer is also the Go API a tiering agent embeds to write archives
+// member by member.
+package tree
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package convert_test
+package tarconv_test
 
 // Issue 2, requirements 4 (lossless), 5 (names hidden) and the bad-input
 // half of 7, proved on archives that GNU tar and bsdtar write during the
@@ -21,34 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
+	"github.com/cbfs/cbfs/tarconv"
 )
-
-// tool returns the path of a tar implementation. A missing tool skips the
-// test on a developer machine; CI sets CBFS_REQUIRE_TOOLS (after
-// scripts/deps.sh installed them) so that nothing is skipped silently.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CBFS_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s not found and CBFS_REQUIRE_TOOLS is set: run scripts/deps.sh test", name)
-		}
-		t.Skipf("%s not installed (scripts/deps.sh test installs it)", name)
-	}
-	return p
-}
-
-func testKey(t testing.TB, seed byte) *crypt.Key {
-	t.Helper()
-	k, err := crypt.KeyFromBytes(bytes.Repeat([]byte{seed}, crypt.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // writerOptions are the settings every round trip runs under: the
 // defaults, and a configuration with the smallest chunks and records and
@@ -65,7 +42,7 @@ var writerOptions = []struct {
 func importBytes(t testing.TB, in []byte, key *crypt.Key, opt format.WriterOptions) ([]byte, error) {
 	t.Helper()
 	var out bytes.Buffer
-	_, err := convert.ImportTar(&out, bytes.NewReader(in), key, opt)
+	_, err := tarconv.ImportTar(&out, bytes.NewReader(in), key, opt)
 	return out.Bytes(), err
 }
 
@@ -74,7 +51,7 @@ func importBytes(t testing.TB, in []byte, key *crypt.Key, opt format.WriterOptio
 // archive written with the default options.
 func assertRoundTrip(t *testing.T, in []byte) []byte {
 	t.Helper()
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	var first []byte
 	for _, wo := range writerOptions {
 		arc, err := importBytes(t, in, key, wo.opt)
@@ -82,7 +59,7 @@ func assertRoundTrip(t *testing.T, in []byte) []byte {
 			t.Fatalf("%s: import: %v", wo.name, err)
 		}
 		var back bytes.Buffer
-		if err := convert.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
+		if err := tarconv.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
 			t.Fatalf("%s: export: %v", wo.name, err)
 		}
 		if !bytes.Equal(back.Bytes(), in) {
@@ -365,7 +342,7 @@ func runTool(t *testing.T, dir, name string, args ...string) {
 
 func runToolErr(t *testing.T, dir, name string, args ...string) ([]byte, error) {
 	t.Helper()
-	cmd := exec.Command(tool(t, name), args...)
+	cmd := exec.Command(testutil.Tool(t, name), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8", "TZ=UTC")
 	return cmd.CombinedOutput()
@@ -578,7 +555,7 @@ func writeFile(t *testing.T, dir, name, s string) {
 // buildTar makes a case's source tree and its tar.
 func buildTar(t *testing.T, c toolCase) []byte {
 	t.Helper()
-	tool(t, c.tool)
+	testutil.Tool(t, c.tool)
 	tr := makeTree(t, c.feats)
 	if c.build != nil {
 		return c.build(t, tr)
@@ -676,7 +653,7 @@ func goAccepts(in []byte) error {
 // clear error.
 func TestLosslessGoTestdata(t *testing.T) {
 	files := goTestdata(t)
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for name, in := range files {
 		t.Run(name, func(t *testing.T) {
 			if gerr := goAccepts(in); gerr == nil {
@@ -687,8 +664,8 @@ func TestLosslessGoTestdata(t *testing.T) {
 			}
 			arc, err := importBytes(t, in, key, format.WriterOptions{Compress: true})
 			if err != nil {
-				var te *convert.TarError
-				if !errors.As(err, &te) && !errors.Is(err, convert.ErrNotTar) {
+				var te *tarconv.TarError
+				if !errors.As(err, &te) && !errors.Is(err, tarconv.ErrNotTar) {
 					t.Fatalf("import failed with an untyped error %T: %v", err, err)
 				}
 				if err.Error() == "" {
@@ -698,7 +675,7 @@ func TestLosslessGoTestdata(t *testing.T) {
 				return
 			}
 			var back bytes.Buffer
-			if err := convert.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
+			if err := tarconv.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
 				t.Fatalf("import accepted it but export fails: %v", err)
 			}
 			if !bytes.Equal(back.Bytes(), in) {
@@ -713,8 +690,8 @@ func TestLosslessGoTestdata(t *testing.T) {
 // and bsdtar, and no path, link target, owner name or content appears in
 // its bytes, compressed or not.
 func TestNamesHidden(t *testing.T) {
-	tool(t, "tar")
-	tool(t, "bsdtar")
+	testutil.Tool(t, "tar")
+	testutil.Tool(t, "bsdtar")
 	tr := makeTree(t, 0)
 	secret := "secret-content-7c1e5a\n"
 	writeFile(t, tr.root, "d/hidden-file-name-q9", strings.Repeat(secret, 100))
@@ -734,7 +711,7 @@ func TestNamesHidden(t *testing.T) {
 			t.Fatalf("test setup: %q is not in the input tar", s)
 		}
 	}
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for _, wo := range writerOptions {
 		t.Run(wo.name, func(t *testing.T) {
 			arc, err := importBytes(t, in, key, wo.opt)
@@ -760,7 +737,7 @@ func TestNamesHidden(t *testing.T) {
 					if args[1] == "xf" {
 						os.Mkdir(filepath.Join(dir, args[4]), 0o755)
 					}
-					cmd := exec.Command(tool(t, args[0]), args[1:]...)
+					cmd := exec.Command(testutil.Tool(t, args[0]), args[1:]...)
 					cmd.Dir = dir
 					var stdout, stderr bytes.Buffer
 					cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -784,10 +761,10 @@ func TestNamesHidden(t *testing.T) {
 // TestPathLengthHidden: one file under a 1-byte path and under a 200-byte
 // path give archives of the same size.
 func TestPathLengthHidden(t *testing.T) {
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for _, f := range []string{"gnu", "ustar", "posix"} {
 		t.Run(f, func(t *testing.T) {
-			tool(t, "tar")
+			testutil.Tool(t, "tar")
 			dir := t.TempDir()
 			short := "a"
 			long := strings.Repeat("b", 99) + "/" + strings.Repeat("c", 100)
@@ -821,7 +798,7 @@ func TestPathLengthHidden(t *testing.T) {
 // typed error before anything but the archive header is written; nothing
 // panics. (The CLI test checks that no output file is left.)
 func TestBadInput(t *testing.T) {
-	tool(t, "tar")
+	testutil.Tool(t, "tar")
 	tr := makeTree(t, 0)
 	// Two 10-byte files: headers at 0 and 1024, data at 512 and 1536,
 	// each padded to the next block; end blocks at 2048.
@@ -850,16 +827,16 @@ func TestBadInput(t *testing.T) {
 		{"truncated-in-padding", good[:700], false, "truncated"},
 		{"second-header-bad-checksum", append(append(append([]byte(nil), good[:1024]...), bytes.Repeat([]byte{'x'}, 512)...), good[1024:]...), false, "checksum"},
 	}
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := importBytes(t, c.in, key, format.WriterOptions{Compress: true})
 			if err == nil {
 				t.Fatal("import accepted it")
 			}
-			var te *convert.TarError
+			var te *tarconv.TarError
 			switch {
-			case c.notTar && !errors.Is(err, convert.ErrNotTar):
+			case c.notTar && !errors.Is(err, tarconv.ErrNotTar):
 				t.Fatalf("got %v, want ErrNotTar", err)
 			case !c.notTar && !errors.As(err, &te):
 				t.Fatalf("got %T %v, want a *TarError", err, err)
