@@ -3,6 +3,7 @@ package convert
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -94,7 +95,7 @@ func genBenchSet(dir string, key *crypt.Key, archives, members int, tars bool) e
 					errs[w] = err
 					return
 				}
-				_, err = tarconv.ImportTar(f, bytes.NewReader(in), key, format.WriterOptions{Sequence: uint64(a + 1), Compress: true, Workers: 1})
+				_, err = tarconv.ImportTar(context.Background(), f, bytes.NewReader(in), key, format.WriterOptions{Sequence: uint64(a + 1), Compress: true, Workers: 1})
 				if cerr := f.Close(); err == nil {
 					err = cerr
 				}

@@ -3,6 +3,7 @@ package fuzz
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -57,7 +58,7 @@ func FuzzCompressedImport(f *testing.F) {
 			return
 		}
 		var out bytes.Buffer
-		if _, err := tarconv.ImportTar(&out, bytes.NewReader(plain), fuzzKey, smallOpts(true)); err != nil {
+		if _, err := tarconv.ImportTar(context.Background(), &out, bytes.NewReader(plain), fuzzKey, smallOpts(true)); err != nil {
 			if !isInputError(err) {
 				t.Fatalf("import failed with an untyped error: %v", err)
 			}

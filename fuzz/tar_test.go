@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/bzip2"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -137,7 +138,7 @@ func FuzzTarImport(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
-		_, err := tarconv.ImportTar(&out, bytes.NewReader(data), fuzzKey, smallOpts(len(data)%2 == 0))
+		_, err := tarconv.ImportTar(context.Background(), &out, bytes.NewReader(data), fuzzKey, smallOpts(len(data)%2 == 0))
 		if err != nil {
 			if !isInputError(err) {
 				t.Fatalf("import failed with an untyped error: %v", err)
@@ -155,7 +156,7 @@ func FuzzTarImport(f *testing.F) {
 func checkExport(t *testing.T, archive, want []byte) {
 	t.Helper()
 	var back bytes.Buffer
-	if err := tarconv.ExportTar(&back, bytes.NewReader(archive), fuzzKey); err != nil {
+	if err := tarconv.ExportTar(context.Background(), &back, bytes.NewReader(archive), fuzzKey, tarconv.ExportOptions{}); err != nil {
 		t.Fatalf("export of an imported tar failed: %v", err)
 	}
 	if got := back.Bytes(); !bytes.Equal(got, want) {
@@ -332,7 +333,7 @@ func FuzzRoundTrip(f *testing.F) {
 		in := buildTar(data)
 		want := readGoTar(t, in)
 		var out bytes.Buffer
-		if _, err := tarconv.ImportTar(&out, bytes.NewReader(in), fuzzKey, smallOpts(len(data)%2 == 1)); err != nil {
+		if _, err := tarconv.ImportTar(context.Background(), &out, bytes.NewReader(in), fuzzKey, smallOpts(len(data)%2 == 1)); err != nil {
 			if len(in) == 0 && errors.Is(err, tarconv.ErrNotTar) {
 				return // no entries and no end blocks: zero bytes are not a tar
 			}

@@ -2,6 +2,7 @@ package spec_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -259,7 +260,7 @@ func scan(data []byte, key *crypt.Key) (*format.ScanReport, error) {
 func checkArchive(t *testing.T, v *vecgen.Vector) {
 	key := mustKey(t, v.Key)
 	var plain bytes.Buffer
-	exportErr := tarconv.ExportTar(&plain, bytes.NewReader(v.Data), key)
+	exportErr := tarconv.ExportTar(context.Background(), &plain, bytes.NewReader(v.Data), key, tarconv.ExportOptions{})
 	digest, n, streamErr := stream(v.Data, key)
 	raDigest, raN, raErr := randomAccess(v.Data, key)
 	rep, scanErr := scan(v.Data, key)

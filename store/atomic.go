@@ -4,12 +4,14 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -17,8 +19,8 @@ import (
 // complete: it is written to a temporary file beside the name, synced,
 // then linked (or, when an existing file may be replaced, renamed) into
 // place, and the directory is synced so that the new name survives a
-// crash. Until then the temporary file is recorded, so that
-// RemoveUnfinished can delete it when the process is interrupted.
+// crash. Abort, or the cancellation of the context given to AbortOn,
+// removes the temporary file: a command stopped half way leaves nothing.
 type AtomicFile struct {
 	*os.File // the temporary file
 	path     string
@@ -28,17 +30,19 @@ type AtomicFile struct {
 	// before it is put in place; an error aborts the commit. An index
 	// update checks there that the index was not replaced meanwhile.
 	BeforeRename func() error
+
+	mu   sync.Mutex
+	done bool            // committed or aborted
+	ctx  context.Context // set by AbortOn
+	stop func() bool     // stops AbortOn's callback
 }
 
-// ErrInterrupted is returned by CreateAtomic and Commit once
-// RemoveUnfinished has run: the process is on its way out.
-var ErrInterrupted = errors.New("interrupted")
+// interrupted counts the outputs aborted by a cancelled context.
+var interrupted atomic.Int64
 
-var unfinished struct {
-	sync.Mutex
-	files       map[*AtomicFile]struct{}
-	interrupted bool
-}
+// Interrupted says how many outputs the cancellation of their context
+// aborted: what a command stopped by a signal reports.
+func Interrupted() int { return int(interrupted.Load()) }
 
 // CreateAtomic starts an output at path. With replace unset, Commit fails
 // if a file of that name exists by then. A path that is a character device
@@ -56,11 +60,6 @@ func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
 		}
 		return &AtomicFile{File: f, path: path, direct: true}, nil
 	}
-	unfinished.Lock()
-	defer unfinished.Unlock()
-	if unfinished.interrupted {
-		return nil, ErrInterrupted
-	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		var pe *fs.PathError
@@ -69,12 +68,24 @@ func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f := &AtomicFile{File: tmp, path: path, replace: replace}
-	if unfinished.files == nil {
-		unfinished.files = map[*AtomicFile]struct{}{}
+	return &AtomicFile{File: tmp, path: path, replace: replace}, nil
+}
+
+// AbortOn aborts the output when ctx is cancelled before Commit: a signal
+// that cancels the command's context removes its unfinished outputs at
+// once, even while the command is still blocked reading its input.
+func (f *AtomicFile) AbortOn(ctx context.Context) {
+	if f.direct {
+		return
 	}
-	unfinished.files[f] = struct{}{}
-	return f, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ctx = ctx
+	f.stop = context.AfterFunc(ctx, func() {
+		if f.abort() {
+			interrupted.Add(1)
+		}
+	})
 }
 
 // Commit syncs and closes the temporary file and puts it in place. On
@@ -94,12 +105,15 @@ func (f *AtomicFile) Commit() error {
 		f.Abort()
 		return err
 	}
-	unfinished.Lock()
-	defer unfinished.Unlock()
-	if unfinished.interrupted {
-		return ErrInterrupted // RemoveUnfinished took the file
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return fmt.Errorf("%s: %w", f.path, context.Cause(f.ctx)) // aborted by AbortOn
 	}
-	delete(unfinished.files, f)
+	if f.stop != nil && !f.stop() {
+		return fmt.Errorf("%s: %w", f.path, context.Cause(f.ctx))
+	}
+	f.done = true
 	tmp := f.Name()
 	if f.replace {
 		err = os.Rename(tmp, f.path)
@@ -120,36 +134,26 @@ func (f *AtomicFile) Commit() error {
 }
 
 // Abort closes and removes the temporary file.
-func (f *AtomicFile) Abort() {
+func (f *AtomicFile) Abort() { f.abort() }
+
+// abort says whether it removed the file (false: committed or aborted
+// already).
+func (f *AtomicFile) abort() bool {
 	if f.direct {
 		f.Close()
-		return
+		return false
 	}
-	unfinished.Lock()
-	defer unfinished.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return false
+	}
+	f.done = true
+	if f.stop != nil {
+		f.stop()
+	}
 	f.Close()
-	if _, ok := unfinished.files[f]; ok {
-		delete(unfinished.files, f)
-		os.Remove(f.Name())
-	}
-}
-
-// RemoveUnfinished removes every temporary file of an output not yet
-// committed, and makes later CreateAtomic and Commit calls fail: what a
-// process does when interrupted, before it exits. It returns how many it
-// removed.
-func RemoveUnfinished() int {
-	unfinished.Lock()
-	defer unfinished.Unlock()
-	unfinished.interrupted = true
-	n := 0
-	for f := range unfinished.files {
-		if os.Remove(f.Name()) == nil {
-			n++
-		}
-	}
-	clear(unfinished.files)
-	return n
+	return os.Remove(f.Name()) == nil
 }
 
 // syncDir makes a rename or link in dir durable: without it, a crash can

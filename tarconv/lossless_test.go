@@ -8,6 +8,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/bzip2"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ var writerOptions = []struct {
 func importBytes(t testing.TB, in []byte, key *crypt.Key, opt format.WriterOptions) ([]byte, error) {
 	t.Helper()
 	var out bytes.Buffer
-	_, err := tarconv.ImportTar(&out, bytes.NewReader(in), key, opt)
+	_, err := tarconv.ImportTar(context.Background(), &out, bytes.NewReader(in), key, opt)
 	return out.Bytes(), err
 }
 
@@ -59,7 +60,7 @@ func assertRoundTrip(t *testing.T, in []byte) []byte {
 			t.Fatalf("%s: import: %v", wo.name, err)
 		}
 		var back bytes.Buffer
-		if err := tarconv.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
+		if err := tarconv.ExportTar(context.Background(), &back, bytes.NewReader(arc), key, tarconv.ExportOptions{}); err != nil {
 			t.Fatalf("%s: export: %v", wo.name, err)
 		}
 		if !bytes.Equal(back.Bytes(), in) {
@@ -675,7 +676,7 @@ func TestLosslessGoTestdata(t *testing.T) {
 				return
 			}
 			var back bytes.Buffer
-			if err := tarconv.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
+			if err := tarconv.ExportTar(context.Background(), &back, bytes.NewReader(arc), key, tarconv.ExportOptions{}); err != nil {
 				t.Fatalf("import accepted it but export fails: %v", err)
 			}
 			if !bytes.Equal(back.Bytes(), in) {

@@ -6,6 +6,7 @@ package tarconv_test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func TestImportManyExtents(t *testing.T) {
 					t.Fatalf("%s: import: %v", wo.name, err)
 				}
 				var back bytes.Buffer
-				if err := tarconv.ExportTar(&back, bytes.NewReader(arc), key); err != nil {
+				if err := tarconv.ExportTar(context.Background(), &back, bytes.NewReader(arc), key, tarconv.ExportOptions{}); err != nil {
 					t.Fatalf("%s: export: %v", wo.name, err)
 				}
 				if !bytes.Equal(back.Bytes(), in) {
@@ -272,12 +273,12 @@ func TestImportPAXOverCap(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			// Just under the cap is taken, just over it refused.
 			if c.path != "" {
-				_, err := tarconv.ImportTar(io.Discard, bigPAXTar(t, c.path, c.mainName, 1<<20+1), key, format.WriterOptions{Compress: true})
+				_, err := tarconv.ImportTar(context.Background(), io.Discard, bigPAXTar(t, c.path, c.mainName, 1<<20+1), key, format.WriterOptions{Compress: true})
 				if err != nil {
 					t.Fatalf("a pax header of 1 MiB + 1 byte: %v", err)
 				}
 			}
-			_, err := tarconv.ImportTar(io.Discard, bigPAXTar(t, c.path, c.mainName, capBytes+1), key, format.WriterOptions{})
+			_, err := tarconv.ImportTar(context.Background(), io.Discard, bigPAXTar(t, c.path, c.mainName, capBytes+1), key, format.WriterOptions{})
 			var te *tarconv.TarError
 			if !errors.As(err, &te) {
 				t.Fatalf("got %T %v, want a *TarError", err, err)

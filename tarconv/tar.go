@@ -3,6 +3,7 @@ package tarconv
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,8 @@ type ImportStats struct {
 // its data as the member's content, and what follows the last entry (end
 // blocks, record padding, anything else) as a trailer member, so that
 // ExportTar gives src back exactly. Memory does not grow with src.
-func ImportTar(dst io.Writer, src io.Reader, key *crypt.Key, opt format.WriterOptions) (*ImportStats, error) {
+func ImportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key, opt format.WriterOptions) (*ImportStats, error) {
+	src = ctxReader{ctx, src}
 	s := newTarScanner(src)
 	// Read the first header before writing anything, so that input that
 	// is not a tar leaves no output at all.
@@ -88,24 +90,21 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// ExportTar writes a CBFS archive read from src to dst as a plain tar. An
-// imported member's header bytes come back verbatim; a member written by
-// pack or the Go API gets a pax header. The archive is verified to its
-// last byte: ExportTar returns nil only when everything checked out, so a
-// caller writing to a file must discard the file on error.
-func ExportTar(dst io.Writer, src io.Reader, key *crypt.Key) error {
-	return ExportTarWith(dst, src, key, ExportOptions{})
-}
-
-// ExportOptions configure ExportTarWith.
+// ExportOptions configure ExportTar.
 type ExportOptions struct {
 	// OnMember, when set, is called with each member that becomes a tar
 	// entry, before its bytes are written: what tar -v lists.
 	OnMember func(m *format.Meta)
 }
 
-// ExportTarWith is ExportTar with options.
-func ExportTarWith(dst io.Writer, src io.Reader, key *crypt.Key, opt ExportOptions) error {
+// ExportTar writes a CBFS archive read from src to dst as a plain tar. An
+// imported member's header bytes come back verbatim; a member written by
+// pack or the Go API gets a pax header (archive spec 7.6). The archive is
+// verified to its last byte: ExportTar returns nil only when everything
+// checked out, so a caller writing to a file must discard the file on
+// error. It stops at the next read once ctx is cancelled.
+func ExportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key, opt ExportOptions) error {
+	src = ctxReader{ctx, src}
 	r, err := format.NewReader(src, key, format.ReaderOptions{})
 	if err != nil {
 		return err
@@ -513,4 +512,17 @@ func sparseStubName(name string) string {
 		dir, base = name[:i+1], name[i+1:]
 	}
 	return dir + "GNUSparseFile.0/" + base
+}
+
+// ctxReader stops a conversion at the next read once ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := context.Cause(c.ctx); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

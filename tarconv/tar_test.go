@@ -2,6 +2,7 @@ package tarconv
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -52,7 +53,7 @@ func TestImportRefusesWhatTheFormatCannotHold(t *testing.T) {
 	in = append(in, padded([]byte("hello"))...)
 	in = append(in, make([]byte, 2*format.BlockSize)...)
 	var out bytes.Buffer
-	_, err := ImportTar(&out, bytes.NewReader(in), testutil.Key(t, 3), format.WriterOptions{})
+	_, err := ImportTar(context.Background(), &out, bytes.NewReader(in), testutil.Key(t, 3), format.WriterOptions{})
 	var te *TarError
 	if !errors.As(err, &te) || te.Entry != "huge" || !strings.Contains(err.Error(), "2^62") {
 		t.Fatalf("import: %v; want a TarError for entry huge over 2^62", err)

@@ -2,6 +2,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -67,7 +68,7 @@ type ExtractStats struct {
 //
 // Members are read in archive order with many small reads: give
 // format.OpenArchive a CachedSource.
-func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, error) {
+func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, error) {
 	if !sysSupported {
 		return ExtractStats{}, errUnsupported
 	}
@@ -113,8 +114,12 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 	if len(opt.Paths) > 0 && len(x.sel) == 0 {
 		return x.stats, nil
 	}
+	x.ctx = ctx
 	for i, e := range entries {
-		err := x.member(i, e)
+		err := context.Cause(ctx)
+		if err == nil {
+			err = x.member(i, e)
+		}
 		if err == nil {
 			err = x.fatalErr()
 		}
@@ -152,6 +157,7 @@ type selector struct {
 }
 
 type extractor struct {
+	ctx     context.Context // cancelled: stop, and remove files not complete
 	a       *format.Archive
 	entries []format.Entry
 	opt     ExtractOptions

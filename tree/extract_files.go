@@ -5,6 +5,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,12 +23,17 @@ func (x *extractor) tmpName() string {
 // fileSink writes a member's bytes to the file, remembering a write error
 // apart from errors of the archive.
 type fileSink struct {
+	ctx context.Context
 	fd  int
 	n   int64 // logical bytes received
 	err error
 }
 
 func (s *fileSink) Write(p []byte) (int, error) {
+	if err := context.Cause(s.ctx); err != nil {
+		s.err = err
+		return 0, err
+	}
 	n, err := writeFd(s.fd, p)
 	s.n += int64(n)
 	if err != nil {
@@ -187,7 +193,7 @@ func (x *extractor) finishFile(j *fileJob) {
 				werr = ftruncate(fd, hw.pos)
 			}
 		} else {
-			sink := &fileSink{fd: fd}
+			sink := &fileSink{ctx: x.ctx, fd: fd}
 			cerr = tarconv.WriteContent(x.a, e, sink)
 			werr, written = sink.err, sink.n
 		}
@@ -209,7 +215,7 @@ func (x *extractor) finishFile(j *fileJob) {
 				What: "sparse content is longer than its extents"}
 		}
 	default:
-		sink := &fileSink{fd: fd}
+		sink := &fileSink{ctx: x.ctx, fd: fd}
 		cerr = x.a.Content(e, sink)
 		werr, written = sink.err, sink.n
 	}

@@ -4,6 +4,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -70,7 +71,7 @@ func TestExtractSwapRace(t *testing.T) {
 				caught.Add(1)
 			}
 		}}
-		if _, err := Extract(a, dest, opt); err != nil {
+		if _, err := Extract(context.Background(), a, dest, opt); err != nil {
 			t.Fatal(err)
 		}
 		swaps.Add(r.stop())

@@ -4,6 +4,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"io/fs"
 	"maps"
 	"os"
@@ -67,7 +68,7 @@ func extractBytes(t *testing.T, arch []byte, dest string, opt ExtractOptions) (E
 	a, _ := openBytes(t, arch)
 	var c collected
 	opt.Report = c.report
-	st, err := Extract(a, dest, opt)
+	st, err := Extract(context.Background(), a, dest, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +474,7 @@ func TestExtractImported(t *testing.T) {
 				t.Fatalf("tar: %v\n%s", err, stderr.Bytes())
 			}
 			var arch bytes.Buffer
-			if _, err := tarconv.ImportTar(&arch, bytes.NewReader(in), testutil.Key(t, 3), format.WriterOptions{}); err != nil {
+			if _, err := tarconv.ImportTar(context.Background(), &arch, bytes.NewReader(in), testutil.Key(t, 3), format.WriterOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			dest := t.TempDir()
@@ -502,7 +503,7 @@ func TestExtractWriteFails(t *testing.T) {
 	// first is extracted, and complete, before the run that fails: files
 	// are written by several workers, and one still queued when another
 	// fails is abandoned, so within one run "before" is not an order.
-	if _, err := Extract(a, dest, ExtractOptions{Paths: []string{"first"}}); err != nil {
+	if _, err := Extract(context.Background(), a, dest, ExtractOptions{Paths: []string{"first"}}); err != nil {
 		t.Fatal(err)
 	}
 	var lim unix.Rlimit
@@ -514,7 +515,7 @@ func TestExtractWriteFails(t *testing.T) {
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &small); err != nil {
 		t.Skipf("cannot set a file size limit: %v", err)
 	}
-	_, err := Extract(a, dest, ExtractOptions{})
+	_, err := Extract(context.Background(), a, dest, ExtractOptions{})
 	if err := unix.Setrlimit(unix.RLIMIT_FSIZE, &lim); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -83,7 +84,8 @@ type Packer struct {
 	names *idNames
 	ra    *readAhead
 	stats PackStats
-	err   error // sticky: the archive is unusable after it
+	err   error           // sticky: the archive is unusable after it
+	ctx   context.Context // of the AddTree or AddFile call walking now
 }
 
 // NewPacker writes the archive header to dst and returns a Packer. Call
@@ -190,18 +192,23 @@ func (e *exactReader) Read(b []byte) (int, error) {
 // relative to root's parent: AddTree("/home/u/src") stores "src",
 // "src/main.go", ... Symlinks are stored, never followed. Files that
 // cannot be read are reported and left out; only a failure to write the
-// archive is returned.
-func (p *Packer) AddTree(root string) error {
+// archive is returned, or the cause of ctx's cancellation, which stops
+// the walk at the next file.
+func (p *Packer) AddTree(ctx context.Context, root string) error {
+	p.ctx = ctx
+	defer func() { p.ctx = nil }()
 	return p.addPath(root, "", true)
 }
 
 // AddFile packs one file from disk as member path member, without
 // descending into it if it is a directory. A file that cannot be read is
 // reported and left out; only a failure to write the archive is returned.
-func (p *Packer) AddFile(name, member string) error {
+func (p *Packer) AddFile(ctx context.Context, name, member string) error {
 	if member == "" {
 		return errors.New("AddFile: empty member path")
 	}
+	p.ctx = ctx
+	defer func() { p.ctx = nil }()
 	return p.addPath(name, member, false)
 }
 
@@ -321,6 +328,11 @@ func (p *Packer) walkDir(fd int, osPath, member string) (err error) {
 		}
 	}()
 	for i, e := range ents {
+		if p.ctx != nil {
+			if err := context.Cause(p.ctx); err != nil {
+				return err
+			}
+		}
 		for ; next < len(ents) && next <= i+readAheadFiles; next++ {
 			if n := ents[next]; n.regular && !p.excluded(childOf(n.name)) {
 				ahead[next] = p.ra.start(fd, n.name, filepath.Join(osPath, n.name))

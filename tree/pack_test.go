@@ -4,6 +4,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -169,7 +170,7 @@ func packBytes(t *testing.T, opt PackOptions, roots ...string) ([]byte, PackStat
 		t.Fatal(err)
 	}
 	for _, r := range roots {
-		if err := p.AddTree(r); err != nil {
+		if err := p.AddTree(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,7 +400,7 @@ func TestPackExportGNUTar(t *testing.T) {
 		t.Fatalf("pack reported %v", problems)
 	}
 	var tarBuf bytes.Buffer
-	if err := tarconv.ExportTar(&tarBuf, bytes.NewReader(arch), testutil.Key(t, 3)); err != nil {
+	if err := tarconv.ExportTar(context.Background(), &tarBuf, bytes.NewReader(arch), testutil.Key(t, 3), tarconv.ExportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	tarPath := filepath.Join(t.TempDir(), "tree.tar")
@@ -464,7 +465,7 @@ func TestPackExtractRoundTrip(t *testing.T) {
 		}
 		dest := t.TempDir()
 		var c collected
-		xs, err := Extract(a, dest, ExtractOptions{SameOwner: os.Geteuid() == 0, Report: c.report})
+		xs, err := Extract(context.Background(), a, dest, ExtractOptions{SameOwner: os.Geteuid() == 0, Report: c.report})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,7 @@ package tree
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,7 +153,7 @@ func TestPrivilegedXattrs(t *testing.T) {
 
 	t.Run("export-gnu-tar", func(t *testing.T) {
 		var tarBuf bytes.Buffer
-		if err := tarconv.ExportTar(&tarBuf, bytes.NewReader(arch), testutil.Key(t, 3)); err != nil {
+		if err := tarconv.ExportTar(context.Background(), &tarBuf, bytes.NewReader(arch), testutil.Key(t, 3), tarconv.ExportOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		// GNU tar --acls restores ACLs from its text records only.

@@ -40,7 +40,7 @@ other paths are still written, and the exit status is 1.`,
 				return err
 			}
 			defer f.Close()
-			w := bufio.NewWriterSize(os.Stdout, 1<<20)
+			w := bufio.NewWriterSize(stdout, 1<<20)
 			defer w.Flush()
 			missing := 0
 			for _, p := range args[1:] {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
@@ -68,13 +70,13 @@ type output struct {
 
 // createOutput opens the output named by -o ("" or "-" is standard
 // output). Binary output to a terminal is refused.
-func createOutput(path string, force, binary bool) (*output, error) {
+func createOutput(ctx context.Context, path string, force, binary bool) (*output, error) {
 	if path == "" || path == "-" {
 		if binary && term.IsTerminal(int(os.Stdout.Fd())) {
 			return nil, &exitError{code: exitUsage, err: errors.New("refusing to write a binary archive to a terminal"),
 				hint: "give -o FILE, or redirect standard output"}
 		}
-		return &output{Writer: os.Stdout}, nil
+		return &output{Writer: stdout}, nil
 	}
 	if !force {
 		// A character device or a pipe (/dev/null, a FIFO) is written,
@@ -89,6 +91,7 @@ func createOutput(path string, force, binary bool) (*output, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.AbortOn(ctx)
 	return &output{Writer: &writeback{f: f.File}, file: f}, nil
 }
 
@@ -263,10 +266,34 @@ func verboseFlag(c *cobra.Command, p *bool) {
 // go through the progress printer so that the two do not run together.
 func memberLister(toStdout bool, p *progress) func(path []byte) {
 	if toStdout {
-		return func(path []byte) { fmt.Fprintln(os.Stdout, quote(path)) }
+		return func(path []byte) { fmt.Fprintln(stdout, quote(path)) }
 	}
 	return func(path []byte) { p.say("%s\n", quote(path)) }
 }
 
 // isStdout says whether an -o value means standard output.
 func isStdout(out string) bool { return out == "" || out == "-" }
+
+// stdout is standard output for every command: it remembers the first
+// write error, so that output lost to a full disk or a closed file is an
+// error (status 1) even where a buffered writer's final flush is not
+// checked by the code that made it.
+var stdout = &checkedWriter{w: os.Stdout}
+
+type checkedWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	err error
+}
+
+func (c *checkedWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}

@@ -51,7 +51,7 @@ the output so far was written).`,
 			if err := checkEndFirst(f, key); err != nil {
 				return inputErr(name, err)
 			}
-			out, err := createOutput(outPath, force, true)
+			out, err := createOutput(c.Context(), outPath, force, true)
 			if err != nil {
 				return err
 			}
@@ -61,7 +61,7 @@ the output so far was written).`,
 				list := memberLister(!isStdout(outPath), p)
 				opt.OnMember = func(m *format.Meta) { list(m.Path) }
 			}
-			err = tarconv.ExportTarWith(out, p.reader(in), key, opt)
+			err = tarconv.ExportTar(c.Context(), out, p.reader(in), key, opt)
 			p.finish()
 			if err != nil {
 				out.abort()

@@ -120,7 +120,7 @@ without the summary.`,
 				Entries:      entries,
 				OnMember: func(path string) {
 					if verbose {
-						fmt.Fprintln(os.Stdout, quote([]byte(path)))
+						fmt.Fprintln(stdout, quote([]byte(path)))
 					}
 				},
 				Report: func(p tree.Problem) {
@@ -131,7 +131,7 @@ without the summary.`,
 					pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
 				},
 			}
-			st, err := tree.Extract(a, dest, opt)
+			st, err := tree.Extract(c.Context(), a, dest, opt)
 			if err != nil {
 				return inputErr(name, err)
 			}

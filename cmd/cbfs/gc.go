@@ -88,7 +88,7 @@ is named on standard error. It changes nothing.`,
 			if failed > 0 {
 				status = &exitError{code: code, err: fmt.Errorf("gc: %s not read (named above)", plural(failed, "archive", "archives"))}
 			}
-			w := bufio.NewWriter(os.Stdout)
+			w := bufio.NewWriter(stdout)
 			defer w.Flush()
 			if asJSON {
 				if err := printJSON(w, good); err != nil {

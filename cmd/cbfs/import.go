@@ -359,12 +359,12 @@ sequence number.`,
 			if comp != "" {
 				p.say("cbfs: %s: %s-compressed: decompressing it\n", name, comp)
 			}
-			out, err := createOutput(o.out, o.force, true)
+			out, err := createOutput(c.Context(), o.out, o.force, true)
 			if err != nil {
 				p.finish()
 				return err
 			}
-			st, err := tarconv.ImportTar(out, tarIn, key, wo)
+			st, err := tarconv.ImportTar(c.Context(), out, tarIn, key, wo)
 			p.finish()
 			if err != nil {
 				out.abort()

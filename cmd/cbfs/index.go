@@ -67,9 +67,11 @@ type indexBuildOptions struct {
 	shard    string
 	partial  bool
 	lockWait time.Duration
+	cmd      *cobra.Command
 }
 
 func (o *indexBuildOptions) flags(c *cobra.Command) {
+	o.cmd = c
 	keyFlag(c, &o.keyPath)
 	c.Flags().StringVarP(&o.out, "output", "o", "", "index file to write (required; - for standard output)")
 	c.Flags().BoolVar(&o.force, "force", false, "replace the output file if it exists")
@@ -101,7 +103,7 @@ func lockOutput(o *indexBuildOptions) (*convert.IndexLock, error) {
 // createIndexOutput opens the output of rebuild or merge, checked under
 // its lock before the rename.
 func createIndexOutput(o *indexBuildOptions, l *convert.IndexLock) (*output, error) {
-	out, err := createOutput(o.out, o.force, true)
+	out, err := createOutput(o.cmd.Context(), o.out, o.force, true)
 	if err == nil && l != nil && out.file != nil {
 		out.file.BeforeRename = l.Unchanged
 	}
@@ -422,7 +424,7 @@ func (r *indexReport) finish(asJSON bool) error {
 	}
 	w.Flush()
 	if asJSON {
-		if err := printJSON(os.Stdout, r); err != nil {
+		if err := printJSON(stdout, r); err != nil {
 			return err
 		}
 	}
@@ -515,7 +517,7 @@ A conflicted path is listed once per live candidate, with a sixth column
 			if err != nil {
 				return err
 			}
-			w := bufio.NewWriterSize(os.Stdout, 1<<20)
+			w := bufio.NewWriterSize(stdout, 1<<20)
 			defer w.Flush()
 			var js []indexEntryJSON
 			for i := 0; i < x.Len(); i++ {
@@ -576,7 +578,7 @@ path is conflicted (and none deleted or unknown).`,
 			if err != nil {
 				return err
 			}
-			w := bufio.NewWriter(os.Stdout)
+			w := bufio.NewWriter(stdout)
 			defer w.Flush()
 			var js []indexEntryJSON
 			missing, conflicts := 0, 0
@@ -671,7 +673,7 @@ it is not a file).`,
 			if len(d) == 0 {
 				return nil
 			}
-			w := bufio.NewWriter(os.Stdout)
+			w := bufio.NewWriter(stdout)
 			for _, e := range d {
 				if !e.IsRecord {
 					if e.ArchA != nil {

@@ -57,7 +57,7 @@ func newKeyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println(k.ID())
+			fmt.Fprintln(stdout, k.ID())
 			return nil
 		},
 	}

@@ -87,7 +87,7 @@ exit status is 1.`,
 					err = unmatched(args[0], sel)
 				}
 			}()
-			w := bufio.NewWriter(os.Stdout)
+			w := bufio.NewWriter(stdout)
 			defer w.Flush()
 			if asJSON {
 				out := make([]lsJSON, 0, len(entries))

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,7 +11,9 @@ import (
 	"os/signal"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
@@ -46,9 +49,29 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func main() {
-	removeOutputsOnInterrupt()
+	ctx, interrupted := cancelOnSignal()
 	root := newRoot()
-	err := root.Execute()
+	root.SetOut(stdout)
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// Outputs were aborted through the context as it was cancelled;
+		// the command has a moment to stop cleanly. One blocked reading
+		// its input does not, and is not waited for.
+		select {
+		case err = <-done:
+		case <-time.After(interruptGrace):
+		}
+	}
+	if s := interrupted(); s != nil {
+		exitInterrupted(s)
+	}
+	if err == nil && stdout.err != nil {
+		err = &exitError{code: exitFailure, err: fmt.Errorf("standard output: %w", stdout.err)}
+	}
 	if err == nil {
 		os.Exit(exitOK)
 	}
@@ -60,28 +83,45 @@ func main() {
 	os.Exit(code)
 }
 
-// removeOutputsOnInterrupt makes SIGINT, SIGTERM and SIGHUP remove the
-// output files not yet complete before cbfs exits, with the status a shell
-// gives a process killed by the signal (128 + its number): a command
-// stopped half way leaves nothing, as one that fails does. Directories
-// being extracted keep what was extracted, as with tar.
-func removeOutputsOnInterrupt() {
+// interruptGrace is how long a command interrupted by a signal may take
+// to return after its context is cancelled.
+const interruptGrace = time.Second
+
+// cancelOnSignal returns a context that SIGINT, SIGTERM and SIGHUP cancel,
+// and a function that says which signal did, if one did. Every output
+// being written is a pending object of the store, aborted when the
+// context is cancelled: a command stopped half way leaves nothing, as one
+// that fails does. Directories being extracted keep what was complete, as
+// with tar.
+func cancelOnSignal() (context.Context, func() os.Signal) {
+	ctx, cancel := context.WithCancelCause(context.Background())
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	var got atomic.Value
 	go func() {
 		s := <-ch
-		n := store.RemoveUnfinished()
-		msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
-		if n > 0 {
-			msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
-		}
-		fmt.Fprintln(os.Stderr, msg)
-		code := 128 + 2 // SIGINT; os.Interrupt has no number of its own
-		if sig, ok := s.(syscall.Signal); ok {
-			code = 128 + int(sig)
-		}
-		os.Exit(code)
+		got.Store(s)
+		cancel(fmt.Errorf("interrupted (%v)", s))
 	}()
+	return ctx, func() os.Signal {
+		s, _ := got.Load().(os.Signal)
+		return s
+	}
+}
+
+// exitInterrupted exits with the status a shell gives a process killed by
+// the signal (128 + its number), saying what was removed.
+func exitInterrupted(s os.Signal) {
+	msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
+	if n := store.Interrupted(); n > 0 {
+		msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
+	}
+	fmt.Fprintln(os.Stderr, msg)
+	code := 128 + 2 // SIGINT; os.Interrupt has no number of its own
+	if sig, ok := s.(syscall.Signal); ok {
+		code = 128 + int(sig)
+	}
+	os.Exit(code)
 }
 
 func oneLine(s string) string {

@@ -79,7 +79,7 @@ tar does) and pack exits with status 1.`,
 				}
 				seen[name] = dir
 			}
-			out, err := createOutput(o.out, o.force, true)
+			out, err := createOutput(c.Context(), o.out, o.force, true)
 			if err != nil {
 				return err
 			}
@@ -110,7 +110,7 @@ tar does) and pack exits with status 1.`,
 				return err
 			}
 			for _, dir := range args {
-				if err := p.AddTree(dir); err != nil {
+				if err := p.AddTree(c.Context(), dir); err != nil {
 					pr.finish()
 					out.abort()
 					return inputErr(dir, err)

@@ -169,7 +169,7 @@ func runVerify(o *verifyOptions, args []string) error {
 	}
 	indexProblems := check.Problems
 
-	w := bufio.NewWriter(os.Stdout)
+	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	if o.json {
 		doc := struct {

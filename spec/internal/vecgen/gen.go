@@ -3,6 +3,7 @@ package vecgen
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -118,7 +119,7 @@ func (g *gen) importTar(name string, opt format.WriterOptions, t []byte) []byte 
 	opt.Rand = stream("id " + name)
 	opt.Workers = 1
 	var b bytes.Buffer
-	if _, err := tarconv.ImportTar(&b, bytes.NewReader(t), g.keyA, opt); err != nil {
+	if _, err := tarconv.ImportTar(context.Background(), &b, bytes.NewReader(t), g.keyA, opt); err != nil {
 		panic(fmt.Sprintf("vecgen: %s: import: %v", name, err))
 	}
 	return b.Bytes()
@@ -175,7 +176,7 @@ func readAll(data []byte, key *crypt.Key) ([]mem, string) {
 // archives, whose members come from the tar); imported is the tar.
 func (g *gen) ok(name, desc string, data []byte, key *crypt.Key, ms []mem, imported []byte) {
 	var plain bytes.Buffer
-	if err := tarconv.ExportTar(&plain, bytes.NewReader(data), key); err != nil {
+	if err := tarconv.ExportTar(context.Background(), &plain, bytes.NewReader(data), key, tarconv.ExportOptions{}); err != nil {
 		panic(fmt.Sprintf("vecgen: %s: export: %v", name, err))
 	}
 	got, digest := readAll(data, key)
