@@ -157,6 +157,7 @@ type selector struct {
 }
 
 type extractor struct {
+	strippedSlash bool // the note about absolute names was given
 	ctx     context.Context // cancelled: stop, and remove files not complete
 	a       *format.Archive
 	entries []format.Entry
@@ -204,6 +205,21 @@ func (x *extractor) report(kind ProblemKind, path, what string, args ...any) {
 	if x.opt.Report != nil {
 		x.opt.Report(Problem{Kind: kind, Path: path, What: fmt.Sprintf(what, args...)})
 	}
+}
+
+// memberPath is where a member goes below the destination: as
+// splitMember says, after leading '/' are removed from an absolute name,
+// as GNU tar does (said once a run): the index and cat treat "/a" as "a",
+// so extract writes the member they would serve.
+func (x *extractor) memberPath(p []byte) ([]string, string) {
+	if len(p) > 0 && p[0] == '/' {
+		p = bytes.TrimLeft(p, "/")
+		if !x.strippedSlash {
+			x.strippedSlash = true
+			x.report(Note, "", "removing leading '/' from member names")
+		}
+	}
+	return splitMember(p)
 }
 
 // splitMember turns a member path into its components below the
@@ -258,7 +274,7 @@ func (x *extractor) member(i int, e format.Entry) error {
 	case format.TypeTombstone, format.TypeTarGlobal, format.TypeTrailer:
 		return nil // not files
 	}
-	comps, bad := splitMember(sm.Path)
+	comps, bad := x.memberPath(sm.Path)
 	if bad != "" {
 		if len(x.sel) == 0 {
 			x.report(Rejected, string(sm.Path), "%s; not extracted", bad)
@@ -503,7 +519,7 @@ func (x *extractor) wouldSelect(path string) bool {
 // link's own name.
 func (x *extractor) materialize(i int, parent int, base, name, target string, replace bool) (done, exists bool, err error) {
 	for j := i - 1; j >= 0; j-- {
-		c, bad := splitMember(x.entries[j].Meta.Path)
+		c, bad := splitMember(bytes.TrimLeft(x.entries[j].Meta.Path, "/"))
 		if bad != "" || strings.Join(c, "/") != target {
 			continue
 		}

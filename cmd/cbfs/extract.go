@@ -42,10 +42,11 @@ descriptor of the very file extract created, never by a name that someone
 who can write into DEST could swap for a link to another file; a node that
 was swapped is reported and left alone.
 
-Nothing is written outside DEST: a member with an absolute path or a '..'
-component, a member whose path goes through a symlink (whether extracted or
-already there), and a hard link whose target is outside DEST or through a
-symlink are not extracted. A file whose bytes fail authentication is
+Nothing is written outside DEST: a member with a '..' component, a member
+whose path goes through a symlink (whether extracted or already there), and
+a hard link whose target is outside DEST or through a symlink are not
+extracted. An absolute member name goes below DEST with its leading '/'
+removed, as GNU tar does. A file whose bytes fail authentication is
 removed, and one that replaces an existing file is renamed over it only once
 complete: a damaged member leaves nothing behind.
 An existing file is not replaced without --overwrite; an existing directory

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,5 +280,35 @@ func TestWording(t *testing.T) {
 	r = cbfs(t, dir, "import", "-k", key, "-o", "c.cbfs", "cut.tar")
 	if r.code == 0 || !strings.Contains(string(r.stderr), "multi-volume") {
 		t.Errorf("cut tar: %s", r)
+	}
+}
+
+// TestExtractAbsoluteNameIsTheCurrentCopy: a later member named "/x/a"
+// supersedes "x/a" for cat and the index, and extract writes it too (its
+// leading '/' removed, as GNU tar does), with or without a PATH.
+func TestExtractAbsoluteNameIsTheCurrentCopy(t *testing.T) {
+	dir := t.TempDir()
+	key := newKey(t)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, c := range []struct{ name, body string }{{"x/a", "old\n"}, {"/x/a", "new\n"}} {
+		tw.WriteHeader(&tar.Header{Name: c.name, Typeflag: tar.TypeReg, Size: int64(len(c.body)), Mode: 0o644, Format: tar.FormatPAX})
+		tw.Write([]byte(c.body))
+	}
+	tw.Close()
+	writeFile(t, filepath.Join(dir, "abs.tar"), buf.Bytes(), 0o644)
+	mustRun(t, dir, "import", "-k", key, "-o", "abs.cbfs", "abs.tar")
+	if got := string(mustRun(t, dir, "cat", "-k", key, "abs.cbfs", "x/a").stdout); got != "new\n" {
+		t.Fatalf("cat x/a: %q", got)
+	}
+	for i, sel := range [][]string{nil, {"x/a"}} {
+		dest := fmt.Sprintf("out%d", i)
+		r := cbfs(t, dir, append([]string{"extract", "--overwrite", "-k", key, "-C", dest, "abs.cbfs"}, sel...)...)
+		if r.code != 0 || !strings.Contains(string(r.stderr), "removing leading '/' from member names") {
+			t.Errorf("extract %v: %s", sel, r)
+		}
+		if got := string(readFile(t, filepath.Join(dir, dest, "x", "a"))); got != "new\n" {
+			t.Errorf("extract %v wrote %q, want the current copy", sel, got)
+		}
 	}
 }
