@@ -165,8 +165,13 @@ func (w *dirWalker) step(dir int, comps []string, member string, create bool) (i
 	if errors.Is(err, fs.ErrNotExist) && create {
 		made := false
 		if err = mkdirAt(dir, c, 0o777); err == nil || errors.Is(err, fs.ErrExist) {
+			// Made by this run only if mkdir succeeded: a directory that
+			// appeared meanwhile is someone else's, and a directory member
+			// of this path must not get its owner and mode.
 			made = err == nil
-			w.x.created[path] = true
+			if made {
+				w.x.created[path] = true
+			}
 			fd, err = openDirAt(dir, c)
 		}
 		if err == nil && made {
