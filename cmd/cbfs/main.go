@@ -38,6 +38,13 @@ const (
 // usageError marks errors in how cbfs was called.
 type usageError struct{ error }
 
+// commandUsageError is a usage error of one command: its hint shows how
+// that command is called.
+type commandUsageError struct {
+	error
+	use string
+}
+
 // exitError carries an explicit status and an optional hint line.
 type exitError struct {
 	code int
@@ -148,8 +155,12 @@ func classify(err error) (int, string) {
 		}
 		return code, hint
 	}
+	var cue commandUsageError
+	if errors.As(err, &cue) {
+		return exitUsage, "usage: " + cue.use
+	}
 	var ue usageError
-	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command ") {
+	if errors.As(err, &ue) {
 		return exitUsage, "see 'cbfs help' for usage"
 	}
 	var ve *format.VersionError
@@ -194,6 +205,7 @@ bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 		root.AddCommand(c())
 	}
 	progressFlags(root)
+	root.InitDefaultCompletionCmd() // made now, so that usageArgs sees it
 	usageArgs(root)
 	return root
 }
@@ -204,9 +216,20 @@ func usageArgs(c *cobra.Command) {
 	if check := c.Args; check != nil {
 		c.Args = func(cmd *cobra.Command, args []string) error {
 			if err := check(cmd, args); err != nil {
-				return usageError{err}
+				return commandUsageError{fmt.Errorf("%s: %w", strings.TrimPrefix(cmd.CommandPath(), "cbfs "), argCountErr(err)), cmd.UseLine()}
 			}
 			return nil
+		}
+	}
+	if c.HasSubCommands() && !c.Runnable() {
+		// A group of commands: its help, or a usage error for a command
+		// it does not have (cobra would print the help and exit 0).
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
+			}
+			return cmd.Help()
 		}
 	}
 	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{flagErr(err)} })
@@ -215,18 +238,43 @@ func usageArgs(c *cobra.Command) {
 	}
 }
 
+// argCounts are cobra's messages about how many arguments a command
+// takes, reworded.
+var argCounts = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`^accepts (\d+) arg\(s\), received (\d+)$`), "takes exactly $1 argument(s), got $2"},
+	{regexp.MustCompile(`^requires at least (\d+) arg\(s\), only received (\d+)$`), "needs at least $1 argument(s), got $2"},
+	{regexp.MustCompile(`^accepts at most (\d+) arg\(s\), received (\d+)$`), "takes at most $1 argument(s), got $2"},
+	{regexp.MustCompile(`^accepts between (\d+) and (\d+) arg\(s\), received (\d+)$`), "takes $1 to $2 arguments, got $3"},
+}
+
+func argCountErr(err error) error {
+	for _, a := range argCounts {
+		if a.re.MatchString(err.Error()) {
+			return errors.New(a.re.ReplaceAllString(err.Error(), a.with))
+		}
+	}
+	return err
+}
+
 // strconvErr is how pflag passes on a number it could not parse:
 // `strconv.ParseUint: parsing "x": invalid syntax`.
 var strconvErr = regexp.MustCompile(`strconv\.Parse\w+: parsing "(?:[^"\\]|\\.)*": `)
+
+// durationErr is how pflag passes on a duration it could not parse.
+var durationErr = regexp.MustCompile(`time: [^"]*"(?:[^"\\]|\\.)*"$`)
 
 // flagErr rewords a flag error so that it speaks of the flag, not of the
 // Go function that parsed it.
 func flagErr(err error) error {
 	msg := err.Error()
-	if !strconvErr.MatchString(msg) {
+	if !strconvErr.MatchString(msg) && !durationErr.MatchString(msg) {
 		return err
 	}
 	msg = strconvErr.ReplaceAllString(msg, "")
+	msg = durationErr.ReplaceAllString(msg, "not a duration (such as 90s, 5m or 1h30m)")
 	msg = strings.NewReplacer("invalid syntax", "not a whole number", "value out of range", "out of range").Replace(msg)
 	return errors.New(msg)
 }
