@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -49,7 +50,10 @@ type Warning string
 // ReadFile reads a key file. It returns warnings (such as a key file
 // that grants group or others access) alongside a valid key.
 func ReadFile(path string) (*crypt.Key, []Warning, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO no one writes to would otherwise wait
+	// forever; so opened, it reads as empty (and is refused for its size),
+	// while a pipe with a writer (-k <(...)) is read as it comes.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("key file %s: %w", path, unwrapPathErr(err))
 	}

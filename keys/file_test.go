@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -121,5 +123,25 @@ func TestGenerateKeyFile(t *testing.T) {
 	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".cbfs-key-*"))
 	if len(leftovers) != 0 {
 		t.Errorf("temporary files left: %v", leftovers)
+	}
+}
+
+// TestReadFileFIFONoWriter: a FIFO that no one writes to is refused at
+// once, not waited on forever.
+func TestReadFileFIFONoWriter(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Skip(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, _, err := ReadFile(p); done <- err }()
+	select {
+	case err := <-done:
+		var se *SizeError
+		if !errors.As(err, &se) || se.Size != 0 {
+			t.Fatalf("got %v, want a SizeError of 0 bytes", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadFile waited on a FIFO with no writer")
 	}
 }
