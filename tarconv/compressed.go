@@ -28,7 +28,7 @@ type DecompressError struct {
 }
 
 func (e *DecompressError) Error() string {
-	return fmt.Sprintf("%s-compressed input: %v", e.Format, e.Err)
+	return fmt.Sprintf("%s-compressed input is damaged or cut short (%v)", e.Format, e.Err)
 }
 func (e *DecompressError) Unwrap() error { return e.Err }
 

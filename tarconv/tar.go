@@ -53,11 +53,14 @@ func ImportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key
 		if aerr != nil {
 			var te *TarError
 			var oe *format.OutputError
+			var de *DecompressError
 			switch {
 			case errors.As(aerr, &te):
 				return fail(te)
-			case errors.As(aerr, &oe):
+			case errors.As(aerr, &oe), context.Cause(ctx) != nil:
 				return fail(aerr)
+			case errors.As(aerr, &de):
+				return fail(fmt.Errorf("entry %q at offset %d: %w", e.meta.Path, e.offset, de))
 			}
 			// Anything else Add refuses is in what the entry says (a size
 			// over 2^62, say): the input's fault.
@@ -72,6 +75,10 @@ func ImportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key
 	}
 	cr := &countReader{r: s.trailer()}
 	if _, err := w.Add(&format.Meta{Type: format.TypeTrailer}, cr); err != nil {
+		var de *DecompressError
+		if errors.As(err, &de) {
+			err = fmt.Errorf("after the last entry: %w", de)
+		}
 		return fail(err)
 	}
 	st.TrailerSize = cr.n

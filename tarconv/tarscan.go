@@ -150,6 +150,9 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			return nil, io.EOF
 		}
 		if err != nil {
+			if err != io.ErrUnexpectedEOF {
+				return nil, err // the input's own error: a read or a decompression failed
+			}
 			if s.n == 0 && hoff == 0 {
 				return nil, ErrNotTar
 			}
