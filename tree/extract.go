@@ -80,11 +80,11 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 		}
 	}
 	if err := os.MkdirAll(dest, 0o777); err != nil {
-		return ExtractStats{}, err
+		return ExtractStats{}, &DestError{Dest: dest, Err: err}
 	}
 	root, err := openRoot(dest)
 	if err != nil {
-		return ExtractStats{}, err
+		return ExtractStats{}, &DestError{Dest: dest, Err: err}
 	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
@@ -151,20 +151,42 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 	return x.stats, nil
 }
 
+// DestError is a destination that cannot be made or opened: the
+// destination's fault, not the archive's.
+type DestError struct {
+	Dest string
+	Err  error
+}
+
+func (e *DestError) Error() string {
+	err := e.Err
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		if pe.Path == e.Dest {
+			err = pe.Err
+		} else {
+			err = fmt.Errorf("%s: %w", pe.Path, pe.Err)
+		}
+	}
+	return fmt.Sprintf("destination %s: %v", e.Dest, err)
+}
+
+func (e *DestError) Unwrap() error { return e.Err }
+
 type selector struct {
 	arg, path string
 	matched   bool
 }
 
 type extractor struct {
-	strippedSlash bool // the note about absolute names was given
-	ctx     context.Context // cancelled: stop, and remove files not complete
-	a       *format.Archive
-	entries []format.Entry
-	opt     ExtractOptions
-	names   *idNames
-	walk    *dirWalker
-	sel     []selector
+	strippedSlash bool            // the note about absolute names was given
+	ctx           context.Context // cancelled: stop, and remove files not complete
+	a             *format.Archive
+	entries       []format.Entry
+	opt           ExtractOptions
+	names         *idNames
+	walk          *dirWalker
+	sel           []selector
 	// created holds every path this run made, directories made on the way
 	// included: a later member of the same path may replace it (the last
 	// one wins), and only these can be hard-link targets.

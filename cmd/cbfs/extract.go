@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -133,6 +134,10 @@ without the summary.`,
 				},
 			}
 			st, err := tree.Extract(c.Context(), a, dest, opt)
+			var de *tree.DestError
+			if errors.As(err, &de) {
+				return &exitError{code: exitFailure, err: de, hint: "-C names the directory to extract into; it is created if missing"}
+			}
 			if err != nil {
 				return inputErr(name, err)
 			}

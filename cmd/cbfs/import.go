@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +78,11 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 			b, err = os.ReadFile(o.deleteFrom)
 		}
 		if err != nil {
-			return wo, &exitError{code: exitFailure, err: fmt.Errorf("--delete-from: %w", err)}
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return wo, &exitError{code: exitFailure, err: fmt.Errorf("--delete-from %s: %w", o.deleteFrom, err)}
 		}
 		// One path per line, LF or CRLF; empty lines are skipped.
 		for _, line := range bytes.Split(b, []byte("\n")) {
@@ -95,6 +100,9 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		}
 		if len(p) > format.MaxPathLen {
 			return wo, usageError{fmt.Errorf("--delete: a path of %d bytes, over the cap %d", len(p), format.MaxPathLen)}
+		}
+		if bytes.IndexByte(p, 0) >= 0 {
+			return wo, usageError{fmt.Errorf("--delete %s: a path holds no NUL byte (is --delete-from a list of paths, one a line?)", quote(p))}
 		}
 		c, err := format.CanonicalPath(p)
 		if err != nil {

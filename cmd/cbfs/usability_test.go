@@ -274,6 +274,33 @@ func TestWording(t *testing.T) {
 	if r.code != exitBadInput || !strings.Contains(string(r.stderr), "it is a plain tar") || !strings.Contains(string(r.stderr), "hint: list it with 'tar tvf in.tar'") {
 		t.Errorf("ls of a plain tar: %s", r)
 	}
+	// Errors name what is wrong: the destination, the list file, the path.
+	writeFile(t, filepath.Join(dir, "afile"), nil, 0o644)
+	r = cbfs(t, dir, "extract", "-k", key, "-C", "afile/x", "a.cbfs")
+	if r.code != exitFailure || !strings.Contains(string(r.stderr), "cbfs: destination afile/x: afile: not a directory") {
+		t.Errorf("extract -C afile/x: %s", r)
+	}
+	r = cbfs(t, dir, "import", "-k", key, "--delete-from", "nofile", "-o", "b.cbfs", "in.tar")
+	if r.code != exitFailure || !strings.Contains(string(r.stderr), "cbfs: --delete-from nofile: no such file or directory") {
+		t.Errorf("--delete-from nofile: %s", r)
+	}
+	writeFile(t, filepath.Join(dir, "nul.lst"), []byte("a\x00b\n"), 0o644)
+	r = cbfs(t, dir, "import", "-k", key, "--delete-from", "nul.lst", "-o", "b.cbfs", "in.tar")
+	if r.code != exitUsage || !strings.Contains(string(r.stderr), `--delete a\000b: a path holds no NUL byte`) {
+		t.Errorf("--delete-from with a NUL: %s", r)
+	}
+	r = cbfs(t, dir, "import", "-k", key, "--lock-timeout", "5", "-o", "b.cbfs", "in.tar")
+	if r.code != exitUsage || !strings.Contains(string(r.stderr), "not a duration") || strings.Contains(string(r.stderr), "time:") {
+		t.Errorf("--lock-timeout 5: %s", r)
+	}
+	for _, args := range [][]string{{"completion", "foo"}, {"index", "foo"}, {"foo"}} {
+		if r = cbfs(t, dir, args...); r.code != exitUsage || !strings.Contains(string(r.stderr), `unknown command "foo"`) {
+			t.Errorf("%v: %s", args, r)
+		}
+	}
+	if r = cbfs(t, dir, "gen-man"); r.code != exitUsage || !strings.Contains(string(r.stderr), "gen-man: takes exactly 1 argument(s), got 0") {
+		t.Errorf("gen-man: %s", r)
+	}
 	// A tar cut inside a file's data mentions multi-volume tars.
 	big := gnuTar(t, &tar.Header{Name: "big", Typeflag: tar.TypeReg, Size: 5000, Mode: 0o644})
 	writeFile(t, filepath.Join(dir, "cut.tar"), big[:2048], 0o644)
