@@ -509,12 +509,15 @@ func (x *extractor) hardlink(i int, parent int, base, name string, m *format.Met
 	}
 	// The walk rejects a target reached through a symlink, whether or
 	// not this run made it.
-	tdir, ok := x.walk.openDetached(tcomps[:len(tcomps)-1], name)
+	tdir, ok := x.walk.openDetached(tcomps[:len(tcomps)-1], name, target)
 	if !ok {
 		return false, false, nil
 	}
 	defer closeFd(tdir)
 	if !x.created[target] {
+		if _, err := fstatAt(parent, base); err == nil {
+			return false, true, nil // the link's own name is taken: said as such by the caller
+		}
 		x.report(Failed, name, "hard link target %q was not extracted; link not made", target)
 		return false, false, nil
 	}

@@ -106,7 +106,7 @@ func (w *dirWalker) open(comps []string, member string) (int, bool) {
 	}
 	w.names, w.refs = w.names[:k], w.refs[:k]
 	for _, c := range comps[k:] {
-		fd, ok := w.step(w.cur(), comps[:len(w.refs)+1], member, true)
+		fd, ok := w.step(w.cur(), comps[:len(w.refs)+1], member, "", true)
 		if !ok {
 			return -1, false
 		}
@@ -134,10 +134,12 @@ func (w *dirWalker) cur() int {
 
 // openDetached opens the directory comps without creating anything and
 // without disturbing the cached chain; the caller closes it.
-func (w *dirWalker) openDetached(comps []string, member string) (int, bool) {
+// target, when set, is the hard link target the path is for, named in
+// what is reported.
+func (w *dirWalker) openDetached(comps []string, member, target string) (int, bool) {
 	fd := w.root.fd
 	for i := range comps {
-		next, ok := w.step(fd, comps[:i+1], member, false)
+		next, ok := w.step(fd, comps[:i+1], member, target, false)
 		if fd != w.root.fd {
 			closeFd(fd)
 		}
@@ -158,7 +160,7 @@ func (w *dirWalker) openDetached(comps []string, member string) (int, bool) {
 }
 
 // step opens the last of comps inside dir.
-func (w *dirWalker) step(dir int, comps []string, member string, create bool) (int, bool) {
+func (w *dirWalker) step(dir int, comps []string, member, target string, create bool) (int, bool) {
 	c := comps[len(comps)-1]
 	path := strings.Join(comps, "/")
 	fd, err := openDirAt(dir, c)
@@ -195,7 +197,11 @@ func (w *dirWalker) step(dir int, comps []string, member string, create bool) (i
 	st, serr := fstatAt(dir, c)
 	switch {
 	case serr == nil && st.isLink:
-		w.x.report(Rejected, member, "its path goes through the symlink %q; not extracted", path)
+		if target != "" {
+			w.x.report(Rejected, member, "its hard link target %q goes through the symlink %q; not extracted", target, path)
+		} else {
+			w.x.report(Rejected, member, "its path goes through the symlink %q; not extracted", path)
+		}
 	case serr == nil && !st.isDir:
 		w.x.report(Failed, member, "%q is not a directory; not extracted", path)
 	default:

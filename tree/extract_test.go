@@ -533,3 +533,23 @@ func TestExtractWriteFails(t *testing.T) {
 		t.Errorf("first, complete before the failure, is gone: %q", got)
 	}
 }
+
+// TestExtractAgainHardLink: extracting again into a full destination says
+// of a hard link that it exists, as of any other file, not that its
+// target was not extracted.
+func TestExtractAgainHardLink(t *testing.T) {
+	arch := craftArchive(t, dir("d", 0o755), file("d/f", "x"), hardlink("d/hard", "d/f"))
+	dest := t.TempDir()
+	if _, problems := extractBytes(t, arch, dest, ExtractOptions{}); len(problems) != 0 {
+		t.Fatalf("first run: %v", problems)
+	}
+	_, problems := extractBytes(t, arch, dest, ExtractOptions{})
+	if len(problems) != 2 {
+		t.Fatalf("second run: %v", problems)
+	}
+	for _, p := range problems {
+		if !strings.Contains(p.What, "exists; not replaced") {
+			t.Errorf("%s: %s", p.Path, p.What)
+		}
+	}
+}
