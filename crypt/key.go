@@ -46,4 +46,3 @@ func KeyFromBytes(b []byte) (*Key, error) {
 	copy(k.b[:], b)
 	return k, nil
 }
-

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // Source is what random access to an archive needs: a ReaderAt and its
@@ -99,7 +100,7 @@ func (a *Archive) findFooter() (*Footer, error) {
 			return nil, err
 		}
 		e := n
-		for e >= BlockSize && allZero(tail[e-BlockSize:e]) {
+		for e >= BlockSize && frame.AllZero(tail[e-BlockSize:e]) {
 			e -= BlockSize
 		}
 		if e > 0 {
@@ -165,7 +166,7 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	if err := checkFooterFrame(body[:bsize]); err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
-	if !allZero(body[bsize:]) {
+	if !frame.AllZero(body[bsize:]) {
 		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "record padding is not zero")
 	}
 	f, err := DecodeFooter(body[FrameHeaderSize:bsize])
@@ -347,10 +348,10 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 		if _, err := io.ReadFull(lr, payload); err != nil {
 			return nil, newErr(class, phys, member, "frame cut short")
 		}
-		if frameCRC(hb[:], payload) != fh.CRC {
+		if frame.CRC(hb[:], payload) != fh.CRC {
 			return nil, newErr(class, phys, member, "frame checksum mismatch")
 		}
-		if fh.lz4() && dbuf == nil {
+		if fh.LZ4() && dbuf == nil {
 			dbuf = poolBuf(&a.dbufs, int(cs))
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
@@ -367,7 +368,7 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 			}
 			out = append(out, plain...)
 		}
-		if fh.final() {
+		if fh.Final() {
 			if rest := lr.end - lr.off; rest != 0 {
 				return nil, newErr(class, phys, member, "%d bytes after the final frame", rest)
 			}
@@ -387,7 +388,7 @@ func (a *Archive) Meta(e Entry) (*Meta, error) {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "cannot read metadata frame: %v", err)
 	}
 	fh, bad := parseFrameHeader(hb[:])
-	if bad == "" && (fh.Kind != KindMeta || !fh.final() || int64(fh.Len) > 8+MaxMetaSize+MetaPad+crypt.TagSize || fh.Len < crypt.TagSize) {
+	if bad == "" && (fh.Kind != KindMeta || !fh.Final() || int64(fh.Len) > metaFrameMax || fh.Len < crypt.TagSize) {
 		bad = "not a metadata frame"
 	}
 	if bad != "" {
@@ -397,14 +398,14 @@ func (a *Archive) Meta(e Entry) (*Meta, error) {
 	if _, err := io.ReadFull(lr, payload); err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata frame cut short")
 	}
-	if frameCRC(hb[:], payload) != fh.CRC {
+	if frame.CRC(hb[:], payload) != fh.CRC {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "frame checksum mismatch")
 	}
-	plain, err := a.keys.Open(payload[:0], crypt.Nonce(KindMeta, true, e.Number, 0), payload, hb[:8])
+	plain, err := frame.Open(a.keys, fh, hb[:], payload, e.Number, 0)
 	if err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata frame failed authentication")
 	}
-	m, err := decodeMetaFrame(plain, fh.lz4())
+	m, err := decodeMetaFrame(plain, fh.LZ4())
 	if err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata record: %v", err)
 	}

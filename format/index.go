@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // The master index (spec/cbfs-index-v1.md): for every path of a file
@@ -891,7 +892,7 @@ func (a *Archive) summaryPlain(s *IndexScratch) ([]byte, error) {
 		}
 		payload := rest[FrameHeaderSize : FrameHeaderSize+int(fh.Len)]
 		rest = rest[FrameHeaderSize+int(fh.Len):]
-		if frameCRC(hb, payload) != fh.CRC {
+		if frame.CRC(hb, payload) != fh.CRC {
 			return bad("frame checksum mismatch")
 		}
 		plain, why := openChunk(a.keys, fh, hb, payload, 0, index, int(cs), s.lz)
@@ -902,7 +903,7 @@ func (a *Archive) summaryPlain(s *IndexScratch) ([]byte, error) {
 			return bad("summary over %d bytes", int64(MaxSummarySize))
 		}
 		s.plain = append(s.plain, plain...)
-		if fh.final() {
+		if fh.Final() {
 			if len(rest) != 0 {
 				return bad("%d bytes after the final frame", len(rest))
 			}

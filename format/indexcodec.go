@@ -11,7 +11,7 @@ import (
 	"slices"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // The sealed encoding of a master index (spec/cbfs-index-v1.md):
@@ -200,7 +200,7 @@ type indexSealer struct {
 	cs    int
 	pend  []byte
 	index uint64
-	comp  compressor
+	comp  frame.Compressor
 	cbuf  []byte
 	frame []byte
 	err   error
@@ -240,18 +240,13 @@ func (s *indexSealer) seal(final bool) {
 		flags |= FlagFinal
 	}
 	if len(plain) > 0 {
-		if b := s.comp.compress(s.cbuf, plain); b != nil {
+		if b := s.comp.Compress(s.cbuf, plain); b != nil {
 			plain = b
 			flags |= FlagLZ4
 		}
 	}
-	h := frameHeader{Kind: KindIndex, Flags: flags, Len: uint32(len(plain) + crypt.TagSize)}
-	frame := append(s.frame[:0], make([]byte, FrameHeaderSize)...)
-	h.putAD(frame)
-	frame = s.ik.Seal(frame, crypt.Nonce(KindIndex, final, 0, s.index), plain, frame[:8])
-	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
-	s.frame = frame
-	_, s.err = s.w.Write(frame)
+	s.frame = frame.Seal(s.frame[:0], s.ik, KindIndex, flags, 0, s.index, plain)
+	_, s.err = s.w.Write(s.frame)
 	s.index++
 }
 
@@ -282,21 +277,25 @@ func (f *indexFrames) next() ([]byte, error) {
 		}
 		return nil, err
 	}
-	fh := frameHeader{Kind: hb[0], Flags: hb[1], Len: binary.LittleEndian.Uint32(hb[4:8]), CRC: binary.LittleEndian.Uint32(hb[8:12])}
-	switch {
-	case fh.Kind != KindIndex:
+	fh, perr := frame.ParseHeader(hb[:])
+	if fh.Kind != KindIndex {
 		return nil, indexErr(at, "frame %d: kind %q, want %q", f.index, fh.Kind, KindIndex)
-	case hb[2] != 0 || hb[3] != 0:
+	}
+	switch perr {
+	case frame.ErrReserved:
 		return nil, indexErr(at, "frame %d: reserved frame header bytes are not zero", f.index)
-	case fh.Flags&^flagsKnown != 0:
+	case frame.ErrFlags:
 		return nil, indexErr(at, "frame %d: unknown frame flags %#x", f.index, fh.Flags)
-	case fh.Len < crypt.TagSize || int64(fh.Len) > int64(f.cs)+crypt.TagSize:
+	}
+	switch frame.CheckChunkLen(fh, int64(f.cs)) {
+	case frame.ErrLen:
 		return nil, indexErr(at, "frame %d: length %d out of range", f.index, fh.Len)
-	case fh.lz4() && (fh.Len == crypt.TagSize || int64(fh.Len) == int64(f.cs)+crypt.TagSize):
+	case frame.ErrLZ4Len:
 		return nil, indexErr(at, "frame %d: compressed frame length %d out of range", f.index, fh.Len)
-	case !fh.lz4() && !fh.final() && int64(fh.Len) != int64(f.cs)+crypt.TagSize:
+	case frame.ErrStoredLen:
 		return nil, indexErr(at, "frame %d: length %d; a stored frame that is not the last holds exactly %d", f.index, fh.Len, f.cs+crypt.TagSize)
-	case f.index >= MaxChunks:
+	}
+	if f.index >= MaxChunks {
 		return nil, indexErr(at, "over 2^48 frames")
 	}
 	if cap(f.payload) < int(fh.Len) {
@@ -309,37 +308,35 @@ func (f *indexFrames) next() ([]byte, error) {
 		}
 		return nil, err
 	}
-	if frameCRC(hb[:], payload) != fh.CRC {
+	if frame.CRC(hb[:], payload) != fh.CRC {
 		return nil, indexErr(at, "frame %d: checksum mismatch", f.index)
 	}
 	if f.ik == nil {
 		// Without the key: the framing and checksums only.
 		f.pos += FrameHeaderSize + int64(fh.Len)
 		f.index++
-		f.final = fh.final()
+		f.final = fh.Final()
 		return payload, nil
 	}
-	plain, err := f.ik.Open(payload[:0], crypt.Nonce(KindIndex, fh.final(), 0, f.index), payload, hb[:8])
-	if err != nil {
+	if cap(f.plain) < f.cs {
+		f.plain = make([]byte, f.cs)
+	}
+	plain, err := frame.OpenChunk(f.ik, fh, hb[:], payload, 0, f.index, f.cs, false, f.plain)
+	var se *frame.ChunkSizeError
+	switch {
+	case err == frame.ErrAuth:
 		return nil, indexErr(at, "frame %d failed authentication", f.index)
-	}
-	if fh.lz4() {
-		if cap(f.plain) < f.cs {
-			f.plain = make([]byte, f.cs)
-		}
-		n, err := lz4.UncompressBlock(plain, f.plain[:f.cs])
-		if err != nil || n <= len(plain) {
-			return nil, indexErr(at, "frame %d: bad LZ4 block", f.index)
-		}
-		plain = f.plain[:n]
-	}
-	if (!fh.final() && len(plain) != f.cs) || (fh.final() && len(plain) == 0 && f.index != 0) {
-		return nil, indexErr(at, "frame %d has the wrong size (%d bytes)", f.index, len(plain))
+	case errors.Is(err, frame.ErrLZ4):
+		return nil, indexErr(at, "frame %d: bad LZ4 block", f.index)
+	case errors.As(err, &se):
+		return nil, indexErr(at, "frame %d has the wrong size (%d bytes)", f.index, se.Len)
+	case err != nil:
+		return nil, indexErr(at, "frame %d: %v", f.index, err)
 	}
 	f.mac.Write(plain)
 	f.pos += FrameHeaderSize + int64(fh.Len)
 	f.index++
-	f.final = fh.final()
+	f.final = fh.Final()
 	return plain, nil
 }
 

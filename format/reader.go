@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // Member is a member as a reader returns it.
@@ -61,7 +62,7 @@ type Reader struct {
 }
 
 type openJob struct {
-	fh      frameHeader
+	fh      frame.Header
 	hdr     [8]byte
 	payload []byte
 	member  uint32
@@ -178,7 +179,7 @@ func (rd *Reader) produce(pr *physReader) {
 		// Grammar: (m c* c_final)* s* s_final.
 		switch {
 		case state == KindMeta && fh.Kind == KindMeta:
-			if !fh.final() {
+			if !fh.Final() {
 				fail(j, newErr(ClassFrame, j.phys, int64(member), "metadata frame without the final flag"))
 				return
 			}
@@ -213,7 +214,7 @@ func (rd *Reader) produce(pr *physReader) {
 			fail(j, err)
 			return
 		}
-		if crc := frameCRC(hb[:], j.payload); crc != fh.CRC {
+		if crc := frame.CRC(hb[:], j.payload); crc != fh.CRC {
 			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "frame checksum mismatch"))
 			return
 		}
@@ -225,11 +226,11 @@ func (rd *Reader) produce(pr *physReader) {
 		} else {
 			index++
 		}
-		if fh.Kind == KindContent && fh.final() {
+		if fh.Kind == KindContent && fh.Final() {
 			member++
 			state = KindMeta
 		}
-		if fh.Kind == KindSummary && fh.final() {
+		if fh.Kind == KindSummary && fh.Final() {
 			break
 		}
 	}
@@ -275,7 +276,7 @@ func (rd *Reader) open(j *openJob) {
 	if j.err != nil || j.footer != nil || rd.keys == nil {
 		return
 	}
-	kind, final := j.fh.Kind, j.fh.final()
+	kind := j.fh.Kind
 	stream := j.member
 	if kind == KindSummary {
 		stream = 0
@@ -286,18 +287,18 @@ func (rd *Reader) open(j *openJob) {
 		class, member = ClassSummary, -1
 	}
 	if kind == KindMeta {
-		plain, err := rd.keys.Open(j.payload[:0], crypt.Nonce(kind, final, stream, j.index), j.payload, j.hdr[:])
+		plain, err := frame.Open(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index)
 		if err != nil {
 			j.err = newErr(class, j.phys, member, "metadata frame failed authentication")
 			return
 		}
-		j.meta, err = decodeMetaFrame(plain, j.fh.lz4())
+		j.meta, err = decodeMetaFrame(plain, j.fh.LZ4())
 		if err != nil {
 			j.err = newErr(ClassMember, j.phys, member, "metadata record: %v", err)
 		}
 		return
 	}
-	if j.fh.lz4() {
+	if j.fh.LZ4() {
 		j.dbuf = rd.dbufs.get()
 	}
 	plain, bad := openChunk(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index, int(rd.hdr.ChunkSize), j.dbuf)
@@ -331,7 +332,7 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 		return nil, errors.New("lengths do not fit the record")
 	}
 	body := p[8 : 8+stored]
-	if !allZero(p[8+stored:]) {
+	if !frame.AllZero(p[8+stored:]) {
 		return nil, errors.New("padding is not zero")
 	}
 	if compressed {
@@ -341,8 +342,8 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 			return nil, errors.New("raw length more than its LZ4 block can hold")
 		}
 		out := make([]byte, raw)
-		n, err := lz4Decode(body, out)
-		if err == errLZ4End {
+		n, err := frame.DecodeLZ4(body, out)
+		if err == frame.ErrLZ4End {
 			return nil, err
 		}
 		if err != nil || n != int(raw) || int(stored) >= n {
@@ -360,15 +361,6 @@ func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (rd *Reader) fail(err error) error {
@@ -460,7 +452,7 @@ func (rd *Reader) nextChunk() ([]byte, error) {
 		e.Path = string(m.Path)
 		return nil, rd.fail(e)
 	}
-	if j.fh.final() {
+	if j.fh.Final() {
 		rd.lastFin = true
 		rd.curEntry.Length = j.logical + FrameHeaderSize + int64(j.fh.Len) - rd.curEntry.Offset
 		if rd.curEntry.Meta != nil {
@@ -515,7 +507,7 @@ func (rd *Reader) finish(j *openJob) error {
 		if rd.keys != nil {
 			rd.sumGot.Write(j.plain)
 		}
-		if j.fh.Kind == KindSummary && j.fh.final() {
+		if j.fh.Kind == KindSummary && j.fh.Final() {
 			break
 		}
 		var err error
@@ -618,17 +610,17 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 	if bytes.Equal(p[:8], headerMagic) && p[8] != Major {
 		// A frame laid out as v1's whose CRC fails is a damaged v1
 		// header (a flipped major byte), not a newer version.
-		if !v1Frame || frameCRC(body, p) == fh.CRC {
+		if !v1Frame || frame.CRC(body, p) == fh.CRC {
 			return nil, &VersionError{p[8], p[9]}
 		}
 	}
 	if !v1Frame {
 		return nil, newErr(ClassHeader, BlockSize, -1, "bad header frame")
 	}
-	if frameCRC(body, p) != fh.CRC {
+	if frame.CRC(body, p) != fh.CRC {
 		return nil, newErr(ClassHeader, BlockSize, -1, "header checksum mismatch")
 	}
-	if !allZero(body[size:]) {
+	if !frame.AllZero(body[size:]) {
 		return nil, newErr(ClassTar, BlockSize+size, -1, "record padding is not zero")
 	}
 	h, err := DecodeHeader(p)
@@ -669,7 +661,7 @@ func errHeaderDamaged(what string, args ...any) error {
 func recordZeroName(field []byte) ([crypt.IDSize]byte, bool) {
 	var id [crypt.IDSize]byte
 	const n = len("cbfs-") + 2*crypt.IDSize + len("/0000000000")
-	if !bytes.HasPrefix(field, []byte("cbfs-")) || !bytes.Equal(field[n-11:n], []byte("/0000000000")) || !allZero(field[n:100]) {
+	if !bytes.HasPrefix(field, []byte("cbfs-")) || !bytes.Equal(field[n-11:n], []byte("/0000000000")) || !frame.AllZero(field[n:100]) {
 		return id, false
 	}
 	for _, c := range field[5 : 5+2*crypt.IDSize] {
@@ -689,7 +681,7 @@ func (pr *physReader) finishRecord() error {
 	if err := pr.readRaw(pad); err != nil {
 		return err
 	}
-	if !allZero(pad) {
+	if !frame.AllZero(pad) {
 		return newErr(ClassTar, pr.phys-int64(len(pad)), -1, "record padding is not zero")
 	}
 	pr.cursize = 0
@@ -762,7 +754,7 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	if err := checkFooterFrame(body[:size]); err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
-	if !allZero(body[size:]) {
+	if !frame.AllZero(body[size:]) {
 		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
 	}
 	f, err := DecodeFooter(body[FrameHeaderSize:size])
@@ -778,7 +770,7 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := io.ReadFull(pr.r, buf)
-		if !allZero(buf[:n]) {
+		if !frame.AllZero(buf[:n]) {
 			return nil, newErr(ClassTar, pr.phys+zeros, -1, "data after the footer (was the archive appended to, as by tar -r?)")
 		}
 		zeros += int64(n)
@@ -805,7 +797,7 @@ func checkFooterFrame(b []byte) error {
 	if bad != "" || fh.Kind != KindFooter || fh.Flags != FlagFinal || int(fh.Len) != len(b)-FrameHeaderSize {
 		return newErr(ClassFooter, -1, -1, "bad footer frame")
 	}
-	if frameCRC(b, b[FrameHeaderSize:]) != fh.CRC {
+	if frame.CRC(b, b[FrameHeaderSize:]) != fh.CRC {
 		return newErr(ClassFooter, -1, -1, "footer checksum mismatch")
 	}
 	return nil

@@ -51,7 +51,7 @@ func sealIndex(key *crypt.Key, plain []byte, cs int) []byte {
 		var ad [8]byte
 		ad[0], ad[1] = format.KindIndex, flags
 		binary.LittleEndian.PutUint32(ad[4:], uint32(len(p)+crypt.TagSize))
-		out = append(out, frame(format.KindIndex, flags, ik.Seal(nil, crypt.Nonce(format.KindIndex, final, 0, i), p, ad[:]))...)
+		out = append(out, mkFrame(format.KindIndex, flags, ik.Seal(nil, crypt.Nonce(format.KindIndex, final, 0, i), p, ad[:]))...)
 		plain = plain[n:]
 		if final {
 			return out

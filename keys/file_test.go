@@ -123,4 +123,3 @@ func TestGenerateKeyFile(t *testing.T) {
 		t.Errorf("temporary files left: %v", leftovers)
 	}
 }
-
