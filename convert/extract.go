@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 )
 
 // ExtractOptions configure Extract.
@@ -103,7 +104,7 @@ func Extract(a *format.Archive, dest string, opt ExtractOptions) (ExtractStats, 
 		// A selection is matched in its canonical form, as the index
 		// keys paths ("/a" selects "a").
 		sel := []byte(p)
-		if c, err := format.CanonicalPath(sel); err == nil {
+		if c, err := index.CanonicalPath(sel); err == nil {
 			sel = c
 		}
 		comps, bad := splitMember(sel)

@@ -13,6 +13,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/spf13/cobra"
 )
@@ -95,7 +96,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		if len(p) > format.MaxPathLen {
 			return wo, usageError{fmt.Errorf("--delete: a path of %d bytes, over the cap %d", len(p), format.MaxPathLen)}
 		}
-		c, err := format.CanonicalPath(p)
+		c, err := index.CanonicalPath(p)
 		if err != nil {
 			return wo, usageError{fmt.Errorf("--delete %s: %v: no file of the file system has this path", quote(p), err)}
 		}
@@ -152,7 +153,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		}
 	}
 	for _, d := range o.deleteTree {
-		dir, err := format.CanonicalPath([]byte(d))
+		dir, err := index.CanonicalPath([]byte(d))
 		if err != nil {
 			return wo, usageError{fmt.Errorf("--delete-tree %s: %v", quote([]byte(d)), err)}
 		}
@@ -167,7 +168,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 
 // liveTree lists dir and every live path below it in the index: what
 // --delete-tree deletes.
-func liveTree(x *format.Index, dir []byte) [][]byte {
+func liveTree(x *index.Index, dir []byte) [][]byte {
 	var out [][]byte
 	if i, ok := x.Find(dir); ok && x.Live(i) {
 		out = append(out, bytes.Clone(dir))

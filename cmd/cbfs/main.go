@@ -14,6 +14,7 @@ import (
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/spf13/cobra"
 )
@@ -115,6 +116,7 @@ func classify(err error) (int, string) {
 	var te *convert.TarError
 	var ke *keys.SizeError
 	var fe *format.Error
+	var ie *index.Error
 	var de *convert.DecompressError
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
@@ -125,7 +127,7 @@ func classify(err error) (int, string) {
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""
-	case errors.As(err, &fe):
+	case errors.As(err, &fe), errors.As(err, &ie):
 		return exitDamaged, ""
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
 		return exitFailure, ""
