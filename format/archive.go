@@ -48,9 +48,10 @@ type Archive struct {
 }
 
 // OpenArchive reads the header and the footer and checks that they agree
-// with each other and with the archive's size. With a key it also checks
-// the key (ErrWrongKey) and both MACs.
-func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
+// with each other and with the archive's size. Given keys, it takes the
+// one whose key check value the header carries (ErrWrongKey when none
+// does) and checks both MACs.
+func OpenArchive(src Source, keys ...*crypt.Key) (*Archive, error) {
 	size := src.Size()
 	head := make([]byte, min(size, 2*BlockSize))
 	if _, err := src.ReadAt(head, 0); err != nil && err != io.EOF {
@@ -62,8 +63,10 @@ func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
 		return nil, err
 	}
 	a := &Archive{src: src, Header: hdr}
-	if key != nil {
-		a.keys = crypt.DeriveArchiveKeys(key, hdr.ID)
+	if a.keys, err = hdr.pickKeys(keys); err != nil {
+		return nil, err
+	}
+	if a.keys != nil {
 		if err := hdr.Authenticate(a.keys); err != nil {
 			return nil, err
 		}

@@ -81,16 +81,20 @@ type openJob struct {
 // ReaderOptions adjusts a streaming reader.
 type ReaderOptions struct {
 	Workers int
+	// Keys are more keys to try beside NewReader's key: the reader takes
+	// the one whose key check value the header carries.
+	Keys []*crypt.Key
 }
 
-// NewReader reads the archive header from r and checks it: the version,
-// and with a key the key check value (ErrWrongKey) and the header MAC. It
 // readDepth is how many frames may be in flight between reading and
 // delivering: enough to keep every core busy when members are small (two
 // frames each), at a bound of readDepth chunk buffers.
 const readDepth = 32
 
-// reads nothing past the header record before returning.
+// NewReader reads the archive header from r and checks it: the version,
+// and with keys (key and opt.Keys; nil ones are skipped) the key check
+// value, which picks the key (ErrWrongKey when none matches), and the
+// header MAC. It reads nothing past the header record before returning.
 func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	pr := &physReader{r: br, hash: sha256.New()}
@@ -99,8 +103,10 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 		return nil, err
 	}
 	rd := &Reader{hdr: hdr, stop: make(chan struct{}), sumWant: sha256.New(), sumGot: sha256.New()}
-	if key != nil {
-		rd.keys = crypt.DeriveArchiveKeys(key, hdr.ID)
+	if rd.keys, err = hdr.pickKeys(append([]*crypt.Key{key}, opt.Keys...)); err != nil {
+		return nil, err
+	}
+	if rd.keys != nil {
 		if err := hdr.Authenticate(rd.keys); err != nil {
 			return nil, err
 		}

@@ -2,6 +2,7 @@ package format
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -14,18 +15,25 @@ import (
 // returned was authenticated whole, its metadata and all of its content.
 // What a salvage cannot tell is which members are missing: only the
 // summary lists the members an archive holds.
-func Salvage(src Source, key *crypt.Key) (*Archive, []Entry, []*Error, error) {
-	if key == nil {
+//
+// Of several keys it takes the one whose key check value the header
+// carries.
+func Salvage(src Source, keys ...*crypt.Key) (*Archive, []Entry, []*Error, error) {
+	if !slices.ContainsFunc(keys, func(k *crypt.Key) bool { return k != nil }) {
 		return nil, nil, nil, errors.New("salvage needs the key")
 	}
 	var entries []Entry
-	rep, err := ScanArchive(src, ScanOptions{Key: key}, func(e Entry) error {
+	rep, err := ScanArchive(src, ScanOptions{Keys: keys}, func(e Entry) error {
 		entries = append(entries, e)
 		return nil
 	})
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	a := &Archive{src: src, Header: rep.Header, keys: crypt.DeriveArchiveKeys(key, rep.Header.ID)}
+	ak, err := rep.Header.pickKeys(keys)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	a := &Archive{src: src, Header: rep.Header, keys: ak}
 	return a, entries, rep.Problems, nil
 }

@@ -16,7 +16,10 @@ import (
 // ScanOptions says how much ScanArchive checks.
 type ScanOptions struct {
 	// Key opens the seals; without it only what is public is checked.
-	Key *crypt.Key
+	// Keys are more keys to try: the scan takes the one whose key check
+	// value the header carries.
+	Key  *crypt.Key
+	Keys []*crypt.Key
 	// Content opens every content chunk. Without it a content frame is
 	// only checked for its checksum, which finds accidents, not tampering.
 	Content bool
@@ -148,8 +151,11 @@ func (s *scanner) openHeader() error {
 	}
 	s.hdr, s.rep.Header = h, h
 	s.R, s.cs = int64(h.RecordSize), int64(h.ChunkSize)
-	if s.opt.Key != nil {
-		s.keys = crypt.DeriveArchiveKeys(s.opt.Key, h.ID)
+	keys, err := h.pickKeys(append([]*crypt.Key{s.opt.Key}, s.opt.Keys...))
+	if err != nil {
+		return err
+	}
+	if s.keys = keys; keys != nil {
 		if err := h.Authenticate(s.keys); err != nil {
 			if errors.Is(err, ErrWrongKey) {
 				return err

@@ -235,6 +235,8 @@ type frameReader struct {
 	mac     interface{ Write([]byte) (int, error) }
 	payload []byte
 	plain   []byte
+	fh      frame.Header // the last frame's header
+	hb      [frame.HeaderSize]byte
 }
 
 // next returns the next chunk's plaintext (valid until the next call), or
@@ -252,6 +254,7 @@ func (f *frameReader) next() ([]byte, error) {
 		return nil, err
 	}
 	fh, perr := frame.ParseHeader(hb[:])
+	f.fh, f.hb = fh, hb
 	if fh.Kind != FrameKind {
 		return nil, newErr(at, "frame %d: kind %q, want %q", f.index, fh.Kind, FrameKind)
 	}
@@ -420,16 +423,17 @@ func (a *pathArena) finish() {
 // Read reads and opens a sealed index, checking everything: the
 // header, every frame's checksum and seal, the canonical form of the
 // plaintext, and the synthetic IV. Nothing is returned unless all of it
-// holds. A wrong key gives format.ErrWrongKey, an index of another major version
-// an *VersionError, anything else that is wrong an *Error of class
-// ClassIndex.
-func Read(r io.Reader, key *crypt.Key) (*Index, error) {
+// holds. Of several keys it takes the one whose key check value the
+// header carries (nil keys are skipped). No matching key gives
+// format.ErrWrongKey, an index of another major version a *VersionError,
+// anything else that is wrong an *Error.
+func Read(r io.Reader, keys ...*crypt.Key) (*Index, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	hdr, cs, err := readHeader(br)
 	if err != nil {
 		return nil, err
 	}
-	return readBody(br, hdr, cs, key)
+	return readBody(br, hdr, cs, keys)
 }
 
 // FileInfo is what Check found.
@@ -439,17 +443,17 @@ type FileInfo struct {
 	Index *Index
 }
 
-// Check checks an index file as far as the key allows: without
-// it (key nil) the header, every frame's framing and checksum, and that
-// nothing follows the final frame; with it, everything Read checks.
-func Check(r io.Reader, key *crypt.Key) (*FileInfo, error) {
+// Check checks an index file as far as the keys allow: without one (none
+// given, or all nil) the header, every frame's framing and checksum, and
+// that nothing follows the final frame; with one, everything Read checks.
+func Check(r io.Reader, keys ...*crypt.Key) (*FileInfo, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	hdr, cs, err := readHeader(br)
 	if err != nil {
 		return nil, err
 	}
-	if key != nil {
-		x, err := readBody(br, hdr, cs, key)
+	if slices.ContainsFunc(keys, func(k *crypt.Key) bool { return k != nil }) {
+		x, err := readBody(br, hdr, cs, keys)
 		if err != nil {
 			return nil, err
 		}
@@ -506,21 +510,39 @@ func readHeader(br *bufio.Reader) ([HeaderSize]byte, uint32, error) {
 
 // readBody reads and opens the frames after the header and parses
 // the plaintext (spec 5.2 steps 3 to 7).
-func readBody(br *bufio.Reader, hdr [HeaderSize]byte, cs uint32, key *crypt.Key) (*Index, error) {
+func readBody(br *bufio.Reader, hdr [HeaderSize]byte, cs uint32, keys []*crypt.Key) (*Index, error) {
 	var siv [crypt.SIVSize]byte
 	copy(siv[:], hdr[16:32])
-	ik := crypt.DeriveIndexKeys(key, siv)
-	mac := crypt.IndexMAC(key)
-	mac.Write(hdr[:prefixSize])
-	f := &frameReader{r: br, ik: ik, cs: int(cs), pos: HeaderSize, mac: mac}
-	if !ik.CheckMatches(hdr[32:48]) {
-		// Another key, or a damaged check value: under the right key the
+	var key *crypt.Key
+	var ik *crypt.IndexKeys
+	var tried []*crypt.IndexKeys
+	for _, k := range keys {
+		if k == nil {
+			continue
+		}
+		kk := crypt.DeriveIndexKeys(k, siv)
+		if kk.CheckMatches(hdr[32:48]) {
+			key, ik = k, kk
+			break
+		}
+		tried = append(tried, kk)
+	}
+	if ik == nil {
+		// Other keys, or a damaged check value: under the right key the
 		// content still opens.
-		if _, err := f.next(); err == nil {
-			return nil, newErr(32, "key check value does not match, yet the content opens: the header was changed")
+		f := &frameReader{r: br, cs: int(cs), pos: HeaderSize}
+		if payload, err := f.next(); err == nil {
+			for _, kk := range tried {
+				if _, err := frame.OpenChunk(kk, f.fh, f.hb[:], bytes.Clone(payload), 0, 0, f.cs, false, make([]byte, f.cs)); err == nil {
+					return nil, newErr(32, "key check value does not match, yet the content opens: the header was changed")
+				}
+			}
 		}
 		return nil, errWrongKey{}
 	}
+	mac := crypt.IndexMAC(key)
+	mac.Write(hdr[:prefixSize])
+	f := &frameReader{r: br, ik: ik, cs: int(cs), pos: HeaderSize, mac: mac}
 	p := &plainReader{f: f}
 	x, err := decodePlain(p)
 	if err != nil {

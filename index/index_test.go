@@ -748,3 +748,36 @@ func TestIndexConcurrentReads(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestSeveralKeys: Read and Check take, of several keys, the one whose
+// key check value the header carries (here the second); no match is
+// ErrWrongKey, unless a key opens the content, which makes a changed
+// check value damage.
+func TestSeveralKeys(t *testing.T) {
+	right, wrong, other := testKey(t, 6), testKey(t, 7), testKey(t, 8)
+	p := threeArchives(t)
+	x := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
+	enc := encodeT(t, x, right)
+	y, err := Read(bytes.NewReader(enc), wrong, right)
+	if err != nil || y.Len() != x.Len() {
+		t.Fatalf("Read: %v", err)
+	}
+	if info, err := Check(bytes.NewReader(enc), nil, wrong, right); err != nil || info.Index == nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if _, err := Read(bytes.NewReader(enc), wrong, other); !errors.Is(err, format.ErrWrongKey) {
+		t.Errorf("no matching key: %v", err)
+	}
+	if info, err := Check(bytes.NewReader(enc)); err != nil || info.Index != nil || info.Frames == 0 {
+		t.Errorf("Check without a key: %+v, %v", info, err)
+	}
+	b := bytes.Clone(enc)
+	b[40] ^= 1 // the key check value
+	var ie *Error
+	if _, err := Read(bytes.NewReader(b), wrong, right); !errors.As(err, &ie) {
+		t.Errorf("changed check value, right key second: %v, want damage", err)
+	}
+	if _, err := Read(bytes.NewReader(b), wrong, other); !errors.Is(err, format.ErrWrongKey) {
+		t.Errorf("changed check value, no right key: %v, want ErrWrongKey", err)
+	}
+}
