@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
 )
@@ -21,7 +22,7 @@ type ArchiveUsage struct {
 }
 
 // indexPos finds an archive in the index's table by file name and id.
-func indexPos(x *index.Index, name string, id [16]byte) (int, bool) {
+func indexPos(x *index.Index, name string, id [crypt.IDSize]byte) (int, bool) {
 	base := filepath.Base(name)
 	for i, a := range x.Archives {
 		if a.Name == base && a.ID == id {
@@ -99,7 +100,7 @@ type IntactMember struct {
 // GivenArchive is what a verify scan found in one archive given, for
 // CheckIndex.
 type GivenArchive struct {
-	ID  [16]byte
+	ID  [crypt.IDSize]byte
 	Seq uint64
 	// Intact are its intact members by number; nil when the archive
 	// could not be read at all.
@@ -183,7 +184,7 @@ func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 			}
 		}
 	}
-	ids := map[[16]byte]bool{}
+	ids := map[[crypt.IDSize]byte]bool{}
 	for _, a := range x.Archives {
 		ids[a.ID] = true
 	}

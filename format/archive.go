@@ -2,7 +2,6 @@ package format
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -212,70 +211,10 @@ func (a *Archive) Entries() ([]Entry, error) {
 	}
 	entries, err = DecodeSummary(plain, a.Footer.Members)
 	if err == nil {
-		err = summaryEnds(entries, int64(a.Footer.SummaryOffset))
+		err = summaryEnds(entriesEnd(entries), int64(a.Footer.SummaryOffset))
 	}
 	if err != nil {
 		return nil, newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
-	}
-	return entries, nil
-}
-
-// summaryEnds checks that the members the summary lists run up to the
-// summary itself.
-func summaryEnds(entries []Entry, summaryOffset int64) error {
-	end := int64(0)
-	if n := len(entries); n > 0 {
-		end = entries[n-1].Offset + entries[n-1].Length
-	}
-	if end != summaryOffset {
-		return fmt.Errorf("the members listed end at %d, the summary starts at %d", end, summaryOffset)
-	}
-	return nil
-}
-
-// minEntryLen is the smallest summary entry: a 1-byte offset, a 2-byte
-// length (at least minMemberLen), a 1-byte meta-len and a 5-byte record.
-const minEntryLen = 9
-
-// DecodeSummary parses a summary's plaintext; want is the member count the
-// footer gives.
-func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
-	// Each entry takes at least 9 bytes (spec 8.1): a count beyond that
-	// is a lie, found before allocating for it.
-	if want > uint64(len(p))/minEntryLen {
-		return nil, fmt.Errorf("footer counts %d members, the summary has room for fewer", want)
-	}
-	entries := make([]Entry, 0, want)
-	var prevEnd int64
-	for len(p) > 0 {
-		if uint64(len(entries)) >= want {
-			return nil, fmt.Errorf("more summary entries than the footer's %d members", want)
-		}
-		var vals [3]uint64
-		for i := range vals {
-			v, n := binary.Uvarint(p)
-			if n <= 0 || (n > 1 && p[n-1] == 0) { // overlong varints would not re-encode identically
-				return nil, fmt.Errorf("entry %d: bad varint", len(entries))
-			}
-			vals[i], p = v, p[n:]
-		}
-		if vals[2] > uint64(len(p)) {
-			return nil, fmt.Errorf("entry %d: metadata past the end", len(entries))
-		}
-		m, err := DecodeMeta(p[:vals[2]])
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: %v", len(entries), err)
-		}
-		p = p[vals[2]:]
-		e := Entry{Number: uint32(len(entries)), Offset: int64(vals[0]), Length: int64(vals[1]), Meta: m}
-		if vals[0] > 1<<62 || vals[1] > 1<<62 || e.Offset != prevEnd || e.Length < minMemberLen {
-			return nil, fmt.Errorf("entry %d: offset %d and length %d do not follow the previous member", e.Number, e.Offset, e.Length)
-		}
-		prevEnd = e.Offset + e.Length
-		entries = append(entries, e)
-	}
-	if uint64(len(entries)) != want {
-		return nil, fmt.Errorf("summary lists %d members, the footer counts %d", len(entries), want)
 	}
 	return entries, nil
 }

@@ -9,7 +9,7 @@ import (
 
 // Salvage opens an archive whose footer or summary cannot be used (a copy
 // cut short, say) for the members that are still intact. It scans the
-// archive front to back as Scan does and returns an Archive for reading
+// archive front to back as ScanArchive does and returns an Archive for reading
 // those members (Meta and Content; it has no footer, so no Entries), their
 // entries in archive order, and every problem the scan met. Each member
 // returned was authenticated whole, its metadata and all of its content.

@@ -48,18 +48,6 @@ type ScanReport struct {
 // Intact reports whether the scan found nothing wrong.
 func (r *ScanReport) Intact() bool { return len(r.Problems) == 0 }
 
-// Scan walks every member of an archive without relying on its footer or
-// summary, calling fn with each complete, authenticated member (Meta in
-// summary form). Damage does not stop it: it reports the problem, finds
-// the next member, and goes on. It is the fallback of an index rebuild.
-func Scan(src Source, key *crypt.Key, fn func(Entry) error) ([]*Error, error) {
-	rep, err := ScanArchive(src, ScanOptions{Key: key}, fn)
-	if rep == nil {
-		return nil, err
-	}
-	return rep.Problems, err
-}
-
 // scanner holds the state of one ScanArchive.
 type scanner struct {
 	src     Source
@@ -558,7 +546,7 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 	}
 	entries, err := DecodeSummary(plain, count)
 	if err == nil {
-		err = summaryEnds(entries, start)
+		err = summaryEnds(entriesEnd(entries), start)
 	}
 	if err != nil {
 		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", err))

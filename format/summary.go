@@ -63,50 +63,115 @@ func (a *Archive) SummaryItems(s *SummaryScratch, fn func(*SummaryItem) error) e
 	sumErr := func(format string, args ...any) error {
 		return newErr(ClassSummary, a.PhysOffset(int64(a.Footer.SummaryOffset)), -1, format, args...)
 	}
-	want := a.Footer.Members
-	if want > uint64(len(plain))/5+1 {
-		return sumErr("footer counts %d members, the summary has room for fewer", want)
-	}
-	p := plain
-	var prevEnd int64
 	var it SummaryItem
+	end, err := walkSummary(plain, a.Footer.Members, func(n uint32, off, length int64, meta []byte) error {
+		if err := leanMeta(meta, &it); err != nil {
+			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
+		}
+		it.Member = n
+		it.Offset = a.PhysOffset(off)
+		it.Span = a.Header.PhysSpan(off, length)
+		return fn(&it)
+	})
+	if err == nil {
+		err = summaryEnds(end, int64(a.Footer.SummaryOffset))
+	}
+	var se *summaryError
+	if errors.As(err, &se) {
+		return sumErr("%s", se.what)
+	}
+	return err
+}
+
+// minEntryLen is the smallest summary entry: a 1-byte offset, a 2-byte
+// length (at least minMemberLen), a 1-byte meta-len and a 5-byte record.
+const minEntryLen = 9
+
+// summaryError is what is wrong with a summary's plaintext.
+type summaryError struct{ what string }
+
+func (e *summaryError) Error() string { return e.what }
+
+// walkSummary walks a summary's plaintext (spec 8.1), the one parser of
+// it: fn gets each entry's number, logical offset and length, and its
+// metadata record's bytes. It checks what every reader of a summary
+// relies on: minimal varints, entries that follow one another from
+// offset 0, and the footer's member count (want). It returns where the
+// members end. What is wrong with the summary is a *summaryError; an
+// error from fn is returned as it is.
+func walkSummary(p []byte, want uint64, fn func(n uint32, off, length int64, meta []byte) error) (int64, error) {
+	bad := func(what string, args ...any) (int64, error) {
+		return 0, &summaryError{fmt.Sprintf(what, args...)}
+	}
+	// Each entry takes at least minEntryLen bytes: a count beyond that
+	// is a lie, found before anything is allocated for it.
+	if want > uint64(len(p))/minEntryLen {
+		return bad("footer counts %d members, the summary has room for fewer", want)
+	}
+	var prevEnd int64
 	n := uint64(0)
 	for ; len(p) > 0; n++ {
 		if n >= want {
-			return sumErr("more summary entries than the footer's %d members", want)
+			return bad("more summary entries than the footer's %d members", want)
 		}
 		var vals [3]uint64
 		for i := range vals {
 			v, k := binary.Uvarint(p)
-			if k <= 0 || (k > 1 && p[k-1] == 0) {
-				return sumErr("entry %d: bad varint", n)
+			if k <= 0 || (k > 1 && p[k-1] == 0) { // overlong varints would not re-encode identically
+				return bad("entry %d: bad varint", n)
 			}
 			vals[i], p = v, p[k:]
 		}
 		if vals[2] > uint64(len(p)) {
-			return sumErr("entry %d: metadata past the end", n)
+			return bad("entry %d: metadata past the end", n)
 		}
 		off, length := int64(vals[0]), int64(vals[1])
-		if vals[0] > 1<<62 || vals[1] > 1<<62 || off != prevEnd || length < minMemberLen {
-			return sumErr("entry %d: offset %d and length %d do not follow the previous member", n, off, length)
+		if vals[0] > maxValue || vals[1] > maxValue || off != prevEnd || length < minMemberLen {
+			return bad("entry %d: offset %d and length %d do not follow the previous member", n, off, length)
 		}
 		prevEnd = off + length
-		if err := leanMeta(p[:vals[2]], &it); err != nil {
-			return sumErr("entry %d: %v", n, err)
+		if err := fn(uint32(n), off, length, p[:vals[2]]); err != nil {
+			return 0, err
 		}
 		p = p[vals[2]:]
-		it.Member = uint32(n)
-		it.Offset = a.PhysOffset(off)
-		it.Span = a.Header.PhysSpan(off, length)
-		if err := fn(&it); err != nil {
-			return err
-		}
 	}
 	if n != want {
-		return sumErr("summary lists %d members, the footer counts %d", n, want)
+		return bad("summary lists %d members, the footer counts %d", n, want)
 	}
-	if prevEnd != int64(a.Footer.SummaryOffset) {
-		return sumErr("the members listed end at %d, the summary starts at %d", prevEnd, a.Footer.SummaryOffset)
+	return prevEnd, nil
+}
+
+// DecodeSummary parses a summary's plaintext; want is the member count the
+// footer gives.
+func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
+	entries := make([]Entry, 0, min(want, uint64(len(p))/minEntryLen))
+	_, err := walkSummary(p, want, func(n uint32, off, length int64, meta []byte) error {
+		m, err := DecodeMeta(meta)
+		if err != nil {
+			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
+		}
+		entries = append(entries, Entry{Number: n, Offset: off, Length: length, Meta: m})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// entriesEnd is where the last of entries ends: 0 for none.
+func entriesEnd(entries []Entry) int64 {
+	if n := len(entries); n > 0 {
+		return entries[n-1].Offset + entries[n-1].Length
+	}
+	return 0
+}
+
+// summaryEnds checks that the members the summary lists run up to the
+// summary itself.
+func summaryEnds(end, summaryOffset int64) error {
+	if end != summaryOffset {
+		return &summaryError{fmt.Sprintf("the members listed end at %d, the summary starts at %d", end, summaryOffset)}
 	}
 	return nil
 }
@@ -213,21 +278,8 @@ func grow(b []byte, n int) []byte {
 // metadata record, checking the record's framing on the way.
 func leanMeta(b []byte, it *SummaryItem) error {
 	*it = SummaryItem{}
-	last := -1
 	seenType, seenPath := false, false
-	for len(b) > 0 {
-		tag := int(b[0])
-		b = b[1:]
-		if tag <= last {
-			return fmt.Errorf("field %d out of order", tag)
-		}
-		last = tag
-		l, k := binary.Uvarint(b)
-		if k <= 0 || (k > 1 && b[k-1] == 0) || l > uint64(len(b)-k) {
-			return fmt.Errorf("field %d: bad length", tag)
-		}
-		v := b[k : k+int(l)]
-		b = b[k+int(l):]
+	err := metaFields(b, func(tag int, v []byte) error {
 		num := func() (uint64, error) {
 			x, n := binary.Uvarint(v)
 			if n <= 0 || n != len(v) || (n > 1 && v[n-1] == 0) {
@@ -255,7 +307,7 @@ func leanMeta(b []byte, it *SummaryItem) error {
 			if err != nil {
 				return err
 			}
-			if s > 1<<62 {
+			if s > maxValue {
 				return errors.New("size over 2^62")
 			}
 			it.Size = int64(s)
@@ -265,12 +317,11 @@ func leanMeta(b []byte, it *SummaryItem) error {
 				return err
 			}
 			it.Inode = x
-		default:
-			if tag < firstOptionalTag && (tag < tagType || tag > tagTarHeader) && tag != tagTypeflag {
-				// The fields DecodeMeta knows; any other critical one is refused.
-				return fmt.Errorf("unknown critical field %d", tag)
-			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if !seenType || !seenPath {
 		return errors.New("no type or no path field")

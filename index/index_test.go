@@ -329,7 +329,11 @@ func (p *plainBuilder) u(vs ...uint64) *plainBuilder {
 }
 func (p *plainBuilder) raw(b ...byte) *plainBuilder { p.b = append(p.b, b...); return p }
 func (p *plainBuilder) str(s string) *plainBuilder  { return p.u(uint64(len(s))).raw([]byte(s)...) }
-func (p *plainBuilder) id(n byte) *plainBuilder     { var id [16]byte; id[0] = n; return p.raw(id[:]...) }
+func (p *plainBuilder) id(n byte) *plainBuilder {
+	var id [crypt.IDSize]byte
+	id[0] = n
+	return p.raw(id[:]...)
+}
 func (p *plainBuilder) arch(name string, id byte, seq, members uint64) *plainBuilder {
 	return p.str(name).id(id).u(seq, members)
 }
@@ -433,7 +437,7 @@ func TestMergeIndexesReference(t *testing.T) {
 	// highest sequence.
 	type pathID struct {
 		path string
-		id   [16]byte
+		id   [crypt.IDSize]byte
 	}
 	last := map[pathID]member{}
 	for _, ar := range archs {
@@ -444,7 +448,7 @@ func TestMergeIndexesReference(t *testing.T) {
 		}
 	}
 	byPath := map[string][]member{}
-	idArch := map[[16]byte]Archive{}
+	idArch := map[[crypt.IDSize]byte]Archive{}
 	for _, ar := range archs {
 		idArch[ar.a.ID] = ar.a
 	}
@@ -502,11 +506,11 @@ func TestMergeIndexesReference(t *testing.T) {
 		cands := byPath[string(x.Path(i))]
 		var top uint64
 		for _, c := range cands {
-			top = max(top, idArch[[16]byte([]byte(c.path))].Seq)
+			top = max(top, idArch[[crypt.IDSize]byte([]byte(c.path))].Seq)
 		}
 		var want []string
 		for _, c := range cands {
-			a := idArch[[16]byte([]byte(c.path))]
+			a := idArch[[crypt.IDSize]byte([]byte(c.path))]
 			if a.Seq == top {
 				want = append(want, fmt.Sprintf("%s/%x#%d %v", a.Name, a.ID[:2], c.e.Member, c.e.Type))
 			}
@@ -618,8 +622,8 @@ func TestIndexCompact(t *testing.T) {
 // TestMergeNameClash: two different archives of one name cannot share an
 // index (spec cbfs-index-v1 6.1); the error names both ids.
 func TestMergeNameClash(t *testing.T) {
-	a := &Index{Archives: []Archive{{Name: "x.cbfs", ID: [16]byte{1}, Seq: 1, Members: 1}}}
-	b := &Index{Archives: []Archive{{Name: "x.cbfs", ID: [16]byte{2}, Seq: 2, Members: 1}}}
+	a := &Index{Archives: []Archive{{Name: "x.cbfs", ID: [crypt.IDSize]byte{1}, Seq: 1, Members: 1}}}
+	b := &Index{Archives: []Archive{{Name: "x.cbfs", ID: [crypt.IDSize]byte{2}, Seq: 2, Members: 1}}}
 	_, _, err := Merge(a, b)
 	if err == nil || !strings.Contains(err.Error(), `both named "x.cbfs"`) || !strings.Contains(err.Error(), "01000000") || !strings.Contains(err.Error(), "02000000") {
 		t.Fatalf("merge of two archives named x.cbfs: %v", err)
@@ -682,7 +686,7 @@ func TestIndexBuilderCanonical(t *testing.T) {
 // from the spec text (Python, cryptography).
 func TestIndexWorkedExample(t *testing.T) {
 	key := testKey(t, 0x42)
-	var id [16]byte
+	var id [crypt.IDSize]byte
 	for i := range id {
 		id[i] = byte(i)
 	}

@@ -39,7 +39,7 @@ type verifyResult struct {
 	// IsIndex: the file is a master index, checked as one.
 	IsIndex bool `json:"is_index,omitempty"`
 	code    int
-	id      [16]byte
+	id      [crypt.IDSize]byte
 	seq     uint64
 	intact  map[uint32]convert.IntactMember
 	paths   map[string]bool
