@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 )
 
 // ArchiveUsage is how much of an archive the master index still points
@@ -20,7 +22,7 @@ type ArchiveUsage struct {
 }
 
 // indexPos finds an archive in the index's table by file name and id.
-func indexPos(x *format.Index, name string, id [16]byte) (int, bool) {
+func indexPos(x *index.Index, name string, id [crypt.IDSize]byte) (int, bool) {
 	base := filepath.Base(name)
 	for i, a := range x.Archives {
 		if a.Name == base && a.ID == id {
@@ -32,8 +34,8 @@ func indexPos(x *format.Index, name string, id [16]byte) (int, bool) {
 
 // isWinner reports whether member num of the index's archive pos is what
 // the index holds for path.
-func isWinner(x *format.Index, pos int, path []byte, num uint32) bool {
-	path, err := format.CanonicalPath(path)
+func isWinner(x *index.Index, pos int, path []byte, num uint32) bool {
+	path, err := index.CanonicalPath(path)
 	if err != nil {
 		return false
 	}
@@ -58,7 +60,7 @@ func isWinner(x *format.Index, pos int, path []byte, num uint32) bool {
 // needs them. Bytes are the members' spans in the archive, record headers
 // included; the header, summary and footer are counted in neither. An
 // archive the index does not list (InIndex false) counts as all live.
-func Usage(x *format.Index, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
+func Usage(x *index.Index, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
 	u := ArchiveUsage{Archive: name, Members: len(entries)}
 	pos, in := indexPos(x, name, a.Header.ID)
 	u.InIndex = in
@@ -69,8 +71,8 @@ func Usage(x *format.Index, name string, a *format.Archive, entries []format.Ent
 		// known to be dead.
 		// A member whose path has no canonical form is not in the index
 		// either (spec cbfs-index-v1 2.7): it is live as far as gc knows.
-		_, noPath := format.CanonicalPath(e.Meta.Path)
-		live := !in || !format.IndexedType(e.Meta.Type) || noPath != nil || isWinner(x, pos, e.Meta.Path, e.Number)
+		_, noPath := index.CanonicalPath(e.Meta.Path)
+		live := !in || !index.Indexed(e.Meta.Type) || noPath != nil || isWinner(x, pos, e.Meta.Path, e.Number)
 		if live {
 			u.LiveMembers++
 			u.LiveBytes += span
@@ -98,7 +100,7 @@ type IntactMember struct {
 // GivenArchive is what a verify scan found in one archive given, for
 // CheckIndex.
 type GivenArchive struct {
-	ID  [16]byte
+	ID  [crypt.IDSize]byte
 	Seq uint64
 	// Intact are its intact members by number; nil when the archive
 	// could not be read at all.
@@ -127,9 +129,9 @@ type IndexCheck struct {
 // given archive: else a rebuild from these archives would bring the
 // deleted path back. Entries whose archives were not given are counted,
 // not reported.
-func CheckIndex(x *format.Index, given map[string]*GivenArchive) IndexCheck {
+func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}}
-	check := func(p *IndexProblem, arch format.IndexArchive, e format.IndexEntry) bool {
+	check := func(p *IndexProblem, arch index.Archive, e index.Entry) bool {
 		g := given[arch.Name]
 		m, ok := g.Intact[e.Member]
 		switch {
@@ -182,7 +184,7 @@ func CheckIndex(x *format.Index, given map[string]*GivenArchive) IndexCheck {
 			}
 		}
 	}
-	ids := map[[16]byte]bool{}
+	ids := map[[crypt.IDSize]byte]bool{}
 	for _, a := range x.Archives {
 		ids[a.ID] = true
 	}
@@ -197,7 +199,7 @@ func CheckIndex(x *format.Index, given map[string]*GivenArchive) IndexCheck {
 
 // hiddenIn names a given archive older than the tombstone's that holds
 // path, or "".
-func hiddenIn(given map[string]*GivenArchive, ts format.IndexArchive, path []byte) string {
+func hiddenIn(given map[string]*GivenArchive, ts index.Archive, path []byte) string {
 	var names []string
 	for name, g := range given {
 		if g.ID != ts.ID && g.Seq < ts.Seq && g.Paths[string(path)] {

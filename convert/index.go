@@ -16,6 +16,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/store"
 )
 
@@ -153,7 +154,7 @@ func isIndexFile(p string) bool {
 	defer f.Close()
 	var b [8]byte
 	n, _ := io.ReadFull(f, b[:])
-	return format.HasIndexMagic(b[:n])
+	return index.HasMagic(b[:n])
 }
 
 func sortSources(s []NamedSource) {
@@ -208,7 +209,7 @@ type ExcludedPath struct {
 type RebuildResult struct {
 	// Excluded are members whose paths have no canonical form.
 	Excluded []ExcludedPath
-	Index    *format.Index
+	Index    *index.Index
 	// Archives is the number of archives read (from their summaries or
 	// by a scan); Members the number of members counted.
 	Archives int
@@ -221,7 +222,7 @@ type RebuildResult struct {
 	// in the index.
 	Unreadable []ArchiveProblem
 	// Copies are archives seen more than once (the same archive id).
-	Copies []format.IndexCopy
+	Copies []index.Copy
 }
 
 // Rebuild builds the master index of the archives in sources, or of the
@@ -240,7 +241,7 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 		sources = pick
 	}
 	type result struct {
-		x        *format.Index
+		x        *index.Index
 		excluded []ExcludedPath
 		members  int
 		scanned  *ArchiveProblem
@@ -274,7 +275,7 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 	wg.Wait()
 
 	res := &RebuildResult{}
-	parts := make([]*format.Index, 0, len(results))
+	parts := make([]*index.Index, 0, len(results))
 	for i := range results {
 		r := &results[i]
 		switch {
@@ -300,15 +301,15 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 
 // indexWorker reads archives one after another, reusing its buffers.
 type indexWorker struct {
-	scratch  format.IndexScratch
-	b        format.IndexBuilder
+	scratch  format.SummaryScratch
+	b        index.Builder
 	excluded []ExcludedPath // of the last archive read
 }
 
 // exclude takes a member whose path has no canonical form out of the
 // index, noting it; any other error stands.
 func (w *indexWorker) exclude(name string, member uint32, err error) error {
-	var ce *format.CanonicalPathError
+	var ce *index.CanonicalPathError
 	if !errors.As(err, &ce) {
 		return err
 	}
@@ -317,7 +318,7 @@ func (w *indexWorker) exclude(name string, member uint32, err error) error {
 }
 
 // index reads one archive into a one-archive index.
-func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int, *ArchiveProblem, error) {
+func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*index.Index, int, *ArchiveProblem, error) {
 	w.excluded = nil
 	src, err := ns.Open()
 	if err != nil {
@@ -329,11 +330,11 @@ func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int,
 	a, why := format.OpenArchive(src, key)
 	if why == nil {
 		h := a.Header
-		if err := w.b.Reset(format.IndexArchive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, int(a.Footer.Members)); err != nil {
+		if err := w.b.Reset(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, int(a.Footer.Members)); err != nil {
 			return nil, 0, nil, err
 		}
-		why = a.IndexItems(&w.scratch, func(it *format.IndexItem) error {
-			err := w.b.Add(it.Path, format.IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
+		why = a.SummaryItems(&w.scratch, func(it *format.SummaryItem) error {
+			err := w.b.Add(it.Path, index.Entry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
 			return w.exclude(ns.Name, it.Member, err)
 		})
 		w.scratch.Trim(64 << 20)
@@ -355,7 +356,7 @@ func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*format.Index, int,
 
 // scanArchive is the fallback: a member scan that counts every complete,
 // authenticated member.
-func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (*format.Index, int, *ArchiveProblem, error) {
+func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (*index.Index, int, *ArchiveProblem, error) {
 	var entries []format.Entry
 	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
 		entries = append(entries, e)
@@ -382,12 +383,12 @@ func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.
 	for _, e := range entries {
 		members = max(members, uint64(e.Number)+1)
 	}
-	b, err := format.NewIndexBuilder(format.IndexArchive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, len(entries), 0)
+	b, err := index.NewBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, len(entries), 0)
 	if err != nil {
 		return nil, 0, nil, err
 	}
 	for _, e := range entries {
-		err := b.Add(e.Meta.Path, format.IndexEntry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
+		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
 			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
 		if err := w.exclude(ns.Name, e.Number, err); err != nil {
 			return nil, 0, nil, err
@@ -396,17 +397,17 @@ func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.
 	return b.Index(), len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.where(), Err: why, Problems: rep.Problems, Members: len(entries)}, nil
 }
 
-// MergeAll merges indexes (see format.MergeIndexes), in parallel. The
+// MergeAll merges indexes (see index.Merge), in parallel. The
 // parts are spent. No parts give an empty index.
-func MergeAll(parts []*format.Index) (*format.Index, []format.IndexCopy, error) {
+func MergeAll(parts []*index.Index) (*index.Index, []index.Copy, error) {
 	if len(parts) == 0 {
-		return &format.Index{}, nil, nil
+		return &index.Index{}, nil, nil
 	}
-	x, copies, err := format.MergeIndexes(parts)
+	x, copies, err := index.Merge(parts...)
 	if err != nil {
 		return nil, nil, err
 	}
-	slices.SortFunc(copies, func(a, b format.IndexCopy) int {
+	slices.SortFunc(copies, func(a, b index.Copy) int {
 		return cmpOr(bytes.Compare(a.ID[:], b.ID[:]), strings.Compare(a.Names[0], b.Names[0]), strings.Compare(a.Names[1], b.Names[1]))
 	})
 	return x, copies, nil
@@ -423,15 +424,15 @@ func cmpOr(cs ...int) int {
 
 // Location is one candidate of an index record with its archive.
 type Location struct {
-	Archive format.IndexArchive
-	format.IndexEntry
+	Archive index.Archive
+	index.Entry
 }
 
 // Locate returns record i's candidates with their archives.
-func Locate(x *format.Index, i int) []Location {
+func Locate(x *index.Index, i int) []Location {
 	var out []Location
 	for _, e := range x.Entries(i) {
-		out = append(out, Location{Archive: x.Archives[e.Archive], IndexEntry: e})
+		out = append(out, Location{Archive: x.Archives[e.Archive], Entry: e})
 	}
 	return out
 }
@@ -444,7 +445,7 @@ type Conflict struct {
 }
 
 // Conflicts lists the index's conflicted records.
-func Conflicts(x *format.Index) []Conflict {
+func Conflicts(x *index.Index) []Conflict {
 	var out []Conflict
 	for i := 0; i < x.Len(); i++ {
 		if x.Conflicted(i) {
@@ -455,13 +456,13 @@ func Conflicts(x *format.Index) []Conflict {
 }
 
 // ReadIndexFile reads and opens an index file.
-func ReadIndexFile(path string, key *crypt.Key) (*format.Index, error) {
+func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
 	f, err := OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return format.ReadIndex(f, key)
+	return index.Read(f, key)
 }
 
 // ErrNotRegular is returned for an archive or index path that is not a
@@ -485,7 +486,7 @@ func OpenRegular(path string) (*os.File, error) {
 // WriteIndexFile writes x to path atomically: to a temporary file in the
 // same directory, synced, then moved into place. On any failure path is
 // left as it was. Without replace, an existing path is an error.
-func WriteIndexFile(path string, x *format.Index, key *crypt.Key, replace bool) error {
+func WriteIndexFile(path string, x *index.Index, key *crypt.Key, replace bool) error {
 	f, err := store.CreateAtomic(path, replace)
 	if err != nil {
 		return err
@@ -499,14 +500,14 @@ func WriteIndexFile(path string, x *format.Index, key *crypt.Key, replace bool) 
 
 // ArchiveIndex is the index of one archive just written, from the
 // writer's header and entries.
-func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*format.Index, error) {
-	b, err := format.NewIndexBuilder(format.IndexArchive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}, len(entries), 0)
+func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*index.Index, error) {
+	b, err := index.NewBuilder(index.Archive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}, len(entries), 0)
 	if err != nil {
 		return nil, err
 	}
-	var ce *format.CanonicalPathError
+	var ce *index.CanonicalPathError
 	for _, e := range entries {
-		err := b.Add(e.Meta.Path, format.IndexEntry{Member: e.Number, Type: e.Meta.Type, Offset: hdr.PhysOffset(e.Offset),
+		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: hdr.PhysOffset(e.Offset),
 			Span: hdr.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
 		if err != nil && !errors.As(err, &ce) { // a '..' path is kept out, as a rebuild keeps it out
 			return nil, err
@@ -518,7 +519,7 @@ func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*for
 // AddResult says what an index update did.
 type AddResult struct {
 	Created bool // the index did not exist
-	Copies  []format.IndexCopy
+	Copies  []index.Copy
 	// Conflicts are the index's conflicts that involve the new archive.
 	Conflicts []Conflict
 	// Excluded are the archive's members whose paths have a '..'
@@ -575,8 +576,8 @@ func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
 }
 
 // MergeIndexFiles reads index files (in parallel) and merges them.
-func MergeIndexFiles(paths []string, key *crypt.Key) (*format.Index, []format.IndexCopy, error) {
-	parts := make([]*format.Index, len(paths))
+func MergeIndexFiles(paths []string, key *crypt.Key) (*index.Index, []index.Copy, error) {
+	parts := make([]*index.Index, len(paths))
 	errs := make([]error, len(paths))
 	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
 	var wg sync.WaitGroup
@@ -604,8 +605,8 @@ func MergeIndexFiles(paths []string, key *crypt.Key) (*format.Index, []format.In
 // it.
 type IndexDiff struct {
 	Path     []byte
-	ArchA    *format.IndexArchive
-	ArchB    *format.IndexArchive
+	ArchA    *index.Archive
+	ArchB    *index.Archive
 	A, B     []Location
 	IsRecord bool
 }
@@ -613,7 +614,7 @@ type IndexDiff struct {
 // DiffIndex lists the differences between two indexes: archives by id,
 // then records by path. Archive positions in the tables do not matter,
 // what they point to does.
-func DiffIndex(a, b *format.Index) []IndexDiff {
+func DiffIndex(a, b *index.Index) []IndexDiff {
 	var out []IndexDiff
 	ids := map[[crypt.IDSize]byte]int{}
 	for i := range b.Archives {
@@ -667,6 +668,6 @@ func DiffIndex(a, b *format.Index) []IndexDiff {
 }
 
 func sameLocation(p, q Location) bool {
-	p.IndexEntry.Archive, q.IndexEntry.Archive = 0, 0
+	p.Entry.Archive, q.Entry.Archive = 0, 0
 	return p == q
 }

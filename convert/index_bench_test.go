@@ -18,6 +18,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/tarconv"
 )
@@ -260,16 +261,16 @@ func BenchmarkRebuildMemory(b *testing.B) {
 		debug.FreeOSMemory()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
-		parts := make([]*format.Index, archives)
+		parts := make([]*index.Index, archives)
 		for a := range archives {
-			ar := format.IndexArchive{Name: fmt.Sprintf("fs1-%06d.cbfs", a), Seq: uint64(a + 1), Members: members}
+			ar := index.Archive{Name: fmt.Sprintf("fs1-%06d.cbfs", a), Seq: uint64(a + 1), Members: members}
 			ar.ID[0], ar.ID[1] = byte(a), byte(a>>8)
-			bl, err := format.NewIndexBuilder(ar, members, 0)
+			bl, err := index.NewBuilder(ar, members, 0)
 			if err != nil {
 				b.Fatal(err)
 			}
 			for m, p := range paths[a] {
-				bl.Add([]byte(p), format.IndexEntry{Member: uint32(m), Type: format.TypeRegular, Offset: int64(1536 + 1100*m), Span: 1100, Size: 100, Inode: uint64(m)})
+				bl.Add([]byte(p), index.Entry{Member: uint32(m), Type: format.TypeRegular, Offset: int64(1536 + 1100*m), Span: 1100, Size: 100, Inode: uint64(m)})
 			}
 			parts[a] = bl.Index()
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
@@ -116,7 +117,7 @@ func rebuildBytes(t *testing.T, key *crypt.Key, shard Shard, args ...string) ([]
 	return buf.Bytes(), res
 }
 
-func lsLines(x *format.Index) []string {
+func lsLines(x *index.Index) []string {
 	var out []string
 	for i := 0; i < x.Len(); i++ {
 		for _, l := range Locate(x, i) {
@@ -609,7 +610,7 @@ func TestIndexUpdateReplacedUnderneath(t *testing.T) {
 		t.Fatalf("second writer: %v, want a LockBusyError", err)
 	}
 	other := filepath.Join(meta, "other.idx")
-	if err := WriteIndexFile(other, &format.Index{}, key, false); err != nil {
+	if err := WriteIndexFile(other, &index.Index{}, key, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(other, kept); err != nil {

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/store"
 )
 
@@ -87,7 +87,7 @@ type IndexUpdate struct {
 	Path string
 	// Index is the index as read under the lock; an empty one when the
 	// file did not exist (Created).
-	Index   *format.Index
+	Index   *index.Index
 	Created bool
 	key     *crypt.Key
 	lock    *os.File
@@ -105,7 +105,7 @@ func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdat
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && opt.Create:
-		u.Index, u.Created = &format.Index{}, true
+		u.Index, u.Created = &index.Index{}, true
 		return u, nil
 	case errors.Is(err, fs.ErrNotExist):
 		u.Close()
@@ -156,7 +156,7 @@ func (u *IndexUpdate) unchanged() error {
 
 // Write replaces the index file with x, atomically, if the file is still
 // the one read under the lock. The update keeps the lock.
-func (u *IndexUpdate) Write(x *format.Index) error {
+func (u *IndexUpdate) Write(x *index.Index) error {
 	f, err := store.CreateAtomic(u.Path, true)
 	if err != nil {
 		return err
@@ -178,10 +178,10 @@ func (u *IndexUpdate) Write(x *format.Index) error {
 
 // Add merges an archive's one-archive index into the index and writes it
 // (see Write).
-func (u *IndexUpdate) Add(add *format.Index) (*AddResult, error) {
+func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 	id := add.Archives[0].ID
 	res := &AddResult{Created: u.Created}
-	x, copies, err := format.MergeIndex(u.Index, add)
+	x, copies, err := index.Merge(u.Index, add)
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", u.Path, err)
 	}

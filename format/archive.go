@@ -2,7 +2,6 @@ package format
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // Source is what random access to an archive needs: a ReaderAt and its
@@ -47,9 +47,10 @@ type Archive struct {
 }
 
 // OpenArchive reads the header and the footer and checks that they agree
-// with each other and with the archive's size. With a key it also checks
-// the key (ErrWrongKey) and both MACs.
-func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
+// with each other and with the archive's size. Given keys, it takes the
+// one whose key check value the header carries (ErrWrongKey when none
+// does) and checks both MACs.
+func OpenArchive(src Source, keys ...*crypt.Key) (*Archive, error) {
 	size := src.Size()
 	head := make([]byte, min(size, 2*BlockSize))
 	if _, err := src.ReadAt(head, 0); err != nil && err != io.EOF {
@@ -61,8 +62,10 @@ func OpenArchive(src Source, key *crypt.Key) (*Archive, error) {
 		return nil, err
 	}
 	a := &Archive{src: src, Header: hdr}
-	if key != nil {
-		a.keys = crypt.DeriveArchiveKeys(key, hdr.ID)
+	if a.keys, err = hdr.pickKeys(keys); err != nil {
+		return nil, err
+	}
+	if a.keys != nil {
 		if err := hdr.Authenticate(a.keys); err != nil {
 			return nil, err
 		}
@@ -99,7 +102,7 @@ func (a *Archive) findFooter() (*Footer, error) {
 			return nil, err
 		}
 		e := n
-		for e >= BlockSize && allZero(tail[e-BlockSize:e]) {
+		for e >= BlockSize && frame.AllZero(tail[e-BlockSize:e]) {
 			e -= BlockSize
 		}
 		if e > 0 {
@@ -165,7 +168,7 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	if err := checkFooterFrame(body[:bsize]); err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
-	if !allZero(body[bsize:]) {
+	if !frame.AllZero(body[bsize:]) {
 		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "record padding is not zero")
 	}
 	f, err := DecodeFooter(body[FrameHeaderSize:bsize])
@@ -208,70 +211,10 @@ func (a *Archive) Entries() ([]Entry, error) {
 	}
 	entries, err = DecodeSummary(plain, a.Footer.Members)
 	if err == nil {
-		err = summaryEnds(entries, int64(a.Footer.SummaryOffset))
+		err = summaryEnds(entriesEnd(entries), int64(a.Footer.SummaryOffset))
 	}
 	if err != nil {
 		return nil, newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
-	}
-	return entries, nil
-}
-
-// summaryEnds checks that the members the summary lists run up to the
-// summary itself.
-func summaryEnds(entries []Entry, summaryOffset int64) error {
-	end := int64(0)
-	if n := len(entries); n > 0 {
-		end = entries[n-1].Offset + entries[n-1].Length
-	}
-	if end != summaryOffset {
-		return fmt.Errorf("the members listed end at %d, the summary starts at %d", end, summaryOffset)
-	}
-	return nil
-}
-
-// minEntryLen is the smallest summary entry: a 1-byte offset, a 2-byte
-// length (at least minMemberLen), a 1-byte meta-len and a 5-byte record.
-const minEntryLen = 9
-
-// DecodeSummary parses a summary's plaintext; want is the member count the
-// footer gives.
-func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
-	// Each entry takes at least 9 bytes (spec 8.1): a count beyond that
-	// is a lie, found before allocating for it.
-	if want > uint64(len(p))/minEntryLen {
-		return nil, fmt.Errorf("footer counts %d members, the summary has room for fewer", want)
-	}
-	entries := make([]Entry, 0, want)
-	var prevEnd int64
-	for len(p) > 0 {
-		if uint64(len(entries)) >= want {
-			return nil, fmt.Errorf("more summary entries than the footer's %d members", want)
-		}
-		var vals [3]uint64
-		for i := range vals {
-			v, n := binary.Uvarint(p)
-			if n <= 0 || (n > 1 && p[n-1] == 0) { // overlong varints would not re-encode identically
-				return nil, fmt.Errorf("entry %d: bad varint", len(entries))
-			}
-			vals[i], p = v, p[n:]
-		}
-		if vals[2] > uint64(len(p)) {
-			return nil, fmt.Errorf("entry %d: metadata past the end", len(entries))
-		}
-		m, err := DecodeMeta(p[:vals[2]])
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: %v", len(entries), err)
-		}
-		p = p[vals[2]:]
-		e := Entry{Number: uint32(len(entries)), Offset: int64(vals[0]), Length: int64(vals[1]), Meta: m}
-		if vals[0] > 1<<62 || vals[1] > 1<<62 || e.Offset != prevEnd || e.Length < minMemberLen {
-			return nil, fmt.Errorf("entry %d: offset %d and length %d do not follow the previous member", e.Number, e.Offset, e.Length)
-		}
-		prevEnd = e.Offset + e.Length
-		entries = append(entries, e)
-	}
-	if uint64(len(entries)) != want {
-		return nil, fmt.Errorf("summary lists %d members, the footer counts %d", len(entries), want)
 	}
 	return entries, nil
 }
@@ -347,10 +290,10 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 		if _, err := io.ReadFull(lr, payload); err != nil {
 			return nil, newErr(class, phys, member, "frame cut short")
 		}
-		if frameCRC(hb[:], payload) != fh.CRC {
+		if frame.CRC(hb[:], payload) != fh.CRC {
 			return nil, newErr(class, phys, member, "frame checksum mismatch")
 		}
-		if fh.lz4() && dbuf == nil {
+		if fh.LZ4() && dbuf == nil {
 			dbuf = poolBuf(&a.dbufs, int(cs))
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
@@ -367,7 +310,7 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 			}
 			out = append(out, plain...)
 		}
-		if fh.final() {
+		if fh.Final() {
 			if rest := lr.end - lr.off; rest != 0 {
 				return nil, newErr(class, phys, member, "%d bytes after the final frame", rest)
 			}
@@ -387,7 +330,7 @@ func (a *Archive) Meta(e Entry) (*Meta, error) {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "cannot read metadata frame: %v", err)
 	}
 	fh, bad := parseFrameHeader(hb[:])
-	if bad == "" && (fh.Kind != KindMeta || !fh.final() || int64(fh.Len) > 8+MaxMetaSize+MetaPad+crypt.TagSize || fh.Len < crypt.TagSize) {
+	if bad == "" && (fh.Kind != KindMeta || !fh.Final() || int64(fh.Len) > metaFrameMax || fh.Len < crypt.TagSize) {
 		bad = "not a metadata frame"
 	}
 	if bad != "" {
@@ -397,14 +340,14 @@ func (a *Archive) Meta(e Entry) (*Meta, error) {
 	if _, err := io.ReadFull(lr, payload); err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata frame cut short")
 	}
-	if frameCRC(hb[:], payload) != fh.CRC {
+	if frame.CRC(hb[:], payload) != fh.CRC {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "frame checksum mismatch")
 	}
-	plain, err := a.keys.Open(payload[:0], crypt.Nonce(KindMeta, true, e.Number, 0), payload, hb[:8])
+	plain, err := frame.Open(a.keys, fh, hb[:], payload, e.Number, 0)
 	if err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata frame failed authentication")
 	}
-	m, err := decodeMetaFrame(plain, fh.lz4())
+	m, err := decodeMetaFrame(plain, fh.LZ4())
 	if err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata record: %v", err)
 	}

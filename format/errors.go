@@ -45,7 +45,6 @@ const (
 	ClassSummary Class = "summary" // the summary
 	ClassFooter  Class = "footer"  // the footer
 	ClassKey     Class = "key"     // wrong key
-	ClassIndex   Class = "index"   // master index
 )
 
 // Error is a problem found in an archive: where (physical byte offset, and

@@ -15,8 +15,6 @@ func TestVersionErrorWording(t *testing.T) {
 	}{
 		{&VersionError{Major + 1, 0}, "a newer cbfs is needed"},
 		{&VersionError{0, 0}, "is the header damaged?"},
-		{&IndexVersionError{IndexMajor + 1, 0}, "a newer cbfs is needed"},
-		{&IndexVersionError{0, 3}, "is the index damaged?"},
 	} {
 		if got := c.err.Error(); !strings.Contains(got, c.want) {
 			t.Errorf("%q does not say %q", got, c.want)

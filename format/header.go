@@ -94,6 +94,28 @@ func checkSizes(chunk, record uint32) error {
 	return nil
 }
 
+// pickKeys derives the archive keys of the first of keys whose key check
+// value the header carries, as age's Decrypt picks among identities: a
+// reader may be handed the keys of several file systems, or an old and a
+// new key. Nil keys are skipped; with none left it returns nil keys (read
+// without the key), and ErrWrongKey when no key matches.
+func (h *Header) pickKeys(keys []*crypt.Key) (*crypt.ArchiveKeys, error) {
+	tried := false
+	for _, k := range keys {
+		if k == nil {
+			continue
+		}
+		tried = true
+		if ak := crypt.DeriveArchiveKeys(k, h.ID); ak.CheckMatches(h.Check[:]) {
+			return ak, nil
+		}
+	}
+	if tried {
+		return nil, ErrWrongKey
+	}
+	return nil, nil
+}
+
 // Authenticate checks the key check value (a wrong key gives ErrWrongKey)
 // and then the header MAC (a mismatch is damage).
 func (h *Header) Authenticate(ak *crypt.ArchiveKeys) error {

@@ -395,6 +395,41 @@ func (d *metaDecoder) take(v *[]byte, n uint64) []byte {
 	return out
 }
 
+// knownTag reports whether a critical tag is one this version decodes.
+func knownTag(tag int) bool { return tag >= tagType && tag <= tagTarHeader || tag == tagTypeflag }
+
+// metaFields walks a metadata record's fields, the one parser of its
+// framing that DecodeMeta and the summary's lean reader share: tags in
+// increasing order, each length a minimal uvarint within the record, no
+// critical tag this version does not know (19 is reserved). fn gets each
+// field's tag and value; an error from it stops the walk.
+func metaFields(b []byte, fn func(tag int, v []byte) error) error {
+	last := -1
+	for len(b) > 0 {
+		tag := int(b[0])
+		b = b[1:]
+		if tag <= last {
+			return fmt.Errorf("field %d out of order", tag)
+		}
+		last = tag
+		l, k := binary.Uvarint(b)
+		if k <= 0 || (k > 1 && b[k-1] == 0) {
+			return errors.New("bad varint")
+		}
+		if l > uint64(len(b)-k) {
+			return errors.New("length past the end of the field")
+		}
+		if tag < firstOptionalTag && !knownTag(tag) {
+			return fmt.Errorf("unknown critical field %d", tag)
+		}
+		if err := fn(tag, b[k:k+int(l)]); err != nil {
+			return err
+		}
+		b = b[k+int(l):]
+	}
+	return nil
+}
+
 // DecodeMeta parses a metadata record. It accepts exactly what Encode
 // writes: fields in order, canonical varints, and no zero-valued optional
 // fields, so that what it accepts re-encodes to the same bytes.
@@ -405,20 +440,8 @@ func DecodeMeta(b []byte) (*Meta, error) {
 	orig := b
 	m := new(Meta)
 	d := &metaDecoder{}
-	last := -1
 	seenPath := false
-	for len(b) > 0 && d.err == nil {
-		tag := int(b[0])
-		b = b[1:]
-		if tag <= last {
-			return nil, fmt.Errorf("field %d out of order", tag)
-		}
-		last = tag
-		n := d.next(&b)
-		v := d.take(&b, n)
-		if d.err != nil {
-			break
-		}
+	err := metaFields(b, func(tag int, v []byte) error {
 		switch tag {
 		case tagType:
 			m.Type = Type(d.uvarint(v))
@@ -496,14 +519,12 @@ func DecodeMeta(b []byte) (*Meta, error) {
 				m.Typeflag = v[0]
 			}
 		default:
-			if tag < firstOptionalTag {
-				return nil, fmt.Errorf("unknown critical field %d", tag)
-			}
 			m.Optional = append(m.Optional, Field{Tag: byte(tag), Value: bytes.Clone(v)})
 		}
-	}
-	if d.err != nil {
-		return nil, d.err
+		return d.err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if !seenPath {
 		return nil, errors.New("no path field")

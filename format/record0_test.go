@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // TestRecordZeroBitFlips flips every bit of record 0's ustar header of a
@@ -61,7 +63,7 @@ func TestRecordZeroMajorFlip(t *testing.T) {
 	b := bytes.Clone(arc)
 	b[major] = 2
 	body := b[BlockSize : BlockSize+FrameHeaderSize+HeaderSize]
-	crc := frameCRC(body, body[FrameHeaderSize:])
+	crc := frame.CRC(body, body[FrameHeaderSize:])
 	body[8], body[9], body[10], body[11] = byte(crc), byte(crc>>8), byte(crc>>16), byte(crc>>24)
 	_, err := NewReader(bytes.NewReader(b), key, ReaderOptions{Workers: 1})
 	var ve *VersionError

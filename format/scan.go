@@ -10,12 +10,16 @@ import (
 	"io"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // ScanOptions says how much ScanArchive checks.
 type ScanOptions struct {
 	// Key opens the seals; without it only what is public is checked.
-	Key *crypt.Key
+	// Keys are more keys to try: the scan takes the one whose key check
+	// value the header carries.
+	Key  *crypt.Key
+	Keys []*crypt.Key
 	// Content opens every content chunk. Without it a content frame is
 	// only checked for its checksum, which finds accidents, not tampering.
 	Content bool
@@ -43,18 +47,6 @@ type ScanReport struct {
 
 // Intact reports whether the scan found nothing wrong.
 func (r *ScanReport) Intact() bool { return len(r.Problems) == 0 }
-
-// Scan walks every member of an archive without relying on its footer or
-// summary, calling fn with each complete, authenticated member (Meta in
-// summary form). Damage does not stop it: it reports the problem, finds
-// the next member, and goes on. It is the fallback of an index rebuild.
-func Scan(src Source, key *crypt.Key, fn func(Entry) error) ([]*Error, error) {
-	rep, err := ScanArchive(src, ScanOptions{Key: key}, fn)
-	if rep == nil {
-		return nil, err
-	}
-	return rep.Problems, err
-}
 
 // scanner holds the state of one ScanArchive.
 type scanner struct {
@@ -147,8 +139,11 @@ func (s *scanner) openHeader() error {
 	}
 	s.hdr, s.rep.Header = h, h
 	s.R, s.cs = int64(h.RecordSize), int64(h.ChunkSize)
-	if s.opt.Key != nil {
-		s.keys = crypt.DeriveArchiveKeys(s.opt.Key, h.ID)
+	keys, err := h.pickKeys(append([]*crypt.Key{s.opt.Key}, s.opt.Keys...))
+	if err != nil {
+		return err
+	}
+	if s.keys = keys; keys != nil {
 		if err := h.Authenticate(s.keys); err != nil {
 			if errors.Is(err, ErrWrongKey) {
 				return err
@@ -221,21 +216,21 @@ func (s *scanner) readDirect(p []byte, off int64) error {
 	return nil
 }
 
-// frame is one frame read from the logical stream.
-type frame struct {
+// scanFrame is one frame read from the logical stream.
+type scanFrame struct {
 	off     int64
-	fh      frameHeader
+	fh      frame.Header
 	hb      [FrameHeaderSize]byte
 	payload []byte
 }
 
-func (f *frame) next() int64 { return f.off + FrameHeaderSize + int64(f.fh.Len) }
+func (f *scanFrame) next() int64 { return f.off + FrameHeaderSize + int64(f.fh.Len) }
 
 // frameAt reads and checks the framing of the frame at off. A non-empty
 // string says what is wrong; lenOK says the length field is usable to skip
 // over the frame.
-func (s *scanner) frameAt(off int64) (fr *frame, bad string, lenOK bool) {
-	fr = &frame{off: off}
+func (s *scanner) frameAt(off int64) (fr *scanFrame, bad string, lenOK bool) {
+	fr = &scanFrame{off: off}
 	if err := s.readAt(fr.hb[:], off); err != nil {
 		return fr, "frame header cut short: the archive is truncated", false
 	}
@@ -260,7 +255,7 @@ func (s *scanner) frameAt(off int64) (fr *frame, bad string, lenOK bool) {
 	if err := s.readAt(fr.payload, off+FrameHeaderSize); err != nil {
 		return fr, "frame cut short", false
 	}
-	if frameCRC(fr.hb[:], fr.payload) != fh.CRC {
+	if frame.CRC(fr.hb[:], fr.payload) != fh.CRC {
 		return fr, "frame checksum mismatch", true
 	}
 	return fr, "", true
@@ -269,11 +264,11 @@ func (s *scanner) frameAt(off int64) (fr *frame, bad string, lenOK bool) {
 // candidate reports whether b (at least FrameHeaderSize bytes) could start
 // a metadata frame: cheap tests before the checksum.
 func candidate(b []byte) bool {
-	if b[0] != KindMeta || b[1]&^flagsKnown != 0 || b[1]&FlagFinal == 0 || b[2] != 0 || b[3] != 0 {
+	if b[0] != KindMeta || b[1]&^frame.FlagsKnown != 0 || b[1]&FlagFinal == 0 || b[2] != 0 || b[3] != 0 {
 		return false
 	}
 	n := int64(b[4]) | int64(b[5])<<8 | int64(b[6])<<16 | int64(b[7])<<24
-	return n >= MetaPad+crypt.TagSize && (n-crypt.TagSize)%MetaPad == 0 && n <= 8+MaxMetaSize+MetaPad+crypt.TagSize
+	return n >= MetaPad+crypt.TagSize && (n-crypt.TagSize)%MetaPad == 0 && n <= metaFrameMax
 }
 
 // resync finds the next metadata frame at or after from whose checksum
@@ -373,7 +368,7 @@ func (s *scanner) frames(fn func(Entry) error) error {
 //
 // Without the key, guess numbers the member; with it, numbers from `from`
 // on are tried until the metadata frame opens.
-func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood int64, fn func(Entry) error) (int64, uint32, error) {
+func (s *scanner) member(fr *scanFrame, guess, from uint32, uncertain bool, lastGood int64, fn func(Entry) error) (int64, uint32, error) {
 	var meta *Meta
 	num := guess
 	if s.keys != nil {
@@ -387,14 +382,15 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 		var err error
 		for t := uint32(0); t < tries; t++ {
 			var plain []byte
-			plain, err = s.keys.Open(nil, crypt.Nonce(KindMeta, true, num+t, 0), fr.payload, fr.hb[:8])
+			// Open into a copy: a failed try must leave the payload for the next.
+			plain, err = frame.Open(s.keys, fr.fh, fr.hb[:], bytes.Clone(fr.payload), num+t, 0)
 			if err == nil {
 				if lostN := int64(num+t) - int64(guess); lostN > 0 {
 					s.problem(newErr(ClassFrame, physOf(fr.off, s.R), int64(guess), "%d more members lost before offset %d", lostN, physOf(fr.off, s.R)))
 					s.rep.Damaged += int(lostN)
 				}
 				num += t
-				meta, err = decodeMetaFrame(plain, fr.fh.lz4())
+				meta, err = decodeMetaFrame(plain, fr.fh.LZ4())
 				if err != nil {
 					s.problem(newErr(ClassMember, physOf(fr.off, s.R), int64(num), "metadata record: %v", err))
 				}
@@ -436,8 +432,8 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 			// If the frame's length still leads to a good frame, only the
 			// payload was hit: go on with the member.
 			if lenOK {
-				if nx, bad2, _ := s.frameAt(c.next()); bad2 == "" && !(c.fh.final() && nx.fh.Kind == KindContent) {
-					if c.fh.final() {
+				if nx, bad2, _ := s.frameAt(c.next()); bad2 == "" && !(c.fh.Final() && nx.fh.Kind == KindContent) {
+					if c.fh.Final() {
 						s.rep.Damaged++
 						return c.next(), num + 1, nil
 					}
@@ -457,7 +453,7 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 			}
 		}
 		off = c.next()
-		if c.fh.final() {
+		if c.fh.Final() {
 			break
 		}
 	}
@@ -481,7 +477,7 @@ func (s *scanner) member(fr *frame, guess, from uint32, uncertain bool, lastGood
 
 // openChunk authenticates and decompresses one content or summary chunk
 // and checks its size; it returns what is wrong, or "".
-func (s *scanner) openChunk(c *frame, stream uint32, index uint64) string {
+func (s *scanner) openChunk(c *scanFrame, stream uint32, index uint64) string {
 	if cap(s.buf) < int(s.cs) {
 		s.buf = make([]byte, s.cs)
 	}
@@ -495,7 +491,7 @@ func (s *scanner) openChunk(c *frame, stream uint32, index uint64) string {
 
 // summary reads the summary frames, and with the key checks them against
 // the members found; it uses the summary to name damaged members.
-func (s *scanner) summary(fr *frame, members uint32) {
+func (s *scanner) summary(fr *scanFrame, members uint32) {
 	start := fr.off
 	if bad := s.seq.end(); bad != "" && s.keys != nil && s.rep.Damaged == 0 {
 		s.problem(newErr(ClassMember, physOf(start, s.R), -1, "%s", bad))
@@ -530,7 +526,7 @@ func (s *scanner) summary(fr *frame, members uint32) {
 				}
 			}
 		}
-		if fr.fh.final() {
+		if fr.fh.Final() {
 			break
 		}
 	}
@@ -550,7 +546,7 @@ func (s *scanner) summary(fr *frame, members uint32) {
 	}
 	entries, err := DecodeSummary(plain, count)
 	if err == nil {
-		err = summaryEnds(entries, start)
+		err = summaryEnds(entriesEnd(entries), start)
 	}
 	if err != nil {
 		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", err))
@@ -641,7 +637,7 @@ func (s *scanner) physPass() physResult {
 		}
 		if pad > 0 {
 			p := make([]byte, pad)
-			if _, err := s.src.ReadAt(p, padStart); err == nil && !allZero(p) {
+			if _, err := s.src.ReadAt(p, padStart); err == nil && !frame.AllZero(p) {
 				res.problems = append(res.problems, newErr(ClassTar, padStart, -1, "record %d padding is not zero", k+1))
 			}
 		}

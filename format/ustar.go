@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/cbfs/cbfs/crypt"
 )
 
 // BlockSize is the tar block size.
@@ -33,20 +35,18 @@ func (b *Block) DevMinor() []byte { return b[337:345] }
 func (b *Block) Prefix() []byte   { return cstr(b[345:500]) }
 
 // GNU-only fields (magic "ustar  \x00").
-func (b *Block) GNUATime() []byte          { return b[345:357] }
-func (b *Block) GNUCTime() []byte          { return b[357:369] }
-func (b *Block) GNUIsExtended() bool       { return b[482] != 0 }
-func (b *Block) GNURealSize() []byte       { return b[483:495] }
-func (b *Block) IsGNU() bool               { return bytes.Equal(b[257:265], []byte("ustar  \x00")) }
-func (b *Block) IsUSTAR() bool             { return bytes.Equal(b[257:263], []byte("ustar\x00")) }
-func (b *Block) IsZero() bool              { return b.isZero() }
-func (b *Block) isZero() bool              { return *b == Block{} }
-func (b *Block) StarATime() []byte         { return b[476:488] } // star: prefix is 131 bytes
-func (b *Block) IsStar() bool              { return b.IsUSTAR() && bytes.Equal(b[508:512], []byte("tar\x00")) }
-func (b *Block) StarPrefix() []byte        { return cstr(b[345:476]) }
-func (b *Block) SetChecksum()              { copy(b[148:156], fmt.Sprintf("%06o\x00 ", b.checksum())) }
-func (b *Block) checksum() (sum int64)     { return checksums(b)[0] }
-func (b *Block) signedChecksum() (s int64) { return checksums(b)[1] }
+func (b *Block) GNUATime() []byte      { return b[345:357] }
+func (b *Block) GNUCTime() []byte      { return b[357:369] }
+func (b *Block) GNUIsExtended() bool   { return b[482] != 0 }
+func (b *Block) GNURealSize() []byte   { return b[483:495] }
+func (b *Block) IsGNU() bool           { return bytes.Equal(b[257:265], []byte("ustar  \x00")) }
+func (b *Block) IsUSTAR() bool         { return bytes.Equal(b[257:263], []byte("ustar\x00")) }
+func (b *Block) IsZero() bool          { return b.isZero() }
+func (b *Block) isZero() bool          { return *b == Block{} }
+func (b *Block) IsStar() bool          { return b.IsUSTAR() && bytes.Equal(b[508:512], []byte("tar\x00")) }
+func (b *Block) StarPrefix() []byte    { return cstr(b[345:476]) }
+func (b *Block) SetChecksum()          { copy(b[148:156], fmt.Sprintf("%06o\x00 ", b.checksum())) }
+func (b *Block) checksum() (sum int64) { return checksums(b)[0] }
 
 // checksums returns the unsigned and signed sums with the checksum field
 // taken as eight spaces; historic tars wrote either.
@@ -144,12 +144,12 @@ const (
 )
 
 // RecordName is the outer member name of record n of an archive.
-func RecordName(id [16]byte, n uint64) string {
+func RecordName(id [crypt.IDSize]byte, n uint64) string {
 	return fmt.Sprintf("cbfs-%x/%010d", id[:], n)
 }
 
 // outerHeader builds the canonical ustar header of a record.
-func outerHeader(id [16]byte, n uint64, size int64) *Block {
+func outerHeader(id [crypt.IDSize]byte, n uint64, size int64) *Block {
 	var b Block
 	copy(b[0:100], RecordName(id, n))
 	copy(b[100:108], outerMode)
@@ -170,7 +170,7 @@ func outerHeader(id [16]byte, n uint64, size int64) *Block {
 // archive id and returns its body size. The check is byte-for-byte
 // against the header a writer makes, so that any change to a header is
 // found without the key.
-func parseOuterHeader(b *Block, id [16]byte, n uint64) (int64, error) {
+func parseOuterHeader(b *Block, id [crypt.IDSize]byte, n uint64) (int64, error) {
 	if err := b.VerifyChecksum(); err != nil {
 		return 0, err
 	}

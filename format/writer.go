@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // WriterOptions are the choices a writer makes for one archive.
@@ -75,7 +76,7 @@ type Writer struct {
 	// writer compresses: what the writer keeps per member is then a
 	// fraction of its summary entry. Close seals them.
 	sumDone []summaryChunk
-	sumComp compressor
+	sumComp frame.Compressor
 	err     error
 	// open holds the entries of members whose frames are still on their
 	// way to the archive, member openBase first. A member leaves once its
@@ -141,7 +142,7 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	// between, which would copy every byte once it is out of step.
 	wr.out = w
 	wr.rec = newRecordWriter(wr.out, wr.hdr.ID, opt.RecordSize)
-	wr.rec.writeRecord(appendFrame(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
+	wr.rec.writeRecord(frame.Append(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
 
 	wr.pipe = newOrdered((*batch).seal, opt.Workers, batchDepth)
 	wr.asmWG.Add(1)
@@ -174,31 +175,24 @@ func (j *sealJob) seal() {
 		} else {
 			cbuf = make([]byte, len(plain)) // a metadata record larger than a chunk
 		}
-		c := compressors.Get().(*compressor)
-		if b := c.compress(cbuf, plain); b != nil {
+		if b := frame.Compress(cbuf, plain); b != nil {
 			plain = b
 			flags |= FlagLZ4
 		}
-		compressors.Put(c)
 	}
 	switch j.kind {
 	case KindMeta:
 		plain = padMeta(plain, len(j.plain))
 	case KindSummary:
-		plain = padSummary(plain, w.opt.ChunkSize)
+		plain = frame.Pad(plain, w.opt.ChunkSize)
 	}
-	payloadLen := len(plain) + crypt.TagSize
-	var frame []byte
+	var buf []byte
 	if j.kind != KindContent {
-		frame = make([]byte, FrameHeaderSize, FrameHeaderSize+payloadLen)
+		buf = make([]byte, 0, FrameHeaderSize+len(plain)+crypt.TagSize)
 	} else {
-		frame = w.frames.get()[:FrameHeaderSize]
+		buf = w.frames.get()[:0]
 	}
-	h := frameHeader{Kind: j.kind, Flags: flags, Len: uint32(payloadLen)}
-	h.putAD(frame)
-	frame = w.keys.Seal(frame, crypt.Nonce(j.kind, j.final, j.stream, j.index), plain, frame[:8])
-	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
-	j.frame = frame
+	j.frame = frame.Seal(buf, w.keys, j.kind, flags, j.stream, j.index, plain)
 	if cbuf != nil {
 		w.cbufs.put(cbuf)
 	}
@@ -547,7 +541,7 @@ func (w *Writer) Close() error {
 		SummaryOffset: uint64(summaryOffset), SummaryLength: uint64(rw.logical - summaryOffset),
 		StreamLength: uint64(rw.logical), FooterOffset: uint64(rw.phys), Digest: digest}
 	f.MAC = w.keys.MAC(f.encodeNoMAC())
-	footer := appendFrame(nil, KindFooter, FlagFinal, f.Encode())
+	footer := frame.Append(nil, KindFooter, FlagFinal, f.Encode())
 	tail := append(outerHeader(rw.id, rw.next, int64(len(footer)))[:], footer...)
 	tail = append(tail, make([]byte, padLen(int64(len(footer)))+2*BlockSize)...)
 	if _, err := w.out.Write(tail); err != nil {
@@ -719,7 +713,7 @@ func (c summaryChunk) plaintext(cs int) []byte {
 		return c.stored
 	}
 	out := make([]byte, cs)
-	n, err := lz4Decode(c.stored, out)
+	n, err := frame.DecodeLZ4(c.stored, out)
 	if err != nil || n != cs {
 		panic("cbfs writer: own summary chunk does not decompress")
 	}
@@ -733,7 +727,7 @@ func (w *Writer) cutSummary() {
 	c := summaryChunk{}
 	if w.opt.Compress {
 		cbuf := w.cbufs.get()
-		if b := w.sumComp.compress(cbuf, w.summary[:cs]); b != nil {
+		if b := w.sumComp.Compress(cbuf, w.summary[:cs]); b != nil {
 			c.stored, c.lz4 = bytes.Clone(b), true
 		}
 		w.cbufs.put(cbuf)

@@ -100,6 +100,9 @@ func checkArchive(t *testing.T, data []byte) bool {
 		t.Fatalf("OpenArchive (no key): untyped error: %v", err)
 	}
 	ra, raErr := randomRead(src)
+	if raErr != nil && !isInputError(raErr) {
+		t.Fatalf("random access: %v", raErr)
+	}
 
 	if kerr != nil {
 		return false
@@ -155,9 +158,31 @@ func randomRead(src format.Source) ([]readMember, error) {
 	if a.Header == nil || a.Footer == nil {
 		return nil, errors.New("OpenArchive: no header or footer")
 	}
+	// The summary's two readers: SummaryItems (what the index takes) must
+	// give what Entries gives wherever Entries accepts the summary.
+	var items []format.SummaryItem
+	ierr := a.SummaryItems(&format.SummaryScratch{}, func(it *format.SummaryItem) error {
+		c := *it
+		c.Path = bytes.Clone(it.Path)
+		items = append(items, c)
+		return nil
+	})
+	if ierr != nil && !isInputError(ierr) {
+		return nil, typed("SummaryItems", ierr)
+	}
 	es, err := a.Entries()
 	if err != nil {
 		return nil, typed("Entries", err)
+	}
+	if ierr != nil || len(items) != len(es) {
+		return nil, fmt.Errorf("Entries accepts the summary (%d members), SummaryItems gives %d: %v", len(es), len(items), ierr)
+	}
+	for i, e := range es {
+		it := items[i]
+		if it.Member != e.Number || it.Type != e.Meta.Type || !bytes.Equal(it.Path, e.Meta.Path) || it.Size != e.Meta.Size ||
+			it.Inode != e.Meta.Inode || it.Offset != a.PhysOffset(e.Offset) || it.Span != a.Header.PhysSpan(e.Offset, e.Length) {
+			return nil, fmt.Errorf("member %d: SummaryItems gives %+v, Entries %+v", i, it, e)
+		}
 	}
 	var out []readMember
 	for _, e := range es {

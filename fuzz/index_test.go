@@ -9,6 +9,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/pierrec/lz4/v4"
 )
 
@@ -20,7 +21,7 @@ import (
 // plaintext decoder faces authenticated hostile input.
 
 func indexPrefix(cs int) []byte {
-	b := append([]byte("CBFSINDX"), format.IndexMajor, format.IndexMinor, format.SuiteAES256GCM, 0)
+	b := append([]byte("CBFSINDX"), index.Major, index.Minor, format.SuiteAES256GCM, 0)
 	return binary.LittleEndian.AppendUint32(b, uint32(cs))
 }
 
@@ -49,9 +50,9 @@ func sealIndex(key *crypt.Key, plain []byte, cs int) []byte {
 			p, flags = c, flags|format.FlagLZ4
 		}
 		var ad [8]byte
-		ad[0], ad[1] = format.KindIndex, flags
+		ad[0], ad[1] = index.FrameKind, flags
 		binary.LittleEndian.PutUint32(ad[4:], uint32(len(p)+crypt.TagSize))
-		out = append(out, frame(format.KindIndex, flags, ik.Seal(nil, crypt.Nonce(format.KindIndex, final, 0, i), p, ad[:]))...)
+		out = append(out, mkFrame(index.FrameKind, flags, ik.Seal(nil, crypt.Nonce(index.FrameKind, final, 0, i), p, ad[:]))...)
 		plain = plain[n:]
 		if final {
 			return out
@@ -67,9 +68,9 @@ func openIndex(key *crypt.Key, sealed []byte) []byte {
 	ik := crypt.DeriveIndexKeys(key, siv)
 	var plain []byte
 	cs := int(binary.LittleEndian.Uint32(sealed[12:16]))
-	for p, i := sealed[format.IndexHeaderSize:], uint64(0); len(p) > 0; i++ {
+	for p, i := sealed[index.HeaderSize:], uint64(0); len(p) > 0; i++ {
 		flags, n := p[1], int(binary.LittleEndian.Uint32(p[4:8]))
-		b, err := ik.Open(nil, crypt.Nonce(format.KindIndex, flags&format.FlagFinal != 0, 0, i), p[12:12+n], p[:8])
+		b, err := ik.Open(nil, crypt.Nonce(index.FrameKind, flags&format.FlagFinal != 0, 0, i), p[12:12+n], p[:8])
 		if err != nil {
 			panic(err)
 		}
@@ -87,7 +88,7 @@ func openIndex(key *crypt.Key, sealed []byte) []byte {
 	return plain
 }
 
-func encodeIndex(tb testing.TB, x *format.Index) []byte {
+func encodeIndex(tb testing.TB, x *index.Index) []byte {
 	tb.Helper()
 	var buf bytes.Buffer
 	if err := x.Encode(&buf, fuzzKey); err != nil {
@@ -97,17 +98,17 @@ func encodeIndex(tb testing.TB, x *format.Index) []byte {
 }
 
 // oneArchiveIndex indexes n members of one archive, paths dir/NNNN.
-func oneArchiveIndex(tb testing.TB, name string, id byte, seq uint64, n int) *format.Index {
+func oneArchiveIndex(tb testing.TB, name string, id byte, seq uint64, n int) *index.Index {
 	tb.Helper()
-	a := format.IndexArchive{Name: name, Seq: seq, Members: uint64(n)}
+	a := index.Archive{Name: name, Seq: seq, Members: uint64(n)}
 	a.ID[0] = id
-	b, err := format.NewIndexBuilder(a, n, 0)
+	b, err := index.NewBuilder(a, n, 0)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	types := []format.Type{format.TypeRegular, format.TypeDir, format.TypeSymlink, format.TypeTombstone, format.TypeHardlink}
 	for i := range n {
-		e := format.IndexEntry{Member: uint32(i), Type: types[i%len(types)], Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(i), Inode: uint64(i) * 7}
+		e := index.Entry{Member: uint32(i), Type: types[i%len(types)], Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(i), Inode: uint64(i) * 7}
 		if err := b.Add(fmt.Appendf(nil, "dir/%04d", i*3%n), e); err != nil {
 			tb.Fatal(err)
 		}
@@ -122,16 +123,16 @@ func indexSeeds(tb testing.TB) [][]byte {
 	a := oneArchiveIndex(tb, "a.cbfs", 1, 5, 6)
 	b := oneArchiveIndex(tb, "b.cbfs", 2, 5, 4)
 	c := oneArchiveIndex(tb, "c.cbfs", 3, 9, 3)
-	ab, _, err := format.MergeIndex(a, b)
+	ab, _, err := index.Merge(a, b)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	abc, _, err := format.MergeIndex(ab, c)
+	abc, _, err := index.Merge(ab, c)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return [][]byte{
-		encodeIndex(tb, &format.Index{}),
+		encodeIndex(tb, &index.Index{}),
 		encodeIndex(tb, a),
 		encodeIndex(tb, ab),
 		encodeIndex(tb, abc),
@@ -156,7 +157,7 @@ func indexAllocBound(n, cs int) uint64 {
 // clear: as a sealed index. Bit 0 set: as plaintext, sealed here (bit 1
 // picks the 4 KiB chunk size instead of the 64 KiB one v1 writes).
 // Properties: no panic; refusals are typed (ErrNotIndex, ErrWrongKey,
-// *IndexVersionError, or an *Error of class index); reading allocates no
+// *index.VersionError, or an *index.Error); reading allocates no
 // more than the plaintext justifies; an accepted index re-encodes to the
 // same bytes (with v1's chunk size) and opens under no other key.
 func FuzzIndex(f *testing.F) {
@@ -180,16 +181,16 @@ func FuzzIndex(f *testing.F) {
 			return
 		}
 		mode, body := in[0], in[1:]
-		sealed, cs := body, format.IndexChunkSize
+		sealed, cs := body, index.ChunkSize
 		if mode&1 != 0 {
 			if mode&2 != 0 {
 				cs = format.MinChunkSize
 			}
 			sealed = sealIndex(fuzzKey, body, cs)
 		}
-		var x *format.Index
+		var x *index.Index
 		var err error
-		read := func() { x, err = format.ReadIndex(bytes.NewReader(sealed), fuzzKey) }
+		read := func() { x, err = index.Read(bytes.NewReader(sealed), fuzzKey) }
 		if mode&1 != 0 && allocCheckable() {
 			before := heapAllocs()
 			read()
@@ -200,22 +201,21 @@ func FuzzIndex(f *testing.F) {
 			read()
 		}
 		if err != nil {
-			var fe *format.Error
-			var ve *format.IndexVersionError
-			if !errors.Is(err, format.ErrNotIndex) && !errors.Is(err, format.ErrWrongKey) && !errors.As(err, &ve) &&
-				!(errors.As(err, &fe) && fe.Class == format.ClassIndex) {
+			var ie *index.Error
+			var ve *index.VersionError
+			if !errors.Is(err, index.ErrNotIndex) && !errors.Is(err, format.ErrWrongKey) && !errors.As(err, &ve) && !errors.As(err, &ie) {
 				t.Fatalf("untyped error: %v", err)
 			}
 			return
 		}
 		enc := encodeIndex(t, x)
-		if cs == format.IndexChunkSize && !bytes.Equal(enc, sealed) {
+		if cs == index.ChunkSize && !bytes.Equal(enc, sealed) {
 			t.Fatalf("accepted index re-encodes differently (%d bytes, read %d)", len(enc), len(sealed))
 		}
 		if mode&1 != 0 && !bytes.Equal(openIndex(fuzzKey, enc), body) {
 			t.Fatalf("accepted plaintext re-encodes differently")
 		}
-		if _, err := format.ReadIndex(bytes.NewReader(sealed), otherKey); !errors.Is(err, format.ErrWrongKey) {
+		if _, err := index.Read(bytes.NewReader(sealed), otherKey); !errors.Is(err, format.ErrWrongKey) {
 			t.Fatalf("index opened under another key: %v", err)
 		}
 	})
@@ -225,7 +225,7 @@ func FuzzIndex(f *testing.F) {
 // plaintext of each seed, sealed here, gives the encoder's bytes.
 func TestIndexSealer(t *testing.T) {
 	for i, s := range indexSeeds(t) {
-		if got := sealIndex(fuzzKey, openIndex(fuzzKey, s), format.IndexChunkSize); !bytes.Equal(got, s) {
+		if got := sealIndex(fuzzKey, openIndex(fuzzKey, s), index.ChunkSize); !bytes.Equal(got, s) {
 			t.Errorf("seed %d: sealed here %d bytes, encoder %d", i, len(got), len(s))
 		}
 	}

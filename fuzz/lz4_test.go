@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/frame"
 	"github.com/cbfs/cbfs/internal/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
@@ -43,7 +43,7 @@ func FuzzLZ4Encode(f *testing.F) {
 			t.Fatalf("%d-byte input: %d-byte block is not shorter", len(src), n)
 		}
 		out := make([]byte, len(src))
-		m, err := format.DecodeLZ4Block(dst[:n], out)
+		m, err := frame.DecodeLZ4(dst[:n], out)
 		if err != nil || !bytes.Equal(out[:m], src) {
 			t.Fatalf("%d-byte input: block does not decode to it under the end-of-block rules (%d bytes, %v)", len(src), m, err)
 		}
@@ -57,7 +57,7 @@ func FuzzLZ4Decode(f *testing.F) {
 	f.Add(append([]byte{0x44, 'a', 'b', 'c', 'd', 4, 0, 0xc0}, "efghijklmnop"...), uint16(64))
 	f.Fuzz(func(t *testing.T, src []byte, n uint16) {
 		out := make([]byte, n)
-		m, err := format.DecodeLZ4Block(src, out)
+		m, err := frame.DecodeLZ4(src, out)
 		if err != nil {
 			return
 		}

@@ -50,9 +50,9 @@ func ustarRecordHeader(id [crypt.IDSize]byte, n uint64, size int) []byte {
 	return b
 }
 
-// frame builds a frame: header (kind, flags, reserved, length, CRC-32C)
+// mkFrame builds a frame: header (kind, flags, reserved, length, CRC-32C)
 // and payload.
-func frame(kind, flags byte, payload []byte) []byte {
+func mkFrame(kind, flags byte, payload []byte) []byte {
 	h := make([]byte, format.FrameHeaderSize, format.FrameHeaderSize+len(payload))
 	h[0], h[1] = kind, flags
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(payload)))
@@ -67,7 +67,7 @@ func sealed(ak *crypt.ArchiveKeys, kind, flags byte, stream uint32, index uint64
 	ad[0], ad[1] = kind, flags
 	binary.LittleEndian.PutUint32(ad[4:], uint32(len(plain)+crypt.TagSize))
 	payload := ak.Seal(nil, crypt.Nonce(kind, flags&format.FlagFinal != 0, stream, index), plain, ad[:])
-	return frame(kind, flags, payload)
+	return mkFrame(kind, flags, payload)
 }
 
 // padRecord wraps a metadata record's stored bytes: stored length, raw
@@ -304,7 +304,7 @@ func (g *streamGen) assemble() []byte {
 		out = append(out, make([]byte, (format.BlockSize-len(body)%format.BlockSize)%format.BlockSize)...)
 		rec++
 	}
-	put(frame(format.KindHeader, format.FlagFinal, h.Encode()))
+	put(mkFrame(format.KindHeader, format.FlagFinal, h.Encode()))
 	for l := g.logical; len(l) > 0; {
 		n := min(R, len(l))
 		put(l[:n])
@@ -319,7 +319,7 @@ func (g *streamGen) assemble() []byte {
 		Digest:        sha256.Sum256(out)}
 	enc = f.Encode()
 	f.MAC = g.ak.MAC(enc[:len(enc)-crypt.MACSize])
-	put(frame(format.KindFooter, format.FlagFinal, f.Encode()))
+	put(mkFrame(format.KindFooter, format.FlagFinal, f.Encode()))
 	return append(out, make([]byte, 2*format.BlockSize+g.extraZeros)...)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/spec/internal/vecgen"
 	"github.com/cbfs/cbfs/tarconv"
@@ -29,8 +30,9 @@ var classes = map[string]bool{
 // classOf names the failure class of an error as the vectors do.
 func classOf(err error) string {
 	var ve *format.VersionError
-	var ive *format.IndexVersionError
+	var ive *index.VersionError
 	var fe *format.Error
+	var ie *index.Error
 	var ke *keys.SizeError
 	switch {
 	case err == nil:
@@ -41,13 +43,15 @@ func classOf(err error) string {
 		return "version"
 	case errors.Is(err, format.ErrNotCBFS):
 		return "not-cbfs"
-	case errors.Is(err, format.ErrNotIndex):
+	case errors.Is(err, index.ErrNotIndex):
 		return "not-index"
 	case errors.As(err, &fe):
 		return string(fe.Class)
+	case errors.As(err, &ie):
+		return "index"
 	case errors.As(err, &ke):
 		return "keyfile"
-	case errors.As(err, new(*format.CanonicalPathError)):
+	case errors.As(err, new(*index.CanonicalPathError)):
 		return "path"
 	}
 	return "unclassified (" + err.Error() + ")"
@@ -98,14 +102,14 @@ func TestVectors(t *testing.T) {
 			case "keyfile":
 				checkKeyFile(t, v)
 			case "path":
-				got, err := format.CanonicalPath(v.Data)
+				got, err := index.CanonicalPath(v.Data)
 				if c := classOf(err); c != v.Expect {
 					t.Fatalf("%q: %s, want %s", v.Data, c, v.Expect)
 				}
 				if err == nil && !bytes.Equal(got, v.Canonical) {
 					t.Fatalf("%q: canonical %q, want %q", v.Data, got, v.Canonical)
 				}
-				if format.IsCanonicalPath(v.Data) != (err == nil && bytes.Equal(v.Data, v.Canonical)) {
+				if index.IsCanonicalPath(v.Data) != (err == nil && bytes.Equal(v.Data, v.Canonical)) {
 					t.Fatalf("%q: IsCanonicalPath disagrees", v.Data)
 				}
 			default:
@@ -342,7 +346,7 @@ func checkArchive(t *testing.T, v *vecgen.Vector) {
 
 func checkIndex(t *testing.T, v *vecgen.Vector) {
 	key := mustKey(t, v.Key)
-	x, err := format.ReadIndex(bytes.NewReader(v.Data), key)
+	x, err := index.Read(bytes.NewReader(v.Data), key)
 	if c := classOf(err); c != v.Expect {
 		t.Fatalf("ReadIndex: %s (%v), want %s", c, err, v.Expect)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 )
 
 // Lookup finds the entry that holds path's current content in one
@@ -17,12 +18,12 @@ import (
 // "a//b/" name the same files as "a" and "a/b". When no live member has
 // the path, the error is a *NoMemberError.
 func Lookup(entries []format.Entry, path []byte) (format.Entry, error) {
-	want, err := format.CanonicalPath(path)
+	want, err := index.CanonicalPath(path)
 	ok := err == nil
 	for i := len(entries) - 1; i >= 0; i-- {
 		e := entries[i]
 		if !bytes.Equal(e.Meta.Path, path) {
-			if got, gerr := format.CanonicalPath(e.Meta.Path); !ok || gerr != nil || !bytes.Equal(got, want) {
+			if got, gerr := index.CanonicalPath(e.Meta.Path); !ok || gerr != nil || !bytes.Equal(got, want) {
 				continue
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 )
 
 // ExtractOptions configure Extract.
@@ -101,7 +102,7 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 		// A selection is matched in its canonical form, as the index
 		// keys paths ("/a" selects "a").
 		sel := []byte(p)
-		if c, err := format.CanonicalPath(sel); err == nil {
+		if c, err := index.CanonicalPath(sel); err == nil {
 			sel = c
 		}
 		comps, bad := splitMember(sel)

@@ -14,6 +14,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
@@ -104,7 +105,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		if bytes.IndexByte(p, 0) >= 0 {
 			return wo, usageError{fmt.Errorf("--delete %s: a path holds no NUL byte (is --delete-from a list of paths, one a line?)", quote(p))}
 		}
-		c, err := format.CanonicalPath(p)
+		c, err := index.CanonicalPath(p)
 		if err != nil {
 			return wo, usageError{fmt.Errorf("--delete %s: %v: no file of the file system has this path", quote(p), err)}
 		}
@@ -161,7 +162,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		}
 	}
 	for _, d := range o.deleteTree {
-		dir, err := format.CanonicalPath([]byte(d))
+		dir, err := index.CanonicalPath([]byte(d))
 		if err != nil {
 			return wo, usageError{fmt.Errorf("--delete-tree %s: %v", quote([]byte(d)), err)}
 		}
@@ -176,7 +177,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 
 // liveTree lists dir and every live path below it in the index: what
 // --delete-tree deletes.
-func liveTree(x *format.Index, dir []byte) [][]byte {
+func liveTree(x *index.Index, dir []byte) [][]byte {
 	var out [][]byte
 	if i, ok := x.Find(dir); ok && x.Live(i) {
 		out = append(out, bytes.Clone(dir))

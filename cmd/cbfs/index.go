@@ -15,6 +15,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/spf13/cobra"
 )
 
@@ -43,15 +44,15 @@ is kept and reported, never one picked silently.`,
 // indexInputErr gives index read errors their exit statuses.
 func indexInputErr(name string, err error) error {
 	e := inputErr(name, err)
-	var ve *format.IndexVersionError
+	var ve *index.VersionError
 	var ee *exitError
-	if (errors.As(err, &ve) || errors.Is(err, format.ErrNotIndex)) && errors.As(e, &ee) && ee.code == 0 {
+	if (errors.As(err, &ve) || errors.Is(err, index.ErrNotIndex)) && errors.As(e, &ee) && ee.code == 0 {
 		ee.code = exitBadInput
 	}
 	return e
 }
 
-func readIndex(path string, key *crypt.Key) (*format.Index, error) {
+func readIndex(path string, key *crypt.Key) (*index.Index, error) {
 	x, err := convert.ReadIndexFile(path, key)
 	if err != nil {
 		return nil, indexInputErr(path, err)
@@ -283,7 +284,7 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if lock != nil {
 				defer lock.Unlock()
 			}
-			parts := make([]*format.Index, 0, len(args))
+			parts := make([]*index.Index, 0, len(args))
 			// Parts are read one by one for clear errors; MergeAll works
 			// in parallel.
 			for _, p := range args {
@@ -369,7 +370,7 @@ type reportCopy struct {
 	Names [2]string `json:"names"`
 }
 
-func (r *indexReport) fill(x *format.Index, copies []format.IndexCopy) {
+func (r *indexReport) fill(x *index.Index, copies []index.Copy) {
 	st := x.Stats()
 	r.Records, r.Live, r.Tombstones = st.Records, st.Live, st.Tombstones
 	r.Conflicts, r.Scanned, r.Unreadable, r.Copies, r.Excluded = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}, []reportExcluded{}
@@ -585,7 +586,7 @@ path is conflicted (and none deleted or unknown).`,
 			for _, arg := range args[1:] {
 				// Looked up by its canonical form, the form the index
 				// keys on; said as the index holds it.
-				p, err := format.CanonicalPath([]byte(arg))
+				p, err := index.CanonicalPath([]byte(arg))
 				if err != nil {
 					missing++
 					w.Flush()
@@ -695,7 +696,7 @@ it is not a file).`,
 	return c
 }
 
-func archiveLine(a *format.IndexArchive) string {
+func archiveLine(a *index.Archive) string {
 	return fmt.Sprintf("%s\tid %x\tseq %d\tmembers %d", a.Name, a.ID, a.Seq, a.Members)
 }
 

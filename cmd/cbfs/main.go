@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/store"
 	"github.com/cbfs/cbfs/tarconv"
@@ -167,6 +168,7 @@ func classify(err error) (int, string) {
 	var te *tarconv.TarError
 	var ke *keys.SizeError
 	var fe *format.Error
+	var ie *index.Error
 	var de *tarconv.DecompressError
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
@@ -177,7 +179,7 @@ func classify(err error) (int, string) {
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""
-	case errors.As(err, &fe):
+	case errors.As(err, &fe), errors.As(err, &ie):
 		return exitDamaged, ""
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
 		return exitFailure, ""

@@ -15,6 +15,7 @@ import (
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/spf13/cobra"
 )
 
@@ -38,7 +39,7 @@ type verifyResult struct {
 	// IsIndex: the file is a master index, checked as one.
 	IsIndex bool `json:"is_index,omitempty"`
 	code    int
-	id      [16]byte
+	id      [crypt.IDSize]byte
 	seq     uint64
 	intact  map[uint32]convert.IntactMember
 	paths   map[string]bool
@@ -114,7 +115,7 @@ func runVerify(o *verifyOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	var index *format.Index
+	var index *index.Index
 	if o.index != "" {
 		if key == nil {
 			return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
@@ -259,7 +260,7 @@ func verifyOne(path string, key *crypt.Key, wantPaths bool) verifyResult {
 		defer f.Close()
 	}
 	var magic [8]byte
-	if n, _ := f.ReadAt(magic[:], 0); format.HasIndexMagic(magic[:n]) {
+	if n, _ := f.ReadAt(magic[:], 0); index.HasMagic(magic[:n]) {
 		return verifyIndexFile(r, f, key)
 	}
 	var found []format.Entry
@@ -268,8 +269,8 @@ func verifyOne(path string, key *crypt.Key, wantPaths bool) verifyResult {
 	}
 	collect := func(e format.Entry) error {
 		found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
-		if r.paths != nil && e.Meta != nil && e.Meta.Type != format.TypeTombstone && format.IndexedType(e.Meta.Type) {
-			if c, err := format.CanonicalPath(e.Meta.Path); err == nil {
+		if r.paths != nil && e.Meta != nil && e.Meta.Type != format.TypeTombstone && index.Indexed(e.Meta.Type) {
+			if c, err := index.CanonicalPath(e.Meta.Path); err == nil {
 				r.paths[string(c)] = true
 			}
 		}
@@ -351,15 +352,15 @@ func verifyIndexFile(r verifyResult, f *os.File, key *crypt.Key) verifyResult {
 		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
 		return r
 	}
-	info, err := format.CheckIndexFile(f, key)
-	var ive *format.IndexVersionError
-	var fe *format.Error
+	info, err := index.Check(f, key)
+	var ive *index.VersionError
+	var ie *index.Error
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
 		r.Status, r.Error, r.code = "wrong-key", err.Error(), exitWrongKey
 	case errors.As(err, &ive):
 		r.Status, r.Error, r.code = "unreadable", err.Error(), exitBadInput
-	case errors.As(err, &fe):
+	case errors.As(err, &ie):
 		r.Status, r.Error, r.code = "damaged", "a master index: "+err.Error(), exitDamaged
 	case err != nil:
 		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 )
 
 // version is the release, set when building one:
@@ -39,5 +40,5 @@ func versionText() string {
 	return fmt.Sprintf("cbfs %s\ncommit %s%s\nbuilt with %s for %s/%s\n"+
 		"archive format: writes v%d.%d, reads v%d.x\nindex format: writes v%d.%d, reads v%d.x\n",
 		v, commit, modified, runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		format.Major, format.Minor, format.Major, format.IndexMajor, format.IndexMinor, format.IndexMajor)
+		format.Major, format.Minor, format.Major, index.Major, index.Minor, index.Major)
 }

@@ -132,7 +132,7 @@ func (l *layout) frameBytes(f *frame) []byte {
 }
 
 // outerHeader is the canonical ustar header of record n (spec 4.2).
-func outerHeader(id [16]byte, n uint64, size int) []byte {
+func outerHeader(id [crypt.IDSize]byte, n uint64, size int) []byte {
 	b := make([]byte, block)
 	copy(b[0:], fmt.Sprintf("cbfs-%x/%010d", id[:], n))
 	copy(b[100:], "0000600\x00")
@@ -162,7 +162,7 @@ func setChecksum(b []byte) {
 
 func pad(n int) int { return (block - n%block) % block }
 
-func appendRecord(out []byte, id [16]byte, n uint64, body []byte) []byte {
+func appendRecord(out []byte, id [crypt.IDSize]byte, n uint64, body []byte) []byte {
 	out = append(out, outerHeader(id, n, len(body))...)
 	out = append(out, body...)
 	return append(out, make([]byte, pad(len(body)))...)

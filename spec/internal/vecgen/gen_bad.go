@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/pierrec/lz4/v4"
 )
@@ -100,7 +101,7 @@ func (g *gen) invalidOuter() {
 	l.HeaderPost = func(p []byte) []byte { p[8] = 2; return p }
 	g.bad("version-header", cVer, "", "", "header major version 2 (CRC correct)", l.build())
 	{
-		id := [16]byte(randBytes("version-v2-layout id", 16))
+		id := [crypt.IDSize]byte(randBytes("version-v2-layout id", 16))
 		body := randBytes("version-v2-layout body", 300)
 		copy(body[12:], "CBFSARCH\x02\x07")
 		data := appendRecord(nil, id, 0, body)

@@ -9,12 +9,13 @@ import (
 
 	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 )
 
 // IndexListing is the text whose SHA-256 an index vector gives
 // (entries-sha256; see README.md): the archives table, then every record
 // with its candidates.
-func IndexListing(x *format.Index) []byte {
+func IndexListing(x *index.Index) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "high-seq %d\n", x.HighSeq)
 	for _, a := range x.Archives {
@@ -35,7 +36,7 @@ func IndexListing(x *format.Index) []byte {
 }
 
 // archiveIndex writes an archive and returns its one-archive index.
-func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *format.Index {
+func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *index.Index {
 	opt := small
 	opt.Sequence = seq
 	data := g.write("index "+name, opt, ms)
@@ -54,18 +55,18 @@ func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *format.Index {
 	return x
 }
 
-func merge(xs ...*format.Index) *format.Index {
-	out := &format.Index{}
+func merge(xs ...*index.Index) *index.Index {
+	out := &index.Index{}
 	for _, x := range xs {
 		var err error
-		if out, _, err = format.MergeIndex(out, x); err != nil {
+		if out, _, err = index.Merge(out, x); err != nil {
 			panic(err)
 		}
 	}
 	return out
 }
 
-func (g *gen) encodeIndex(x *format.Index) []byte {
+func (g *gen) encodeIndex(x *index.Index) []byte {
 	var b bytes.Buffer
 	if err := x.Encode(&b, g.keyA); err != nil {
 		panic(err)
@@ -82,14 +83,14 @@ func (g *gen) index() {
 	c2 := g.archiveIndex("d-3.cbfs", 3, []mem{fileMem("etc/x", []byte("other"))})
 	ts := g.archiveIndex("e-4.cbfs", 4, []mem{{&format.Meta{Type: t, Path: []byte("etc/y")}, nil}, {&format.Meta{Type: t, Path: []byte("never/existed")}, nil}})
 
-	ok := func(name, desc string, x *format.Index) []byte {
+	ok := func(name, desc string, x *index.Index) []byte {
 		data := g.encodeIndex(x)
 		s := sha256.Sum256(IndexListing(x))
 		g.add(&Vector{Name: name, Expect: success, Kind: "index", Key: g.rawA, Desc: desc,
 			Records: x.Len(), EntriesSHA: hex.EncodeToString(s[:]), Data: data})
 		return data
 	}
-	ok("index-empty", "a master index of no archives", &format.Index{})
+	ok("index-empty", "a master index of no archives", &index.Index{})
 	valid := ok("index-valid", "two archives, sequence 1 and 2: the later one wins etc/x", merge(x1, x2))
 	ok("index-conflict", "two archives of the same sequence number both hold etc/x: a conflict with two candidates", merge(x1, c1, c2))
 	ok("index-tombstones", "a later archive deletes etc/y and a path no archive held: tombstone records", merge(x1, x2, ts))
@@ -101,9 +102,9 @@ func (g *gen) index() {
 	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(valid)) }
 	bad("index-version", cVer, "index major version 2", mut(func(b []byte) []byte { b[8] = 2; return b }), g.rawA)
 	bad("index-suite", cIndex, "index cipher suite 2", mut(func(b []byte) []byte { b[10] = 2; return b }), g.rawA)
-	bad("index-flipped", cIndex, "a bit of the first frame's payload flipped, CRC not updated", mut(func(b []byte) []byte { b[format.IndexHeaderSize+20] ^= 1; return b }), g.rawA)
+	bad("index-flipped", cIndex, "a bit of the first frame's payload flipped, CRC not updated", mut(func(b []byte) []byte { b[index.HeaderSize+20] ^= 1; return b }), g.rawA)
 	bad("index-aead", cIndex, "a bit of the first frame's payload flipped, CRC recomputed", mut(func(b []byte) []byte {
-		h := format.IndexHeaderSize
+		h := index.HeaderSize
 		b[h+20] ^= 1
 		n := int(binary.LittleEndian.Uint32(b[h+4:]))
 		binary.LittleEndian.PutUint32(b[h+8:], crc(b[h:h+8], b[h+hdrSize:h+hdrSize+n]))
@@ -119,7 +120,7 @@ func (g *gen) index() {
 	bad("index-header-short", cIndex, "the first 20 bytes of an index: the magic, then the header cut short", valid[:20], g.rawA)
 	bad("index-check-frame-cut", cKey, "a bit of the key check value flipped and the index cut inside its first frame: the first frame does not open, so a wrong key", mut(func(b []byte) []byte {
 		b[32] ^= 1
-		return b[:format.IndexHeaderSize+hdrSize+10]
+		return b[:index.HeaderSize+hdrSize+10]
 	}), g.rawA)
 }
 

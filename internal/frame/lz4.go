@@ -1,27 +1,28 @@
-package format
+package frame
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/cbfs/cbfs/internal/lz4enc"
 	"github.com/pierrec/lz4/v4"
 )
 
-// compressor writes the LZ4 blocks of frames. Chunks of the default size
+// Compressor writes the LZ4 blocks of frames. Chunks of the default size
 // go through lz4enc, which runs at about 1.9 times the speed of
 // pierrec/lz4 on source trees; larger blocks (chunk sizes above
 // 64 KiB, metadata records longer than a chunk) go through pierrec/lz4.
 // LZ4 output is not canonical: either is a valid block for every reader.
-type compressor struct {
+type Compressor struct {
 	small lz4enc.Compressor
 	large *lz4.Compressor
 }
 
-// compress returns src's LZ4 block, written into dst (at least len(src)
+// Compress returns src's LZ4 block, written into dst (at least len(src)
 // long), or nil when the block would not be shorter than src: the frame
 // then stores src as it is.
-func (c *compressor) compress(dst, src []byte) []byte {
+func (c *Compressor) Compress(dst, src []byte) []byte {
 	if len(src) == 0 {
 		return nil
 	}
@@ -45,17 +46,44 @@ func (c *compressor) compress(dst, src []byte) []byte {
 
 // compressors are reused across writers: each carries a hash table that
 // would otherwise be allocated for every chunk.
-var compressors = sync.Pool{New: func() any { return new(compressor) }}
+var compressors = sync.Pool{New: func() any { return new(Compressor) }}
 
-// errLZ4End is an LZ4 block that breaks the end-of-block rules.
-var errLZ4End = errors.New("the LZ4 block breaks the end-of-block rules")
+// Compress is Compressor.Compress with a compressor from a pool, for
+// callers that seal on many goroutines.
+func Compress(dst, src []byte) []byte {
+	c := compressors.Get().(*Compressor)
+	b := c.Compress(dst, src)
+	compressors.Put(c)
+	return b
+}
 
-// lz4Decode decodes the LZ4 block src into dst and checks the block
+// ErrLZ4End is an LZ4 block that breaks the end-of-block rules.
+var ErrLZ4End = errors.New("the LZ4 block breaks the end-of-block rules")
+
+// ErrLZ4 is a block that does not decode into its bound, or that is not
+// shorter than what it decodes to: a writer stores such a chunk instead.
+var ErrLZ4 = errors.New("bad LZ4 block")
+
+// Decompress decodes the chunk's LZ4 block src into dst, which bounds
+// what it may decode to, under the end-of-block rules. A block that does
+// not shrink its plaintext is refused: a writer stores such a chunk.
+func Decompress(src, dst []byte) (int, error) {
+	n, err := DecodeLZ4(src, dst)
+	if err == ErrLZ4End {
+		return 0, fmt.Errorf("%w: %w", ErrLZ4, err)
+	}
+	if err != nil || n <= len(src) {
+		return 0, ErrLZ4
+	}
+	return n, nil
+}
+
+// DecodeLZ4 decodes the LZ4 block src into dst and checks the block
 // format's end-of-block rules, which a reader MUST enforce (spec 5.5): the
 // last sequence holds only literals (a block does not end in a match),
 // every match starts at least 12 bytes before the end of the block, and
 // the last 5 bytes are literals.
-func lz4Decode(src, dst []byte) (int, error) {
+func DecodeLZ4(src, dst []byte) (int, error) {
 	n, err := lz4.UncompressBlock(src, dst)
 	if err != nil {
 		return 0, err
@@ -87,38 +115,34 @@ func lz4EndRules(src []byte, n int) error {
 	}
 	for {
 		if i >= len(src) {
-			return errLZ4End // empty, or the last sequence ended in a match
+			return ErrLZ4End // empty, or the last sequence ended in a match
 		}
 		tok := src[i]
 		i++
 		lit, ok := length(int(tok >> 4))
 		if !ok || lit > len(src)-i {
-			return errLZ4End
+			return ErrLZ4End
 		}
 		i += lit
 		out += lit
 		if i == len(src) {
 			if out != n {
-				return errLZ4End
+				return ErrLZ4End
 			}
 			return nil
 		}
 		if len(src)-i < 2 {
-			return errLZ4End
+			return ErrLZ4End
 		}
 		i += 2
 		ml, ok := length(int(tok & 15))
 		if !ok {
-			return errLZ4End
+			return ErrLZ4End
 		}
 		ml += 4
 		if out > n-12 || out+ml > n-5 {
-			return errLZ4End
+			return ErrLZ4End
 		}
 		out += ml
 	}
 }
-
-// DecodeLZ4Block decodes an LZ4 block into dst as every reader of the
-// format does (spec 5.5): the block format, and its end-of-block rules.
-func DecodeLZ4Block(src, dst []byte) (int, error) { return lz4Decode(src, dst) }

@@ -1,4 +1,4 @@
-package format
+package index
 
 import (
 	"bufio"
@@ -11,12 +11,13 @@ import (
 	"slices"
 
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/pierrec/lz4/v4"
+	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/frame"
 )
 
 // The sealed encoding of a master index (spec/cbfs-index-v1.md):
 //
-//	header (IndexHeaderSize bytes, clear) | frame* (kind 'i', the last final)
+//	header (HeaderSize bytes, clear) | frame* (kind 'i', the last final)
 //
 // The plaintext carried by the frames is the archives table and the
 // records. The synthetic IV in the header is a MAC of the header's first
@@ -24,61 +25,33 @@ import (
 // reader checks it after decrypting.
 
 // Version of the index encoding written by this code. Readers accept any
-// minor version of IndexMajor and reject other majors.
+// minor version of Major and reject other majors.
 const (
-	IndexMajor uint8 = 1
-	IndexMinor uint8 = 0
+	Major uint8 = 1
+	Minor uint8 = 0
 )
 
 const (
-	// IndexHeaderSize is the size of the clear index header.
-	IndexHeaderSize = 48
-	// KindIndex is the frame kind of index chunks.
-	KindIndex = 'i'
-	// IndexChunkSize is the plaintext chunk size v1 writes.
-	IndexChunkSize = DefaultChunkSize
-	// indexPrefixSize is the part of the header the IV covers.
-	indexPrefixSize = 16
+	// HeaderSize is the size of the clear index header.
+	HeaderSize = 48
+	// FrameKind is the frame kind of index chunks.
+	FrameKind = 'i'
+	// ChunkSize is the plaintext chunk size v1 writes.
+	ChunkSize = format.DefaultChunkSize
+	// prefixSize is the part of the header the IV covers.
+	prefixSize = 16
 )
 
-var indexMagic = []byte("CBFSINDX")
+var magic = []byte("CBFSINDX")
 
-// HasIndexMagic reports whether b starts with the magic of a master
+// HasMagic reports whether b starts with the magic of a master
 // index: how a file among archives is told to be an index.
-func HasIndexMagic(b []byte) bool { return bytes.HasPrefix(b, indexMagic) }
+func HasMagic(b []byte) bool { return bytes.HasPrefix(b, magic) }
 
-// ErrNotIndex means the input does not start with a master index header.
-var ErrNotIndex = errors.New("not a CBFS master index")
-
-// IndexVersionError is returned for an index of a major version this code
-// does not read.
-type IndexVersionError struct {
-	Major, Minor uint8
-}
-
-func (e *IndexVersionError) Error() string {
-	if e.Major < IndexMajor {
-		return fmt.Sprintf("unsupported CBFS index version %d.%d (this cbfs reads index version %d.x, the first; no cbfs writes %d.x: is the index damaged?)",
-			e.Major, e.Minor, IndexMajor, e.Major)
-	}
-	return fmt.Sprintf("unsupported CBFS index version %d.%d (this cbfs reads index version %d.x; a newer cbfs is needed)",
-		e.Major, e.Minor, IndexMajor)
-}
-
-// errIndexWrongKey is ErrWrongKey, worded for an index.
-type errIndexWrongKey struct{}
-
-func (errIndexWrongKey) Error() string        { return "wrong key: this index was written under another key" }
-func (errIndexWrongKey) Is(target error) bool { return target == ErrWrongKey }
-
-func indexErr(off int64, what string, args ...any) *Error {
-	return newErr(ClassIndex, off, -1, what, args...)
-}
-
-func indexPrefix(chunk uint32) []byte {
-	b := make([]byte, 0, IndexHeaderSize)
-	b = append(b, indexMagic...)
-	b = append(b, IndexMajor, IndexMinor, SuiteAES256GCM, 0)
+func headerPrefix(chunk uint32) []byte {
+	b := make([]byte, 0, HeaderSize)
+	b = append(b, magic...)
+	b = append(b, Major, Minor, format.SuiteAES256GCM, 0)
 	return binary.LittleEndian.AppendUint32(b, chunk)
 }
 
@@ -104,8 +77,9 @@ func (s *plainSink) maybeFlush() {
 
 // serialize produces the plaintext (spec "Plaintext").
 func (x *Index) serialize(emit func([]byte) error) error {
-	if len(x.Archives) > MaxIndexArchives {
-		return fmt.Errorf("index over %d archives", MaxIndexArchives)
+	x.ensure()
+	if len(x.Archives) > MaxArchives {
+		return fmt.Errorf("index over %d archives", MaxArchives)
 	}
 	for i := range x.Archives {
 		if err := checkArchive(&x.Archives[i]); err != nil {
@@ -159,13 +133,13 @@ func (x *Index) serialize(emit func([]byte) error) error {
 // Encode writes the sealed index to w. The same index under the same key
 // always gives the same bytes.
 func (x *Index) Encode(w io.Writer, key *crypt.Key) error {
-	return encodeIndex(w, key, x.serialize)
+	return encode(w, key, x.serialize)
 }
 
-// encodeIndex seals the plaintext that gen produces; gen runs twice, once
+// encode seals the plaintext that gen produces; gen runs twice, once
 // for the synthetic IV and once to seal.
-func encodeIndex(w io.Writer, key *crypt.Key, gen func(emit func([]byte) error) error) error {
-	prefix := indexPrefix(IndexChunkSize)
+func encode(w io.Writer, key *crypt.Key, gen func(emit func([]byte) error) error) error {
+	prefix := headerPrefix(ChunkSize)
 	mac := crypt.IndexMAC(key)
 	mac.Write(prefix)
 	if err := gen(func(p []byte) error { mac.Write(p); return nil }); err != nil {
@@ -180,8 +154,8 @@ func encodeIndex(w io.Writer, key *crypt.Key, gen func(emit func([]byte) error) 
 	if _, err := bw.Write(hdr); err != nil {
 		return err
 	}
-	s := &indexSealer{w: bw, ik: ik, cs: IndexChunkSize, pend: make([]byte, 0, IndexChunkSize),
-		cbuf: make([]byte, IndexChunkSize)}
+	s := &sealer{w: bw, ik: ik, cs: ChunkSize, pend: make([]byte, 0, ChunkSize),
+		cbuf: make([]byte, ChunkSize)}
 	if err := gen(s.write); err != nil {
 		return err
 	}
@@ -191,22 +165,22 @@ func encodeIndex(w io.Writer, key *crypt.Key, gen func(emit func([]byte) error) 
 	return bw.Flush()
 }
 
-// indexSealer cuts the plaintext into chunks of exactly cs bytes (the
+// sealer cuts the plaintext into chunks of exactly cs bytes (the
 // last one shorter, and empty only if it is the only one) and seals each
 // as a frame, as archive content is sealed.
-type indexSealer struct {
+type sealer struct {
 	w     io.Writer
 	ik    *crypt.IndexKeys
 	cs    int
 	pend  []byte
 	index uint64
-	comp  compressor
+	comp  frame.Compressor
 	cbuf  []byte
 	frame []byte
 	err   error
 }
 
-func (s *indexSealer) write(p []byte) error {
+func (s *sealer) write(p []byte) error {
 	for len(p) > 0 && s.err == nil {
 		// A full chunk is sealed only once more bytes follow: the last
 		// chunk must carry the final flag.
@@ -221,42 +195,37 @@ func (s *indexSealer) write(p []byte) error {
 	return s.err
 }
 
-func (s *indexSealer) close() error {
+func (s *sealer) close() error {
 	s.seal(true)
 	return s.err
 }
 
-func (s *indexSealer) seal(final bool) {
+func (s *sealer) seal(final bool) {
 	if s.err != nil {
 		return
 	}
-	if s.index >= MaxChunks {
+	if s.index >= frame.MaxChunks {
 		s.err = errors.New("index too large: over 2^48 chunks")
 		return
 	}
 	plain := s.pend
 	var flags byte
 	if final {
-		flags |= FlagFinal
+		flags |= frame.FlagFinal
 	}
 	if len(plain) > 0 {
-		if b := s.comp.compress(s.cbuf, plain); b != nil {
+		if b := s.comp.Compress(s.cbuf, plain); b != nil {
 			plain = b
-			flags |= FlagLZ4
+			flags |= frame.FlagLZ4
 		}
 	}
-	h := frameHeader{Kind: KindIndex, Flags: flags, Len: uint32(len(plain) + crypt.TagSize)}
-	frame := append(s.frame[:0], make([]byte, FrameHeaderSize)...)
-	h.putAD(frame)
-	frame = s.ik.Seal(frame, crypt.Nonce(KindIndex, final, 0, s.index), plain, frame[:8])
-	binary.LittleEndian.PutUint32(frame[8:12], frameCRC(frame, frame[FrameHeaderSize:]))
-	s.frame = frame
-	_, s.err = s.w.Write(frame)
+	s.frame = frame.Seal(s.frame[:0], s.ik, FrameKind, flags, 0, s.index, plain)
+	_, s.err = s.w.Write(s.frame)
 	s.index++
 }
 
-// indexFrames reads and opens the frames of an index one at a time.
-type indexFrames struct {
+// frameReader reads and opens the frames of an index one at a time.
+type frameReader struct {
 	r       *bufio.Reader
 	ik      *crypt.IndexKeys
 	cs      int
@@ -266,38 +235,45 @@ type indexFrames struct {
 	mac     interface{ Write([]byte) (int, error) }
 	payload []byte
 	plain   []byte
+	fh      frame.Header // the last frame's header
+	hb      [frame.HeaderSize]byte
 }
 
 // next returns the next chunk's plaintext (valid until the next call), or
 // io.EOF after the final frame.
-func (f *indexFrames) next() ([]byte, error) {
+func (f *frameReader) next() ([]byte, error) {
 	if f.final {
 		return nil, io.EOF
 	}
 	at := f.pos
-	var hb [FrameHeaderSize]byte
+	var hb [frame.HeaderSize]byte
 	if _, err := io.ReadFull(f.r, hb[:]); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil, indexErr(at, "the index ends before its final frame (truncated?)")
+			return nil, newErr(at, "the index ends before its final frame (truncated?)")
 		}
 		return nil, err
 	}
-	fh := frameHeader{Kind: hb[0], Flags: hb[1], Len: binary.LittleEndian.Uint32(hb[4:8]), CRC: binary.LittleEndian.Uint32(hb[8:12])}
-	switch {
-	case fh.Kind != KindIndex:
-		return nil, indexErr(at, "frame %d: kind %q, want %q", f.index, fh.Kind, KindIndex)
-	case hb[2] != 0 || hb[3] != 0:
-		return nil, indexErr(at, "frame %d: reserved frame header bytes are not zero", f.index)
-	case fh.Flags&^flagsKnown != 0:
-		return nil, indexErr(at, "frame %d: unknown frame flags %#x", f.index, fh.Flags)
-	case fh.Len < crypt.TagSize || int64(fh.Len) > int64(f.cs)+crypt.TagSize:
-		return nil, indexErr(at, "frame %d: length %d out of range", f.index, fh.Len)
-	case fh.lz4() && (fh.Len == crypt.TagSize || int64(fh.Len) == int64(f.cs)+crypt.TagSize):
-		return nil, indexErr(at, "frame %d: compressed frame length %d out of range", f.index, fh.Len)
-	case !fh.lz4() && !fh.final() && int64(fh.Len) != int64(f.cs)+crypt.TagSize:
-		return nil, indexErr(at, "frame %d: length %d; a stored frame that is not the last holds exactly %d", f.index, fh.Len, f.cs+crypt.TagSize)
-	case f.index >= MaxChunks:
-		return nil, indexErr(at, "over 2^48 frames")
+	fh, perr := frame.ParseHeader(hb[:])
+	f.fh, f.hb = fh, hb
+	if fh.Kind != FrameKind {
+		return nil, newErr(at, "frame %d: kind %q, want %q", f.index, fh.Kind, FrameKind)
+	}
+	switch perr {
+	case frame.ErrReserved:
+		return nil, newErr(at, "frame %d: reserved frame header bytes are not zero", f.index)
+	case frame.ErrFlags:
+		return nil, newErr(at, "frame %d: unknown frame flags %#x", f.index, fh.Flags)
+	}
+	switch frame.CheckChunkLen(fh, int64(f.cs)) {
+	case frame.ErrLen:
+		return nil, newErr(at, "frame %d: length %d out of range", f.index, fh.Len)
+	case frame.ErrLZ4Len:
+		return nil, newErr(at, "frame %d: compressed frame length %d out of range", f.index, fh.Len)
+	case frame.ErrStoredLen:
+		return nil, newErr(at, "frame %d: length %d; a stored frame that is not the last holds exactly %d", f.index, fh.Len, f.cs+crypt.TagSize)
+	}
+	if f.index >= frame.MaxChunks {
+		return nil, newErr(at, "over 2^48 frames")
 	}
 	if cap(f.payload) < int(fh.Len) {
 		f.payload = make([]byte, f.cs+crypt.TagSize)
@@ -305,53 +281,51 @@ func (f *indexFrames) next() ([]byte, error) {
 	payload := f.payload[:fh.Len]
 	if _, err := io.ReadFull(f.r, payload); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil, indexErr(at, "frame %d cut short (truncated?)", f.index)
+			return nil, newErr(at, "frame %d cut short (truncated?)", f.index)
 		}
 		return nil, err
 	}
-	if frameCRC(hb[:], payload) != fh.CRC {
-		return nil, indexErr(at, "frame %d: checksum mismatch", f.index)
+	if frame.CRC(hb[:], payload) != fh.CRC {
+		return nil, newErr(at, "frame %d: checksum mismatch", f.index)
 	}
 	if f.ik == nil {
 		// Without the key: the framing and checksums only.
-		f.pos += FrameHeaderSize + int64(fh.Len)
+		f.pos += frame.HeaderSize + int64(fh.Len)
 		f.index++
-		f.final = fh.final()
+		f.final = fh.Final()
 		return payload, nil
 	}
-	plain, err := f.ik.Open(payload[:0], crypt.Nonce(KindIndex, fh.final(), 0, f.index), payload, hb[:8])
-	if err != nil {
-		return nil, indexErr(at, "frame %d failed authentication", f.index)
+	if cap(f.plain) < f.cs {
+		f.plain = make([]byte, f.cs)
 	}
-	if fh.lz4() {
-		if cap(f.plain) < f.cs {
-			f.plain = make([]byte, f.cs)
-		}
-		n, err := lz4.UncompressBlock(plain, f.plain[:f.cs])
-		if err != nil || n <= len(plain) {
-			return nil, indexErr(at, "frame %d: bad LZ4 block", f.index)
-		}
-		plain = f.plain[:n]
-	}
-	if (!fh.final() && len(plain) != f.cs) || (fh.final() && len(plain) == 0 && f.index != 0) {
-		return nil, indexErr(at, "frame %d has the wrong size (%d bytes)", f.index, len(plain))
+	plain, err := frame.OpenChunk(f.ik, fh, hb[:], payload, 0, f.index, f.cs, false, f.plain)
+	var se *frame.ChunkSizeError
+	switch {
+	case err == frame.ErrAuth:
+		return nil, newErr(at, "frame %d failed authentication", f.index)
+	case errors.Is(err, frame.ErrLZ4):
+		return nil, newErr(at, "frame %d: bad LZ4 block", f.index)
+	case errors.As(err, &se):
+		return nil, newErr(at, "frame %d has the wrong size (%d bytes)", f.index, se.Len)
+	case err != nil:
+		return nil, newErr(at, "frame %d: %v", f.index, err)
 	}
 	f.mac.Write(plain)
-	f.pos += FrameHeaderSize + int64(fh.Len)
+	f.pos += frame.HeaderSize + int64(fh.Len)
 	f.index++
-	f.final = fh.final()
+	f.final = fh.Final()
 	return plain, nil
 }
 
 // plainReader parses the plaintext as it is opened, chunk by chunk, so
 // that decoding never holds the whole plaintext.
 type plainReader struct {
-	f       *indexFrames
+	f       *frameReader
 	cur     []byte
 	scratch []byte
 }
 
-var errPlainShort = indexErr(-1, "the index content ends early")
+var errPlainShort = newErr(-1, "the index content ends early")
 
 func (p *plainReader) more() error {
 	for len(p.cur) == 0 {
@@ -386,11 +360,11 @@ func (p *plainReader) uvarint() (uint64, error) {
 			return 0, err
 		}
 		if i == binary.MaxVarintLen64-1 && c > 1 {
-			return 0, indexErr(-1, "varint overflows 64 bits")
+			return 0, newErr(-1, "varint overflows 64 bits")
 		}
 		if c < 0x80 {
 			if i > 0 && c == 0 {
-				return 0, indexErr(-1, "varint not in its shortest form")
+				return 0, newErr(-1, "varint not in its shortest form")
 			}
 			return x | uint64(c)<<s, nil
 		}
@@ -446,46 +420,47 @@ func (a *pathArena) finish() {
 	}
 }
 
-// ReadIndex reads and opens a sealed index, checking everything: the
+// Read reads and opens a sealed index, checking everything: the
 // header, every frame's checksum and seal, the canonical form of the
 // plaintext, and the synthetic IV. Nothing is returned unless all of it
-// holds. A wrong key gives ErrWrongKey, an index of another major version
-// an *IndexVersionError, anything else that is wrong an *Error of class
-// ClassIndex.
-func ReadIndex(r io.Reader, key *crypt.Key) (*Index, error) {
+// holds. Of several keys it takes the one whose key check value the
+// header carries (nil keys are skipped). No matching key gives
+// format.ErrWrongKey, an index of another major version a *VersionError,
+// anything else that is wrong an *Error.
+func Read(r io.Reader, keys ...*crypt.Key) (*Index, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
-	hdr, cs, err := readIndexHeader(br)
+	hdr, cs, err := readHeader(br)
 	if err != nil {
 		return nil, err
 	}
-	return readIndexBody(br, hdr, cs, key)
+	return readBody(br, hdr, cs, keys)
 }
 
-// IndexFileInfo is what CheckIndexFile found.
-type IndexFileInfo struct {
+// FileInfo is what Check found.
+type FileInfo struct {
 	Frames int
 	// With the key: the index itself.
 	Index *Index
 }
 
-// CheckIndexFile checks an index file as far as the key allows: without
-// it (key nil) the header, every frame's framing and checksum, and that
-// nothing follows the final frame; with it, everything ReadIndex checks.
-func CheckIndexFile(r io.Reader, key *crypt.Key) (*IndexFileInfo, error) {
+// Check checks an index file as far as the keys allow: without one (none
+// given, or all nil) the header, every frame's framing and checksum, and
+// that nothing follows the final frame; with one, everything Read checks.
+func Check(r io.Reader, keys ...*crypt.Key) (*FileInfo, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
-	hdr, cs, err := readIndexHeader(br)
+	hdr, cs, err := readHeader(br)
 	if err != nil {
 		return nil, err
 	}
-	if key != nil {
-		x, err := readIndexBody(br, hdr, cs, key)
+	if slices.ContainsFunc(keys, func(k *crypt.Key) bool { return k != nil }) {
+		x, err := readBody(br, hdr, cs, keys)
 		if err != nil {
 			return nil, err
 		}
-		return &IndexFileInfo{Index: x}, nil
+		return &FileInfo{Index: x}, nil
 	}
-	f := &indexFrames{r: br, cs: int(cs), pos: IndexHeaderSize}
-	info := &IndexFileInfo{}
+	f := &frameReader{r: br, cs: int(cs), pos: HeaderSize}
+	info := &FileInfo{}
 	for {
 		if _, err := f.next(); err == io.EOF {
 			break
@@ -498,80 +473,98 @@ func CheckIndexFile(r io.Reader, key *crypt.Key) (*IndexFileInfo, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, indexErr(f.pos, "bytes after the final frame")
+		return nil, newErr(f.pos, "bytes after the final frame")
 	}
 	return info, nil
 }
 
-// readIndexHeader reads and checks the clear header (spec 5.2 steps 1
+// readHeader reads and checks the clear header (spec 5.2 steps 1
 // and 2).
-func readIndexHeader(br *bufio.Reader) ([IndexHeaderSize]byte, uint32, error) {
-	var hdr [IndexHeaderSize]byte
+func readHeader(br *bufio.Reader) ([HeaderSize]byte, uint32, error) {
+	var hdr [HeaderSize]byte
 	n, err := io.ReadFull(br, hdr[:])
 	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
 		return hdr, 0, err
 	}
-	if n < len(indexMagic) || !bytes.Equal(hdr[:len(indexMagic)], indexMagic) {
+	if n < len(magic) || !bytes.Equal(hdr[:len(magic)], magic) {
 		return hdr, 0, ErrNotIndex
 	}
-	if n >= 10 && hdr[8] != IndexMajor {
-		return hdr, 0, &IndexVersionError{hdr[8], hdr[9]}
+	if n >= 10 && hdr[8] != Major {
+		return hdr, 0, &VersionError{hdr[8], hdr[9]}
 	}
-	if n < IndexHeaderSize {
-		return hdr, 0, indexErr(int64(n), "the index header is cut short (%d of %d bytes)", n, IndexHeaderSize)
+	if n < HeaderSize {
+		return hdr, 0, newErr(int64(n), "the index header is cut short (%d of %d bytes)", n, HeaderSize)
 	}
-	if hdr[10] != SuiteAES256GCM {
-		return hdr, 0, indexErr(10, "unknown cipher suite %d", hdr[10])
+	if hdr[10] != format.SuiteAES256GCM {
+		return hdr, 0, newErr(10, "unknown cipher suite %d", hdr[10])
 	}
 	if hdr[11] != 0 {
-		return hdr, 0, indexErr(11, "reserved header byte is not zero")
+		return hdr, 0, newErr(11, "reserved header byte is not zero")
 	}
 	cs := binary.LittleEndian.Uint32(hdr[12:16])
-	if cs < MinChunkSize || cs > MaxChunkSize || cs&(cs-1) != 0 {
-		return hdr, 0, indexErr(12, "chunk size %d is not a power of two in [%d, %d]", cs, MinChunkSize, MaxChunkSize)
+	if cs < frame.MinChunkSize || cs > frame.MaxChunkSize || cs&(cs-1) != 0 {
+		return hdr, 0, newErr(12, "chunk size %d is not a power of two in [%d, %d]", cs, frame.MinChunkSize, frame.MaxChunkSize)
 	}
 	return hdr, cs, nil
 }
 
-// readIndexBody reads and opens the frames after the header and parses
+// readBody reads and opens the frames after the header and parses
 // the plaintext (spec 5.2 steps 3 to 7).
-func readIndexBody(br *bufio.Reader, hdr [IndexHeaderSize]byte, cs uint32, key *crypt.Key) (*Index, error) {
+func readBody(br *bufio.Reader, hdr [HeaderSize]byte, cs uint32, keys []*crypt.Key) (*Index, error) {
 	var siv [crypt.SIVSize]byte
 	copy(siv[:], hdr[16:32])
-	ik := crypt.DeriveIndexKeys(key, siv)
-	mac := crypt.IndexMAC(key)
-	mac.Write(hdr[:indexPrefixSize])
-	f := &indexFrames{r: br, ik: ik, cs: int(cs), pos: IndexHeaderSize, mac: mac}
-	if !ik.CheckMatches(hdr[32:48]) {
-		// Another key, or a damaged check value: under the right key the
-		// content still opens.
-		if _, err := f.next(); err == nil {
-			return nil, indexErr(32, "key check value does not match, yet the content opens: the header was changed")
+	var key *crypt.Key
+	var ik *crypt.IndexKeys
+	var tried []*crypt.IndexKeys
+	for _, k := range keys {
+		if k == nil {
+			continue
 		}
-		return nil, errIndexWrongKey{}
+		kk := crypt.DeriveIndexKeys(k, siv)
+		if kk.CheckMatches(hdr[32:48]) {
+			key, ik = k, kk
+			break
+		}
+		tried = append(tried, kk)
 	}
+	if ik == nil {
+		// Other keys, or a damaged check value: under the right key the
+		// content still opens.
+		f := &frameReader{r: br, cs: int(cs), pos: HeaderSize}
+		if payload, err := f.next(); err == nil {
+			for _, kk := range tried {
+				if _, err := frame.OpenChunk(kk, f.fh, f.hb[:], bytes.Clone(payload), 0, 0, f.cs, false, make([]byte, f.cs)); err == nil {
+					return nil, newErr(32, "key check value does not match, yet the content opens: the header was changed")
+				}
+			}
+		}
+		return nil, errWrongKey{}
+	}
+	mac := crypt.IndexMAC(key)
+	mac.Write(hdr[:prefixSize])
+	f := &frameReader{r: br, ik: ik, cs: int(cs), pos: HeaderSize, mac: mac}
 	p := &plainReader{f: f}
 	x, err := decodePlain(p)
 	if err != nil {
 		return nil, err
 	}
 	if len(p.cur) != 0 {
-		return nil, indexErr(-1, "%d bytes after the last record", len(p.cur))
+		return nil, newErr(-1, "%d bytes after the last record", len(p.cur))
 	}
 	if b, err := f.next(); err != io.EOF {
 		if err != nil {
 			return nil, err
 		}
-		return nil, indexErr(f.pos, "%d bytes after the last record", len(b))
+		return nil, newErr(f.pos, "%d bytes after the last record", len(b))
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		if err != nil {
 			return nil, err
 		}
-		return nil, indexErr(f.pos, "bytes after the final frame")
+		return nil, newErr(f.pos, "bytes after the final frame")
 	}
 	if !hmac.Equal(mac.Sum(nil)[:crypt.SIVSize], siv[:]) {
-		return nil, indexErr(16, "the content does not match the synthetic IV: the index was changed")
+		return nil, newErr(16, "the content does not match the synthetic IV: the index was changed")
 	}
 	return x, nil
 }
@@ -590,29 +583,29 @@ func decodePlain(p *plainReader) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	if na > MaxIndexArchives {
-		return nil, indexErr(-1, "archive count %d over the cap %d", na, MaxIndexArchives)
+	if na > MaxArchives {
+		return nil, newErr(-1, "archive count %d over the cap %d", na, MaxArchives)
 	}
 	// Counts are not trusted for memory: a few bytes may claim any count,
 	// so the hints stay small and the slices grow with what is read.
-	x.Archives = make([]IndexArchive, 0, min(na, 1<<10))
+	x.Archives = make([]Archive, 0, min(na, 1<<10))
 	ids := make(map[[crypt.IDSize]byte]struct{}, min(na, 1<<10))
 	for i := uint64(0); i < na; i++ {
 		bad := func(what string, args ...any) error {
-			return indexErr(-1, "archive %d: %s", i, fmt.Sprintf(what, args...))
+			return newErr(-1, "archive %d: %s", i, fmt.Sprintf(what, args...))
 		}
 		nl, err := p.uvarint()
 		if err != nil {
 			return nil, err
 		}
-		if nl == 0 || nl > MaxArchiveNameLen {
+		if nl == 0 || nl > MaxNameLen {
 			return nil, bad("name of %d bytes", nl)
 		}
 		name, err := p.take(int(nl))
 		if err != nil {
 			return nil, err
 		}
-		a := IndexArchive{Name: string(name)}
+		a := Archive{Name: string(name)}
 		id, err := p.take(crypt.IDSize)
 		if err != nil {
 			return nil, err
@@ -650,14 +643,14 @@ func decodePlain(p *plainReader) (*Index, error) {
 	var cs []cand
 	for k := uint64(0); k < nr; k++ {
 		bad := func(what string, args ...any) error {
-			return indexErr(-1, "record %d: %s", k, fmt.Sprintf(what, args...))
+			return newErr(-1, "record %d: %s", k, fmt.Sprintf(what, args...))
 		}
 		pl, err := p.uvarint()
 		if err != nil {
 			return nil, err
 		}
-		if pl > MaxPathLen {
-			return nil, bad("path of %d bytes over the cap %d", pl, MaxPathLen)
+		if pl > format.MaxPathLen {
+			return nil, bad("path of %d bytes over the cap %d", pl, format.MaxPathLen)
 		}
 		path, err := p.take(int(pl))
 		if err != nil {
@@ -694,7 +687,7 @@ func decodePlain(p *plainReader) (*Index, error) {
 					return nil, err
 				}
 			}
-			arch, typ, member, off, span, size := v[0], Type(v[1]), v[2], v[3], v[4], v[5]
+			arch, typ, member, off, span, size := v[0], format.Type(v[1]), v[2], v[3], v[4], v[5]
 			switch {
 			case arch >= na:
 				return nil, bad("archive %d of a table of %d", arch, na)
@@ -702,7 +695,7 @@ func decodePlain(p *plainReader) (*Index, error) {
 				return nil, bad("candidates not sorted by archive")
 			case c > 0 && x.Archives[arch].Seq != x.Archives[cs[0].arch].Seq:
 				return nil, bad("candidates of different sequence numbers")
-			case !IndexedType(typ):
+			case !Indexed(typ):
 				return nil, bad("member type %d is not indexed", typ)
 			case member >= x.Archives[arch].Members:
 				return nil, bad("member %d of archive %s, which has %d", member, x.Archives[arch].Name, x.Archives[arch].Members)

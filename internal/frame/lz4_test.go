@@ -1,4 +1,4 @@
-package format
+package frame
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 // every length up to a few hundred bytes and larger compressible ones.
 func TestLZ4EndRulesWriters(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	c := new(compressor)
+	c := new(Compressor)
 	var inputs [][]byte
 	for n := 1; n < 400; n++ {
 		b := make([]byte, n)
@@ -30,13 +30,13 @@ func TestLZ4EndRulesWriters(t *testing.T) {
 	checked := 0
 	for _, in := range inputs {
 		dst := make([]byte, len(in)+len(in)/255+16)
-		blk := c.compress(dst, in)
+		blk := c.Compress(dst, in)
 		if blk == nil {
 			continue
 		}
 		checked++
 		out := make([]byte, len(in))
-		n, err := lz4Decode(blk, out)
+		n, err := DecodeLZ4(blk, out)
 		if err != nil || !bytes.Equal(out[:n], in) {
 			t.Fatalf("input of %d bytes: the writer's block does not decode under the end-of-block rules: %v", len(in), err)
 		}
@@ -64,12 +64,12 @@ func TestLZ4EndRules(t *testing.T) {
 		{"conforming", append([]byte{0x44, 'a', 'b', 'c', 'd', 4, 0, 0xc0}, "efghijklmnop"...), true},
 	} {
 		out := make([]byte, 64)
-		_, err := lz4Decode(c.block, out)
+		_, err := DecodeLZ4(c.block, out)
 		if c.ok && err != nil {
 			t.Errorf("%s: %v, want it accepted", c.name, err)
 		}
-		if !c.ok && err != errLZ4End {
-			t.Errorf("%s: %v, want %v", c.name, err, errLZ4End)
+		if !c.ok && err != ErrLZ4End {
+			t.Errorf("%s: %v, want %v", c.name, err, ErrLZ4End)
 		}
 	}
 }

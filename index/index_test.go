@@ -1,4 +1,4 @@
-package format
+package index
 
 import (
 	"bytes"
@@ -11,9 +11,11 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -21,19 +23,19 @@ import (
 // member order.
 type fakeMember struct {
 	path string
-	typ  Type
+	typ  format.Type
 }
 
 func buildIndex(t testing.TB, name string, id byte, seq uint64, ms []fakeMember) *Index {
 	t.Helper()
-	a := IndexArchive{Name: name, Seq: seq, Members: uint64(len(ms))}
+	a := Archive{Name: name, Seq: seq, Members: uint64(len(ms))}
 	a.ID[0] = id
-	b, err := NewIndexBuilder(a, len(ms), 0)
+	b, err := NewBuilder(a, len(ms), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, m := range ms {
-		e := IndexEntry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(len(m.path)), Inode: uint64(100*int(id) + i)}
+		e := Entry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(len(m.path)), Inode: uint64(100*int(id) + i)}
 		if err := b.Add([]byte(m.path), e); err != nil {
 			t.Fatal(err)
 		}
@@ -43,14 +45,14 @@ func buildIndex(t testing.TB, name string, id byte, seq uint64, ms []fakeMember)
 
 func mustMerge(t testing.TB, a, b *Index) *Index {
 	t.Helper()
-	x, _, err := MergeIndex(a, b)
+	x, _, err := Merge(a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return x
 }
 
-func encode(t testing.TB, x *Index, key *crypt.Key) []byte {
+func encodeT(t testing.TB, x *Index, key *crypt.Key) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := x.Encode(&buf, key); err != nil {
@@ -61,13 +63,13 @@ func encode(t testing.TB, x *Index, key *crypt.Key) []byte {
 
 // view is an index in plain Go values, for comparisons in tests.
 type view struct {
-	Archives []IndexArchive
-	Records  map[string][]IndexEntry
+	Archives []Archive
+	Records  map[string][]Entry
 	Order    []string
 }
 
 func viewOf(x *Index) view {
-	v := view{Archives: x.Archives, Records: map[string][]IndexEntry{}}
+	v := view{Archives: x.Archives, Records: map[string][]Entry{}}
 	for i := 0; i < x.Len(); i++ {
 		p := string(x.Path(i))
 		v.Order = append(v.Order, p)
@@ -82,14 +84,14 @@ func viewOf(x *Index) view {
 func threeArchives(t testing.TB) []*Index {
 	return []*Index{
 		buildIndex(t, "a.cbfs", 1, 1, []fakeMember{
-			{"dir", TypeDir}, {"dir/x", TypeRegular}, {"dir/y", TypeRegular}, {"old", TypeRegular},
-			{"both", TypeRegular}, {"glob", TypeTarGlobal}, {"dir/x", TypeSymlink}, {"", TypeTrailer},
+			{"dir", format.TypeDir}, {"dir/x", format.TypeRegular}, {"dir/y", format.TypeRegular}, {"old", format.TypeRegular},
+			{"both", format.TypeRegular}, {"glob", format.TypeTarGlobal}, {"dir/x", format.TypeSymlink}, {"", format.TypeTrailer},
 		}),
 		buildIndex(t, "b.cbfs", 2, 2, []fakeMember{
-			{"dir/y", TypeRegular}, {"old", TypeTombstone}, {"both", TypeRegular}, {"new", TypeFifo},
+			{"dir/y", format.TypeRegular}, {"old", format.TypeTombstone}, {"both", format.TypeRegular}, {"new", format.TypeFifo},
 		}),
 		buildIndex(t, "c.cbfs", 3, 2, []fakeMember{
-			{"both", TypeTombstone}, {"zzz", TypeRegular},
+			{"both", format.TypeTombstone}, {"zzz", format.TypeRegular},
 		}),
 	}
 }
@@ -101,7 +103,7 @@ func TestIndexWinnerRule(t *testing.T) {
 	if diff := cmp.Diff([]string{"both", "dir", "dir/x", "dir/y", "new", "old", "zzz"}, v.Order); diff != "" {
 		t.Fatalf("paths (-want +got):\n%s", diff)
 	}
-	check := func(path string, want ...IndexEntry) {
+	check := func(path string, want ...Entry) {
 		t.Helper()
 		got := v.Records[path]
 		for i := range want {
@@ -113,12 +115,12 @@ func TestIndexWinnerRule(t *testing.T) {
 		}
 	}
 	// Archive indexes: a=0, b=1, c=2.
-	check("dir/x", IndexEntry{Archive: 0, Member: 6, Type: TypeSymlink, Offset: 1536 + 2048*6, Inode: 106})
-	check("dir/y", IndexEntry{Archive: 1, Member: 0, Type: TypeRegular, Offset: 1536, Inode: 200})
-	check("old", IndexEntry{Archive: 1, Member: 1, Type: TypeTombstone, Offset: 1536 + 2048, Inode: 201})
+	check("dir/x", Entry{Archive: 0, Member: 6, Type: format.TypeSymlink, Offset: 1536 + 2048*6, Inode: 106})
+	check("dir/y", Entry{Archive: 1, Member: 0, Type: format.TypeRegular, Offset: 1536, Inode: 200})
+	check("old", Entry{Archive: 1, Member: 1, Type: format.TypeTombstone, Offset: 1536 + 2048, Inode: 201})
 	check("both",
-		IndexEntry{Archive: 1, Member: 2, Type: TypeRegular, Offset: 1536 + 2*2048, Inode: 202},
-		IndexEntry{Archive: 2, Member: 0, Type: TypeTombstone, Offset: 1536, Inode: 300})
+		Entry{Archive: 1, Member: 2, Type: format.TypeRegular, Offset: 1536 + 2*2048, Inode: 202},
+		Entry{Archive: 2, Member: 0, Type: format.TypeTombstone, Offset: 1536, Inode: 300})
 	i, ok := x.Find([]byte("both"))
 	if !ok || !x.Conflicted(i) || !x.Live(i) {
 		t.Errorf("both: found %v, conflicted %v, live %v", ok, x.Conflicted(i), x.Live(i))
@@ -130,7 +132,7 @@ func TestIndexWinnerRule(t *testing.T) {
 	if _, ok := x.Find([]byte("glob")); ok {
 		t.Error("a pax global header was indexed")
 	}
-	want := IndexStats{Records: 7, Live: 6, Tombstones: 1, Conflicts: 1}
+	want := Stats{Records: 7, Live: 6, Tombstones: 1, Conflicts: 1}
 	if got := x.Stats(); got != want {
 		t.Errorf("stats %+v, want %+v", got, want)
 	}
@@ -149,7 +151,7 @@ func TestIndexMergeOrderFree(t *testing.T) {
 			} else {
 				x = mustMerge(t, p[o[0]], mustMerge(t, p[o[1]], p[o[2]]))
 			}
-			got := encode(t, x, key)
+			got := encodeT(t, x, key)
 			if want == nil {
 				want = got
 			} else if !bytes.Equal(got, want) {
@@ -162,11 +164,11 @@ func TestIndexMergeOrderFree(t *testing.T) {
 	all := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
 	q := threeArchives(t)
 	again := mustMerge(t, mustMerge(t, q[0], q[1]), q[2])
-	x, copies, err := MergeIndex(all, again)
+	x, copies, err := Merge(all, again)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := encode(t, x, key); !bytes.Equal(got, want) {
+	if got := encodeT(t, x, key); !bytes.Equal(got, want) {
 		t.Error("merging an index with itself changed it")
 	}
 	if len(copies) != 3 {
@@ -175,10 +177,10 @@ func TestIndexMergeOrderFree(t *testing.T) {
 }
 
 func TestIndexCopies(t *testing.T) {
-	ms := []fakeMember{{"f", TypeRegular}}
+	ms := []fakeMember{{"f", format.TypeRegular}}
 	a := buildIndex(t, "b-copy.cbfs", 9, 4, ms)
 	b := buildIndex(t, "a-orig.cbfs", 9, 4, ms)
-	x, copies, err := MergeIndex(a, b)
+	x, copies, err := Merge(a, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +194,7 @@ func TestIndexCopies(t *testing.T) {
 		t.Errorf("a copy made a conflict")
 	}
 	c := buildIndex(t, "c.cbfs", 9, 5, ms)
-	if _, _, err := MergeIndex(x, c); err == nil {
+	if _, _, err := Merge(x, c); err == nil {
 		t.Error("one archive id with two sequence numbers merged")
 	}
 }
@@ -201,26 +203,26 @@ func TestIndexRoundTrip(t *testing.T) {
 	key := testKey(t, 4)
 	p := threeArchives(t)
 	x := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
-	enc := encode(t, x, key)
-	if got := encode(t, x, key); !bytes.Equal(got, enc) {
+	enc := encodeT(t, x, key)
+	if got := encodeT(t, x, key); !bytes.Equal(got, enc) {
 		t.Fatal("encoding twice gives different bytes")
 	}
-	y, err := ReadIndex(bytes.NewReader(enc), key)
+	y, err := Read(bytes.NewReader(enc), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(viewOf(x), viewOf(y)); diff != "" {
 		t.Fatalf("decoded index differs (-want +got):\n%s", diff)
 	}
-	if got := encode(t, y, key); !bytes.Equal(got, enc) {
+	if got := encodeT(t, y, key); !bytes.Equal(got, enc) {
 		t.Fatal("re-encoding a decoded index gives different bytes")
 	}
 	if !bytes.Equal(enc[:8], []byte("CBFSINDX")) || enc[8] != 1 || enc[9] != 0 {
 		t.Errorf("header starts %q", enc[:10])
 	}
 	// An empty index is valid too.
-	e := encode(t, &Index{}, key)
-	if y, err := ReadIndex(bytes.NewReader(e), key); err != nil || y.Len() != 0 {
+	e := encodeT(t, &Index{}, key)
+	if y, err := Read(bytes.NewReader(e), key); err != nil || y.Len() != 0 {
 		t.Errorf("empty index: %v", err)
 	}
 }
@@ -230,18 +232,18 @@ func TestIndexRoundTripLarge(t *testing.T) {
 	key := testKey(t, 5)
 	var ms []fakeMember
 	for i := range 30000 {
-		ms = append(ms, fakeMember{fmt.Sprintf("d%03d/%s-%06d", i%997, bytes.Repeat([]byte{'p'}, i%300), i*7919%30011), TypeRegular})
+		ms = append(ms, fakeMember{fmt.Sprintf("d%03d/%s-%06d", i%997, bytes.Repeat([]byte{'p'}, i%300), i*7919%30011), format.TypeRegular})
 	}
 	x := buildIndex(t, "big.cbfs", 1, 1, ms)
-	enc := encode(t, x, key)
-	y, err := ReadIndex(bytes.NewReader(enc), key)
+	enc := encodeT(t, x, key)
+	y, err := Read(bytes.NewReader(enc), key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if diff := cmp.Diff(viewOf(x), viewOf(y)); diff != "" {
 		t.Fatalf("decoded index differs (-want +got):\n%s", diff)
 	}
-	if !bytes.Equal(encode(t, y, key), enc) {
+	if !bytes.Equal(encodeT(t, y, key), enc) {
 		t.Fatal("re-encoding differs")
 	}
 }
@@ -249,22 +251,22 @@ func TestIndexRoundTripLarge(t *testing.T) {
 func TestIndexTamper(t *testing.T) {
 	key := testKey(t, 6)
 	p := threeArchives(t)
-	enc := encode(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
+	enc := encodeT(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
 	for i := range enc {
 		for _, bit := range []byte{0x01, 0x80} {
 			b := bytes.Clone(enc)
 			b[i] ^= bit
-			if _, err := ReadIndex(bytes.NewReader(b), key); err == nil {
+			if _, err := Read(bytes.NewReader(b), key); err == nil {
 				t.Fatalf("flip of bit %#x at byte %d accepted", bit, i)
 			}
 		}
 	}
 	for n := range len(enc) {
-		if _, err := ReadIndex(bytes.NewReader(enc[:n]), key); err == nil {
+		if _, err := Read(bytes.NewReader(enc[:n]), key); err == nil {
 			t.Fatalf("truncation to %d bytes accepted", n)
 		}
 	}
-	if _, err := ReadIndex(bytes.NewReader(append(bytes.Clone(enc), 0)), key); err == nil {
+	if _, err := Read(bytes.NewReader(append(bytes.Clone(enc), 0)), key); err == nil {
 		t.Fatal("a trailing byte accepted")
 	}
 }
@@ -272,19 +274,19 @@ func TestIndexTamper(t *testing.T) {
 func TestIndexErrorClasses(t *testing.T) {
 	key := testKey(t, 6)
 	p := threeArchives(t)
-	enc := encode(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
+	enc := encodeT(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
 	read := func(b []byte) error {
-		_, err := ReadIndex(bytes.NewReader(b), key)
+		_, err := Read(bytes.NewReader(b), key)
 		return err
 	}
-	if _, err := ReadIndex(bytes.NewReader(enc), testKey(t, 7)); !errors.Is(err, ErrWrongKey) {
-		t.Errorf("other key: %v, want ErrWrongKey", err)
+	if _, err := Read(bytes.NewReader(enc), testKey(t, 7)); !errors.Is(err, format.ErrWrongKey) {
+		t.Errorf("other key: %v, want format.ErrWrongKey", err)
 	}
 	b := bytes.Clone(enc)
 	b[8] = 2
-	var ve *IndexVersionError
+	var ve *VersionError
 	if err := read(b); !errors.As(err, &ve) || ve.Major != 2 {
-		t.Errorf("major 2: %v, want an IndexVersionError", err)
+		t.Errorf("major 2: %v, want an VersionError", err)
 	}
 	b = bytes.Clone(enc)
 	b[9] = 7 // a minor version bump is read, but it is covered by the IV
@@ -300,7 +302,7 @@ func TestIndexErrorClasses(t *testing.T) {
 		b = bytes.Clone(enc)
 		b[at] ^= 1
 		var fe *Error
-		if err := read(b); !errors.As(err, &fe) || fe.Class != ClassIndex {
+		if err := read(b); !errors.As(err, &fe) || fe.What == "" {
 			t.Errorf("flip at %d: %v, want an index error", at, err)
 		}
 	}
@@ -311,7 +313,7 @@ func TestIndexErrorClasses(t *testing.T) {
 func sealPlain(t *testing.T, key *crypt.Key, plain []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := encodeIndex(&buf, key, func(emit func([]byte) error) error { return emit(plain) }); err != nil {
+	if err := encode(&buf, key, func(emit func([]byte) error) error { return emit(plain) }); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -327,25 +329,29 @@ func (p *plainBuilder) u(vs ...uint64) *plainBuilder {
 }
 func (p *plainBuilder) raw(b ...byte) *plainBuilder { p.b = append(p.b, b...); return p }
 func (p *plainBuilder) str(s string) *plainBuilder  { return p.u(uint64(len(s))).raw([]byte(s)...) }
-func (p *plainBuilder) id(n byte) *plainBuilder     { var id [16]byte; id[0] = n; return p.raw(id[:]...) }
+func (p *plainBuilder) id(n byte) *plainBuilder {
+	var id [crypt.IDSize]byte
+	id[0] = n
+	return p.raw(id[:]...)
+}
 func (p *plainBuilder) arch(name string, id byte, seq, members uint64) *plainBuilder {
 	return p.str(name).id(id).u(seq, members)
 }
 
 // cand appends one candidate: archive, type, member, offset, span, size, inode.
-func (p *plainBuilder) cand(arch uint64, typ Type, member uint64) *plainBuilder {
+func (p *plainBuilder) cand(arch uint64, typ format.Type, member uint64) *plainBuilder {
 	return p.u(arch).raw(byte(typ)).u(member, 1536, 1100, 5, 77)
 }
 
 func TestIndexCanonical(t *testing.T) {
 	key := testKey(t, 8)
 	two := func() *plainBuilder { return (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 2, 1, 3) }
-	good := two().u(2).str("p").u(1).cand(0, TypeRegular, 0).str("q").u(2).cand(0, TypeRegular, 1).cand(1, TypeRegular, 2)
-	x, err := ReadIndex(bytes.NewReader(sealPlain(t, key, good.b)), key)
+	good := two().u(2).str("p").u(1).cand(0, format.TypeRegular, 0).str("q").u(2).cand(0, format.TypeRegular, 1).cand(1, format.TypeRegular, 2)
+	x, err := Read(bytes.NewReader(sealPlain(t, key, good.b)), key)
 	if err != nil {
 		t.Fatalf("well-formed plaintext refused: %v", err)
 	}
-	if !bytes.Equal(encode(t, x, key), sealPlain(t, key, good.b)) {
+	if !bytes.Equal(encodeT(t, x, key), sealPlain(t, key, good.b)) {
 		t.Fatal("hand-made plaintext re-encodes differently")
 	}
 	cases := map[string][]byte{
@@ -353,105 +359,37 @@ func TestIndexCanonical(t *testing.T) {
 		"archive id twice":        (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 1, 1, 3).u(0).b,
 		"archive name with slash": (&plainBuilder{}).u(1, 1).arch("d/a", 1, 1, 3).u(0).b,
 		"archive name empty":      (&plainBuilder{}).u(1, 1).arch("", 1, 1, 3).u(0).b,
-		"archive count too big":   (&plainBuilder{}).u(1, MaxIndexArchives+1).b,
-		"records unsorted":        two().u(2).str("q").u(1).cand(0, TypeRegular, 0).str("p").u(1).cand(0, TypeRegular, 1).b,
-		"path twice":              two().u(2).str("p").u(1).cand(0, TypeRegular, 0).str("p").u(1).cand(0, TypeRegular, 1).b,
-		"path over the cap":       two().u(1).u(MaxPathLen + 1).b,
+		"archive count too big":   (&plainBuilder{}).u(1, MaxArchives+1).b,
+		"records unsorted":        two().u(2).str("q").u(1).cand(0, format.TypeRegular, 0).str("p").u(1).cand(0, format.TypeRegular, 1).b,
+		"path twice":              two().u(2).str("p").u(1).cand(0, format.TypeRegular, 0).str("p").u(1).cand(0, format.TypeRegular, 1).b,
+		"path over the cap":       two().u(1).u(format.MaxPathLen + 1).b,
 		"no candidate":            two().u(1).str("p").u(0).b,
-		"candidates unsorted":     two().u(1).str("p").u(2).cand(1, TypeRegular, 0).cand(0, TypeRegular, 0).b,
-		"candidate archive twice": two().u(1).str("p").u(2).cand(0, TypeRegular, 0).cand(0, TypeRegular, 1).b,
-		"archive out of table":    two().u(1).str("p").u(1).cand(2, TypeRegular, 0).b,
-		"type not indexed":        two().u(1).str("p").u(1).cand(0, TypeTrailer, 0).b,
+		"candidates unsorted":     two().u(1).str("p").u(2).cand(1, format.TypeRegular, 0).cand(0, format.TypeRegular, 0).b,
+		"candidate archive twice": two().u(1).str("p").u(2).cand(0, format.TypeRegular, 0).cand(0, format.TypeRegular, 1).b,
+		"archive out of table":    two().u(1).str("p").u(1).cand(2, format.TypeRegular, 0).b,
+		"type not indexed":        two().u(1).str("p").u(1).cand(0, format.TypeTrailer, 0).b,
 		"type zero":               two().u(1).str("p").u(1).cand(0, 0, 0).b,
-		"member past the count":   two().u(1).str("p").u(1).cand(0, TypeRegular, 3).b,
-		"conflict of two seqs":    (&plainBuilder{}).u(2, 2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).u(1).str("p").u(2).cand(0, TypeRegular, 0).cand(1, TypeRegular, 0).b,
-		"record count too big":    two().u(3).str("p").u(1).cand(0, TypeRegular, 0).b,
-		"bytes after the records": append(two().u(1).str("p").u(1).cand(0, TypeRegular, 0).b, 0),
+		"member past the count":   two().u(1).str("p").u(1).cand(0, format.TypeRegular, 3).b,
+		"conflict of two seqs":    (&plainBuilder{}).u(2, 2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).u(1).str("p").u(2).cand(0, format.TypeRegular, 0).cand(1, format.TypeRegular, 0).b,
+		"record count too big":    two().u(3).str("p").u(1).cand(0, format.TypeRegular, 0).b,
+		"bytes after the records": append(two().u(1).str("p").u(1).cand(0, format.TypeRegular, 0).b, 0),
 		"long varint":             append(two().u(1).b, 0x81, 0x00),
 		"empty plaintext":         nil,
 		"high-seq below a row":    (&plainBuilder{}).u(0, 1).arch("a", 1, 1, 3).u(0).b,
-		"path with ./":            two().u(1).str("./p").u(1).cand(0, TypeRegular, 0).b,
-		"path with a trailing /":  two().u(1).str("p/").u(1).cand(0, TypeRegular, 0).b,
-		"path with //":            two().u(1).str("p//q").u(1).cand(0, TypeRegular, 0).b,
-		"absolute path":           two().u(1).str("/p").u(1).cand(0, TypeRegular, 0).b,
-		"path with ..":            two().u(1).str("p/../q").u(1).cand(0, TypeRegular, 0).b,
-		"empty path":              two().u(1).str("").u(1).cand(0, TypeRegular, 0).b,
-		"zero span":               two().u(1).str("p").u(1).u(0).raw(byte(TypeRegular)).u(0, 1536, 0, 5, 77).b,
+		"path with ./":            two().u(1).str("./p").u(1).cand(0, format.TypeRegular, 0).b,
+		"path with a trailing /":  two().u(1).str("p/").u(1).cand(0, format.TypeRegular, 0).b,
+		"path with //":            two().u(1).str("p//q").u(1).cand(0, format.TypeRegular, 0).b,
+		"absolute path":           two().u(1).str("/p").u(1).cand(0, format.TypeRegular, 0).b,
+		"path with ..":            two().u(1).str("p/../q").u(1).cand(0, format.TypeRegular, 0).b,
+		"empty path":              two().u(1).str("").u(1).cand(0, format.TypeRegular, 0).b,
+		"zero span":               two().u(1).str("p").u(1).u(0).raw(byte(format.TypeRegular)).u(0, 1536, 0, 5, 77).b,
 	}
 	for name, plain := range cases {
-		_, err := ReadIndex(bytes.NewReader(sealPlain(t, key, plain)), key)
+		_, err := Read(bytes.NewReader(sealPlain(t, key, plain)), key)
 		var fe *Error
-		if !errors.As(err, &fe) || fe.Class != ClassIndex {
+		if !errors.As(err, &fe) || fe.What == "" {
 			t.Errorf("%s: %v, want an index error", name, err)
 		}
-	}
-}
-
-// IndexItems must give what Entries gives.
-func TestIndexItemsMatchEntries(t *testing.T) {
-	key := testKey(t, 1)
-	ms := sampleMembers()
-	for i := range 300 {
-		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: fmt.Appendf(nil, "many/%04d", i), Size: 3, Inode: uint64(i)}, []byte("abc")})
-	}
-	data, _ := writeArchive(t, key, ms, WriterOptions{Compress: true, Sequence: 7, RecordSize: MinRecordSize})
-	a, err := OpenArchive(NewSource(bytes.NewReader(data), int64(len(data))), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries, err := a.Entries()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []IndexItem
-	if err := a.IndexItems(&IndexScratch{}, func(it *IndexItem) error {
-		c := *it
-		c.Path = bytes.Clone(it.Path)
-		got = append(got, c)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var want []IndexItem
-	for _, e := range entries {
-		end := a.PhysOffset(e.Offset+e.Length-1) + 1
-		want = append(want, IndexItem{Member: e.Number, Type: e.Meta.Type, Path: e.Meta.Path, Offset: a.PhysOffset(e.Offset),
-			Span: end - a.PhysOffset(e.Offset), Size: e.Meta.Size, Inode: e.Meta.Inode})
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Fatalf("IndexItems differs from Entries (-want +got):\n%s", diff)
-	}
-	// The span is the byte range of the member: its last byte is the
-	// last byte of its final content frame.
-	last := got[len(got)-1]
-	if last.Offset+last.Span > int64(a.Footer.FooterOffset) {
-		t.Errorf("last member's span runs past the footer")
-	}
-}
-
-func TestLeanMetaRefuses(t *testing.T) {
-	m := &Meta{Type: TypeRegular, Path: []byte("p"), Size: 4}
-	enc := m.Encode(nil)
-	var it IndexItem
-	if err := leanMeta(enc, &it); err != nil || string(it.Path) != "p" || it.Size != 4 {
-		t.Fatalf("leanMeta: %v %+v", err, it)
-	}
-	bad := map[string][]byte{
-		"unknown critical tag": append(bytes.Clone(enc), 30, 0),
-		"tag 19":               append(bytes.Clone(enc), 19, 0),
-		"out of order":         append(append([]byte{}, enc[3:]...), enc[:3]...),
-		"length past the end":  append(bytes.Clone(enc), 64, 5, 1),
-		"no path":              enc[:3],
-		"type 0":               append([]byte{1, 1, 0}, enc[3:]...),
-	}
-	for name, b := range bad {
-		if err := leanMeta(b, &it); err == nil {
-			t.Errorf("%s accepted", name)
-		}
-	}
-	// An optional tag is walked over.
-	if err := leanMeta(append(bytes.Clone(enc), 70, 1, 9), &it); err != nil {
-		t.Errorf("optional tag refused: %v", err)
 	}
 }
 
@@ -463,28 +401,28 @@ func TestMergeIndexesReference(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(11, 12))
 	type member struct {
 		path string
-		e    IndexEntry
+		e    Entry
 	}
 	type arch struct {
-		a  IndexArchive
+		a  Archive
 		ms []member
 	}
 	var archs []arch
 	for i := range 40 {
-		a := IndexArchive{Name: fmt.Sprintf("a%03d-%02d", rnd.IntN(1000), i), Seq: uint64(rnd.IntN(8))}
+		a := Archive{Name: fmt.Sprintf("a%03d-%02d", rnd.IntN(1000), i), Seq: uint64(rnd.IntN(8))}
 		a.ID[0], a.ID[1] = byte(i), 0xee
 		n := 1000 + rnd.IntN(3000)
 		a.Members = uint64(n)
 		var ms []member
 		for m := range n {
-			typ := []Type{TypeRegular, TypeRegular, TypeRegular, TypeDir, TypeTombstone, TypeTarOther}[rnd.IntN(6)]
-			ms = append(ms, member{fmt.Sprintf("p/%05d", rnd.IntN(40000)), IndexEntry{Member: uint32(m), Type: typ,
+			typ := []format.Type{format.TypeRegular, format.TypeRegular, format.TypeRegular, format.TypeDir, format.TypeTombstone, format.TypeTarOther}[rnd.IntN(6)]
+			ms = append(ms, member{fmt.Sprintf("p/%05d", rnd.IntN(40000)), Entry{Member: uint32(m), Type: typ,
 				Offset: int64(m) * 2048, Span: 1100, Size: int64(rnd.IntN(100)), Inode: rnd.Uint64()}})
 		}
 		archs = append(archs, arch{a, ms})
 	}
 	build := func(ar arch) *Index {
-		b, err := NewIndexBuilder(ar.a, len(ar.ms), 0)
+		b, err := NewBuilder(ar.a, len(ar.ms), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -499,18 +437,18 @@ func TestMergeIndexesReference(t *testing.T) {
 	// highest sequence.
 	type pathID struct {
 		path string
-		id   [16]byte
+		id   [crypt.IDSize]byte
 	}
 	last := map[pathID]member{}
 	for _, ar := range archs {
 		for _, m := range ar.ms {
-			if IndexedType(m.e.Type) {
+			if Indexed(m.e.Type) {
 				last[pathID{m.path, ar.a.ID}] = m
 			}
 		}
 	}
 	byPath := map[string][]member{}
-	idArch := map[[16]byte]IndexArchive{}
+	idArch := map[[crypt.IDSize]byte]Archive{}
 	for _, ar := range archs {
 		idArch[ar.a.ID] = ar.a
 	}
@@ -523,7 +461,7 @@ func TestMergeIndexesReference(t *testing.T) {
 	// indexes, as a rebuild gives them.
 	var parts []*Index
 	for _, ar := range archs[20:] {
-		b, err := NewIndexBuilder(ar.a, len(ar.ms), 0)
+		b, err := NewBuilder(ar.a, len(ar.ms), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -553,7 +491,7 @@ func TestMergeIndexesReference(t *testing.T) {
 	if total < 1<<16 {
 		t.Fatalf("parts hold %d records: too few to be cut into ranges", total)
 	}
-	x, copies, err := MergeIndexes(parts)
+	x, copies, err := Merge(parts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,11 +506,11 @@ func TestMergeIndexesReference(t *testing.T) {
 		cands := byPath[string(x.Path(i))]
 		var top uint64
 		for _, c := range cands {
-			top = max(top, idArch[[16]byte([]byte(c.path))].Seq)
+			top = max(top, idArch[[crypt.IDSize]byte([]byte(c.path))].Seq)
 		}
 		var want []string
 		for _, c := range cands {
-			a := idArch[[16]byte([]byte(c.path))]
+			a := idArch[[crypt.IDSize]byte([]byte(c.path))]
 			if a.Seq == top {
 				want = append(want, fmt.Sprintf("%s/%x#%d %v", a.Name, a.ID[:2], c.e.Member, c.e.Type))
 			}
@@ -604,17 +542,17 @@ func TestMergeIndexesReference(t *testing.T) {
 	}
 	y = mustMerge(t, y, build(cp))
 	key := testKey(t, 9)
-	if !bytes.Equal(encode(t, x, key), encode(t, y, key)) {
+	if !bytes.Equal(encodeT(t, x, key), encodeT(t, y, key)) {
 		t.Error("k-way merge of parts differs from merging archive by archive")
 	}
 }
 
-// WriterOptions.Tombstones come first, so the archive's own members
+// format.WriterOptions.Tombstones come first, so the archive's own members
 // supersede them.
 func TestWriterTombstonesFirst(t *testing.T) {
 	key := testKey(t, 12)
-	opt := WriterOptions{Sequence: 3, Tombstones: [][]byte{[]byte("gone"), []byte("back")}}
-	data, entries := writeArchive(t, key, []testMember{{Meta{Type: TypeRegular, Path: []byte("back"), Size: 2}, []byte("hi")}}, opt)
+	opt := format.WriterOptions{Sequence: 3, Tombstones: [][]byte{[]byte("gone"), []byte("back")}}
+	data, entries := writeArchive(t, key, []testMember{{format.Meta{Type: format.TypeRegular, Path: []byte("back"), Size: 2}, []byte("hi")}}, opt)
 	var got []string
 	for _, e := range entries {
 		got = append(got, fmt.Sprintf("%d %s %s", e.Number, e.Meta.Type, e.Meta.Path))
@@ -623,13 +561,13 @@ func TestWriterTombstonesFirst(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("members %v, want %v", got, want)
 	}
-	a, err := OpenArchive(NewSource(bytes.NewReader(data), int64(len(data))), key)
+	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := NewIndexBuilder(IndexArchive{Name: "t", ID: a.Header.ID, Seq: 3, Members: a.Footer.Members}, 3, 0)
-	if err := a.IndexItems(&IndexScratch{}, func(it *IndexItem) error {
-		return b.Add(it.Path, IndexEntry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size})
+	b, _ := NewBuilder(Archive{Name: "t", ID: a.Header.ID, Seq: 3, Members: a.Footer.Members}, 3, 0)
+	if err := a.SummaryItems(&format.SummaryScratch{}, func(it *format.SummaryItem) error {
+		return b.Add(it.Path, Entry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -640,7 +578,7 @@ func TestWriterTombstonesFirst(t *testing.T) {
 	if i, ok := x.Find([]byte("gone")); !ok || x.Live(i) {
 		t.Errorf("gone is live or missing")
 	}
-	if _, err := NewWriter(io.Discard, key, WriterOptions{Tombstones: [][]byte{nil}}); err == nil {
+	if _, err := format.NewWriter(io.Discard, key, format.WriterOptions{Tombstones: [][]byte{nil}}); err == nil {
 		t.Error("a tombstone without a path was written")
 	}
 }
@@ -651,29 +589,29 @@ func TestIndexCompact(t *testing.T) {
 	key := testKey(t, 13)
 	var ms []fakeMember
 	for i := range 1000 {
-		ms = append(ms, fakeMember{fmt.Sprintf("d/%04d", i*7919%1000), []Type{TypeRegular, TypeTombstone, TypeDir}[i%3]})
+		ms = append(ms, fakeMember{fmt.Sprintf("d/%04d", i*7919%1000), []format.Type{format.TypeRegular, format.TypeTombstone, format.TypeDir}[i%3]})
 	}
-	ms = append(ms, fakeMember{"d/0005", TypeSymlink}) // repeats a path: the last wins
+	ms = append(ms, fakeMember{"d/0005", format.TypeSymlink}) // repeats a path: the last wins
 	full := buildIndex(t, "c.cbfs", 1, 4, ms)
-	a := IndexArchive{Name: "c.cbfs", Seq: 4, Members: uint64(len(ms))}
+	a := Archive{Name: "c.cbfs", Seq: 4, Members: uint64(len(ms))}
 	a.ID[0] = 1
-	b, _ := NewIndexBuilder(IndexArchive{Name: "first", Members: 1}, 1, 0)
-	b.Add([]byte("zzz"), IndexEntry{Type: TypeRegular, Span: 1})
+	b, _ := NewBuilder(Archive{Name: "first", Members: 1}, 1, 0)
+	b.Add([]byte("zzz"), Entry{Type: format.TypeRegular, Span: 1})
 	first := b.Compact()
 	if err := b.Reset(a, len(ms)); err != nil {
 		t.Fatal(err)
 	}
 	for i, m := range ms {
-		b.Add([]byte(m.path), IndexEntry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(len(m.path)), Inode: uint64(100 + i)})
+		b.Add([]byte(m.path), Entry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100, Size: int64(len(m.path)), Inode: uint64(100 + i)})
 	}
 	c := b.Compact()
-	if err := b.Add([]byte("x"), IndexEntry{Type: TypeRegular, Span: 1}); err == nil {
+	if err := b.Add([]byte("x"), Entry{Type: format.TypeRegular, Span: 1}); err == nil {
 		t.Error("Add after Compact without Reset accepted")
 	}
 	if diff := cmp.Diff(viewOf(full), viewOf(c)); diff != "" {
 		t.Fatalf("compact index differs (-want +got):\n%s", diff)
 	}
-	if !bytes.Equal(encode(t, full, key), encode(t, c, key)) {
+	if !bytes.Equal(encodeT(t, full, key), encodeT(t, c, key)) {
 		t.Error("compact index encodes differently")
 	}
 	if first.Len() != 1 || string(first.Path(0)) != "zzz" {
@@ -684,14 +622,14 @@ func TestIndexCompact(t *testing.T) {
 // TestMergeNameClash: two different archives of one name cannot share an
 // index (spec cbfs-index-v1 6.1); the error names both ids.
 func TestMergeNameClash(t *testing.T) {
-	a := &Index{Archives: []IndexArchive{{Name: "x.cbfs", ID: [16]byte{1}, Seq: 1, Members: 1}}}
-	b := &Index{Archives: []IndexArchive{{Name: "x.cbfs", ID: [16]byte{2}, Seq: 2, Members: 1}}}
-	_, _, err := MergeIndex(a, b)
+	a := &Index{Archives: []Archive{{Name: "x.cbfs", ID: [crypt.IDSize]byte{1}, Seq: 1, Members: 1}}}
+	b := &Index{Archives: []Archive{{Name: "x.cbfs", ID: [crypt.IDSize]byte{2}, Seq: 2, Members: 1}}}
+	_, _, err := Merge(a, b)
 	if err == nil || !strings.Contains(err.Error(), `both named "x.cbfs"`) || !strings.Contains(err.Error(), "01000000") || !strings.Contains(err.Error(), "02000000") {
 		t.Fatalf("merge of two archives named x.cbfs: %v", err)
 	}
 	// The same archive twice is one archive.
-	if x, copies, err := MergeIndex(a, a); err != nil || len(x.Archives) != 1 || len(copies) != 1 {
+	if x, copies, err := Merge(a, a); err != nil || len(x.Archives) != 1 || len(copies) != 1 {
 		t.Fatalf("the same archive twice: %v, %d copies", err, len(copies))
 	}
 }
@@ -721,12 +659,12 @@ func TestCanonicalPath(t *testing.T) {
 // The index keys on canonical paths: aliases of one path in one archive
 // are one record, the last member winning; ".." paths are refused.
 func TestIndexBuilderCanonical(t *testing.T) {
-	b, err := NewIndexBuilder(IndexArchive{Name: "a", Seq: 3, Members: 4}, 4, 0)
+	b, err := NewBuilder(Archive{Name: "a", Seq: 3, Members: 4}, 4, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	add := func(p string, m uint32) error {
-		return b.Add([]byte(p), IndexEntry{Member: m, Type: TypeRegular, Offset: 1536, Span: 10})
+		return b.Add([]byte(p), Entry{Member: m, Type: format.TypeRegular, Offset: 1536, Span: 10})
 	}
 	for m, p := range []string{"data/f1", "./data/f1", "./"} {
 		if err := add(p, uint32(m)); err != nil {
@@ -748,20 +686,102 @@ func TestIndexBuilderCanonical(t *testing.T) {
 // from the spec text (Python, cryptography).
 func TestIndexWorkedExample(t *testing.T) {
 	key := testKey(t, 0x42)
-	var id [16]byte
+	var id [crypt.IDSize]byte
 	for i := range id {
 		id[i] = byte(i)
 	}
-	b, err := NewIndexBuilder(IndexArchive{Name: "0001.cbfs", ID: id, Seq: 7, Members: 1}, 1, 0)
+	b, err := NewBuilder(Archive{Name: "0001.cbfs", ID: id, Seq: 7, Members: 1}, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Add([]byte("hello.txt"), IndexEntry{Member: 0, Type: TypeRegular, Offset: 1536, Span: 1086, Size: 6}); err != nil {
+	if err := b.Add([]byte("hello.txt"), Entry{Member: 0, Type: format.TypeRegular, Offset: 1536, Span: 1086, Size: 6}); err != nil {
 		t.Fatal(err)
 	}
-	enc := encode(t, b.Index(), key)
+	enc := encodeT(t, b.Index(), key)
 	sum := sha256.Sum256(enc)
 	if got, want := hex.EncodeToString(sum[:]), "d6433378cb49de20f04244e222548273ddd16f417b431fccf67181c4d3cd923f"; len(enc) != 127 || got != want {
 		t.Fatalf("worked example: %d bytes, SHA-256 %s; want 127 bytes, %s", len(enc), got, want)
+	}
+}
+
+func TestVersionErrorWording(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{&VersionError{Major + 1, 0}, "a newer cbfs is needed"},
+		{&VersionError{0, 3}, "is the index damaged?"},
+	} {
+		if got := c.err.Error(); !strings.Contains(got, c.want) {
+			t.Errorf("%q does not say %q", got, c.want)
+		}
+	}
+}
+
+// TestIndexConcurrentReads: an index, compact or not, may be read from
+// several goroutines at once; the first read of a compact one expands it
+// while others read (go test -race finds a race there).
+func TestIndexConcurrentReads(t *testing.T) {
+	var ms []fakeMember
+	for i := range 500 {
+		ms = append(ms, fakeMember{fmt.Sprintf("p/%04d", i), format.TypeRegular})
+	}
+	full := buildIndex(t, "r.cbfs", 1, 2, ms)
+	a := Archive{Name: "r.cbfs", Seq: 2, Members: uint64(len(ms))}
+	a.ID[0] = 1
+	b, _ := NewBuilder(a, len(ms), 0)
+	for i, m := range ms {
+		b.Add([]byte(m.path), Entry{Member: uint32(i), Type: m.typ, Offset: int64(1536 + 2048*i), Span: 1100})
+	}
+	for _, x := range []*Index{full, b.Compact()} {
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Go(func() {
+				if x.Len() != len(ms) {
+					t.Errorf("Len %d", x.Len())
+				}
+				p := []byte(ms[(g*61)%len(ms)].path)
+				if i, ok := x.Find(p); !ok || !bytes.Equal(x.Path(i), p) || !x.Live(i) || x.Conflicted(i) || len(x.Entries(i)) != 1 {
+					t.Errorf("record %s", p)
+				}
+				if st := x.Stats(); st.Live != len(ms) {
+					t.Errorf("stats %+v", st)
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// TestSeveralKeys: Read and Check take, of several keys, the one whose
+// key check value the header carries (here the second); no match is
+// ErrWrongKey, unless a key opens the content, which makes a changed
+// check value damage.
+func TestSeveralKeys(t *testing.T) {
+	right, wrong, other := testKey(t, 6), testKey(t, 7), testKey(t, 8)
+	p := threeArchives(t)
+	x := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
+	enc := encodeT(t, x, right)
+	y, err := Read(bytes.NewReader(enc), wrong, right)
+	if err != nil || y.Len() != x.Len() {
+		t.Fatalf("Read: %v", err)
+	}
+	if info, err := Check(bytes.NewReader(enc), nil, wrong, right); err != nil || info.Index == nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if _, err := Read(bytes.NewReader(enc), wrong, other); !errors.Is(err, format.ErrWrongKey) {
+		t.Errorf("no matching key: %v", err)
+	}
+	if info, err := Check(bytes.NewReader(enc)); err != nil || info.Index != nil || info.Frames == 0 {
+		t.Errorf("Check without a key: %+v, %v", info, err)
+	}
+	b := bytes.Clone(enc)
+	b[40] ^= 1 // the key check value
+	var ie *Error
+	if _, err := Read(bytes.NewReader(b), wrong, right); !errors.As(err, &ie) {
+		t.Errorf("changed check value, right key second: %v, want damage", err)
+	}
+	if _, err := Read(bytes.NewReader(b), wrong, other); !errors.Is(err, format.ErrWrongKey) {
+		t.Errorf("changed check value, no right key: %v, want ErrWrongKey", err)
 	}
 }

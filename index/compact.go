@@ -1,9 +1,12 @@
-package format
+package index
 
 import (
 	"bytes"
 	"encoding/binary"
 	"slices"
+	"sync"
+
+	"github.com/cbfs/cbfs/format"
 )
 
 // A compact index holds one archive's records as bytes, for merging: per
@@ -16,16 +19,21 @@ type compactRun struct {
 	buf   []byte
 	n     int
 	marks []uint32 // byte offset of every markEvery-th record, for seeking
+	// expand makes the usual form, once: an index may be read from
+	// several goroutines, and the first read must not race the others.
+	// Both forms stay valid after it, so a merge may still take the
+	// compact one.
+	expand sync.Once
 }
 
 const markEvery = 32
 
 // Compact sorts the records as Index does and returns the archive's index
-// in compact form. It is meant for MergeIndexes; any other use of it
-// first expands it to the usual form, and must not be concurrent. Unlike
+// in compact form. It is meant for Merge; the first other use of it
+// expands it to the usual form (once, whatever the goroutines). Unlike
 // Index, it leaves the builder's buffers to the builder for the next
 // archive.
-func (b *IndexBuilder) Compact() *Index {
+func (b *Builder) Compact() *Index {
 	b.sortRecs()
 	recs := b.x.recs
 	size := 0
@@ -56,7 +64,7 @@ func (b *IndexBuilder) Compact() *Index {
 
 // path is the path of a record of the builder's unfinished index, whose
 // last block is still b.buf.
-func (b *IndexBuilder) path(r *irec) []byte {
+func (b *Builder) path(r *irec) []byte {
 	if int(r.blk) == len(b.x.blocks) {
 		return b.buf[r.poff : int(r.poff)+r.plen()]
 	}
@@ -72,18 +80,21 @@ func uvarintLen(v uint64) int {
 	return n
 }
 
-// ensure expands a compact index to the usual form.
+// ensure expands a compact index to the usual form; it is safe to call
+// from several goroutines.
 func (x *Index) ensure() {
 	if x.run == nil {
 		return
 	}
-	c := cursor{x: x, compact: true, end: x.run.n}
-	c.load()
-	recs := make([]irec, 0, x.run.n)
-	for ; c.valid(); c.advance() {
-		recs = append(recs, c.rec(0, 0))
-	}
-	x.recs, x.run = recs, nil
+	x.run.expand.Do(func() {
+		c := cursor{x: x, compact: true, end: x.run.n}
+		c.load()
+		recs := make([]irec, 0, x.run.n)
+		for ; c.valid(); c.advance() {
+			recs = append(recs, c.rec(0, 0))
+		}
+		x.recs = recs
+	})
 }
 
 // cursor walks the records of one part of a merge, of either form.
@@ -121,7 +132,7 @@ func (c *cursor) load() {
 	c.poff = uint32(o)
 	c.path = b[o : o+int(l)]
 	o += int(l)
-	c.c = cand{typ: Type(b[o])}
+	c.c = cand{typ: format.Type(b[o])}
 	o++
 	var v [5]uint64
 	for j := range v {

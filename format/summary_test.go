@@ -1,0 +1,77 @@
+package format
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// SummaryItems must give what Entries gives.
+func TestSummaryItemsMatchEntries(t *testing.T) {
+	key := testKey(t, 1)
+	ms := sampleMembers()
+	for i := range 300 {
+		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: fmt.Appendf(nil, "many/%04d", i), Size: 3, Inode: uint64(i)}, []byte("abc")})
+	}
+	data, _ := writeArchive(t, key, ms, WriterOptions{Compress: true, Sequence: 7, RecordSize: MinRecordSize})
+	a, err := OpenArchive(NewSource(bytes.NewReader(data), int64(len(data))), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := a.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []SummaryItem
+	if err := a.SummaryItems(&SummaryScratch{}, func(it *SummaryItem) error {
+		c := *it
+		c.Path = bytes.Clone(it.Path)
+		got = append(got, c)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var want []SummaryItem
+	for _, e := range entries {
+		end := a.PhysOffset(e.Offset+e.Length-1) + 1
+		want = append(want, SummaryItem{Member: e.Number, Type: e.Meta.Type, Path: e.Meta.Path, Offset: a.PhysOffset(e.Offset),
+			Span: end - a.PhysOffset(e.Offset), Size: e.Meta.Size, Inode: e.Meta.Inode})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("SummaryItems differs from Entries (-want +got):\n%s", diff)
+	}
+	// The span is the byte range of the member: its last byte is the
+	// last byte of its final content frame.
+	last := got[len(got)-1]
+	if last.Offset+last.Span > int64(a.Footer.FooterOffset) {
+		t.Errorf("last member's span runs past the footer")
+	}
+}
+
+func TestLeanMetaRefuses(t *testing.T) {
+	m := &Meta{Type: TypeRegular, Path: []byte("p"), Size: 4}
+	enc := m.Encode(nil)
+	var it SummaryItem
+	if err := leanMeta(enc, &it); err != nil || string(it.Path) != "p" || it.Size != 4 {
+		t.Fatalf("leanMeta: %v %+v", err, it)
+	}
+	bad := map[string][]byte{
+		"unknown critical tag": append(bytes.Clone(enc), 30, 0),
+		"tag 19":               append(bytes.Clone(enc), 19, 0),
+		"out of order":         append(append([]byte{}, enc[3:]...), enc[:3]...),
+		"length past the end":  append(bytes.Clone(enc), 64, 5, 1),
+		"no path":              enc[:3],
+		"type 0":               append([]byte{1, 1, 0}, enc[3:]...),
+	}
+	for name, b := range bad {
+		if err := leanMeta(b, &it); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+	// An optional tag is walked over.
+	if err := leanMeta(append(bytes.Clone(enc), 70, 1, 9), &it); err != nil {
+		t.Errorf("optional tag refused: %v", err)
+	}
+}
