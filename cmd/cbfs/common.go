@@ -11,10 +11,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -138,7 +138,7 @@ func inputErr(name string, err error) error {
 
 // isPlainTar says whether the file name starts with a valid tar header.
 func isPlainTar(name string) bool {
-	f, err := convert.OpenRegular(name)
+	f, err := store.OpenRegular(name)
 	if err != nil {
 		return false
 	}
@@ -152,7 +152,7 @@ func isPlainTar(name string) bool {
 
 // archiveArgs expands the ARCHIVE|DIR arguments of commands that take
 // several archives: a directory stands for the archives in it
-// (convert.ListArchiveDir). Anything else, "-" and paths that do not
+// (repo.ListArchiveDir). Anything else, "-" and paths that do not
 // exist included, is passed on for the command to open and report.
 func archiveArgs(args []string) ([]string, error) {
 	var out []string
@@ -166,7 +166,7 @@ func archiveArgs(args []string) ([]string, error) {
 			out = append(out, a)
 			continue
 		}
-		files, indexes, err := convert.ListArchiveDir(a)
+		files, indexes, err := repo.ListArchiveDir(a)
 		noteIndexes(indexes)
 		if err != nil {
 			return nil, err
@@ -190,17 +190,17 @@ func openArchiveFile(path string) (*os.File, int64, error) {
 	f := os.Stdin
 	var err error
 	if path != "-" {
-		f, err = convert.OpenRegular(path) // looks first: a FIFO would block the open
+		f, err = store.OpenRegular(path) // looks first: a FIFO would block the open
 	} else if err := refuseTerminalInput(); err != nil {
 		return nil, 0, err
 	}
 	var st os.FileInfo
 	if err == nil {
 		if st, err = f.Stat(); err == nil && !st.Mode().IsRegular() {
-			err = convert.ErrNotRegular
+			err = store.ErrNotRegular
 		}
 	}
-	if errors.Is(err, convert.ErrNotRegular) {
+	if errors.Is(err, store.ErrNotRegular) {
 		err = &exitError{code: exitUsage, err: fmt.Errorf("%s: not a regular file: the archive is read by seeking through it", displayName(path)),
 			hint: "for a pipe use 'cbfs export -k KEY - | tar tvf -' (or 'tar xf -'), or save it to a file first"}
 	}
@@ -297,3 +297,29 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// archiveSource is an archive argument as the store's source: a file, or
+// standard input ("-") when that is a file (read by seeking through it).
+func archiveSource(path string) store.Source {
+	if path != "-" {
+		return store.File(path)
+	}
+	return store.Source{Name: "-", Where: "standard input", Open: func() (store.Object, error) {
+		f, size, err := openArchiveFile("-")
+		if err != nil {
+			return nil, err
+		}
+		return stdinObject{f, size}, nil
+	}}
+}
+
+// stdinObject is standard input read at offsets; closing it leaves
+// standard input open.
+type stdinObject struct {
+	f    *os.File
+	size int64
+}
+
+func (s stdinObject) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
+func (s stdinObject) Size() int64                             { return s.size }
+func (s stdinObject) Close() error                            { return nil }

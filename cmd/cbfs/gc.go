@@ -7,7 +7,7 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/spf13/cobra"
 )
 
@@ -39,7 +39,7 @@ is named on standard error. It changes nothing.`,
 			if err != nil {
 				return err
 			}
-			x, err := convert.ReadIndexFile(indexPath, key)
+			x, err := repo.ReadIndexFile(indexPath, key)
 			if err != nil {
 				return inputErr(indexPath, err)
 			}
@@ -47,7 +47,7 @@ is named on standard error. It changes nothing.`,
 			if err != nil {
 				return err
 			}
-			usage := make([]convert.ArchiveUsage, len(files))
+			usage := make([]repo.ArchiveUsage, len(files))
 			errs := make([]error, len(files))
 			var wg sync.WaitGroup
 			sem := make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -63,7 +63,7 @@ is named on standard error. It changes nothing.`,
 						return
 					}
 					defer fh.Close()
-					usage[i] = convert.Usage(x, f, a, entries)
+					usage[i] = repo.Usage(x, f, a, entries)
 				}()
 			}
 			wg.Wait()

@@ -11,11 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
@@ -40,7 +40,7 @@ type writeOptions struct {
 	cmd        *cobra.Command
 	// update holds the index's lock from before the sequence number is
 	// taken until the index is written: the whole read-modify-write.
-	update *convert.IndexUpdate
+	update *repo.IndexUpdate
 }
 
 func (o *writeOptions) flags(c *cobra.Command) {
@@ -52,7 +52,7 @@ func (o *writeOptions) flags(c *cobra.Command) {
 	c.Flags().Uint64Var(&o.seq, "seq", 0, "sequence number of the archive among its file system's archives\n(default: with --index, one more than the highest in the index, or 1 for a new index; else 0)")
 	c.Flags().StringVar(&o.index, "index", "", "add the archive to this master index, which must exist (see --new-index);\nthe update is atomic and locked (needs -o FILE: the index records the archive's file name)")
 	c.Flags().BoolVar(&o.newIndex, "new-index", false, "with --index: create the index if it does not exist yet (an existing one is updated as usual)")
-	c.Flags().DurationVar(&o.lockWait, "lock-timeout", convert.DefaultLockTimeout, "with --index: how long to wait for another writer of the index (0: fail at once)")
+	c.Flags().DurationVar(&o.lockWait, "lock-timeout", repo.DefaultLockTimeout, "with --index: how long to wait for another writer of the index (0: fail at once)")
 	c.Flags().StringArrayVar(&o.deletes, "delete", nil, "record PATH as deleted, as a tombstone member (repeatable);\nmembers of the archive with the same path supersede it")
 	c.Flags().StringVar(&o.deleteFrom, "delete-from", "", "record every path in FILE (- for standard input), one per line, LF or CRLF, as deleted\n(empty lines are skipped)")
 	c.Flags().StringArrayVar(&o.deleteTree, "delete-tree", nil, "record DIR and every live path below it in the index as deleted (repeatable; needs --index)")
@@ -196,12 +196,12 @@ func liveTree(x *index.Index, dir []byte) [][]byte {
 
 // openIndexUpdate locks and reads an index for an update, saying when it
 // waits for another writer.
-func openIndexUpdate(path string, key *crypt.Key, create bool, wait time.Duration) (*convert.IndexUpdate, error) {
-	u, err := convert.OpenIndexUpdate(path, key, convert.IndexOptions{Create: create, LockTimeout: wait, Waiting: func(lock string) {
+func openIndexUpdate(path string, key *crypt.Key, create bool, wait time.Duration) (*repo.IndexUpdate, error) {
+	u, err := repo.OpenIndexUpdate(path, key, repo.IndexOptions{Create: create, LockTimeout: wait, Waiting: func(lock string) {
 		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", path, lock, wait)
 	}})
-	var ne *convert.NoIndexError
-	var be *convert.LockBusyError
+	var ne *repo.NoIndexError
+	var be *repo.LockBusyError
 	switch {
 	case errors.As(err, &ne):
 		return nil, &exitError{code: exitFailure, err: err,

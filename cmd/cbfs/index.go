@@ -12,10 +12,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/spf13/cobra"
 )
 
@@ -53,7 +53,7 @@ func indexInputErr(name string, err error) error {
 }
 
 func readIndex(path string, key *crypt.Key) (*index.Index, error) {
-	x, err := convert.ReadIndexFile(path, key)
+	x, err := repo.ReadIndexFile(path, key)
 	if err != nil {
 		return nil, indexInputErr(path, err)
 	}
@@ -77,12 +77,12 @@ func (o *indexBuildOptions) flags(c *cobra.Command) {
 	c.Flags().StringVarP(&o.out, "output", "o", "", "index file to write (required; - for standard output)")
 	c.Flags().BoolVar(&o.force, "force", false, "replace the output file if it exists")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON report on standard output")
-	c.Flags().DurationVar(&o.lockWait, "lock-timeout", convert.DefaultLockTimeout, "how long to wait for another writer of the output index (0: fail at once)")
+	c.Flags().DurationVar(&o.lockWait, "lock-timeout", repo.DefaultLockTimeout, "how long to wait for another writer of the output index (0: fail at once)")
 }
 
 // lockOutput takes the lock of an index file about to be replaced, so
 // that no update by a writer is lost under it; nil for standard output.
-func lockOutput(o *indexBuildOptions) (*convert.IndexLock, error) {
+func lockOutput(o *indexBuildOptions) (*repo.IndexLock, error) {
 	if o.out == "-" {
 		return nil, nil
 	}
@@ -92,7 +92,7 @@ func lockOutput(o *indexBuildOptions) (*convert.IndexLock, error) {
 	if o.lockWait < 0 {
 		return nil, usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
 	}
-	l, err := convert.LockIndexFile(o.out, convert.IndexOptions{LockTimeout: o.lockWait, Waiting: func(lock string) {
+	l, err := repo.LockIndexFile(o.out, repo.IndexOptions{LockTimeout: o.lockWait, Waiting: func(lock string) {
 		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", o.out, lock, o.lockWait)
 	}})
 	if err != nil {
@@ -103,7 +103,7 @@ func lockOutput(o *indexBuildOptions) (*convert.IndexLock, error) {
 
 // createIndexOutput opens the output of rebuild or merge, checked under
 // its lock before the rename.
-func createIndexOutput(o *indexBuildOptions, l *convert.IndexLock) (*output, error) {
+func createIndexOutput(o *indexBuildOptions, l *repo.IndexLock) (*output, error) {
 	out, err := createOutput(o.cmd.Context(), o.out, o.force, true)
 	if err == nil && l != nil && out.file != nil {
 		out.file.BeforeRename = l.Unchanged
@@ -173,10 +173,10 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if err := needOutput(o); err != nil {
 		return err
 	}
-	var shard convert.Shard
+	var shard repo.Shard
 	if o.shard != "" {
 		var err error
-		if shard, err = convert.ParseShard(o.shard); err != nil {
+		if shard, err = repo.ParseShard(o.shard); err != nil {
 			return usageError{err}
 		}
 	}
@@ -184,7 +184,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	srcs, indexes, err := convert.ArchiveSources(args)
+	srcs, indexes, err := repo.ArchiveSources(args)
 	noteIndexes(indexes)
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
@@ -201,7 +201,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := convert.Rebuild(srcs, key, shard)
+	res, err := repo.Rebuild(srcs, key, shard)
 	if err != nil {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
@@ -246,7 +246,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 
 // indexWriteErr explains an index output that could not be put in place.
 func indexWriteErr(path string, err error) error {
-	var re *convert.IndexReplacedError
+	var re *repo.IndexReplacedError
 	if errors.As(err, &re) {
 		return &exitError{code: exitFailure, err: err, hint: "run the command again: " + path + " is as the other writer left it"}
 	}
@@ -294,7 +294,7 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				}
 				parts = append(parts, x)
 			}
-			x, copies, err := convert.MergeAll(parts)
+			x, copies, err := repo.MergeAll(parts)
 			if err != nil {
 				return &exitError{code: exitDamaged, err: err}
 			}
@@ -374,7 +374,7 @@ func (r *indexReport) fill(x *index.Index, copies []index.Copy) {
 	st := x.Stats()
 	r.Records, r.Live, r.Tombstones = st.Records, st.Live, st.Tombstones
 	r.Conflicts, r.Scanned, r.Unreadable, r.Copies, r.Excluded = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}, []reportExcluded{}
-	for _, c := range convert.Conflicts(x) {
+	for _, c := range repo.Conflicts(x) {
 		rc := reportConflict{Path: string(c.Path)}
 		if !utf8.Valid(c.Path) {
 			rc.PathBase64 = base64.StdEncoding.EncodeToString(c.Path)
@@ -470,7 +470,7 @@ type indexEntryJSON struct {
 	Conflict   bool   `json:"conflict,omitempty"`
 }
 
-func entryJSON(path []byte, l convert.Location, noPath bool) indexEntryJSON {
+func entryJSON(path []byte, l repo.Location, noPath bool) indexEntryJSON {
 	j := indexEntryJSON{Archive: l.Archive.Name, ArchiveID: hex.EncodeToString(l.Archive.ID[:]), Seq: l.Archive.Seq,
 		Member: l.Member, Type: l.Type.String(), Offset: l.Offset, Span: l.Span, Size: l.Size, Inode: l.Inode}
 	if !noPath {
@@ -485,7 +485,7 @@ func entryJSON(path []byte, l convert.Location, noPath bool) indexEntryJSON {
 // indexLine is the tab-separated form: path, archive, offset, size, seq.
 // The path is escaped as ls escapes it, so a tab or newline in a path
 // cannot break the columns.
-func indexLine(path []byte, l convert.Location, conflict bool) string {
+func indexLine(path []byte, l repo.Location, conflict bool) string {
 	s := fmt.Sprintf("%s\t%s\t%d\t%d\t%d", quote(path), l.Archive.Name, l.Offset, l.Size, l.Archive.Seq)
 	if conflict {
 		s += "\tconflict"
@@ -523,7 +523,7 @@ A conflicted path is listed once per live candidate, with a sixth column
 			var js []indexEntryJSON
 			for i := 0; i < x.Len(); i++ {
 				conflict := x.Conflicted(i)
-				for _, l := range convert.Locate(x, i) {
+				for _, l := range repo.Locate(x, i) {
 					if l.Type == format.TypeTombstone {
 						continue
 					}
@@ -607,7 +607,7 @@ path is conflicted (and none deleted or unknown).`,
 				if !x.Live(i) {
 					missing++
 				}
-				for _, l := range convert.Locate(x, i) {
+				for _, l := range repo.Locate(x, i) {
 					if asJSON {
 						j := entryJSON(p, l, false)
 						j.Conflict = conflict
@@ -670,7 +670,7 @@ it is not a file).`,
 			if err != nil {
 				return err
 			}
-			d := convert.DiffIndex(a, b)
+			d := repo.DiffIndex(a, b)
 			if len(d) == 0 {
 				return nil
 			}
@@ -700,7 +700,7 @@ func archiveLine(a *index.Archive) string {
 	return fmt.Sprintf("%s\tid %x\tseq %d\tmembers %d", a.Name, a.ID, a.Seq, a.Members)
 }
 
-func diffSide(w io.Writer, sign string, path []byte, ls []convert.Location) {
+func diffSide(w io.Writer, sign string, path []byte, ls []repo.Location) {
 	for _, l := range ls {
 		line := indexLine(path, l, len(ls) > 1)
 		if l.Type != format.TypeRegular {
@@ -749,6 +749,6 @@ could not be updated (the old one is unchanged); 3, 4, 5 as for reading.`,
 	}
 	keyFlag(c, &o.keyPath)
 	c.Flags().BoolVar(&o.newIndex, "new-index", false, "create INDEX if it does not exist yet")
-	c.Flags().DurationVar(&o.lockWait, "lock-timeout", convert.DefaultLockTimeout, "how long to wait for another writer of the index (0: fail at once)")
+	c.Flags().DurationVar(&o.lockWait, "lock-timeout", repo.DefaultLockTimeout, "how long to wait for another writer of the index (0: fail at once)")
 	return c
 }

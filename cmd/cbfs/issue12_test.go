@@ -266,7 +266,7 @@ func TestIssue12IndexBesideArchives(t *testing.T) {
 	}
 	sameFiles(t, filepath.Join(dir, "arch", "fs.index"), filepath.Join(dir, "re.index"))
 	r := mustRun(t, dir, "verify", "-k", key, "arch/fs.index")
-	if !strings.Contains(string(r.stdout), "ok       arch/fs.index: a master index, not an archive: 1 archive, 1 live paths, 0 tombstones, 0 conflicts, highest sequence 1 (keyed)") {
+	if !strings.Contains(string(r.stdout), "ok       arch/fs.index: a master index, not an archive: 1 archive, 1 live path, 0 tombstones, 0 conflicts, highest sequence 1 (keyed)") {
 		t.Errorf("verify INDEX: %s", r.stdout)
 	}
 	r = mustRun(t, dir, "verify", "arch/fs.index")

@@ -2,20 +2,18 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
-	"sync"
 
-	"github.com/cbfs/cbfs/convert"
 	"github.com/cbfs/cbfs/crypt"
-	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/repo"
+	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 )
 
@@ -36,12 +34,14 @@ type verifyResult struct {
 	Verdict  string          `json:"verdict"`
 	Error    string          `json:"error"`
 	Problems []verifyProblem `json:"problems"`
-	// IsIndex: the file is a master index, checked as one.
-	IsIndex bool `json:"is_index,omitempty"`
+	// IsIndex: the file is a master index, checked as one; Note says
+	// what it holds.
+	IsIndex bool   `json:"is_index,omitempty"`
+	Note    string `json:"note,omitempty"`
 	code    int
 	id      [crypt.IDSize]byte
 	seq     uint64
-	intact  map[uint32]convert.IntactMember
+	intact  map[uint32]repo.IntactMember
 	paths   map[string]bool
 }
 
@@ -94,7 +94,7 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
   cbfs verify -k fs1.key --json archives/ > report.json
   cbfs verify -k fs1.key --index fs1.index archives/`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(c *cobra.Command, args []string) error { return runVerify(&o, args) },
+		RunE: func(c *cobra.Command, args []string) error { return runVerify(c.Context(), &o, args) },
 	}
 	c.Flags().StringVarP(&o.keyPath, "key", "k", "", "key file (default $CBFS_KEY_FILE); without a key only keyless checks run")
 	c.Flags().BoolVar(&o.json, "json", false, "print one JSON document with an \"archives\" array")
@@ -103,7 +103,7 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 	return c
 }
 
-func runVerify(o *verifyOptions, args []string) error {
+func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	var key *crypt.Key
 	if o.keyPath != "" || os.Getenv("CBFS_KEY_FILE") != "" {
 		var err error
@@ -115,53 +115,56 @@ func runVerify(o *verifyOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	var index *index.Index
+	var x *index.Index
 	if o.index != "" {
 		if key == nil {
 			return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
 		}
-		if index, err = convert.ReadIndexFile(o.index, key); err != nil {
+		if x, err = repo.ReadIndexFile(o.index, key); err != nil {
 			return inputErr(o.index, err)
 		}
 	}
-	results := make([]verifyResult, len(files))
+	sources := make([]store.Source, len(files))
 	sizes := make([]int64, len(files))
 	var total int64
 	for i, f := range files {
-		if st, err := os.Stat(f); err == nil {
+		sources[i] = archiveSource(f)
+		if st, err := os.Stat(f); err == nil && f != "-" {
 			sizes[i] = st.Size()
 			total += sizes[i]
 		}
 	}
 	p := startProgress("verify "+plural(len(files), "archive", "archives"), total)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, max(1, o.jobs))
-	for i, f := range files {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			results[i] = verifyOne(f, key, index != nil)
+	var keys []*crypt.Key
+	if key != nil {
+		keys = []*crypt.Key{key}
+	}
+	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: o.jobs, Paths: x != nil,
+		Done: func(i int) {
 			if p != nil {
 				p.n.Add(sizes[i])
 			}
-			<-sem
-		}()
-	}
-	wg.Wait()
+		}})
 	p.finish()
+	if err != nil {
+		return err
+	}
+	results := make([]verifyResult, len(found))
+	for i := range found {
+		results[i] = fromRepo(&found[i])
+	}
 
-	var check convert.IndexCheck
-	if index != nil {
-		given := map[string]*convert.GivenArchive{}
+	var check repo.IndexCheck
+	if x != nil {
+		given := map[string]*repo.GivenArchive{}
 		for _, r := range results {
 			if r.IsIndex {
 				continue
 			}
 			// intact is nil when not even the header could be read.
-			given[filepath.Base(r.Archive)] = &convert.GivenArchive{ID: r.id, Seq: r.seq, Intact: r.intact, Paths: r.paths}
+			given[filepath.Base(r.Archive)] = &repo.GivenArchive{ID: r.id, Seq: r.seq, Intact: r.intact, Paths: r.paths}
 		}
-		check = convert.CheckIndex(index, given)
+		check = repo.CheckIndex(x, given)
 		for i, p := range check.Problems {
 			if g := given[p.Archive]; g != nil && g.Intact == nil {
 				check.Problems[i].What = "its archive could not be read (see above)"
@@ -177,13 +180,13 @@ func runVerify(o *verifyOptions, args []string) error {
 			Archives []verifyResult `json:"archives"`
 			Index    *struct {
 				Path string `json:"path"`
-				convert.IndexCheck
+				repo.IndexCheck
 			} `json:"index,omitempty"`
 		}{Archives: results}
-		if index != nil {
+		if x != nil {
 			doc.Index = &struct {
 				Path string `json:"path"`
-				convert.IndexCheck
+				repo.IndexCheck
 			}{o.index, check}
 		}
 		if err := printJSON(w, doc); err != nil {
@@ -193,7 +196,7 @@ func runVerify(o *verifyOptions, args []string) error {
 		for _, r := range results {
 			printVerify(w, &r)
 		}
-		if index != nil {
+		if x != nil {
 			notChecked := ""
 			if check.NotChecked > 0 {
 				notChecked = fmt.Sprintf(" (%d not checked: their archives were not given)", check.NotChecked)
@@ -243,86 +246,70 @@ func verifySummary(rs []verifyResult) string {
 		plural(len(rs), "archive", "archives"), counts["ok"], counts["damaged"], counts["wrong-key"], counts["unreadable"])
 }
 
-func verifyOne(path string, key *crypt.Key, wantPaths bool) verifyResult {
-	r := verifyResult{Archive: displayName(path), Keyed: key != nil, Problems: []verifyProblem{}}
-	f, size, err := openArchiveFile(path)
-	if err != nil {
-		// The line names the archive already.
-		msg := strings.TrimPrefix(err.Error(), displayName(path)+": ")
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			msg = pe.Err.Error()
+// fromRepo is what verify prints of one object's result, with the exit
+// status it calls for.
+func fromRepo(f *repo.VerifyResult) verifyResult {
+	r := verifyResult{Archive: f.Source.Location(), Status: string(f.Status), Keyed: f.Keyed,
+		Members: f.Members, Damaged: f.Damaged, Problems: []verifyProblem{}, IsIndex: f.IsIndex,
+		intact: f.Intact, paths: f.Paths}
+	if h := f.Header; h != nil {
+		r.id, r.seq = h.ID, h.Sequence
+		seq := h.Sequence
+		r.Sequence = &seq
+		r.SequenceAuthenticated = f.Keyed && f.Status != repo.StatusWrongKey
+	}
+	for _, p := range f.Problems {
+		vp := verifyProblem{Class: string(p.Class), Offset: p.Offset, Path: p.Path, What: p.What}
+		if p.Err != nil {
+			vp.What += ": " + p.Err.Error()
 		}
-		r.Status, r.Error, r.code = "unreadable", msg, exitFailure
-		return r
-	}
-	if path != "-" {
-		defer f.Close()
-	}
-	var magic [8]byte
-	if n, _ := f.ReadAt(magic[:], 0); index.HasMagic(magic[:n]) {
-		return verifyIndexFile(r, f, key)
-	}
-	var found []format.Entry
-	if wantPaths && key != nil {
-		r.paths = map[string]bool{}
-	}
-	collect := func(e format.Entry) error {
-		found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
-		if r.paths != nil && e.Meta != nil && e.Meta.Type != format.TypeTombstone && index.Indexed(e.Meta.Type) {
-			if c, err := index.CanonicalPath(e.Meta.Path); err == nil {
-				r.paths[string(c)] = true
-			}
+		if p.Member >= 0 {
+			m := p.Member
+			vp.Member = &m
 		}
-		return nil
+		r.Problems = append(r.Problems, vp)
 	}
-	rep, err := format.ScanArchive(format.NewSource(f, size), format.ScanOptions{Key: key, Content: true, Digest: true}, collect)
-	if rep != nil && rep.Header != nil {
-		r.intact = make(map[uint32]convert.IntactMember, len(found))
-		for _, e := range found {
-			r.intact[e.Number] = convert.IntactMember{Offset: rep.Header.PhysOffset(e.Offset), Span: rep.Header.PhysSpan(e.Offset, e.Length)}
+	if f.Err != nil {
+		r.Error = errorText(f.Source.Location(), f.Err)
+		r.code, _ = classify(f.Err)
+	} else if f.Status == repo.StatusDamaged {
+		r.code = exitDamaged
+	}
+	if f.IsIndex {
+		r.Note = indexNote(f)
+		if f.Status == repo.StatusDamaged {
+			r.Error = "a master index: " + r.Error
 		}
 	}
-	if rep != nil {
-		if rep.Header != nil {
-			r.id, r.seq = rep.Header.ID, rep.Header.Sequence
-			seq := rep.Header.Sequence
-			r.Sequence = &seq
-		}
-		r.Members, r.Damaged = rep.Members, rep.Damaged
-		for _, p := range rep.Problems {
-			vp := verifyProblem{Class: string(p.Class), Offset: p.Offset, Path: p.Path, What: p.What}
-			if p.Err != nil {
-				vp.What += ": " + p.Err.Error()
-			}
-			if p.Member >= 0 {
-				m := p.Member
-				vp.Member = &m
-			}
-			r.Problems = append(r.Problems, vp)
-		}
-	}
-	var ve *format.VersionError
-	switch {
-	case errors.Is(err, format.ErrWrongKey):
-		r.Status, r.Error, r.code = "wrong-key", err.Error(), exitWrongKey
-	case errors.Is(err, format.ErrNotCBFS), errors.As(err, &ve):
-		r.Status, r.Error, r.code = "unreadable", err.Error(), exitBadInput
-	case err != nil:
-		var fe *format.Error
-		if errors.As(err, &fe) {
-			r.Status, r.Error, r.code = "damaged", err.Error(), exitDamaged
-		} else {
-			r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
-		}
-	case len(r.Problems) > 0:
-		r.Status, r.code = "damaged", exitDamaged
-	default:
-		r.Status = "ok"
-	}
-	r.SequenceAuthenticated = key != nil && r.Sequence != nil && r.Status != "wrong-key"
-	r.Verdict = verdict(r.Status, key != nil)
+	r.Verdict = verdict(r.Status, f.Keyed)
 	return r
+}
+
+// errorText is an error's message without the name of the object it is
+// about, which the report line gives already.
+func errorText(name string, err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	if errors.Is(err, store.ErrNotRegular) {
+		return store.ErrNotRegular.Error() + ": an archive is read by seeking through it"
+	}
+	return err.Error()
+}
+
+// indexNote says what a master index given to verify holds.
+func indexNote(f *repo.VerifyResult) string {
+	if f.Status != repo.StatusOK || f.Index == nil {
+		return "a master index, not an archive"
+	}
+	if x := f.Index.Index; x != nil {
+		st := x.Stats()
+		return fmt.Sprintf("a master index, not an archive: %s, %s, %s, %s, highest sequence %d",
+			plural(len(x.Archives), "archive", "archives"), plural(st.Live, "live path", "live paths"),
+			plural(st.Tombstones, "tombstone", "tombstones"), plural(st.Conflicts, "conflict", "conflicts"), x.HighSeq)
+	}
+	return fmt.Sprintf("a master index, not an archive: header and %s intact (its content needs the key)", plural(f.Index.Frames, "frame", "frames"))
 }
 
 // Without the key, verify checks checksums and a digest anyone can
@@ -343,49 +330,17 @@ func verdict(status string, keyed bool) string {
 	return "not checked: unreadable"
 }
 
-// verifyIndexFile checks a master index given where an archive was
-// expected, and says that it is one: its seal and structure with the key,
-// its header and framing without.
-func verifyIndexFile(r verifyResult, f *os.File, key *crypt.Key) verifyResult {
-	r.IsIndex = true
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
-		return r
-	}
-	info, err := index.Check(f, key)
-	var ive *index.VersionError
-	var ie *index.Error
-	switch {
-	case errors.Is(err, format.ErrWrongKey):
-		r.Status, r.Error, r.code = "wrong-key", err.Error(), exitWrongKey
-	case errors.As(err, &ive):
-		r.Status, r.Error, r.code = "unreadable", err.Error(), exitBadInput
-	case errors.As(err, &ie):
-		r.Status, r.Error, r.code = "damaged", "a master index: "+err.Error(), exitDamaged
-	case err != nil:
-		r.Status, r.Error, r.code = "unreadable", err.Error(), exitFailure
-	default:
-		r.Status = "ok"
-		if x := info.Index; x != nil {
-			st := x.Stats()
-			r.Error = fmt.Sprintf("a master index, not an archive: %s, %d live paths, %d tombstones, %d conflicts, highest sequence %d",
-				plural(len(x.Archives), "archive", "archives"), st.Live, st.Tombstones, st.Conflicts, x.HighSeq)
-		} else {
-			r.Error = fmt.Sprintf("a master index, not an archive: header and %s intact (its content needs the key)", plural(info.Frames, "frame", "frames"))
-		}
-	}
-	r.Verdict = verdict(r.Status, key != nil)
-	return r
-}
-
 func printVerify(w *bufio.Writer, r *verifyResult) {
 	mode := "keyless"
 	if r.Keyed {
 		mode = "keyed"
 	}
 	switch {
+	case r.IsIndex && r.Status == "ok" && r.Keyed:
+		fmt.Fprintf(w, "ok       %s: %s (keyed)\n", r.Archive, r.Note)
+		return
 	case r.IsIndex && r.Status == "ok":
-		fmt.Fprintf(w, "ok       %s: %s (%s)\n", r.Archive, r.Error, mode)
+		fmt.Fprintf(w, "ok       %s: %s; %s\n", r.Archive, r.Note, keylessOK)
 		return
 	case r.IsIndex && r.Status == "damaged":
 		fmt.Fprintf(w, "DAMAGED  %s: %s (%s)\n", r.Archive, r.Error, mode)

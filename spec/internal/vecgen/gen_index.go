@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/cbfs/cbfs/convert"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
 )
@@ -48,7 +48,7 @@ func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *index.Index {
 	if err != nil {
 		panic(err)
 	}
-	x, err := convert.ArchiveIndex(name, a.Header, es)
+	x, err := repo.ArchiveIndex(name, a.Header, es)
 	if err != nil {
 		panic(err)
 	}

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package convert
+package repo
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package convert
+package repo
 
 import (
 	"bytes"
@@ -20,63 +20,18 @@ import (
 	"github.com/cbfs/cbfs/store"
 )
 
-// NamedSource is an archive to index: the name recorded in the index and
-// a way to open it. Open is called once, from a worker goroutine; if the
-// Source it returns is an io.Closer, it is closed when the archive has
-// been read. Anything that serves byte ranges fits, such as an object
-// store client.
-type NamedSource struct {
-	// Name is the archive's file name as the index records it: a base
-	// name, without directories.
-	Name string
-	// Where says where the archive was found, for messages (a path, a
-	// URL). It defaults to Name.
-	Where string
-	Open  func() (format.Source, error)
-}
-
-func (s NamedSource) where() string {
-	if s.Where != "" {
-		return s.Where
-	}
-	return s.Name
-}
-
-type fileSource struct {
-	*os.File
-	size int64
-}
-
-func (f fileSource) Size() int64 { return f.size }
-
-// FileSource is the archive in a local file.
-func FileSource(path string) NamedSource {
-	return NamedSource{Name: filepath.Base(path), Where: path, Open: func() (format.Source, error) {
-		f, err := OpenRegular(path)
-		if err != nil {
-			return nil, err
-		}
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		return fileSource{f, st.Size()}, nil
-	}}
-}
-
 // ArchiveSources expands command-line arguments: a file is one archive; a
 // directory stands for the archives ListArchiveDir finds in it. The
 // result is sorted by name, then by where. indexes are the index files
 // found in the directories and skipped.
-func ArchiveSources(args []string) (srcs []NamedSource, indexes []string, err error) {
-	var out []NamedSource
+func ArchiveSources(args []string) (srcs []store.Source, indexes []string, err error) {
+	var out []store.Source
 	seen := map[string]bool{}
 	add := func(p string) {
 		p = filepath.Clean(p)
 		if !seen[p] {
 			seen[p] = true
-			out = append(out, FileSource(p))
+			out = append(out, store.File(p))
 		}
 	}
 	for _, arg := range args {
@@ -157,12 +112,12 @@ func isIndexFile(p string) bool {
 	return index.HasMagic(b[:n])
 }
 
-func sortSources(s []NamedSource) {
-	slices.SortStableFunc(s, func(a, b NamedSource) int {
+func sortSources(s []store.Source) {
+	slices.SortStableFunc(s, func(a, b store.Source) int {
 		if c := strings.Compare(a.Name, b.Name); c != 0 {
 			return c
 		}
-		return strings.Compare(a.where(), b.where())
+		return strings.Compare(a.Location(), b.Location())
 	})
 }
 
@@ -230,11 +185,11 @@ type RebuildResult struct {
 // and summary; one whose footer or summary is missing or damaged is
 // scanned member by member. Archives are read in parallel (GOMAXPROCS at
 // a time) and merged; the result does not depend on their order.
-func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult, error) {
+func Rebuild(sources []store.Source, key *crypt.Key, shard Shard) (*RebuildResult, error) {
 	sources = slices.Clone(sources)
 	sortSources(sources)
 	if shard.N > 0 {
-		var pick []NamedSource
+		var pick []store.Source
 		for i := shard.I; i < len(sources); i += shard.N {
 			pick = append(pick, sources[i])
 		}
@@ -263,7 +218,7 @@ func Rebuild(sources []NamedSource, key *crypt.Key, shard Shard) (*RebuildResult
 				r.excluded, w.excluded = w.excluded, nil
 				if err != nil {
 					r.unreadOK = true
-					r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].where(), Err: err}
+					r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].Location(), Err: err}
 				}
 			}
 		}()
@@ -318,15 +273,13 @@ func (w *indexWorker) exclude(name string, member uint32, err error) error {
 }
 
 // index reads one archive into a one-archive index.
-func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*index.Index, int, *ArchiveProblem, error) {
+func (w *indexWorker) index(ns store.Source, key *crypt.Key) (*index.Index, int, *ArchiveProblem, error) {
 	w.excluded = nil
 	src, err := ns.Open()
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	if c, ok := src.(io.Closer); ok {
-		defer c.Close()
-	}
+	defer src.Close()
 	a, why := format.OpenArchive(src, key)
 	if why == nil {
 		h := a.Header
@@ -356,7 +309,7 @@ func (w *indexWorker) index(ns NamedSource, key *crypt.Key) (*index.Index, int, 
 
 // scanArchive is the fallback: a member scan that counts every complete,
 // authenticated member.
-func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.Key, why error) (*index.Index, int, *ArchiveProblem, error) {
+func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt.Key, why error) (*index.Index, int, *ArchiveProblem, error) {
 	var entries []format.Entry
 	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
 		entries = append(entries, e)
@@ -394,7 +347,7 @@ func (w *indexWorker) scanArchive(ns NamedSource, src format.Source, key *crypt.
 			return nil, 0, nil, err
 		}
 	}
-	return b.Index(), len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.where(), Err: why, Problems: rep.Problems, Members: len(entries)}, nil
+	return b.Index(), len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: len(entries)}, nil
 }
 
 // MergeAll merges indexes (see index.Merge), in parallel. The
@@ -457,30 +410,12 @@ func Conflicts(x *index.Index) []Conflict {
 
 // ReadIndexFile reads and opens an index file.
 func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
-	f, err := OpenRegular(path)
+	f, err := store.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	return index.Read(f, key)
-}
-
-// ErrNotRegular is returned for an archive or index path that is not a
-// regular file (a directory, a FIFO, a device).
-var ErrNotRegular = errors.New("not a regular file")
-
-// OpenRegular opens path if it is a regular file (else ErrNotRegular). It
-// looks before it opens: opening a FIFO blocks until a writer comes,
-// possibly forever.
-func OpenRegular(path string) (*os.File, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
-	}
-	return os.Open(path)
 }
 
 // WriteIndexFile writes x to path atomically: to a temporary file in the

@@ -1,4 +1,4 @@
-package convert
+package repo
 
 import (
 	"errors"
@@ -209,7 +209,7 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 // rebuild finds.
 func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	w := &indexWorker{}
-	add, _, scanned, err := w.index(FileSource(archivePath), u.key)
+	add, _, scanned, err := w.index(store.File(archivePath), u.key)
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: %w", archivePath, err)
 	}
@@ -228,7 +228,7 @@ func lockIndex(path string, opt IndexOptions) (*os.File, error) {
 	lp := IndexLockPath(path)
 	// Looked at before it is opened: opening a FIFO would block.
 	if st, err := os.Lstat(lp); err == nil && !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("lock file %s: %w", lp, ErrNotRegular)
+		return nil, fmt.Errorf("lock file %s: %w", lp, store.ErrNotRegular)
 	}
 	f, err := os.OpenFile(lp, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
