@@ -1,13 +1,19 @@
 package repo
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"path/filepath"
 	"slices"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/internal/parallel"
+	"github.com/cbfs/cbfs/store"
 )
 
 // ArchiveUsage is how much of an archive the master index still points
@@ -211,3 +217,68 @@ func hiddenIn(given map[string]*GivenArchive, ts index.Archive, path []byte) str
 	}
 	return slices.Min(names)
 }
+
+// GCResult is one archive's usage, or why it could not be read.
+type GCResult struct {
+	Source store.Source
+	Usage  ArchiveUsage
+	Err    error // names the archive
+}
+
+// GC reads the summary of each archive (never its members) and says how
+// much of it the index x still serves (Usage), jobs archives at a time.
+// An archive that cannot be read has its error in its result; the others
+// are still read. Once ctx is cancelled no further archive is started and
+// the error is ctx's cause.
+func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*crypt.Key, jobs int) ([]GCResult, error) {
+	out := make([]GCResult, len(sources))
+	err := parallel.Do(ctx, len(sources), jobs, func(_ context.Context, i int) {
+		src := sources[i]
+		out[i].Source = src
+		a, entries, closer, err := OpenSummary(src, keys...)
+		if err != nil {
+			out[i].Err = err
+			return
+		}
+		defer closer.Close()
+		out[i].Usage = Usage(x, src.Location(), a, entries)
+	})
+	return out, err
+}
+
+// OpenSummary opens an archive and reads its summary; the returned
+// closer closes the object. Errors name the archive.
+func OpenSummary(src store.Source, keys ...*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	obj, err := src.Open()
+	if err != nil {
+		return nil, nil, nil, locErr(src, err)
+	}
+	a, err := format.OpenArchive(obj, keys...)
+	if err == nil {
+		var entries []format.Entry
+		if entries, err = a.Entries(); err == nil {
+			return a, entries, obj, nil
+		}
+	}
+	obj.Close()
+	return nil, nil, nil, locErr(src, err)
+}
+
+// locErr names the object an error is about, once.
+func locErr(src store.Source, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == src.Location() {
+		err = pe.Err
+	}
+	return &ObjectError{Where: src.Location(), Err: err}
+}
+
+// ObjectError is an error about one stored object (an archive or an
+// index), named by where it is.
+type ObjectError struct {
+	Where string
+	Err   error
+}
+
+func (e *ObjectError) Error() string { return e.Where + ": " + e.Err.Error() }
+func (e *ObjectError) Unwrap() error { return e.Err }

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sync"
 
+	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/repo"
+	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 )
 
@@ -47,41 +48,29 @@ is named on standard error. It changes nothing.`,
 			if err != nil {
 				return err
 			}
-			usage := make([]repo.ArchiveUsage, len(files))
-			errs := make([]error, len(files))
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+			sources := make([]store.Source, len(files))
 			for i, f := range files {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer wg.Done()
-					defer func() { <-sem }()
-					a, entries, fh, err := openSummary(f, key)
-					if err != nil {
-						errs[i] = err
-						return
-					}
-					defer fh.Close()
-					usage[i] = repo.Usage(x, f, a, entries)
-				}()
+				sources[i] = archiveSource(f)
 			}
-			wg.Wait()
+			found, err := repo.GC(c.Context(), x, sources, []*crypt.Key{key}, runtime.GOMAXPROCS(0))
+			if err != nil {
+				return err
+			}
 			// An archive that cannot be read is named, and left out of
 			// the report on the others; the status tells the worst.
 			code, failed := exitOK, 0
-			good := usage[:0:0]
-			for i, err := range errs {
-				if err != nil {
-					fmt.Fprintf(os.Stderr, "cbfs: %s\n", oneLine(err.Error()))
-					c, _ := classify(err)
+			good := []repo.ArchiveUsage{}
+			for _, r := range found {
+				if r.Err != nil {
+					fmt.Fprintf(os.Stderr, "cbfs: %s\n", oneLine(r.Err.Error()))
+					c, _ := classify(r.Err)
 					code = worse(code, c)
 					failed++
 					continue
 				}
-				good = append(good, usage[i])
-				if !usage[i].InIndex {
-					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index (renamed, or written without --index): counted as all live\n", usage[i].Archive)
+				good = append(good, r.Usage)
+				if !r.Usage.InIndex {
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index (renamed, or written without --index): counted as all live\n", r.Usage.Archive)
 				}
 			}
 			var status error

@@ -7,9 +7,9 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/repo"
 )
 
 // IndexListing is the text whose SHA-256 an index vector gives
