@@ -3,13 +3,14 @@ package index
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
 	"slices"
-	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/parallel"
 )
 
 // Copy is an archive seen twice, under the same id: a copy, or the
@@ -54,18 +55,10 @@ func Merge(parts ...*Index) (*Index, []Copy, error) {
 	out.recs = make([]irec, total)
 	segs := splitRanges(parts, total)
 	done := make([]segResult, len(segs))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
-	for i := range segs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			done[i] = mergeRange(parts, segs[i], maps, shift, out.Archives, out.recs[segs[i].at:segs[i].at+segs[i].n])
-		}()
-	}
-	wg.Wait()
+	// A merge runs to its end: it is memory-bound work of seconds at most.
+	parallel.Do(context.Background(), len(segs), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
+		done[i] = mergeRange(parts, segs[i], maps, shift, out.Archives, out.recs[segs[i].at:segs[i].at+segs[i].n])
+	})
 	// Close the gaps that merged paths left, and number the conflicts.
 	n := 0
 	for i, seg := range segs {

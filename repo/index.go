@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/internal/parallel"
 	"github.com/cbfs/cbfs/store"
 )
 
@@ -185,7 +187,7 @@ type RebuildResult struct {
 // and summary; one whose footer or summary is missing or damaged is
 // scanned member by member. Archives are read in parallel (GOMAXPROCS at
 // a time) and merged; the result does not depend on their order.
-func Rebuild(sources []store.Source, key *crypt.Key, shard Shard) (*RebuildResult, error) {
+func Rebuild(ctx context.Context, sources []store.Source, key *crypt.Key, shard Shard) (*RebuildResult, error) {
 	sources = slices.Clone(sources)
 	sortSources(sources)
 	if shard.N > 0 {
@@ -204,30 +206,23 @@ func Rebuild(sources []store.Source, key *crypt.Key, shard Shard) (*RebuildResul
 		unread   ArchiveProblem
 	}
 	results := make([]result, len(sources))
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range max(1, min(runtime.GOMAXPROCS(0), len(sources))) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := &indexWorker{}
-			for i := range jobs {
-				r := &results[i]
-				var err error
-				r.x, r.members, r.scanned, err = w.index(sources[i], key)
-				r.excluded, w.excluded = w.excluded, nil
-				if err != nil {
-					r.unreadOK = true
-					r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].Location(), Err: err}
-				}
-			}
-		}()
+	// Each worker goroutine keeps its buffers from archive to archive.
+	workers := sync.Pool{New: func() any { return &indexWorker{} }}
+	err := parallel.Do(ctx, len(sources), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
+		w := workers.Get().(*indexWorker)
+		defer workers.Put(w)
+		r := &results[i]
+		var err error
+		r.x, r.members, r.scanned, err = w.index(sources[i], key)
+		r.excluded, w.excluded = w.excluded, nil
+		if err != nil {
+			r.unreadOK = true
+			r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].Location(), Err: err}
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
-	for i := range sources {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
 
 	res := &RebuildResult{}
 	parts := make([]*index.Index, 0, len(results))
@@ -511,24 +506,18 @@ func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
 }
 
 // MergeIndexFiles reads index files (in parallel) and merges them.
-func MergeIndexFiles(paths []string, key *crypt.Key) (*index.Index, []index.Copy, error) {
+func MergeIndexFiles(ctx context.Context, paths []string, key *crypt.Key) (*index.Index, []index.Copy, error) {
 	parts := make([]*index.Index, len(paths))
 	errs := make([]error, len(paths))
-	sem := make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))
-	var wg sync.WaitGroup
-	for i, p := range paths {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			parts[i], errs[i] = ReadIndexFile(p, key)
-			if errs[i] != nil {
-				errs[i] = fmt.Errorf("%s: %w", p, errs[i])
-			}
-		}()
+	err := parallel.Do(ctx, len(paths), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
+		parts[i], errs[i] = ReadIndexFile(paths[i], key)
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("%s: %w", paths[i], errs[i])
+		}
+	})
+	if err != nil {
+		return nil, nil, err
 	}
-	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}

@@ -214,7 +214,7 @@ func BenchmarkRebuild(b *testing.B) {
 				hp := startHeapPeak()
 				b.StartTimer()
 				var err error
-				res, err = Rebuild(srcs, key, Shard{})
+				res, err = Rebuild(context.Background(), srcs, key, Shard{})
 				if err != nil {
 					b.Fatal(err)
 				}

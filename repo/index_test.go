@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -106,7 +107,7 @@ func rebuildBytes(t *testing.T, key *crypt.Key, shard Shard, args ...string) ([]
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Rebuild(srcs, key, shard)
+	res, err := Rebuild(context.Background(), srcs, key, shard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func TestShardsMergeToFullRebuild(t *testing.T) {
 		for _, o := range order {
 			ps = append(ps, parts[o])
 		}
-		x, copies, err := MergeIndexFiles(ps, key)
+		x, copies, err := MergeIndexFiles(context.Background(), ps, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +234,7 @@ func TestShardsMergeToFullRebuild(t *testing.T) {
 		}
 	}
 	// Merging a part twice changes nothing but says so.
-	x, copies, err := MergeIndexFiles(append(parts, parts[1]), key)
+	x, copies, err := MergeIndexFiles(context.Background(), append(parts, parts[1]), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +424,7 @@ func TestRebuildCopies(t *testing.T) {
 		os.WriteFile(p, b, 0o600)
 		ps = append(ps, p)
 	}
-	x, copies, err := MergeIndexFiles(ps, key)
+	x, copies, err := MergeIndexFiles(context.Background(), ps, key)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,7 +201,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := repo.Rebuild(srcs, key, shard)
+	res, err := repo.Rebuild(o.cmd.Context(), srcs, key, shard)
 	if err != nil {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
