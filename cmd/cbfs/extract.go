@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/tree"
 	"github.com/spf13/cobra"
 )
@@ -84,33 +85,23 @@ without the summary.`,
 			pr := startProgress("extract "+name, size)
 			defer pr.finish()
 			src := format.CachedSource(format.NewSource(pr.readerAt(f), size))
-			a, err := format.OpenArchive(src, key)
-			var entries []format.Entry
-			if err == nil {
-				entries, err = a.Entries()
+			op, err := repo.OpenOrSalvage(src, salvage, key)
+			if err != nil && salvage {
+				return inputErr(name, err)
 			}
-			salvaged := false
 			if err != nil {
-				if !salvage || !isDamage(err) {
-					return damageHint(inputErr(name, err), "extract")
+				return damageHint(inputErr(name, err), "extract")
+			}
+			a, entries, salvaged := op.Archive, op.Entries, op.Salvaged
+			if salvaged {
+				if len(op.Problems) == 0 {
+					pr.say("cbfs: %s: %s\n", name, oneLine(op.OpenErr.Error()))
 				}
-				// The footer or the summary is unusable: find the
-				// members that are intact by scanning for them.
-				openErr := err
-				var problems []*format.Error
-				a, entries, problems, err = format.Salvage(src, key)
-				if err != nil {
-					return inputErr(name, err)
-				}
-				if len(problems) == 0 {
-					pr.say("cbfs: %s: %s\n", name, oneLine(openErr.Error()))
-				}
-				for _, p := range problems {
+				for _, p := range op.Problems {
 					pr.say("cbfs: %s: %s\n", name, oneLine(p.Error()))
 				}
 				pr.say("cbfs: %s: salvaging %s found intact by a scan; members lost with the damage cannot be listed\n",
 					name, plural(len(entries), "member", "members"))
-				salvaged = true
 			}
 			opt := tree.ExtractOptions{
 				Paths:        args[1:],
