@@ -410,7 +410,11 @@ func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return index.Read(f, key)
+	x, err := index.Read(f, key)
+	if err != nil {
+		return nil, locErr(store.File(path), err)
+	}
+	return x, nil
 }
 
 // WriteIndexFile writes x to path atomically: to a temporary file in the

@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -63,6 +62,13 @@ func File(path string) Source {
 // regular file (a directory, a FIFO, a device).
 var ErrNotRegular = errors.New("not a regular file")
 
+// NotRegularError is a path that is not a regular file; it is
+// ErrNotRegular.
+type NotRegularError struct{ Path string }
+
+func (e *NotRegularError) Error() string { return e.Path + ": " + ErrNotRegular.Error() }
+func (e *NotRegularError) Unwrap() error { return ErrNotRegular }
+
 // OpenRegular opens path if it is a regular file (else ErrNotRegular). It
 // looks before it opens: opening a FIFO blocks until a writer comes,
 // possibly forever.
@@ -72,7 +78,7 @@ func OpenRegular(path string) (*os.File, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: %w", path, ErrNotRegular)
+		return nil, &NotRegularError{Path: path}
 	}
 	return os.Open(path)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"strings"
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -129,8 +128,10 @@ func inputErr(name string, err error) error {
 	if errors.As(err, &pe) && pe.Path == name {
 		err = pe.Err
 	}
-	// Nor does an error that names the file already ("index x: ...").
-	if msg := err.Error(); strings.HasPrefix(msg, name+": ") || strings.Contains(msg, " "+name+": ") {
+	// Nor does an error that names the object already.
+	var obj *repo.ObjectError
+	var nr *store.NotRegularError
+	if errors.As(err, &obj) && obj.Where == name || errors.As(err, &nr) && nr.Path == name {
 		return &exitError{err: err}
 	}
 	return &exitError{err: fmt.Errorf("%s: %w", name, err)}
