@@ -7,13 +7,14 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/testutil"
 )
 
 // TestSeveralKeys: every reader takes, of several keys, the one whose key
 // check value the header carries, here the second; only when none
 // matches is it ErrWrongKey.
 func TestSeveralKeys(t *testing.T) {
-	right, wrong, other := testKey(t, 1), testKey(t, 2), testKey(t, 3)
+	right, wrong, other := testutil.Key(t, 1), testutil.Key(t, 2), testutil.Key(t, 3)
 	data, _ := writeArchive(t, right, sampleMembers(), WriterOptions{Compress: true})
 	src := func() Source { return NewSource(bytes.NewReader(data), int64(len(data))) }
 

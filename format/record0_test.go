@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/internal/frame"
+	"github.com/cbfs/cbfs/internal/testutil"
 )
 
 // TestRecordZeroBitFlips flips every bit of record 0's ustar header of a
@@ -14,7 +15,7 @@ import (
 // one of those bytes' own, so every flip is damage to a CBFS archive
 // (spec 6.1 step 1), never "not a CBFS archive".
 func TestRecordZeroBitFlips(t *testing.T) {
-	key := testKey(t, 3)
+	key := testutil.Key(t, 3)
 	arc, _ := writeArchive(t, key, sampleMembers()[:2], WriterOptions{RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
 	var damage, notCBFS, version, other int
 	for bit := 0; bit < BlockSize*8; bit++ {
@@ -48,7 +49,7 @@ func TestRecordZeroBitFlips(t *testing.T) {
 // breaks the v1 frame's CRC, so it is damage, not a newer version; a
 // major of 2 with a correct CRC is a version error.
 func TestRecordZeroMajorFlip(t *testing.T) {
-	key := testKey(t, 3)
+	key := testutil.Key(t, 3)
 	arc, _ := writeArchive(t, key, sampleMembers()[:1], WriterOptions{RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
 	const major = BlockSize + FrameHeaderSize + 8
 	for bit := 0; bit < 8; bit++ {

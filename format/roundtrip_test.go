@@ -11,17 +11,9 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
-
-func testKey(t testing.TB, seed byte) *crypt.Key {
-	t.Helper()
-	k, err := crypt.KeyFromBytes(bytes.Repeat([]byte{seed}, crypt.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 type testMember struct {
 	meta    Meta
@@ -99,7 +91,7 @@ func readAll(t testing.TB, key *crypt.Key, archive []byte) ([]testMember, error)
 }
 
 func TestRoundTrip(t *testing.T) {
-	key := testKey(t, 7)
+	key := testutil.Key(t, 7)
 	for _, compress := range []bool{false, true} {
 		ms := sampleMembers()
 		arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: compress, RecordSize: MinRecordSize})
@@ -133,8 +125,8 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestWrongKey(t *testing.T) {
-	arc, _ := writeArchive(t, testKey(t, 1), sampleMembers(), WriterOptions{})
-	_, err := readAll(t, testKey(t, 2), arc)
+	arc, _ := writeArchive(t, testutil.Key(t, 1), sampleMembers(), WriterOptions{})
+	_, err := readAll(t, testutil.Key(t, 2), arc)
 	if !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("got %v, want ErrWrongKey", err)
 	}
@@ -171,7 +163,10 @@ func parallelFor(t *testing.T, n int, fn func(i int) error) {
 }
 
 func TestEveryByteFlipDetected(t *testing.T) {
-	key := testKey(t, 3)
+	if testing.Short() {
+		t.Skip("every offset: run without -short (make test runs it once, without the race detector)")
+	}
+	key := testutil.Key(t, 3)
 	ms := []testMember{
 		{Meta{Type: TypeRegular, Path: []byte("a"), Size: 3}, []byte("abc")},
 		{Meta{Type: TypeDir, Path: []byte("b")}, nil},

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/testutil"
 )
 
 func scanBytes(b []byte, key *crypt.Key) (*ScanReport, []Entry, error) {
@@ -21,7 +22,7 @@ func scanBytes(b []byte, key *crypt.Key) (*ScanReport, []Entry, error) {
 }
 
 func TestScanIntact(t *testing.T) {
-	key := testKey(t, 9)
+	key := testutil.Key(t, 9)
 	ms := sampleMembers()
 	arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: true, RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
 	for _, k := range []*crypt.Key{key, nil} {
@@ -41,7 +42,7 @@ func TestScanIntact(t *testing.T) {
 			t.Error("summary not checked against the members")
 		}
 	}
-	if _, _, err := scanBytes(arc, testKey(t, 10)); !errors.Is(err, ErrWrongKey) {
+	if _, _, err := scanBytes(arc, testutil.Key(t, 10)); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong key: got %v", err)
 	}
 }
@@ -61,7 +62,10 @@ func memberAt(entries []Entry, R, off int64) int64 {
 // found with and without the key, never panic, and a change inside a
 // member's frames must name that member.
 func TestCorruptionMatrix(t *testing.T) {
-	key := testKey(t, 11)
+	if testing.Short() {
+		t.Skip("every offset: run without -short (make test runs it once, without the race detector)")
+	}
+	key := testutil.Key(t, 11)
 	ms := []testMember{
 		{Meta{Type: TypeDir, Path: []byte("dir")}, nil},
 		{Meta{Type: TypeRegular, Path: []byte("dir/a"), Size: 10000}, bytes.Repeat([]byte("0123456789"), 1000)},
@@ -120,7 +124,7 @@ func TestCorruptionMatrix(t *testing.T) {
 // TestScanResyncs checks that damage to one member leaves the others
 // readable: a scan must still deliver every other member.
 func TestScanResyncs(t *testing.T) {
-	key := testKey(t, 12)
+	key := testutil.Key(t, 12)
 	var ms []testMember
 	for i := range 20 {
 		c := bytes.Repeat([]byte{byte(i)}, 5000+i)
@@ -153,7 +157,7 @@ func TestScanResyncs(t *testing.T) {
 // Salvage finds them by scanning, and reads each one whole through the
 // Archive it returns. OpenArchive refuses the same bytes.
 func TestSalvage(t *testing.T) {
-	key := testKey(t, 13)
+	key := testutil.Key(t, 13)
 	var ms []testMember
 	for i := range 12 {
 		c := bytes.Repeat([]byte{byte(i), 'x'}, 3000+i)
@@ -205,7 +209,7 @@ func TestSalvage(t *testing.T) {
 			}
 		})
 	}
-	if _, _, _, err := Salvage(NewSource(bytes.NewReader(arc), int64(len(arc))), testKey(t, 14)); !errors.Is(err, ErrWrongKey) {
+	if _, _, _, err := Salvage(NewSource(bytes.NewReader(arc), int64(len(arc))), testutil.Key(t, 14)); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong key: got %v", err)
 	}
 }
@@ -213,7 +217,7 @@ func TestSalvage(t *testing.T) {
 // TestEndDiagnosis: an archive that lost only its end blocks is told
 // apart from one whose end is something else (appended to, damaged).
 func TestEndDiagnosis(t *testing.T) {
-	key := testKey(t, 15)
+	key := testutil.Key(t, 15)
 	arc, _ := writeArchive(t, key, sampleMembers(), WriterOptions{RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
 	junk := bytes.Repeat([]byte{0x5a}, BlockSize)
 	for _, c := range []struct {

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
 
 // SummaryItems must give what Entries gives.
 func TestSummaryItemsMatchEntries(t *testing.T) {
-	key := testKey(t, 1)
+	key := testutil.Key(t, 1)
 	ms := sampleMembers()
 	for i := range 300 {
 		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: fmt.Appendf(nil, "many/%04d", i), Size: 3, Inode: uint64(i)}, []byte("abc")})

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/cbfs/cbfs/internal/testutil"
 )
 
 // TestWriterMemoryPerMember: the writer keeps, per member, its summary
@@ -17,7 +19,7 @@ import (
 // buffer would stay alive.
 func TestWriterMemoryPerMember(t *testing.T) {
 	const n = 4000
-	w, err := NewWriter(io.Discard, testKey(t, 1), WriterOptions{Compress: true})
+	w, err := NewWriter(io.Discard, testutil.Key(t, 1), WriterOptions{Compress: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func TestWriterMemoryPerMember(t *testing.T) {
 // refused by Add, before anything is written (found by an audit: sizes
 // over 2^62 made archives the writer's own reader refused).
 func TestWriterRefusesWhatReadersReject(t *testing.T) {
-	key := testKey(t, 21)
+	key := testutil.Key(t, 21)
 	for _, m := range []Meta{
 		{Type: TypeDir, Path: []byte("d"), Size: 1<<63 - 1},
 		{Type: TypeRegular, Path: []byte("s"), Size: 1<<62 + 1, Sparse: []Extent{{Offset: 1 << 62, Length: 1}}},
@@ -104,7 +106,7 @@ func (f *failAfter) Write(p []byte) (int, error) {
 // TestWriterOutputFails: a failing output stops the writer with an error
 // that carries the output's own error, from Add or Close.
 func TestWriterOutputFails(t *testing.T) {
-	w, err := NewWriter(&failAfter{n: 5000}, testKey(t, 22), WriterOptions{})
+	w, err := NewWriter(&failAfter{n: 5000}, testutil.Key(t, 22), WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

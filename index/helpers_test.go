@@ -8,15 +8,6 @@ import (
 	"github.com/cbfs/cbfs/format"
 )
 
-func testKey(t testing.TB, seed byte) *crypt.Key {
-	t.Helper()
-	k, err := crypt.KeyFromBytes(bytes.Repeat([]byte{seed}, crypt.KeySize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
 type testMember struct {
 	m       format.Meta
 	content []byte

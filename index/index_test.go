@@ -16,6 +16,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -139,7 +140,7 @@ func TestIndexWinnerRule(t *testing.T) {
 }
 
 func TestIndexMergeOrderFree(t *testing.T) {
-	key := testKey(t, 3)
+	key := testutil.Key(t, 3)
 	var want []byte
 	orders := [][3]int{{0, 1, 2}, {2, 1, 0}, {1, 0, 2}, {1, 2, 0}}
 	for _, o := range orders {
@@ -200,7 +201,7 @@ func TestIndexCopies(t *testing.T) {
 }
 
 func TestIndexRoundTrip(t *testing.T) {
-	key := testKey(t, 4)
+	key := testutil.Key(t, 4)
 	p := threeArchives(t)
 	x := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
 	enc := encodeT(t, x, key)
@@ -229,7 +230,7 @@ func TestIndexRoundTrip(t *testing.T) {
 
 // A large index spans many chunks, some paths cross chunk boundaries.
 func TestIndexRoundTripLarge(t *testing.T) {
-	key := testKey(t, 5)
+	key := testutil.Key(t, 5)
 	var ms []fakeMember
 	for i := range 30000 {
 		ms = append(ms, fakeMember{fmt.Sprintf("d%03d/%s-%06d", i%997, bytes.Repeat([]byte{'p'}, i%300), i*7919%30011), format.TypeRegular})
@@ -249,7 +250,7 @@ func TestIndexRoundTripLarge(t *testing.T) {
 }
 
 func TestIndexTamper(t *testing.T) {
-	key := testKey(t, 6)
+	key := testutil.Key(t, 6)
 	p := threeArchives(t)
 	enc := encodeT(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
 	for i := range enc {
@@ -272,14 +273,14 @@ func TestIndexTamper(t *testing.T) {
 }
 
 func TestIndexErrorClasses(t *testing.T) {
-	key := testKey(t, 6)
+	key := testutil.Key(t, 6)
 	p := threeArchives(t)
 	enc := encodeT(t, mustMerge(t, mustMerge(t, p[0], p[1]), p[2]), key)
 	read := func(b []byte) error {
 		_, err := Read(bytes.NewReader(b), key)
 		return err
 	}
-	if _, err := Read(bytes.NewReader(enc), testKey(t, 7)); !errors.Is(err, format.ErrWrongKey) {
+	if _, err := Read(bytes.NewReader(enc), testutil.Key(t, 7)); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("other key: %v, want format.ErrWrongKey", err)
 	}
 	b := bytes.Clone(enc)
@@ -344,7 +345,7 @@ func (p *plainBuilder) cand(arch uint64, typ format.Type, member uint64) *plainB
 }
 
 func TestIndexCanonical(t *testing.T) {
-	key := testKey(t, 8)
+	key := testutil.Key(t, 8)
 	two := func() *plainBuilder { return (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 2, 1, 3) }
 	good := two().u(2).str("p").u(1).cand(0, format.TypeRegular, 0).str("q").u(2).cand(0, format.TypeRegular, 1).cand(1, format.TypeRegular, 2)
 	x, err := Read(bytes.NewReader(sealPlain(t, key, good.b)), key)
@@ -541,7 +542,7 @@ func TestMergeIndexesReference(t *testing.T) {
 		}
 	}
 	y = mustMerge(t, y, build(cp))
-	key := testKey(t, 9)
+	key := testutil.Key(t, 9)
 	if !bytes.Equal(encodeT(t, x, key), encodeT(t, y, key)) {
 		t.Error("k-way merge of parts differs from merging archive by archive")
 	}
@@ -550,7 +551,7 @@ func TestMergeIndexesReference(t *testing.T) {
 // format.WriterOptions.Tombstones come first, so the archive's own members
 // supersede them.
 func TestWriterTombstonesFirst(t *testing.T) {
-	key := testKey(t, 12)
+	key := testutil.Key(t, 12)
 	opt := format.WriterOptions{Sequence: 3, Tombstones: [][]byte{[]byte("gone"), []byte("back")}}
 	data, entries := writeArchive(t, key, []testMember{{format.Meta{Type: format.TypeRegular, Path: []byte("back"), Size: 2}, []byte("hi")}}, opt)
 	var got []string
@@ -586,7 +587,7 @@ func TestWriterTombstonesFirst(t *testing.T) {
 // A compact index is the same index; a builder reused after Compact
 // starts clean.
 func TestIndexCompact(t *testing.T) {
-	key := testKey(t, 13)
+	key := testutil.Key(t, 13)
 	var ms []fakeMember
 	for i := range 1000 {
 		ms = append(ms, fakeMember{fmt.Sprintf("d/%04d", i*7919%1000), []format.Type{format.TypeRegular, format.TypeTombstone, format.TypeDir}[i%3]})
@@ -685,7 +686,7 @@ func TestIndexBuilderCanonical(t *testing.T) {
 // index of one archive, whose SHA-256 was also computed independently
 // from the spec text (Python, cryptography).
 func TestIndexWorkedExample(t *testing.T) {
-	key := testKey(t, 0x42)
+	key := testutil.Key(t, 0x42)
 	var id [crypt.IDSize]byte
 	for i := range id {
 		id[i] = byte(i)
@@ -758,7 +759,7 @@ func TestIndexConcurrentReads(t *testing.T) {
 // ErrWrongKey, unless a key opens the content, which makes a changed
 // check value damage.
 func TestSeveralKeys(t *testing.T) {
-	right, wrong, other := testKey(t, 6), testKey(t, 7), testKey(t, 8)
+	right, wrong, other := testutil.Key(t, 6), testutil.Key(t, 7), testutil.Key(t, 8)
 	p := threeArchives(t)
 	x := mustMerge(t, mustMerge(t, p[0], p[1]), p[2])
 	enc := encodeT(t, x, right)

@@ -94,6 +94,12 @@ func (f *AtomicFile) Commit() error {
 	if f.direct {
 		return f.Close()
 	}
+	f.mu.Lock()
+	aborted, ctx := f.done, f.ctx
+	f.mu.Unlock()
+	if aborted && ctx != nil && context.Cause(ctx) != nil {
+		return fmt.Errorf("%s: %w", f.path, context.Cause(ctx))
+	}
 	err := f.Sync()
 	if cerr := f.Close(); err == nil {
 		err = cerr

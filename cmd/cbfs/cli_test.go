@@ -196,6 +196,7 @@ func sourceTar(t *testing.T) (srcDir string, tarPath string) {
 // TestRoundTripFilesAndPipes: import and export through files and through
 // standard input and output give the input back byte for byte.
 func TestRoundTripFilesAndPipes(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	_, in := sourceTar(t)
 	want := readFile(t, in)
@@ -266,6 +267,7 @@ func badInputs(t *testing.T) map[string][]byte {
 // with exit status 5 and one line naming the input, and leaves no output
 // or temporary file.
 func TestImportBadInput(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	for name, in := range badInputs(t) {
 		t.Run(name, func(t *testing.T) {
@@ -354,6 +356,7 @@ func (im *imported) entry(t *testing.T, path string) format.Entry {
 // exit status 3 and leaves no output file; a change in a member's data
 // names the member.
 func TestExportTampered(t *testing.T) {
+	t.Parallel()
 	im := importSource(t)
 	if im.archive.Footer.FooterOffset > uint64(im.archive.Header.RecordSize) {
 		t.Fatal("test setup: the archive has more than one data record")
@@ -443,6 +446,7 @@ func reseal(a *format.Archive, e format.Entry, k int) func([]byte) []byte {
 // TestWrongKey: another key gives exit status 4 and "wrong key" before
 // anything is written, to a file or to standard output.
 func TestWrongKey(t *testing.T) {
+	t.Parallel()
 	im := importSource(t)
 	other := newKey(t)
 	dir := t.TempDir()
@@ -479,6 +483,7 @@ func TestWrongKey(t *testing.T) {
 
 // TestKeyFile: keygen, key sizes, permissions, CBFS_KEY_FILE and key id.
 func TestKeyFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	t.Run("keygen-writes-32-bytes-0600", func(t *testing.T) {
 		r := mustRun(t, dir, "keygen", "-o", "k1")
@@ -607,6 +612,7 @@ var lsLineRE = regexp.MustCompile(`^([-dlhcbp?D])[-rwxsStT]{9} \S+ +\S+ \d{4}-\d
 // TestLsAndCat: ls lists what tar tf lists, in order; --json has the same
 // paths; cat gives back files' content, sparse ones with their holes.
 func TestLsAndCat(t *testing.T) {
+	t.Parallel()
 	src, in := sourceTar(t)
 	// Sparse files appended to the archive by GNU tar, in the old GNU
 	// format and in pax format 1.0: 1 MiB each, almost all holes.
@@ -740,6 +746,7 @@ func TestLsAndCat(t *testing.T) {
 
 // TestCompression: LZ4 shrinks a compressible tar; both settings round-trip.
 func TestCompression(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	var buf bytes.Buffer
@@ -779,6 +786,7 @@ func TestCompression(t *testing.T) {
 // writes to -o removes the unfinished output, and cbfs exits with 128 plus
 // the signal's number, as a shell reports a process the signal killed.
 func TestInterruptLeavesNothing(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	_, in := sourceTar(t)
 	src := readFile(t, in)
@@ -827,6 +835,7 @@ func TestInterruptLeavesNothing(t *testing.T) {
 }
 
 func TestOutputRules(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	_, in := sourceTar(t)
 	dir := t.TempDir()

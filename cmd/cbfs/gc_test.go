@@ -39,6 +39,7 @@ func gcFixture(t *testing.T) (dir, key, index, archives string) {
 }
 
 func TestPackIndexEqualsRebuild(t *testing.T) {
+	t.Parallel()
 	dir, key, index, archives := gcFixture(t)
 	rebuilt := filepath.Join(dir, "rebuilt.index")
 	mustRun(t, dir, "index", "rebuild", "-k", key, "-o", rebuilt, archives)
@@ -55,6 +56,7 @@ func TestPackIndexEqualsRebuild(t *testing.T) {
 }
 
 func TestGC(t *testing.T) {
+	t.Parallel()
 	dir, key, index, archives := gcFixture(t)
 	r := mustRun(t, dir, "gc", "-k", key, "--index", index, "--json", archives)
 	var got []struct {
@@ -123,6 +125,7 @@ func TestGC(t *testing.T) {
 // empty success; "-" is standard input when that is a file, and refused
 // with a hint when it is a pipe.
 func TestArchiveArgs(t *testing.T) {
+	t.Parallel()
 	dir, key, index, archives := gcFixture(t)
 	empty := filepath.Join(dir, "empty")
 	if err := os.Mkdir(empty, 0o755); err != nil {
@@ -163,6 +166,7 @@ func TestArchiveArgs(t *testing.T) {
 }
 
 func TestVerifyIndex(t *testing.T) {
+	t.Parallel()
 	dir, key, index, archives := gcFixture(t)
 	mustRun(t, dir, "verify", "-k", key, "--index", index, archives)
 
@@ -230,6 +234,7 @@ func TestVerifyIndex(t *testing.T) {
 // refused at once. Opening one blocks until a writer comes, and every
 // command that reads archives used to wait forever.
 func TestFIFOArgument(t *testing.T) {
+	t.Parallel()
 	dir, key, index, archives := gcFixture(t)
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {

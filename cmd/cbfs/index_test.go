@@ -41,6 +41,7 @@ func run(t *testing.T, dir string, code int, args ...string) result {
 }
 
 func TestIndexCommands(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	arch := filepath.Join(dir, "arch")
@@ -166,6 +167,7 @@ func TestIndexCommands(t *testing.T) {
 
 // A failed index update leaves the old index and the new archive.
 func TestIndexUpdateFailure(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "t1.tar"), plainTar(t, "f", "x"), 0o644)
@@ -198,6 +200,7 @@ func TestIndexUpdateFailure(t *testing.T) {
 // file or standard input; an empty --delete path is a usage error; a bad
 // --index is found before the archive is written, --seq given or not.
 func TestWriteOptionChecks(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "t.tar"), plainTar(t, "a/x", "one"), 0o644)

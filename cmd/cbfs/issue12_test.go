@@ -57,6 +57,7 @@ func sameFiles(t *testing.T, a, b string) {
 // one path each; deletions match in canonical form; a deletion of a path
 // the index does not hold is said.
 func TestIssue12PathAliases(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "src", "data", "f1"), []byte("one"), 0o644)
@@ -122,6 +123,7 @@ func TestIssue12PathAliases(t *testing.T) {
 // Scenario 2: eight writers at once, each waiting for the others; none
 // loses an update, and the index equals a rebuild byte for byte.
 func TestIssue12ConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "arch"), 0o755)
@@ -169,6 +171,7 @@ func TestIssue12ConcurrentWriters(t *testing.T) {
 // A writer waits for the lock and says so after a second; with
 // --lock-timeout 0 it fails at once, before writing anything.
 func TestIssue12LockWait(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "t.tar"), plainTar(t, "f", "x"), 0o644)
@@ -200,6 +203,7 @@ func TestIssue12LockWait(t *testing.T) {
 
 // Scenario 3: a rebuild writes only a whole index.
 func TestIssue12RebuildWholeOnly(t *testing.T) {
+	t.Parallel()
 	key, other := newKey(t), newKey(t)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "arch"), 0o755)
@@ -232,6 +236,7 @@ func TestIssue12RebuildWholeOnly(t *testing.T) {
 // Scenario 5: verify --index over a subset of the archives: the entries
 // of the others are not checked, not damaged.
 func TestIssue12VerifySubset(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "arch"), 0o755)
@@ -248,6 +253,7 @@ func TestIssue12VerifySubset(t *testing.T) {
 // Scenario 6: an index kept beside the archives is recognised and
 // skipped; verify INDEX checks it and says it is an index.
 func TestIssue12IndexBesideArchives(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "arch"), 0o755)
@@ -288,6 +294,7 @@ func TestIssue12IndexBesideArchives(t *testing.T) {
 // Scenario 7: a lost index is rebuilt, never restarted; an older copy is
 // noticed by verify --index; an archive name is bound to its id.
 func TestIssue12LostIndex(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "arch"), 0o755)
@@ -350,6 +357,7 @@ func TestIssue12LostIndex(t *testing.T) {
 // An archive written whose index update fails says so, with the exact
 // command that adds it once the cause is fixed.
 func TestIssue12RepairCommand(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "x"), 0o755)

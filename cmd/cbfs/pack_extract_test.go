@@ -51,6 +51,7 @@ func treeFiles(t *testing.T, root string) []string {
 }
 
 func TestPackExtractCommands(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir, root := packSource(t)
 	arch := filepath.Join(t.TempDir(), "proj.cbfs")
@@ -130,6 +131,7 @@ func TestPackExtractCommands(t *testing.T) {
 // --salvage; with it, every member before the cut is extracted whole, and
 // the status is 3 all the same.
 func TestExtractSalvage(t *testing.T) {
+	t.Parallel()
 	key := newKey(t)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "tree")
@@ -182,6 +184,7 @@ func TestExtractSalvage(t *testing.T) {
 // TestExtractCommandUnsafe: hostile members are named, the rest is
 // extracted, and the exit status is 1; a damaged member makes it 3.
 func TestExtractCommandUnsafe(t *testing.T) {
+	t.Parallel()
 	keyPath := newKey(t)
 	k, _, err := keys.ReadFile(keyPath)
 	if err != nil {
@@ -253,6 +256,7 @@ func TestExtractCommandUnsafe(t *testing.T) {
 // TestPackCommandUnreadable: a file pack cannot read is named, the archive
 // is still written, and the exit status is 1.
 func TestPackCommandUnreadable(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() == 0 {
 		t.Skip("root reads every file")
 	}

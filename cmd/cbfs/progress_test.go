@@ -11,6 +11,7 @@ import (
 // Progress goes to standard error only when asked for, or when it is a
 // terminal (never in these tests): a pipe or a log stays clean.
 func TestProgress(t *testing.T) {
+	t.Parallel()
 	_, tarPath := sourceTar(t)
 	key := newKey(t)
 	dir := t.TempDir()

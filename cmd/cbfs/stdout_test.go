@@ -14,6 +14,7 @@ import (
 // (status 1, a message naming standard output or the write) when the
 // write fails, as on a full disk: /dev/full.
 func TestStdoutFull(t *testing.T) {
+	t.Parallel()
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full here")
 	}
@@ -78,6 +79,7 @@ func TestStdoutFull(t *testing.T) {
 // removes the file it was writing (and any temporary file of
 // --overwrite); what was complete stays, as with tar.
 func TestInterruptedExtractLeavesNoPartialFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	src := filepath.Join(dir, "src")

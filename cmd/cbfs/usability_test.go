@@ -19,6 +19,7 @@ import (
 // their first bytes, says so, and the archive exports the decompressed
 // tar byte for byte.
 func TestImportCompressed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	_, in := sourceTar(t)
@@ -56,6 +57,7 @@ func TestImportCompressed(t *testing.T) {
 // TestImportNotTarHint: input that is some other archive is refused as
 // bad input with a hint that says what it looks like.
 func TestImportNotTarHint(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	for name, head := range map[string]string{
@@ -97,6 +99,7 @@ func openPTY(t *testing.T) *os.File {
 // TestTerminalInputRefused: no command waits for an archive typed at a
 // terminal; each refuses at once, as GNU tar does.
 func TestTerminalInputRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	tty := openPTY(t)
@@ -139,6 +142,7 @@ func gnuTar(t *testing.T, hdrs ...*tar.Header) []byte {
 // continuation) is named, and the status is 1, not 0; ls shows its size
 // as tar does.
 func TestExtractNotExtractedIsStatus1(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	b := gnuTar(t, &tar.Header{Name: "f", Typeflag: tar.TypeReg, Size: 3, Mode: 0o644},
@@ -159,6 +163,7 @@ func TestExtractNotExtractedIsStatus1(t *testing.T) {
 // TestKeygenRefusesStdout: a key is never written to standard output,
 // nor to a file named "-".
 func TestKeygenRefusesStdout(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := cbfs(t, dir, "keygen", "-o", "-")
 	if r.code != exitUsage || len(r.stdout) != 0 {
@@ -172,6 +177,7 @@ func TestKeygenRefusesStdout(t *testing.T) {
 // TestExportChecksEndFirst: an archive file cut short is refused before
 // export writes anything, to standard output or a file.
 func TestExportChecksEndFirst(t *testing.T) {
+	t.Parallel()
 	im := importSource(t)
 	cut := im.arc[:len(im.arc)/2/512*512]
 	writeFile(t, filepath.Join(im.dir, "cut.cbfs"), cut, 0o644)
@@ -193,6 +199,7 @@ func TestExportChecksEndFirst(t *testing.T) {
 // TestVersionAndMan: --version names the formats read and written and
 // the Go version; gen-man writes a page per command; completion works.
 func TestVersionAndMan(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	out := string(mustRun(t, dir, "--version").stdout)
 	for _, want := range []string{"cbfs ", "commit ", "built with go", "archive format: writes v1.0, reads v1.x", "index format: writes v1."} {
@@ -216,6 +223,7 @@ func TestVersionAndMan(t *testing.T) {
 // error when the archive goes to standard output); ls PATH lists only
 // those paths and what is under them.
 func TestVerboseAndLsPaths(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	b := gnuTar(t, &tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
@@ -252,6 +260,7 @@ func TestVerboseAndLsPaths(t *testing.T) {
 
 // TestWording: the messages a user sees speak of the tool, not of Go.
 func TestWording(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	b := gnuTar(t, &tar.Header{Name: "f", Typeflag: tar.TypeReg, Size: 1, Mode: 0o644})
@@ -314,6 +323,7 @@ func TestWording(t *testing.T) {
 // supersedes "x/a" for cat and the index, and extract writes it too (its
 // leading '/' removed, as GNU tar does), with or without a PATH.
 func TestExtractAbsoluteNameIsTheCurrentCopy(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	key := newKey(t)
 	var buf bytes.Buffer

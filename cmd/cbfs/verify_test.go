@@ -10,6 +10,7 @@ import (
 // accidental damage was ruled out, and the sequence number read without
 // the key is marked as unauthenticated; with the key both are facts.
 func TestVerifyKeylessSaysWhatItProves(t *testing.T) {
+	t.Parallel()
 	im := importSource(t)
 	r := mustRun(t, im.dir, "verify", "a.cbfs")
 	if !strings.Contains(string(r.stdout), "no accidental damage found (without the key a deliberate change is not detectable)") {
