@@ -8,7 +8,7 @@
 #
 # Sets: 40x2500 and 1000x1000 (archives x members, 100-byte files, every
 # path distinct: live entries = archives x members). They are generated
-# once by the Go generator in convert/index_bench_test.go into
+# once by the Go generator in repo/index_bench_test.go into
 # $CBFS_BENCH_INDEX_DIR (default: a temporary directory, removed at the
 # end; the 1000x1000 set takes about 2.4 GB). Every timing is the best of
 # $RUNS runs (default 3) with the files in the page cache.
@@ -56,7 +56,7 @@ for set in "${sets[@]}"; do
   if [ ! -f "$dir/done" ]; then
     echo "bench-index: generating $set in $dir ..." >&2
     CBFS_BENCH_DIR="$dir" CBFS_BENCH_SET="$set" CBFS_BENCH_KEY="$key" \
-      go test -count=1 -run '^TestGenerateIndexBenchSet$' ./convert >/dev/null
+      go test -count=1 -run '^TestGenerateIndexBenchSet$' ./repo >/dev/null
     touch "$dir/done"
   fi
   archives=${set%x*}
