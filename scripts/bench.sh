@@ -77,7 +77,7 @@ if [[ $skip != *" lz4 "* ]]; then
   # The block encoder every chunk goes through, against pierrec/lz4's, on
   # the Go tree cut into 64 KiB chunks (Go benchmark; MB/s of input).
   printf '\n### LZ4 block encoders (Go benchmark, the Go tree in 64 KiB chunks)\n\n| encoder | MB/s, 3 runs |\n|---|---|\n' | tee -a "$results"
-  go test -run '^$' -bench 'GoTree' -benchtime 5x -count 3 ./format/lz4enc |
+  go test -run '^$' -bench 'GoTree' -benchtime 5x -count 3 ./internal/lz4enc |
     awk '/^Benchmark/ { n = $1; sub(/^BenchmarkGoTree\//, "", n); sub(/-[0-9]+$/, "", n); v[n] = v[n] " " $(NF-1) }
          END { for (k in v) printf "| %s |%s |\n", k, v[k] }' | sort | tee -a "$results"
 fi
