@@ -187,7 +187,7 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	R := int64(a.Header.RecordSize)
 	records := (int64(f.StreamLength) + R - 1) / R
 	last := int64(f.StreamLength) - (records-1)*R
-	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+padLen(last) != off || uint64(records+1) != recNum {
+	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+PadLen(last) != off || uint64(records+1) != recNum {
 		return nil, newErr(ClassFooter, off, -1, "footer's stream length does not match the archive's layout")
 	}
 	if unit := summaryFrameLen(int64(a.Header.ChunkSize)) + FrameHeaderSize; f.SummaryLength == 0 || f.SummaryLength%uint64(unit) != 0 {

@@ -83,7 +83,7 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 	if size < FrameHeaderSize+10 || size > BlockSize {
 		return nil, newErr(ClassHeader, BlockSize, -1, "header record of %d bytes", size)
 	}
-	body := make([]byte, size+padLen(size))
+	body := make([]byte, size+PadLen(size))
 	if err := pr.readRaw(body); err != nil {
 		return nil, err
 	}
@@ -160,7 +160,7 @@ func (pr *physReader) finishRecord() error {
 	if pr.cursize == 0 {
 		return nil
 	}
-	pad := make([]byte, padLen(pr.cursize))
+	pad := make([]byte, PadLen(pr.cursize))
 	if err := pr.readRaw(pad); err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	if size != FrameHeaderSize+FooterSize {
 		return nil, newErr(ClassFooter, off, -1, "footer record of %d bytes", size)
 	}
-	body := make([]byte, size+padLen(size))
+	body := make([]byte, size+PadLen(size))
 	if err := pr.readRaw(body); err != nil {
 		return nil, err
 	}

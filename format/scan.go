@@ -629,7 +629,7 @@ func (s *scanner) physPass() physResult {
 			res.err = err
 			return res
 		}
-		pad := padLen(size)
+		pad := PadLen(size)
 		padStart := pos
 		if err := hashRange(pad); err != nil {
 			res.err = err

@@ -188,4 +188,6 @@ func parseOuterHeader(b *Block, id [crypt.IDSize]byte, n uint64) (int64, error) 
 	return size, nil
 }
 
-func padLen(n int64) int64 { return (BlockSize - n%BlockSize) % BlockSize }
+// PadLen is the zero padding that follows n bytes of a tar member's
+// data, to a whole block.
+func PadLen(n int64) int64 { return (BlockSize - n%BlockSize) % BlockSize }

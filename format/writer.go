@@ -543,7 +543,7 @@ func (w *Writer) Close() error {
 	f.MAC = w.keys.MAC(f.encodeNoMAC())
 	footer := frame.Append(nil, KindFooter, FlagFinal, f.Encode())
 	tail := append(outerHeader(rw.id, rw.next, int64(len(footer)))[:], footer...)
-	tail = append(tail, make([]byte, padLen(int64(len(footer)))+2*BlockSize)...)
+	tail = append(tail, make([]byte, PadLen(int64(len(footer)))+2*BlockSize)...)
 	if _, err := w.out.Write(tail); err != nil {
 		w.setErr(err)
 	}
@@ -650,7 +650,7 @@ func (rw *recordWriter) writeRecord(body []byte) {
 	h := outerHeader(rw.id, rw.next, int64(len(body)))
 	rw.next++
 	b := append(h[:], body...)
-	rw.send(append(b, zeroBlock[:padLen(int64(len(body)))]...))
+	rw.send(append(b, zeroBlock[:PadLen(int64(len(body)))]...))
 }
 
 // sealRecord finishes the record in rw.buf: its header in front, padding
@@ -663,7 +663,7 @@ func (rw *recordWriter) sealRecord() {
 	h := outerHeader(rw.id, rw.next, n)
 	rw.next++
 	copy(rw.buf, h[:])
-	rw.buf = append(rw.buf, zeroBlock[:padLen(n)]...)
+	rw.buf = append(rw.buf, zeroBlock[:PadLen(n)]...)
 	rw.send(rw.buf)
 	rw.buf = rw.free.get()[:BlockSize]
 }

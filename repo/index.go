@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -356,18 +357,9 @@ func MergeAll(parts []*index.Index) (*index.Index, []index.Copy, error) {
 		return nil, nil, err
 	}
 	slices.SortFunc(copies, func(a, b index.Copy) int {
-		return cmpOr(bytes.Compare(a.ID[:], b.ID[:]), strings.Compare(a.Names[0], b.Names[0]), strings.Compare(a.Names[1], b.Names[1]))
+		return cmp.Or(bytes.Compare(a.ID[:], b.ID[:]), strings.Compare(a.Names[0], b.Names[0]), strings.Compare(a.Names[1], b.Names[1]))
 	})
 	return x, copies, nil
-}
-
-func cmpOr(cs ...int) int {
-	for _, c := range cs {
-		if c != 0 {
-			return c
-		}
-	}
-	return 0
 }
 
 // Location is one candidate of an index record with its archive.

@@ -48,7 +48,7 @@ func readPAXSparse(raw []byte) (sp *paxSparse, ok bool, err error) {
 			return nil, false, nil
 		}
 		body := raw[off : off+int(n)]
-		off += int(n + padLen(n))
+		off += int(n + format.PadLen(n))
 		if tf != 'x' {
 			continue
 		}
@@ -224,7 +224,7 @@ func readSparseMap1x0(br *bufio.Reader, size int64) ([]format.Extent, error) {
 		}
 		ext = append(ext, format.Extent{Offset: o, Length: l})
 	}
-	if _, err := br.Discard(int(padLen(read))); err != nil {
+	if _, err := br.Discard(int(format.PadLen(read))); err != nil {
 		return nil, errors.New("GNU sparse 1.0 map cut short")
 	}
 	return ext, checkExtents(ext, size)

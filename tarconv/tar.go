@@ -376,7 +376,7 @@ func synthHeader(m *format.Meta, name string, size int64, last []paxRec) ([]byte
 	out := make([]byte, 0, 2*format.BlockSize+pax.Len()+format.BlockSize)
 	out = append(out, xh[:]...)
 	out = append(out, pax.String()...)
-	out = append(out, make([]byte, padLen(int64(pax.Len())))...)
+	out = append(out, make([]byte, format.PadLen(int64(pax.Len())))...)
 	return append(out, hdr[:]...), nil
 }
 
@@ -403,7 +403,7 @@ func writeSynthesized(w io.Writer, m *format.Member, content io.Reader) error {
 	if n != size {
 		return plainTarErr(m, fmt.Errorf("content of %d bytes, its size field says %d", n, size))
 	}
-	return writeZeros(w, padLen(size))
+	return writeZeros(w, format.PadLen(size))
 }
 
 // plainTarErr classifies a member that has no plain tar form (a size that
@@ -440,7 +440,7 @@ func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
 		mp.WriteString(strconv.FormatInt(e.Offset, 10) + "\n" + strconv.FormatInt(e.Length, 10) + "\n")
 		data += e.Length
 	}
-	mp.Write(make([]byte, padLen(int64(mp.Len()))))
+	mp.Write(make([]byte, format.PadLen(int64(mp.Len()))))
 	size := int64(mp.Len()) + data
 	name := string(meta.Path)
 	// The sparse records come last: GNU tar applies records in order,
@@ -463,10 +463,8 @@ func writeSparse(w io.Writer, m *format.Member, content io.Reader) error {
 	if n != data {
 		return plainTarErr(m, fmt.Errorf("sparse content of %d bytes, its extents hold %d", n, data))
 	}
-	return writeZeros(w, padLen(size))
+	return writeZeros(w, format.PadLen(size))
 }
-
-func padLen(n int64) int64 { return (format.BlockSize - n%format.BlockSize) % format.BlockSize }
 
 // ustarBlock starts a POSIX ustar header block.
 func ustarBlock(typeflag byte) *format.Block {

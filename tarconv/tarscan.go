@@ -185,7 +185,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			if tf == 'x' {
 				limit = maxPAXSize
 			}
-			padded := size + padLen(size)
+			padded := size + format.PadLen(size)
 			switch {
 			case size > limit:
 				return nil, s.refuse(hoff, padded, pax, longName, fmt.Sprintf("%q header of %d bytes over the %d-byte cap", tf, size, limit))

@@ -12,6 +12,7 @@ import (
 	"runtime"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/frame"
 	"github.com/cbfs/cbfs/tarconv"
 )
 
@@ -295,7 +296,7 @@ func (h *holeWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		k := min(len(p), int(holeBlock-h.pos%holeBlock))
 		chunk := p[:k]
-		if !(k == holeBlock && allZeros(chunk)) {
+		if !(k == holeBlock && frame.AllZero(chunk)) {
 			if err := pwriteFd(h.fd, chunk, h.pos); err != nil {
 				h.err = err
 				return 0, err
@@ -305,19 +306,6 @@ func (h *holeWriter) Write(p []byte) (int, error) {
 		p = p[k:]
 	}
 	return n, nil
-}
-
-// zeroBlock is what a hole reads as, one holeBlock at a time.
-var zeroBlock [holeBlock]byte
-
-func allZeros(b []byte) bool {
-	for len(b) >= holeBlock {
-		if !bytes.Equal(b[:holeBlock], zeroBlock[:]) {
-			return false
-		}
-		b = b[holeBlock:]
-	}
-	return bytes.Equal(b, zeroBlock[:len(b)])
 }
 
 // extentWriter writes the concatenated data extents of a sparse member at
