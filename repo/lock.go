@@ -97,6 +97,7 @@ type IndexUpdate struct {
 // OpenIndexUpdate takes the lock of the index at path (waiting as opt
 // says) and reads the index under it.
 func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
+	path = ResolveIndexPath(path)
 	lock, err := lockIndex(path, opt)
 	if err != nil {
 		return nil, err
@@ -209,12 +210,13 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 // rebuild finds.
 func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	w := &indexWorker{}
-	add, _, scanned, err := w.index(store.File(archivePath), u.key)
+	src := store.File(archivePath)
+	add, _, scanned, err := w.index(src, u.key)
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", archivePath, err)
+		return nil, locErr(src, err)
 	}
 	if scanned != nil {
-		return nil, fmt.Errorf("archive %s: %w", archivePath, scanned.Err)
+		return nil, locErr(src, scanned.Err)
 	}
 	res, err := u.Add(add)
 	if res != nil {
@@ -268,6 +270,7 @@ type IndexLock struct {
 // LockIndexFile takes the lock of the index at path, for a tool that
 // replaces the file whole and does not read it.
 func LockIndexFile(path string, opt IndexOptions) (*IndexLock, error) {
+	path = ResolveIndexPath(path)
 	f, err := lockIndex(path, opt)
 	if err != nil {
 		return nil, err
@@ -285,3 +288,29 @@ func (l *IndexLock) Unchanged() error { return l.u.unchanged() }
 
 // Unlock releases the lock.
 func (l *IndexLock) Unlock() { l.u.Close() }
+
+// Path is the index file the lock is for, symlinks resolved: where the
+// new index goes.
+func (l *IndexLock) Path() string { return l.u.Path }
+
+// ResolveIndexPath follows symlinks to the index file itself: the lock
+// beside it and the rename into place must be those of the real file, or
+// a writer using the link and one using the file would not exclude each
+// other, and the rename would replace the link. A link to a file not yet
+// there resolves to where it points.
+func ResolveIndexPath(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	for range 40 { // a chain of links to a file that does not exist yet
+		target, err := os.Readlink(path)
+		if err != nil {
+			return path
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return path
+}

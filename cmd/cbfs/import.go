@@ -123,6 +123,9 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	if o.out == "" || o.out == "-" {
 		return wo, usageError{errors.New("--index needs -o FILE: the index records the archive's file name")}
 	}
+	if st, err := os.Stat(o.out); err == nil && !st.Mode().IsRegular() {
+		return wo, usageError{fmt.Errorf("--index needs -o to name a file: %s is not one, and the index records the archive's file name", o.out)}
+	}
 	if o.lockWait < 0 {
 		return wo, usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
 	}
@@ -242,13 +245,19 @@ func (o *writeOptions) updateIndex(key *crypt.Key) error {
 		return nil
 	}
 	defer o.unlock()
-	return o.addArchive(key)
+	return o.addArchive(key, true)
 }
 
 // addArchive adds the archive o.out to the index held in o.update and
-// reports what the index says about it.
-func (o *writeOptions) addArchive(key *crypt.Key) error {
+// reports what the index says about it. written says this command has
+// just written the archive (pack, import), not been given it (index add).
+func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 	res, err := o.update.AddArchiveFile(o.out)
+	if err != nil && !written {
+		// The archive's own fault (unreadable, another key, not an
+		// archive) keeps its status; the index is unchanged.
+		return &exitError{err: fmt.Errorf("not added to the index %s (unchanged): %w", o.index, err)}
+	}
 	if err != nil {
 		return &exitError{code: exitFailure, err: fmt.Errorf("the archive %s is complete, but the index %s was not updated: %w", o.out, o.index, err),
 			hint: "the old index is unchanged; once the cause is fixed, add the archive to it with: " + repairCommand(o, key)}

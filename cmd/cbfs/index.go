@@ -104,7 +104,11 @@ func lockOutput(o *indexBuildOptions) (*repo.IndexLock, error) {
 // createIndexOutput opens the output of rebuild or merge, checked under
 // its lock before the rename.
 func createIndexOutput(o *indexBuildOptions, l *repo.IndexLock) (*output, error) {
-	out, err := createOutput(o.cmd.Context(), o.out, o.force, true)
+	path := o.out
+	if l != nil {
+		path = l.Path() // through a symlink: the file it points to
+	}
+	out, err := createOutput(o.cmd.Context(), path, o.force, true)
 	if err == nil && l != nil && out.file != nil {
 		out.file.BeforeRename = l.Unchanged
 	}
@@ -209,7 +213,9 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
 	// an archive that could not be read could bring back what that
 	// archive superseded or deleted.
-	written := res.Archives > 0 && (len(res.Unreadable) == 0 || o.partial)
+	// A shard with no archive at all (more shards than archives) writes
+	// an empty part, so that the merge of every part still works.
+	written := (res.Archives > 0 || len(res.Unreadable) == 0) && (len(res.Unreadable) == 0 || o.partial)
 	if written {
 		if err := res.Index.Encode(out, key); err != nil {
 			out.abort()
@@ -740,7 +746,7 @@ could not be updated (the old one is unchanged); 3, 4, 5 as for reading.`,
 			defer o.unlock()
 			for _, a := range args[1:] {
 				o.out = a
-				if err := o.addArchive(key); err != nil {
+				if err := o.addArchive(key, false); err != nil {
 					return err
 				}
 			}
