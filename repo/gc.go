@@ -206,16 +206,18 @@ func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 // hiddenIn names a given archive older than the tombstone's that holds
 // path, or "".
 func hiddenIn(given map[string]*GivenArchive, ts index.Archive, path []byte) string {
-	var names []string
+	// A rebuild without the tombstone serves the path from the highest
+	// sequence below it (the first name of that sequence, when several).
+	best, bestSeq := "", uint64(0)
 	for name, g := range given {
-		if g.ID != ts.ID && g.Seq < ts.Seq && g.Paths[string(path)] {
-			names = append(names, name)
+		if g.ID == ts.ID || g.Seq >= ts.Seq || !g.Paths[string(path)] {
+			continue
+		}
+		if best == "" || g.Seq > bestSeq || g.Seq == bestSeq && name < best {
+			best, bestSeq = name, g.Seq
 		}
 	}
-	if len(names) == 0 {
-		return ""
-	}
-	return slices.Min(names)
+	return best
 }
 
 // GCResult is one archive's usage, or why it could not be read.
