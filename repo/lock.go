@@ -44,7 +44,7 @@ func (e *LockBusyError) Error() string {
 	if e.Waited == 0 {
 		return fmt.Sprintf("index %s: another cbfs is updating it (%s is locked)", e.Index, e.Lock)
 	}
-	return fmt.Sprintf("index %s: another cbfs is still updating it after %s (%s is locked)", e.Index, e.Waited.Round(time.Second), e.Lock)
+	return fmt.Sprintf("index %s: another cbfs is still updating it after %s (%s is locked)", e.Index, e.Waited.Round(100*time.Millisecond), e.Lock)
 }
 
 // IndexReplacedError is returned when an index file changed while its

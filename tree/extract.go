@@ -147,7 +147,7 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 		if len(x.otherNames) == 8 {
 			names += ", ..."
 		}
-		x.report(Note, "", "%d extended attributes outside the user namespace (%s) were not restored: only root restores them", x.otherXattrs, names)
+		x.report(Note, "", "%d extended %s outside the user namespace (%s) not restored: only root restores them", x.otherXattrs, map[bool]string{true: "attribute was", false: "attributes were"}[x.otherXattrs == 1], names)
 	}
 	return x.stats, nil
 }

@@ -283,8 +283,8 @@ func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 		}
 		fmt.Fprintf(os.Stderr, "cbfs: conflict: %s: sequence %d in %s\n", quote(c.Path), c.Candidates[0].Archive.Seq, strings.Join(who, " and "))
 	}
-	return &exitError{code: exitConflict, err: fmt.Errorf("%d paths conflict with another archive of sequence %d; the index holds every candidate",
-		len(res.Conflicts), res.Conflicts[0].Candidates[0].Archive.Seq),
+	return &exitError{code: exitConflict, err: fmt.Errorf("%s with another archive of sequence %d; the index holds every candidate",
+		plural(len(res.Conflicts), "path conflicts", "paths conflict"), res.Conflicts[0].Candidates[0].Archive.Seq),
 		hint: "write the archive again with a higher --seq, or leave --seq to its default with --index"}
 }
 

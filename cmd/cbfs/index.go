@@ -426,8 +426,9 @@ func (r *indexReport) finish(asJSON bool) error {
 	}
 	r.Written = r.written
 	if !asJSON && r.written {
-		fmt.Fprintf(w, "cbfs: %s: %d live paths, %d tombstones, %d conflicts -> %s (%.2fs)\n",
-			plural(r.Archives, "archive", "archives"), r.Live, r.Tombstones, len(r.Conflicts), r.Index, r.Seconds)
+		fmt.Fprintf(w, "cbfs: %s: %s, %s, %s -> %s (%.2fs)\n",
+			plural(r.Archives, "archive", "archives"), plural(r.Live, "live path", "live paths"), plural(r.Tombstones, "tombstone", "tombstones"),
+			plural(len(r.Conflicts), "conflict", "conflicts"), r.Index, r.Seconds)
 	}
 	w.Flush()
 	if asJSON {
@@ -451,10 +452,10 @@ func (r *indexReport) finish(asJSON bool) error {
 		return &exitError{code: r.unreadCode, err: fmt.Errorf("%s could not be read and %d damaged: the partial index %s holds everything else",
 			plural(len(r.Unreadable), "archive", "archives"), len(r.Scanned), r.Index)}
 	case len(r.Scanned) > 0:
-		return &exitError{code: exitDamaged, err: fmt.Errorf("%d archives damaged (scanned member by member): the index %s holds every complete member",
-			len(r.Scanned), r.Index)}
+		return &exitError{code: exitDamaged, err: fmt.Errorf("%s damaged (scanned member by member): the index %s holds every complete member",
+			plural(len(r.Scanned), "archive", "archives"), r.Index)}
 	case len(r.Conflicts) > 0:
-		return &exitError{code: exitConflict, err: fmt.Errorf("%d conflicts: the index %s holds every candidate", len(r.Conflicts), r.Index),
+		return &exitError{code: exitConflict, err: fmt.Errorf("%s: the index %s holds every candidate", plural(len(r.Conflicts), "conflict", "conflicts"), r.Index),
 			hint: "give one of the archives a higher sequence number (--seq), or write an archive that settles the paths"}
 	}
 	return nil
@@ -508,8 +509,9 @@ func newIndexLsCmd() *cobra.Command {
 		Long: `ls prints one live path per line, sorted by path bytes, tab-separated: the
 path, the archive's file name, the physical offset of the member in the
 archive, the file's size and the archive's sequence number. Paths are
-escaped as 'cbfs ls' escapes them (backslash, control characters and bytes
-that are not UTF-8 as \NNN octal). Deleted paths (tombstones) are not listed.
+escaped as 'cbfs ls' and tar tv escape them: a backslash as \\, a newline,
+tab and the other C control characters as \n, \t, ..., other control bytes
+and bytes that are not UTF-8 as \NNN octal. Deleted paths (tombstones) are not listed.
 A conflicted path is listed once per live candidate, with a sixth column
 'conflict'. --json prints one JSON array with every field.`,
 		Example: `  cbfs index ls -k fs1.key fs1.idx
@@ -638,9 +640,9 @@ path is conflicted (and none deleted or unknown).`,
 			w.Flush()
 			switch {
 			case missing > 0:
-				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d paths are deleted or not in the index", missing, len(args)-1)}
+				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %s deleted or not in the index", missing, plural(len(args)-1, "path", "paths"))}
 			case conflicts > 0:
-				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %d paths are conflicted", conflicts, len(args)-1)}
+				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %s conflicted", conflicts, plural(len(args)-1, "path", "paths"))}
 			}
 			return nil
 		},

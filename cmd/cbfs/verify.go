@@ -204,7 +204,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			if len(indexProblems) == 0 {
 				fmt.Fprintf(w, "ok       %s: every entry checked points at an intact member%s\n", o.index, notChecked)
 			} else {
-				fmt.Fprintf(w, "DAMAGED  %s: %d entries point nowhere%s\n", o.index, len(indexProblems), notChecked)
+				fmt.Fprintf(w, "DAMAGED  %s: %s nowhere%s\n", o.index, plural(len(indexProblems), "entry points", "entries point"), notChecked)
 				for _, p := range indexProblems {
 					fmt.Fprintf(w, "  %q -> %s member %d: %s\n", p.Path, p.Archive, p.Member, p.What)
 				}
