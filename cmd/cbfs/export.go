@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 
@@ -17,8 +18,9 @@ func init() {
 func newExportCmd() *cobra.Command {
 	var keyPath, outPath string
 	var force, verbose bool
+	var to treeOptions
 	c := &cobra.Command{
-		Use:   "export -k KEY [-o OUT] [ARCHIVE|-]",
+		Use:   "export -k KEY [-o OUT] [ARCHIVE|-] | export -k KEY --index INDEX [-o OUT] ARCHIVES [PATH...]",
 		Short: "Convert a CBFS archive back into a plain tar",
 		Long: `export writes the plain tar a CBFS archive holds. An archive made by
 'cbfs import' gives back the imported tar byte for byte; members written by
@@ -30,14 +32,24 @@ is checked before the first byte is written: the footer, the summary and
 the layout they describe. A copy cut short or appended to is refused before
 'cbfs export ... | tar x' has extracted anything. From a pipe the archive is
 streamed, and such damage is found when its end is reached (status 3, after
-the output so far was written).`,
+the output so far was written).
+
+` + treeUse,
 		Example: `  cbfs export -k fs1.key -o backup.tar backup.cbfs
-  cbfs export -k fs1.key backup.cbfs | tar tvf -`,
-		Args: cobra.MaximumNArgs(1),
+  cbfs export -k fs1.key backup.cbfs | tar tvf -
+  cbfs export -k fs1.key --index fs1.index -o current.tar archives/
+  cbfs export -k fs1.key --index fs1.index archives/ srv/data | tar tvf -`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			if to.index == "" && len(args) > 1 {
+				return commandUsageError{fmt.Errorf("export: takes at most 1 argument without --index, got %d", len(args)), c.UseLine()}
+			}
 			key, err := loadKey(keyPath)
 			if err != nil {
 				return err
+			}
+			if to.index != "" {
+				return runExportTree(c, &to, key, outPath, force, verbose, args)
 			}
 			in, name, err := openInput(args)
 			if err != nil {
@@ -74,6 +86,7 @@ the output so far was written).`,
 	c.Flags().StringVarP(&outPath, "output", "o", "", "tar file to write (default standard output)")
 	c.Flags().BoolVar(&force, "force", false, "replace the output file if it exists")
 	verboseFlag(c, &verbose)
+	to.flags(c)
 	return c
 }
 
