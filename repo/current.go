@@ -156,9 +156,14 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 		byPos[ai] = ta
 		t.Archives = append(t.Archives, ta)
 	}
+	// Members are read in path order, which within one archive is mostly
+	// its own order: a cache of blocks, shared by every archive so that its
+	// memory does not grow with their number, turns the many small reads of
+	// each member into a few large ones.
+	cache := format.NewBlockCache(treeCacheBlocks)
 	err := parallel.Do(ctx, len(t.Archives), opt.Jobs, func(_ context.Context, i int) {
 		ta := t.Archives[i]
-		a, entries, closer, err := OpenSummary(ta.Source, opt.Keys...)
+		a, entries, closer, err := openSummaryVia(ta.Source, cache, opt.Keys...)
 		if err == nil && a.Header.ID != ta.Index.ID {
 			closer.Close()
 			err = &ObjectError{Where: ta.Source.Location(), Err: &ArchiveIDError{Name: ta.Index.Name, Got: a.Header.ID, Want: ta.Index.ID}}
@@ -255,6 +260,9 @@ func linksAfterTargets(ms []TreeMember) []TreeMember {
 	}
 	return out
 }
+
+// treeCacheBlocks is the size of the block cache of a tree, in MiB.
+const treeCacheBlocks = 4
 
 type memberRef struct {
 	a      *TreeArchive

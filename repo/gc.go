@@ -251,11 +251,20 @@ func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*cry
 // OpenSummary opens an archive and reads its summary; the returned
 // closer closes the object. Errors name the archive.
 func OpenSummary(src store.Source, keys ...*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	return openSummaryVia(src, nil, keys...)
+}
+
+// openSummaryVia is OpenSummary reading through cache, when not nil.
+func openSummaryVia(src store.Source, cache *format.BlockCache, keys ...*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
 	obj, err := src.Open()
 	if err != nil {
 		return nil, nil, nil, locErr(src, err)
 	}
-	a, err := format.OpenArchive(obj, keys...)
+	var from format.Source = obj
+	if cache != nil {
+		from = cache.Source(obj)
+	}
+	a, err := format.OpenArchive(from, keys...)
 	if err == nil {
 		var entries []format.Entry
 		if entries, err = a.Entries(); err == nil {

@@ -3,7 +3,7 @@
 # inputs. Prints a markdown table (wall seconds, peak RSS) to stdout and
 # keeps it in out/bench/results.md. Inputs are built under out/bench.
 #   BENCH_RUNS   runs per command, the median is reported (default 3)
-#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index
+#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index tree
 set -euo pipefail
 cbfs=$(realpath "${1:-bin/cbfs}")
 cd "$(dirname "$0")/.."
@@ -114,6 +114,11 @@ if [[ $skip != *" verify "* ]]; then
   measure "cbfs verify (keyless)" "$cbfs verify $out/g.cbfs"
   measure "cbfs verify (keyless), 4x archive" "$cbfs verify $out/g4.cbfs"
   printf '\nArchive sizes verified: %d and %d bytes.\n' "$(stat -c %s $out/g.cbfs)" "$(stat -c %s $out/g4.cbfs)" | tee -a "$results"
+fi
+
+if [[ $skip != *" tree "* ]]; then
+  header "the current tree through the index: export --index, extract --index"
+  source scripts/bench-tree.sh "$cbfs" "$out" "$out/fs.key" "$runs"
 fi
 
 if [[ $skip != *" index "* ]] && [ -x scripts/bench-index.sh ]; then
