@@ -139,7 +139,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	if key != nil {
 		keys = []*crypt.Key{key}
 	}
-	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: o.jobs, Paths: x != nil,
+	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: o.jobs, Members: x != nil, Paths: x != nil,
 		Done: func(i int) {
 			if p != nil {
 				p.n.Add(sizes[i])
