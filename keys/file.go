@@ -88,7 +88,6 @@ func readKeyBytes(path string) ([]byte, []Warning, error) {
 		return nil, nil, fmt.Errorf("key file %s: %w", path, unwrapPathErr(err))
 	}
 	if n != crypt.KeySize {
-		clear(buf)
 		size := int64(n)
 		if st.Mode().IsRegular() {
 			size = st.Size()
@@ -97,6 +96,7 @@ func readKeyBytes(path string) ([]byte, []Warning, error) {
 		// buffer may be the start of more.
 		more := !st.Mode().IsRegular() && n == len(buf)
 		nl := !more && n > crypt.KeySize && n <= crypt.KeySize+2 && size <= crypt.KeySize+2 && buf[n-1] == '\n'
+		clear(buf)
 		return nil, nil, &SizeError{Path: path, Size: size, TrailingNewline: nl, AtLeast: more}
 	}
 	var warns []Warning
