@@ -17,7 +17,8 @@ func init() {
 }
 
 func newExtractCmd() *cobra.Command {
-	var keyPath, dest string
+	var keyPath []string
+	var dest string
 	var noSameOwner, numericOwner, overwrite, salvage, noDevices, noSetID, verbose bool
 	c := &cobra.Command{
 		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...]",
@@ -68,7 +69,7 @@ without the summary.`,
   cbfs extract -k fs1.key --salvage -C /restore cut-short.cbfs`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
@@ -85,7 +86,7 @@ without the summary.`,
 			pr := startProgress("extract "+name, size)
 			defer pr.finish()
 			src := format.CachedSource(format.NewSource(pr.readerAt(f), size))
-			op, err := repo.OpenOrSalvage(src, salvage, key)
+			op, err := repo.OpenOrSalvage(src, salvage, keys...)
 			if err != nil && salvage {
 				return inputErr(name, err)
 			}
@@ -93,6 +94,7 @@ without the summary.`,
 				return damageHint(inputErr(name, err), "extract")
 			}
 			a, entries, salvaged := op.Archive, op.Entries, op.Salvaged
+			noteKey(args[0], a.Header, keys)
 			if salvaged {
 				if len(op.Problems) == 0 {
 					pr.say("cbfs: %s: %s\n", name, oneLine(op.OpenErr.Error()))
