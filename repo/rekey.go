@@ -40,10 +40,10 @@ type RekeyResult struct {
 	// Out is the new archive's path; empty when nothing was written.
 	Out string
 	// Old and New are the two archives' headers (archive ids, sequence).
-	Old, New          *format.Header
+	Old, New           *format.Header
 	OldKeyID, NewKeyID string
-	Members           uint64
-	Size              int64
+	Members            uint64
+	Size               int64
 	// Err says why the archive was not rewritten; nothing is left in
 	// OutDir then.
 	Err error
