@@ -103,12 +103,12 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	rw.writeRecord(frame.Append(nil, KindHeader, FlagFinal, nh.Encode()))
 
 	rk := &rekeyer{old: oldAK, new: newAK, cs: int64(hdr.ChunkSize)}
-	rk.bufs = newFreeList(FrameHeaderSize+int(summaryFrameLen(rk.cs)), (readDepth+2)*batchFrames+2)
+	rk.bufs = newFreeList(FrameHeaderSize+int(summaryFrameLen(rk.cs)), (rekeyDepth+2)*batchFrames+2)
 	n := opt.Workers
 	if n <= 0 {
 		n = workers()
 	}
-	pipe := newOrdered(func(b *rekeyBatch) { b.run(rk) }, n, readDepth)
+	pipe := newOrdered(func(b *rekeyBatch) { b.run(rk) }, n, rekeyDepth)
 	done := make(chan error, 1)
 	go func() { done <- rk.assemble(pipe, rw) }()
 	summaryOffset, members, err := rk.produce(pr, pipe)
@@ -323,3 +323,8 @@ func (rk *rekeyer) assemble(pipe *ordered[*rekeyBatch], rw *recordWriter) error 
 		}
 	}
 }
+
+// rekeyDepth is how many batches of frames may be in flight between
+// reading and writing: a batch is up to batchBytes, and opening and
+// sealing a frame costs little, so a few per core keep every core busy.
+const rekeyDepth = 8

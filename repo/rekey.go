@@ -141,14 +141,23 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 	return r
 }
 
-// verifyNew checks every byte of the new archive with the new key.
+// verifyNew checks every byte of the new archive with the new key, as a
+// keyed streaming read does: every seal, the metadata records, the LZ4
+// blocks, the summary against the members, the digest and the MACs.
 func verifyNew(f *os.File, size int64, key *crypt.Key) error {
-	rep, err := format.ScanArchive(format.NewSource(f, size), format.ScanOptions{Key: key, Content: true, Digest: true}, nil)
+	rd, err := format.NewReader(io.NewSectionReader(f, 0, size), key, format.ReaderOptions{})
 	if err != nil {
 		return err
 	}
-	if len(rep.Problems) > 0 {
-		return rep.Problems[0]
+	defer rd.Close()
+	for {
+		if _, err := rd.Next(); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, rd); err != nil {
+			return err
+		}
 	}
-	return nil
 }
