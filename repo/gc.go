@@ -25,6 +25,8 @@ type ArchiveUsage struct {
 	LiveMembers int    `json:"live_members"`
 	LiveBytes   int64  `json:"live_bytes"`
 	DeadBytes   int64  `json:"dead_bytes"`
+	// KeyID is the id of the key the archive is under (GC).
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // indexPos finds an archive in the index's table by file name and id.
@@ -244,6 +246,9 @@ func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*cry
 		}
 		defer closer.Close()
 		out[i].Usage = Usage(x, src.Location(), a, entries)
+		if k := a.Header.KeyOf(keys...); k != nil {
+			out[i].Usage.KeyID = k.ID()
+		}
 	})
 	return out, err
 }

@@ -395,14 +395,15 @@ func Conflicts(x *index.Index) []Conflict {
 	return out
 }
 
-// ReadIndexFile reads and opens an index file.
-func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
+// ReadIndexFile reads and opens an index file with the one of keys it was
+// sealed with.
+func ReadIndexFile(path string, keys ...*crypt.Key) (*index.Index, error) {
 	f, err := store.OpenRegular(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	x, err := index.Read(f, key)
+	x, err := index.Read(f, keys...)
 	if err != nil {
 		return nil, locErr(store.File(path), err)
 	}

@@ -79,6 +79,9 @@ type IndexOptions struct {
 	// Waiting, if set, is called once when the lock has not been had for
 	// LockWaitNotice.
 	Waiting func(lockPath string)
+	// ReadKeys are more keys the index may be sealed with (a key being
+	// rotated out); the update is sealed with OpenIndexUpdate's key.
+	ReadKeys []*crypt.Key
 }
 
 // IndexUpdate is one writer's hold on an index file: the lock, and the
@@ -116,7 +119,7 @@ func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdat
 		return nil, err
 	}
 	u.seen = st
-	if u.Index, err = ReadIndexFile(path, key); err != nil {
+	if u.Index, err = ReadIndexFile(path, append([]*crypt.Key{key}, opt.ReadKeys...)...); err != nil {
 		u.Close()
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}

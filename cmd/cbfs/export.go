@@ -16,7 +16,8 @@ func init() {
 }
 
 func newExportCmd() *cobra.Command {
-	var keyPath, outPath string
+	var keyPath []string
+	var outPath string
 	var force, verbose bool
 	var to treeOptions
 	c := &cobra.Command{
@@ -44,12 +45,12 @@ the output so far was written).
 			if to.index == "" && len(args) > 1 {
 				return commandUsageError{fmt.Errorf("export: takes at most 1 argument without --index, got %d", len(args)), c.UseLine()}
 			}
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
 			if to.index != "" {
-				return runExportTree(c, &to, key, outPath, force, verbose, args)
+				return runExportTree(c, &to, keys, outPath, force, verbose, args)
 			}
 			in, name, err := openInput(args)
 			if err != nil {
@@ -60,7 +61,7 @@ the output so far was written).
 			if f == nil && name == "standard input" {
 				f = os.Stdin
 			}
-			if err := checkEndFirst(f, key); err != nil {
+			if err := checkEndFirst(f, name, keys); err != nil {
 				return inputErr(name, err)
 			}
 			out, err := createOutput(c.Context(), outPath, force, true)
@@ -68,12 +69,12 @@ the output so far was written).
 				return err
 			}
 			p := startProgress("export "+name, inputSize(in))
-			var opt tarconv.ExportOptions
+			opt := tarconv.ExportOptions{Keys: keys[1:]}
 			if verbose {
 				list := memberLister(!isStdout(outPath), p)
 				opt.OnMember = func(m *format.Meta) { list(m.Path) }
 			}
-			err = tarconv.ExportTar(c.Context(), out, p.reader(in), key, opt)
+			err = tarconv.ExportTar(c.Context(), out, p.reader(in), keys[0], opt)
 			p.finish()
 			if err != nil {
 				out.abort()
@@ -94,7 +95,7 @@ the output so far was written).
 // regular file (read at offsets: the stream position does not move):
 // damage at the end is found before any output, at the cost of two small
 // reads.
-func checkEndFirst(f *os.File, key *crypt.Key) error {
+func checkEndFirst(f *os.File, name string, keys []*crypt.Key) error {
 	if f == nil {
 		return nil
 	}
@@ -106,8 +107,9 @@ func checkEndFirst(f *os.File, key *crypt.Key) error {
 	if err != nil {
 		return nil
 	}
-	a, err := format.OpenArchive(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), key)
+	a, err := format.OpenArchive(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), keys...)
 	if err == nil {
+		noteKey(name, a.Header, keys)
 		_, err = a.Entries()
 	}
 	return err

@@ -17,7 +17,8 @@ func init() {
 }
 
 func newExtractCmd() *cobra.Command {
-	var keyPath, dest string
+	var keyPath []string
+	var dest string
 	var noSameOwner, numericOwner, overwrite, salvage, noDevices, noSetID, verbose bool
 	var to treeOptions
 	c := &cobra.Command{
@@ -72,7 +73,7 @@ without the summary.`,
   cbfs extract -k fs1.key --index fs1.index -C /restore archives/ srv/data`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
@@ -92,7 +93,7 @@ without the summary.`,
 				if salvage {
 					return usageError{errors.New("--salvage reads one damaged archive; it does not go with --index")}
 				}
-				return runExtractTree(c, &to, key, dest, opt, args)
+				return runExtractTree(c, &to, keys, dest, opt, args)
 			}
 			name := displayName(args[0])
 			f, size, err := openArchiveFile(args[0])
@@ -107,7 +108,7 @@ without the summary.`,
 			pr := startProgress("extract "+name, size)
 			defer pr.finish()
 			src := format.CachedSource(format.NewSource(pr.readerAt(f), size))
-			op, err := repo.OpenOrSalvage(src, salvage, key)
+			op, err := repo.OpenOrSalvage(src, salvage, keys...)
 			if err != nil && salvage {
 				return inputErr(name, err)
 			}
@@ -115,6 +116,7 @@ without the summary.`,
 				return damageHint(inputErr(name, err), "extract")
 			}
 			a, entries, salvaged := op.Archive, op.Entries, op.Salvaged
+			noteKey(args[0], a.Header, keys)
 			if salvaged {
 				if len(op.Problems) == 0 {
 					pr.say("cbfs: %s: %s\n", name, oneLine(op.OpenErr.Error()))

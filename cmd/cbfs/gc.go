@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
@@ -15,7 +14,8 @@ import (
 func init() { register(newGCCmd) }
 
 func newGCCmd() *cobra.Command {
-	var keyPath, indexPath string
+	var keyPath []string
+	var indexPath string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "gc -k KEY --index INDEX [--json] ARCHIVE|DIR...",
@@ -36,11 +36,11 @@ is named on standard error. It changes nothing.`,
 			if indexPath == "" {
 				return usageError{fmt.Errorf("gc needs --index INDEX")}
 			}
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := repo.ReadIndexFile(indexPath, key)
+			x, err := repo.ReadIndexFile(indexPath, keys...)
 			if err != nil {
 				return inputErr(indexPath, err)
 			}
@@ -52,7 +52,7 @@ is named on standard error. It changes nothing.`,
 			for i, f := range files {
 				sources[i] = archiveSource(f)
 			}
-			found, err := repo.GC(c.Context(), x, sources, []*crypt.Key{key}, runtime.GOMAXPROCS(0))
+			found, err := repo.GC(c.Context(), x, sources, keys, runtime.GOMAXPROCS(0))
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,7 @@ func init() {
 
 // writeOptions are the flags of every command that writes an archive.
 type writeOptions struct {
-	keyPath    string
+	keyPath    []string
 	out        string
 	force      bool
 	compress   string
@@ -133,14 +133,14 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	// given or not: an index that cannot be updated is found now, not
 	// after the archive is complete, and no other writer can take the
 	// same sequence number or lose this update.
-	key, err := quietKey(o.keyPath)
+	keys, err := quietKeys(o.keyPath)
 	if err != nil {
 		return wo, err
 	}
 	if st, err := os.Stat(filepath.Dir(o.index)); err != nil || !st.IsDir() {
 		return wo, &exitError{code: exitFailure, err: fmt.Errorf("--index %s: its directory does not exist", o.index)}
 	}
-	u, err := openIndexUpdate(o.index, key, o.newIndex, o.lockWait)
+	u, err := openIndexUpdate(o.index, keys, o.newIndex, o.lockWait)
 	if err != nil {
 		return wo, err
 	}
@@ -199,8 +199,10 @@ func liveTree(x *index.Index, dir []byte) [][]byte {
 
 // openIndexUpdate locks and reads an index for an update, saying when it
 // waits for another writer.
-func openIndexUpdate(path string, key *crypt.Key, create bool, wait time.Duration) (*repo.IndexUpdate, error) {
-	u, err := repo.OpenIndexUpdate(path, key, repo.IndexOptions{Create: create, LockTimeout: wait, Waiting: func(lock string) {
+// openIndexUpdate locks and reads the index, which may be sealed with any
+// of keys; the update is sealed with the first.
+func openIndexUpdate(path string, keys []*crypt.Key, create bool, wait time.Duration) (*repo.IndexUpdate, error) {
+	u, err := repo.OpenIndexUpdate(path, keys[0], repo.IndexOptions{Create: create, LockTimeout: wait, ReadKeys: keys[1:], Waiting: func(lock string) {
 		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", path, lock, wait)
 	}})
 	var ne *repo.NoIndexError
@@ -225,17 +227,34 @@ func (o *writeOptions) unlock() {
 	}
 }
 
-// quietKey reads the key file as loadKey does, without printing its
-// warnings: the command prints them when it loads the key itself.
-func quietKey(path string) (*crypt.Key, error) {
-	if path == "" {
-		path = os.Getenv("CBFS_KEY_FILE")
+// quietKeys reads the keys as loadKeys does, without printing warnings
+// about key files: the command prints them when it loads the keys itself.
+func quietKeys(srcs []string) ([]*crypt.Key, error) {
+	if len(srcs) == 0 {
+		if env := os.Getenv("CBFS_KEY_FILE"); env != "" {
+			srcs = []string{env}
+		}
 	}
-	if path == "" {
-		return loadKey("") // the usage error, with its hint
+	var out []*crypt.Key
+	for _, src := range srcs {
+		if _, ok := keys.KeyringName(src); ok {
+			k, err := loadKeySource(src)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, k)
+			continue
+		}
+		k, _, err := keys.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
 	}
-	k, _, err := keys.ReadFile(path)
-	return k, err
+	if len(out) == 0 {
+		return loadKeys(nil) // the usage error, with its hint
+	}
+	return out, nil
 }
 
 // updateIndex adds the archive just committed to --index, if given, and
@@ -291,11 +310,14 @@ func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 // repairCommand is the command that adds the archive just written to
 // the index. It names the key file, never the key.
 func repairCommand(o *writeOptions, key *crypt.Key) string {
-	kp := o.keyPath
-	if kp == "" {
-		kp = os.Getenv("CBFS_KEY_FILE")
+	var ks []string
+	for _, kp := range o.keyPath {
+		ks = append(ks, "-k "+shellQuote(kp))
 	}
-	return fmt.Sprintf("cbfs index add -k %s %s %s", shellQuote(kp), shellQuote(o.index), shellQuote(o.out))
+	if len(ks) == 0 {
+		ks = append(ks, "-k "+shellQuote(os.Getenv("CBFS_KEY_FILE")))
+	}
+	return fmt.Sprintf("cbfs index add %s %s %s", strings.Join(ks, " "), shellQuote(o.index), shellQuote(o.out))
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

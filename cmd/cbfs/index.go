@@ -52,8 +52,8 @@ func indexInputErr(name string, err error) error {
 	return e
 }
 
-func readIndex(path string, key *crypt.Key) (*index.Index, error) {
-	x, err := repo.ReadIndexFile(path, key)
+func readIndex(path string, keys ...*crypt.Key) (*index.Index, error) {
+	x, err := repo.ReadIndexFile(path, keys...)
 	if err != nil {
 		return nil, indexInputErr(path, err)
 	}
@@ -61,7 +61,7 @@ func readIndex(path string, key *crypt.Key) (*index.Index, error) {
 }
 
 type indexBuildOptions struct {
-	keyPath  string
+	keyPath  []string
 	out      string
 	force    bool
 	json     bool
@@ -277,10 +277,11 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if err := needOutput(&o); err != nil {
 				return err
 			}
-			key, err := loadKey(o.keyPath)
+			keys, err := loadKeys(o.keyPath)
 			if err != nil {
 				return err
 			}
+			key := keys[0] // the merged index is sealed with the first key
 			start := time.Now()
 			// Locked before the parts are read: OUT may be one of them.
 			lock, err := lockOutput(&o)
@@ -294,7 +295,7 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			// Parts are read one by one for clear errors; MergeAll works
 			// in parallel.
 			for _, p := range args {
-				x, err := readIndex(p, key)
+				x, err := readIndex(p, keys...)
 				if err != nil {
 					return err
 				}
@@ -501,7 +502,7 @@ func indexLine(path []byte, l repo.Location, conflict bool) string {
 }
 
 func newIndexLsCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "ls -k KEY [--json] INDEX",
@@ -518,11 +519,11 @@ A conflicted path is listed once per live candidate, with a sixth column
   cbfs index ls -k fs1.key --json fs1.idx | jq -r '.[].path'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := readIndex(args[0], key)
+			x, err := readIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
@@ -560,7 +561,7 @@ A conflicted path is listed once per live candidate, with a sixth column
 }
 
 func newIndexLookupCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "lookup -k KEY [--json] INDEX PATH...",
@@ -579,11 +580,11 @@ path is conflicted (and none deleted or unknown).`,
 		Example: `  cbfs index lookup -k fs1.key fs1.idx home/ann/notes.txt`,
 		Args:    cobra.MinimumNArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := readIndex(args[0], key)
+			x, err := readIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
@@ -653,7 +654,7 @@ path is conflicted (and none deleted or unknown).`,
 }
 
 func newIndexDiffCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	c := &cobra.Command{
 		Use:   "diff -k KEY A B",
 		Short: "Compare two indexes",
@@ -666,15 +667,15 @@ it is not a file).`,
 		Example: `  cbfs index diff -k fs1.key kept.idx rebuilt.idx`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			a, err := readIndex(args[0], key)
+			a, err := readIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
-			b, err := readIndex(args[1], key)
+			b, err := readIndex(args[1], keys...)
 			if err != nil {
 				return err
 			}
@@ -737,12 +738,13 @@ could not be updated (the old one is unchanged); 3, 4, 5 as for reading.`,
 			if o.lockWait < 0 {
 				return usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
 			}
-			key, err := loadKey(o.keyPath)
+			keys, err := loadKeys(o.keyPath)
 			if err != nil {
 				return err
 			}
+			key := keys[0]
 			o.index = args[0]
-			if o.update, err = openIndexUpdate(o.index, key, o.newIndex, o.lockWait); err != nil {
+			if o.update, err = openIndexUpdate(o.index, keys, o.newIndex, o.lockWait); err != nil {
 				return err
 			}
 			defer o.unlock()

@@ -21,22 +21,23 @@ func init() {
 }
 
 // openArchive opens an archive file for random access.
-func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error) {
+func openArchive(path string, keys []*crypt.Key) (*format.Archive, *os.File, error) {
 	f, size, err := openArchiveFile(path)
 	if err != nil {
 		return nil, nil, inputErr(displayName(path), err)
 	}
-	a, err := format.OpenArchive(format.NewSource(f, size), key)
+	a, err := format.OpenArchive(format.NewSource(f, size), keys...)
 	if err != nil {
 		f.Close()
 		return nil, nil, inputErr(displayName(path), err)
 	}
+	noteKey(path, a.Header, keys)
 	return a, f, nil
 }
 
 // openSummary opens an archive file and reads its summary.
-func openSummary(path string, key *crypt.Key) (*format.Archive, []format.Entry, *os.File, error) {
-	a, f, err := openArchive(path, key)
+func openSummary(path string, keys []*crypt.Key) (*format.Archive, []format.Entry, *os.File, error) {
+	a, f, err := openArchive(path, keys)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -49,7 +50,7 @@ func openSummary(path string, key *crypt.Key) (*format.Archive, []format.Entry, 
 }
 
 func newLsCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "ls -k KEY [--json] ARCHIVE [PATH...]",
@@ -66,11 +67,11 @@ exit status is 1.`,
   cbfs ls -k fs1.key --json backup.cbfs | jq '.[].path'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) (err error) {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(args[0], key)
+			a, entries, f, err := openSummary(args[0], keys)
 			if err != nil {
 				return err
 			}

@@ -62,14 +62,14 @@ type treeSkipReport struct {
 // openTree reads the index and opens the tree over the archives in dir,
 // with PATH arguments selecting subtrees. Archives that cannot be opened
 // are named; without --partial that is the error.
-func openTree(ctx context.Context, o *treeOptions, key *crypt.Key, dir string, paths []string) (*repo.Tree, *treeReport, error) {
+func openTree(ctx context.Context, o *treeOptions, keys []*crypt.Key, dir string, paths []string) (*repo.Tree, *treeReport, error) {
 	if o.conflicts != "fail" && o.conflicts != "skip" {
 		return nil, nil, usageError{fmt.Errorf("--conflicts %q: want fail or skip", o.conflicts)}
 	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return nil, nil, usageError{fmt.Errorf("with --index, ARCHIVES is the directory that holds the archives: %s is not one", dir)}
 	}
-	x, err := repo.ReadIndexFile(o.index, key)
+	x, err := repo.ReadIndexFile(o.index, keys...)
 	if err != nil {
 		return nil, nil, inputErr(o.index, err)
 	}
@@ -78,7 +78,7 @@ func openTree(ctx context.Context, o *treeOptions, key *crypt.Key, dir string, p
 		sel = append(sel, []byte(p))
 	}
 	open := func(name string) store.Source { return store.File(filepath.Join(dir, name)) }
-	t, err := repo.OpenTree(ctx, x, open, repo.TreeOptions{Paths: sel, Keys: []*crypt.Key{key}, Jobs: 4})
+	t, err := repo.OpenTree(ctx, x, open, repo.TreeOptions{Paths: sel, Keys: keys, Jobs: 4})
 	if err != nil {
 		return nil, nil, usageError{err}
 	}
@@ -135,11 +135,11 @@ func finishTree(o *treeOptions, t *repo.Tree, rep *treeReport) error {
 }
 
 // runExportTree writes the current tree as one plain tar.
-func runExportTree(c *cobra.Command, o *treeOptions, key *crypt.Key, outPath string, force, verbose bool, args []string) error {
+func runExportTree(c *cobra.Command, o *treeOptions, keys []*crypt.Key, outPath string, force, verbose bool, args []string) error {
 	if len(args) == 0 {
 		return usageError{errors.New("export --index needs ARCHIVES, the directory that holds the archives")}
 	}
-	t, rep, err := openTree(c.Context(), o, key, args[0], args[1:])
+	t, rep, err := openTree(c.Context(), o, keys, args[0], args[1:])
 	if err != nil {
 		return err
 	}
@@ -221,11 +221,11 @@ only when its target in the output is the very member it linked to;
 otherwise it becomes a regular file with the content it had.`)
 
 // runExtractTree restores the current tree into dest.
-func runExtractTree(c *cobra.Command, o *treeOptions, key *crypt.Key, dest string, opt tree.ExtractOptions, args []string) error {
+func runExtractTree(c *cobra.Command, o *treeOptions, keys []*crypt.Key, dest string, opt tree.ExtractOptions, args []string) error {
 	if len(args) == 0 {
 		return usageError{errors.New("extract --index needs ARCHIVES, the directory that holds the archives")}
 	}
-	t, rep, err := openTree(c.Context(), o, key, args[0], args[1:])
+	t, rep, err := openTree(c.Context(), o, keys, args[0], args[1:])
 	if err != nil {
 		return err
 	}

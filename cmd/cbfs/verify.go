@@ -38,11 +38,14 @@ type verifyResult struct {
 	// what it holds.
 	IsIndex bool   `json:"is_index,omitempty"`
 	Note    string `json:"note,omitempty"`
-	code    int
-	id      [crypt.IDSize]byte
-	seq     uint64
-	intact  map[uint32]repo.IntactMember
-	paths   map[string]bool
+	// KeyID is the id of the key the archive was opened with.
+	KeyID  string `json:"key_id,omitempty"`
+	keys   int    // how many keys were given
+	code   int
+	id     [crypt.IDSize]byte
+	seq    uint64
+	intact map[uint32]repo.IntactMember
+	paths  map[string]bool
 }
 
 type verifyProblem struct {
@@ -54,7 +57,7 @@ type verifyProblem struct {
 }
 
 type verifyOptions struct {
-	keyPath string
+	keyPath []string
 	index   string
 	json    bool
 	jobs    int
@@ -96,7 +99,7 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error { return runVerify(c.Context(), &o, args) },
 	}
-	c.Flags().StringVarP(&o.keyPath, "key", "k", "", "key file (default $CBFS_KEY_FILE); without a key only keyless checks run")
+	c.Flags().StringArrayVarP(&o.keyPath, "key", "k", nil, keyFlagHelp+"; without a key only keyless checks run")
 	c.Flags().BoolVar(&o.json, "json", false, "print one JSON document with an \"archives\" array")
 	c.Flags().StringVar(&o.index, "index", "", "also check the master index INDEX against the archives (needs the key)")
 	c.Flags().IntVarP(&o.jobs, "jobs", "j", runtime.GOMAXPROCS(0), "archives checked at once")
@@ -104,10 +107,10 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 }
 
 func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
-	var key *crypt.Key
-	if o.keyPath != "" || os.Getenv("CBFS_KEY_FILE") != "" {
+	var keys []*crypt.Key
+	if keysGiven(o.keyPath) {
 		var err error
-		if key, err = loadKey(o.keyPath); err != nil {
+		if keys, err = loadKeys(o.keyPath); err != nil {
 			return err
 		}
 	}
@@ -117,10 +120,10 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	}
 	var x *index.Index
 	if o.index != "" {
-		if key == nil {
+		if keys == nil {
 			return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
 		}
-		if x, err = repo.ReadIndexFile(o.index, key); err != nil {
+		if x, err = repo.ReadIndexFile(o.index, keys...); err != nil {
 			return inputErr(o.index, err)
 		}
 	}
@@ -135,10 +138,6 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 		}
 	}
 	p := startProgress("verify "+plural(len(files), "archive", "archives"), total)
-	var keys []*crypt.Key
-	if key != nil {
-		keys = []*crypt.Key{key}
-	}
 	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: o.jobs, Members: x != nil, Paths: x != nil,
 		Done: func(i int) {
 			if p != nil {
@@ -152,6 +151,10 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	results := make([]verifyResult, len(found))
 	for i := range found {
 		results[i] = fromRepo(&found[i])
+		if found[i].Keyed && found[i].Status != repo.StatusWrongKey && !found[i].IsIndex {
+			results[i].KeyID = keyIDOf(found[i].Header, keys)
+		}
+		results[i].keys = len(keys)
 	}
 
 	var check repo.IndexCheck
@@ -349,7 +352,7 @@ func printVerify(w *bufio.Writer, r *verifyResult) {
 	switch r.Status {
 	case "ok":
 		if r.Keyed {
-			fmt.Fprintf(w, "ok       %s: %s intact and authentic (keyed)\n", r.Archive, plural(r.Members, "member", "members"))
+			fmt.Fprintf(w, "ok       %s: %s intact and authentic (keyed%s)\n", r.Archive, plural(r.Members, "member", "members"), keyNote(r))
 		} else {
 			fmt.Fprintf(w, "ok       %s: %s, %s\n", r.Archive, plural(r.Members, "member", "members"), keylessOK)
 		}
@@ -383,4 +386,13 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// keyNote names the key an archive was opened with, when several were
+// given.
+func keyNote(r *verifyResult) string {
+	if r.keys < 2 || r.KeyID == "" {
+		return ""
+	}
+	return ", key " + r.KeyID
 }
