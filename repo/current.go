@@ -68,6 +68,13 @@ type Tree struct {
 	Members  []TreeMember   // in path order: a directory before what it holds
 	Skipped  []TreeSkip
 	Missing  []*TreeArchive // archives needed and not opened (Err says why)
+	// Unmatched are the TreeOptions.Paths no live path is at or under.
+	Unmatched [][]byte
+	// Hidden are live paths of the index below a path whose current
+	// member is not a directory (a directory replaced by a file or a
+	// symlink): not part of the current tree, never written, since a tar
+	// would put them through that file or symlink.
+	Hidden []TreeSkip
 }
 
 // Close closes the archives.
@@ -88,7 +95,7 @@ type ArchiveIDError struct {
 }
 
 func (e *ArchiveIDError) Error() string {
-	return fmt.Sprintf("%s: archive id %x, but the index holds %x under this name: not the archive the index means", e.Name, e.Got, e.Want)
+	return fmt.Sprintf("archive id %x, but the index holds %x under the name %s: not the archive the index means", e.Got, e.Want, e.Name)
 }
 
 // OpenTree finds each live path of x (at or under opt.Paths), the
@@ -107,16 +114,18 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 		}
 		sel = append(sel, c)
 	}
+	matched := make([]bool, len(sel))
 	selected := func(p []byte) bool {
 		if len(sel) == 0 {
 			return true
 		}
-		for _, s := range sel {
+		hit := false
+		for k, s := range sel {
 			if len(s) == 0 || bytes.Equal(p, s) || len(p) > len(s) && bytes.HasPrefix(p, s) && p[len(s)] == '/' {
-				return true
+				matched[k], hit = true, true
 			}
 		}
-		return false
+		return hit
 	}
 	type pick struct {
 		path []byte
@@ -229,9 +238,43 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 		m.LinkAs = &pointed
 	}
 	t.Members = slices.DeleteFunc(t.Members, func(m TreeMember) bool { return m.Archive == nil })
+	t.Members, t.Hidden = dropHidden(t.Members)
 	t.Members = linksAfterTargets(t.Members)
+	for k, ok := range matched {
+		if !ok {
+			t.Unmatched = append(t.Unmatched, opt.Paths[k])
+		}
+	}
 	sort.SliceStable(t.Skipped, func(i, j int) bool { return bytes.Compare(t.Skipped[i].Path, t.Skipped[j].Path) < 0 })
 	return t, nil
+}
+
+// dropHidden leaves out the members below a member that is not a
+// directory (any ancestor: a tar would write them through it).
+func dropHidden(ms []TreeMember) (kept []TreeMember, hidden []TreeSkip) {
+	nondir := map[string]format.Type{}
+	for _, m := range ms {
+		if m.Entry.Meta.Type != format.TypeDir {
+			nondir[string(m.Path)] = m.Entry.Meta.Type
+		}
+	}
+	for _, m := range ms {
+		blocked := false
+		for i := range m.Path {
+			if m.Path[i] != '/' {
+				continue
+			}
+			if t, ok := nondir[string(m.Path[:i])]; ok {
+				hidden = append(hidden, TreeSkip{Path: m.Path, Why: fmt.Sprintf("below %q, which is now a %s, not a directory", m.Path[:i], t)})
+				blocked = true
+				break
+			}
+		}
+		if !blocked {
+			kept = append(kept, m)
+		}
+	}
+	return kept, hidden
 }
 
 // linksAfterTargets moves each hard link kept as a link to just after

@@ -279,11 +279,17 @@ func archiveSource(path string) store.Source {
 		return store.File(path)
 	}
 	return store.Source{Name: "-", Where: "standard input", Open: func() (store.Object, error) {
-		f, size, err := openArchiveFile("-")
+		if err := refuseTerminalInput(); err != nil {
+			return nil, err
+		}
+		st, err := os.Stdin.Stat()
 		if err != nil {
 			return nil, err
 		}
-		return stdinObject{f, size}, nil
+		if !st.Mode().IsRegular() {
+			return nil, &store.NotRegularError{Path: "standard input"}
+		}
+		return stdinObject{os.Stdin, st.Size()}, nil
 	}}
 }
 

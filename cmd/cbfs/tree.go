@@ -103,6 +103,13 @@ func openTree(ctx context.Context, o *treeOptions, keys []*crypt.Key, dir string
 
 // finishTree reports skipped paths and says the exit status.
 func finishTree(o *treeOptions, t *repo.Tree, rep *treeReport) error {
+	for _, h := range t.Hidden {
+		fmt.Fprintf(os.Stderr, "cbfs: note: %s: %s: not part of the current tree\n", quote(h.Path), h.Why)
+	}
+	for _, p := range t.Unmatched {
+		fmt.Fprintf(os.Stderr, "cbfs: %s: no live path of the index at or under it\n", quote(p))
+		rep.Skipped = append(rep.Skipped, treeSkipReport{Path: string(p), Why: "no live path of the index at or under it"})
+	}
 	conflicts := 0
 	for _, s := range t.Skipped {
 		fmt.Fprintf(os.Stderr, "cbfs: %s: %s; skipped\n", quote(s.Path), s.Why)
@@ -127,6 +134,9 @@ func finishTree(o *treeOptions, t *repo.Tree, rep *treeReport) error {
 	if conflicts > 0 && o.conflicts == "fail" {
 		return &exitError{code: exitConflict, err: fmt.Errorf("%s skipped: two archives of one sequence hold each (named above)", plural(conflicts, "conflicted path", "conflicted paths")),
 			hint: "--conflicts skip exits 0 for them; write an archive with a higher sequence that settles them"}
+	}
+	if len(t.Unmatched) > 0 {
+		return &exitError{code: exitFailure, err: fmt.Errorf("%d of the paths given not found in the index (named above)", len(t.Unmatched))}
 	}
 	if other := len(t.Skipped) - conflicts; other > 0 {
 		return &exitError{code: exitFailure, err: fmt.Errorf("%s skipped (named above)", plural(other, "path", "paths"))}

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -198,7 +199,7 @@ func TestExportIndexRefusals(t *testing.T) {
 	// Another archive of this key under that name.
 	os.Remove(filepath.Join(arch, "0002.cbfs"))
 	mustRun(t, dir, "import", "-k", key, "-o", "arch/0002.cbfs", "x.tar")
-	if r = export("arch"); r.code != exitFailure || !strings.Contains(string(r.stderr), "not the archive the index means") {
+	if r = export("arch"); r.code != exitDamaged || !strings.Contains(string(r.stderr), "not the archive the index means") {
 		t.Errorf("another archive under the name: %s", r)
 	}
 	noOutput("another archive")
@@ -223,5 +224,52 @@ func TestExportIndexRefusals(t *testing.T) {
 	}
 	if r = export("--conflicts", "skip", "arch"); r.code != 0 {
 		t.Errorf("--conflicts skip: %s", r)
+	}
+}
+
+// TestTreeHiddenAndUnmatched: paths below a directory later replaced by a
+// symlink are not part of the current tree (a tar would write them
+// through it); a PATH that matches nothing is named, status 1; verify of
+// an archive on a pipe is status 1, not 0; an index that is not one is
+// bad input (5).
+func TestTreeHiddenAndUnmatched(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	key := newKey(t)
+	for _, d := range []string{"ar", "v1/d/sub", "v1/d/other", "v2/d/other"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	writeFile(t, filepath.Join(dir, "v1/d/sub/f"), []byte("stale\n"), 0o644)
+	writeFile(t, filepath.Join(dir, "v1/d/other/f"), []byte("live\n"), 0o644)
+	writeFile(t, filepath.Join(dir, "v2/d/other/f"), []byte("live\n"), 0o644)
+	os.Symlink("other", filepath.Join(dir, "v2/d/sub"))
+	mustRun(t, dir, "pack", "-k", key, "--new-index", "--index", "i", "-o", "ar/1.cbfs", "v1/d")
+	mustRun(t, dir, "pack", "-k", key, "--index", "i", "-o", "ar/2.cbfs", "v2/d")
+	r := mustRun(t, dir, "export", "-k", key, "--index", "i", "-o", "cur.tar", "ar")
+	if !strings.Contains(string(r.stderr), `d/sub/f: below "d/sub", which is now a symlink`) {
+		t.Errorf("no note of the hidden path: %s", r.stderr)
+	}
+	if list := string(runTar(t, dir, "tf", "cur.tar")); strings.Contains(list, "d/sub/f") {
+		t.Errorf("the tar writes a path below a symlink:\n%s", list)
+	}
+	r = cbfs(t, dir, "export", "-k", key, "--index", "i", "ar", "d/typo")
+	if r.code != exitFailure || !strings.Contains(string(r.stderr), "d/typo: no live path of the index at or under it") {
+		t.Errorf("unmatched PATH: %s", r)
+	}
+	f, _ := os.Open(filepath.Join(dir, "ar/2.cbfs"))
+	defer f.Close()
+	cmd := exec.Command(cbfsBin, "verify", "-")
+	cmd.Dir = dir
+	pr, pw, _ := os.Pipe()
+	cmd.Stdin = pr
+	go func() { io.Copy(pw, f); pw.Close() }()
+	err := cmd.Run()
+	pr.Close()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitFailure {
+		t.Errorf("verify - of a pipe: %v, want exit 1", err)
+	}
+	writeFile(t, filepath.Join(dir, "notindex"), []byte("just some bytes, not an index"), 0o644)
+	if r = cbfs(t, dir, "export", "-k", key, "--index", "notindex", "ar"); r.code != exitBadInput {
+		t.Errorf("--index of a file that is not an index: %s", r)
 	}
 }

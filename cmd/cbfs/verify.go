@@ -233,7 +233,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 
 // worse orders exit statuses by what an operator must act on first.
 func worse(a, b int) int {
-	rank := map[int]int{exitOK: 0, exitBadInput: 1, exitFailure: 2, exitWrongKey: 3, exitDamaged: 4}
+	rank := map[int]int{exitOK: 0, exitBadInput: 1, exitFailure: 2, exitUsage: 2, exitWrongKey: 3, exitDamaged: 4}
 	if rank[b] > rank[a] {
 		return b
 	}
