@@ -195,4 +195,3 @@ func TestRebuildBoundedIdentical(t *testing.T) {
 		t.Errorf("subtree: %d records, want %d (%v)", got, wantN, it.Err())
 	}
 }
-

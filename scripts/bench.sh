@@ -117,6 +117,6 @@ if [[ $skip != *" verify "* ]]; then
 fi
 
 if [[ $skip != *" index "* ]] && [ -x scripts/bench-index.sh ]; then
-  header "index rebuild (issue 4)"
+  header "master index (issues 4, 14)"
   ./scripts/bench-index.sh "$cbfs" | tee -a "$results"
 fi
