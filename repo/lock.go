@@ -1,8 +1,10 @@
 package repo
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -85,31 +87,37 @@ type IndexOptions struct {
 }
 
 // IndexUpdate is one writer's hold on an index file: the lock, and the
-// index as read under it. Close releases the lock.
+// index as opened under it (its trailer and directory; blocks are read
+// as needed). Close releases the lock.
 type IndexUpdate struct {
 	Path string
-	// Index is the index as read under the lock; an empty one when the
-	// file did not exist (Created).
-	Index   *index.Index
-	Created bool
-	key     *crypt.Key
-	lock    *os.File
-	seen    os.FileInfo // the file as read; nil when it did not exist
+	// Index is the index as opened under the lock; nil when the file
+	// did not exist (Created).
+	Index    *index.Reader
+	Created  bool
+	key      *crypt.Key
+	readKeys []*crypt.Key // more keys the index may be sealed with
+	lock     *os.File
+	file     *os.File    // the open index file Index reads
+	seen     os.FileInfo // the file as read; nil when it did not exist
+	// Memory bounds the records of an archive added (DefaultMemory when
+	// 0).
+	Memory int
 }
 
 // OpenIndexUpdate takes the lock of the index at path (waiting as opt
-// says) and reads the index under it.
+// says) and opens the index under it.
 func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
 	path = ResolveIndexPath(path)
 	lock, err := lockIndex(path, opt)
 	if err != nil {
 		return nil, err
 	}
-	u := &IndexUpdate{Path: path, key: key, lock: lock}
+	u := &IndexUpdate{Path: path, key: key, readKeys: opt.ReadKeys, lock: lock}
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && opt.Create:
-		u.Index, u.Created = &index.Index{}, true
+		u.Created = true
 		return u, nil
 	case errors.Is(err, fs.ErrNotExist):
 		u.Close()
@@ -119,28 +127,90 @@ func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdat
 		return nil, err
 	}
 	u.seen = st
-	if u.Index, err = ReadIndexFile(path, append([]*crypt.Key{key}, opt.ReadKeys...)...); err != nil {
+	if err := u.open(); err != nil {
 		u.Close()
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	return u, nil
 }
 
+// open opens the index file for reading.
+func (u *IndexUpdate) open() error {
+	if u.file != nil {
+		u.file.Close()
+	}
+	x, f, err := OpenIndexFile(u.Path, append([]*crypt.Key{u.key}, u.readKeys...)...)
+	if err != nil {
+		return err
+	}
+	u.Index, u.file = x, f
+	return nil
+}
+
 // Close releases the lock.
 func (u *IndexUpdate) Close() {
+	if u.file != nil {
+		u.file.Close()
+		u.file = nil
+	}
 	if u.lock != nil {
 		u.lock.Close() // closing the descriptor releases the flock
 		u.lock = nil
 	}
 }
 
+// HighSeq is the highest sequence number the index has seen (0 for a new
+// index).
+func (u *IndexUpdate) HighSeq() uint64 {
+	if u.Index == nil {
+		return 0
+	}
+	return u.Index.HighSeq
+}
+
 // NextSeq is the default sequence number of a new archive: one more than
 // the highest the index has seen (1 for a new index).
 func (u *IndexUpdate) NextSeq() (uint64, error) {
-	if u.Index.HighSeq == ^uint64(0) {
+	if u.HighSeq() == ^uint64(0) {
 		return 0, fmt.Errorf("index %s: the highest sequence number is already 2^64-1", u.Path)
 	}
-	return u.Index.HighSeq + 1, nil
+	return u.HighSeq() + 1, nil
+}
+
+// Lookup finds path's record (reading one block).
+func (u *IndexUpdate) Lookup(path []byte) (*index.Record, bool, error) {
+	if u.Index == nil {
+		return nil, false, nil
+	}
+	return u.Index.Lookup(path)
+}
+
+// LiveTree lists dir and every live path below it: what --delete-tree
+// deletes. It reads only the blocks of that subtree.
+func (u *IndexUpdate) LiveTree(dir []byte) ([][]byte, error) {
+	if u.Index == nil {
+		return nil, nil
+	}
+	return LiveTree(u.Index, dir)
+}
+
+// LiveTree lists dir and every live path below it in the index.
+func LiveTree(x *index.Reader, dir []byte) ([][]byte, error) {
+	var out [][]byte
+	if rec, ok, err := x.Lookup(dir); err != nil {
+		return nil, err
+	} else if ok && rec.Live() {
+		out = append(out, bytes.Clone(dir))
+	}
+	// The paths below dir sort together, from "dir/" on.
+	prefix := append(bytes.Clone(dir), '/')
+	it := x.Records(prefix)
+	for it.Next() && bytes.HasPrefix(it.Path(), prefix) {
+		if it.Record().Live() {
+			out = append(out, bytes.Clone(it.Path()))
+		}
+	}
+	return out, it.Err()
 }
 
 // unchanged checks, before the new index is renamed into place, that the
@@ -158,74 +228,120 @@ func (u *IndexUpdate) unchanged() error {
 	return nil
 }
 
-// Write replaces the index file with x, atomically, if the file is still
-// the one read under the lock. The update keeps the lock.
-func (u *IndexUpdate) Write(x *index.Index) error {
+// replace writes the index that write produces in place of the file,
+// atomically, if the file is still the one read under the lock, and
+// opens it again. The update keeps the lock.
+func (u *IndexUpdate) replace(write func(io.Writer) error) error {
 	f, err := store.CreateAtomic(u.Path, true)
 	if err != nil {
 		return err
 	}
 	f.BeforeRename = u.unchanged
-	if err := x.Encode(f, u.key); err != nil {
+	if err := write(f); err != nil {
 		f.Abort()
 		return err
 	}
 	if err := f.Commit(); err != nil {
 		return err
 	}
-	u.Index, u.Created = x, false
+	u.Created = false
 	if u.seen, err = os.Stat(u.Path); err != nil {
 		u.seen = nil
 	}
-	return nil
+	return u.open()
 }
 
-// Add merges an archive's one-archive index into the index and writes it
-// (see Write).
-func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
-	id := add.Archives[0].ID
-	res := &AddResult{Created: u.Created}
-	x, copies, err := index.Merge(u.Index, add)
-	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", u.Path, err)
-	}
-	res.Copies = copies
-	for _, c := range Conflicts(x) {
-		for _, l := range c.Candidates {
+// Write replaces the index file with x (see replace).
+func (u *IndexUpdate) Write(x *index.Index) error {
+	return u.replace(func(w io.Writer) error { return x.Encode(w, u.key) })
+}
+
+// addResult fills an AddResult from what was written.
+func (u *IndexUpdate) addResult(c *index.CombineResult, id [crypt.IDSize]byte, created bool) *AddResult {
+	res := &AddResult{Created: created, Copies: sortCopies(c.Copies)}
+	for _, cf := range c.Conflicts {
+		locs := conflictLocations(c.Archives, cf)
+		for _, l := range locs {
 			if l.Archive.ID == id {
-				res.Conflicts = append(res.Conflicts, c)
+				res.Conflicts = append(res.Conflicts, Conflict{Path: cf.Path, Candidates: locs})
 				break
 			}
 		}
 	}
-	if err := u.Write(x); err != nil {
-		var re *IndexReplacedError
-		if errors.As(err, &re) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("index %s: %w", u.Path, err)
+	return res
+}
+
+// Add merges an archive's one-archive index into the index and writes it
+// (see replace): a streaming merge, one block of the old index at a time.
+func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
+	var b bytes.Buffer
+	if err := add.Encode(&b, u.key); err != nil {
+		return nil, err
 	}
-	return res, nil
+	ar, err := index.Open(bytes.NewReader(b.Bytes()), int64(b.Len()), u.key)
+	if err != nil {
+		return nil, err
+	}
+	created := u.Created
+	var c *index.CombineResult
+	err = u.replace(func(w io.Writer) error {
+		parts := []*index.Reader{ar}
+		if u.Index != nil {
+			parts = append(parts, u.Index)
+		}
+		var err error
+		c, err = index.MergeReaders(w, u.key, parts...)
+		return err
+	})
+	if err != nil {
+		return nil, u.wrapErr(err)
+	}
+	return u.addResult(c, add.Archives[0].ID, created), nil
+}
+
+func (u *IndexUpdate) wrapErr(err error) error {
+	var re *IndexReplacedError
+	if errors.As(err, &re) {
+		return err
+	}
+	return fmt.Errorf("index %s: %w", u.Path, err)
 }
 
 // AddArchiveFile adds the archive file at archivePath, read as a rebuild
 // reads it (footer and summary), so that what is added is exactly what a
-// rebuild finds.
+// rebuild finds. The archive's records are sorted in bounded memory and
+// merged with the index's as the new file is written: the old index is
+// read one block at a time, never held whole.
 func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
-	w := &indexWorker{}
+	mem := u.Memory
+	if mem <= 0 {
+		mem = DefaultMemory
+	}
+	sp := &index.Spiller{Budget: mem / 2, Dir: filepath.Dir(u.Path)}
+	defer sp.Close()
+	w := &indexWorker{sp: sp, limit: mem / 16}
 	src := store.File(archivePath)
-	add, _, scanned, err := w.index(src, u.key)
+	_, scanned, err := w.index(src, u.key)
 	if err != nil {
 		return nil, locErr(src, err)
 	}
 	if scanned != nil {
 		return nil, locErr(src, scanned.Err)
 	}
-	res, err := u.Add(add)
-	if res != nil {
-		res.Excluded = w.excluded
+	created := u.Created
+	var c *index.CombineResult
+	err = u.replace(func(out io.Writer) error {
+		var err error
+		c, err = sp.Combine(out, u.key, u.Index)
+		return err
+	})
+	if err != nil {
+		return nil, u.wrapErr(err)
 	}
-	return res, err
+	id := sp.Sources()[0].ID
+	res := u.addResult(c, id, created)
+	res.Excluded = w.excluded
+	return res, nil
 }
 
 // lockIndex takes the exclusive lock of the index at path.

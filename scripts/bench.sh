@@ -122,7 +122,7 @@ if [[ $skip != *" tree "* ]]; then
 fi
 
 if [[ $skip != *" index "* ]] && [ -x scripts/bench-index.sh ]; then
-  header "index rebuild (issue 4)"
+  header "master index (issues 4, 14)"
   ./scripts/bench-index.sh "$cbfs" | tee -a "$results"
 fi
 

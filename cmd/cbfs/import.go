@@ -151,16 +151,18 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	}
 	if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
 		wo.Sequence = next
-	} else if wo.Sequence < u.Index.HighSeq {
-		return wo, &exitError{code: exitUsage, err: fmt.Errorf("--seq %d: the index %s has seen sequence %d; an archive below it would lose to older ones", wo.Sequence, o.index, u.Index.HighSeq),
+	} else if wo.Sequence < u.HighSeq() {
+		return wo, &exitError{code: exitUsage, err: fmt.Errorf("--seq %d: the index %s has seen sequence %d; an archive below it would lose to older ones", wo.Sequence, o.index, u.HighSeq()),
 			hint: fmt.Sprintf("leave --seq out to take %d", next)}
 	}
 	// A deletion of a path the index does not hold deletes nothing: most
 	// likely a typo, said so that it is not silently a no-op.
 	for _, p := range wo.Tombstones {
-		if i, ok := u.Index.Find(p); !ok {
+		if rec, ok, err := u.Lookup(p); err != nil {
+			return wo, indexInputErr(o.index, err)
+		} else if !ok {
 			fmt.Fprintf(os.Stderr, "cbfs: --delete %s: not in the index %s: the tombstone deletes nothing\n", quote(p), o.index)
-		} else if !u.Index.Live(i) {
+		} else if !rec.Live() {
 			fmt.Fprintf(os.Stderr, "cbfs: --delete %s: already deleted in the index %s\n", quote(p), o.index)
 		}
 	}
@@ -169,32 +171,16 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		if err != nil {
 			return wo, usageError{fmt.Errorf("--delete-tree %s: %v", quote([]byte(d)), err)}
 		}
-		tree := liveTree(u.Index, dir)
+		tree, err := u.LiveTree(dir)
+		if err != nil {
+			return wo, indexInputErr(o.index, err)
+		}
 		if len(tree) == 0 {
 			fmt.Fprintf(os.Stderr, "cbfs: --delete-tree %s: the index %s holds no live path there\n", quote(dir), o.index)
 		}
 		wo.Tombstones = append(wo.Tombstones, tree...)
 	}
 	return wo, nil
-}
-
-// liveTree lists dir and every live path below it in the index: what
-// --delete-tree deletes.
-func liveTree(x *index.Index, dir []byte) [][]byte {
-	var out [][]byte
-	if i, ok := x.Find(dir); ok && x.Live(i) {
-		out = append(out, bytes.Clone(dir))
-	}
-	// The paths below dir sort together, from the first at or after
-	// "dir/" on, all with that prefix.
-	prefix := append(bytes.Clone(dir), '/')
-	j, _ := x.Find(prefix)
-	for ; j < x.Len() && bytes.HasPrefix(x.Path(j), prefix); j++ {
-		if x.Live(j) {
-			out = append(out, bytes.Clone(x.Path(j)))
-		}
-	}
-	return out
 }
 
 // openIndexUpdate locks and reads an index for an update, saying when it

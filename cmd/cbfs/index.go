@@ -2,12 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -67,6 +73,7 @@ type indexBuildOptions struct {
 	json     bool
 	shard    string
 	partial  bool
+	memory   string
 	lockWait time.Duration
 	cmd      *cobra.Command
 }
@@ -160,7 +167,37 @@ be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 	o.flags(c)
 	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N)")
 	c.Flags().BoolVar(&o.partial, "partial", false, "write the index even when some archives cannot be read (the exit status still says so)")
+	c.Flags().StringVar(&o.memory, "memory", "64MiB", "records held in memory before sorted runs spill to temporary files beside the output (such as 256MiB or 1GiB)")
 	return c
+}
+
+// parseSize reads a byte count with an optional K, M, G (or KiB, MiB,
+// GiB) suffix, powers of 1024.
+func parseSize(s string) (int, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mul := 1
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mul, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		mul, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mul, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 || n > (1<<40)/mul {
+		return 0, fmt.Errorf("--memory %q: want a size such as 64MiB", s)
+	}
+	return n * mul, nil
+}
+
+// limitMemory makes the garbage collector keep the heap near a budget
+// (unless GOMEMLIMIT says otherwise): the runs in memory and what is
+// being merged, with room for the rest of the program.
+func limitMemory(budget int) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(budget) + 24<<20)
+	}
 }
 
 func needOutput(o *indexBuildOptions) error {
@@ -193,6 +230,11 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
 	}
+	mem, err := parseSize(o.memory)
+	if err != nil {
+		return usageError{err}
+	}
+	limitMemory(mem)
 	lock, err := lockOutput(o)
 	if err != nil {
 		return err
@@ -205,22 +247,25 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := repo.Rebuild(o.cmd.Context(), srcs, key, shard)
-	if err != nil {
-		out.abort()
-		return &exitError{code: exitFailure, err: err}
+	tmp := ""
+	if o.out != "-" {
+		tmp = filepath.Dir(o.out)
 	}
 	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
 	// an archive that could not be read could bring back what that
 	// archive superseded or deleted.
 	// A shard with no archive at all (more shards than archives) writes
 	// an empty part, so that the merge of every part still works.
-	written := (res.Archives > 0 || len(res.Unreadable) == 0) && (len(res.Unreadable) == 0 || o.partial)
+	keep := func(res *repo.RebuildResult) bool {
+		return (res.Archives > 0 || len(res.Unreadable) == 0) && (len(res.Unreadable) == 0 || o.partial)
+	}
+	res, err := repo.RebuildTo(o.cmd.Context(), srcs, key, shard, repo.RebuildOptions{Memory: mem, TempDir: tmp, Keep: keep}, out)
+	if err != nil {
+		out.abort()
+		return &exitError{code: exitFailure, err: err}
+	}
+	written := keep(res)
 	if written {
-		if err := res.Index.Encode(out, key); err != nil {
-			out.abort()
-			return err
-		}
 		if err := out.commit(); err != nil {
 			return indexWriteErr(o.out, err)
 		}
@@ -231,7 +276,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if shard.N > 0 {
 		rep.Shard = shard.String()
 	}
-	rep.fill(res.Index, res.Copies)
+	rep.fill(res.Combined, res.Copies)
 	for _, s := range res.Scanned {
 		js := reportArchive{Archive: s.Name, Where: s.Where, Error: s.Err.Error(), Members: s.Members, Problems: []string{}}
 		for _, p := range s.Problems {
@@ -291,31 +336,33 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if lock != nil {
 				defer lock.Unlock()
 			}
-			parts := make([]*index.Index, 0, len(args))
-			// Parts are read one by one for clear errors; MergeAll works
-			// in parallel.
+			// Every part is opened (and its directory checked) before
+			// anything is written: a part that does not read is named
+			// with its own status.
 			for _, p := range args {
-				x, err := readIndex(p, keys...)
+				_, f, err := repo.OpenIndexFile(p, key)
 				if err != nil {
-					return err
+					return indexInputErr(p, err)
 				}
-				parts = append(parts, x)
-			}
-			x, copies, err := repo.MergeAll(parts)
-			if err != nil {
-				return &exitError{code: exitDamaged, err: err}
+				f.Close()
 			}
 			out, err := createIndexOutput(&o, lock)
 			if err != nil {
 				return err
 			}
-			if err := x.Encode(out, key); err != nil {
+			x, err := repo.MergeIndexFilesTo(o.cmd.Context(), args, key, out)
+			if err != nil {
 				out.abort()
-				return err
+				var ie *index.Error
+				if errors.As(err, &ie) || errors.Is(err, format.ErrWrongKey) {
+					return indexInputErr("index merge", err)
+				}
+				return &exitError{code: exitDamaged, err: err}
 			}
 			if err := out.commit(); err != nil {
 				return indexWriteErr(o.out, err)
 			}
+			copies := x.Copies
 			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds(), written: true}
 			for _, a := range x.Archives {
 				rep.Members += int64(a.Members)
@@ -377,11 +424,11 @@ type reportCopy struct {
 	Names [2]string `json:"names"`
 }
 
-func (r *indexReport) fill(x *index.Index, copies []index.Copy) {
-	st := x.Stats()
+func (r *indexReport) fill(c *index.CombineResult, copies []index.Copy) {
+	st := c.Stats
 	r.Records, r.Live, r.Tombstones = st.Records, st.Live, st.Tombstones
 	r.Conflicts, r.Scanned, r.Unreadable, r.Copies, r.Excluded = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}, []reportExcluded{}
-	for _, c := range repo.Conflicts(x) {
+	for _, c := range repo.CombinedConflicts(c) {
 		rc := reportConflict{Path: string(c.Path)}
 		if !utf8.Valid(c.Path) {
 			rc.PathBase64 = base64.StdEncoding.EncodeToString(c.Path)
@@ -501,11 +548,51 @@ func indexLine(path []byte, l repo.Location, conflict bool) string {
 	return s
 }
 
+// openIndex opens an index file for lookups (trailer and directory
+// read and checked; blocks read as needed).
+func openIndex(path string, keys ...*crypt.Key) (*index.Reader, func(), error) {
+	x, f, err := repo.OpenIndexFile(path, keys...)
+	if err != nil {
+		return nil, nil, indexInputErr(path, err)
+	}
+	return x, func() { f.Close() }, nil
+}
+
+// jsonArray writes a JSON array one element at a time, as printJSON
+// would write it whole.
+type jsonArray struct {
+	w *bufio.Writer
+	n int
+}
+
+func (a *jsonArray) add(v any) error {
+	b, err := json.MarshalIndent(v, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	if a.n == 0 {
+		a.w.WriteString("[\n  ")
+	} else {
+		a.w.WriteString(",\n  ")
+	}
+	a.n++
+	_, err = a.w.Write(b)
+	return err
+}
+
+func (a *jsonArray) close() {
+	if a.n == 0 {
+		a.w.WriteString("[]\n")
+		return
+	}
+	a.w.WriteString("\n]\n")
+}
+
 func newIndexLsCmd() *cobra.Command {
 	var keyPath []string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "ls -k KEY [--json] INDEX",
+		Use:   "ls -k KEY [--json] INDEX [PATH]",
 		Short: "List the live paths of an index",
 		Long: `ls prints one live path per line, sorted by path bytes, tab-separated: the
 path, the archive's file name, the physical offset of the member in the
@@ -514,43 +601,81 @@ escaped as 'cbfs ls' and tar tv escape them: a backslash as \\, a newline,
 tab and the other C control characters as \n, \t, ..., other control bytes
 and bytes that are not UTF-8 as \NNN octal. Deleted paths (tombstones) are not listed.
 A conflicted path is listed once per live candidate, with a sixth column
-'conflict'. --json prints one JSON array with every field.`,
+'conflict'. --json prints one JSON array with every field.
+
+With PATH, only PATH and the paths below it are listed, and only the blocks
+of the index that hold them are read. The listing streams: the index is
+read one block at a time, whatever its size.`,
 		Example: `  cbfs index ls -k fs1.key fs1.idx
+  cbfs index ls -k fs1.key fs1.idx home/ann
   cbfs index ls -k fs1.key --json fs1.idx | jq -r '.[].path'`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(c *cobra.Command, args []string) error {
 			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := readIndex(args[0], keys...)
+			x, done, err := openIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
+			defer done()
 			w := bufio.NewWriterSize(stdout, 1<<20)
 			defer w.Flush()
-			var js []indexEntryJSON
-			for i := 0; i < x.Len(); i++ {
-				conflict := x.Conflicted(i)
-				for _, l := range repo.Locate(x, i) {
-					if l.Type == format.TypeTombstone {
+			js := &jsonArray{w: w}
+			emit := func(rec *index.Record) error {
+				conflict := rec.Conflicted()
+				for _, e := range rec.Entries {
+					if e.Type == format.TypeTombstone {
 						continue
 					}
+					l := repo.Location{Archive: x.Archives[e.Archive], Entry: e}
 					if asJSON {
-						j := entryJSON(x.Path(i), l, false)
+						j := entryJSON(rec.Path, l, false)
 						j.Conflict = conflict
-						js = append(js, j)
+						if err := js.add(j); err != nil {
+							return err
+						}
 						continue
 					}
-					w.WriteString(indexLine(x.Path(i), l, conflict))
+					w.WriteString(indexLine(rec.Path, l, conflict))
 					w.WriteByte('\n')
 				}
+				return nil
+			}
+			var it *index.Iter
+			var prefix []byte
+			if len(args) == 2 {
+				dir, err := index.CanonicalPath([]byte(args[1]))
+				if err != nil {
+					return usageError{fmt.Errorf("%s: not a path the index can hold: %v", quote([]byte(args[1])), err)}
+				}
+				if rec, ok, err := x.Lookup(dir); err != nil {
+					return indexInputErr(args[0], err)
+				} else if ok {
+					if err := emit(rec); err != nil {
+						return err
+					}
+				}
+				prefix = append(dir, '/')
+				it = x.Records(prefix)
+			} else {
+				it = x.Records(nil)
+			}
+			for it.Next() {
+				if prefix != nil && !bytes.HasPrefix(it.Path(), prefix) {
+					break
+				}
+				if err := emit(it.Record()); err != nil {
+					return err
+				}
+			}
+			if err := it.Err(); err != nil {
+				w.Flush()
+				return indexInputErr(args[0], err)
 			}
 			if asJSON {
-				if js == nil {
-					js = []indexEntryJSON{}
-				}
-				return printJSON(w, js)
+				js.close()
 			}
 			return nil
 		},
@@ -560,11 +685,35 @@ A conflicted path is listed once per live candidate, with a sixth column
 	return c
 }
 
+// readPathList reads one path per line (a trailing CR dropped, empty
+// lines skipped).
+func readPathList(name string) ([]string, error) {
+	var r io.Reader = os.Stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), format.MaxPathLen+2)
+	for sc.Scan() {
+		if l := strings.TrimSuffix(sc.Text(), "\r"); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}
+
 func newIndexLookupCmd() *cobra.Command {
 	var keyPath []string
+	var from string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "lookup -k KEY [--json] INDEX PATH...",
+		Use:   "lookup -k KEY [--json] INDEX [--from FILE] [PATH...]",
 		Short: "Say which archive and offset hold each path",
 		Long: `lookup prints, for each PATH, one tab-separated line: the archive's file
 name, the archive's id (the name alone does not prove which archive a file
@@ -573,50 +722,88 @@ member's physical offset in it, the file's size, the archive's sequence
 number, and the path. A deleted path prints 'deleted in ARCHIVE (id ID) seq
 N' and the path; a path the index does not know is reported on standard
 error. A conflicted path prints a line per candidate. PATH is looked up in
-its canonical form: "./a/b", "/a/b" and "a//b/" are "a/b".
+its canonical form: "./a/b", "/a/b" and "a//b/" are "a/b". --from FILE
+takes more paths, one per line ('-' for standard input).
+
+lookup reads the index's trailer and directory, then only the blocks that
+may hold the paths, each once however many paths it holds.
 
 Exit status: 0 every path is live; 1 some path is deleted or unknown; 6 some
 path is conflicted (and none deleted or unknown).`,
-		Example: `  cbfs index lookup -k fs1.key fs1.idx home/ann/notes.txt`,
-		Args:    cobra.MinimumNArgs(2),
+		Example: `  cbfs index lookup -k fs1.key fs1.idx home/ann/notes.txt
+  cbfs index lookup -k fs1.key fs1.idx --from paths.txt`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			names := args[1:]
+			if from != "" {
+				more, err := readPathList(from)
+				if err != nil {
+					return &exitError{code: exitFailure, err: fmt.Errorf("--from %s: %w", from, err)}
+				}
+				names = append(slices.Clone(names), more...)
+			}
+			if len(names) == 0 {
+				return usageError{errors.New("give a PATH to look up, or --from FILE")}
+			}
 			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := readIndex(args[0], keys...)
+			x, done, err := openIndex(args[0], keys...)
 			if err != nil {
 				return err
+			}
+			defer done()
+			// Looked up by their canonical forms, the form the index
+			// keys on; said as the index holds them.
+			paths := make([][]byte, len(names))
+			bad := make([]error, len(names))
+			for i, n := range names {
+				paths[i], bad[i] = index.CanonicalPath([]byte(n))
+			}
+			found := make([]*index.Record, len(names))
+			var ok [][]byte
+			var at []int
+			for i := range paths {
+				if bad[i] == nil {
+					ok, at = append(ok, paths[i]), append(at, i)
+				}
+			}
+			err = x.LookupMany(ok, func(i int, rec *index.Record) error {
+				found[at[i]] = &index.Record{Path: bytes.Clone(rec.Path), Entries: slices.Clone(rec.Entries)}
+				return nil
+			})
+			if err != nil {
+				return indexInputErr(args[0], err)
 			}
 			w := bufio.NewWriter(stdout)
 			defer w.Flush()
 			var js []indexEntryJSON
 			missing, conflicts := 0, 0
-			for _, arg := range args[1:] {
-				// Looked up by its canonical form, the form the index
-				// keys on; said as the index holds it.
-				p, err := index.CanonicalPath([]byte(arg))
-				if err != nil {
+			for i, n := range names {
+				p := paths[i]
+				if bad[i] != nil {
 					missing++
 					w.Flush()
-					fmt.Fprintf(os.Stderr, "cbfs: %s: not a path the index can hold: %v\n", quote([]byte(arg)), err)
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not a path the index can hold: %v\n", quote([]byte(n)), bad[i])
 					continue
 				}
-				i, ok := x.Find(p)
-				if !ok {
+				rec := found[i]
+				if rec == nil {
 					missing++
 					w.Flush()
-					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index\n", quote([]byte(p)))
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index\n", quote(p))
 					continue
 				}
-				conflict := x.Conflicted(i)
+				conflict := rec.Conflicted()
 				if conflict {
 					conflicts++
 				}
-				if !x.Live(i) {
+				if !rec.Live() {
 					missing++
 				}
-				for _, l := range repo.Locate(x, i) {
+				for _, e := range rec.Entries {
+					l := repo.Location{Archive: x.Archives[e.Archive], Entry: e}
 					if asJSON {
 						j := entryJSON(p, l, false)
 						j.Conflict = conflict
@@ -641,15 +828,16 @@ path is conflicted (and none deleted or unknown).`,
 			w.Flush()
 			switch {
 			case missing > 0:
-				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %s deleted or not in the index", missing, plural(len(args)-1, "path", "paths"))}
+				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d paths are deleted or not in the index", missing, len(names))}
 			case conflicts > 0:
-				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %s conflicted", conflicts, plural(len(args)-1, "path", "paths"))}
+				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %d paths are conflicted", conflicts, len(names))}
 			}
 			return nil
 		},
 	}
 	keyFlag(c, &keyPath)
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array (deleted paths have type \"tombstone\")")
+	c.Flags().StringVar(&from, "from", "", "also look up the paths in FILE, one per line (- for standard input)")
 	return c
 }
 
@@ -663,7 +851,7 @@ exits 0 when they are equal. Otherwise it lists the differences and exits 1:
 'archive - ...' and 'archive + ...' for an archive only in A or only in B
 (both for one that differs), '- PATH ...' and '+ PATH ...' for a path's
 record in A and in B (path, archive, offset, size, seq, then the type when
-it is not a file).`,
+it is not a file). Both indexes are read one block at a time, side by side.`,
 		Example: `  cbfs index diff -k fs1.key kept.idx rebuilt.idx`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -671,20 +859,21 @@ it is not a file).`,
 			if err != nil {
 				return err
 			}
-			a, err := readIndex(args[0], keys...)
+			a, doneA, err := openIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
-			b, err := readIndex(args[1], keys...)
+			defer doneA()
+			b, doneB, err := openIndex(args[1], keys...)
 			if err != nil {
 				return err
 			}
-			d := repo.DiffIndex(a, b)
-			if len(d) == 0 {
-				return nil
-			}
+			defer doneB()
 			w := bufio.NewWriter(stdout)
-			for _, e := range d {
+			defer w.Flush()
+			n := 0
+			err = repo.DiffReaders(a, b, func(e repo.IndexDiff) error {
+				n++
 				if !e.IsRecord {
 					if e.ArchA != nil {
 						fmt.Fprintf(w, "archive - %s\n", archiveLine(e.ArchA))
@@ -692,13 +881,21 @@ it is not a file).`,
 					if e.ArchB != nil {
 						fmt.Fprintf(w, "archive + %s\n", archiveLine(e.ArchB))
 					}
-					continue
+					return nil
 				}
 				diffSide(w, "-", e.Path, e.A)
 				diffSide(w, "+", e.Path, e.B)
+				return nil
+			})
+			if err != nil {
+				w.Flush()
+				return indexInputErr(args[0]+" or "+args[1], err)
+			}
+			if n == 0 {
+				return nil
 			}
 			w.Flush()
-			return &exitError{code: exitFailure, err: fmt.Errorf("%s and %s differ: %d differences", args[0], args[1], len(d))}
+			return &exitError{code: exitFailure, err: fmt.Errorf("%s and %s differ: %d differences", args[0], args[1], n)}
 		},
 	}
 	keyFlag(c, &keyPath)
