@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // AtomicFile is an output that appears under its name only once it is
@@ -37,8 +38,18 @@ type AtomicFile struct {
 	stop func() bool     // stops AbortOn's callback
 }
 
-// interrupted counts the outputs aborted by a cancelled context.
-var interrupted atomic.Int64
+// interrupted counts the outputs aborted by a cancelled context; armed
+// those under AbortOn not yet committed or aborted.
+var interrupted, armed atomic.Int64
+
+// WaitOutputs waits, up to timeout, until every output under AbortOn is
+// committed or aborted: a process exiting on a signal calls it so that
+// the aborts its cancellation started have removed their files.
+func WaitOutputs(timeout time.Duration) {
+	for end := time.Now().Add(timeout); armed.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+}
 
 // Interrupted says how many outputs the cancellation of their context
 // aborted: what a command stopped by a signal reports.
@@ -81,6 +92,7 @@ func (f *AtomicFile) AbortOn(ctx context.Context) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ctx = ctx
+	armed.Add(1)
 	f.stop = context.AfterFunc(ctx, func() {
 		if f.abort() {
 			interrupted.Add(1)
@@ -120,6 +132,9 @@ func (f *AtomicFile) Commit() error {
 		return fmt.Errorf("%s: %w", f.path, context.Cause(f.ctx))
 	}
 	f.done = true
+	if f.stop != nil {
+		defer armed.Add(-1)
+	}
 	tmp := f.Name()
 	if f.replace {
 		err = os.Rename(tmp, f.path)
@@ -157,6 +172,7 @@ func (f *AtomicFile) abort() bool {
 	f.done = true
 	if f.stop != nil {
 		f.stop()
+		defer armed.Add(-1) // after the file is gone
 	}
 	f.Close()
 	return os.Remove(f.Name()) == nil

@@ -122,6 +122,8 @@ func cancelOnSignal() (context.Context, func() os.Signal) {
 // exitInterrupted exits with the status a shell gives a process killed by
 // the signal (128 + its number), saying what was removed.
 func exitInterrupted(s os.Signal) {
+	// The aborts the cancellation started run on goroutines of their own.
+	store.WaitOutputs(time.Second)
 	msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
 	if n := store.Interrupted(); n > 0 {
 		msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
