@@ -118,6 +118,11 @@ func TestInterruptedExtractLeavesNoPartialFile(t *testing.T) {
 		}
 		cmd.Process.Signal(syscall.SIGINT)
 		err := cmd.Wait()
+		if err == nil {
+			// Done before the signal came: a loaded machine's scheduling,
+			// not a failure; nothing was interrupted to check.
+			t.Skipf("overwrite %v: extract finished before the signal", overwrite)
+		}
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
 			t.Fatalf("overwrite %v: %v, want exit 130", overwrite, err)
 		}
