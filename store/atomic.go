@@ -93,11 +93,7 @@ func (f *AtomicFile) AbortOn(ctx context.Context) {
 	defer f.mu.Unlock()
 	f.ctx = ctx
 	armed.Add(1)
-	f.stop = context.AfterFunc(ctx, func() {
-		if f.abort() {
-			interrupted.Add(1)
-		}
-	})
+	f.stop = context.AfterFunc(ctx, func() { f.abort(true) })
 }
 
 // Commit syncs and closes the temporary file and puts it in place. On
@@ -155,11 +151,12 @@ func (f *AtomicFile) Commit() error {
 }
 
 // Abort closes and removes the temporary file.
-func (f *AtomicFile) Abort() { f.abort() }
+func (f *AtomicFile) Abort() { f.abort(false) }
 
 // abort says whether it removed the file (false: committed or aborted
-// already).
-func (f *AtomicFile) abort() bool {
+// already). One aborted once its context is cancelled counts as
+// interrupted, before WaitOutputs can see it done.
+func (f *AtomicFile) abort(byCancel bool) bool {
 	if f.direct {
 		f.Close()
 		return false
@@ -175,7 +172,13 @@ func (f *AtomicFile) abort() bool {
 		defer armed.Add(-1) // after the file is gone
 	}
 	f.Close()
-	return os.Remove(f.Name()) == nil
+	removed := os.Remove(f.Name()) == nil
+	// Aborted because the command's context was cancelled, by the
+	// callback or by the command that stopped on it first.
+	if removed && (byCancel || f.ctx != nil && f.ctx.Err() != nil) {
+		interrupted.Add(1)
+	}
+	return removed
 }
 
 // syncDir makes a rename or link in dir durable: without it, a crash can
