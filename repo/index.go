@@ -28,6 +28,12 @@ import (
 // result is sorted by name, then by where. indexes are the index files
 // found in the directories and skipped.
 func ArchiveSources(args []string) (srcs []store.Source, indexes []string, err error) {
+	return ArchiveSourcesContext(context.Background(), args)
+}
+
+// ArchiveSourcesContext is ArchiveSources where an argument may also be
+// an object-store URL (URLSources); ctx is that of the reads.
+func ArchiveSourcesContext(ctx context.Context, args []string) (srcs []store.Source, indexes []string, err error) {
 	var out []store.Source
 	seen := map[string]bool{}
 	add := func(p string) {
@@ -38,6 +44,19 @@ func ArchiveSources(args []string) (srcs []store.Source, indexes []string, err e
 		}
 	}
 	for _, arg := range args {
+		if store.IsURL(arg) {
+			us, err := URLSources(ctx, arg)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, s := range us {
+				if !seen[s.Where] {
+					seen[s.Where] = true
+					out = append(out, s)
+				}
+			}
+			continue
+		}
 		st, err := os.Stat(arg)
 		if err != nil {
 			return nil, nil, err
@@ -130,8 +149,18 @@ func sortSources(s []store.Source) {
 type Shard struct{ I, N int }
 
 // ParseShard parses "I/N" with 0 <= I < N.
+//
+// "env/N" takes I from the environment of a batch engine: the first set
+// of JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs),
+// AWS_BATCH_JOB_ARRAY_INDEX and SLURM_ARRAY_TASK_ID.
 func ParseShard(s string) (Shard, error) {
 	i, n, ok := strings.Cut(s, "/")
+	if i == "env" {
+		var err error
+		if i, err = shardFromEnv(); err != nil {
+			return Shard{}, err
+		}
+	}
 	I, err1 := strconv.Atoi(i)
 	N, err2 := strconv.Atoi(n)
 	if !ok || err1 != nil || err2 != nil || N < 1 || I < 0 || I >= N {
@@ -189,6 +218,12 @@ type RebuildResult struct {
 // scanned member by member. Archives are read in parallel (GOMAXPROCS at
 // a time) and merged; the result does not depend on their order.
 func Rebuild(ctx context.Context, sources []store.Source, key *crypt.Key, shard Shard) (*RebuildResult, error) {
+	return RebuildJobs(ctx, sources, key, shard, runtime.GOMAXPROCS(0))
+}
+
+// RebuildJobs is Rebuild reading jobs archives at a time: more than the
+// cores where each read waits on an object store.
+func RebuildJobs(ctx context.Context, sources []store.Source, key *crypt.Key, shard Shard, jobs int) (*RebuildResult, error) {
 	sources = slices.Clone(sources)
 	sortSources(sources)
 	if shard.N > 0 {
@@ -209,7 +244,7 @@ func Rebuild(ctx context.Context, sources []store.Source, key *crypt.Key, shard 
 	results := make([]result, len(sources))
 	// Each worker goroutine keeps its buffers from archive to archive.
 	workers := sync.Pool{New: func() any { return &indexWorker{} }}
-	err := parallel.Do(ctx, len(sources), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
+	err := parallel.Do(ctx, len(sources), max(jobs, 1), func(_ context.Context, i int) {
 		w := workers.Get().(*indexWorker)
 		defer workers.Put(w)
 		r := &results[i]
@@ -396,7 +431,13 @@ func Conflicts(x *index.Index) []Conflict {
 }
 
 // ReadIndexFile reads and opens an index file.
+//
+// path may be an object-store URL (s3://BUCKET/KEY).
 func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
+	if store.IsURL(path) {
+		x, _, err := readIndexURL(context.Background(), path, key)
+		return x, err
+	}
 	f, err := store.OpenRegular(path)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -92,11 +93,22 @@ type IndexUpdate struct {
 	key     *crypt.Key
 	lock    *os.File
 	seen    os.FileInfo // the file as read; nil when it did not exist
+	// remote is set for an index in an object store: updated by
+	// conditional writes, without a lock file.
+	remote *remoteIndex
 }
 
 // OpenIndexUpdate takes the lock of the index at path (waiting as opt
 // says) and reads the index under it.
+//
+// An index in an object store (s3://BUCKET/KEY) takes no lock: it is
+// read with its ETag and written conditionally on it (If-Match), and a
+// store that does not honour conditional writes is refused
+// (ErrNoConditionalWrites).
 func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
+	if store.IsURL(path) {
+		return openRemoteUpdate(context.Background(), path, key, opt)
+	}
 	lock, err := lockIndex(path, opt)
 	if err != nil {
 		return nil, err
@@ -157,6 +169,9 @@ func (u *IndexUpdate) unchanged() error {
 // Write replaces the index file with x, atomically, if the file is still
 // the one read under the lock. The update keeps the lock.
 func (u *IndexUpdate) Write(x *index.Index) error {
+	if u.remote != nil {
+		return u.writeRemote(x)
+	}
 	f, err := store.CreateAtomic(u.Path, true)
 	if err != nil {
 		return err
@@ -182,6 +197,18 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 	id := add.Archives[0].ID
 	res := &AddResult{Created: u.Created}
 	x, copies, err := index.Merge(u.Index, add)
+	// An index in an object store changed by another writer since it was
+	// read is read again and the archive merged into it again: neither
+	// update is lost.
+	for tries := 0; err == nil && u.remote != nil; tries++ {
+		if err = u.Write(x); err == nil || tries == 20 || !(errors.Is(err, store.ErrChanged) || errors.Is(err, fs.ErrExist)) {
+			break
+		}
+		if err = u.reread(true); err == nil {
+			res.Created = u.Created
+			x, copies, err = index.Merge(u.Index, add)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", u.Path, err)
 	}
@@ -194,7 +221,9 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 			}
 		}
 	}
-	if err := u.Write(x); err != nil {
+	if u.remote != nil {
+		// written above
+	} else if err := u.Write(x); err != nil {
 		var re *IndexReplacedError
 		if errors.As(err, &re) {
 			return nil, err
@@ -209,7 +238,7 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 // rebuild finds.
 func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	w := &indexWorker{}
-	add, _, scanned, err := w.index(store.File(archivePath), u.key)
+	add, _, scanned, err := w.index(sourceOf(context.Background(), archivePath), u.key)
 	if err != nil {
 		return nil, fmt.Errorf("archive %s: %w", archivePath, err)
 	}

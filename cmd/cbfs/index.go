@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -16,6 +17,7 @@ import (
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/repo"
+	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 )
 
@@ -67,6 +69,7 @@ type indexBuildOptions struct {
 	json     bool
 	shard    string
 	partial  bool
+	jobs     int
 	lockWait time.Duration
 	cmd      *cobra.Command
 }
@@ -83,7 +86,9 @@ func (o *indexBuildOptions) flags(c *cobra.Command) {
 // lockOutput takes the lock of an index file about to be replaced, so
 // that no update by a writer is lost under it; nil for standard output.
 func lockOutput(o *indexBuildOptions) (*repo.IndexLock, error) {
-	if o.out == "-" {
+	if o.out == "-" || store.IsURL(o.out) {
+		// An object store has no lock file: the object is written whole
+		// by one conditional write.
 		return nil, nil
 	}
 	if st, err := os.Stat(o.out); err == nil && !st.Mode().IsRegular() {
@@ -154,7 +159,8 @@ be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 		RunE: func(c *cobra.Command, args []string) error { return runIndexRebuild(&o, args) },
 	}
 	o.flags(c)
-	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N)")
+	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N); env/N takes I from\nJOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID;\n{shard} in -o is replaced by I")
+	jobsFlag(c, &o.jobs)
 	c.Flags().BoolVar(&o.partial, "partial", false, "write the index even when some archives cannot be read (the exit status still says so)")
 	return c
 }
@@ -179,12 +185,15 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		if shard, err = repo.ParseShard(o.shard); err != nil {
 			return usageError{err}
 		}
+		// Each shard writes a part of a fixed name: a worker run again
+		// writes the same part.
+		o.out = strings.ReplaceAll(o.out, "{shard}", strconv.Itoa(shard.I))
 	}
 	key, err := loadKey(o.keyPath)
 	if err != nil {
 		return err
 	}
-	srcs, indexes, err := repo.ArchiveSources(args)
+	srcs, indexes, err := repo.ArchiveSourcesContext(o.cmd.Context(), args)
 	noteIndexes(indexes)
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
@@ -201,11 +210,21 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := repo.Rebuild(o.cmd.Context(), srcs, key, shard)
+	res, err := repo.RebuildJobs(o.cmd.Context(), srcs, key, shard, jobsFor(o.jobs, anyURL(args...)))
 	if err != nil {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
 	}
+	// Master indexes under a prefix are skipped with a note, as in a DIR.
+	unread := res.Unreadable[:0]
+	for _, u := range res.Unreadable {
+		if isIndexObject(u.Err) {
+			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", u.Err)
+			continue
+		}
+		unread = append(unread, u)
+	}
+	res.Unreadable = unread
 	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
 	// an archive that could not be read could bring back what that
 	// archive superseded or deleted.
@@ -222,6 +241,10 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		out.abort()
 	}
 	rep := indexReport{Index: o.out, Archives: res.Archives, Members: res.Members, Seconds: time.Since(start).Seconds(), written: written, partial: o.partial}
+	if anyURL(append(args, o.out)...) {
+		r := store.Requests()
+		rep.Requests = &r
+	}
 	if shard.N > 0 {
 		rep.Shard = shard.String()
 	}
@@ -287,7 +310,19 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			parts := make([]*index.Index, 0, len(args))
 			// Parts are read one by one for clear errors; MergeAll works
 			// in parallel.
-			for _, p := range args {
+			var paths []string
+			for _, a := range args {
+				ps, err := repo.ListIndexParts(c.Context(), a)
+				if err != nil {
+					return &exitError{code: exitFailure, err: err}
+				}
+				for _, p := range ps {
+					if p != o.out || p == a {
+						paths = append(paths, p) // not an earlier output under the prefix
+					}
+				}
+			}
+			for _, p := range paths {
 				x, err := readIndex(p, key)
 				if err != nil {
 					return err
@@ -310,6 +345,10 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				return indexWriteErr(o.out, err)
 			}
 			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds(), written: true}
+			if anyURL(append(args, o.out)...) {
+				r := store.Requests()
+				rep.Requests = &r
+			}
 			for _, a := range x.Archives {
 				rep.Members += int64(a.Members)
 			}
@@ -338,6 +377,8 @@ type indexReport struct {
 	Excluded   []reportExcluded `json:"excluded"`
 	Written    bool             `json:"written"`
 	Seconds    float64          `json:"seconds"`
+	// Requests are those made to object stores, when any was used.
+	Requests *store.RequestStats `json:"requests,omitempty"`
 	written    bool
 	partial    bool
 	unreadCode int // the worst status of the unreadable archives

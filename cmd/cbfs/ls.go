@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"io"
 	"encoding/base64"
 	"fmt"
 	"io/fs"
@@ -20,13 +22,13 @@ func init() {
 	register(newLsCmd)
 }
 
-// openArchive opens an archive file for random access.
-func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error) {
-	f, size, err := openArchiveFile(path)
+// openArchive opens an archive (a file or an object) for random access.
+func openArchive(ctx context.Context, path string, key *crypt.Key) (*format.Archive, io.Closer, error) {
+	f, err := openArchiveObject(ctx, path)
 	if err != nil {
 		return nil, nil, inputErr(displayName(path), err)
 	}
-	a, err := format.OpenArchive(format.NewSource(f, size), key)
+	a, err := format.OpenArchive(f, key)
 	if err != nil {
 		f.Close()
 		return nil, nil, inputErr(displayName(path), err)
@@ -35,8 +37,8 @@ func openArchive(path string, key *crypt.Key) (*format.Archive, *os.File, error)
 }
 
 // openSummary opens an archive file and reads its summary.
-func openSummary(path string, key *crypt.Key) (*format.Archive, []format.Entry, *os.File, error) {
-	a, f, err := openArchive(path, key)
+func openSummary(ctx context.Context, path string, key *crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	a, f, err := openArchive(ctx, path, key)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -70,7 +72,7 @@ exit status is 1.`,
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(args[0], key)
+			a, entries, f, err := openSummary(c.Context(), args[0], key)
 			if err != nil {
 				return err
 			}

@@ -207,6 +207,7 @@ bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 		root.AddCommand(c())
 	}
 	progressFlags(root)
+	root.PersistentFlags().StringVar(&store.EndpointFlag, "endpoint", "", "S3-compatible endpoint URL for s3:// locations (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)")
 	root.InitDefaultCompletionCmd() // made now, so that usageArgs sees it
 	usageArgs(root)
 	return root

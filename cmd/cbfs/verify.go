@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/index"
@@ -99,7 +98,7 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 	c.Flags().StringVarP(&o.keyPath, "key", "k", "", "key file (default $CBFS_KEY_FILE); without a key only keyless checks run")
 	c.Flags().BoolVar(&o.json, "json", false, "print one JSON document with an \"archives\" array")
 	c.Flags().StringVar(&o.index, "index", "", "also check the master index INDEX against the archives (needs the key)")
-	c.Flags().IntVarP(&o.jobs, "jobs", "j", runtime.GOMAXPROCS(0), "archives checked at once")
+	jobsFlag(c, &o.jobs)
 	return c
 }
 
@@ -111,7 +110,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			return err
 		}
 	}
-	files, err := archiveArgs(args)
+	sources, remote, err := archiveSources(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -124,22 +123,18 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			return inputErr(o.index, err)
 		}
 	}
-	sources := make([]store.Source, len(files))
-	sizes := make([]int64, len(files))
+	sizes := make([]int64, len(sources))
 	var total int64
-	for i, f := range files {
-		sources[i] = archiveSource(f)
-		if st, err := os.Stat(f); err == nil && f != "-" {
-			sizes[i] = st.Size()
-			total += sizes[i]
-		}
+	for i, s := range sources {
+		sizes[i] = s.Size
+		total += s.Size
 	}
-	p := startProgress("verify "+plural(len(files), "archive", "archives"), total)
+	p := startProgress("verify "+plural(len(sources), "archive", "archives"), total)
 	var keys []*crypt.Key
 	if key != nil {
 		keys = []*crypt.Key{key}
 	}
-	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: o.jobs, Paths: x != nil,
+	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: jobsFor(o.jobs, remote), Paths: x != nil,
 		Done: func(i int) {
 			if p != nil {
 				p.n.Add(sizes[i])
@@ -149,9 +144,14 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	results := make([]verifyResult, len(found))
+	results := make([]verifyResult, 0, len(found))
 	for i := range found {
-		results[i] = fromRepo(&found[i])
+		if isIndexObject(found[i].Err) {
+			// Under a prefix, as in a DIR: skipped with a note.
+			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", found[i].Err)
+			continue
+		}
+		results = append(results, fromRepo(&found[i]))
 	}
 
 	var check repo.IndexCheck
@@ -182,7 +182,12 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 				Path string `json:"path"`
 				repo.IndexCheck
 			} `json:"index,omitempty"`
+			Requests *store.RequestStats `json:"requests,omitempty"`
 		}{Archives: results}
+		if remote || anyURL(o.index) {
+			r := store.Requests()
+			doc.Requests = &r
+		}
 		if x != nil {
 			doc.Index = &struct {
 				Path string `json:"path"`
