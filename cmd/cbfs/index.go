@@ -378,7 +378,7 @@ type indexReport struct {
 	Written    bool             `json:"written"`
 	Seconds    float64          `json:"seconds"`
 	// Requests are those made to object stores, when any was used.
-	Requests *store.RequestStats `json:"requests,omitempty"`
+	Requests   *store.RequestStats `json:"requests,omitempty"`
 	written    bool
 	partial    bool
 	unreadCode int // the worst status of the unreadable archives
