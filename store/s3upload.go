@@ -269,6 +269,8 @@ func (u *s3Upload) abort() bool {
 		return false
 	}
 	u.done = true
+	aborting.Add(1)
+	defer aborting.Done()
 	if u.stop != nil {
 		u.stop()
 	}
@@ -293,6 +295,20 @@ func (u *s3Upload) abort() bool {
 		})
 	}
 	return true
+}
+
+// aborting counts the aborts under way: a process exiting on a signal
+// waits for them (WaitAborts), so that no upload's parts are left.
+var aborting sync.WaitGroup
+
+// WaitAborts waits, up to timeout, for the aborts of uploads under way.
+func WaitAborts(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { aborting.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
 }
 
 // AbortOn aborts the upload when ctx is cancelled before Commit.

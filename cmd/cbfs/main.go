@@ -120,6 +120,9 @@ func cancelOnSignal() (context.Context, func() os.Signal) {
 // exitInterrupted exits with the status a shell gives a process killed by
 // the signal (128 + its number), saying what was removed.
 func exitInterrupted(s os.Signal) {
+	// Uploads to an object store are aborted by requests of their own,
+	// which may still be under way.
+	store.WaitAborts(time.Minute)
 	msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
 	if n := store.Interrupted(); n > 0 {
 		msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
