@@ -83,15 +83,22 @@ func (b *S3Bucket) Open(ctx context.Context, key string) (Object, error) {
 	})
 	var er minio.ErrorResponse
 	if errors.As(err, &er) && er.Code == "InvalidRange" {
-		// An empty object has no last bytes.
-		info, serr := b.Stat(ctx, key)
-		if serr != nil {
-			return nil, serr
-		}
-		o.size, o.etag, o.tail, err = info.Size, info.ETag, block{off: info.Size}, nil
-		if info.Size != 0 {
-			err = fmt.Errorf("the store refused the range bytes=-%d of an object of %d bytes", tail, info.Size)
-		}
+		// An empty object has no last bytes, and some stores refuse a
+		// suffix range longer than the object: it is read whole.
+		err = b.s.retry(ctx, func() error {
+			o.gets.Add(1)
+			rc, info, _, err := b.s.core.GetObject(ctx, b.bucket, key, minio.GetObjectOptions{})
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			data, err := io.ReadAll(io.LimitReader(rc, tail+1))
+			if err == nil && int64(len(data)) > tail {
+				err = fmt.Errorf("the store refused the range bytes=-%d of an object larger than that", tail)
+			}
+			o.size, o.etag, o.tail = int64(len(data)), strings.Trim(info.ETag, `"`), block{data: data}
+			return err
+		})
 	}
 	if err != nil {
 		return nil, b.s3Err("open", key, err)
