@@ -3,7 +3,7 @@
 # inputs. Prints a markdown table (wall seconds, peak RSS) to stdout and
 # keeps it in out/bench/results.md. Inputs are built under out/bench.
 #   BENCH_RUNS   runs per command, the median is reported (default 3)
-#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index
+#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index s3
 set -euo pipefail
 cbfs=$(realpath "${1:-bin/cbfs}")
 cd "$(dirname "$0")/.."
@@ -119,4 +119,10 @@ fi
 if [[ $skip != *" index "* ]] && [ -x scripts/bench-index.sh ]; then
   header "index rebuild (issue 4)"
   ./scripts/bench-index.sh "$cbfs" | tee -a "$results"
+fi
+
+if [[ $skip != *" s3 "* ]]; then
+  # Archives in an object store (issue 15): versitygw behind a proxy that
+  # adds 20 ms a request. BENCH_S3_N archives (default 2000).
+  go run ./internal/s3bench -cbfs "$cbfs" -n "${BENCH_S3_N:-2000}" -out "$out/s3" | tee -a "$results"
 fi

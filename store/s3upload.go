@@ -88,6 +88,11 @@ func (u *s3Upload) Write(p []byte) (int, error) {
 			}
 		}
 		k := min(len(p)-n, ps-len(u.buf))
+		if len(u.buf)+k > cap(u.buf) {
+			// The first buffer, grown once to a whole part: append's
+			// growth would overshoot it and leave copies behind.
+			u.buf = append(make([]byte, 0, ps), u.buf...)
+		}
 		u.buf = append(u.buf, p[n:n+k]...)
 		n += k
 		if len(u.buf) == ps {
