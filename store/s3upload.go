@@ -322,8 +322,16 @@ func (u *s3Upload) AbortOn(ctx context.Context) {
 	defer u.mu.Unlock()
 	u.cause = ctx
 	u.stop = context.AfterFunc(ctx, func() {
-		if u.abort() {
+		aborting.Add(1)
+		defer aborting.Done()
+		// Counted before the abort's requests: a process exiting on the
+		// signal says what it removed while it waits for them.
+		u.mu.Lock()
+		pending := !u.done
+		u.mu.Unlock()
+		if pending {
 			interrupted.Add(1)
 		}
+		u.abort()
 	})
 }
