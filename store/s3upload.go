@@ -276,6 +276,12 @@ func (u *s3Upload) abort() bool {
 	u.done = true
 	aborting.Add(1)
 	defer aborting.Done()
+	if u.cause != nil && u.cause.Err() != nil {
+		// Aborted because the command was stopped, by whichever of the
+		// context's callback and the command's own error path came
+		// first: what a process exiting on a signal says it removed.
+		interrupted.Add(1)
+	}
 	if u.stop != nil {
 		u.stop()
 	}
@@ -321,17 +327,5 @@ func (u *s3Upload) AbortOn(ctx context.Context) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.cause = ctx
-	u.stop = context.AfterFunc(ctx, func() {
-		aborting.Add(1)
-		defer aborting.Done()
-		// Counted before the abort's requests: a process exiting on the
-		// signal says what it removed while it waits for them.
-		u.mu.Lock()
-		pending := !u.done
-		u.mu.Unlock()
-		if pending {
-			interrupted.Add(1)
-		}
-		u.abort()
-	})
+	u.stop = context.AfterFunc(ctx, func() { u.abort() })
 }
