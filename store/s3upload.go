@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -275,7 +276,7 @@ func (u *s3Upload) abort() bool {
 	}
 	u.done = true
 	aborting.Add(1)
-	defer aborting.Done()
+	defer aborting.Add(-1)
 	if u.cause != nil && u.cause.Err() != nil {
 		// Aborted because the command was stopped, by whichever of the
 		// context's callback and the command's own error path came
@@ -310,15 +311,12 @@ func (u *s3Upload) abort() bool {
 
 // aborting counts the aborts under way: a process exiting on a signal
 // waits for them (WaitAborts), so that no upload's parts are left.
-var aborting sync.WaitGroup
+var aborting atomic.Int64
 
 // WaitAborts waits, up to timeout, for the aborts of uploads under way.
 func WaitAborts(timeout time.Duration) {
-	done := make(chan struct{})
-	go func() { aborting.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
+	for end := time.Now().Add(timeout); aborting.Load() > 0 && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
