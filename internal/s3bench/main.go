@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,7 +147,9 @@ func main() {
 	var shardRSS [8]float64
 	for i := range 8 {
 		shardWG.Go(func() {
-			r := cbfs(append(env, fmt.Sprintf("JOB_COMPLETION_INDEX=%d", i)), append(append([]string{"index", "rebuild", "--shard", "env/8", "--force"}, key0...), "-o", "s3://bench/parts/part-{shard}.idx", "s3://bench/arch/")...)
+			// A copy each: appending to the shared slice from 8
+			// goroutines could give two shards the same index.
+			r := cbfs(append(slices.Clone(env), fmt.Sprintf("JOB_COMPLETION_INDEX=%d", i)), append(append([]string{"index", "rebuild", "--shard", "env/8", "--force"}, key0...), "-o", "s3://bench/parts/part-{shard}.idx", "s3://bench/arch/")...)
 			shardRSS[i] = r.rssMB
 		})
 	}
