@@ -12,7 +12,7 @@ import (
 // every read is a request, the saving is larger still. It is safe for
 // concurrent use.
 func CachedSource(src Source) Source {
-	return &cachedSource{src: src}
+	return NewBlockCache(cacheBlocks).Source(src)
 }
 
 const (
@@ -20,34 +20,60 @@ const (
 	cacheBlocks = 8
 )
 
-type cachedSource struct {
-	src    Source
+// BlockCache holds blocks of the sources it wraps, least recently used
+// first out. Several sources share one cache, so that reading members of
+// many archives at once (the current tree of a file system, through its
+// index) takes the memory of the cache, not of the number of archives.
+// It is safe for concurrent use.
+type BlockCache struct {
 	mu     sync.Mutex
-	blocks [cacheBlocks]cacheEntry
+	blocks []cacheEntry
 	tick   uint64
+	nextID uint64
 }
 
 type cacheEntry struct {
-	off  int64 // block start; -1 when empty
+	src  uint64 // the source's id; 0: empty
+	off  int64  // block start
 	data []byte
 	used uint64
 }
 
-func (c *cachedSource) Size() int64 { return c.src.Size() }
+// NewBlockCache is a cache of n blocks of 1 MiB (at least one).
+func NewBlockCache(n int) *BlockCache {
+	return &BlockCache{blocks: make([]cacheEntry, max(1, n))}
+}
 
-func (c *cachedSource) ReadAt(p []byte, off int64) (int, error) {
+// Source wraps src to read through the cache.
+func (c *BlockCache) Source(src Source) Source {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	return &cachedSource{c: c, src: src, id: c.nextID}
+}
+
+type cachedSource struct {
+	c   *BlockCache
+	src Source
+	id  uint64
+}
+
+func (s *cachedSource) Size() int64 { return s.src.Size() }
+
+func (s *cachedSource) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) >= cacheBlock/2 {
 		// Large reads gain nothing from a copy.
-		return c.src.ReadAt(p, off)
+		return s.src.ReadAt(p, off)
 	}
+	c := s.c
 	n := 0
 	for n < len(p) {
 		pos := off + int64(n)
-		if pos >= c.src.Size() {
+		if pos >= s.src.Size() {
 			return n, io.EOF
 		}
 		c.mu.Lock()
-		b, err := c.block(pos - pos%cacheBlock)
+		b, err := c.block(s, pos-pos%cacheBlock)
 		if err != nil {
 			c.mu.Unlock()
 			return n, err
@@ -62,35 +88,35 @@ func (c *cachedSource) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// block returns the block at start, reading it into the least recently
-// used slot if it is not held. c.mu is held.
-func (c *cachedSource) block(start int64) ([]byte, error) {
+// block returns the block of s at start, reading it into the least
+// recently used slot if it is not held. c.mu is held.
+func (c *BlockCache) block(s *cachedSource, start int64) ([]byte, error) {
 	c.tick++
 	victim := 0
 	for i := range c.blocks {
 		e := &c.blocks[i]
-		if e.data != nil && e.off == start {
+		if e.src == s.id && e.off == start {
 			e.used = c.tick
 			return e.data, nil
 		}
-		if c.blocks[i].used < c.blocks[victim].used {
+		if e.used < c.blocks[victim].used {
 			victim = i
 		}
 	}
 	e := &c.blocks[victim]
-	size := min(int64(cacheBlock), c.src.Size()-start)
+	size := min(int64(cacheBlock), s.src.Size()-start)
 	if cap(e.data) < int(size) {
 		e.data = make([]byte, size) // the last block of a small source is small
 	}
 	e.data = e.data[:size]
-	k, err := c.src.ReadAt(e.data, start)
+	k, err := s.src.ReadAt(e.data, start)
 	if err == io.EOF && int64(k) == size {
 		err = nil
 	}
 	if err != nil {
-		e.data, e.used = nil, 0
+		e.src, e.used = 0, 0
 		return nil, err
 	}
-	e.off, e.used = start, c.tick
+	e.src, e.off, e.used = s.id, start, c.tick
 	return e.data, nil
 }

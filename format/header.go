@@ -199,3 +199,15 @@ func DecodeFooter(p []byte) (*Footer, error) {
 func (f *Footer) Authenticate(ak *crypt.ArchiveKeys) bool {
 	return ak.MACMatches(f.MAC[:], f.encodeNoMAC())
 }
+
+// KeyOf returns the first of keys whose key check value the header
+// carries, or nil: which of several keys an archive was written under.
+// It does not authenticate the header.
+func (h *Header) KeyOf(keys ...*crypt.Key) *crypt.Key {
+	for _, k := range keys {
+		if k != nil && crypt.DeriveArchiveKeys(k, h.ID).CheckMatches(h.Check[:]) {
+			return k
+		}
+	}
+	return nil
+}

@@ -544,19 +544,38 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 	if f != nil {
 		count = f.Members
 	}
-	entries, err := DecodeSummary(plain, count)
+	// Walked, not decoded into a slice: memory does not grow with the
+	// members beyond the summary's own bytes. Damaged members are named
+	// by their paths from it on the way.
+	unnamed := map[int64][]*Error{}
+	for _, p := range s.rep.Problems {
+		if p.Member >= 0 && p.Path == "" {
+			unnamed[p.Member] = append(unnamed[p.Member], p)
+		}
+	}
+	var end int64
+	_, err := walkSummary(plain, count, func(n uint32, off, length int64, meta []byte) error {
+		m, err := DecodeMeta(meta)
+		if err != nil {
+			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
+		}
+		end = off + length
+		for _, p := range unnamed[int64(n)] {
+			p.Path = string(m.Path)
+		}
+		return nil
+	})
 	if err == nil {
-		err = summaryEnds(entriesEnd(entries), start)
+		err = summaryEnds(end, start)
 	}
 	if err != nil {
+		for _, ps := range unnamed {
+			for _, p := range ps {
+				p.Path = "" // named from a summary found bad: not to be trusted
+			}
+		}
 		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", err))
 		return
-	}
-	// Name damaged members by their paths from the summary.
-	for _, p := range s.rep.Problems {
-		if p.Member >= 0 && p.Path == "" && p.Member < int64(len(entries)) {
-			p.Path = string(entries[p.Member].Meta.Path)
-		}
 	}
 	if s.rep.Damaged == 0 {
 		if sum := sha256.Sum256(plain); !bytes.Equal(sum[:], s.sumWant.Sum(nil)) {

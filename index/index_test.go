@@ -309,17 +309,6 @@ func TestIndexErrorClasses(t *testing.T) {
 	}
 }
 
-// sealPlain seals arbitrary plaintext as an index, to test the decoder's
-// canonical checks.
-func sealPlain(t *testing.T, key *crypt.Key, plain []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := encode(&buf, key, func(emit func([]byte) error) error { return emit(plain) }); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 type plainBuilder struct{ b []byte }
 
 func (p *plainBuilder) u(vs ...uint64) *plainBuilder {
@@ -344,49 +333,69 @@ func (p *plainBuilder) cand(arch uint64, typ format.Type, member uint64) *plainB
 	return p.u(arch).raw(byte(typ)).u(member, 1536, 1100, 5, 77)
 }
 
+// rec appends one record: shared prefix length, suffix, candidates.
+func (p *plainBuilder) rec(shared uint64, suffix string, n uint64) *plainBuilder {
+	return p.u(shared).str(suffix).u(n)
+}
+
 func TestIndexCanonical(t *testing.T) {
 	key := testutil.Key(t, 8)
-	two := func() *plainBuilder { return (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 2, 1, 3) }
-	good := two().u(2).str("p").u(1).cand(0, format.TypeRegular, 0).str("q").u(2).cand(0, format.TypeRegular, 1).cand(1, format.TypeRegular, 2)
-	x, err := Read(bytes.NewReader(sealPlain(t, key, good.b)), key)
+	two := func() []byte { return (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 2, 1, 3).b }
+	blk := func() *plainBuilder { return &plainBuilder{} }
+	one := func(first string, n int, p *plainBuilder) []rawBlock { return []rawBlock{{first, n, p.b}} }
+	good := blk().rec(0, "p/a", 1).cand(0, format.TypeRegular, 0).rec(2, "b", 2).cand(0, format.TypeRegular, 1).cand(1, format.TypeRegular, 2)
+	enc := sealRaw(t, key, two(), one("p/a", 2, good))
+	x, err := Read(bytes.NewReader(enc), key)
 	if err != nil {
 		t.Fatalf("well-formed plaintext refused: %v", err)
 	}
-	if !bytes.Equal(encodeT(t, x, key), sealPlain(t, key, good.b)) {
-		t.Fatal("hand-made plaintext re-encodes differently")
+	if !bytes.Equal(encodeT(t, x, key), enc) {
+		t.Fatal("hand-made index re-encodes differently")
 	}
-	cases := map[string][]byte{
-		"archives unsorted":       (&plainBuilder{}).u(1, 2).arch("b", 1, 1, 3).arch("a", 2, 1, 3).u(0).b,
-		"archive id twice":        (&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 1, 1, 3).u(0).b,
-		"archive name with slash": (&plainBuilder{}).u(1, 1).arch("d/a", 1, 1, 3).u(0).b,
-		"archive name empty":      (&plainBuilder{}).u(1, 1).arch("", 1, 1, 3).u(0).b,
-		"archive count too big":   (&plainBuilder{}).u(1, MaxArchives+1).b,
-		"records unsorted":        two().u(2).str("q").u(1).cand(0, format.TypeRegular, 0).str("p").u(1).cand(0, format.TypeRegular, 1).b,
-		"path twice":              two().u(2).str("p").u(1).cand(0, format.TypeRegular, 0).str("p").u(1).cand(0, format.TypeRegular, 1).b,
-		"path over the cap":       two().u(1).u(format.MaxPathLen + 1).b,
-		"no candidate":            two().u(1).str("p").u(0).b,
-		"candidates unsorted":     two().u(1).str("p").u(2).cand(1, format.TypeRegular, 0).cand(0, format.TypeRegular, 0).b,
-		"candidate archive twice": two().u(1).str("p").u(2).cand(0, format.TypeRegular, 0).cand(0, format.TypeRegular, 1).b,
-		"archive out of table":    two().u(1).str("p").u(1).cand(2, format.TypeRegular, 0).b,
-		"type not indexed":        two().u(1).str("p").u(1).cand(0, format.TypeTrailer, 0).b,
-		"type zero":               two().u(1).str("p").u(1).cand(0, 0, 0).b,
-		"member past the count":   two().u(1).str("p").u(1).cand(0, format.TypeRegular, 3).b,
-		"conflict of two seqs":    (&plainBuilder{}).u(2, 2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).u(1).str("p").u(2).cand(0, format.TypeRegular, 0).cand(1, format.TypeRegular, 0).b,
-		"record count too big":    two().u(3).str("p").u(1).cand(0, format.TypeRegular, 0).b,
-		"bytes after the records": append(two().u(1).str("p").u(1).cand(0, format.TypeRegular, 0).b, 0),
-		"long varint":             append(two().u(1).b, 0x81, 0x00),
-		"empty plaintext":         nil,
-		"high-seq below a row":    (&plainBuilder{}).u(0, 1).arch("a", 1, 1, 3).u(0).b,
-		"path with ./":            two().u(1).str("./p").u(1).cand(0, format.TypeRegular, 0).b,
-		"path with a trailing /":  two().u(1).str("p/").u(1).cand(0, format.TypeRegular, 0).b,
-		"path with //":            two().u(1).str("p//q").u(1).cand(0, format.TypeRegular, 0).b,
-		"absolute path":           two().u(1).str("/p").u(1).cand(0, format.TypeRegular, 0).b,
-		"path with ..":            two().u(1).str("p/../q").u(1).cand(0, format.TypeRegular, 0).b,
-		"empty path":              two().u(1).str("").u(1).cand(0, format.TypeRegular, 0).b,
-		"zero span":               two().u(1).str("p").u(1).u(0).raw(byte(format.TypeRegular)).u(0, 1536, 0, 5, 77).b,
+	rp := func() *plainBuilder { return blk().rec(0, "p", 1) }
+	cases := map[string]struct {
+		table  []byte
+		blocks []rawBlock
+	}{
+		"archives unsorted":         {(&plainBuilder{}).u(1, 2).arch("b", 1, 1, 3).arch("a", 2, 1, 3).b, nil},
+		"archive id twice":          {(&plainBuilder{}).u(1, 2).arch("a", 1, 1, 3).arch("b", 1, 1, 3).b, nil},
+		"archive name with slash":   {(&plainBuilder{}).u(1, 1).arch("d/a", 1, 1, 3).b, nil},
+		"archive name empty":        {(&plainBuilder{}).u(1, 1).arch("", 1, 1, 3).b, nil},
+		"archive count too big":     {(&plainBuilder{}).u(1, MaxArchives+1).b, nil},
+		"high-seq below a row":      {(&plainBuilder{}).u(0, 1).arch("a", 1, 1, 3).b, nil},
+		"empty directory":           {nil, nil},
+		"records unsorted":          {two(), one("q", 2, blk().rec(0, "q", 1).cand(0, format.TypeRegular, 0).rec(0, "p", 1).cand(0, format.TypeRegular, 1))},
+		"path twice":                {two(), one("p", 2, rp().cand(0, format.TypeRegular, 0).u(1, 0).u(1).cand(0, format.TypeRegular, 1))},
+		"shared prefix not longest": {two(), one("pa", 2, blk().rec(0, "pa", 1).cand(0, format.TypeRegular, 0).rec(0, "pb", 1).cand(0, format.TypeRegular, 1))},
+		"first record shares":       {two(), one("p", 1, blk().rec(1, "p", 1).cand(0, format.TypeRegular, 0))},
+		"first path not the dir's":  {two(), one("o", 1, rp().cand(0, format.TypeRegular, 0))},
+		"path over the cap":         {two(), one("p", 1, blk().u(0, format.MaxPathLen+1))},
+		"no candidate":              {two(), one("p", 1, rp())},
+		"candidates unsorted":       {two(), one("p", 1, blk().rec(0, "p", 2).cand(1, format.TypeRegular, 0).cand(0, format.TypeRegular, 0))},
+		"candidate archive twice":   {two(), one("p", 1, blk().rec(0, "p", 2).cand(0, format.TypeRegular, 0).cand(0, format.TypeRegular, 1))},
+		"archive out of table":      {two(), one("p", 1, rp().cand(2, format.TypeRegular, 0))},
+		"type not indexed":          {two(), one("p", 1, rp().cand(0, format.TypeTrailer, 0))},
+		"type zero":                 {two(), one("p", 1, rp().cand(0, 0, 0))},
+		"member past the count":     {two(), one("p", 1, rp().cand(0, format.TypeRegular, 3))},
+		"conflict of two seqs":      {(&plainBuilder{}).u(2, 2).arch("a", 1, 1, 3).arch("b", 2, 2, 3).b, one("p", 1, blk().rec(0, "p", 2).cand(0, format.TypeRegular, 0).cand(1, format.TypeRegular, 0))},
+		"record count too big":      {two(), one("p", 2, rp().cand(0, format.TypeRegular, 0))},
+		"bytes after the records":   {two(), one("p", 1, rp().cand(0, format.TypeRegular, 0).raw(0))},
+		"long varint":               {two(), one("p", 1, blk().raw(0x80, 0x00))},
+		"empty block":               {two(), one("p", 1, blk())},
+		"no records in a block":     {two(), one("p", 0, blk())},
+		"blocks unsorted":           {two(), []rawBlock{{"q", 1, blk().rec(0, "q", 1).cand(0, format.TypeRegular, 0).b}, {"p", 1, rp().cand(0, format.TypeRegular, 1).b}}},
+		"block overlaps the next":   {two(), []rawBlock{{"p", 1, blk().rec(0, "p", 1).cand(0, format.TypeRegular, 0).rec(1, "z", 1).cand(0, format.TypeRegular, 0).b}, {"q", 1, blk().rec(0, "q", 1).cand(0, format.TypeRegular, 1).b}}},
+		"path with ./":              {two(), one("./p", 1, blk().rec(0, "./p", 1).cand(0, format.TypeRegular, 0))},
+		"path with a trailing /":    {two(), one("p/", 1, blk().rec(0, "p/", 1).cand(0, format.TypeRegular, 0))},
+		"path with //":              {two(), one("p//q", 1, blk().rec(0, "p//q", 1).cand(0, format.TypeRegular, 0))},
+		"absolute path":             {two(), one("/p", 1, blk().rec(0, "/p", 1).cand(0, format.TypeRegular, 0))},
+		"path with ..":              {two(), one("p/../q", 1, blk().rec(0, "p/../q", 1).cand(0, format.TypeRegular, 0))},
+		"empty path":                {two(), one("", 1, blk().rec(0, "", 1).cand(0, format.TypeRegular, 0))},
+		"zero span":                 {two(), one("p", 1, rp().u(0).raw(byte(format.TypeRegular)).u(0, 1536, 0, 5, 77))},
 	}
-	for name, plain := range cases {
-		_, err := Read(bytes.NewReader(sealPlain(t, key, plain)), key)
+	for name, c := range cases {
+		enc := sealRaw(t, key, c.table, c.blocks)
+		_, err := Read(bytes.NewReader(enc), key)
 		var fe *Error
 		if !errors.As(err, &fe) || fe.What == "" {
 			t.Errorf("%s: %v, want an index error", name, err)
@@ -700,8 +709,8 @@ func TestIndexWorkedExample(t *testing.T) {
 	}
 	enc := encodeT(t, b.Index(), key)
 	sum := sha256.Sum256(enc)
-	if got, want := hex.EncodeToString(sum[:]), "d6433378cb49de20f04244e222548273ddd16f417b431fccf67181c4d3cd923f"; len(enc) != 127 || got != want {
-		t.Fatalf("worked example: %d bytes, SHA-256 %s; want 127 bytes, %s", len(enc), got, want)
+	if got, want := hex.EncodeToString(sum[:]), "cb2b76ac707de739b4f9216834c180d8821b9d731f0751d032f89ca5377813e0"; len(enc) != 206 || got != want {
+		t.Fatalf("worked example: %d bytes, SHA-256 %s; want 206 bytes, %s", len(enc), got, want)
 	}
 }
 

@@ -1,7 +1,9 @@
-// Package keys finds a file system's key where its owner keeps it: today
-// a key file that holds exactly the key's 32 bytes (systemd's
-// $CREDENTIALS_DIRECTORY/NAME is such a file). Derivation and sealing are
-// package crypt's.
+// Package keys finds a file system's key where its owner keeps it: a key
+// file that holds exactly the key's 32 bytes (systemd's
+// $CREDENTIALS_DIRECTORY/NAME is such a file), or the Linux kernel
+// keyring (keyring:NAME, loaded from a key file; keyrings do not survive
+// a reboot, so the key file stays the durable copy). Derivation and
+// sealing are package crypt's.
 package keys
 
 import (
@@ -50,6 +52,18 @@ type Warning string
 // ReadFile reads a key file. It returns warnings (such as a key file
 // that grants group or others access) alongside a valid key.
 func ReadFile(path string) (*crypt.Key, []Warning, error) {
+	b, warns, err := readKeyBytes(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(b)
+	k, err := crypt.KeyFromBytes(b)
+	return k, warns, err
+}
+
+// readKeyBytes reads a key file's crypt.KeySize bytes; the caller clears
+// them once done.
+func readKeyBytes(path string) ([]byte, []Warning, error) {
 	// O_NONBLOCK: opening a FIFO no one writes to would otherwise wait
 	// forever; so opened, it reads as empty (and is refused for its size),
 	// while a pipe with a writer (-k <(...)) is read as it comes.
@@ -73,7 +87,6 @@ func ReadFile(path string) (*crypt.Key, []Warning, error) {
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, nil, fmt.Errorf("key file %s: %w", path, unwrapPathErr(err))
 	}
-	defer clear(buf)
 	if n != crypt.KeySize {
 		size := int64(n)
 		if st.Mode().IsRegular() {
@@ -83,6 +96,7 @@ func ReadFile(path string) (*crypt.Key, []Warning, error) {
 		// buffer may be the start of more.
 		more := !st.Mode().IsRegular() && n == len(buf)
 		nl := !more && n > crypt.KeySize && n <= crypt.KeySize+2 && size <= crypt.KeySize+2 && buf[n-1] == '\n'
+		clear(buf)
 		return nil, nil, &SizeError{Path: path, Size: size, TrailingNewline: nl, AtLeast: more}
 	}
 	var warns []Warning
@@ -91,8 +105,8 @@ func ReadFile(path string) (*crypt.Key, []Warning, error) {
 			"key file %s has mode %04o, which grants group or others access; run chmod 600 %s",
 			path, st.Mode().Perm(), path)))
 	}
-	k, err := crypt.KeyFromBytes(buf[:crypt.KeySize])
-	return k, warns, err
+	clear(buf[crypt.KeySize:])
+	return buf[:crypt.KeySize], warns, nil
 }
 
 // GenerateFile writes crypt.KeySize random bytes to path with mode 0600. It

@@ -25,6 +25,8 @@ type ArchiveUsage struct {
 	LiveMembers int    `json:"live_members"`
 	LiveBytes   int64  `json:"live_bytes"`
 	DeadBytes   int64  `json:"dead_bytes"`
+	// KeyID is the id of the key the archive is under (GC).
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // indexPos finds an archive in the index's table by file name and id.
@@ -206,16 +208,18 @@ func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 // hiddenIn names a given archive older than the tombstone's that holds
 // path, or "".
 func hiddenIn(given map[string]*GivenArchive, ts index.Archive, path []byte) string {
-	var names []string
+	// A rebuild without the tombstone serves the path from the highest
+	// sequence below it (the first name of that sequence, when several).
+	best, bestSeq := "", uint64(0)
 	for name, g := range given {
-		if g.ID != ts.ID && g.Seq < ts.Seq && g.Paths[string(path)] {
-			names = append(names, name)
+		if g.ID == ts.ID || g.Seq >= ts.Seq || !g.Paths[string(path)] {
+			continue
+		}
+		if best == "" || g.Seq > bestSeq || g.Seq == bestSeq && name < best {
+			best, bestSeq = name, g.Seq
 		}
 	}
-	if len(names) == 0 {
-		return ""
-	}
-	return slices.Min(names)
+	return best
 }
 
 // GCResult is one archive's usage, or why it could not be read.
@@ -242,6 +246,9 @@ func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*cry
 		}
 		defer closer.Close()
 		out[i].Usage = Usage(x, src.Location(), a, entries)
+		if k := a.Header.KeyOf(keys...); k != nil {
+			out[i].Usage.KeyID = k.ID()
+		}
 	})
 	return out, err
 }
@@ -249,11 +256,20 @@ func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*cry
 // OpenSummary opens an archive and reads its summary; the returned
 // closer closes the object. Errors name the archive.
 func OpenSummary(src store.Source, keys ...*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	return openSummaryVia(src, nil, keys...)
+}
+
+// openSummaryVia is OpenSummary reading through cache, when not nil.
+func openSummaryVia(src store.Source, cache *format.BlockCache, keys ...*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
 	obj, err := src.Open()
 	if err != nil {
 		return nil, nil, nil, locErr(src, err)
 	}
-	a, err := format.OpenArchive(obj, keys...)
+	var from format.Source = obj
+	if cache != nil {
+		from = cache.Source(obj)
+	}
+	a, err := format.OpenArchive(from, keys...)
 	if err == nil {
 		var entries []format.Entry
 		if entries, err = a.Entries(); err == nil {

@@ -196,7 +196,8 @@ type ExcludedPath struct {
 type RebuildResult struct {
 	// Excluded are members whose paths have no canonical form.
 	Excluded []ExcludedPath
-	Index    *index.Index
+	// Index is the index read back (Rebuild only; RebuildTo writes it).
+	Index *index.Index
 	// Archives is the number of archives read (from their summaries or
 	// by a scan); Members the number of members counted.
 	Archives int
@@ -210,20 +211,57 @@ type RebuildResult struct {
 	Unreadable []ArchiveProblem
 	// Copies are archives seen more than once (the same archive id).
 	Copies []index.Copy
+	// Combined is what was written: the table, counts and conflicts.
+	Combined *index.CombineResult
+	// Spills is how many times runs spilled to temporary files.
+	Spills int
+}
+
+// DefaultMemory is the default budget of a rebuild's records in memory.
+const DefaultMemory = 64 << 20
+
+// RebuildOptions bound what a rebuild holds in memory.
+type RebuildOptions struct {
+	// Memory is the budget for records held in memory (DefaultMemory
+	// when 0): past half of it, sorted runs spill, merged, to temporary
+	// files in TempDir; each worker builds its archive's runs in an
+	// eighth of it.
+	Memory int
+	// TempDir is where runs spill (beside the output); "" is the
+	// system's temporary directory.
+	TempDir string
+	// Keep, if set, says, once every archive was read, whether to write
+	// the index at all.
+	Keep func(*RebuildResult) bool
+	// Jobs is how many archives are read at once (GOMAXPROCS when 0):
+	// more than the cores where each read waits on an object store.
+	Jobs int
 }
 
 // Rebuild builds the master index of the archives in sources, or of the
-// shard of them that shard selects. Each archive is read from its footer
-// and summary; one whose footer or summary is missing or damaged is
-// scanned member by member. Archives are read in parallel (GOMAXPROCS at
-// a time) and merged; the result does not depend on their order.
+// shard of them that shard selects, in memory (see RebuildTo).
 func Rebuild(ctx context.Context, sources []store.Source, key *crypt.Key, shard Shard) (*RebuildResult, error) {
-	return RebuildJobs(ctx, sources, key, shard, runtime.GOMAXPROCS(0))
+	var buf bytes.Buffer
+	res, err := RebuildTo(ctx, sources, key, shard, RebuildOptions{}, &buf)
+	if err != nil {
+		return nil, err
+	}
+	if res.Index, err = index.Read(bytes.NewReader(buf.Bytes()), key); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
-// RebuildJobs is Rebuild reading jobs archives at a time: more than the
-// cores where each read waits on an object store.
-func RebuildJobs(ctx context.Context, sources []store.Source, key *crypt.Key, shard Shard, jobs int) (*RebuildResult, error) {
+// RebuildTo builds the master index of the archives in sources, or of
+// the shard of them that shard selects, and writes it to out (only when
+// res.Archives > 0; the caller decides whether to keep it). Each archive
+// is read from its footer and summary; one whose footer or summary is
+// missing or damaged is scanned member by member. Archives are read in
+// parallel (opt.Jobs at a time) into sorted runs, which spill to
+// temporary files past the memory budget and are merged k-way into the
+// index: the result does not depend on the order of the archives or on
+// the budget.
+func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shard Shard, opt RebuildOptions, out io.Writer) (*RebuildResult, error) {
 	sources = slices.Clone(sources)
 	sortSources(sources)
 	if shard.N > 0 {
@@ -233,25 +271,37 @@ func RebuildJobs(ctx context.Context, sources []store.Source, key *crypt.Key, sh
 		}
 		sources = pick
 	}
+	if opt.Memory <= 0 {
+		opt.Memory = DefaultMemory
+	}
+	if opt.Jobs <= 0 {
+		opt.Jobs = runtime.GOMAXPROCS(0)
+	}
+	sp := &index.Spiller{Budget: opt.Memory / 2, Dir: opt.TempDir}
+	defer sp.Close()
 	type result struct {
-		x        *index.Index
 		excluded []ExcludedPath
 		members  int
 		scanned  *ArchiveProblem
 		unreadOK bool
 		unread   ArchiveProblem
+		err      error
 	}
 	results := make([]result, len(sources))
 	// Each worker goroutine keeps its buffers from archive to archive.
 	workers := sync.Pool{New: func() any { return &indexWorker{} }}
-	err := parallel.Do(ctx, len(sources), max(jobs, 1), func(_ context.Context, i int) {
+	err := parallel.Do(ctx, len(sources), opt.Jobs, func(_ context.Context, i int) {
 		w := workers.Get().(*indexWorker)
 		defer workers.Put(w)
+		w.sp, w.limit = sp, opt.Memory/16
 		r := &results[i]
 		var err error
-		r.x, r.members, r.scanned, err = w.index(sources[i], key)
+		r.members, r.scanned, err = w.index(sources[i], key)
 		r.excluded, w.excluded = w.excluded, nil
-		if err != nil {
+		var se *spillError
+		if errors.As(err, &se) {
+			r.err = se.err
+		} else if err != nil {
 			r.unreadOK = true
 			r.unread = ArchiveProblem{Name: sources[i].Name, Where: sources[i].Location(), Err: err}
 		}
@@ -259,12 +309,12 @@ func RebuildJobs(ctx context.Context, sources []store.Source, key *crypt.Key, sh
 	if err != nil {
 		return nil, err
 	}
-
 	res := &RebuildResult{}
-	parts := make([]*index.Index, 0, len(results))
 	for i := range results {
 		r := &results[i]
 		switch {
+		case r.err != nil:
+			return nil, r.err
 		case r.unreadOK:
 			res.Unreadable = append(res.Unreadable, r.unread)
 			continue
@@ -274,21 +324,39 @@ func RebuildJobs(ctx context.Context, sources []store.Source, key *crypt.Key, sh
 		res.Archives++
 		res.Members += int64(r.members)
 		res.Excluded = append(res.Excluded, r.excluded...)
-		parts = append(parts, r.x)
-		r.x = nil
 	}
-	x, copies, err := MergeAll(parts)
+	// No archive at all (an empty shard) still writes an empty index when
+	// the caller keeps it, so that every part merges.
+	if opt.Keep != nil && !opt.Keep(res) || opt.Keep == nil && res.Archives == 0 {
+		res.Combined = &index.CombineResult{}
+		return res, nil
+	}
+	c, err := sp.Combine(out, key, nil)
 	if err != nil {
 		return nil, err
 	}
-	res.Index, res.Copies = x, copies
+	res.Combined, res.Copies, res.Spills = c, sortCopies(c.Copies), sp.Spills
 	return res, nil
+}
+
+// spillError is a failure of the rebuild itself (a spill file that
+// could not be written), not of the archive being read.
+type spillError struct{ err error }
+
+func (e *spillError) Error() string { return e.err.Error() }
+
+func sortCopies(copies []index.Copy) []index.Copy {
+	slices.SortFunc(copies, func(a, b index.Copy) int {
+		return cmp.Or(bytes.Compare(a.ID[:], b.ID[:]), strings.Compare(a.Names[0], b.Names[0]), strings.Compare(a.Names[1], b.Names[1]))
+	})
+	return copies
 }
 
 // indexWorker reads archives one after another, reusing its buffers.
 type indexWorker struct {
 	scratch  format.SummaryScratch
-	b        index.Builder
+	sp       *index.Spiller
+	limit    int
 	excluded []ExcludedPath // of the last archive read
 }
 
@@ -303,36 +371,47 @@ func (w *indexWorker) exclude(name string, member uint32, err error) error {
 	return nil
 }
 
-// index reads one archive into a one-archive index.
-func (w *indexWorker) index(ns store.Source, key *crypt.Key) (*index.Index, int, *ArchiveProblem, error) {
+// commit hands an archive's runs over; a failure there is the rebuild's.
+func commit(b *index.RunBuilder) error {
+	if err := b.Commit(); err != nil {
+		b.Abort()
+		return &spillError{err}
+	}
+	return nil
+}
+
+// index reads one archive into sorted runs of the spiller.
+func (w *indexWorker) index(ns store.Source, key *crypt.Key) (int, *ArchiveProblem, error) {
 	w.excluded = nil
 	src, err := ns.Open()
 	if err != nil {
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
 	defer src.Close()
 	a, why := format.OpenArchive(src, key)
 	if why == nil {
 		h := a.Header
-		if err := w.b.Reset(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, int(a.Footer.Members)); err != nil {
-			return nil, 0, nil, err
+		b, err := w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, w.limit)
+		if err != nil {
+			return 0, nil, err
 		}
 		why = a.SummaryItems(&w.scratch, func(it *format.SummaryItem) error {
-			err := w.b.Add(it.Path, index.Entry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
+			err := b.Add(it.Path, index.Entry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
 			return w.exclude(ns.Name, it.Member, err)
 		})
-		w.scratch.Trim(64 << 20)
+		w.scratch.Trim(16 << 20)
 		if why == nil {
-			return w.b.Compact(), int(a.Footer.Members), nil, nil
+			return int(a.Footer.Members), nil, commit(b)
 		}
+		b.Abort()
 	}
 	var ve *format.VersionError
 	if errors.Is(why, format.ErrWrongKey) || errors.Is(why, format.ErrNotCBFS) || errors.As(why, &ve) {
-		return nil, 0, nil, why
+		return 0, nil, why
 	}
 	var fe *format.Error
 	if !errors.As(why, &fe) {
-		return nil, 0, nil, why // I/O: a scan would fail the same way
+		return 0, nil, why // I/O: a scan would fail the same way
 	}
 	w.excluded = nil
 	return w.scanArchive(ns, src, key, why)
@@ -340,23 +419,23 @@ func (w *indexWorker) index(ns store.Source, key *crypt.Key) (*index.Index, int,
 
 // scanArchive is the fallback: a member scan that counts every complete,
 // authenticated member.
-func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt.Key, why error) (*index.Index, int, *ArchiveProblem, error) {
+func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt.Key, why error) (int, *ArchiveProblem, error) {
 	var entries []format.Entry
 	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
 		entries = append(entries, e)
 		return nil
 	})
 	if err != nil {
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
 	if rep == nil || rep.Header == nil {
-		return nil, 0, nil, fmt.Errorf("%v; the member scan found no header", why)
+		return 0, nil, fmt.Errorf("%v; the member scan found no header", why)
 	}
 	for _, p := range rep.Problems {
 		if p.Class == format.ClassHeader {
 			// The sequence number orders the archive: from a header that
 			// does not authenticate it cannot be trusted.
-			return nil, 0, nil, p
+			return 0, nil, p
 		}
 	}
 	h := rep.Header
@@ -367,18 +446,19 @@ func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt
 	for _, e := range entries {
 		members = max(members, uint64(e.Number)+1)
 	}
-	b, err := index.NewBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, len(entries), 0)
+	b, err := w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, w.limit)
 	if err != nil {
-		return nil, 0, nil, err
+		return 0, nil, err
 	}
 	for _, e := range entries {
 		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
 			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
 		if err := w.exclude(ns.Name, e.Number, err); err != nil {
-			return nil, 0, nil, err
+			b.Abort()
+			return 0, nil, err
 		}
 	}
-	return b.Index(), len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: len(entries)}, nil
+	return len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: len(entries)}, commit(b)
 }
 
 // MergeAll merges indexes (see index.Merge), in parallel. The
@@ -430,12 +510,13 @@ func Conflicts(x *index.Index) []Conflict {
 	return out
 }
 
-// ReadIndexFile reads and opens an index file.
+// ReadIndexFile reads and opens an index file with the one of keys it was
+// sealed with.
 //
 // path may be an object-store URL (s3://BUCKET/KEY).
-func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
+func ReadIndexFile(path string, keys ...*crypt.Key) (*index.Index, error) {
 	if store.IsURL(path) {
-		x, _, err := readIndexURL(context.Background(), path, key)
+		x, _, err := readIndexURL(context.Background(), path, keys...)
 		return x, err
 	}
 	f, err := store.OpenRegular(path)
@@ -443,7 +524,7 @@ func ReadIndexFile(path string, key *crypt.Key) (*index.Index, error) {
 		return nil, err
 	}
 	defer f.Close()
-	x, err := index.Read(f, key)
+	x, err := index.Read(f, keys...)
 	if err != nil {
 		return nil, locErr(store.File(path), err)
 	}
@@ -531,34 +612,135 @@ func AddArchiveFile(indexPath string, key *crypt.Key, archivePath string) (*AddR
 // index that does not exist yet. It reads without the lock: a writer
 // takes its number from an IndexUpdate, under the lock.
 func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
-	x, err := ReadIndexFile(indexPath, key)
+	x, f, err := OpenIndexFile(indexPath, key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 1, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("index %s: %w", indexPath, err)
 	}
+	f.Close()
 	u := &IndexUpdate{Path: indexPath, Index: x}
 	return u.NextSeq()
 }
 
-// MergeIndexFiles reads index files (in parallel) and merges them.
-func MergeIndexFiles(ctx context.Context, paths []string, key *crypt.Key) (*index.Index, []index.Copy, error) {
-	parts := make([]*index.Index, len(paths))
-	errs := make([]error, len(paths))
-	err := parallel.Do(ctx, len(paths), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
-		parts[i], errs[i] = ReadIndexFile(paths[i], key)
-		if errs[i] != nil {
-			errs[i] = fmt.Errorf("%s: %w", paths[i], errs[i])
-		}
-	})
+// OpenIndexFile opens an index file for lookups: its header, trailer and
+// directory are read and checked; blocks are read from the file as
+// needed, so the file stays open (close it when done).
+//
+// path may be an object-store URL (s3://BUCKET/KEY): the object is read
+// by ranged GETs (its last bytes, where the trailer and directory are,
+// in the GET that opens it; blocks through its block cache), each on the
+// ETag it was opened at.
+func OpenIndexFile(path string, keys ...*crypt.Key) (*index.Reader, io.Closer, error) {
+	x, obj, err := openIndexObject(context.Background(), path, keys...)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := errors.Join(errs...); err != nil {
+	return x, obj, nil
+}
+
+// openIndexObject opens an index file or object for lookups (see
+// OpenIndexFile), with the object it reads.
+func openIndexObject(ctx context.Context, path string, keys ...*crypt.Key) (*index.Reader, store.Object, error) {
+	var obj store.Object
+	if store.IsURL(path) {
+		o, err := store.OpenURL(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		obj = o
+	} else {
+		f, err := store.OpenRegular(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		obj = fileObject{f, st.Size()}
+	}
+	// Several keys: the one that opens it (its key check value matches).
+	var x *index.Reader
+	err := error(format.ErrWrongKey)
+	for _, k := range keys {
+		if k == nil {
+			continue
+		}
+		if x, err = index.Open(obj, obj.Size(), k); !errors.Is(err, format.ErrWrongKey) {
+			break
+		}
+	}
+	if err != nil {
+		obj.Close()
+		return nil, nil, locErr(sourceOf(ctx, path), err)
+	}
+	return x, obj, nil
+}
+
+// fileObject is an open file as a store.Object.
+type fileObject struct {
+	*os.File
+	size int64
+}
+
+func (f fileObject) Size() int64 { return f.size }
+
+// MergeIndexFiles reads index files and merges them, in memory.
+func MergeIndexFiles(ctx context.Context, paths []string, key *crypt.Key) (*index.Index, []index.Copy, error) {
+	var buf bytes.Buffer
+	c, err := MergeIndexFilesTo(ctx, paths, key, &buf)
+	if err != nil {
 		return nil, nil, err
 	}
-	return MergeAll(parts)
+	x, err := index.Read(bytes.NewReader(buf.Bytes()), key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return x, c.Copies, nil
+}
+
+// MergeIndexFilesTo merges index files into out as it reads them: a
+// k-way merge holding one block of each part, whatever their size.
+func MergeIndexFilesTo(ctx context.Context, paths []string, key *crypt.Key, out io.Writer) (*index.CombineResult, error) {
+	parts := make([]*index.Reader, len(paths))
+	for i, p := range paths {
+		x, f, err := OpenIndexFile(p, key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		defer f.Close()
+		parts[i] = x
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, context.Cause(ctx)
+	}
+	c, err := index.MergeReaders(out, key, parts...)
+	if err != nil {
+		return nil, err
+	}
+	c.Copies = sortCopies(c.Copies)
+	return c, nil
+}
+
+// conflictLocations are a conflict's candidates with their archives.
+func conflictLocations(table []index.Archive, c index.Conflict) []Location {
+	out := make([]Location, len(c.Entries))
+	for i, e := range c.Entries {
+		out[i] = Location{Archive: table[e.Archive], Entry: e}
+	}
+	return out
+}
+
+// CombinedConflicts are the conflicts a rebuild or merge wrote.
+func CombinedConflicts(c *index.CombineResult) []Conflict {
+	var out []Conflict
+	for _, cf := range c.Conflicts {
+		out = append(out, Conflict{Path: cf.Path, Candidates: conflictLocations(c.Archives, cf)})
+	}
+	return out
 }
 
 // IndexDiff is one difference between two indexes: an archive (Path nil)
@@ -631,4 +813,78 @@ func DiffIndex(a, b *index.Index) []IndexDiff {
 func sameLocation(p, q Location) bool {
 	p.Entry.Archive, q.Entry.Archive = 0, 0
 	return p == q
+}
+
+// DiffReaders compares two indexes as DiffIndex does, streaming: the
+// tables first, then the records of both, one block of each at a time;
+// fn gets each difference in order.
+func DiffReaders(a, b *index.Reader, fn func(IndexDiff) error) error {
+	ids := map[[crypt.IDSize]byte]int{}
+	for i := range b.Archives {
+		ids[b.Archives[i].ID] = i
+	}
+	seen := map[[crypt.IDSize]byte]bool{}
+	for i := range a.Archives {
+		pa := &a.Archives[i]
+		seen[pa.ID] = true
+		if j, ok := ids[pa.ID]; ok {
+			if pb := &b.Archives[j]; *pa != *pb {
+				if err := fn(IndexDiff{ArchA: pa, ArchB: pb}); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := fn(IndexDiff{ArchA: pa}); err != nil {
+			return err
+		}
+	}
+	for j := range b.Archives {
+		if !seen[b.Archives[j].ID] {
+			if err := fn(IndexDiff{ArchB: &b.Archives[j]}); err != nil {
+				return err
+			}
+		}
+	}
+	locs := func(x *index.Reader, rec *index.Record) []Location {
+		out := make([]Location, len(rec.Entries))
+		for i, e := range rec.Entries {
+			out[i] = Location{Archive: x.Archives[e.Archive], Entry: e}
+		}
+		return out
+	}
+	ia, ib := a.Records(nil), b.Records(nil)
+	okA, okB := ia.Next(), ib.Next()
+	for okA || okB {
+		c := 0
+		switch {
+		case !okA:
+			c = 1
+		case !okB:
+			c = -1
+		default:
+			c = bytes.Compare(ia.Path(), ib.Path())
+		}
+		var d *IndexDiff
+		switch {
+		case c < 0:
+			d = &IndexDiff{IsRecord: true, Path: bytes.Clone(ia.Path()), A: locs(a, ia.Record())}
+			okA = ia.Next()
+		case c > 0:
+			d = &IndexDiff{IsRecord: true, Path: bytes.Clone(ib.Path()), B: locs(b, ib.Record())}
+			okB = ib.Next()
+		default:
+			la, lb := locs(a, ia.Record()), locs(b, ib.Record())
+			if !slices.EqualFunc(la, lb, sameLocation) {
+				d = &IndexDiff{IsRecord: true, Path: bytes.Clone(ia.Path()), A: la, B: lb}
+			}
+			okA, okB = ia.Next(), ib.Next()
+		}
+		if d != nil {
+			if err := fn(*d); err != nil {
+				return err
+			}
+		}
+	}
+	return errors.Join(ia.Err(), ib.Err())
 }

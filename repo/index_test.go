@@ -635,3 +635,21 @@ func TestIndexUpdateReplacedUnderneath(t *testing.T) {
 		t.Fatalf("missing index: %v, want a NoIndexError", err)
 	}
 }
+
+// TestHiddenInNamesWhatARebuildServes: the archive named as bringing a
+// deleted path back is the one a rebuild would serve it from: the
+// highest sequence below the tombstone.
+func TestHiddenInNamesWhatARebuildServes(t *testing.T) {
+	given := map[string]*GivenArchive{
+		"0001.cbfs": {ID: [crypt.IDSize]byte{1}, Seq: 1, Paths: map[string]bool{"data/a": true}},
+		"0002.cbfs": {ID: [crypt.IDSize]byte{2}, Seq: 2, Paths: map[string]bool{"data/a": true}},
+		"0005.cbfs": {ID: [crypt.IDSize]byte{5}, Seq: 5, Paths: map[string]bool{"data/a": true}},
+	}
+	ts := index.Archive{Name: "0004.cbfs", ID: [crypt.IDSize]byte{4}, Seq: 4}
+	if got := hiddenIn(given, ts, []byte("data/a")); got != "0002.cbfs" {
+		t.Errorf("hiddenIn = %q, want 0002.cbfs", got)
+	}
+	if got := hiddenIn(given, ts, []byte("data/b")); got != "" {
+		t.Errorf("hiddenIn of a path no archive holds = %q", got)
+	}
+}

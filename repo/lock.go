@@ -1,9 +1,11 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -45,7 +47,7 @@ func (e *LockBusyError) Error() string {
 	if e.Waited == 0 {
 		return fmt.Sprintf("index %s: another cbfs is updating it (%s is locked)", e.Index, e.Lock)
 	}
-	return fmt.Sprintf("index %s: another cbfs is still updating it after %s (%s is locked)", e.Index, e.Waited.Round(time.Second), e.Lock)
+	return fmt.Sprintf("index %s: another cbfs is still updating it after %s (%s is locked)", e.Index, e.Waited.Round(100*time.Millisecond), e.Lock)
 }
 
 // IndexReplacedError is returned when an index file changed while its
@@ -80,44 +82,54 @@ type IndexOptions struct {
 	// Waiting, if set, is called once when the lock has not been had for
 	// LockWaitNotice.
 	Waiting func(lockPath string)
+	// ReadKeys are more keys the index may be sealed with (a key being
+	// rotated out); the update is sealed with OpenIndexUpdate's key.
+	ReadKeys []*crypt.Key
 }
 
 // IndexUpdate is one writer's hold on an index file: the lock, and the
-// index as read under it. Close releases the lock.
+// index as opened under it (its trailer and directory; blocks are read
+// as needed). Close releases the lock.
 type IndexUpdate struct {
 	Path string
-	// Index is the index as read under the lock; an empty one when the
-	// file did not exist (Created).
-	Index   *index.Index
-	Created bool
-	key     *crypt.Key
-	lock    *os.File
-	seen    os.FileInfo // the file as read; nil when it did not exist
+	// Index is the index as opened under the lock; nil when the file
+	// did not exist (Created).
+	Index    *index.Reader
+	Created  bool
+	key      *crypt.Key
+	readKeys []*crypt.Key // more keys the index may be sealed with
+	lock     *os.File
+	file     io.Closer   // the open index file (or object) Index reads
+	seen     os.FileInfo // the file as read; nil when it did not exist
+	// Memory bounds the records of an archive added (DefaultMemory when
+	// 0).
+	Memory int
 	// remote is set for an index in an object store: updated by
 	// conditional writes, without a lock file.
 	remote *remoteIndex
 }
 
 // OpenIndexUpdate takes the lock of the index at path (waiting as opt
-// says) and reads the index under it.
+// says) and opens the index under it.
 //
 // An index in an object store (s3://BUCKET/KEY) takes no lock: it is
-// read with its ETag and written conditionally on it (If-Match), and a
+// opened with its ETag and written conditionally on it (If-Match), and a
 // store that does not honour conditional writes is refused
 // (ErrNoConditionalWrites).
 func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
 	if store.IsURL(path) {
 		return openRemoteUpdate(context.Background(), path, key, opt)
 	}
+	path = ResolveIndexPath(path)
 	lock, err := lockIndex(path, opt)
 	if err != nil {
 		return nil, err
 	}
-	u := &IndexUpdate{Path: path, key: key, lock: lock}
+	u := &IndexUpdate{Path: path, key: key, readKeys: opt.ReadKeys, lock: lock}
 	st, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && opt.Create:
-		u.Index, u.Created = &index.Index{}, true
+		u.Created = true
 		return u, nil
 	case errors.Is(err, fs.ErrNotExist):
 		u.Close()
@@ -127,28 +139,93 @@ func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdat
 		return nil, err
 	}
 	u.seen = st
-	if u.Index, err = ReadIndexFile(path, key); err != nil {
+	if err := u.open(); err != nil {
 		u.Close()
 		return nil, fmt.Errorf("index %s: %w", path, err)
 	}
 	return u, nil
 }
 
+// open opens the index file for reading.
+func (u *IndexUpdate) open() error {
+	if u.remote != nil {
+		return u.reopen(false)
+	}
+	if u.file != nil {
+		u.file.Close()
+	}
+	x, f, err := OpenIndexFile(u.Path, append([]*crypt.Key{u.key}, u.readKeys...)...)
+	if err != nil {
+		return err
+	}
+	u.Index, u.file = x, f
+	return nil
+}
+
 // Close releases the lock.
 func (u *IndexUpdate) Close() {
+	if u.file != nil {
+		u.file.Close()
+		u.file = nil
+	}
 	if u.lock != nil {
 		u.lock.Close() // closing the descriptor releases the flock
 		u.lock = nil
 	}
 }
 
+// HighSeq is the highest sequence number the index has seen (0 for a new
+// index).
+func (u *IndexUpdate) HighSeq() uint64 {
+	if u.Index == nil {
+		return 0
+	}
+	return u.Index.HighSeq
+}
+
 // NextSeq is the default sequence number of a new archive: one more than
 // the highest the index has seen (1 for a new index).
 func (u *IndexUpdate) NextSeq() (uint64, error) {
-	if u.Index.HighSeq == ^uint64(0) {
+	if u.HighSeq() == ^uint64(0) {
 		return 0, fmt.Errorf("index %s: the highest sequence number is already 2^64-1", u.Path)
 	}
-	return u.Index.HighSeq + 1, nil
+	return u.HighSeq() + 1, nil
+}
+
+// Lookup finds path's record (reading one block).
+func (u *IndexUpdate) Lookup(path []byte) (*index.Record, bool, error) {
+	if u.Index == nil {
+		return nil, false, nil
+	}
+	return u.Index.Lookup(path)
+}
+
+// LiveTree lists dir and every live path below it: what --delete-tree
+// deletes. It reads only the blocks of that subtree.
+func (u *IndexUpdate) LiveTree(dir []byte) ([][]byte, error) {
+	if u.Index == nil {
+		return nil, nil
+	}
+	return LiveTree(u.Index, dir)
+}
+
+// LiveTree lists dir and every live path below it in the index.
+func LiveTree(x *index.Reader, dir []byte) ([][]byte, error) {
+	var out [][]byte
+	if rec, ok, err := x.Lookup(dir); err != nil {
+		return nil, err
+	} else if ok && rec.Live() {
+		out = append(out, bytes.Clone(dir))
+	}
+	// The paths below dir sort together, from "dir/" on.
+	prefix := append(bytes.Clone(dir), '/')
+	it := x.Records(prefix)
+	for it.Next() && bytes.HasPrefix(it.Path(), prefix) {
+		if it.Record().Live() {
+			out = append(out, bytes.Clone(it.Path()))
+		}
+	}
+	return out, it.Err()
 }
 
 // unchanged checks, before the new index is renamed into place, that the
@@ -166,90 +243,145 @@ func (u *IndexUpdate) unchanged() error {
 	return nil
 }
 
-// Write replaces the index file with x, atomically, if the file is still
-// the one read under the lock. The update keeps the lock.
-func (u *IndexUpdate) Write(x *index.Index) error {
+// replace writes the index that write produces in place of the file,
+// atomically, if the file is still the one read under the lock, and
+// opens it again. The update keeps the lock. An index in an object store
+// is written conditionally on the ETag it was opened at instead; one
+// changed since fails with store.ErrChanged (or fs.ErrExist where it did
+// not exist).
+func (u *IndexUpdate) replace(write func(io.Writer) error) error {
 	if u.remote != nil {
-		return u.writeRemote(x)
+		return u.replaceRemote(write)
 	}
 	f, err := store.CreateAtomic(u.Path, true)
 	if err != nil {
 		return err
 	}
 	f.BeforeRename = u.unchanged
-	if err := x.Encode(f, u.key); err != nil {
+	if err := write(f); err != nil {
 		f.Abort()
 		return err
 	}
 	if err := f.Commit(); err != nil {
 		return err
 	}
-	u.Index, u.Created = x, false
+	u.Created = false
 	if u.seen, err = os.Stat(u.Path); err != nil {
 		u.seen = nil
 	}
-	return nil
+	return u.open()
 }
 
-// Add merges an archive's one-archive index into the index and writes it
-// (see Write).
-func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
-	id := add.Archives[0].ID
-	res := &AddResult{Created: u.Created}
-	x, copies, err := index.Merge(u.Index, add)
-	// An index in an object store changed by another writer since it was
-	// read is read again and the archive merged into it again: neither
-	// update is lost.
-	for tries := 0; err == nil && u.remote != nil; tries++ {
-		if err = u.Write(x); err == nil || tries == 20 || !(errors.Is(err, store.ErrChanged) || errors.Is(err, fs.ErrExist)) {
-			break
-		}
-		if err = u.reread(true); err == nil {
-			res.Created = u.Created
-			x, copies, err = index.Merge(u.Index, add)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", u.Path, err)
-	}
-	res.Copies = copies
-	for _, c := range Conflicts(x) {
-		for _, l := range c.Candidates {
+// Write replaces the index file with x (see replace).
+func (u *IndexUpdate) Write(x *index.Index) error {
+	return u.replace(func(w io.Writer) error { return x.Encode(w, u.key) })
+}
+
+// addResult fills an AddResult from what was written.
+func (u *IndexUpdate) addResult(c *index.CombineResult, id [crypt.IDSize]byte, created bool) *AddResult {
+	res := &AddResult{Created: created, Copies: sortCopies(c.Copies)}
+	for _, cf := range c.Conflicts {
+		locs := conflictLocations(c.Archives, cf)
+		for _, l := range locs {
 			if l.Archive.ID == id {
-				res.Conflicts = append(res.Conflicts, c)
+				res.Conflicts = append(res.Conflicts, Conflict{Path: cf.Path, Candidates: locs})
 				break
 			}
 		}
 	}
-	if u.remote != nil {
-		// written above
-	} else if err := u.Write(x); err != nil {
-		var re *IndexReplacedError
-		if errors.As(err, &re) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("index %s: %w", u.Path, err)
+	return res
+}
+
+// Add merges an archive's one-archive index into the index and writes it
+// (see replace): a streaming merge, one block of the old index at a time.
+func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
+	var b bytes.Buffer
+	if err := add.Encode(&b, u.key); err != nil {
+		return nil, err
 	}
-	return res, nil
+	ar, err := index.Open(bytes.NewReader(b.Bytes()), int64(b.Len()), u.key)
+	if err != nil {
+		return nil, err
+	}
+	var c *index.CombineResult
+	created, err := u.update(func(w io.Writer) error {
+		parts := []*index.Reader{ar}
+		if u.Index != nil {
+			parts = append(parts, u.Index)
+		}
+		var err error
+		c, err = index.MergeReaders(w, u.key, parts...)
+		return err
+	})
+	if err != nil {
+		return nil, u.wrapErr(err)
+	}
+	return u.addResult(c, add.Archives[0].ID, created), nil
+}
+
+// update replaces the index with what write produces from u.Index (see
+// replace), saying whether the index was created. An index in an object
+// store changed by another writer since it was opened is opened again
+// and write run again on it: neither update is lost.
+func (u *IndexUpdate) update(write func(io.Writer) error) (created bool, err error) {
+	for tries := 0; ; tries++ {
+		created = u.Created
+		err = u.replace(write)
+		if err == nil || u.remote == nil || tries == 20 || !(errors.Is(err, store.ErrChanged) || errors.Is(err, fs.ErrExist)) {
+			return created, err
+		}
+		if err = u.reopen(true); err != nil {
+			return created, err
+		}
+	}
+}
+
+func (u *IndexUpdate) wrapErr(err error) error {
+	var re *IndexReplacedError
+	if errors.As(err, &re) {
+		return err
+	}
+	return fmt.Errorf("index %s: %w", u.Path, err)
 }
 
 // AddArchiveFile adds the archive file at archivePath, read as a rebuild
 // reads it (footer and summary), so that what is added is exactly what a
-// rebuild finds.
+// rebuild finds. The archive's records are sorted in bounded memory and
+// merged with the index's as the new file is written: the old index is
+// read one block at a time, never held whole.
 func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
-	w := &indexWorker{}
-	add, _, scanned, err := w.index(sourceOf(context.Background(), archivePath), u.key)
+	mem := u.Memory
+	if mem <= 0 {
+		mem = DefaultMemory
+	}
+	dir := filepath.Dir(u.Path)
+	if u.remote != nil {
+		dir = "" // the system's temporary directory
+	}
+	sp := &index.Spiller{Budget: mem / 2, Dir: dir}
+	defer sp.Close()
+	w := &indexWorker{sp: sp, limit: mem / 16}
+	src := sourceOf(context.Background(), archivePath)
+	_, scanned, err := w.index(src, u.key)
 	if err != nil {
-		return nil, fmt.Errorf("archive %s: %w", archivePath, err)
+		return nil, locErr(src, err)
 	}
 	if scanned != nil {
-		return nil, fmt.Errorf("archive %s: %w", archivePath, scanned.Err)
+		return nil, locErr(src, scanned.Err)
 	}
-	res, err := u.Add(add)
-	if res != nil {
-		res.Excluded = w.excluded
+	var c *index.CombineResult
+	created, err := u.update(func(out io.Writer) error {
+		var err error
+		c, err = sp.Combine(out, u.key, u.Index)
+		return err
+	})
+	if err != nil {
+		return nil, u.wrapErr(err)
 	}
-	return res, err
+	id := sp.Sources()[0].ID
+	res := u.addResult(c, id, created)
+	res.Excluded = w.excluded
+	return res, nil
 }
 
 // lockIndex takes the exclusive lock of the index at path.
@@ -297,6 +429,7 @@ type IndexLock struct {
 // LockIndexFile takes the lock of the index at path, for a tool that
 // replaces the file whole and does not read it.
 func LockIndexFile(path string, opt IndexOptions) (*IndexLock, error) {
+	path = ResolveIndexPath(path)
 	f, err := lockIndex(path, opt)
 	if err != nil {
 		return nil, err
@@ -314,3 +447,29 @@ func (l *IndexLock) Unchanged() error { return l.u.unchanged() }
 
 // Unlock releases the lock.
 func (l *IndexLock) Unlock() { l.u.Close() }
+
+// Path is the index file the lock is for, symlinks resolved: where the
+// new index goes.
+func (l *IndexLock) Path() string { return l.u.Path }
+
+// ResolveIndexPath follows symlinks to the index file itself: the lock
+// beside it and the rename into place must be those of the real file, or
+// a writer using the link and one using the file would not exclude each
+// other, and the rename would replace the link. A link to a file not yet
+// there resolves to where it points.
+func ResolveIndexPath(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	for range 40 { // a chain of links to a file that does not exist yet
+		target, err := os.Readlink(path)
+		if err != nil {
+			return path
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return path
+}

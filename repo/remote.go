@@ -1,7 +1,6 @@
 package repo
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +97,7 @@ func ListIndexParts(ctx context.Context, arg string) ([]string, error) {
 
 // readIndexURL reads an index from an object store, with the ETag it was
 // read at.
-func readIndexURL(ctx context.Context, url string, key *crypt.Key) (*index.Index, string, error) {
+func readIndexURL(ctx context.Context, url string, keys ...*crypt.Key) (*index.Index, string, error) {
 	obj, err := store.OpenURL(ctx, url)
 	if err != nil {
 		return nil, "", err
@@ -106,7 +105,7 @@ func readIndexURL(ctx context.Context, url string, key *crypt.Key) (*index.Index
 	defer obj.Close()
 	r := store.Stream(obj, 0)
 	defer r.Close()
-	x, err := index.Read(r, key)
+	x, err := index.Read(r, keys...)
 	if err != nil {
 		return nil, "", &ObjectError{Where: url, Err: err}
 	}
@@ -137,7 +136,7 @@ type remoteIndex struct {
 	etag   string // "" when it did not exist
 }
 
-// openRemoteUpdate reads the index at url for an update.
+// openRemoteUpdate opens the index at url for an update.
 func openRemoteUpdate(ctx context.Context, url string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
 	loc, err := store.ParseLocation(url)
 	if err != nil {
@@ -158,51 +157,54 @@ func openRemoteUpdate(ctx context.Context, url string, key *crypt.Key, opt Index
 			return nil, fmt.Errorf("index %s: %w", url, ErrNoConditionalWrites)
 		}
 	}
-	u := &IndexUpdate{Path: url, key: key, remote: &remoteIndex{ctx: ctx, bucket: st, key: k}}
-	return u, u.reread(opt.Create)
+	u := &IndexUpdate{Path: url, key: key, readKeys: opt.ReadKeys, remote: &remoteIndex{ctx: ctx, bucket: st, key: k}}
+	if err := u.reopen(opt.Create); err != nil {
+		u.Close()
+		return nil, err
+	}
+	return u, nil
 }
 
-// reread reads the remote index again, with its ETag.
-func (u *IndexUpdate) reread(create bool) error {
-	x, etag, err := readIndexURL(u.remote.ctx, u.Path, u.key)
+// reopen opens the remote index again (its trailer and directory), with
+// its ETag; a missing one is a new index when create is set.
+func (u *IndexUpdate) reopen(create bool) error {
+	if u.file != nil {
+		u.file.Close()
+		u.file = nil
+	}
+	x, obj, err := openIndexObject(u.remote.ctx, u.Path, append([]*crypt.Key{u.key}, u.readKeys...)...)
 	switch {
 	case errors.Is(err, os.ErrNotExist) && create:
-		u.Index, u.Created, u.remote.etag = &index.Index{}, true, ""
+		u.Index, u.Created, u.remote.etag = nil, true, ""
 		return nil
 	case errors.Is(err, os.ErrNotExist):
 		return &NoIndexError{Index: u.Path}
 	case err != nil:
 		return fmt.Errorf("index %s: %w", u.Path, err)
 	}
-	u.Index, u.Created, u.remote.etag = x, false, etag
+	u.Index, u.file, u.Created, u.remote.etag = x, obj, false, store.ETag(obj)
 	return nil
 }
 
-// writeRemote writes x over the index read, conditionally.
-func (u *IndexUpdate) writeRemote(x *index.Index) error {
-	var buf bytes.Buffer
-	if err := x.Encode(&buf, u.key); err != nil {
-		return err
-	}
+// replaceRemote writes the index that write produces over the one
+// opened, conditionally on its ETag (If-Match; If-None-Match: * where it
+// did not exist), streaming (a multipart upload past its first part),
+// and opens it again.
+func (u *IndexUpdate) replaceRemote(write func(io.Writer) error) error {
 	opt := store.CreateOptions{IfMatch: u.remote.etag}
 	w, err := u.remote.bucket.Create(u.remote.ctx, u.remote.key, opt)
 	if err != nil {
 		return err
 	}
 	w.AbortOn(u.remote.ctx)
-	if _, err := io.Copy(w, &buf); err != nil {
+	if err := write(w); err != nil {
 		w.Abort()
 		return err
 	}
 	if err := w.Commit(); err != nil {
 		return err
 	}
-	info, err := u.remote.bucket.Stat(u.remote.ctx, u.remote.key)
-	if err != nil {
-		return err
-	}
-	u.Index, u.Created, u.remote.etag = x, false, info.ETag
-	return nil
+	return u.reopen(false)
 }
 
 // shardEnv are the variables batch engines set to a worker's index.

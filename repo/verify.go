@@ -29,9 +29,11 @@ type VerifyOptions struct {
 	Keys []*crypt.Key
 	// Jobs is how many objects are checked at once (at least one).
 	Jobs int
-	// Paths collects the canonical paths of each archive's live members,
-	// which an index audit (CheckIndex) needs. Keyed only.
-	Paths bool
+	// Members collects where each intact member is (Intact), and Paths
+	// the canonical paths of each archive's live members (keyed only):
+	// what an index audit (CheckIndex) needs. Without them memory does
+	// not grow with the members of an archive.
+	Members, Paths bool
 	// Done, when set, is called as each object is finished (from the
 	// worker that checked it): for progress.
 	Done func(i int)
@@ -98,7 +100,9 @@ func verifyOne(src store.Source, opt VerifyOptions) VerifyResult {
 		r.Paths = map[string]bool{}
 	}
 	collect := func(e format.Entry) error {
-		found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
+		if opt.Members {
+			found = append(found, format.Entry{Number: e.Number, Offset: e.Offset, Length: e.Length})
+		}
 		if r.Paths != nil && e.Meta != nil && e.Meta.Type != format.TypeTombstone && index.Indexed(e.Meta.Type) {
 			if c, err := index.CanonicalPath(e.Meta.Path); err == nil {
 				r.Paths[string(c)] = true
@@ -110,7 +114,7 @@ func verifyOne(src store.Source, opt VerifyOptions) VerifyResult {
 	if rep != nil {
 		r.Header = rep.Header
 		r.Members, r.Damaged, r.Problems = rep.Members, rep.Damaged, rep.Problems
-		if rep.Header != nil {
+		if rep.Header != nil && opt.Members {
 			r.Intact = make(map[uint32]IntactMember, len(found))
 			for _, e := range found {
 				r.Intact[e.Number] = IntactMember{Offset: rep.Header.PhysOffset(e.Offset), Span: rep.Header.PhysSpan(e.Offset, e.Length)}

@@ -102,6 +102,9 @@ type ExportOptions struct {
 	// OnMember, when set, is called with each member that becomes a tar
 	// entry, before its bytes are written: what tar -v lists.
 	OnMember func(m *format.Meta)
+	// Keys are more keys beside ExportTar's: the archive is read with the
+	// one it was written under.
+	Keys []*crypt.Key
 }
 
 // ExportTar writes a CBFS archive read from src to dst as a plain tar. An
@@ -112,7 +115,7 @@ type ExportOptions struct {
 // error. It stops at the next read once ctx is cancelled.
 func ExportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key, opt ExportOptions) error {
 	src = ctxReader{ctx, src}
-	r, err := format.NewReader(src, key, format.ReaderOptions{})
+	r, err := format.NewReader(src, key, format.ReaderOptions{Keys: opt.Keys})
 	if err != nil {
 		return err
 	}

@@ -80,6 +80,33 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 			return ExtractStats{}, err
 		}
 	}
+	items := make([]Item, len(entries))
+	for i, e := range entries {
+		items[i] = Item{Archive: a, Entry: e}
+	}
+	return ExtractItems(ctx, items, dest, opt)
+}
+
+// Item is a member to extract and the archive it is read from.
+type Item struct {
+	Archive *format.Archive
+	Entry   format.Entry // the summary's record
+	// LinkAs, set on a hard link, is the member (of the same archive) to
+	// write under the link's name as a regular file instead of a link:
+	// what a link becomes when its target is not the member it linked to.
+	LinkAs *format.Entry
+}
+
+// ExtractItems is Extract of members that may come from several archives
+// (the current tree of a file system, through its index), in the order
+// given: a directory before what it holds, a hard link after its target.
+// A hard link without LinkAs is made only to a member this run extracted;
+// one whose target is left out is written from the member it points to
+// in its own archive, found earlier among the items of that archive.
+func ExtractItems(ctx context.Context, items []Item, dest string, opt ExtractOptions) (ExtractStats, error) {
+	if !sysSupported {
+		return ExtractStats{}, errUnsupported
+	}
 	if err := os.MkdirAll(dest, 0o777); err != nil {
 		return ExtractStats{}, &DestError{Dest: dest, Err: err}
 	}
@@ -89,7 +116,7 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	x := &extractor{a: a, entries: entries, opt: opt, names: newIDNames(),
+	x := &extractor{items: items, opt: opt, names: newIDNames(),
 		created: map[string]bool{}, dirMeta: map[string]*format.Meta{}, dirIDs: map[string]nodeID{},
 		tmpPrefix: ".cbfs-" + hex.EncodeToString(rnd[:]) + "-",
 		euid:      geteuid(), egid: getegid()}
@@ -116,10 +143,10 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 		return x.stats, nil
 	}
 	x.ctx = ctx
-	for i, e := range entries {
+	for i, it := range items {
 		err := context.Cause(ctx)
 		if err == nil {
-			err = x.member(i, e)
+			err = x.member(i, it.Entry)
 		}
 		if err == nil {
 			err = x.fatalErr()
@@ -147,7 +174,7 @@ func Extract(ctx context.Context, a *format.Archive, dest string, opt ExtractOpt
 		if len(x.otherNames) == 8 {
 			names += ", ..."
 		}
-		x.report(Note, "", "%d extended attributes outside the user namespace (%s) were not restored: only root restores them", x.otherXattrs, names)
+		x.report(Note, "", "%d extended %s outside the user namespace (%s) not restored: only root restores them", x.otherXattrs, map[bool]string{true: "attribute was", false: "attributes were"}[x.otherXattrs == 1], names)
 	}
 	return x.stats, nil
 }
@@ -182,8 +209,7 @@ type selector struct {
 type extractor struct {
 	strippedSlash bool            // the note about absolute names was given
 	ctx           context.Context // cancelled: stop, and remove files not complete
-	a             *format.Archive
-	entries       []format.Entry
+	items         []Item
 	opt           ExtractOptions
 	names         *idNames
 	walk          *dirWalker
@@ -342,7 +368,7 @@ func (x *extractor) member(i int, e format.Entry) error {
 		// A file's full record (xattrs, verbatim tar header) is read by
 		// the worker that writes it.
 		var err error
-		if m, err = x.a.Meta(e); err != nil {
+		if m, err = x.items[i].Archive.Meta(e); err != nil {
 			if isDamage(err) {
 				x.report(Damaged, name, "%v", err)
 				return nil
@@ -449,7 +475,7 @@ func (x *extractor) create(i int, parent int, base, name string, e format.Entry,
 	taken := func(err error) bool { return errors.Is(err, fs.ErrExist) }
 	switch m.Type {
 	case format.TypeRegular:
-		return x.writeFile(parent, base, name, e, m, false, false, replace)
+		return x.writeFile(x.items[i].Archive, parent, base, name, e, m, false, false, replace)
 	case format.TypeDir:
 		if err := mkdirAt(parent, base, 0o700); err != nil {
 			if taken(err) {
@@ -504,6 +530,9 @@ func (x *extractor) hardlink(i int, parent int, base, name string, m *format.Met
 		return false, false, nil
 	}
 	target := strings.Join(tcomps, "/")
+	if x.items[i].LinkAs != nil {
+		return x.materialize(i, parent, base, name, target, replace)
+	}
 	x.wait(target)
 	if !x.created[target] && len(x.sel) > 0 && !x.wouldSelect(target) {
 		return x.materialize(i, parent, base, name, target, replace)
@@ -544,24 +573,38 @@ func (x *extractor) wouldSelect(path string) bool {
 // materialize extracts the regular file a hard link points to under the
 // link's own name.
 func (x *extractor) materialize(i int, parent int, base, name, target string, replace bool) (done, exists bool, err error) {
+	a := x.items[i].Archive
+	if la := x.items[i].LinkAs; la != nil {
+		return x.writeFileOf(a, *la, parent, base, name, target, replace)
+	}
 	for j := i - 1; j >= 0; j-- {
-		c, bad := splitMember(bytes.TrimLeft(x.entries[j].Meta.Path, "/"))
+		it := x.items[j]
+		if it.Archive != a {
+			continue
+		}
+		c, bad := splitMember(bytes.TrimLeft(it.Entry.Meta.Path, "/"))
 		if bad != "" || strings.Join(c, "/") != target {
 			continue
 		}
-		if x.entries[j].Meta.Type != format.TypeRegular {
+		if it.Entry.Meta.Type != format.TypeRegular {
 			break
 		}
-		tm, err := x.a.Meta(x.entries[j])
-		if err != nil {
-			if isDamage(err) {
-				x.report(Damaged, name, "hard link target %q: %v", target, err)
-				return false, false, nil
-			}
-			return false, false, err
-		}
-		return x.writeFile(parent, base, name, x.entries[j], tm, true, true, replace)
+		return x.writeFileOf(a, it.Entry, parent, base, name, target, replace)
 	}
 	x.report(Failed, name, "hard link target %q is not a file earlier in the archive; not extracted", target)
 	return false, false, nil
+}
+
+// writeFileOf writes the regular file member e of a under the name of the
+// hard link being extracted.
+func (x *extractor) writeFileOf(a *format.Archive, e format.Entry, parent int, base, name, target string, replace bool) (done, exists bool, err error) {
+	tm, err := a.Meta(e)
+	if err != nil {
+		if isDamage(err) {
+			x.report(Damaged, name, "hard link target %q: %v", target, err)
+			return false, false, nil
+		}
+		return false, false, err
+	}
+	return x.writeFile(a, parent, base, name, e, tm, true, true, replace)
 }

@@ -50,7 +50,7 @@ func (s *fileSink) Write(p []byte) (int, error) {
 // complete. Unless full is set, m is the summary's record and the worker
 // reads the full one. link says the file stands for a hard link member,
 // which its caller counts.
-func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *format.Meta, full, link, replace bool) (done, exists bool, err error) {
+func (x *extractor) writeFile(a *format.Archive, parent int, base, name string, e format.Entry, m *format.Meta, full, link, replace bool) (done, exists bool, err error) {
 	target := base
 	if replace {
 		target = x.tmpName()
@@ -65,7 +65,7 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 	}
 	ref := x.walk.refOf(parent)
 	ref.acquire()
-	j := &fileJob{e: e, name: name, parent: ref, base: base, target: target, replace: replace, fd: fd,
+	j := &fileJob{a: a, e: e, name: name, parent: ref, base: base, target: target, replace: replace, fd: fd,
 		count: !link, done: make(chan struct{})}
 	if full {
 		j.m = m
@@ -77,6 +77,7 @@ func (x *extractor) writeFile(parent int, base, name string, e format.Entry, m *
 
 // fileJob is a regular file created and waiting for its content.
 type fileJob struct {
+	a       *format.Archive
 	e       format.Entry
 	m       *format.Meta // nil: read the member's full record
 	name    string
@@ -170,7 +171,7 @@ func (x *extractor) finishFile(j *fileJob) {
 	name, e, m := j.name, j.e, j.m
 	if m == nil {
 		var err error
-		if m, err = x.a.Meta(e); err != nil {
+		if m, err = j.a.Meta(e); err != nil {
 			if isDamage(err) {
 				x.report(Damaged, name, "%v; not extracted", err)
 			} else {
@@ -188,19 +189,19 @@ func (x *extractor) finishFile(j *fileJob) {
 		// entry are skipped again to keep the holes.
 		if importedSparse(m.TarHeader) {
 			hw := &holeWriter{fd: fd}
-			cerr = tarconv.WriteContent(x.a, e, hw)
+			cerr = tarconv.WriteContent(j.a, e, hw)
 			werr, written = hw.err, hw.pos
 			if cerr == nil && werr == nil {
 				werr = ftruncate(fd, hw.pos)
 			}
 		} else {
 			sink := &fileSink{ctx: x.ctx, fd: fd}
-			cerr = tarconv.WriteContent(x.a, e, sink)
+			cerr = tarconv.WriteContent(j.a, e, sink)
 			werr, written = sink.err, sink.n
 		}
 	case m.Sparse != nil:
 		ew := &extentWriter{fd: fd, ext: m.Sparse}
-		cerr = x.a.Content(e, ew)
+		cerr = j.a.Content(e, ew)
 		werr = ew.err
 		if cerr == nil && werr == nil {
 			if !ew.done() {
@@ -217,7 +218,7 @@ func (x *extractor) finishFile(j *fileJob) {
 		}
 	default:
 		sink := &fileSink{ctx: x.ctx, fd: fd}
-		cerr = x.a.Content(e, sink)
+		cerr = j.a.Content(e, sink)
 		werr, written = sink.err, sink.n
 	}
 	if werr != nil {

@@ -15,7 +15,7 @@ func init() {
 }
 
 func newCatCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	c := &cobra.Command{
 		Use:   "cat -k KEY ARCHIVE PATH...",
 		Short: "Write members' content to standard output",
@@ -31,11 +31,11 @@ other paths are still written, and the exit status is 1.`,
   cbfs cat -k fs1.key backup.cbfs a.txt b.txt > both.txt`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(c.Context(), args[0], key)
+			a, entries, f, err := openSummary(c.Context(), args[0], keys)
 			if err != nil {
 				return err
 			}

@@ -11,39 +11,12 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
-	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
-
-// keyFlag adds -k/--key to a command.
-func keyFlag(c *cobra.Command, p *string) {
-	c.Flags().StringVarP(p, "key", "k", "", "key file (default $CBFS_KEY_FILE)")
-}
-
-// loadKey reads the key file named by -k or CBFS_KEY_FILE, printing any
-// warning about it.
-func loadKey(path string) (*crypt.Key, error) {
-	if path == "" {
-		path = os.Getenv("CBFS_KEY_FILE")
-	}
-	if path == "" {
-		return nil, &exitError{code: exitUsage, err: errors.New("no key file: give -k FILE or set CBFS_KEY_FILE"),
-			hint: "create one with 'cbfs keygen -o FILE'"}
-	}
-	k, warns, err := keys.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for _, w := range warns {
-		fmt.Fprintf(os.Stderr, "cbfs: warning: %s\n", w)
-	}
-	return k, nil
-}
 
 // openInput opens a file argument; "-" or no argument is standard input.
 func openInput(args []string) (io.ReadCloser, string, error) {
@@ -423,11 +396,17 @@ func archiveSource(path string) store.Source {
 		return store.File(path)
 	}
 	return store.Source{Name: "-", Where: "standard input", Open: func() (store.Object, error) {
-		f, size, err := openArchiveFile("-")
+		if err := refuseTerminalInput(); err != nil {
+			return nil, err
+		}
+		st, err := os.Stdin.Stat()
 		if err != nil {
 			return nil, err
 		}
-		return stdinObject{f, size}, nil
+		if !st.Mode().IsRegular() {
+			return nil, &store.NotRegularError{Path: "standard input"}
+		}
+		return stdinObject{os.Stdin, st.Size()}, nil
 	}}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 
@@ -16,10 +17,12 @@ func init() {
 }
 
 func newExportCmd() *cobra.Command {
-	var keyPath, outPath string
+	var keyPath []string
+	var outPath string
 	var force, verbose bool
+	var to treeOptions
 	c := &cobra.Command{
-		Use:   "export -k KEY [-o OUT] [ARCHIVE|-]",
+		Use:   "export -k KEY [-o OUT] [ARCHIVE|-] | export -k KEY --index INDEX [-o OUT] ARCHIVES [PATH...]",
 		Short: "Convert a CBFS archive back into a plain tar",
 		Long: `export writes the plain tar a CBFS archive holds. An archive made by
 'cbfs import' gives back the imported tar byte for byte; members written by
@@ -31,14 +34,24 @@ is checked before the first byte is written: the footer, the summary and
 the layout they describe. A copy cut short or appended to is refused before
 'cbfs export ... | tar x' has extracted anything. From a pipe the archive is
 streamed, and such damage is found when its end is reached (status 3, after
-the output so far was written).`,
+the output so far was written).
+
+` + treeUse,
 		Example: `  cbfs export -k fs1.key -o backup.tar backup.cbfs
-  cbfs export -k fs1.key backup.cbfs | tar tvf -`,
-		Args: cobra.MaximumNArgs(1),
+  cbfs export -k fs1.key backup.cbfs | tar tvf -
+  cbfs export -k fs1.key --index fs1.index -o current.tar archives/
+  cbfs export -k fs1.key --index fs1.index archives/ srv/data | tar tvf -`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			if to.index == "" && len(args) > 1 {
+				return commandUsageError{fmt.Errorf("export: takes at most 1 argument without --index, got %d", len(args)), c.UseLine()}
+			}
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
+			}
+			if to.index != "" {
+				return runExportTree(c, &to, keys, outPath, force, verbose, args)
 			}
 			var in io.ReadCloser
 			var name string
@@ -52,7 +65,7 @@ the output so far was written).`,
 					return inputErr(name, err)
 				}
 				defer obj.Close()
-				if err := checkObjectEnd(obj, key); err != nil {
+				if err := checkObjectEnd(obj, name, keys); err != nil {
 					return inputErr(name, err)
 				}
 				in, size = store.Stream(obj, 0), obj.Size()
@@ -65,7 +78,7 @@ the output so far was written).`,
 				if f == nil && name == "standard input" {
 					f = os.Stdin
 				}
-				if err := checkEndFirst(f, key); err != nil {
+				if err := checkEndFirst(f, name, keys); err != nil {
 					in.Close()
 					return inputErr(name, err)
 				}
@@ -77,12 +90,12 @@ the output so far was written).`,
 				return err
 			}
 			p := startProgress("export "+name, size)
-			var opt tarconv.ExportOptions
+			opt := tarconv.ExportOptions{Keys: keys[1:]}
 			if verbose {
 				list := memberLister(!isStdout(outPath), p)
 				opt.OnMember = func(m *format.Meta) { list(m.Path) }
 			}
-			err = tarconv.ExportTar(c.Context(), out, p.reader(in), key, opt)
+			err = tarconv.ExportTar(c.Context(), out, p.reader(in), keys[0], opt)
 			p.finish()
 			if err != nil {
 				out.abort()
@@ -95,6 +108,7 @@ the output so far was written).`,
 	c.Flags().StringVarP(&outPath, "output", "o", "", "tar file to write (default standard output)")
 	c.Flags().BoolVar(&force, "force", false, "replace the output file if it exists")
 	verboseFlag(c, &verbose)
+	to.flags(c)
 	return c
 }
 
@@ -102,7 +116,7 @@ the output so far was written).`,
 // regular file (read at offsets: the stream position does not move):
 // damage at the end is found before any output, at the cost of two small
 // reads.
-func checkEndFirst(f *os.File, key *crypt.Key) error {
+func checkEndFirst(f *os.File, name string, keys []*crypt.Key) error {
 	if f == nil {
 		return nil
 	}
@@ -114,13 +128,14 @@ func checkEndFirst(f *os.File, key *crypt.Key) error {
 	if err != nil {
 		return nil
 	}
-	return checkObjectEnd(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), key)
+	return checkObjectEnd(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), name, keys)
 }
 
 // checkObjectEnd opens an archive's footer and summary.
-func checkObjectEnd(src format.Source, key *crypt.Key) error {
-	a, err := format.OpenArchive(src, key)
+func checkObjectEnd(src format.Source, name string, keys []*crypt.Key) error {
+	a, err := format.OpenArchive(src, keys...)
 	if err == nil {
+		noteKey(name, a.Header, keys)
 		_, err = a.Entries()
 	}
 	return err

@@ -17,10 +17,12 @@ func init() {
 }
 
 func newExtractCmd() *cobra.Command {
-	var keyPath, dest string
+	var keyPath []string
+	var dest string
 	var noSameOwner, numericOwner, overwrite, salvage, noDevices, noSetID, verbose bool
+	var to treeOptions
 	c := &cobra.Command{
-		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...]",
+		Use:   "extract -k KEY [-C DEST] ARCHIVE [PATH...] | extract -k KEY --index INDEX [-C DEST] ARCHIVES [PATH...]",
 		Short: "Extract an archive's files into a directory, safely",
 		Long: `extract writes the members of ARCHIVE under DEST (default: the current
 directory; created if missing). With PATH arguments it extracts only those
@@ -54,6 +56,8 @@ complete: a damaged member leaves nothing behind.
 An existing file is not replaced without --overwrite; an existing directory
 is used as it is. When a path occurs more than once, the last member wins.
 
+` + treeUse + `
+
 Every member not extracted is named on standard error, the rest is still
 extracted, and the exit status tells the worst: 3 if a member was damaged,
 else 1 if one was rejected or not extracted.
@@ -65,12 +69,31 @@ those, and exits with status 3: which members were lost cannot be known
 without the summary.`,
 		Example: `  cbfs extract -k fs1.key -C /restore backup.cbfs
   cbfs extract -k fs1.key backup.cbfs src/main.go docs
-  cbfs extract -k fs1.key --salvage -C /restore cut-short.cbfs`,
+  cbfs extract -k fs1.key --salvage -C /restore cut-short.cbfs
+  cbfs extract -k fs1.key --index fs1.index -C /restore archives/ srv/data`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
+			}
+			opt := tree.ExtractOptions{
+				SameOwner:    os.Geteuid() == 0 && !noSameOwner,
+				NumericOwner: numericOwner,
+				Overwrite:    overwrite,
+				NoDevices:    noDevices,
+				NoSetID:      noSetID,
+				OnMember: func(path string) {
+					if verbose {
+						fmt.Fprintln(stdout, quote([]byte(path)))
+					}
+				},
+			}
+			if to.index != "" {
+				if salvage {
+					return usageError{errors.New("--salvage reads one damaged archive; it does not go with --index")}
+				}
+				return runExtractTree(c, &to, keys, dest, opt, args)
 			}
 			name := displayName(args[0])
 			f, err := openArchiveObject(c.Context(), args[0])
@@ -84,7 +107,7 @@ without the summary.`,
 			pr := startProgress("extract "+name, size)
 			defer pr.finish()
 			src := format.CachedSource(format.NewSource(pr.readerAt(f), size))
-			op, err := repo.OpenOrSalvage(src, salvage, key)
+			op, err := repo.OpenOrSalvage(src, salvage, keys...)
 			if err != nil && salvage {
 				return inputErr(name, err)
 			}
@@ -92,6 +115,7 @@ without the summary.`,
 				return damageHint(inputErr(name, err), "extract")
 			}
 			a, entries, salvaged := op.Archive, op.Entries, op.Salvaged
+			noteKey(args[0], a.Header, keys)
 			if salvaged {
 				if len(op.Problems) == 0 {
 					pr.say("cbfs: %s: %s\n", name, oneLine(op.OpenErr.Error()))
@@ -102,27 +126,8 @@ without the summary.`,
 				pr.say("cbfs: %s: salvaging %s found intact by a scan; members lost with the damage cannot be listed\n",
 					name, plural(len(entries), "member", "members"))
 			}
-			opt := tree.ExtractOptions{
-				Paths:        args[1:],
-				SameOwner:    os.Geteuid() == 0 && !noSameOwner,
-				NumericOwner: numericOwner,
-				Overwrite:    overwrite,
-				NoDevices:    noDevices,
-				NoSetID:      noSetID,
-				Entries:      entries,
-				OnMember: func(path string) {
-					if verbose {
-						fmt.Fprintln(stdout, quote([]byte(path)))
-					}
-				},
-				Report: func(p tree.Problem) {
-					if p.Path == "" {
-						pr.say("cbfs: %s\n", p.What)
-						return
-					}
-					pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
-				},
-			}
+			opt.Paths, opt.Entries = args[1:], entries
+			opt.Report = problemPrinter(pr)
 			st, err := tree.Extract(c.Context(), a, dest, opt)
 			var de *tree.DestError
 			if errors.As(err, &de) {
@@ -131,27 +136,7 @@ without the summary.`,
 			if err != nil {
 				return inputErr(name, err)
 			}
-			var parts []string
-			if st.Damaged > 0 {
-				parts = append(parts, plural(st.Damaged, "member damaged", "members damaged"))
-			}
-			if st.Rejected > 0 {
-				parts = append(parts, plural(st.Rejected, "member rejected as unsafe", "members rejected as unsafe"))
-			}
-			if st.Failed > 0 {
-				parts = append(parts, plural(st.Failed, "problem", "problems"))
-			}
-			if salvaged {
-				parts = append([]string{"archive damaged, members salvaged by a scan"}, parts...)
-			}
-			if len(parts) == 0 {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s (named above); %s extracted", name, strings.Join(parts, ", "), plural(st.Members, "member", "members"))
-			if st.Damaged > 0 || salvaged {
-				return &exitError{code: exitDamaged, err: err}
-			}
-			return &exitError{code: exitFailure, err: err}
+			return extractStatus(name, st, salvaged)
 		},
 	}
 	keyFlag(c, &keyPath)
@@ -163,5 +148,43 @@ without the summary.`,
 	c.Flags().BoolVar(&noSetID, "no-setid", false, "clear set-user-id and set-group-id bits of the files extracted")
 	verboseFlag(c, &verbose)
 	c.Flags().BoolVar(&salvage, "salvage", false, "when the archive's footer or summary is damaged, extract the members a scan finds intact")
+	to.flags(c)
 	return c
+}
+
+// problemPrinter says each problem extract reports on standard error.
+func problemPrinter(pr *progress) func(tree.Problem) {
+	return func(p tree.Problem) {
+		if p.Path == "" {
+			pr.say("cbfs: %s\n", p.What)
+			return
+		}
+		pr.say("cbfs: %s: %s\n", quote([]byte(p.Path)), p.What)
+	}
+}
+
+// extractStatus is what extract ends with: nil, or the counts of what
+// went wrong with the exit status they call for.
+func extractStatus(name string, st tree.ExtractStats, salvaged bool) error {
+	var parts []string
+	if st.Damaged > 0 {
+		parts = append(parts, plural(st.Damaged, "member damaged", "members damaged"))
+	}
+	if st.Rejected > 0 {
+		parts = append(parts, plural(st.Rejected, "member rejected as unsafe", "members rejected as unsafe"))
+	}
+	if st.Failed > 0 {
+		parts = append(parts, plural(st.Failed, "problem", "problems"))
+	}
+	if salvaged {
+		parts = append([]string{"archive damaged, members salvaged by a scan"}, parts...)
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	err := fmt.Errorf("%s: %s (named above); %s extracted", name, strings.Join(parts, ", "), plural(st.Members, "member", "members"))
+	if st.Damaged > 0 || salvaged {
+		return &exitError{code: exitDamaged, err: err}
+	}
+	return &exitError{code: exitFailure, err: err}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
@@ -14,7 +13,8 @@ import (
 func init() { register(newGCCmd) }
 
 func newGCCmd() *cobra.Command {
-	var keyPath, indexPath string
+	var keyPath []string
+	var indexPath string
 	var asJSON bool
 	var jobs int
 	c := &cobra.Command{
@@ -36,11 +36,11 @@ is named on standard error. It changes nothing.`,
 			if indexPath == "" {
 				return usageError{fmt.Errorf("gc needs --index INDEX")}
 			}
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := repo.ReadIndexFile(indexPath, key)
+			x, err := repo.ReadIndexFile(indexPath, keys...)
 			if err != nil {
 				return inputErr(indexPath, err)
 			}
@@ -59,7 +59,7 @@ is named on standard error. It changes nothing.`,
 					return o, err
 				}
 			}
-			found, err := repo.GC(c.Context(), x, sources, []*crypt.Key{key}, jobsFor(jobs, remote))
+			found, err := repo.GC(c.Context(), x, sources, keys, jobsFor(jobs, remote))
 			if err != nil {
 				return err
 			}

@@ -27,7 +27,7 @@ func init() {
 
 // writeOptions are the flags of every command that writes an archive.
 type writeOptions struct {
-	keyPath    string
+	keyPath    []string
 	out        string
 	force      bool
 	compress   string
@@ -124,6 +124,9 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	if o.out == "" || o.out == "-" {
 		return wo, usageError{errors.New("--index needs -o FILE: the index records the archive's file name")}
 	}
+	if st, err := os.Stat(o.out); err == nil && !st.Mode().IsRegular() {
+		return wo, usageError{fmt.Errorf("--index needs -o to name a file: %s is not one, and the index records the archive's file name", o.out)}
+	}
 	if o.lockWait < 0 {
 		return wo, usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
 	}
@@ -131,14 +134,14 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	// given or not: an index that cannot be updated is found now, not
 	// after the archive is complete, and no other writer can take the
 	// same sequence number or lose this update.
-	key, err := quietKey(o.keyPath)
+	keys, err := quietKeys(o.keyPath)
 	if err != nil {
 		return wo, err
 	}
 	if st, err := os.Stat(filepath.Dir(o.index)); !store.IsURL(o.index) && (err != nil || !st.IsDir()) {
 		return wo, &exitError{code: exitFailure, err: fmt.Errorf("--index %s: its directory does not exist", o.index)}
 	}
-	u, err := openIndexUpdate(o.index, key, o.newIndex, o.lockWait)
+	u, err := openIndexUpdate(o.index, keys, o.newIndex, o.lockWait)
 	if err != nil {
 		return wo, err
 	}
@@ -149,16 +152,18 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	}
 	if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
 		wo.Sequence = next
-	} else if wo.Sequence < u.Index.HighSeq {
-		return wo, &exitError{code: exitUsage, err: fmt.Errorf("--seq %d: the index %s has seen sequence %d; an archive below it would lose to older ones", wo.Sequence, o.index, u.Index.HighSeq),
+	} else if wo.Sequence < u.HighSeq() {
+		return wo, &exitError{code: exitUsage, err: fmt.Errorf("--seq %d: the index %s has seen sequence %d; an archive below it would lose to older ones", wo.Sequence, o.index, u.HighSeq()),
 			hint: fmt.Sprintf("leave --seq out to take %d", next)}
 	}
 	// A deletion of a path the index does not hold deletes nothing: most
 	// likely a typo, said so that it is not silently a no-op.
 	for _, p := range wo.Tombstones {
-		if i, ok := u.Index.Find(p); !ok {
+		if rec, ok, err := u.Lookup(p); err != nil {
+			return wo, indexInputErr(o.index, err)
+		} else if !ok {
 			fmt.Fprintf(os.Stderr, "cbfs: --delete %s: not in the index %s: the tombstone deletes nothing\n", quote(p), o.index)
-		} else if !u.Index.Live(i) {
+		} else if !rec.Live() {
 			fmt.Fprintf(os.Stderr, "cbfs: --delete %s: already deleted in the index %s\n", quote(p), o.index)
 		}
 	}
@@ -167,7 +172,10 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		if err != nil {
 			return wo, usageError{fmt.Errorf("--delete-tree %s: %v", quote([]byte(d)), err)}
 		}
-		tree := liveTree(u.Index, dir)
+		tree, err := u.LiveTree(dir)
+		if err != nil {
+			return wo, indexInputErr(o.index, err)
+		}
 		if len(tree) == 0 {
 			fmt.Fprintf(os.Stderr, "cbfs: --delete-tree %s: the index %s holds no live path there\n", quote(dir), o.index)
 		}
@@ -176,29 +184,12 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	return wo, nil
 }
 
-// liveTree lists dir and every live path below it in the index: what
-// --delete-tree deletes.
-func liveTree(x *index.Index, dir []byte) [][]byte {
-	var out [][]byte
-	if i, ok := x.Find(dir); ok && x.Live(i) {
-		out = append(out, bytes.Clone(dir))
-	}
-	// The paths below dir sort together, from the first at or after
-	// "dir/" on, all with that prefix.
-	prefix := append(bytes.Clone(dir), '/')
-	j, _ := x.Find(prefix)
-	for ; j < x.Len() && bytes.HasPrefix(x.Path(j), prefix); j++ {
-		if x.Live(j) {
-			out = append(out, bytes.Clone(x.Path(j)))
-		}
-	}
-	return out
-}
-
 // openIndexUpdate locks and reads an index for an update, saying when it
 // waits for another writer.
-func openIndexUpdate(path string, key *crypt.Key, create bool, wait time.Duration) (*repo.IndexUpdate, error) {
-	u, err := repo.OpenIndexUpdate(path, key, repo.IndexOptions{Create: create, LockTimeout: wait, Waiting: func(lock string) {
+// openIndexUpdate locks and reads the index, which may be sealed with any
+// of keys; the update is sealed with the first.
+func openIndexUpdate(path string, keys []*crypt.Key, create bool, wait time.Duration) (*repo.IndexUpdate, error) {
+	u, err := repo.OpenIndexUpdate(path, keys[0], repo.IndexOptions{Create: create, LockTimeout: wait, ReadKeys: keys[1:], Waiting: func(lock string) {
 		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", path, lock, wait)
 	}})
 	var ne *repo.NoIndexError
@@ -226,17 +217,34 @@ func (o *writeOptions) unlock() {
 	}
 }
 
-// quietKey reads the key file as loadKey does, without printing its
-// warnings: the command prints them when it loads the key itself.
-func quietKey(path string) (*crypt.Key, error) {
-	if path == "" {
-		path = os.Getenv("CBFS_KEY_FILE")
+// quietKeys reads the keys as loadKeys does, without printing warnings
+// about key files: the command prints them when it loads the keys itself.
+func quietKeys(srcs []string) ([]*crypt.Key, error) {
+	if len(srcs) == 0 {
+		if env := os.Getenv("CBFS_KEY_FILE"); env != "" {
+			srcs = []string{env}
+		}
 	}
-	if path == "" {
-		return loadKey("") // the usage error, with its hint
+	var out []*crypt.Key
+	for _, src := range srcs {
+		if _, ok := keys.KeyringName(src); ok {
+			k, err := loadKeySource(src)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, k)
+			continue
+		}
+		k, _, err := keys.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
 	}
-	k, _, err := keys.ReadFile(path)
-	return k, err
+	if len(out) == 0 {
+		return loadKeys(nil) // the usage error, with its hint
+	}
+	return out, nil
 }
 
 // updateIndex adds the archive just committed to --index, if given, and
@@ -246,13 +254,19 @@ func (o *writeOptions) updateIndex(key *crypt.Key) error {
 		return nil
 	}
 	defer o.unlock()
-	return o.addArchive(key)
+	return o.addArchive(key, true)
 }
 
 // addArchive adds the archive o.out to the index held in o.update and
-// reports what the index says about it.
-func (o *writeOptions) addArchive(key *crypt.Key) error {
+// reports what the index says about it. written says this command has
+// just written the archive (pack, import), not been given it (index add).
+func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 	res, err := o.update.AddArchiveFile(o.out)
+	if err != nil && !written {
+		// The archive's own fault (unreadable, another key, not an
+		// archive) keeps its status; the index is unchanged.
+		return &exitError{err: fmt.Errorf("not added to the index %s (unchanged): %w", o.index, err)}
+	}
 	if err != nil {
 		return &exitError{code: exitFailure, err: fmt.Errorf("the archive %s is complete, but the index %s was not updated: %w", o.out, o.index, err),
 			hint: "the old index is unchanged; once the cause is fixed, add the archive to it with: " + repairCommand(o, key)}
@@ -278,19 +292,22 @@ func (o *writeOptions) addArchive(key *crypt.Key) error {
 		}
 		fmt.Fprintf(os.Stderr, "cbfs: conflict: %s: sequence %d in %s\n", quote(c.Path), c.Candidates[0].Archive.Seq, strings.Join(who, " and "))
 	}
-	return &exitError{code: exitConflict, err: fmt.Errorf("%d paths conflict with another archive of sequence %d; the index holds every candidate",
-		len(res.Conflicts), res.Conflicts[0].Candidates[0].Archive.Seq),
+	return &exitError{code: exitConflict, err: fmt.Errorf("%s with another archive of sequence %d; the index holds every candidate",
+		plural(len(res.Conflicts), "path conflicts", "paths conflict"), res.Conflicts[0].Candidates[0].Archive.Seq),
 		hint: "write the archive again with a higher --seq, or leave --seq to its default with --index"}
 }
 
 // repairCommand is the command that adds the archive just written to
 // the index. It names the key file, never the key.
 func repairCommand(o *writeOptions, key *crypt.Key) string {
-	kp := o.keyPath
-	if kp == "" {
-		kp = os.Getenv("CBFS_KEY_FILE")
+	var ks []string
+	for _, kp := range o.keyPath {
+		ks = append(ks, "-k "+shellQuote(kp))
 	}
-	return fmt.Sprintf("cbfs index add -k %s %s %s", shellQuote(kp), shellQuote(o.index), shellQuote(o.out))
+	if len(ks) == 0 {
+		ks = append(ks, "-k "+shellQuote(os.Getenv("CBFS_KEY_FILE")))
+	}
+	return fmt.Sprintf("cbfs index add %s %s %s", strings.Join(ks, " "), shellQuote(o.index), shellQuote(o.out))
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,8 +59,8 @@ func indexInputErr(name string, err error) error {
 	return e
 }
 
-func readIndex(path string, key *crypt.Key) (*index.Index, error) {
-	x, err := repo.ReadIndexFile(path, key)
+func readIndex(path string, keys ...*crypt.Key) (*index.Index, error) {
+	x, err := repo.ReadIndexFile(path, keys...)
 	if err != nil {
 		return nil, indexInputErr(path, err)
 	}
@@ -63,12 +68,13 @@ func readIndex(path string, key *crypt.Key) (*index.Index, error) {
 }
 
 type indexBuildOptions struct {
-	keyPath  string
+	keyPath  []string
 	out      string
 	force    bool
 	json     bool
 	shard    string
 	partial  bool
+	memory   string
 	jobs     int
 	lockWait time.Duration
 	cmd      *cobra.Command
@@ -109,7 +115,11 @@ func lockOutput(o *indexBuildOptions) (*repo.IndexLock, error) {
 // createIndexOutput opens the output of rebuild or merge, checked under
 // its lock before the rename.
 func createIndexOutput(o *indexBuildOptions, l *repo.IndexLock) (*output, error) {
-	out, err := createOutput(o.cmd.Context(), o.out, o.force, true)
+	path := o.out
+	if l != nil {
+		path = l.Path() // through a symlink: the file it points to
+	}
+	out, err := createOutput(o.cmd.Context(), path, o.force, true)
 	if err == nil && l != nil && out.file != nil {
 		out.file.BeforeRename = l.Unchanged
 	}
@@ -162,7 +172,37 @@ be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N); env/N takes I from\nJOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID;\n{shard} in -o is replaced by I")
 	jobsFlag(c, &o.jobs)
 	c.Flags().BoolVar(&o.partial, "partial", false, "write the index even when some archives cannot be read (the exit status still says so)")
+	c.Flags().StringVar(&o.memory, "memory", "64MiB", "records held in memory before sorted runs spill to temporary files beside the output (such as 256MiB or 1GiB)")
 	return c
+}
+
+// parseSize reads a byte count with an optional K, M, G (or KiB, MiB,
+// GiB) suffix, powers of 1024.
+func parseSize(s string) (int, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mul := 1
+	switch {
+	case strings.HasSuffix(t, "K"):
+		mul, t = 1<<10, t[:len(t)-1]
+	case strings.HasSuffix(t, "M"):
+		mul, t = 1<<20, t[:len(t)-1]
+	case strings.HasSuffix(t, "G"):
+		mul, t = 1<<30, t[:len(t)-1]
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 || n > (1<<40)/mul {
+		return 0, fmt.Errorf("--memory %q: want a size such as 64MiB", s)
+	}
+	return n * mul, nil
+}
+
+// limitMemory makes the garbage collector keep the heap near a budget
+// (unless GOMEMLIMIT says otherwise): the runs in memory and what is
+// being merged, with room for the rest of the program.
+func limitMemory(budget int) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(budget) + 24<<20)
+	}
 }
 
 func needOutput(o *indexBuildOptions) error {
@@ -198,6 +238,11 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
 	}
+	mem, err := parseSize(o.memory)
+	if err != nil {
+		return usageError{err}
+	}
+	limitMemory(mem)
 	lock, err := lockOutput(o)
 	if err != nil {
 		return err
@@ -210,30 +255,26 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := repo.RebuildJobs(o.cmd.Context(), srcs, key, shard, jobsFor(o.jobs, anyURL(args...)))
+	tmp := ""
+	if o.out != "-" && !store.IsURL(o.out) {
+		tmp = filepath.Dir(o.out)
+	}
+	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
+	// an archive that could not be read could bring back what that
+	// archive superseded or deleted.
+	// A shard with no archive at all (more shards than archives) writes
+	// an empty part, so that the merge of every part still works.
+	keep := func(res *repo.RebuildResult) bool {
+		skipIndexObjects(res)
+		return (res.Archives > 0 || len(res.Unreadable) == 0) && (len(res.Unreadable) == 0 || o.partial)
+	}
+	res, err := repo.RebuildTo(o.cmd.Context(), srcs, key, shard, repo.RebuildOptions{Memory: mem, TempDir: tmp, Keep: keep, Jobs: jobsFor(o.jobs, anyURL(args...))}, out)
 	if err != nil {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
 	}
-	// Master indexes under a prefix are skipped with a note, as in a DIR.
-	unread := res.Unreadable[:0]
-	for _, u := range res.Unreadable {
-		if isIndexObject(u.Err) {
-			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", u.Err)
-			continue
-		}
-		unread = append(unread, u)
-	}
-	res.Unreadable = unread
-	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
-	// an archive that could not be read could bring back what that
-	// archive superseded or deleted.
-	written := res.Archives > 0 && (len(res.Unreadable) == 0 || o.partial)
+	written := keep(res)
 	if written {
-		if err := res.Index.Encode(out, key); err != nil {
-			out.abort()
-			return err
-		}
 		if err := out.commit(); err != nil {
 			return indexWriteErr(o.out, err)
 		}
@@ -248,7 +289,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	if shard.N > 0 {
 		rep.Shard = shard.String()
 	}
-	rep.fill(res.Index, res.Copies)
+	rep.fill(res.Combined, res.Copies)
 	for _, s := range res.Scanned {
 		js := reportArchive{Archive: s.Name, Where: s.Where, Error: s.Err.Error(), Members: s.Members, Problems: []string{}}
 		for _, p := range s.Problems {
@@ -265,6 +306,20 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		rep.Excluded = append(rep.Excluded, reportExcluded{Archive: e.Archive, Member: e.Member, Path: string(e.Path)})
 	}
 	return rep.finish(o.json)
+}
+
+// skipIndexObjects takes the master indexes found under an s3:// prefix
+// out of the unreadable archives, with a note, as in a DIR.
+func skipIndexObjects(res *repo.RebuildResult) {
+	unread := res.Unreadable[:0]
+	for _, u := range res.Unreadable {
+		if isIndexObject(u.Err) {
+			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", u.Err)
+			continue
+		}
+		unread = append(unread, u)
+	}
+	res.Unreadable = unread
 }
 
 // indexWriteErr explains an index output that could not be put in place.
@@ -294,10 +349,11 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if err := needOutput(&o); err != nil {
 				return err
 			}
-			key, err := loadKey(o.keyPath)
+			keys, err := loadKeys(o.keyPath)
 			if err != nil {
 				return err
 			}
+			key := keys[0] // the merged index is sealed with the first key
 			start := time.Now()
 			// Locked before the parts are read: OUT may be one of them.
 			lock, err := lockOutput(&o)
@@ -307,9 +363,10 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if lock != nil {
 				defer lock.Unlock()
 			}
-			parts := make([]*index.Index, 0, len(args))
-			// Parts are read one by one for clear errors; MergeAll works
-			// in parallel.
+			// Every part is opened (and its directory checked) before
+			// anything is written: a part that does not read is named
+			// with its own status. An s3:// prefix stands for every
+			// object under it (the parts a sharded rebuild wrote).
 			var paths []string
 			for _, a := range args {
 				ps, err := repo.ListIndexParts(c.Context(), a)
@@ -323,27 +380,29 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 				}
 			}
 			for _, p := range paths {
-				x, err := readIndex(p, key)
+				_, f, err := repo.OpenIndexFile(p, key)
 				if err != nil {
-					return err
+					return indexInputErr(p, err)
 				}
-				parts = append(parts, x)
-			}
-			x, copies, err := repo.MergeAll(parts)
-			if err != nil {
-				return &exitError{code: exitDamaged, err: err}
+				f.Close()
 			}
 			out, err := createIndexOutput(&o, lock)
 			if err != nil {
 				return err
 			}
-			if err := x.Encode(out, key); err != nil {
+			x, err := repo.MergeIndexFilesTo(o.cmd.Context(), paths, key, out)
+			if err != nil {
 				out.abort()
-				return err
+				var ie *index.Error
+				if errors.As(err, &ie) || errors.Is(err, format.ErrWrongKey) {
+					return indexInputErr("index merge", err)
+				}
+				return &exitError{code: exitDamaged, err: err}
 			}
 			if err := out.commit(); err != nil {
 				return indexWriteErr(o.out, err)
 			}
+			copies := x.Copies
 			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds(), written: true}
 			if anyURL(append(args, o.out)...) {
 				r := store.Requests()
@@ -411,11 +470,11 @@ type reportCopy struct {
 	Names [2]string `json:"names"`
 }
 
-func (r *indexReport) fill(x *index.Index, copies []index.Copy) {
-	st := x.Stats()
+func (r *indexReport) fill(c *index.CombineResult, copies []index.Copy) {
+	st := c.Stats
 	r.Records, r.Live, r.Tombstones = st.Records, st.Live, st.Tombstones
 	r.Conflicts, r.Scanned, r.Unreadable, r.Copies, r.Excluded = []reportConflict{}, []reportArchive{}, []reportArchive{}, []reportCopy{}, []reportExcluded{}
-	for _, c := range repo.Conflicts(x) {
+	for _, c := range repo.CombinedConflicts(c) {
 		rc := reportConflict{Path: string(c.Path)}
 		if !utf8.Valid(c.Path) {
 			rc.PathBase64 = base64.StdEncoding.EncodeToString(c.Path)
@@ -461,8 +520,9 @@ func (r *indexReport) finish(asJSON bool) error {
 	}
 	r.Written = r.written
 	if !asJSON && r.written {
-		fmt.Fprintf(w, "cbfs: %s: %d live paths, %d tombstones, %d conflicts -> %s (%.2fs)\n",
-			plural(r.Archives, "archive", "archives"), r.Live, r.Tombstones, len(r.Conflicts), r.Index, r.Seconds)
+		fmt.Fprintf(w, "cbfs: %s: %s, %s, %s -> %s (%.2fs)\n",
+			plural(r.Archives, "archive", "archives"), plural(r.Live, "live path", "live paths"), plural(r.Tombstones, "tombstone", "tombstones"),
+			plural(len(r.Conflicts), "conflict", "conflicts"), r.Index, r.Seconds)
 	}
 	w.Flush()
 	if asJSON {
@@ -486,10 +546,10 @@ func (r *indexReport) finish(asJSON bool) error {
 		return &exitError{code: r.unreadCode, err: fmt.Errorf("%s could not be read and %d damaged: the partial index %s holds everything else",
 			plural(len(r.Unreadable), "archive", "archives"), len(r.Scanned), r.Index)}
 	case len(r.Scanned) > 0:
-		return &exitError{code: exitDamaged, err: fmt.Errorf("%d archives damaged (scanned member by member): the index %s holds every complete member",
-			len(r.Scanned), r.Index)}
+		return &exitError{code: exitDamaged, err: fmt.Errorf("%s damaged (scanned member by member): the index %s holds every complete member",
+			plural(len(r.Scanned), "archive", "archives"), r.Index)}
 	case len(r.Conflicts) > 0:
-		return &exitError{code: exitConflict, err: fmt.Errorf("%d conflicts: the index %s holds every candidate", len(r.Conflicts), r.Index),
+		return &exitError{code: exitConflict, err: fmt.Errorf("%s: the index %s holds every candidate", plural(len(r.Conflicts), "conflict", "conflicts"), r.Index),
 			hint: "give one of the archives a higher sequence number (--seq), or write an archive that settles the paths"}
 	}
 	return nil
@@ -534,55 +594,134 @@ func indexLine(path []byte, l repo.Location, conflict bool) string {
 	return s
 }
 
+// openIndex opens an index file for lookups (trailer and directory
+// read and checked; blocks read as needed).
+func openIndex(path string, keys ...*crypt.Key) (*index.Reader, func(), error) {
+	x, f, err := repo.OpenIndexFile(path, keys...)
+	if err != nil {
+		return nil, nil, indexInputErr(path, err)
+	}
+	return x, func() { f.Close() }, nil
+}
+
+// jsonArray writes a JSON array one element at a time, as printJSON
+// would write it whole.
+type jsonArray struct {
+	w *bufio.Writer
+	n int
+}
+
+func (a *jsonArray) add(v any) error {
+	b, err := json.MarshalIndent(v, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	if a.n == 0 {
+		a.w.WriteString("[\n  ")
+	} else {
+		a.w.WriteString(",\n  ")
+	}
+	a.n++
+	_, err = a.w.Write(b)
+	return err
+}
+
+func (a *jsonArray) close() {
+	if a.n == 0 {
+		a.w.WriteString("[]\n")
+		return
+	}
+	a.w.WriteString("\n]\n")
+}
+
 func newIndexLsCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "ls -k KEY [--json] INDEX",
+		Use:   "ls -k KEY [--json] INDEX [PATH]",
 		Short: "List the live paths of an index",
 		Long: `ls prints one live path per line, sorted by path bytes, tab-separated: the
 path, the archive's file name, the physical offset of the member in the
 archive, the file's size and the archive's sequence number. Paths are
-escaped as 'cbfs ls' escapes them (backslash, control characters and bytes
-that are not UTF-8 as \NNN octal). Deleted paths (tombstones) are not listed.
+escaped as 'cbfs ls' and tar tv escape them: a backslash as \\, a newline,
+tab and the other C control characters as \n, \t, ..., other control bytes
+and bytes that are not UTF-8 as \NNN octal. Deleted paths (tombstones) are not listed.
 A conflicted path is listed once per live candidate, with a sixth column
-'conflict'. --json prints one JSON array with every field.`,
+'conflict'. --json prints one JSON array with every field.
+
+With PATH, only PATH and the paths below it are listed, and only the blocks
+of the index that hold them are read. The listing streams: the index is
+read one block at a time, whatever its size.`,
 		Example: `  cbfs index ls -k fs1.key fs1.idx
+  cbfs index ls -k fs1.key fs1.idx home/ann
   cbfs index ls -k fs1.key --json fs1.idx | jq -r '.[].path'`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := readIndex(args[0], key)
+			x, done, err := openIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
+			defer done()
 			w := bufio.NewWriterSize(stdout, 1<<20)
 			defer w.Flush()
-			var js []indexEntryJSON
-			for i := 0; i < x.Len(); i++ {
-				conflict := x.Conflicted(i)
-				for _, l := range repo.Locate(x, i) {
-					if l.Type == format.TypeTombstone {
+			js := &jsonArray{w: w}
+			emit := func(rec *index.Record) error {
+				conflict := rec.Conflicted()
+				for _, e := range rec.Entries {
+					if e.Type == format.TypeTombstone {
 						continue
 					}
+					l := repo.Location{Archive: x.Archives[e.Archive], Entry: e}
 					if asJSON {
-						j := entryJSON(x.Path(i), l, false)
+						j := entryJSON(rec.Path, l, false)
 						j.Conflict = conflict
-						js = append(js, j)
+						if err := js.add(j); err != nil {
+							return err
+						}
 						continue
 					}
-					w.WriteString(indexLine(x.Path(i), l, conflict))
+					w.WriteString(indexLine(rec.Path, l, conflict))
 					w.WriteByte('\n')
 				}
+				return nil
+			}
+			var it *index.Iter
+			var prefix []byte
+			if len(args) == 2 {
+				dir, err := index.CanonicalPath([]byte(args[1]))
+				if err != nil {
+					return usageError{fmt.Errorf("%s: not a path the index can hold: %v", quote([]byte(args[1])), err)}
+				}
+				if rec, ok, err := x.Lookup(dir); err != nil {
+					return indexInputErr(args[0], err)
+				} else if ok {
+					if err := emit(rec); err != nil {
+						return err
+					}
+				}
+				prefix = append(dir, '/')
+				it = x.Records(prefix)
+			} else {
+				it = x.Records(nil)
+			}
+			for it.Next() {
+				if prefix != nil && !bytes.HasPrefix(it.Path(), prefix) {
+					break
+				}
+				if err := emit(it.Record()); err != nil {
+					return err
+				}
+			}
+			if err := it.Err(); err != nil {
+				w.Flush()
+				return indexInputErr(args[0], err)
 			}
 			if asJSON {
-				if js == nil {
-					js = []indexEntryJSON{}
-				}
-				return printJSON(w, js)
+				js.close()
 			}
 			return nil
 		},
@@ -592,11 +731,35 @@ A conflicted path is listed once per live candidate, with a sixth column
 	return c
 }
 
+// readPathList reads one path per line (a trailing CR dropped, empty
+// lines skipped).
+func readPathList(name string) ([]string, error) {
+	var r io.Reader = os.Stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), format.MaxPathLen+2)
+	for sc.Scan() {
+		if l := strings.TrimSuffix(sc.Text(), "\r"); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}
+
 func newIndexLookupCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
+	var from string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "lookup -k KEY [--json] INDEX PATH...",
+		Use:   "lookup -k KEY [--json] INDEX [--from FILE] [PATH...]",
 		Short: "Say which archive and offset hold each path",
 		Long: `lookup prints, for each PATH, one tab-separated line: the archive's file
 name, the archive's id (the name alone does not prove which archive a file
@@ -605,50 +768,88 @@ member's physical offset in it, the file's size, the archive's sequence
 number, and the path. A deleted path prints 'deleted in ARCHIVE (id ID) seq
 N' and the path; a path the index does not know is reported on standard
 error. A conflicted path prints a line per candidate. PATH is looked up in
-its canonical form: "./a/b", "/a/b" and "a//b/" are "a/b".
+its canonical form: "./a/b", "/a/b" and "a//b/" are "a/b". --from FILE
+takes more paths, one per line ('-' for standard input).
+
+lookup reads the index's trailer and directory, then only the blocks that
+may hold the paths, each once however many paths it holds.
 
 Exit status: 0 every path is live; 1 some path is deleted or unknown; 6 some
 path is conflicted (and none deleted or unknown).`,
-		Example: `  cbfs index lookup -k fs1.key fs1.idx home/ann/notes.txt`,
-		Args:    cobra.MinimumNArgs(2),
+		Example: `  cbfs index lookup -k fs1.key fs1.idx home/ann/notes.txt
+  cbfs index lookup -k fs1.key fs1.idx --from paths.txt`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			names := args[1:]
+			if from != "" {
+				more, err := readPathList(from)
+				if err != nil {
+					return &exitError{code: exitFailure, err: fmt.Errorf("--from %s: %w", from, err)}
+				}
+				names = append(slices.Clone(names), more...)
+			}
+			if len(names) == 0 {
+				return usageError{errors.New("give a PATH to look up, or --from FILE")}
+			}
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			x, err := readIndex(args[0], key)
+			x, done, err := openIndex(args[0], keys...)
 			if err != nil {
 				return err
+			}
+			defer done()
+			// Looked up by their canonical forms, the form the index
+			// keys on; said as the index holds them.
+			paths := make([][]byte, len(names))
+			bad := make([]error, len(names))
+			for i, n := range names {
+				paths[i], bad[i] = index.CanonicalPath([]byte(n))
+			}
+			found := make([]*index.Record, len(names))
+			var ok [][]byte
+			var at []int
+			for i := range paths {
+				if bad[i] == nil {
+					ok, at = append(ok, paths[i]), append(at, i)
+				}
+			}
+			err = x.LookupMany(ok, func(i int, rec *index.Record) error {
+				found[at[i]] = &index.Record{Path: bytes.Clone(rec.Path), Entries: slices.Clone(rec.Entries)}
+				return nil
+			})
+			if err != nil {
+				return indexInputErr(args[0], err)
 			}
 			w := bufio.NewWriter(stdout)
 			defer w.Flush()
 			var js []indexEntryJSON
 			missing, conflicts := 0, 0
-			for _, arg := range args[1:] {
-				// Looked up by its canonical form, the form the index
-				// keys on; said as the index holds it.
-				p, err := index.CanonicalPath([]byte(arg))
-				if err != nil {
+			for i, n := range names {
+				p := paths[i]
+				if bad[i] != nil {
 					missing++
 					w.Flush()
-					fmt.Fprintf(os.Stderr, "cbfs: %s: not a path the index can hold: %v\n", quote([]byte(arg)), err)
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not a path the index can hold: %v\n", quote([]byte(n)), bad[i])
 					continue
 				}
-				i, ok := x.Find(p)
-				if !ok {
+				rec := found[i]
+				if rec == nil {
 					missing++
 					w.Flush()
-					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index\n", quote([]byte(p)))
+					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index\n", quote(p))
 					continue
 				}
-				conflict := x.Conflicted(i)
+				conflict := rec.Conflicted()
 				if conflict {
 					conflicts++
 				}
-				if !x.Live(i) {
+				if !rec.Live() {
 					missing++
 				}
-				for _, l := range repo.Locate(x, i) {
+				for _, e := range rec.Entries {
+					l := repo.Location{Archive: x.Archives[e.Archive], Entry: e}
 					if asJSON {
 						j := entryJSON(p, l, false)
 						j.Conflict = conflict
@@ -673,20 +874,21 @@ path is conflicted (and none deleted or unknown).`,
 			w.Flush()
 			switch {
 			case missing > 0:
-				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d paths are deleted or not in the index", missing, len(args)-1)}
+				return &exitError{code: exitFailure, err: fmt.Errorf("%d of %d paths are deleted or not in the index", missing, len(names))}
 			case conflicts > 0:
-				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %d paths are conflicted", conflicts, len(args)-1)}
+				return &exitError{code: exitConflict, err: fmt.Errorf("%d of %d paths are conflicted", conflicts, len(names))}
 			}
 			return nil
 		},
 	}
 	keyFlag(c, &keyPath)
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array (deleted paths have type \"tombstone\")")
+	c.Flags().StringVar(&from, "from", "", "also look up the paths in FILE, one per line (- for standard input)")
 	return c
 }
 
 func newIndexDiffCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	c := &cobra.Command{
 		Use:   "diff -k KEY A B",
 		Short: "Compare two indexes",
@@ -695,28 +897,29 @@ exits 0 when they are equal. Otherwise it lists the differences and exits 1:
 'archive - ...' and 'archive + ...' for an archive only in A or only in B
 (both for one that differs), '- PATH ...' and '+ PATH ...' for a path's
 record in A and in B (path, archive, offset, size, seq, then the type when
-it is not a file).`,
+it is not a file). Both indexes are read one block at a time, side by side.`,
 		Example: `  cbfs index diff -k fs1.key kept.idx rebuilt.idx`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			a, err := readIndex(args[0], key)
+			a, doneA, err := openIndex(args[0], keys...)
 			if err != nil {
 				return err
 			}
-			b, err := readIndex(args[1], key)
+			defer doneA()
+			b, doneB, err := openIndex(args[1], keys...)
 			if err != nil {
 				return err
 			}
-			d := repo.DiffIndex(a, b)
-			if len(d) == 0 {
-				return nil
-			}
+			defer doneB()
 			w := bufio.NewWriter(stdout)
-			for _, e := range d {
+			defer w.Flush()
+			n := 0
+			err = repo.DiffReaders(a, b, func(e repo.IndexDiff) error {
+				n++
 				if !e.IsRecord {
 					if e.ArchA != nil {
 						fmt.Fprintf(w, "archive - %s\n", archiveLine(e.ArchA))
@@ -724,13 +927,21 @@ it is not a file).`,
 					if e.ArchB != nil {
 						fmt.Fprintf(w, "archive + %s\n", archiveLine(e.ArchB))
 					}
-					continue
+					return nil
 				}
 				diffSide(w, "-", e.Path, e.A)
 				diffSide(w, "+", e.Path, e.B)
+				return nil
+			})
+			if err != nil {
+				w.Flush()
+				return indexInputErr(args[0]+" or "+args[1], err)
+			}
+			if n == 0 {
+				return nil
 			}
 			w.Flush()
-			return &exitError{code: exitFailure, err: fmt.Errorf("%s and %s differ: %d differences", args[0], args[1], len(d))}
+			return &exitError{code: exitFailure, err: fmt.Errorf("%s and %s differ: %d differences", args[0], args[1], n)}
 		},
 	}
 	keyFlag(c, &keyPath)
@@ -770,18 +981,19 @@ could not be updated (the old one is unchanged); 3, 4, 5 as for reading.`,
 			if o.lockWait < 0 {
 				return usageError{fmt.Errorf("--lock-timeout %v: want 0 or more", o.lockWait)}
 			}
-			key, err := loadKey(o.keyPath)
+			keys, err := loadKeys(o.keyPath)
 			if err != nil {
 				return err
 			}
+			key := keys[0]
 			o.index = args[0]
-			if o.update, err = openIndexUpdate(o.index, key, o.newIndex, o.lockWait); err != nil {
+			if o.update, err = openIndexUpdate(o.index, keys, o.newIndex, o.lockWait); err != nil {
 				return err
 			}
 			defer o.unlock()
 			for _, a := range args[1:] {
 				o.out = a
-				if err := o.addArchive(key); err != nil {
+				if err := o.addArchive(key, false); err != nil {
 					return err
 				}
 			}

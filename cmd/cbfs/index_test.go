@@ -230,3 +230,39 @@ func TestWriteOptionChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexLsSubtreeAndLookupFrom: ls PATH lists PATH and what is below
+// it (not a sibling that shares its prefix); lookup --from takes paths
+// one a line, with the arguments, in their order; a tiny --memory gives
+// the same index.
+func TestIndexLsSubtreeAndLookupFrom(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "arch"), 0o755)
+	writeFile(t, filepath.Join(dir, "t.tar"), plainTar(t, "d/x", "1", "d-e", "2", "d/y/z", "3", "e", "4"), 0o644)
+	run(t, dir, 0, "import", "-k", key, "--new-index", "--index", "kept.idx", "-o", "arch/0001.cbfs", "t.tar")
+	run(t, dir, 0, "index", "rebuild", "-k", key, "--memory", "4KiB", "-o", "small.idx", "arch")
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "small.idx")), readFile(t, filepath.Join(dir, "kept.idx"))) {
+		t.Fatal("a rebuild with --memory 4KiB differs")
+	}
+	r := run(t, dir, 0, "index", "ls", "-k", key, "kept.idx", "./d/")
+	var paths []string
+	for _, l := range strings.Split(strings.TrimSpace(string(r.stdout)), "\n") {
+		paths = append(paths, strings.SplitN(l, "\t", 2)[0])
+	}
+	if got := strings.Join(paths, " "); got != "d/x d/y/z" {
+		t.Errorf("ls d: %q", got)
+	}
+	writeFile(t, filepath.Join(dir, "paths"), []byte("e\r\n/d/x\n\nnot/there\n"), 0o644)
+	r = run(t, dir, 1, "index", "lookup", "-k", key, "kept.idx", "d-e", "--from", "paths")
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(string(r.stdout)), "\n") {
+		f := strings.Split(l, "\t")
+		got = append(got, f[len(f)-1])
+	}
+	if strings.Join(got, " ") != "d-e e d/x" || !strings.Contains(string(r.stderr), "not/there") {
+		t.Errorf("lookup --from: %q, stderr %s", got, r.stderr)
+	}
+	run(t, dir, 2, "index", "rebuild", "-k", key, "--memory", "lots", "-o", "x.idx", "arch")
+}

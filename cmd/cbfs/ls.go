@@ -23,22 +23,23 @@ func init() {
 }
 
 // openArchive opens an archive (a file or an object) for random access.
-func openArchive(ctx context.Context, path string, key *crypt.Key) (*format.Archive, io.Closer, error) {
+func openArchive(ctx context.Context, path string, keys []*crypt.Key) (*format.Archive, io.Closer, error) {
 	f, err := openArchiveObject(ctx, path)
 	if err != nil {
 		return nil, nil, inputErr(displayName(path), err)
 	}
-	a, err := format.OpenArchive(f, key)
+	a, err := format.OpenArchive(f, keys...)
 	if err != nil {
 		f.Close()
 		return nil, nil, inputErr(displayName(path), err)
 	}
+	noteKey(path, a.Header, keys)
 	return a, f, nil
 }
 
 // openSummary opens an archive file and reads its summary.
-func openSummary(ctx context.Context, path string, key *crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
-	a, f, err := openArchive(ctx, path, key)
+func openSummary(ctx context.Context, path string, keys []*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	a, f, err := openArchive(ctx, path, keys)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -51,7 +52,7 @@ func openSummary(ctx context.Context, path string, key *crypt.Key) (*format.Arch
 }
 
 func newLsCmd() *cobra.Command {
-	var keyPath string
+	var keyPath []string
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "ls -k KEY [--json] ARCHIVE [PATH...]",
@@ -68,11 +69,11 @@ exit status is 1.`,
   cbfs ls -k fs1.key --json backup.cbfs | jq '.[].path'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) (err error) {
-			key, err := loadKey(keyPath)
+			keys, err := loadKeys(keyPath)
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(c.Context(), args[0], key)
+			a, entries, f, err := openSummary(c.Context(), args[0], keys)
 			if err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
+	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
@@ -172,17 +174,19 @@ func classify(err error) (int, string) {
 	var ke *keys.SizeError
 	var fe *format.Error
 	var ie *index.Error
+	var aie *repo.ArchiveIDError
 	var de *tarconv.DecompressError
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
 		return exitWrongKey, "check -k/--key or CBFS_KEY_FILE: 'cbfs key id -k FILE' shows which key a file holds"
 	case errors.As(err, &ve):
 		return exitBadInput, ""
-	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, tarconv.ErrNotTar), errors.As(err, &te), errors.As(err, &de):
+	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, tarconv.ErrNotTar), errors.As(err, &te), errors.As(err, &de),
+		errors.Is(err, index.ErrNotIndex):
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""
-	case errors.As(err, &fe), errors.As(err, &ie):
+	case errors.As(err, &fe), errors.As(err, &ie), errors.As(err, &aie):
 		return exitDamaged, ""
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
 		return exitFailure, ""
@@ -250,16 +254,16 @@ var argCounts = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	{regexp.MustCompile(`^accepts (\d+) arg\(s\), received (\d+)$`), "takes exactly $1 argument(s), got $2"},
-	{regexp.MustCompile(`^requires at least (\d+) arg\(s\), only received (\d+)$`), "needs at least $1 argument(s), got $2"},
-	{regexp.MustCompile(`^accepts at most (\d+) arg\(s\), received (\d+)$`), "takes at most $1 argument(s), got $2"},
-	{regexp.MustCompile(`^accepts between (\d+) and (\d+) arg\(s\), received (\d+)$`), "takes $1 to $2 arguments, got $3"},
+	{regexp.MustCompile(`^accepts (\d+) arg\(s\), received (\d+)$`), "takes exactly %s, got %s"},
+	{regexp.MustCompile(`^requires at least (\d+) arg\(s\), only received (\d+)$`), "needs at least %s, got %s"},
+	{regexp.MustCompile(`^accepts at most (\d+) arg\(s\), received (\d+)$`), "takes at most %s, got %s"},
 }
 
 func argCountErr(err error) error {
 	for _, a := range argCounts {
-		if a.re.MatchString(err.Error()) {
-			return errors.New(a.re.ReplaceAllString(err.Error(), a.with))
+		if m := a.re.FindStringSubmatch(err.Error()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return fmt.Errorf(a.with, plural(n, "argument", "arguments"), m[2])
 		}
 	}
 	return err

@@ -307,7 +307,7 @@ func TestWording(t *testing.T) {
 			t.Errorf("%v: %s", args, r)
 		}
 	}
-	if r = cbfs(t, dir, "gen-man"); r.code != exitUsage || !strings.Contains(string(r.stderr), "gen-man: takes exactly 1 argument(s), got 0") {
+	if r = cbfs(t, dir, "gen-man"); r.code != exitUsage || !strings.Contains(string(r.stderr), "gen-man: takes exactly 1 argument, got 0") {
 		t.Errorf("gen-man: %s", r)
 	}
 	// A tar cut inside a file's data mentions multi-volume tars.

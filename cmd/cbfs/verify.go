@@ -37,11 +37,14 @@ type verifyResult struct {
 	// what it holds.
 	IsIndex bool   `json:"is_index,omitempty"`
 	Note    string `json:"note,omitempty"`
-	code    int
-	id      [crypt.IDSize]byte
-	seq     uint64
-	intact  map[uint32]repo.IntactMember
-	paths   map[string]bool
+	// KeyID is the id of the key the archive was opened with.
+	KeyID  string `json:"key_id,omitempty"`
+	keys   int    // how many keys were given
+	code   int
+	id     [crypt.IDSize]byte
+	seq    uint64
+	intact map[uint32]repo.IntactMember
+	paths  map[string]bool
 }
 
 type verifyProblem struct {
@@ -53,7 +56,7 @@ type verifyProblem struct {
 }
 
 type verifyOptions struct {
-	keyPath string
+	keyPath []string
 	index   string
 	json    bool
 	jobs    int
@@ -95,7 +98,7 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error { return runVerify(c.Context(), &o, args) },
 	}
-	c.Flags().StringVarP(&o.keyPath, "key", "k", "", "key file (default $CBFS_KEY_FILE); without a key only keyless checks run")
+	c.Flags().StringArrayVarP(&o.keyPath, "key", "k", nil, keyFlagHelp+"; without a key only keyless checks run")
 	c.Flags().BoolVar(&o.json, "json", false, "print one JSON document with an \"archives\" array")
 	c.Flags().StringVar(&o.index, "index", "", "also check the master index INDEX against the archives (needs the key)")
 	jobsFlag(c, &o.jobs)
@@ -103,10 +106,10 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 }
 
 func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
-	var key *crypt.Key
-	if o.keyPath != "" || os.Getenv("CBFS_KEY_FILE") != "" {
+	var keys []*crypt.Key
+	if keysGiven(o.keyPath) {
 		var err error
-		if key, err = loadKey(o.keyPath); err != nil {
+		if keys, err = loadKeys(o.keyPath); err != nil {
 			return err
 		}
 	}
@@ -116,10 +119,10 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	}
 	var x *index.Index
 	if o.index != "" {
-		if key == nil {
+		if keys == nil {
 			return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
 		}
-		if x, err = repo.ReadIndexFile(o.index, key); err != nil {
+		if x, err = repo.ReadIndexFile(o.index, keys...); err != nil {
 			return inputErr(o.index, err)
 		}
 	}
@@ -130,11 +133,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 		total += s.Size
 	}
 	p := startProgress("verify "+plural(len(sources), "archive", "archives"), total)
-	var keys []*crypt.Key
-	if key != nil {
-		keys = []*crypt.Key{key}
-	}
-	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: jobsFor(o.jobs, remote), Paths: x != nil,
+	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: jobsFor(o.jobs, remote), Members: x != nil, Paths: x != nil,
 		Done: func(i int) {
 			if p != nil {
 				p.n.Add(sizes[i])
@@ -151,7 +150,12 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", found[i].Err)
 			continue
 		}
-		results = append(results, fromRepo(&found[i]))
+		r := fromRepo(&found[i])
+		if found[i].Keyed && found[i].Status != repo.StatusWrongKey && !found[i].IsIndex {
+			r.KeyID = keyIDOf(found[i].Header, keys)
+		}
+		r.keys = len(keys)
+		results = append(results, r)
 	}
 
 	var check repo.IndexCheck
@@ -209,7 +213,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			if len(indexProblems) == 0 {
 				fmt.Fprintf(w, "ok       %s: every entry checked points at an intact member%s\n", o.index, notChecked)
 			} else {
-				fmt.Fprintf(w, "DAMAGED  %s: %d entries point nowhere%s\n", o.index, len(indexProblems), notChecked)
+				fmt.Fprintf(w, "DAMAGED  %s: %s nowhere%s\n", o.index, plural(len(indexProblems), "entry points", "entries point"), notChecked)
 				for _, p := range indexProblems {
 					fmt.Fprintf(w, "  %q -> %s member %d: %s\n", p.Path, p.Archive, p.Member, p.What)
 				}
@@ -235,7 +239,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 
 // worse orders exit statuses by what an operator must act on first.
 func worse(a, b int) int {
-	rank := map[int]int{exitOK: 0, exitBadInput: 1, exitFailure: 2, exitWrongKey: 3, exitDamaged: 4}
+	rank := map[int]int{exitOK: 0, exitBadInput: 1, exitFailure: 2, exitUsage: 2, exitWrongKey: 3, exitDamaged: 4}
 	if rank[b] > rank[a] {
 		return b
 	}
@@ -354,7 +358,7 @@ func printVerify(w *bufio.Writer, r *verifyResult) {
 	switch r.Status {
 	case "ok":
 		if r.Keyed {
-			fmt.Fprintf(w, "ok       %s: %s intact and authentic (keyed)\n", r.Archive, plural(r.Members, "member", "members"))
+			fmt.Fprintf(w, "ok       %s: %s intact and authentic (keyed%s)\n", r.Archive, plural(r.Members, "member", "members"), keyNote(r))
 		} else {
 			fmt.Fprintf(w, "ok       %s: %s, %s\n", r.Archive, plural(r.Members, "member", "members"), keylessOK)
 		}
@@ -388,4 +392,13 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// keyNote names the key an archive was opened with, when several were
+// given.
+func keyNote(r *verifyResult) string {
+	if r.keys < 2 || r.KeyID == "" {
+		return ""
+	}
+	return ", key " + r.KeyID
 }

@@ -94,6 +94,7 @@ func (g *gen) index() {
 	valid := ok("index-valid", "two archives, sequence 1 and 2: the later one wins etc/x", merge(x1, x2))
 	ok("index-conflict", "two archives of the same sequence number both hold etc/x: a conflict with two candidates", merge(x1, c1, c2))
 	ok("index-tombstones", "a later archive deletes etc/y and a path no archive held: tombstone records", merge(x1, x2, ts))
+	blocks := ok("index-blocks", "4,000 paths of one archive: records in several blocks, paths sharing prefixes within each", g.bigIndex())
 
 	bad := func(name, expect, desc string, data, key []byte) {
 		g.add(&Vector{Name: name, Expect: expect, Kind: "index", Key: key, Desc: desc, Data: data})
@@ -110,18 +111,38 @@ func (g *gen) index() {
 		binary.LittleEndian.PutUint32(b[h+8:], crc(b[h:h+8], b[h+hdrSize:h+hdrSize+n]))
 		return b
 	}), g.rawA)
-	bad("index-check-damaged", cIndex, "a bit of the key check value flipped: the content still opens, so damage and not a wrong key", mut(func(b []byte) []byte { b[32] ^= 1; return b }), g.rawA)
-	bad("index-siv-flipped", cIndex, "a bit of the synthetic IV flipped: the frames do not open", mut(func(b []byte) []byte { b[16] ^= 1; return b }), g.rawA)
+	bad("index-check-damaged", cIndex, "a bit of the key check value flipped: the directory still opens, so damage and not a wrong key", mut(func(b []byte) []byte { b[20] ^= 1; return b }), g.rawA)
+	bad("index-siv-flipped", cIndex, "a bit of the directory's synthetic IV (in the trailer) flipped: the directory does not open", mut(func(b []byte) []byte { b[len(b)-24] ^= 1; return b }), g.rawA)
+	bad("index-dir-offset", cIndex, "the trailer's directory offset moved by one", mut(func(b []byte) []byte { b[len(b)-32]++; return b }), g.rawA)
+	bad("index-trailer-magic", cIndex, "the trailer's magic damaged", mut(func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), g.rawA)
+	bad("index-block-size", cIndex, "the header's block size changed to 32768: every synthetic IV covers it", mut(func(b []byte) []byte { b[13] = 0x80; b[14] = 0; return b }), g.rawA)
+	bad("index-minor", cIndex, "the header's minor version changed: every synthetic IV covers it", mut(func(b []byte) []byte { b[9] = 1; return b }), g.rawA)
 	bad("index-truncated", cIndex, "the last 5 bytes missing", valid[:len(valid)-5], g.rawA)
-	bad("index-trailing", cIndex, "one byte after the final frame", append(bytes.Clone(valid), 0), g.rawA)
+	bad("index-trailing", cIndex, "one byte after the trailer", append(bytes.Clone(valid), 0), g.rawA)
 	// Index spec 5.2 steps 1 and 3.
 	bad("index-short-magic", notIndex, "the first 7 bytes of an index: fewer than 8 bytes is not an index", valid[:7], g.rawA)
 	bad("index-not-magic", notIndex, "48 bytes that do not start with CBFSINDX", randBytes("index-not-magic", 48), g.rawA)
 	bad("index-header-short", cIndex, "the first 20 bytes of an index: the magic, then the header cut short", valid[:20], g.rawA)
-	bad("index-check-frame-cut", cKey, "a bit of the key check value flipped and the index cut inside its first frame: the first frame does not open, so a wrong key", mut(func(b []byte) []byte {
-		b[32] ^= 1
+	bad("index-check-frame-cut", cKey, "a bit of the key check value flipped and the index cut inside its first block: there is no directory to open, so a wrong key", mut(func(b []byte) []byte {
+		b[20] ^= 1
 		return b[:index.HeaderSize+hdrSize+10]
 	}), g.rawA)
+	bad("index-blocks-swapped", cIndex, "an index of several blocks with its first two block frames swapped (same lengths, CRCs intact)", swapBlocks(blocks), g.rawA)
+}
+
+// swapBlocks swaps the first two block frames of an index whose first
+// two blocks have frames of the same length, or, failing that, moves the
+// second in front of the first (the directory then finds other frames
+// where it expects them).
+func swapBlocks(b []byte) []byte {
+	b = bytes.Clone(b)
+	h := index.HeaderSize
+	n1 := hdrSize + int(binary.LittleEndian.Uint32(b[h+4:]))
+	n2 := hdrSize + int(binary.LittleEndian.Uint32(b[h+n1+4:]))
+	f1, f2 := bytes.Clone(b[h:h+n1]), bytes.Clone(b[h+n1:h+n1+n2])
+	copy(b[h:], f2)
+	copy(b[h+n2:], f1)
+	return b
 }
 
 // paths are the vectors of the canonical path form (index spec section
@@ -160,4 +181,23 @@ func (g *gen) keyfiles() {
 	add("keyfile-short", cKeyf, "31 bytes", k[:31])
 	add("keyfile-empty", cKeyf, "an empty key file", nil)
 	add("keyfile-long", cKeyf, "64 bytes", append(bytes.Clone(k), k...))
+}
+
+// bigIndex is a one-archive index of 4,000 paths, over several blocks
+// (built without writing the archive: the index holds locations only).
+func (g *gen) bigIndex() *index.Index {
+	const n = 4000
+	a := index.Archive{Name: "big.cbfs", Seq: 9, Members: n}
+	copy(a.ID[:], randBytes("index-big-id", 16))
+	b, err := index.NewBuilder(a, n, 0)
+	if err != nil {
+		panic(err)
+	}
+	for i := range n {
+		p := fmt.Sprintf("srv/data/project-%02d/src/module-%03d/file-%05d.go", i%7, i%113, i)
+		if err := b.Add([]byte(p), index.Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(1536 + 1024*i), Span: 900 + int64(i%97), Size: int64(i * 13 % 800), Inode: uint64(5000 + i)}); err != nil {
+			panic(err)
+		}
+	}
+	return b.Index()
 }

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"github.com/cbfs/cbfs/repo"
+	"github.com/cbfs/cbfs/store"
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newRekeyCmd) }
+
+// rekeyJSON is one archive's line of rekey --json.
+type rekeyJSON struct {
+	Archive   string  `json:"archive"`
+	Output    string  `json:"output,omitempty"`
+	Status    string  `json:"status"` // rekeyed, failed
+	Sequence  *uint64 `json:"sequence,omitempty"`
+	OldID     string  `json:"old_archive_id,omitempty"`
+	NewID     string  `json:"new_archive_id,omitempty"`
+	OldKeyID  string  `json:"old_key_id,omitempty"`
+	NewKeyID  string  `json:"new_key_id"`
+	Members   uint64  `json:"members"`
+	Size      int64   `json:"size"`
+	Error     string  `json:"error,omitempty"`
+	errStatus int
+}
+
+func newRekeyCmd() *cobra.Command {
+	var oldKeys []string
+	var newKey, outDir string
+	var asJSON, force bool
+	var jobs int
+	c := &cobra.Command{
+		Use:   "rekey -k OLD --new-key NEW -o OUTDIR [--json] ARCHIVE|DIR...",
+		Short: "Write archives again under a new key, frame by frame",
+		Long: `rekey writes each archive again, sealed under the new key, into OUTDIR under
+the same file name: a new archive id, the same sequence number, the same
+members, metadata and content bytes at the same offsets. Every frame is
+opened with the old key and sealed again with the new one as it is: nothing
+is decompressed or compressed again, so rekey costs about what a keyed
+verify does.
+
+The source is checked as it is read (every seal, the header and footer MACs,
+the digest): a damaged archive is not rewritten. Each new archive is written
+to a temporary file, verified with the new key as 'cbfs verify -k NEW' would,
+and only then put in place. The sources are never changed; OUTDIR must not
+be a directory they are in. -k may be given more than once (each archive
+is opened with the key it was written under).
+
+Rotating a file system's key: keygen NEW; rekey every archive; rebuild the
+index with -k NEW over the new archives; 'verify -k NEW --index'; then
+remove the old archives (README, "Rotating a key"). Until then, -k NEW -k OLD
+reads the mixed set.
+
+Exit status: 0 every archive rekeyed; 3 a source is damaged; 4 a source is
+under none of the old keys; 1 a file could not be read or written; 5 not a
+CBFS archive; 2 usage.`,
+		Example: `  cbfs keygen -o fs1-2027.key
+  cbfs rekey -k fs1.key --new-key fs1-2027.key -o archives-2027/ archives/
+  cbfs index rebuild -k fs1-2027.key -o fs1-2027.index archives-2027/`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runRekey(c.Context(), oldKeys, newKey, outDir, force, asJSON, jobs, args)
+		},
+	}
+	keyFlag(c, &oldKeys)
+	c.Flags().StringVar(&newKey, "new-key", "", "the new key: a key file or keyring:NAME")
+	c.Flags().StringVarP(&outDir, "output", "o", "", "directory to write the new archives into (required; not the sources' directory)")
+	c.Flags().BoolVar(&force, "force", false, "replace files of the same name in OUTDIR")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array, one object per archive")
+	c.Flags().IntVarP(&jobs, "jobs", "j", runtime.GOMAXPROCS(0), "archives rewritten at once")
+	return c
+}
+
+func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, force, asJSON bool, jobs int, args []string) error {
+	if newSrc == "" {
+		return usageError{errors.New("rekey needs --new-key FILE (or keyring:NAME)")}
+	}
+	if outDir == "" || outDir == "-" {
+		return usageError{errors.New("rekey needs -o OUTDIR: the directory the new archives go to")}
+	}
+	oldKeys, err := loadKeys(oldSrcs)
+	if err != nil {
+		return err
+	}
+	newKey, err := loadKeySource(newSrc)
+	if err != nil {
+		return err
+	}
+	for _, k := range oldKeys {
+		if k.ID() == newKey.ID() {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--new-key %s is key %s, which -k gives as an old key", newSrc, k.ID()),
+				hint: "make the new key with 'cbfs keygen -o FILE'"}
+		}
+	}
+	if st, err := os.Stat(outDir); err != nil || !st.IsDir() {
+		return &exitError{code: exitFailure, err: fmt.Errorf("-o %s: not a directory", outDir), hint: "create it first: mkdir " + shellQuote(outDir)}
+	}
+	files, err := archiveArgs(args)
+	if err != nil {
+		return err
+	}
+	sources := make([]store.Source, len(files))
+	var total int64
+	sizes := make([]int64, len(files))
+	for i, f := range files {
+		if f == "-" {
+			return usageError{errors.New("rekey reads archive files: standard input has no file name to write under")}
+		}
+		sources[i] = store.File(f)
+		if st, err := os.Stat(f); err == nil {
+			sizes[i] = st.Size()
+			total += sizes[i]
+		}
+	}
+	p := startProgress("rekey "+plural(len(files), "archive", "archives"), total)
+	found, err := repo.Rekey(ctx, sources, repo.RekeyOptions{OldKeys: oldKeys, NewKey: newKey, OutDir: outDir, Force: force, Jobs: jobs,
+		Writer: func(f *os.File) io.Writer { return &writeback{f: f} },
+		Done: func(i int) {
+			if p != nil {
+				p.n.Add(sizes[i])
+			}
+		}})
+	p.finish()
+	if errors.Is(err, repo.ErrOutDirIsSource) {
+		return &exitError{code: exitUsage, err: err, hint: "the sources are never changed: write the new archives elsewhere, check them, then replace the old ones"}
+	}
+	if err != nil {
+		return err
+	}
+	rows := make([]rekeyJSON, len(found))
+	code, failed := exitOK, 0
+	for i, r := range found {
+		row := rekeyJSON{Archive: r.Source.Location(), Output: r.Out, Status: "rekeyed", NewKeyID: r.NewKeyID, OldKeyID: r.OldKeyID,
+			Members: r.Members, Size: r.Size}
+		if r.Old != nil {
+			seq := r.Old.Sequence
+			row.Sequence = &seq
+			row.OldID = fmt.Sprintf("%x", r.Old.ID)
+		}
+		if r.Err != nil {
+			row.Status, row.Error, row.OldID, row.OldKeyID, row.Members, row.Size = "failed", errorText(r.Source.Location(), r.Err), "", "", 0, 0
+			row.errStatus, _ = classify(r.Err)
+			code = worse(code, row.errStatus)
+			failed++
+		} else {
+			row.NewID = fmt.Sprintf("%x", r.New.ID)
+		}
+		rows[i] = row
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	if asJSON {
+		if err := printJSON(w, rows); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range rows {
+			if r.Error != "" {
+				fmt.Fprintf(w, "FAILED   %s: %s\n", r.Archive, r.Error)
+				continue
+			}
+			fmt.Fprintf(w, "rekeyed  %s -> %s: sequence %d, %s, key %s -> %s, archive id %s -> %s, verified with the new key\n",
+				r.Archive, r.Output, *r.Sequence, plural(int(r.Members), "member", "members"), r.OldKeyID, r.NewKeyID, r.OldID, r.NewID)
+		}
+	}
+	if failed > 0 {
+		w.Flush()
+		return &exitError{code: code, err: fmt.Errorf("rekey: %d of %s not rekeyed (named above); nothing was written for them",
+			failed, plural(len(rows), "archive", "archives"))}
+	}
+	return nil
+}

@@ -1,0 +1,358 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/internal/parallel"
+	"github.com/cbfs/cbfs/store"
+)
+
+// The file system's current tree: for every live path of the master
+// index, the member that holds its current state, read from the archive
+// that wins it. Export and extract of the whole tree (or of subtrees) go
+// through a Tree.
+
+// TreeOptions configure OpenTree.
+type TreeOptions struct {
+	// Paths select subtrees: the live paths at or under one of these
+	// (any form; matched canonically). None: the whole tree.
+	Paths [][]byte
+	// Keys open the archives.
+	Keys []*crypt.Key
+	// Jobs is how many archives are opened at once.
+	Jobs int
+}
+
+// TreeArchive is an archive the tree needs, opened through its summary.
+type TreeArchive struct {
+	Index   index.Archive
+	Source  store.Source
+	Archive *format.Archive
+	Entries []format.Entry // the summary, by member number
+	Err     error          // why it could not be opened (then Archive is nil)
+	Paths   int            // how many live paths it supplies
+	closer  interface{ Close() error }
+}
+
+// TreeMember is one entry of the tree.
+type TreeMember struct {
+	Path    []byte // canonical
+	Archive *TreeArchive
+	Entry   format.Entry
+	// LinkAs, for a hard link whose target in the tree is not the member
+	// it linked to, is that member (in the link's own archive): the link
+	// becomes a regular file with its content.
+	LinkAs *format.Entry
+}
+
+// TreeSkip is a live path left out of the tree, and why.
+type TreeSkip struct {
+	Path []byte
+	Why  string
+	// Conflict says two archives of one sequence hold the path.
+	Conflict bool
+}
+
+// Tree is the current tree of an index over the archives given.
+type Tree struct {
+	Archives []*TreeArchive // those the members come from, by name
+	Members  []TreeMember   // in path order: a directory before what it holds
+	Skipped  []TreeSkip
+	Missing  []*TreeArchive // archives needed and not opened (Err says why)
+	// Unmatched are the TreeOptions.Paths no live path is at or under.
+	Unmatched [][]byte
+	// Hidden are live paths of the index below a path whose current
+	// member is not a directory (a directory replaced by a file or a
+	// symlink): not part of the current tree, never written, since a tar
+	// would put them through that file or symlink.
+	Hidden []TreeSkip
+}
+
+// Close closes the archives.
+func (t *Tree) Close() {
+	for _, a := range t.Archives {
+		if a.closer != nil {
+			a.closer.Close()
+		}
+	}
+}
+
+// ArchiveIDError is an archive found under the name the index records
+// whose id is not the one the index holds for that name: another archive
+// (a copy renamed over it, or a rewrite).
+type ArchiveIDError struct {
+	Name      string
+	Got, Want [crypt.IDSize]byte
+}
+
+func (e *ArchiveIDError) Error() string {
+	return fmt.Sprintf("archive id %x, but the index holds %x under the name %s: not the archive the index means", e.Got, e.Want, e.Name)
+}
+
+// OpenTree finds each live path of x (at or under opt.Paths), the
+// archive that wins it, and the member there, opening every archive it
+// needs through open (by the name the index records) once, and checking
+// that each is the archive the index means (its id). Conflicted paths are
+// skipped (Skipped, Conflict set); archives that cannot be opened are in
+// Missing, and their paths skipped. Hard links are checked against the
+// tree: see TreeMember.LinkAs.
+func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.Source, opt TreeOptions) (*Tree, error) {
+	var sel [][]byte
+	for _, p := range opt.Paths {
+		c, err := index.CanonicalPath(p)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", p, err)
+		}
+		sel = append(sel, c)
+	}
+	matched := make([]bool, len(sel))
+	selected := func(p []byte) bool {
+		if len(sel) == 0 {
+			return true
+		}
+		hit := false
+		for k, s := range sel {
+			if len(s) == 0 || bytes.Equal(p, s) || len(p) > len(s) && bytes.HasPrefix(p, s) && p[len(s)] == '/' {
+				matched[k], hit = true, true
+			}
+		}
+		return hit
+	}
+	type pick struct {
+		path []byte
+		e    index.Entry
+	}
+	var picks []pick
+	t := &Tree{}
+	need := map[int]int{} // archive position in x -> live paths
+	for i := range x.Len() {
+		p := x.Path(i)
+		if !x.Live(i) || !selected(p) {
+			continue
+		}
+		if x.Conflicted(i) {
+			t.Skipped = append(t.Skipped, TreeSkip{Path: slices.Clone(p), Why: "conflict: two archives of one sequence hold it", Conflict: true})
+			continue
+		}
+		es := x.Entries(i)
+		e := es[len(es)-1]
+		for _, c := range es {
+			if x.Archives[c.Archive].Seq > x.Archives[e.Archive].Seq {
+				e = c
+			}
+		}
+		picks = append(picks, pick{slices.Clone(p), e})
+		need[e.Archive]++
+	}
+	// Open every archive needed, once.
+	order := make([]int, 0, len(need))
+	for ai := range need {
+		order = append(order, ai)
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmpStr(x.Archives[a].Name, x.Archives[b].Name) })
+	byPos := map[int]*TreeArchive{}
+	for _, ai := range order {
+		ta := &TreeArchive{Index: x.Archives[ai], Source: open(x.Archives[ai].Name), Paths: need[ai]}
+		byPos[ai] = ta
+		t.Archives = append(t.Archives, ta)
+	}
+	// Members are read in path order, which within one archive is mostly
+	// its own order: a cache of blocks, shared by every archive so that its
+	// memory does not grow with their number, turns the many small reads of
+	// each member into a few large ones.
+	cache := format.NewBlockCache(treeCacheBlocks)
+	err := parallel.Do(ctx, len(t.Archives), opt.Jobs, func(_ context.Context, i int) {
+		ta := t.Archives[i]
+		a, entries, closer, err := openSummaryVia(ta.Source, cache, opt.Keys...)
+		if err == nil && a.Header.ID != ta.Index.ID {
+			closer.Close()
+			err = &ObjectError{Where: ta.Source.Location(), Err: &ArchiveIDError{Name: ta.Index.Name, Got: a.Header.ID, Want: ta.Index.ID}}
+		}
+		if err != nil {
+			ta.Err = err
+			return
+		}
+		ta.Archive, ta.Entries, ta.closer = a, entries, closer
+	})
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	kept := t.Archives[:0]
+	for _, ta := range t.Archives {
+		if ta.Err != nil {
+			t.Missing = append(t.Missing, ta)
+		} else {
+			kept = append(kept, ta)
+		}
+	}
+	t.Archives = kept
+	// Each path's member, from its archive's summary.
+	winner := map[string]memberRef{}
+	for _, pk := range picks {
+		ta := byPos[pk.e.Archive]
+		if ta.Err != nil {
+			t.Skipped = append(t.Skipped, TreeSkip{Path: pk.path, Why: "its archive " + ta.Index.Name + " was not opened"})
+			continue
+		}
+		e, ok := memberByNumber(ta.Entries, pk.e.Member)
+		if !ok {
+			t.Skipped = append(t.Skipped, TreeSkip{Path: pk.path, Why: fmt.Sprintf("member %d is not in the summary of %s", pk.e.Member, ta.Index.Name)})
+			continue
+		}
+		t.Members = append(t.Members, TreeMember{Path: pk.path, Archive: ta, Entry: e})
+		winner[string(pk.path)] = memberRef{ta, e.Number}
+	}
+	// A hard link stays a link only when its target in the tree is the
+	// very member it linked to: the last member of that path before the
+	// link in the link's own archive.
+	for i := range t.Members {
+		m := &t.Members[i]
+		if m.Entry.Meta.Type != format.TypeHardlink {
+			continue
+		}
+		target, err := index.CanonicalPath(m.Entry.Meta.Link)
+		if err != nil {
+			t.Skipped = append(t.Skipped, TreeSkip{Path: m.Path, Why: fmt.Sprintf("hard link to %q, a path with no canonical form", m.Entry.Meta.Link)})
+			m.Archive = nil
+			continue
+		}
+		pointed, ok := lastBefore(m.Archive.Entries, target, m.Entry.Number)
+		if w, in := winner[string(target)]; in && ok && w.a == m.Archive && w.number == pointed.Number {
+			continue
+		}
+		if !ok || pointed.Meta.Type != format.TypeRegular {
+			t.Skipped = append(t.Skipped, TreeSkip{Path: m.Path, Why: fmt.Sprintf("hard link to %q, which is not a file before it in %s", target, m.Archive.Index.Name)})
+			m.Archive = nil
+			continue
+		}
+		m.LinkAs = &pointed
+	}
+	t.Members = slices.DeleteFunc(t.Members, func(m TreeMember) bool { return m.Archive == nil })
+	t.Members, t.Hidden = dropHidden(t.Members)
+	t.Members = linksAfterTargets(t.Members)
+	for k, ok := range matched {
+		if !ok {
+			t.Unmatched = append(t.Unmatched, opt.Paths[k])
+		}
+	}
+	sort.SliceStable(t.Skipped, func(i, j int) bool { return bytes.Compare(t.Skipped[i].Path, t.Skipped[j].Path) < 0 })
+	return t, nil
+}
+
+// dropHidden leaves out the members below a member that is not a
+// directory (any ancestor: a tar would write them through it).
+func dropHidden(ms []TreeMember) (kept []TreeMember, hidden []TreeSkip) {
+	nondir := map[string]format.Type{}
+	for _, m := range ms {
+		if m.Entry.Meta.Type != format.TypeDir {
+			nondir[string(m.Path)] = m.Entry.Meta.Type
+		}
+	}
+	for _, m := range ms {
+		blocked := false
+		for i := range m.Path {
+			if m.Path[i] != '/' {
+				continue
+			}
+			if t, ok := nondir[string(m.Path[:i])]; ok {
+				hidden = append(hidden, TreeSkip{Path: m.Path, Why: fmt.Sprintf("below %q, which is now a %s, not a directory", m.Path[:i], t)})
+				blocked = true
+				break
+			}
+		}
+		if !blocked {
+			kept = append(kept, m)
+		}
+	}
+	return kept, hidden
+}
+
+// linksAfterTargets moves each hard link kept as a link to just after
+// its target when the target's path sorts after the link's: tar makes a
+// link only to a file it has already extracted.
+func linksAfterTargets(ms []TreeMember) []TreeMember {
+	postponed := map[string][]TreeMember{}
+	out := make([]TreeMember, 0, len(ms))
+	for _, m := range ms {
+		if m.Entry.Meta.Type == format.TypeHardlink && m.LinkAs == nil {
+			if target, err := index.CanonicalPath(m.Entry.Meta.Link); err == nil && bytes.Compare(target, m.Path) > 0 {
+				postponed[string(target)] = append(postponed[string(target)], m)
+				continue
+			}
+		}
+		out = append(out, m)
+		if ls, ok := postponed[string(m.Path)]; ok {
+			out = append(out, ls...)
+			delete(postponed, string(m.Path))
+		}
+	}
+	// A target that was not in the tree after all (cannot happen for a
+	// link kept as a link): at the end, in path order.
+	for _, k := range slices.Sorted(maps.Keys(postponed)) {
+		out = append(out, postponed[k]...)
+	}
+	return out
+}
+
+// treeCacheBlocks is the size of the block cache of a tree, in MiB.
+const treeCacheBlocks = 4
+
+type memberRef struct {
+	a      *TreeArchive
+	number uint32
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// memberByNumber finds member n in a summary (in member order).
+func memberByNumber(entries []format.Entry, n uint32) (format.Entry, bool) {
+	i, ok := slices.BinarySearchFunc(entries, n, func(e format.Entry, n uint32) int {
+		switch {
+		case e.Number < n:
+			return -1
+		case e.Number > n:
+			return 1
+		}
+		return 0
+	})
+	if !ok {
+		return format.Entry{}, false
+	}
+	return entries[i], true
+}
+
+// lastBefore is the last member with canonical path p numbered below n.
+func lastBefore(entries []format.Entry, p []byte, n uint32) (format.Entry, bool) {
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if e.Number >= n {
+			continue
+		}
+		if c, err := index.CanonicalPath(e.Meta.Path); err == nil && bytes.Equal(c, p) {
+			return e, true
+		}
+	}
+	return format.Entry{}, false
+}
+
+// ErrIncomplete is returned when archives the tree needs could not be
+// opened: a tree without them would be silently wrong.
+var ErrIncomplete = errors.New("archives the index needs could not be opened")

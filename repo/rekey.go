@@ -1,0 +1,163 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/internal/parallel"
+	"github.com/cbfs/cbfs/store"
+)
+
+// RekeyOptions configure Rekey.
+type RekeyOptions struct {
+	// OldKeys open the sources (each with the one it was written under);
+	// NewKey seals the new archives.
+	OldKeys []*crypt.Key
+	NewKey  *crypt.Key
+	// OutDir receives each new archive under its source's file name. It
+	// must not be a directory a source is in.
+	OutDir string
+	// Force replaces an existing file in OutDir.
+	Force bool
+	// Jobs is how many archives are rewritten at once (at least one).
+	Jobs int
+	// Writer, when set, wraps each output file as it is written (the
+	// command starts the kernel's writeback as it goes).
+	Writer func(*os.File) io.Writer
+	// Done, when set, is called as each archive is finished.
+	Done func(i int)
+}
+
+// RekeyResult is what Rekey did with one archive.
+type RekeyResult struct {
+	Source store.Source
+	// Out is the new archive's path; empty when nothing was written.
+	Out string
+	// Old and New are the two archives' headers (archive ids, sequence).
+	Old, New           *format.Header
+	OldKeyID, NewKeyID string
+	Members            uint64
+	Size               int64
+	// Err says why the archive was not rewritten; nothing is left in
+	// OutDir then.
+	Err error
+}
+
+// ErrOutDirIsSource is an output directory that holds a source: the new
+// archive would take the old one's name, and the sources are never
+// touched.
+var ErrOutDirIsSource = errors.New("the output directory holds the archives being rekeyed: give another directory")
+
+// Rekey writes each source again under opt.NewKey into opt.OutDir
+// (format.Rekey: a new archive id, the same sequence number, members and
+// bytes, sealed frame by frame). Each new archive is written to a
+// temporary file, verified with the new key as 'cbfs verify -k' verifies
+// it (every seal, the summary against the members, the digest), and only
+// then put in place under the source's name. Sources are only read.
+func Rekey(ctx context.Context, sources []store.Source, opt RekeyOptions) ([]RekeyResult, error) {
+	st, err := os.Stat(opt.OutDir)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s: not a directory", opt.OutDir)
+	}
+	names := map[string]int{}
+	for i, s := range sources {
+		if j, ok := names[s.Name]; ok {
+			return nil, fmt.Errorf("%s and %s have the same file name: their new archives would too", sources[j].Location(), s.Location())
+		}
+		names[s.Name] = i
+		if s.Where == "" {
+			continue
+		}
+		if ds, err := os.Stat(filepath.Dir(s.Where)); err == nil && os.SameFile(ds, st) {
+			return nil, fmt.Errorf("%s: %w", opt.OutDir, ErrOutDirIsSource)
+		}
+	}
+	out := make([]RekeyResult, len(sources))
+	err = parallel.Do(ctx, len(sources), opt.Jobs, func(ctx context.Context, i int) {
+		out[i] = rekeyOne(ctx, sources[i], opt)
+		if opt.Done != nil {
+			opt.Done(i)
+		}
+	})
+	return out, err
+}
+
+func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResult {
+	r := RekeyResult{Source: src, NewKeyID: opt.NewKey.ID()}
+	fail := func(err error) RekeyResult {
+		r.Out, r.Err = "", locErr(src, err)
+		return r
+	}
+	obj, err := src.Open()
+	if err != nil {
+		return fail(err)
+	}
+	defer obj.Close()
+	path := filepath.Join(opt.OutDir, src.Name)
+	if !opt.Force {
+		if _, err := os.Lstat(path); err == nil {
+			r.Err = &ObjectError{Where: path, Err: errors.New("output file exists (--force replaces it)")}
+			return r
+		}
+	}
+	f, err := store.CreateAtomic(path, opt.Force)
+	if err != nil {
+		return fail(err)
+	}
+	f.AbortOn(ctx)
+	var w io.Writer = f.File
+	if opt.Writer != nil {
+		w = opt.Writer(f.File)
+	}
+	res, err := format.Rekey(w, io.NewSectionReader(obj, 0, obj.Size()), opt.OldKeys, opt.NewKey, format.RekeyOptions{})
+	if err != nil {
+		f.Abort()
+		return fail(err)
+	}
+	r.Old, r.New, r.OldKeyID, r.Members, r.Size = &res.Old, &res.New, res.OldKey.ID(), res.Members, res.Size
+	// Verified with the new key before it is put in place: what a
+	// 'cbfs verify -k NEW' of the output checks.
+	if err := verifyNew(f.File, res.Size, opt.NewKey); err != nil {
+		f.Abort()
+		return fail(fmt.Errorf("the new archive does not verify with the new key (nothing written): %w", err))
+	}
+	if err := ctx.Err(); err != nil {
+		f.Abort()
+		return fail(context.Cause(ctx))
+	}
+	if err := f.Commit(); err != nil {
+		return fail(err)
+	}
+	r.Out = path
+	return r
+}
+
+// verifyNew checks every byte of the new archive with the new key, as a
+// keyed streaming read does: every seal, the metadata records, the LZ4
+// blocks, the summary against the members, the digest and the MACs.
+func verifyNew(f *os.File, size int64, key *crypt.Key) error {
+	rd, err := format.NewReader(io.NewSectionReader(f, 0, size), key, format.ReaderOptions{})
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	for {
+		if _, err := rd.Next(); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, rd); err != nil {
+			return err
+		}
+	}
+}
