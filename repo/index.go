@@ -28,6 +28,12 @@ import (
 // result is sorted by name, then by where. indexes are the index files
 // found in the directories and skipped.
 func ArchiveSources(args []string) (srcs []store.Source, indexes []string, err error) {
+	return ArchiveSourcesContext(context.Background(), args)
+}
+
+// ArchiveSourcesContext is ArchiveSources where an argument may also be
+// an object-store URL (URLSources); ctx is that of the reads.
+func ArchiveSourcesContext(ctx context.Context, args []string) (srcs []store.Source, indexes []string, err error) {
 	var out []store.Source
 	seen := map[string]bool{}
 	add := func(p string) {
@@ -38,6 +44,19 @@ func ArchiveSources(args []string) (srcs []store.Source, indexes []string, err e
 		}
 	}
 	for _, arg := range args {
+		if store.IsURL(arg) {
+			us, err := URLSources(ctx, arg)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, s := range us {
+				if !seen[s.Where] {
+					seen[s.Where] = true
+					out = append(out, s)
+				}
+			}
+			continue
+		}
 		st, err := os.Stat(arg)
 		if err != nil {
 			return nil, nil, err
@@ -130,8 +149,18 @@ func sortSources(s []store.Source) {
 type Shard struct{ I, N int }
 
 // ParseShard parses "I/N" with 0 <= I < N.
+//
+// "env/N" takes I from the environment of a batch engine: the first set
+// of JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs),
+// AWS_BATCH_JOB_ARRAY_INDEX and SLURM_ARRAY_TASK_ID.
 func ParseShard(s string) (Shard, error) {
 	i, n, ok := strings.Cut(s, "/")
+	if i == "env" {
+		var err error
+		if i, err = shardFromEnv(); err != nil {
+			return Shard{}, err
+		}
+	}
 	I, err1 := strconv.Atoi(i)
 	N, err2 := strconv.Atoi(n)
 	if !ok || err1 != nil || err2 != nil || N < 1 || I < 0 || I >= N {
@@ -204,6 +233,9 @@ type RebuildOptions struct {
 	// Keep, if set, says, once every archive was read, whether to write
 	// the index at all.
 	Keep func(*RebuildResult) bool
+	// Jobs is how many archives are read at once (GOMAXPROCS when 0):
+	// more than the cores where each read waits on an object store.
+	Jobs int
 }
 
 // Rebuild builds the master index of the archives in sources, or of the
@@ -225,7 +257,7 @@ func Rebuild(ctx context.Context, sources []store.Source, key *crypt.Key, shard 
 // res.Archives > 0; the caller decides whether to keep it). Each archive
 // is read from its footer and summary; one whose footer or summary is
 // missing or damaged is scanned member by member. Archives are read in
-// parallel (GOMAXPROCS at a time) into sorted runs, which spill to
+// parallel (opt.Jobs at a time) into sorted runs, which spill to
 // temporary files past the memory budget and are merged k-way into the
 // index: the result does not depend on the order of the archives or on
 // the budget.
@@ -242,6 +274,9 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 	if opt.Memory <= 0 {
 		opt.Memory = DefaultMemory
 	}
+	if opt.Jobs <= 0 {
+		opt.Jobs = runtime.GOMAXPROCS(0)
+	}
 	sp := &index.Spiller{Budget: opt.Memory / 2, Dir: opt.TempDir}
 	defer sp.Close()
 	type result struct {
@@ -255,7 +290,7 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 	results := make([]result, len(sources))
 	// Each worker goroutine keeps its buffers from archive to archive.
 	workers := sync.Pool{New: func() any { return &indexWorker{} }}
-	err := parallel.Do(ctx, len(sources), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
+	err := parallel.Do(ctx, len(sources), opt.Jobs, func(_ context.Context, i int) {
 		w := workers.Get().(*indexWorker)
 		defer workers.Put(w)
 		w.sp, w.limit = sp, opt.Memory/16
@@ -477,7 +512,13 @@ func Conflicts(x *index.Index) []Conflict {
 
 // ReadIndexFile reads and opens an index file with the one of keys it was
 // sealed with.
+//
+// path may be an object-store URL (s3://BUCKET/KEY).
 func ReadIndexFile(path string, keys ...*crypt.Key) (*index.Index, error) {
+	if store.IsURL(path) {
+		x, _, err := readIndexURL(context.Background(), path, keys...)
+		return x, err
+	}
 	f, err := store.OpenRegular(path)
 	if err != nil {
 		return nil, err
@@ -586,33 +627,66 @@ func NextSeq(indexPath string, key *crypt.Key) (uint64, error) {
 // OpenIndexFile opens an index file for lookups: its header, trailer and
 // directory are read and checked; blocks are read from the file as
 // needed, so the file stays open (close it when done).
-func OpenIndexFile(path string, keys ...*crypt.Key) (*index.Reader, *os.File, error) {
-	f, err := store.OpenRegular(path)
+//
+// path may be an object-store URL (s3://BUCKET/KEY): the object is read
+// by ranged GETs (its last bytes, where the trailer and directory are,
+// in the GET that opens it; blocks through its block cache), each on the
+// ETag it was opened at.
+func OpenIndexFile(path string, keys ...*crypt.Key) (*index.Reader, io.Closer, error) {
+	x, obj, err := openIndexObject(context.Background(), path, keys...)
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
+	return x, obj, nil
+}
+
+// openIndexObject opens an index file or object for lookups (see
+// OpenIndexFile), with the object it reads.
+func openIndexObject(ctx context.Context, path string, keys ...*crypt.Key) (*index.Reader, store.Object, error) {
+	var obj store.Object
+	if store.IsURL(path) {
+		o, err := store.OpenURL(ctx, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		obj = o
+	} else {
+		f, err := store.OpenRegular(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		obj = fileObject{f, st.Size()}
 	}
 	// Several keys: the one that opens it (its key check value matches).
 	var x *index.Reader
-	err = format.ErrWrongKey
+	err := error(format.ErrWrongKey)
 	for _, k := range keys {
 		if k == nil {
 			continue
 		}
-		if x, err = index.Open(f, st.Size(), k); !errors.Is(err, format.ErrWrongKey) {
+		if x, err = index.Open(obj, obj.Size(), k); !errors.Is(err, format.ErrWrongKey) {
 			break
 		}
 	}
 	if err != nil {
-		f.Close()
-		return nil, nil, locErr(store.File(path), err)
+		obj.Close()
+		return nil, nil, locErr(sourceOf(ctx, path), err)
 	}
-	return x, f, nil
+	return x, obj, nil
 }
+
+// fileObject is an open file as a store.Object.
+type fileObject struct {
+	*os.File
+	size int64
+}
+
+func (f fileObject) Size() int64 { return f.size }
 
 // MergeIndexFiles reads index files and merges them, in memory.
 func MergeIndexFiles(ctx context.Context, paths []string, key *crypt.Key) (*index.Index, []index.Copy, error) {

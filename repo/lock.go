@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -98,16 +99,27 @@ type IndexUpdate struct {
 	key      *crypt.Key
 	readKeys []*crypt.Key // more keys the index may be sealed with
 	lock     *os.File
-	file     *os.File    // the open index file Index reads
+	file     io.Closer   // the open index file (or object) Index reads
 	seen     os.FileInfo // the file as read; nil when it did not exist
 	// Memory bounds the records of an archive added (DefaultMemory when
 	// 0).
 	Memory int
+	// remote is set for an index in an object store: updated by
+	// conditional writes, without a lock file.
+	remote *remoteIndex
 }
 
 // OpenIndexUpdate takes the lock of the index at path (waiting as opt
 // says) and opens the index under it.
+//
+// An index in an object store (s3://BUCKET/KEY) takes no lock: it is
+// opened with its ETag and written conditionally on it (If-Match), and a
+// store that does not honour conditional writes is refused
+// (ErrNoConditionalWrites).
 func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
+	if store.IsURL(path) {
+		return openRemoteUpdate(context.Background(), path, key, opt)
+	}
 	path = ResolveIndexPath(path)
 	lock, err := lockIndex(path, opt)
 	if err != nil {
@@ -136,6 +148,9 @@ func OpenIndexUpdate(path string, key *crypt.Key, opt IndexOptions) (*IndexUpdat
 
 // open opens the index file for reading.
 func (u *IndexUpdate) open() error {
+	if u.remote != nil {
+		return u.reopen(false)
+	}
 	if u.file != nil {
 		u.file.Close()
 	}
@@ -230,8 +245,14 @@ func (u *IndexUpdate) unchanged() error {
 
 // replace writes the index that write produces in place of the file,
 // atomically, if the file is still the one read under the lock, and
-// opens it again. The update keeps the lock.
+// opens it again. The update keeps the lock. An index in an object store
+// is written conditionally on the ETag it was opened at instead; one
+// changed since fails with store.ErrChanged (or fs.ErrExist where it did
+// not exist).
 func (u *IndexUpdate) replace(write func(io.Writer) error) error {
+	if u.remote != nil {
+		return u.replaceRemote(write)
+	}
 	f, err := store.CreateAtomic(u.Path, true)
 	if err != nil {
 		return err
@@ -282,9 +303,8 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	created := u.Created
 	var c *index.CombineResult
-	err = u.replace(func(w io.Writer) error {
+	created, err := u.update(func(w io.Writer) error {
 		parts := []*index.Reader{ar}
 		if u.Index != nil {
 			parts = append(parts, u.Index)
@@ -297,6 +317,23 @@ func (u *IndexUpdate) Add(add *index.Index) (*AddResult, error) {
 		return nil, u.wrapErr(err)
 	}
 	return u.addResult(c, add.Archives[0].ID, created), nil
+}
+
+// update replaces the index with what write produces from u.Index (see
+// replace), saying whether the index was created. An index in an object
+// store changed by another writer since it was opened is opened again
+// and write run again on it: neither update is lost.
+func (u *IndexUpdate) update(write func(io.Writer) error) (created bool, err error) {
+	for tries := 0; ; tries++ {
+		created = u.Created
+		err = u.replace(write)
+		if err == nil || u.remote == nil || tries == 20 || !(errors.Is(err, store.ErrChanged) || errors.Is(err, fs.ErrExist)) {
+			return created, err
+		}
+		if err = u.reopen(true); err != nil {
+			return created, err
+		}
+	}
 }
 
 func (u *IndexUpdate) wrapErr(err error) error {
@@ -317,10 +354,14 @@ func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	if mem <= 0 {
 		mem = DefaultMemory
 	}
-	sp := &index.Spiller{Budget: mem / 2, Dir: filepath.Dir(u.Path)}
+	dir := filepath.Dir(u.Path)
+	if u.remote != nil {
+		dir = "" // the system's temporary directory
+	}
+	sp := &index.Spiller{Budget: mem / 2, Dir: dir}
 	defer sp.Close()
 	w := &indexWorker{sp: sp, limit: mem / 16}
-	src := store.File(archivePath)
+	src := sourceOf(context.Background(), archivePath)
 	_, scanned, err := w.index(src, u.key)
 	if err != nil {
 		return nil, locErr(src, err)
@@ -328,9 +369,8 @@ func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	if scanned != nil {
 		return nil, locErr(src, scanned.Err)
 	}
-	created := u.Created
 	var c *index.CombineResult
-	err = u.replace(func(out io.Writer) error {
+	created, err := u.update(func(out io.Writer) error {
 		var err error
 		c, err = sp.Combine(out, u.key, u.Index)
 		return err

@@ -3,7 +3,7 @@
 # inputs. Prints a markdown table (wall seconds, peak RSS) to stdout and
 # keeps it in out/bench/results.md. Inputs are built under out/bench.
 #   BENCH_RUNS   runs per command, the median is reported (default 3)
-#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index tree rekey
+#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index tree rekey s3
 set -euo pipefail
 cbfs=$(realpath "${1:-bin/cbfs}")
 cd "$(dirname "$0")/.."
@@ -143,4 +143,10 @@ if [[ $skip != *" rekey "* ]]; then
   measure "cbfs verify -k NEW (of the rekeyed archive)" "$cbfs verify -k $out/fs2.key $out/rekeyed/g.cbfs"
   measure "cbfs rekey, 4x archive" "$cbfs rekey -k $out/fs.key --new-key $out/fs2.key -o $out/rekeyed $out/g4.cbfs" "rm -rf $out/rekeyed && mkdir $out/rekeyed"
   rm -rf "$out/rekeyed" "$out/g2.age" "$out/g2.cbfs"
+fi
+
+if [[ $skip != *" s3 "* ]]; then
+  # Archives in an object store (issue 15): versitygw behind a proxy that
+  # adds 20 ms a request. BENCH_S3_N archives (default 2000).
+  go run ./internal/s3bench -cbfs "$cbfs" -n "${BENCH_S3_N:-2000}" -out "$out/s3" | tee -a "$results"
 fi

@@ -4,7 +4,14 @@
 #                  getfacl/setfacl (acl), getcap/setcap (libcap2-bin),
 #                  gzip, bzip2, xz, zstd (compressed input)
 #   deps.sh bench  the above, plus the peers: age, restic, lz4, and GNU time
+# Both also install versitygw v1.8.0, the S3-compatible server the tests and
+# the benchmark run, from the Go module proxy into .tools/bin (project-local).
 set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -x "$root/.tools/bin/versitygw" ]; then
+  echo "deps: installing versitygw v1.8.0 into .tools/bin" >&2
+  GOBIN="$root/.tools/bin" GOFLAGS=-buildvcs=false go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have tar || need+=(tar)

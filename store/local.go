@@ -24,7 +24,10 @@ type Source struct {
 	// Where is the path or URL it was found at; Location defaults it to
 	// Name.
 	Where string
-	Open  func() (Object, error)
+	// Size is the object's size as listed, 0 when not known before it
+	// is opened (for progress).
+	Size int64
+	Open func() (Object, error)
 }
 
 // Location is where the object is, for messages.

@@ -35,7 +35,7 @@ other paths are still written, and the exit status is 1.`,
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(args[0], keys)
+			a, entries, f, err := openSummary(c.Context(), args[0], keys)
 			if err != nil {
 				return err
 			}

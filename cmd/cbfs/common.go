@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"sync"
 
 	"github.com/cbfs/cbfs/format"
@@ -37,7 +38,8 @@ func openInput(args []string) (io.ReadCloser, string, error) {
 // An existing file is never replaced unless force is set.
 type output struct {
 	io.Writer
-	file *store.AtomicFile
+	file    *store.AtomicFile
+	pending store.Pending // an upload to an object store
 }
 
 // createOutput opens the output named by -o ("" or "-" is standard
@@ -49,6 +51,25 @@ func createOutput(ctx context.Context, path string, force, binary bool) (*output
 				hint: "give -o FILE, or redirect standard output"}
 		}
 		return &output{Writer: stdout}, nil
+	}
+	if store.IsURL(path) {
+		loc, err := store.ParseLocation(path)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		st, key, err := store.Resolve(loc)
+		if err != nil {
+			return nil, &exitError{code: exitFailure, err: err}
+		}
+		p, err := st.Create(ctx, key, store.CreateOptions{Replace: force})
+		if errors.Is(err, fs.ErrExist) {
+			return nil, &exitError{code: exitFailure, err: fmt.Errorf("%s: output object exists", path), hint: "give --force to replace it"}
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.AbortOn(ctx)
+		return &output{Writer: p, pending: p}, nil
 	}
 	if !force {
 		// A character device or a pipe (/dev/null, a FIFO) is written,
@@ -69,6 +90,13 @@ func createOutput(ctx context.Context, path string, force, binary bool) (*output
 
 // commit puts the finished output in place.
 func (o *output) commit() error {
+	if o.pending != nil {
+		err := o.pending.Commit()
+		if errors.Is(err, fs.ErrExist) {
+			return &exitError{code: exitFailure, err: err, hint: "another writer created it meanwhile; give --force to replace it"}
+		}
+		return err
+	}
 	if o.file == nil {
 		return nil
 	}
@@ -77,6 +105,9 @@ func (o *output) commit() error {
 
 // abort removes the unfinished output: a failed command leaves nothing.
 func (o *output) abort() {
+	if o.pending != nil {
+		o.pending.Abort()
+	}
 	if o.file != nil {
 		o.file.Abort()
 	}
@@ -271,6 +302,92 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// archiveSources expands the ARCHIVE|DIR arguments of verify and gc into
+// sources: local ones as archiveArgs does, s3:// URLs as
+// repo.URLSources does. remote says whether any is in an object store.
+func archiveSources(ctx context.Context, args []string) (srcs []store.Source, remote bool, err error) {
+	for _, a := range args {
+		if store.IsURL(a) {
+			us, err := repo.URLSources(ctx, a)
+			if err != nil {
+				return nil, false, &exitError{code: exitFailure, err: err}
+			}
+			srcs, remote = append(srcs, us...), true
+			continue
+		}
+		files, err := archiveArgs([]string{a})
+		if err != nil {
+			return nil, false, err
+		}
+		for _, f := range files {
+			s := archiveSource(f)
+			if st, err := os.Stat(f); err == nil && f != "-" {
+				s.Size = st.Size()
+			}
+			srcs = append(srcs, s)
+		}
+	}
+	return srcs, remote, nil
+}
+
+// anyURL says whether an argument is in an object store.
+func anyURL(args ...string) bool {
+	for _, a := range args {
+		if store.IsURL(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// jobsFlag adds -j/--jobs: objects read at once; 0 means the default,
+// 16 for an object store (each read waits on the network), the number of
+// cores otherwise.
+func jobsFlag(c *cobra.Command, p *int) {
+	c.Flags().IntVarP(p, "jobs", "j", 0, "archives read at once (default: 16 from an object store, else the number of cores)")
+}
+
+func jobsFor(jobs int, remote bool) int {
+	switch {
+	case jobs > 0:
+		return jobs
+	case remote:
+		return 16
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// isIndexObject says whether an error is an object under a prefix that is
+// a master index: skipped with a note, as in a DIR.
+func isIndexObject(err error) bool {
+	var ie *repo.IndexObjectError
+	return errors.As(err, &ie)
+}
+
+// openArchiveObject opens an archive argument for reading at offsets: a
+// regular file, standard input ("-") when that is one, or an object in
+// an object store.
+func openArchiveObject(ctx context.Context, path string) (store.Object, error) {
+	if store.IsURL(path) {
+		return store.OpenURL(ctx, path)
+	}
+	f, size, err := openArchiveFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if path == "-" {
+		return stdinObject{f, size}, nil
+	}
+	return fileObject{f, size}, nil
+}
+
+type fileObject struct {
+	*os.File
+	size int64
+}
+
+func (f fileObject) Size() int64 { return f.size }
 
 // archiveSource is an archive argument as the store's source: a file, or
 // standard input ("-") when that is a file (read by seeking through it).

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/store"
 	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
@@ -52,23 +53,43 @@ the output so far was written).
 			if to.index != "" {
 				return runExportTree(c, &to, keys, outPath, force, verbose, args)
 			}
-			in, name, err := openInput(args)
-			if err != nil {
-				return inputErr(name, err)
+			var in io.ReadCloser
+			var name string
+			var size int64
+			if len(args) == 1 && store.IsURL(args[0]) {
+				// An object: its end is checked (one GET), then it is
+				// read in one streaming GET.
+				name = args[0]
+				obj, err := store.OpenURL(c.Context(), name)
+				if err != nil {
+					return inputErr(name, err)
+				}
+				defer obj.Close()
+				if err := checkObjectEnd(obj, name, keys); err != nil {
+					return inputErr(name, err)
+				}
+				in, size = store.Stream(obj, 0), obj.Size()
+			} else {
+				in, name, err = openInput(args)
+				if err != nil {
+					return inputErr(name, err)
+				}
+				f, _ := in.(*os.File)
+				if f == nil && name == "standard input" {
+					f = os.Stdin
+				}
+				if err := checkEndFirst(f, name, keys); err != nil {
+					in.Close()
+					return inputErr(name, err)
+				}
+				size = inputSize(in)
 			}
 			defer in.Close()
-			f, _ := in.(*os.File)
-			if f == nil && name == "standard input" {
-				f = os.Stdin
-			}
-			if err := checkEndFirst(f, name, keys); err != nil {
-				return inputErr(name, err)
-			}
 			out, err := createOutput(c.Context(), outPath, force, true)
 			if err != nil {
 				return err
 			}
-			p := startProgress("export "+name, inputSize(in))
+			p := startProgress("export "+name, size)
 			opt := tarconv.ExportOptions{Keys: keys[1:]}
 			if verbose {
 				list := memberLister(!isStdout(outPath), p)
@@ -107,7 +128,12 @@ func checkEndFirst(f *os.File, name string, keys []*crypt.Key) error {
 	if err != nil {
 		return nil
 	}
-	a, err := format.OpenArchive(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), keys...)
+	return checkObjectEnd(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), name, keys)
+}
+
+// checkObjectEnd opens an archive's footer and summary.
+func checkObjectEnd(src format.Source, name string, keys []*crypt.Key) error {
+	a, err := format.OpenArchive(src, keys...)
 	if err == nil {
 		noteKey(name, a.Header, keys)
 		_, err = a.Entries()

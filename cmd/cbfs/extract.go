@@ -96,13 +96,12 @@ without the summary.`,
 				return runExtractTree(c, &to, keys, dest, opt, args)
 			}
 			name := displayName(args[0])
-			f, size, err := openArchiveFile(args[0])
+			f, err := openArchiveObject(c.Context(), args[0])
 			if err != nil {
 				return inputErr(name, err)
 			}
-			if args[0] != "-" {
-				defer f.Close()
-			}
+			defer f.Close()
+			size := f.Size()
 			// Members are read in order, each in several small reads: a
 			// block cache makes them a few large ones.
 			pr := startProgress("extract "+name, size)

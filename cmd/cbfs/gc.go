@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"runtime"
 
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
@@ -17,6 +16,7 @@ func newGCCmd() *cobra.Command {
 	var keyPath []string
 	var indexPath string
 	var asJSON bool
+	var jobs int
 	c := &cobra.Command{
 		Use:   "gc -k KEY --index INDEX [--json] ARCHIVE|DIR...",
 		Short: "Report each archive's live and dead data against the master index",
@@ -44,15 +44,22 @@ is named on standard error. It changes nothing.`,
 			if err != nil {
 				return inputErr(indexPath, err)
 			}
-			files, err := archiveArgs(args)
+			sources, remote, err := archiveSources(c.Context(), args)
 			if err != nil {
 				return err
 			}
-			sources := make([]store.Source, len(files))
-			for i, f := range files {
-				sources[i] = archiveSource(f)
+			// Each archive's object is kept to say how many requests it
+			// took.
+			objs := make([]store.Object, len(sources))
+			for i := range sources {
+				open := sources[i].Open
+				sources[i].Open = func() (store.Object, error) {
+					o, err := open()
+					objs[i] = o
+					return o, err
+				}
 			}
-			found, err := repo.GC(c.Context(), x, sources, keys, runtime.GOMAXPROCS(0))
+			found, err := repo.GC(c.Context(), x, sources, keys, jobsFor(jobs, remote))
 			if err != nil {
 				return err
 			}
@@ -60,7 +67,12 @@ is named on standard error. It changes nothing.`,
 			// the report on the others; the status tells the worst.
 			code, failed := exitOK, 0
 			good := []repo.ArchiveUsage{}
-			for _, r := range found {
+			js := []gcJSON{}
+			for i, r := range found {
+				if isIndexObject(r.Err) {
+					fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", r.Err)
+					continue
+				}
 				if r.Err != nil {
 					fmt.Fprintf(os.Stderr, "cbfs: %s\n", oneLine(r.Err.Error()))
 					c, _ := classify(r.Err)
@@ -69,6 +81,11 @@ is named on standard error. It changes nothing.`,
 					continue
 				}
 				good = append(good, r.Usage)
+				j := gcJSON{ArchiveUsage: r.Usage}
+				if objs[i] != nil {
+					j.Requests = store.RequestsOf(objs[i])
+				}
+				js = append(js, j)
 				if !r.Usage.InIndex {
 					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index (renamed, or written without --index): counted as all live\n", r.Usage.Archive)
 				}
@@ -80,7 +97,7 @@ is named on standard error. It changes nothing.`,
 			w := bufio.NewWriter(stdout)
 			defer w.Flush()
 			if asJSON {
-				if err := printJSON(w, good); err != nil {
+				if err := printJSON(w, js); err != nil {
 					return err
 				}
 				return status
@@ -102,6 +119,14 @@ is named on standard error. It changes nothing.`,
 	}
 	keyFlag(c, &keyPath)
 	c.Flags().StringVar(&indexPath, "index", "", "master index file")
-	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index\n(and requests: the GET requests an archive in an object store took)")
+	jobsFlag(c, &jobs)
 	return c
+}
+
+// gcJSON is one archive's line of --json: its usage, and the GET requests
+// reading it from an object store took (omitted for a local file).
+type gcJSON struct {
+	repo.ArchiveUsage
+	Requests int64 `json:"requests,omitempty"`
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/repo"
+	"github.com/cbfs/cbfs/store"
 	"github.com/cbfs/cbfs/tarconv"
 	"github.com/spf13/cobra"
 )
@@ -137,7 +138,7 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	if err != nil {
 		return wo, err
 	}
-	if st, err := os.Stat(filepath.Dir(o.index)); err != nil || !st.IsDir() {
+	if st, err := os.Stat(filepath.Dir(o.index)); !store.IsURL(o.index) && (err != nil || !st.IsDir()) {
 		return wo, &exitError{code: exitFailure, err: fmt.Errorf("--index %s: its directory does not exist", o.index)}
 	}
 	u, err := openIndexUpdate(o.index, keys, o.newIndex, o.lockWait)
@@ -194,6 +195,9 @@ func openIndexUpdate(path string, keys []*crypt.Key, create bool, wait time.Dura
 	var ne *repo.NoIndexError
 	var be *repo.LockBusyError
 	switch {
+	case errors.Is(err, repo.ErrNoConditionalWrites):
+		return nil, &exitError{code: exitFailure, err: err,
+			hint: "keep the index on a local file system (--index FILE), or use a store with conditional writes (AWS S3, MinIO, versitygw)"}
 	case errors.As(err, &ne):
 		return nil, &exitError{code: exitFailure, err: err,
 			hint: fmt.Sprintf("rebuild a lost index from the archives with 'cbfs index rebuild -k KEY -o %s ARCHIVES...'; give --new-index to start a new one", path)}
@@ -274,7 +278,7 @@ func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 	if res.Created {
 		verb = "created " + o.index + " and added"
 	}
-	fmt.Fprintf(os.Stderr, "cbfs: %s %s to the index %s\n", verb, filepath.Base(o.out), o.index)
+	fmt.Fprintf(os.Stderr, "cbfs: %s %s to the index %s\n", verb, store.Base(o.out), o.index)
 	for _, c := range res.Copies {
 		fmt.Fprintf(os.Stderr, "cbfs: warning: %s and %s are the same archive (id %x): counted once\n", c.Names[0], c.Names[1], c.ID)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/repo"
+	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
 )
 
@@ -74,6 +75,7 @@ type indexBuildOptions struct {
 	shard    string
 	partial  bool
 	memory   string
+	jobs     int
 	lockWait time.Duration
 	cmd      *cobra.Command
 }
@@ -90,7 +92,9 @@ func (o *indexBuildOptions) flags(c *cobra.Command) {
 // lockOutput takes the lock of an index file about to be replaced, so
 // that no update by a writer is lost under it; nil for standard output.
 func lockOutput(o *indexBuildOptions) (*repo.IndexLock, error) {
-	if o.out == "-" {
+	if o.out == "-" || store.IsURL(o.out) {
+		// An object store has no lock file: the object is written whole
+		// by one conditional write.
 		return nil, nil
 	}
 	if st, err := os.Stat(o.out); err == nil && !st.Mode().IsRegular() {
@@ -165,7 +169,8 @@ be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 		RunE: func(c *cobra.Command, args []string) error { return runIndexRebuild(&o, args) },
 	}
 	o.flags(c)
-	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N)")
+	c.Flags().StringVar(&o.shard, "shard", "", "build only part I of N (I/N, 0 <= I < N); env/N takes I from\nJOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID;\n{shard} in -o is replaced by I")
+	jobsFlag(c, &o.jobs)
 	c.Flags().BoolVar(&o.partial, "partial", false, "write the index even when some archives cannot be read (the exit status still says so)")
 	c.Flags().StringVar(&o.memory, "memory", "64MiB", "records held in memory before sorted runs spill to temporary files beside the output (such as 256MiB or 1GiB)")
 	return c
@@ -220,12 +225,15 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		if shard, err = repo.ParseShard(o.shard); err != nil {
 			return usageError{err}
 		}
+		// Each shard writes a part of a fixed name: a worker run again
+		// writes the same part.
+		o.out = strings.ReplaceAll(o.out, "{shard}", strconv.Itoa(shard.I))
 	}
 	key, err := loadKey(o.keyPath)
 	if err != nil {
 		return err
 	}
-	srcs, indexes, err := repo.ArchiveSources(args)
+	srcs, indexes, err := repo.ArchiveSourcesContext(o.cmd.Context(), args)
 	noteIndexes(indexes)
 	if err != nil {
 		return &exitError{code: exitFailure, err: err}
@@ -248,7 +256,7 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	}
 	start := time.Now()
 	tmp := ""
-	if o.out != "-" {
+	if o.out != "-" && !store.IsURL(o.out) {
 		tmp = filepath.Dir(o.out)
 	}
 	// Only a whole index is written (spec cbfs-index-v1 6.2): one without
@@ -257,9 +265,10 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	// A shard with no archive at all (more shards than archives) writes
 	// an empty part, so that the merge of every part still works.
 	keep := func(res *repo.RebuildResult) bool {
+		skipIndexObjects(res)
 		return (res.Archives > 0 || len(res.Unreadable) == 0) && (len(res.Unreadable) == 0 || o.partial)
 	}
-	res, err := repo.RebuildTo(o.cmd.Context(), srcs, key, shard, repo.RebuildOptions{Memory: mem, TempDir: tmp, Keep: keep}, out)
+	res, err := repo.RebuildTo(o.cmd.Context(), srcs, key, shard, repo.RebuildOptions{Memory: mem, TempDir: tmp, Keep: keep, Jobs: jobsFor(o.jobs, anyURL(args...))}, out)
 	if err != nil {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
@@ -273,6 +282,10 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		out.abort()
 	}
 	rep := indexReport{Index: o.out, Archives: res.Archives, Members: res.Members, Seconds: time.Since(start).Seconds(), written: written, partial: o.partial}
+	if anyURL(append(args, o.out)...) {
+		r := store.Requests()
+		rep.Requests = &r
+	}
 	if shard.N > 0 {
 		rep.Shard = shard.String()
 	}
@@ -293,6 +306,20 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		rep.Excluded = append(rep.Excluded, reportExcluded{Archive: e.Archive, Member: e.Member, Path: string(e.Path)})
 	}
 	return rep.finish(o.json)
+}
+
+// skipIndexObjects takes the master indexes found under an s3:// prefix
+// out of the unreadable archives, with a note, as in a DIR.
+func skipIndexObjects(res *repo.RebuildResult) {
+	unread := res.Unreadable[:0]
+	for _, u := range res.Unreadable {
+		if isIndexObject(u.Err) {
+			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", u.Err)
+			continue
+		}
+		unread = append(unread, u)
+	}
+	res.Unreadable = unread
 }
 
 // indexWriteErr explains an index output that could not be put in place.
@@ -338,8 +365,21 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			}
 			// Every part is opened (and its directory checked) before
 			// anything is written: a part that does not read is named
-			// with its own status.
-			for _, p := range args {
+			// with its own status. An s3:// prefix stands for every
+			// object under it (the parts a sharded rebuild wrote).
+			var paths []string
+			for _, a := range args {
+				ps, err := repo.ListIndexParts(c.Context(), a)
+				if err != nil {
+					return &exitError{code: exitFailure, err: err}
+				}
+				for _, p := range ps {
+					if p != o.out || p == a {
+						paths = append(paths, p) // not an earlier output under the prefix
+					}
+				}
+			}
+			for _, p := range paths {
 				_, f, err := repo.OpenIndexFile(p, key)
 				if err != nil {
 					return indexInputErr(p, err)
@@ -350,7 +390,7 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			if err != nil {
 				return err
 			}
-			x, err := repo.MergeIndexFilesTo(o.cmd.Context(), args, key, out)
+			x, err := repo.MergeIndexFilesTo(o.cmd.Context(), paths, key, out)
 			if err != nil {
 				out.abort()
 				var ie *index.Error
@@ -364,6 +404,10 @@ standard error); 3 a part is damaged; 4 wrong key; 5 a part is not an index.`,
 			}
 			copies := x.Copies
 			rep := indexReport{Index: o.out, Archives: len(x.Archives), Seconds: time.Since(start).Seconds(), written: true}
+			if anyURL(append(args, o.out)...) {
+				r := store.Requests()
+				rep.Requests = &r
+			}
 			for _, a := range x.Archives {
 				rep.Members += int64(a.Members)
 			}
@@ -392,6 +436,8 @@ type indexReport struct {
 	Excluded   []reportExcluded `json:"excluded"`
 	Written    bool             `json:"written"`
 	Seconds    float64          `json:"seconds"`
+	// Requests are those made to object stores, when any was used.
+	Requests   *store.RequestStats `json:"requests,omitempty"`
 	written    bool
 	partial    bool
 	unreadCode int // the worst status of the unreadable archives

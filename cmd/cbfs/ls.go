@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -20,13 +22,13 @@ func init() {
 	register(newLsCmd)
 }
 
-// openArchive opens an archive file for random access.
-func openArchive(path string, keys []*crypt.Key) (*format.Archive, *os.File, error) {
-	f, size, err := openArchiveFile(path)
+// openArchive opens an archive (a file or an object) for random access.
+func openArchive(ctx context.Context, path string, keys []*crypt.Key) (*format.Archive, io.Closer, error) {
+	f, err := openArchiveObject(ctx, path)
 	if err != nil {
 		return nil, nil, inputErr(displayName(path), err)
 	}
-	a, err := format.OpenArchive(format.NewSource(f, size), keys...)
+	a, err := format.OpenArchive(f, keys...)
 	if err != nil {
 		f.Close()
 		return nil, nil, inputErr(displayName(path), err)
@@ -36,8 +38,8 @@ func openArchive(path string, keys []*crypt.Key) (*format.Archive, *os.File, err
 }
 
 // openSummary opens an archive file and reads its summary.
-func openSummary(path string, keys []*crypt.Key) (*format.Archive, []format.Entry, *os.File, error) {
-	a, f, err := openArchive(path, keys)
+func openSummary(ctx context.Context, path string, keys []*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	a, f, err := openArchive(ctx, path, keys)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -71,7 +73,7 @@ exit status is 1.`,
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(args[0], keys)
+			a, entries, f, err := openSummary(c.Context(), args[0], keys)
 			if err != nil {
 				return err
 			}

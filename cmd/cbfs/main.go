@@ -124,6 +124,9 @@ func cancelOnSignal() (context.Context, func() os.Signal) {
 func exitInterrupted(s os.Signal) {
 	// The aborts the cancellation started run on goroutines of their own.
 	store.WaitOutputs(time.Second)
+	// Uploads to an object store are aborted by requests of their own,
+	// which may still be under way.
+	store.WaitAborts(time.Minute)
 	msg := fmt.Sprintf("cbfs: interrupted (%v)", s)
 	if n := store.Interrupted(); n > 0 {
 		msg += fmt.Sprintf(": %s removed", plural(n, "unfinished output file", "unfinished output files"))
@@ -213,6 +216,7 @@ bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 		root.AddCommand(c())
 	}
 	progressFlags(root)
+	root.PersistentFlags().StringVar(&store.EndpointFlag, "endpoint", "", "S3-compatible endpoint URL for s3:// locations (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)")
 	root.InitDefaultCompletionCmd() // made now, so that usageArgs sees it
 	usageArgs(root)
 	return root

@@ -100,7 +100,10 @@ tar does) and pack exits with status 1.`,
 			if out.file != nil {
 				dst = out.file.File
 			}
-			if fi, err := dst.Stat(); err == nil && fi.Mode().IsRegular() {
+			if out.pending != nil {
+				dst = nil // an object store: not in the tree
+			}
+			if fi, err := dst.Stat(); dst != nil && err == nil && fi.Mode().IsRegular() {
 				opt.Skip = append(opt.Skip, fi)
 			}
 			p, err := tree.NewPacker(pr.writer(out), key, opt)

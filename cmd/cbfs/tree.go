@@ -32,7 +32,7 @@ type treeOptions struct {
 }
 
 func (o *treeOptions) flags(c *cobra.Command) {
-	c.Flags().StringVar(&o.index, "index", "", "the master index: take the file system's current tree from ARCHIVES (a directory)\nthrough it, instead of one archive")
+	c.Flags().StringVar(&o.index, "index", "", "the master index: take the file system's current tree from ARCHIVES (a directory\nor an s3:// prefix) through it, instead of one archive")
 	c.Flags().BoolVar(&o.partial, "partial", false, "with --index: write what can be written when archives the index needs are missing\nor unreadable (the status still says so)")
 	c.Flags().StringVar(&o.conflicts, "conflicts", "fail", "with --index: a path two archives of one sequence hold is skipped and named;\n'fail' then exits 6, 'skip' exits 0")
 	c.Flags().BoolVar(&o.json, "json", false, "with --index: print a JSON summary on standard error")
@@ -66,8 +66,9 @@ func openTree(ctx context.Context, o *treeOptions, keys []*crypt.Key, dir string
 	if o.conflicts != "fail" && o.conflicts != "skip" {
 		return nil, nil, usageError{fmt.Errorf("--conflicts %q: want fail or skip", o.conflicts)}
 	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return nil, nil, usageError{fmt.Errorf("with --index, ARCHIVES is the directory that holds the archives: %s is not one", dir)}
+	open, remote, err := archivesIn(ctx, dir)
+	if err != nil {
+		return nil, nil, err
 	}
 	x, err := repo.ReadIndexFile(o.index, keys...)
 	if err != nil {
@@ -77,8 +78,11 @@ func openTree(ctx context.Context, o *treeOptions, keys []*crypt.Key, dir string
 	for _, p := range paths {
 		sel = append(sel, []byte(p))
 	}
-	open := func(name string) store.Source { return store.File(filepath.Join(dir, name)) }
-	t, err := repo.OpenTree(ctx, x, open, repo.TreeOptions{Paths: sel, Keys: keys, Jobs: 4})
+	jobs := 4
+	if remote {
+		jobs = 16 // each open waits on the network
+	}
+	t, err := repo.OpenTree(ctx, x, open, repo.TreeOptions{Paths: sel, Keys: keys, Jobs: jobs})
 	if err != nil {
 		return nil, nil, usageError{err}
 	}
@@ -99,6 +103,33 @@ func openTree(ctx context.Context, o *treeOptions, keys []*crypt.Key, dir string
 			hint: "give the directory that holds them, the right key, or --partial to write the rest"}
 	}
 	return t, rep, nil
+}
+
+// archivesIn is how the tree opens an archive by the name the index
+// records: a file in the directory dir, or the object of that name under
+// an s3:// prefix (s3://BUCKET/PREFIX/). remote says which.
+func archivesIn(ctx context.Context, dir string) (open func(name string) store.Source, remote bool, err error) {
+	if !store.IsURL(dir) {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, false, usageError{fmt.Errorf("with --index, ARCHIVES is the directory (or s3:// prefix) that holds the archives: %s is not one", dir)}
+		}
+		return func(name string) store.Source { return store.File(filepath.Join(dir, name)) }, false, nil
+	}
+	loc, err := store.ParseLocation(dir)
+	if err != nil {
+		return nil, false, usageError{err}
+	}
+	if !loc.IsPrefix() {
+		return nil, false, usageError{fmt.Errorf("with --index, ARCHIVES is the prefix that holds the archives: %s does not end in '/' (give %s/)", dir, dir)}
+	}
+	st, prefix, err := store.Resolve(loc)
+	if err != nil {
+		return nil, false, &exitError{code: exitFailure, err: err}
+	}
+	return func(name string) store.Source {
+		key := prefix + name
+		return store.Source{Name: name, Where: st.URL(key), Open: func() (store.Object, error) { return st.Open(ctx, key) }}
+	}, true, nil
 }
 
 // finishTree reports skipped paths and says the exit status.
@@ -217,8 +248,8 @@ func (c *countingTo) Write(p []byte) (int, error) {
 
 // treeUse is the usage line of the --index form, for help texts.
 var treeUse = strings.TrimSpace(`
-With --index INDEX, ARCHIVES is the directory that holds the file system's
-archives and the command works on the file system's current tree: every
+With --index INDEX, ARCHIVES is the directory (or the s3:// prefix,
+s3://BUCKET/PREFIX/) that holds the file system's archives, and the command works on the file system's current tree: every
 live path of the index (or those at or under the PATHs given), each read by
 random access from the archive that holds its current state, in path order
 (a directory before what it holds). Each archive is checked to be the one

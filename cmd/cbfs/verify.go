@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/index"
@@ -102,7 +101,7 @@ could not be read; 5 a file is not a CBFS archive (or of a newer version);
 	c.Flags().StringArrayVarP(&o.keyPath, "key", "k", nil, keyFlagHelp+"; without a key only keyless checks run")
 	c.Flags().BoolVar(&o.json, "json", false, "print one JSON document with an \"archives\" array")
 	c.Flags().StringVar(&o.index, "index", "", "also check the master index INDEX against the archives (needs the key)")
-	c.Flags().IntVarP(&o.jobs, "jobs", "j", runtime.GOMAXPROCS(0), "archives checked at once")
+	jobsFlag(c, &o.jobs)
 	return c
 }
 
@@ -114,7 +113,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			return err
 		}
 	}
-	files, err := archiveArgs(args)
+	sources, remote, err := archiveSources(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -127,18 +126,14 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			return inputErr(o.index, err)
 		}
 	}
-	sources := make([]store.Source, len(files))
-	sizes := make([]int64, len(files))
+	sizes := make([]int64, len(sources))
 	var total int64
-	for i, f := range files {
-		sources[i] = archiveSource(f)
-		if st, err := os.Stat(f); err == nil && f != "-" {
-			sizes[i] = st.Size()
-			total += sizes[i]
-		}
+	for i, s := range sources {
+		sizes[i] = s.Size
+		total += s.Size
 	}
-	p := startProgress("verify "+plural(len(files), "archive", "archives"), total)
-	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: o.jobs, Members: x != nil, Paths: x != nil,
+	p := startProgress("verify "+plural(len(sources), "archive", "archives"), total)
+	found, err := repo.Verify(ctx, sources, repo.VerifyOptions{Keys: keys, Jobs: jobsFor(o.jobs, remote), Members: x != nil, Paths: x != nil,
 		Done: func(i int) {
 			if p != nil {
 				p.n.Add(sizes[i])
@@ -148,13 +143,19 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	results := make([]verifyResult, len(found))
+	results := make([]verifyResult, 0, len(found))
 	for i := range found {
-		results[i] = fromRepo(&found[i])
-		if found[i].Keyed && found[i].Status != repo.StatusWrongKey && !found[i].IsIndex {
-			results[i].KeyID = keyIDOf(found[i].Header, keys)
+		if isIndexObject(found[i].Err) {
+			// Under a prefix, as in a DIR: skipped with a note.
+			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", found[i].Err)
+			continue
 		}
-		results[i].keys = len(keys)
+		r := fromRepo(&found[i])
+		if found[i].Keyed && found[i].Status != repo.StatusWrongKey && !found[i].IsIndex {
+			r.KeyID = keyIDOf(found[i].Header, keys)
+		}
+		r.keys = len(keys)
+		results = append(results, r)
 	}
 
 	var check repo.IndexCheck
@@ -185,7 +186,12 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 				Path string `json:"path"`
 				repo.IndexCheck
 			} `json:"index,omitempty"`
+			Requests *store.RequestStats `json:"requests,omitempty"`
 		}{Archives: results}
+		if remote || anyURL(o.index) {
+			r := store.Requests()
+			doc.Requests = &r
+		}
 		if x != nil {
 			doc.Index = &struct {
 				Path string `json:"path"`

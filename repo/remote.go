@@ -1,0 +1,224 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/index"
+	"github.com/cbfs/cbfs/store"
+)
+
+// IndexObjectError is an object under a prefix given for archives that
+// is a master index (recognised by its magic, as in a DIR): it is
+// skipped with a note, never counted as a bad archive.
+type IndexObjectError struct{ Where string }
+
+func (e *IndexObjectError) Error() string {
+	return e.Where + ": a master index, not an archive: skipped"
+}
+
+// URLSources expands an object-store argument: s3://BUCKET/KEY is one
+// archive; s3://BUCKET/PREFIX/ stands for every object under the prefix,
+// recursively, in key order. An object under a prefix that turns out to
+// be a master index fails to open with an *IndexObjectError; the check
+// costs nothing more, since the first bytes are read to open an archive
+// anyway.
+func URLSources(ctx context.Context, arg string) ([]store.Source, error) {
+	loc, err := store.ParseLocation(arg)
+	if err != nil {
+		return nil, err
+	}
+	st, key, err := store.Resolve(loc)
+	if err != nil {
+		return nil, err
+	}
+	if !loc.IsPrefix() {
+		return []store.Source{{Name: store.Base(key), Where: st.URL(key), Open: func() (store.Object, error) {
+			return st.Open(ctx, key)
+		}}}, nil
+	}
+	infos, err := st.List(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(infos) == 0 {
+		return nil, fmt.Errorf("%s: no objects under this prefix", arg)
+	}
+	out := make([]store.Source, 0, len(infos))
+	for _, in := range infos {
+		name, where := in.Name, st.URL(in.Name)
+		out = append(out, store.Source{Name: store.Base(name), Where: where, Size: in.Size, Open: func() (store.Object, error) {
+			obj, err := st.Open(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			var magic [8]byte
+			if n, _ := obj.ReadAt(magic[:], 0); index.HasMagic(magic[:n]) {
+				obj.Close()
+				return nil, &IndexObjectError{Where: where}
+			}
+			return obj, nil
+		}})
+	}
+	return out, nil
+}
+
+// ListIndexParts lists the index files an argument names: a file, an
+// object, or every object under an s3:// prefix (the parts a sharded
+// rebuild wrote).
+func ListIndexParts(ctx context.Context, arg string) ([]string, error) {
+	loc, err := store.ParseLocation(arg)
+	if err != nil || !loc.IsPrefix() {
+		return []string{arg}, err
+	}
+	st, key, err := store.Resolve(loc)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := st.List(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(infos) == 0 {
+		return nil, fmt.Errorf("%s: no objects under this prefix", arg)
+	}
+	var out []string
+	for _, in := range infos {
+		out = append(out, st.URL(in.Name))
+	}
+	return out, nil
+}
+
+// readIndexURL reads an index from an object store, with the ETag it was
+// read at.
+func readIndexURL(ctx context.Context, url string, keys ...*crypt.Key) (*index.Index, string, error) {
+	obj, err := store.OpenURL(ctx, url)
+	if err != nil {
+		return nil, "", err
+	}
+	defer obj.Close()
+	r := store.Stream(obj, 0)
+	defer r.Close()
+	x, err := index.Read(r, keys...)
+	if err != nil {
+		return nil, "", &ObjectError{Where: url, Err: err}
+	}
+	return x, store.ETag(obj), nil
+}
+
+// sourceOf is an archive argument, a path or a URL, as a source.
+func sourceOf(ctx context.Context, arg string) store.Source {
+	if !store.IsURL(arg) {
+		return store.File(arg)
+	}
+	return store.Source{Name: store.Base(arg), Where: arg, Open: func() (store.Object, error) {
+		return store.OpenURL(ctx, arg)
+	}}
+}
+
+// ErrNoConditionalWrites refuses an index in a store that does not
+// honour conditional writes: two writers could lose each other's updates.
+var ErrNoConditionalWrites = errors.New("this object store does not honour conditional writes (If-Match / If-None-Match), so two writers could lose each other's updates of an index kept in it")
+
+// remoteIndex is an index kept in an object store, updated by
+// conditional writes on the ETag read (If-Match), or If-None-Match: *
+// when it did not exist: no lock file, no lost update.
+type remoteIndex struct {
+	ctx    context.Context
+	bucket store.Store
+	key    string
+	etag   string // "" when it did not exist
+}
+
+// openRemoteUpdate opens the index at url for an update.
+func openRemoteUpdate(ctx context.Context, url string, key *crypt.Key, opt IndexOptions) (*IndexUpdate, error) {
+	loc, err := store.ParseLocation(url)
+	if err != nil {
+		return nil, err
+	}
+	st, k, err := store.Resolve(loc)
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := st.(interface {
+		ProbeConditionalWrites(context.Context, string) (bool, error)
+	}); ok {
+		cond, err := p.ProbeConditionalWrites(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("index %s: %w", url, err)
+		}
+		if !cond {
+			return nil, fmt.Errorf("index %s: %w", url, ErrNoConditionalWrites)
+		}
+	}
+	u := &IndexUpdate{Path: url, key: key, readKeys: opt.ReadKeys, remote: &remoteIndex{ctx: ctx, bucket: st, key: k}}
+	if err := u.reopen(opt.Create); err != nil {
+		u.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// reopen opens the remote index again (its trailer and directory), with
+// its ETag; a missing one is a new index when create is set.
+func (u *IndexUpdate) reopen(create bool) error {
+	if u.file != nil {
+		u.file.Close()
+		u.file = nil
+	}
+	x, obj, err := openIndexObject(u.remote.ctx, u.Path, append([]*crypt.Key{u.key}, u.readKeys...)...)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && create:
+		u.Index, u.Created, u.remote.etag = nil, true, ""
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return &NoIndexError{Index: u.Path}
+	case err != nil:
+		return fmt.Errorf("index %s: %w", u.Path, err)
+	}
+	u.Index, u.file, u.Created, u.remote.etag = x, obj, false, store.ETag(obj)
+	return nil
+}
+
+// replaceRemote writes the index that write produces over the one
+// opened, conditionally on its ETag (If-Match; If-None-Match: * where it
+// did not exist), streaming (a multipart upload past its first part),
+// and opens it again.
+func (u *IndexUpdate) replaceRemote(write func(io.Writer) error) error {
+	opt := store.CreateOptions{IfMatch: u.remote.etag}
+	w, err := u.remote.bucket.Create(u.remote.ctx, u.remote.key, opt)
+	if err != nil {
+		return err
+	}
+	w.AbortOn(u.remote.ctx)
+	if err := write(w); err != nil {
+		w.Abort()
+		return err
+	}
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	return u.reopen(false)
+}
+
+// shardEnv are the variables batch engines set to a worker's index.
+var shardEnv = []string{"JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"}
+
+// shardFromEnv is I of "env/N": the first of shardEnv that is set.
+func shardFromEnv() (string, error) {
+	for _, v := range shardEnv {
+		if s := os.Getenv(v); s != "" {
+			if _, err := strconv.Atoi(s); err != nil {
+				return "", fmt.Errorf("%s=%q: not a number", v, s)
+			}
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("--shard env/N: none of %s is set", strings.Join(shardEnv, ", "))
+}
