@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sort"
@@ -14,6 +15,7 @@ import (
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/internal/parallel"
 	"github.com/cbfs/cbfs/store"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // The file system's current tree: for every live path of the master
@@ -356,3 +358,53 @@ func lastBefore(entries []format.Entry, p []byte, n uint32) (format.Entry, bool)
 // ErrIncomplete is returned when archives the tree needs could not be
 // opened: a tree without them would be silently wrong.
 var ErrIncomplete = errors.New("archives the index needs could not be opened")
+
+// WriteTree writes every member of t as one plain tar entry to w, in
+// order, calling onMember (when set) before each; it does not write the
+// end-of-archive blocks. It returns how many members and bytes it wrote;
+// on an error (a member that fails authentication names it) what was
+// written is incomplete. Members are rendered one at a time: rendering
+// runs of small members ahead on both cores was tried, and was slower
+// (0.75 s against 0.58 s on the Go tree) and larger (88 MB against 52)
+// over the shared block cache.
+func WriteTree(ctx context.Context, t *Tree, w io.Writer, onMember func(*TreeMember)) (n int, written int64, err error) {
+	cw := &countWriter{w: w}
+	for i := range t.Members {
+		if err := context.Cause(ctx); err != nil {
+			return n, cw.n, err
+		}
+		m := &t.Members[i]
+		if onMember != nil {
+			onMember(m)
+		}
+		if err := writeTreeMember(cw, m); err != nil {
+			return n, cw.n, err
+		}
+		n++
+	}
+	return n, cw.n, nil
+}
+
+func writeTreeMember(w io.Writer, m *TreeMember) error {
+	var err error
+	if m.LinkAs != nil {
+		err = tarconv.WriteMemberAs(w, m.Archive.Archive, *m.LinkAs, m.Entry.Meta.Path)
+	} else {
+		err = tarconv.WriteMember(w, m.Archive.Archive, m.Entry)
+	}
+	if err != nil {
+		return locErr(m.Archive.Source, err)
+	}
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
-	"github.com/cbfs/cbfs/tarconv"
 	"github.com/cbfs/cbfs/tree"
 	"github.com/spf13/cobra"
 )
@@ -194,26 +192,15 @@ func runExportTree(c *cobra.Command, o *treeOptions, keys []*crypt.Key, outPath 
 		list = memberLister(!isStdout(outPath), nil)
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
-	for _, m := range t.Members {
-		if err := context.Cause(c.Context()); err != nil {
-			out.abort()
-			return err
-		}
-		if list != nil {
-			list(m.Entry.Meta.Path)
-		}
-		cw := &countingTo{w: bw}
-		if m.LinkAs != nil {
-			err = tarconv.WriteMemberAs(cw, m.Archive.Archive, *m.LinkAs, m.Entry.Meta.Path)
-		} else {
-			err = tarconv.WriteMember(cw, m.Archive.Archive, m.Entry)
-		}
-		if err != nil {
-			out.abort()
-			return inputErr(m.Archive.Source.Location(), err)
-		}
-		rep.Paths++
-		rep.Bytes += cw.n
+	var onMember func(*repo.TreeMember)
+	if list != nil {
+		onMember = func(m *repo.TreeMember) { list(m.Entry.Meta.Path) }
+	}
+	n, written, err := repo.WriteTree(c.Context(), t, bw, onMember)
+	rep.Paths, rep.Bytes = n, written
+	if err != nil {
+		out.abort()
+		return &exitError{err: err} // names the archive and the member
 	}
 	// The end of a plain tar: two zero blocks (archive spec 7.6).
 	if _, err := bw.Write(make([]byte, 2*format.BlockSize)); err != nil {
@@ -232,18 +219,6 @@ func runExportTree(c *cobra.Command, o *treeOptions, keys []*crypt.Key, outPath 
 			plural(len(rep.Archives), "archive", "archives"), outPath)
 	}
 	return finishTree(o, t, rep)
-}
-
-// countingTo counts what is written through it.
-type countingTo struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingTo) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // treeUse is the usage line of the --index form, for help texts.
