@@ -39,7 +39,9 @@ type S3Config struct {
 	RetryFor time.Duration
 	// PartSize and Parts: an upload holds at most Parts parts of PartSize
 	// bytes in memory (CBFS_S3_PART_SIZE, default 16 MiB, at least 5 MiB;
-	// CBFS_S3_PARTS, default 4: 64 MiB in all).
+	// CBFS_S3_PARTS, default 3: 48 MiB in all, so that with the part
+	// being filled and the client's own buffers an upload stays within
+	// 64 MB).
 	PartSize int64
 	Parts    int
 	// TailRead is how much of an object's end its opening GET reads (1
@@ -52,7 +54,7 @@ var EndpointFlag string
 
 // S3ConfigFromEnv reads the configuration from the environment.
 func S3ConfigFromEnv() (S3Config, error) {
-	c := S3Config{Region: os.Getenv("AWS_REGION"), RetryFor: 3 * time.Minute, PartSize: 16 << 20, Parts: 4, TailRead: 1 << 20}
+	c := S3Config{Region: os.Getenv("AWS_REGION"), RetryFor: 3 * time.Minute, PartSize: 16 << 20, Parts: 3, TailRead: 1 << 20}
 	if c.Region == "" {
 		c.Region = os.Getenv("AWS_DEFAULT_REGION")
 	}
