@@ -121,8 +121,11 @@ func (f *AtomicFile) Commit() error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.done {
-		return fmt.Errorf("%s: %w", f.path, context.Cause(f.ctx)) // aborted by AbortOn
+	if f.done { // aborted meanwhile: by AbortOn's context, or by Abort
+		if f.ctx != nil && context.Cause(f.ctx) != nil {
+			return fmt.Errorf("%s: %w", f.path, context.Cause(f.ctx))
+		}
+		return fmt.Errorf("%s: the output was aborted", f.path)
 	}
 	if f.stop != nil && !f.stop() {
 		return fmt.Errorf("%s: %w", f.path, context.Cause(f.ctx))
