@@ -118,17 +118,29 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 	if opt.Writer != nil {
 		w = opt.Writer(f.File)
 	}
-	res, err := format.Rekey(w, io.NewSectionReader(obj, 0, obj.Size()), opt.OldKeys, opt.NewKey, format.RekeyOptions{})
+	// The new archive is verified with the new key as it is written: the
+	// bytes going to the file also go to a keyed streaming read on
+	// another goroutine (another core), instead of a second pass over
+	// the file once it is complete. What is verified is what was written;
+	// the file's own write errors and the sync are Commit's.
+	pr, pw := io.Pipe()
+	verified := make(chan error, 1)
+	go func() {
+		err := verifyNew(pr, opt.NewKey)
+		io.Copy(io.Discard, pr) // a reader that stopped early must not block the writer
+		verified <- err
+	}()
+	res, err := format.Rekey(io.MultiWriter(w, pw), io.NewSectionReader(obj, 0, obj.Size()), opt.OldKeys, opt.NewKey, format.RekeyOptions{})
+	pw.CloseWithError(err)
+	verr := <-verified
 	if err != nil {
 		f.Abort()
 		return fail(err)
 	}
 	r.Old, r.New, r.OldKeyID, r.Members, r.Size = &res.Old, &res.New, res.OldKey.ID(), res.Members, res.Size
-	// Verified with the new key before it is put in place: what a
-	// 'cbfs verify -k NEW' of the output checks.
-	if err := verifyNew(f.File, res.Size, opt.NewKey); err != nil {
+	if verr != nil {
 		f.Abort()
-		return fail(fmt.Errorf("the new archive does not verify with the new key (nothing written): %w", err))
+		return fail(fmt.Errorf("the new archive does not verify with the new key (nothing written): %w", verr))
 	}
 	if err := ctx.Err(); err != nil {
 		f.Abort()
@@ -144,8 +156,8 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 // verifyNew checks every byte of the new archive with the new key, as a
 // keyed streaming read does: every seal, the metadata records, the LZ4
 // blocks, the summary against the members, the digest and the MACs.
-func verifyNew(f *os.File, size int64, key *crypt.Key) error {
-	rd, err := format.NewReader(io.NewSectionReader(f, 0, size), key, format.ReaderOptions{})
+func verifyNew(src io.Reader, key *crypt.Key) error {
+	rd, err := format.NewReader(src, key, format.ReaderOptions{})
 	if err != nil {
 		return err
 	}
