@@ -54,24 +54,9 @@ func (b *Builder) Add(path []byte, e Entry) error {
 	if len(b.x.Archives) != 1 {
 		return errors.New("Builder.Add after Index without Reset")
 	}
-	if !Indexed(e.Type) {
-		return nil
-	}
-	path, err := CanonicalPath(path)
-	if err != nil {
-		if ce := err.(*CanonicalPathError); ce.Root {
-			return nil
-		}
+	path, ok, err := memberRecord(path, e, &b.x.Archives[0])
+	if !ok {
 		return err
-	}
-	if len(path) > format.MaxPathLen {
-		return fmt.Errorf("member %d: path of %d bytes over the cap %d", e.Member, len(path), format.MaxPathLen)
-	}
-	if e.Offset < 0 || e.Offset > maxIndexValue || e.Span <= 0 || e.Span > maxIndexValue || e.Size < 0 || e.Size > maxIndexValue {
-		return fmt.Errorf("member %d (%q): offset %d, span %d or size %d out of range", e.Member, path, e.Offset, e.Span, e.Size)
-	}
-	if uint64(e.Member) >= b.x.Archives[0].Members {
-		return fmt.Errorf("member %d (%q): archive %s has %d members", e.Member, path, b.x.Archives[0].Name, b.x.Archives[0].Members)
 	}
 	if len(b.buf)+len(path) > pathBlockCap {
 		b.x.blocks = append(b.x.blocks, b.buf)
@@ -128,4 +113,32 @@ func (b *Builder) Index() *Index {
 		x.recs = slices.Clone(x.recs)
 	}
 	return x
+}
+
+// memberRecord is the canonical path under which the index records member
+// e of archive a, with the checks both builders make: ok is false for a
+// member the index does not take (a type it does not index, a path naming
+// the root: err nil) and for one it refuses (err says why; a path with a
+// ".." component gives a *CanonicalPathError).
+func memberRecord(path []byte, e Entry, a *Archive) (canon []byte, ok bool, err error) {
+	if !Indexed(e.Type) {
+		return nil, false, nil
+	}
+	path, err = CanonicalPath(path)
+	if err != nil {
+		if ce := err.(*CanonicalPathError); ce.Root {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	if len(path) > format.MaxPathLen {
+		return nil, false, fmt.Errorf("member %d: path of %d bytes over the cap %d", e.Member, len(path), format.MaxPathLen)
+	}
+	if e.Offset < 0 || e.Offset > maxIndexValue || e.Span <= 0 || e.Span > maxIndexValue || e.Size < 0 || e.Size > maxIndexValue {
+		return nil, false, fmt.Errorf("member %d (%q): offset %d, span %d or size %d out of range", e.Member, path, e.Offset, e.Span, e.Size)
+	}
+	if uint64(e.Member) >= a.Members {
+		return nil, false, fmt.Errorf("member %d (%q): archive %s has %d members", e.Member, path, a.Name, a.Members)
+	}
+	return path, true, nil
 }

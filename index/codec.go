@@ -272,6 +272,13 @@ func appendRecord(b []byte, shared int, path []byte, cs []cand) []byte {
 	b = binary.AppendUvarint(b, uint64(shared))
 	b = binary.AppendUvarint(b, uint64(len(path)-shared))
 	b = append(b, path[shared:]...)
+	return appendCands(b, cs)
+}
+
+// appendCands appends a candidate count and the candidates, as index
+// records and rebuild runs both hold them: per candidate uvarint archive,
+// type byte, uvarint member, offset, span, size, inode.
+func appendCands(b []byte, cs []cand) []byte {
 	b = binary.AppendUvarint(b, uint64(len(cs)))
 	for _, c := range cs {
 		b = binary.AppendUvarint(b, uint64(c.arch))

@@ -34,17 +34,7 @@ import (
 func runRecord(b, path []byte, cs []cand) []byte {
 	b = binary.AppendUvarint(b, uint64(len(path)))
 	b = append(b, path...)
-	b = binary.AppendUvarint(b, uint64(len(cs)))
-	for _, c := range cs {
-		b = binary.AppendUvarint(b, uint64(c.arch))
-		b = append(b, byte(c.typ))
-		b = binary.AppendUvarint(b, uint64(c.member))
-		b = binary.AppendUvarint(b, uint64(c.off))
-		b = binary.AppendUvarint(b, uint64(c.span))
-		b = binary.AppendUvarint(b, uint64(c.size))
-		b = binary.AppendUvarint(b, c.inode)
-	}
-	return b
+	return appendCands(b, cs)
 }
 
 // stream is a sorted source of records.
@@ -524,24 +514,9 @@ func (sp *Spiller) NewRunBuilder(a Archive, limit int) (*RunBuilder, error) {
 // index does not take, and paths naming the root, are skipped; a path
 // with a ".." component gives a *CanonicalPathError, and is skipped.
 func (b *RunBuilder) Add(path []byte, e Entry) error {
-	if !Indexed(e.Type) {
-		return nil
-	}
-	path, err := CanonicalPath(path)
-	if err != nil {
-		if ce := err.(*CanonicalPathError); ce.Root {
-			return nil
-		}
+	path, ok, err := memberRecord(path, e, &b.srcArc)
+	if !ok {
 		return err
-	}
-	if len(path) > format.MaxPathLen {
-		return fmt.Errorf("member %d: path of %d bytes over the cap %d", e.Member, len(path), format.MaxPathLen)
-	}
-	if e.Offset < 0 || e.Offset > maxIndexValue || e.Span <= 0 || e.Span > maxIndexValue || e.Size < 0 || e.Size > maxIndexValue {
-		return fmt.Errorf("member %d (%q): offset %d, span %d or size %d out of range", e.Member, path, e.Offset, e.Span, e.Size)
-	}
-	if uint64(e.Member) >= b.srcArc.Members {
-		return fmt.Errorf("member %d (%q): archive %s has %d members", e.Member, path, b.srcArc.Name, b.srcArc.Members)
 	}
 	if b.sorted && len(b.offs) > 0 && (bytes.Compare(b.last, path) >= 0 || e.Member <= b.lastM) {
 		b.sorted = false

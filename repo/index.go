@@ -754,70 +754,15 @@ type IndexDiff struct {
 	IsRecord bool
 }
 
-// DiffIndex lists the differences between two indexes: archives by id,
-// then records by path. Archive positions in the tables do not matter,
-// what they point to does.
-func DiffIndex(a, b *index.Index) []IndexDiff {
-	var out []IndexDiff
-	ids := map[[crypt.IDSize]byte]int{}
-	for i := range b.Archives {
-		ids[b.Archives[i].ID] = i
-	}
-	seen := map[[crypt.IDSize]byte]bool{}
-	for i := range a.Archives {
-		pa := &a.Archives[i]
-		seen[pa.ID] = true
-		if j, ok := ids[pa.ID]; ok {
-			if pb := &b.Archives[j]; *pa != *pb {
-				out = append(out, IndexDiff{ArchA: pa, ArchB: pb})
-			}
-			continue
-		}
-		out = append(out, IndexDiff{ArchA: pa})
-	}
-	for j := range b.Archives {
-		if !seen[b.Archives[j].ID] {
-			out = append(out, IndexDiff{ArchB: &b.Archives[j]})
-		}
-	}
-	i, j := 0, 0
-	for i < a.Len() || j < b.Len() {
-		c := 0
-		switch {
-		case i == a.Len():
-			c = 1
-		case j == b.Len():
-			c = -1
-		default:
-			c = bytes.Compare(a.Path(i), b.Path(j))
-		}
-		switch {
-		case c < 0:
-			out = append(out, IndexDiff{IsRecord: true, Path: a.Path(i), A: Locate(a, i)})
-			i++
-		case c > 0:
-			out = append(out, IndexDiff{IsRecord: true, Path: b.Path(j), B: Locate(b, j)})
-			j++
-		default:
-			la, lb := Locate(a, i), Locate(b, j)
-			if !slices.EqualFunc(la, lb, sameLocation) {
-				out = append(out, IndexDiff{IsRecord: true, Path: a.Path(i), A: la, B: lb})
-			}
-			i++
-			j++
-		}
-	}
-	return out
-}
-
 func sameLocation(p, q Location) bool {
 	p.Entry.Archive, q.Entry.Archive = 0, 0
 	return p == q
 }
 
-// DiffReaders compares two indexes as DiffIndex does, streaming: the
-// tables first, then the records of both, one block of each at a time;
-// fn gets each difference in order.
+// DiffReaders compares two indexes, streaming: the archives tables first
+// (by archive id: positions in the tables do not matter, what they point
+// to does), then the records of both by path, one block of each at a
+// time; fn gets each difference in order.
 func DiffReaders(a, b *index.Reader, fn func(IndexDiff) error) error {
 	ids := map[[crypt.IDSize]byte]int{}
 	for i := range b.Archives {

@@ -515,14 +515,30 @@ func TestDiffIndex(t *testing.T) {
 	key := testutil.Key(t, 11)
 	dir := t.TempDir()
 	writeHistory(t, dir, filepath.Join(dir, ".kept"), key, []int{0, 1, 2, 3, 4})
-	_, full := rebuildBytes(t, key, Shard{}, dir)
-	_, again := rebuildBytes(t, key, Shard{}, dir)
-	if d := DiffIndex(full.Index, again.Index); len(d) != 0 {
+	full, _ := rebuildBytes(t, key, Shard{}, dir)
+	again, _ := rebuildBytes(t, key, Shard{}, dir)
+	diff := func(a, b []byte) []IndexDiff {
+		t.Helper()
+		ra, err := index.Open(bytes.NewReader(a), int64(len(a)), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb, err := index.Open(bytes.NewReader(b), int64(len(b)), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d []IndexDiff
+		if err := DiffReaders(ra, rb, func(e IndexDiff) error { d = append(d, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := diff(full, again); len(d) != 0 {
 		t.Fatalf("equal indexes differ: %+v", d)
 	}
 	os.Remove(filepath.Join(dir, "fs-0003.cbfs"))
-	_, less := rebuildBytes(t, key, Shard{}, dir)
-	d := DiffIndex(full.Index, less.Index)
+	less, _ := rebuildBytes(t, key, Shard{}, dir)
+	d := diff(full, less)
 	var got []string
 	for _, e := range d {
 		switch {
