@@ -27,9 +27,6 @@ type RekeyOptions struct {
 	Force bool
 	// Jobs is how many archives are rewritten at once (at least one).
 	Jobs int
-	// Writer, when set, wraps each output file as it is written (the
-	// command starts the kernel's writeback as it goes).
-	Writer func(*os.File) io.Writer
 	// Done, when set, is called as each archive is finished.
 	Done func(i int)
 }
@@ -114,10 +111,6 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 		return fail(err)
 	}
 	f.AbortOn(ctx)
-	var w io.Writer = f.File
-	if opt.Writer != nil {
-		w = opt.Writer(f.File)
-	}
 	// The new archive is verified with the new key as it is written: the
 	// bytes going to the file also go to a keyed streaming read on
 	// another goroutine (another core), instead of a second pass over
@@ -130,7 +123,7 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 		io.Copy(io.Discard, pr) // a reader that stopped early must not block the writer
 		verified <- err
 	}()
-	res, err := format.Rekey(io.MultiWriter(w, pw), io.NewSectionReader(obj, 0, obj.Size()), opt.OldKeys, opt.NewKey, format.RekeyOptions{})
+	res, err := format.Rekey(io.MultiWriter(f, pw), io.NewSectionReader(obj, 0, obj.Size()), opt.OldKeys, opt.NewKey, format.RekeyOptions{})
 	pw.CloseWithError(err)
 	verr := <-verified
 	if err != nil {

@@ -32,6 +32,8 @@ type AtomicFile struct {
 	// update checks there that the index was not replaced meanwhile.
 	BeforeRename func() error
 
+	flush *flusher // nil for a direct output
+
 	mu   sync.Mutex
 	done bool            // committed or aborted
 	ctx  context.Context // set by AbortOn
@@ -79,7 +81,19 @@ func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &AtomicFile{File: tmp, path: path, replace: replace}, nil
+	return &AtomicFile{File: tmp, path: path, replace: replace, flush: newFlusher(tmp)}, nil
+}
+
+// Write writes to the temporary file, and flushes it to the device as it
+// goes (on Linux: writeback started every 8 MiB, fdatasync every 32 MiB
+// on another goroutine), so that Commit's sync waits for the last bytes
+// only. One goroutine at a time may write.
+func (f *AtomicFile) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	if f.flush != nil {
+		f.flush.wrote(n)
+	}
+	return n, err
 }
 
 // AbortOn aborts the output when ctx is cancelled before Commit: a signal
@@ -108,7 +122,10 @@ func (f *AtomicFile) Commit() error {
 	if aborted && ctx != nil && context.Cause(ctx) != nil {
 		return fmt.Errorf("%s: %w", f.path, context.Cause(ctx))
 	}
-	err := f.Sync()
+	err := f.flush.stop()
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -174,6 +191,7 @@ func (f *AtomicFile) abort(byCancel bool) bool {
 		f.stop()
 		defer armed.Add(-1) // after the file is gone
 	}
+	f.flush.cancel()
 	f.Close()
 	removed := os.Remove(f.Name()) == nil
 	// Aborted because the command's context was cancelled, by the

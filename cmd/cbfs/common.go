@@ -85,7 +85,7 @@ func createOutput(ctx context.Context, path string, force, binary bool) (*output
 		return nil, err
 	}
 	f.AbortOn(ctx)
-	return &output{Writer: &writeback{f: f.File}, file: f}, nil
+	return &output{Writer: f, file: f}, nil
 }
 
 // commit puts the finished output in place.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 
@@ -122,7 +121,6 @@ func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, forc
 	}
 	p := startProgress("rekey "+plural(len(files), "archive", "archives"), total)
 	found, err := repo.Rekey(ctx, sources, repo.RekeyOptions{OldKeys: oldKeys, NewKey: newKey, OutDir: outDir, Force: force, Jobs: jobs,
-		Writer: func(f *os.File) io.Writer { return &writeback{f: f} },
 		Done: func(i int) {
 			if p != nil {
 				p.n.Add(sizes[i])
