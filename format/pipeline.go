@@ -61,36 +61,63 @@ func (o *ordered[J]) next() (J, bool) {
 	return s.job, true
 }
 
-// freeList recycles equal-sized buffers. Unlike sync.Pool it survives
-// garbage collections, which matters here: the pipelines allocate little
-// else, so chunk buffers would be dropped and cleared again every cycle.
-// It holds at most cap(ch) buffers; more are left to the collector.
+// freeList recycles equal-sized buffers, the last given back first (its
+// pages are the likeliest to be in the cache still). Unlike sync.Pool it
+// survives garbage collections, which matters here: the pipelines allocate
+// little else, so chunk buffers would be dropped and cleared again every
+// cycle. It holds at most n buffers; more are left to the collector.
 type freeList struct {
-	ch   chan []byte
+	s    *stack[[]byte]
 	size int
 }
 
 func newFreeList(size, n int) *freeList {
-	return &freeList{ch: make(chan []byte, n), size: size}
+	return &freeList{s: newStack[[]byte](n), size: size}
 }
 
 // get returns a buffer of length size.
 func (f *freeList) get() []byte {
-	select {
-	case b := <-f.ch:
+	if b, ok := f.s.pop(); ok {
 		return b[:f.size]
-	default:
-		return make([]byte, f.size)
 	}
+	return make([]byte, f.size)
 }
 
 // put gives a buffer back; buffers of another capacity are dropped.
 func (f *freeList) put(b []byte) {
-	if cap(b) != f.size {
-		return
+	if cap(b) == f.size {
+		f.s.push(b[:f.size])
 	}
-	select {
-	case f.ch <- b[:f.size]:
-	default:
+}
+
+// stack holds up to n values for reuse, the last given back first.
+type stack[T any] struct {
+	mu   sync.Mutex
+	vals []T
+	n    int
+}
+
+func newStack[T any](n int) *stack[T] { return &stack[T]{n: n} }
+
+func (s *stack[T]) pop() (T, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var zero T
+	k := len(s.vals)
+	if k == 0 {
+		return zero, false
 	}
+	v := s.vals[k-1]
+	s.vals[k-1] = zero
+	s.vals = s.vals[:k-1]
+	return v, true
+}
+
+// push keeps v unless n values are held already.
+func (s *stack[T]) push(v T) {
+	s.mu.Lock()
+	if len(s.vals) < s.n {
+		s.vals = append(s.vals, v)
+	}
+	s.mu.Unlock()
 }

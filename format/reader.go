@@ -326,7 +326,7 @@ func frameName(kind byte) string {
 	return fmt.Sprintf("%q", kind)
 }
 
-// decodeMetaFrame undoes padMeta and the optional LZ4, then decodes.
+// decodeMetaFrame undoes the metadata frame's padding (spec 5.6) and the optional LZ4, then decodes.
 func decodeMetaFrame(p []byte, compressed bool) (*Meta, error) {
 	if len(p) < 8 || len(p)%MetaPad != 0 {
 		return nil, errors.New("padded record is not a multiple of the padding unit")

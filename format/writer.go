@@ -63,11 +63,13 @@ type Writer struct {
 	rec   *recordWriter
 	out   io.Writer
 	pipe  *ordered[*batch]
-	batch *batch // frames not yet handed to the pipeline
+	batch *batch // the batch being filled, not yet handed to the pipeline
 	asmWG sync.WaitGroup
 
-	frames *freeList // sealed frame buffers of content chunks
-	cbufs  *freeList // LZ4 output buffers
+	batches *stack[*batch] // batches back from the assembler, their arenas reused
+	inCap   int            // a pooled batch's arenas
+	outCap  int
+	enc     []byte // the metadata record being added, encoded
 
 	mu      sync.Mutex // guards err, open and openBase, shared with the assembler
 	summary []byte     // the summary plaintext after the last whole chunk in sumDone (the assembler's until Close)
@@ -77,6 +79,7 @@ type Writer struct {
 	// fraction of its summary entry. Close seals them.
 	sumDone []summaryChunk
 	sumComp frame.Compressor
+	sumBuf  []byte // cutSummary's LZ4 output
 	err     error
 	// open holds the entries of members whose frames are still on their
 	// way to the archive, member openBase first. A member leaves once its
@@ -88,20 +91,62 @@ type Writer struct {
 
 	members uint32
 	closed  bool
-	bufs    *freeList // plaintext chunk buffers
 }
 
+// sealJob is one frame of a batch: its plaintext in the batch's in arena
+// (or its own buffer, for a metadata record larger than the arena), and
+// once sealed, where its frame is in the batch's out arena.
 type sealJob struct {
 	kind   byte
 	final  bool
 	stream uint32
 	index  uint64
-	plain  []byte // owned; returned to the pool after sealing
-	lz4    bool   // compress plain if that shrinks it
-	isLZ4  bool   // plain is an LZ4 block already
-	frame  []byte // result: the whole frame
-	entry  int    // member's entry to stamp (m: offset; final c: length), -1 for none
-	w      *Writer
+	plain  []byte
+	lz4    bool // compress plain if that shrinks it
+	isLZ4  bool // plain is an LZ4 block already (a summary chunk)
+	entry  int  // member's entry to stamp (m: offset; final c: length), -1 for none
+	off, n int  // the sealed frame: out[off : off+n]
+}
+
+// The sealing pipeline takes frames in batches: a tree of small files has
+// two small frames per member, and handing each to a worker and back
+// costs more in goroutine switches than sealing it. A batch holds the
+// plaintexts of its frames side by side in one arena, which a chunk of
+// content is read straight into, and its worker seals them side by side
+// into another, compressing in place: no buffer per frame, and a small
+// file takes the bytes it has, not a chunk's worth. A batch closes once
+// it holds batchBytes of plaintext or batchFrames frames; batchDepth
+// batches may be in flight between reading and writing.
+const (
+	batchFrames = 64
+	batchBytes  = 128 << 10
+	batchDepth  = 6
+)
+
+// A frame's sealed form takes at most its plaintext plus this much: the
+// frame header, the tag, and a metadata record's length fields and
+// padding (a summary chunk's padding is counted apart).
+const frameOverhead = FrameHeaderSize + 8 + MetaPad + crypt.TagSize
+
+type batch struct {
+	jobs    []sealJob
+	in      []byte // plaintexts, side by side; len is what is taken
+	out     []byte // sealed frames, side by side, once sealed
+	outNeed int    // the most the sealed frames may take
+	pending int    // frames reserved in in whose jobs are not added yet
+	w       *Writer
+}
+
+// sealedLen is the most the sealed frame of a plaintext of n bytes of
+// the given kind takes.
+func (w *Writer) sealedLen(kind byte, n int) int {
+	switch kind {
+	case KindMeta:
+		return FrameHeaderSize + (8+n+MetaPad-1)/MetaPad*MetaPad + crypt.TagSize
+	case KindSummary:
+		return FrameHeaderSize + w.opt.ChunkSize + 4 + crypt.TagSize
+	}
+	return FrameHeaderSize + n + crypt.TagSize
 }
 
 // NewWriter writes the archive header record to w and returns a writer.
@@ -131,12 +176,15 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.keys = crypt.DeriveArchiveKeys(key, wr.hdr.ID)
 	wr.hdr.Check = wr.keys.Check()
 	wr.hdr.MAC = wr.keys.MAC(wr.hdr.encodeNoMAC())
-	// Every buffer in flight is in a batch, in the pipeline or being
-	// filled, so this many of each kind is all that is ever needed.
-	inFlight := (batchDepth+2)*batchFrames + 2
-	wr.bufs = newFreeList(opt.ChunkSize, inFlight)
-	wr.frames = newFreeList(FrameHeaderSize+opt.ChunkSize+crypt.TagSize, inFlight)
-	wr.cbufs = newFreeList(opt.ChunkSize, opt.Workers+2)
+	// A batch takes a new frame while it holds less than batchBytes, so
+	// a chunk always fits after that; every frame but a summary chunk
+	// seals into at most frameOverhead more than its plaintext, and a
+	// summary chunk into a chunk and a frame more.
+	wr.inCap = max(batchBytes, opt.ChunkSize) + opt.ChunkSize
+	wr.outCap = wr.inCap + batchFrames*frameOverhead + opt.ChunkSize + FrameHeaderSize + 4 + crypt.TagSize
+	// Every batch in flight is in the pipeline, being filled or being
+	// assembled: this many are all that is ever needed.
+	wr.batches = newStack[*batch](batchDepth + 3)
 
 	// Records are whole (1 MiB by default) when written: no buffer in
 	// between, which would copy every byte once it is out of step.
@@ -159,107 +207,181 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 // Header returns the archive header the writer wrote.
 func (w *Writer) Header() Header { return w.hdr }
 
-func (j *sealJob) seal() {
-	w := j.w
-	flags := byte(0)
-	if j.final {
-		flags |= FlagFinal
-	}
-	plain := j.plain
-	var cbuf []byte
-	if j.isLZ4 {
-		flags |= FlagLZ4
-	} else if j.lz4 && len(plain) > 0 {
-		if len(plain) <= w.cbufs.size {
-			cbuf = w.cbufs.get()
-		} else {
-			cbuf = make([]byte, len(plain)) // a metadata record larger than a chunk
+// newBatch returns an empty batch with arenas of at least in and out
+// bytes: a pooled one, or for a record larger than those, its own.
+func (w *Writer) newBatch(in, out int) *batch {
+	if in <= w.inCap && out <= w.outCap {
+		if b, ok := w.batches.pop(); ok {
+			return b
 		}
-		if b := frame.Compress(cbuf, plain); b != nil {
-			plain = b
-			flags |= FlagLZ4
-		}
+		in, out = w.inCap, w.outCap
 	}
-	switch j.kind {
-	case KindMeta:
-		plain = padMeta(plain, len(j.plain))
-	case KindSummary:
-		plain = frame.Pad(plain, w.opt.ChunkSize)
-	}
-	var buf []byte
-	if j.kind != KindContent {
-		buf = make([]byte, 0, FrameHeaderSize+len(plain)+crypt.TagSize)
-	} else {
-		buf = w.frames.get()[:0]
-	}
-	j.frame = frame.Seal(buf, w.keys, j.kind, flags, j.stream, j.index, plain)
-	if cbuf != nil {
-		w.cbufs.put(cbuf)
-	}
-	if j.kind != KindMeta {
-		w.bufs.put(j.plain)
-	}
-	j.plain = nil
+	return &batch{w: w, jobs: make([]sealJob, 0, batchFrames), in: make([]byte, 0, in), out: make([]byte, 0, out)}
 }
 
-// The sealing pipeline takes frames in batches: a tree of small files
-// has two small frames per member, and handing each to a worker and back
-// costs more in goroutine switches than sealing it. A batch closes at
-// batchFrames frames or batchBytes of plaintext, whichever comes first;
-// batchDepth batches may be in flight between reading and writing, so at
-// most about batchDepth*batchFrames chunk buffers are.
-const (
-	batchFrames = 8
-	batchBytes  = 128 << 10
-	batchDepth  = 12
-)
-
-type batch struct {
-	jobs  []sealJob
-	bytes int
-}
-
-var batches = sync.Pool{New: func() any { return &batch{jobs: make([]sealJob, 0, batchFrames)} }}
-
-func (b *batch) seal() {
-	for i := range b.jobs {
-		b.jobs[i].seal()
+// release gives a batch back once its frames are written.
+func (w *Writer) release(b *batch) {
+	clear(b.jobs)
+	b.jobs, b.in, b.out, b.outNeed, b.pending = b.jobs[:0], b.in[:0], b.out[:0], 0, 0
+	if cap(b.in) == w.inCap && cap(b.out) == w.outCap {
+		w.batches.push(b)
 	}
 }
 
-// queue adds a frame to the open batch, and hands the batch to the
-// pipeline once it is full.
-func (w *Writer) queue(j sealJob) {
+// fits says whether b takes one more frame of in plaintext bytes sealing
+// into at most out bytes.
+func (b *batch) fits(in, out int) bool {
+	return len(b.jobs)+b.pending < batchFrames && len(b.in) < batchBytes &&
+		cap(b.in)-len(b.in) >= in && cap(b.out)-b.outNeed >= out
+}
+
+// reserve takes n bytes at the end of b's in arena (it fits) for a frame
+// of the kind: the frame's job is added later by add.
+func (b *batch) reserve(kind byte, n int) []byte {
+	p := b.in[len(b.in) : len(b.in)+n]
+	b.in = b.in[:len(b.in)+n]
+	b.outNeed += b.w.sealedLen(kind, n)
+	b.pending++
+	return p
+}
+
+// room returns the batch to put a frame of in plaintext bytes of the
+// kind in: the open one, or once that is full a new one. The full one is
+// handed to the pipeline first, unless a frame reserved in it is still
+// pending: the new one is then returned without being opened, and the
+// caller opens it (next) once that frame is added.
+func (w *Writer) room(kind byte, in int) *batch {
+	out := w.sealedLen(kind, in)
 	if w.batch == nil {
-		w.batch = batches.Get().(*batch)
+		w.batch = w.newBatch(in, out)
 	}
-	b := w.batch
+	if w.batch.fits(in, out) {
+		return w.batch
+	}
+	if w.batch.pending > 0 {
+		return w.newBatch(in, out)
+	}
+	w.flushBatch()
+	w.batch = w.newBatch(in, out)
+	return w.batch
+}
+
+// next hands the open batch to the pipeline and opens nb.
+func (w *Writer) next(nb *batch) {
+	w.flushBatch()
+	w.batch = nb
+}
+
+// queueCopy queues a frame whose plaintext is copied into a batch.
+func (w *Writer) queueCopy(j sealJob) {
+	b := w.room(j.kind, len(j.plain))
+	p := b.reserve(j.kind, len(j.plain))
+	copy(p, j.plain)
+	j.plain = p
+	b.add(j)
+}
+
+// add adds the job of a frame reserved in b, and hands b to the pipeline
+// once it is full and nothing in it is pending.
+func (b *batch) add(j sealJob) {
 	b.jobs = append(b.jobs, j)
-	b.bytes += len(j.plain)
-	if len(b.jobs) >= batchFrames || b.bytes >= batchBytes {
+	b.pending--
+	if w := b.w; b == w.batch && b.pending == 0 && !b.fits(0, 0) {
 		w.flushBatch()
 	}
+}
+
+// drop gives back the last frame reserved in b, of n bytes, unused.
+func (b *batch) drop(kind byte, n int) {
+	b.in = b.in[:len(b.in)-n]
+	b.outNeed -= b.w.sealedLen(kind, n)
+	b.pending--
 }
 
 // flushBatch hands the open batch, if any, to the pipeline.
 func (w *Writer) flushBatch() {
 	if w.batch != nil {
-		w.pipe.submit(w.batch)
+		if len(w.batch.jobs) > 0 {
+			w.pipe.submit(w.batch)
+		} else {
+			w.release(w.batch)
+		}
 		w.batch = nil
 	}
 }
 
-// padMeta frames a metadata record's stored bytes: stored length, raw
-// length, the bytes, and zeros up to a multiple of MetaPad, so that the
-// sealed size tells nothing finer than MetaPad about path lengths.
-func padMeta(stored []byte, rawLen int) []byte {
-	n := 8 + len(stored)
-	total := (n + MetaPad - 1) / MetaPad * MetaPad
-	out := make([]byte, total)
-	binary.LittleEndian.PutUint32(out[0:4], uint32(len(stored)))
-	binary.LittleEndian.PutUint32(out[4:8], uint32(rawLen))
-	copy(out[8:], stored)
-	return out
+// seal seals a batch's frames side by side into its out arena.
+func (b *batch) seal() {
+	out := b.out[:cap(b.out)]
+	pos := 0
+	for i := range b.jobs {
+		j := &b.jobs[i]
+		f := b.w.sealFrame(out[pos:pos], j)
+		j.off, j.n = pos, len(f)
+		pos += len(f)
+	}
+	b.out = b.out[:pos]
+}
+
+// sealFrame seals j's frame into dst, which has room for it: the
+// plaintext is compressed, framed and padded in place, after room for
+// the frame header, and sealed there.
+func (w *Writer) sealFrame(dst []byte, j *sealJob) []byte {
+	flags := byte(0)
+	if j.final {
+		flags |= FlagFinal
+	}
+	const h = FrameHeaderSize
+	body := dst[h:cap(dst)]
+	var sealed []byte // the plaintext sealed: in body when framed here, else j.plain
+	switch j.kind {
+	case KindContent:
+		sealed = j.plain
+		if j.lz4 && len(j.plain) > 0 {
+			if c := frame.Compress(body[:len(j.plain)], j.plain); c != nil {
+				sealed = c
+				flags |= FlagLZ4
+			}
+		}
+	case KindMeta:
+		// Stored length, raw length, the bytes, zeros up to a multiple
+		// of MetaPad: the sealed size tells nothing finer than MetaPad
+		// about path lengths.
+		stored := j.plain
+		if j.lz4 {
+			if c := frame.Compress(body[8:8+len(j.plain)], j.plain); c != nil {
+				stored = c
+				flags |= FlagLZ4
+			}
+		}
+		if flags&FlagLZ4 == 0 {
+			copy(body[8:], stored)
+		}
+		n := 8 + len(stored)
+		total := (n + MetaPad - 1) / MetaPad * MetaPad
+		binary.LittleEndian.PutUint32(body[0:4], uint32(len(stored)))
+		binary.LittleEndian.PutUint32(body[4:8], uint32(len(j.plain)))
+		clear(body[n:total])
+		sealed = body[:total]
+	case KindSummary:
+		stored := j.plain
+		if j.isLZ4 {
+			flags |= FlagLZ4
+		} else if j.lz4 && len(j.plain) > 0 {
+			if c := frame.Compress(body[4:4+len(j.plain)], j.plain); c != nil {
+				stored = c
+				flags |= FlagLZ4
+			}
+		}
+		if flags&FlagLZ4 == 0 || j.isLZ4 {
+			copy(body[4:], stored)
+		}
+		binary.LittleEndian.PutUint32(body[0:4], uint32(len(stored)))
+		total := 4 + w.opt.ChunkSize
+		clear(body[4+len(stored) : total])
+		sealed = body[:total]
+	}
+	return frame.Seal(dst[:0], w.keys, j.kind, flags, j.stream, j.index, sealed)
 }
 
 // assemble takes sealed frames in order and writes them into records.
@@ -271,23 +393,17 @@ func (w *Writer) assemble() {
 			return
 		}
 		for i := range b.jobs {
-			w.place(&b.jobs[i])
+			w.place(b, &b.jobs[i])
 		}
-		clear(b.jobs)
-		b.jobs, b.bytes = b.jobs[:0], 0
-		batches.Put(b)
+		w.release(b)
 	}
 }
 
 // place writes a sealed frame to the record stream and stamps its
 // member's entry.
-func (w *Writer) place(j *sealJob) {
+func (w *Writer) place(b *batch, j *sealJob) {
 	off := w.rec.logical
-	w.rec.writeFrame(j.frame)
-	if j.kind == KindContent {
-		w.frames.put(j.frame)
-	}
-	j.frame = nil
+	w.rec.writeFrame(b.out[j.off : j.off+j.n])
 	if j.entry >= 0 {
 		w.mu.Lock()
 		e := &w.open[j.entry-w.openBase]
@@ -331,8 +447,6 @@ func (w *Writer) stickyErr() error {
 	return w.err
 }
 
-func (w *Writer) getBuf() []byte { return w.bufs.get()[:0] }
-
 // Add writes one member: its metadata record, then its content read from
 // r to EOF (r may be nil for no content). It returns the number of content
 // bytes read.
@@ -364,7 +478,8 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 		}
 		r = nil
 	}
-	enc := m.Encode(nil)
+	w.enc = m.Encode(w.enc[:0])
+	enc := w.enc
 	if len(enc) > MaxMetaSize {
 		return 0, fmt.Errorf("member %q: metadata record of %d bytes over the cap %d", m.Path, len(enc), MaxMetaSize)
 	}
@@ -380,45 +495,68 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	// A record that fits one padding unit stays one unit compressed or
 	// not: compress only where it could save a unit.
 	compressMeta := w.opt.Compress && len(enc) > MetaPad-8
-	w.queue(sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: compressMeta, entry: ei})
-
-	// Read one chunk ahead so that the last chunk is known to be last.
-	var total int64
-	cur := w.getBuf()
-	var err error
-	if r != nil {
-		cur, err = readChunk(r, cur, w.opt.ChunkSize)
+	w.queueCopy(sealJob{kind: KindMeta, final: true, stream: num, plain: enc, lz4: compressMeta, entry: ei})
+	if cap(w.enc) > 1<<20 {
+		w.enc = nil // a record of extended tar headers: not kept for the next
 	}
-	total += int64(len(cur))
+
+	// Each chunk is read straight into a batch, one ahead, so that the
+	// last chunk is known to be last.
+	cs := w.opt.ChunkSize
+	var total int64
+	cb := w.room(KindContent, cs)
+	cur := cb.reserve(KindContent, cs)
+	var err error
+	n := 0
+	if r != nil {
+		n, err = readChunk(r, cur)
+	}
+	cb.unreserve(cs - n)
+	cur = cur[:n]
+	total += int64(n)
 	for index := uint64(0); ; index++ {
+		// cb, holding cur, is the open batch.
 		if index >= MaxChunks {
-			return total, fmt.Errorf("member %q: over %d chunks", m.Path, uint64(MaxChunks))
+			cb.add(sealJob{kind: KindContent, final: true, stream: num, index: index, plain: cur, entry: ei})
+			w.setErr(fmt.Errorf("member %q: over %d chunks", m.Path, uint64(MaxChunks)))
+			return total, w.stickyErr()
 		}
 		var next []byte
-		if err == nil && len(cur) == w.opt.ChunkSize && r != nil {
-			next, err = readChunk(r, w.getBuf(), w.opt.ChunkSize)
-			total += int64(len(next))
+		nb, ahead := cb, false
+		if err == nil && len(cur) == cs && r != nil {
+			nb, ahead = w.room(KindContent, cs), true
+			next = nb.reserve(KindContent, cs)
+			n, err = readChunk(r, next)
+			nb.unreserve(cs - n)
+			next = next[:n]
+			total += int64(n)
+		}
+		final := len(next) == 0
+		if ahead && (final || err != nil) {
+			nb.drop(KindContent, len(next))
 		}
 		if err != nil {
 			w.setErr(fmt.Errorf("member %q: reading content: %w", m.Path, err))
 			// Seal what we have as final so the pipeline stays consistent;
 			// the sticky error makes the archive unusable anyway.
-			w.queue(sealJob{w: w, kind: KindContent, final: true, stream: num, index: index, plain: cur, entry: ei})
-			return total, w.stickyErr()
+			final = true
 		}
-		final := len(next) == 0
-		j := sealJob{w: w, kind: KindContent, final: final, stream: num, index: index, plain: cur, lz4: w.opt.Compress, entry: -1}
+		j := sealJob{kind: KindContent, final: final, stream: num, index: index, plain: cur, lz4: w.opt.Compress, entry: -1}
 		if final {
 			j.entry = ei
 		}
-		w.queue(j)
+		cb.add(j)
+		if nb != cb {
+			// The next chunk went to a new batch: this one is full.
+			w.next(nb)
+		}
+		if err != nil {
+			return total, w.stickyErr()
+		}
 		if final {
-			if next != nil {
-				w.bufs.put(next)
-			}
 			break
 		}
-		cur = next
+		cur, cb = next, nb
 	}
 	// The size a member declares is what readers and plain tar headers go
 	// by: it must be what was stored.
@@ -437,6 +575,13 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	return total, w.stickyErr()
 }
 
+// unreserve gives back the last n bytes of the content chunk reserved
+// last, which came out shorter.
+func (b *batch) unreserve(n int) {
+	b.in = b.in[:len(b.in)-n]
+	b.outNeed -= n
+}
+
 // holdsContent says whether a member of type t that was not imported
 // from a tar may have content (spec 7.3).
 func holdsContent(t Type) bool {
@@ -447,14 +592,13 @@ func holdsContent(t Type) bool {
 	return false
 }
 
-// readChunk reads up to n bytes; a short read means the end of r.
-func readChunk(r io.Reader, buf []byte, n int) ([]byte, error) {
-	buf = buf[:n]
+// readChunk fills buf from r; a short read means the end of r.
+func readChunk(r io.Reader, buf []byte) (int, error) {
 	k, err := io.ReadFull(r, buf)
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		err = nil
 	}
-	return buf[:k], err
+	return k, err
 }
 
 // Abort stops the writer after a failure elsewhere (a bad input, say): it
@@ -517,12 +661,10 @@ func (w *Writer) Close() error {
 	// only when the summary is.
 	for i, c := range w.sumDone {
 		final := i == len(w.sumDone)-1 && len(w.summary) == 0
-		buf := append(w.getBuf()[:0:w.opt.ChunkSize], c.stored...)
-		w.queue(sealJob{w: w, kind: KindSummary, final: final, index: uint64(i), plain: buf, isLZ4: c.lz4, entry: -1})
+		w.queueCopy(sealJob{kind: KindSummary, final: final, index: uint64(i), plain: c.stored, isLZ4: c.lz4, entry: -1})
 	}
 	if len(w.summary) > 0 || len(w.sumDone) == 0 {
-		buf := append(w.getBuf(), w.summary...)
-		w.queue(sealJob{w: w, kind: KindSummary, final: true, index: uint64(len(w.sumDone)), plain: buf, lz4: w.opt.Compress, entry: -1})
+		w.queueCopy(sealJob{kind: KindSummary, final: true, index: uint64(len(w.sumDone)), plain: w.summary, lz4: w.opt.Compress, entry: -1})
 	}
 	w.flushBatch()
 	w.pipe.close()
@@ -726,11 +868,12 @@ func (w *Writer) cutSummary() {
 	cs := w.opt.ChunkSize
 	c := summaryChunk{}
 	if w.opt.Compress {
-		cbuf := w.cbufs.get()
-		if b := w.sumComp.Compress(cbuf, w.summary[:cs]); b != nil {
+		if w.sumBuf == nil {
+			w.sumBuf = make([]byte, cs)
+		}
+		if b := w.sumComp.Compress(w.sumBuf, w.summary[:cs]); b != nil {
 			c.stored, c.lz4 = bytes.Clone(b), true
 		}
-		w.cbufs.put(cbuf)
 	}
 	if c.stored == nil {
 		c.stored = bytes.Clone(w.summary[:cs])

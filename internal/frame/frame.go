@@ -178,16 +178,6 @@ func (e *ChunkSizeError) Error() string {
 // ErrPadding is a padded chunk whose length prefix or padding is wrong.
 var ErrPadding = errors.New("bad chunk padding")
 
-// Pad frames a chunk's stored bytes to a fixed size: u32le length, the
-// bytes, zeros up to cs+4. A summary is padded so that its size says
-// nothing about path lengths finer than a chunk.
-func Pad(stored []byte, cs int) []byte {
-	out := make([]byte, cs+4)
-	binary.LittleEndian.PutUint32(out, uint32(len(stored)))
-	copy(out[4:], stored)
-	return out
-}
-
 // PaddedLen is the payload length of every frame of a padded stream.
 func PaddedLen(cs int64) int64 { return cs + 4 + crypt.TagSize }
 
