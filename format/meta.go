@@ -178,7 +178,11 @@ func appendTime(b []byte, tag byte, t Time) []byte {
 
 // Encode appends the canonical TLV encoding of m. Zero-valued fields are
 // omitted, except the type and path.
-func (m *Meta) Encode(b []byte) []byte {
+func (m *Meta) Encode(b []byte) []byte { return m.encode(b, false) }
+
+// encode appends m's encoding, or with summary set its summary form's
+// (no xattrs, no verbatim tar bytes: summaryOnly's).
+func (m *Meta) encode(b []byte, summary bool) []byte {
 	if b == nil {
 		b = make([]byte, 0, m.sizeHint())
 	}
@@ -231,7 +235,7 @@ func (m *Meta) Encode(b []byte) []byte {
 		}
 		b = appendField(b, tagSparse, v)
 	}
-	if len(m.Xattrs) > 0 {
+	if len(m.Xattrs) > 0 && !summary {
 		v := binary.AppendUvarint(nil, uint64(len(m.Xattrs)))
 		for _, x := range m.Xattrs {
 			v = binary.AppendUvarint(v, uint64(len(x.Name)))
@@ -241,7 +245,7 @@ func (m *Meta) Encode(b []byte) []byte {
 		}
 		b = appendField(b, tagXattrs, v)
 	}
-	if len(m.TarHeader) > 0 {
+	if len(m.TarHeader) > 0 && !summary {
 		b = appendField(b, tagTarHeader, m.TarHeader)
 	}
 	if m.Typeflag != 0 {

@@ -81,16 +81,28 @@ type Writer struct {
 	sumComp frame.Compressor
 	sumBuf  []byte // cutSummary's LZ4 output
 	err     error
-	// open holds the entries of members whose frames are still on their
-	// way to the archive, member openBase first. A member leaves once its
-	// summary entry is written: what the writer keeps per member is its
-	// summary entry alone, so memory grows with the member count only by
-	// the summary's size, never by its metadata as given to Add.
-	open     []Entry
-	openBase int
+	// open holds where the members whose frames are still on their way
+	// to the archive are, member openBase first, and openMeta their
+	// summary-form metadata records, encoded, from openHead on. A member
+	// leaves once its summary entry is written: what the writer keeps per
+	// member is its summary entry alone, so memory grows with the member
+	// count only by the summary's size, never by its metadata as given to
+	// Add, and Add keeps nothing of what it is given.
+	open      []openEntry // from openFront on
+	openFront int
+	openBase  int
+	openMeta  []byte
+	openHead  int
 
 	members uint32
 	closed  bool
+}
+
+// openEntry is where an open member is, and the length of its encoded
+// summary-form metadata record in openMeta.
+type openEntry struct {
+	offset, length int64
+	metaLen        int
 }
 
 // sealJob is one frame of a batch: its plaintext in the batch's in arena
@@ -406,26 +418,32 @@ func (w *Writer) place(b *batch, j *sealJob) {
 	w.rec.writeFrame(b.out[j.off : j.off+j.n])
 	if j.entry >= 0 {
 		w.mu.Lock()
-		e := &w.open[j.entry-w.openBase]
+		e := &w.open[w.openFront+j.entry-w.openBase]
 		if j.kind == KindMeta {
-			e.Offset = off
-			w.mu.Unlock()
+			e.offset = off
 		} else {
-			e.Length = w.rec.logical - e.Offset
-			// Members complete in order: the member leaves open, and
-			// the summary grows here, off the path of Close and outside
-			// the lock that Add takes.
-			done := *e
-			if j.entry == w.openBase {
-				w.open[0] = Entry{}
-				w.open = w.open[1:]
-				w.openBase++
+			// Members complete in order: this one is the first open
+			// one. Its summary entry is written, and it leaves open.
+			e.length = w.rec.logical - e.offset
+			meta := w.openMeta[w.openHead : w.openHead+e.metaLen]
+			w.summary = appendSummaryRecord(w.summary, e.offset, e.length, meta)
+			w.openHead += e.metaLen
+			w.openFront++
+			w.openBase++
+			// What has left is dropped once it is half of what is held.
+			if w.openHead >= len(w.openMeta)/2 {
+				w.openMeta = w.openMeta[:copy(w.openMeta, w.openMeta[w.openHead:])]
+				w.openHead = 0
 			}
-			w.mu.Unlock()
-			w.summary = appendSummaryEntry(w.summary, &done)
-			for len(w.summary) >= w.opt.ChunkSize {
-				w.cutSummary()
+			if w.openFront >= len(w.open)/2 {
+				w.open = w.open[:copy(w.open, w.open[w.openFront:])]
+				w.openFront = 0
 			}
+		}
+		w.mu.Unlock()
+		// The summary is the assembler's own until Close.
+		for len(w.summary) >= w.opt.ChunkSize {
+			w.cutSummary()
 		}
 	}
 	if err := w.rec.error(); err != nil {
@@ -489,8 +507,10 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 		w.opt.OnAdd(m)
 	}
 	w.mu.Lock()
-	w.open = append(w.open, Entry{Number: num, Meta: m.summaryOnly()})
-	ei := w.openBase + len(w.open) - 1
+	k := len(w.openMeta)
+	w.openMeta = m.encode(w.openMeta, true)
+	w.open = append(w.open, openEntry{metaLen: len(w.openMeta) - k})
+	ei := w.openBase + len(w.open) - w.openFront - 1
 	w.mu.Unlock()
 	// A record that fits one padding unit stays one unit compressed or
 	// not: compress only where it could save a unit.
@@ -735,11 +755,11 @@ var zeroBlock [BlockSize]byte
 
 func newRecordWriter(w io.Writer, id [crypt.IDSize]byte, size int) *recordWriter {
 	rw := &recordWriter{id: id, size: size, w: w, hash: sha256.New(),
-		emit: make(chan []byte, 2), hashq: make(chan []byte, 2),
+		emit: make(chan []byte, 1), hashq: make(chan []byte, 1),
 		emitted: make(chan struct{}), hashed: make(chan struct{}),
-		// The record in assembly, two queued and one being written, two
+		// The record in assembly, one queued and one being written, one
 		// queued and one being hashed.
-		free: newFreeList(BlockSize+size+BlockSize, 7)}
+		free: newFreeList(BlockSize+size+BlockSize, 5)}
 	rw.buf = rw.free.get()[:BlockSize]
 	go rw.emitter()
 	go rw.hasher()
@@ -905,4 +925,13 @@ func appendSummaryEntry(b []byte, e *Entry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(enc)))
 	b = append(b, enc...)
 	return b
+}
+
+// appendSummaryRecord appends a summary entry whose metadata record is
+// encoded already.
+func appendSummaryRecord(b []byte, offset, length int64, meta []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(offset))
+	b = binary.AppendUvarint(b, uint64(length))
+	b = binary.AppendUvarint(b, uint64(len(meta)))
+	return append(b, meta...)
 }

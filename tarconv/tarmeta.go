@@ -13,8 +13,9 @@ import (
 // fillMeta derives a member's metadata from a plain tar entry: the main
 // header, then GNU long names, then pax records, each overriding the last,
 // as tar readers do. The raw bytes stay authoritative for export; this is
-// what ls, cat, extract and the index see.
-func fillMeta(m *format.Meta, b *format.Block, pax map[string]string, longName, longLink []byte) error {
+// what ls, cat, extract and the index see. The path and link may be b's
+// own bytes: m is valid as long as b is.
+func fillMeta(m *format.Meta, b *format.Block, pax map[string]string, longName, longLink []byte, names *ownerNames) error {
 	num := func(f []byte) uint64 {
 		v, err := format.ParseNumeric(f)
 		if err != nil || v < 0 {
@@ -22,7 +23,7 @@ func fillMeta(m *format.Meta, b *format.Block, pax map[string]string, longName, 
 		}
 		return uint64(v)
 	}
-	name := bytes.Clone(b.Name())
+	name := b.Name()
 	switch {
 	case b.IsStar():
 		if p := b.StarPrefix(); len(p) > 0 {
@@ -36,14 +37,14 @@ func fillMeta(m *format.Meta, b *format.Block, pax map[string]string, longName, 
 	if longName != nil {
 		name = longName
 	}
-	link := bytes.Clone(b.Linkname())
+	link := b.Linkname()
 	if longLink != nil {
 		link = longLink
 	}
 	m.Mode = uint32(num(b.Mode()) & 0o7777)
 	m.UID, m.GID = num(b.UID()), num(b.GID())
 	if b.IsUSTAR() || b.IsGNU() {
-		m.Uname, m.Gname = string(b.Uname()), string(b.Gname())
+		m.Uname, m.Gname = names.get(b.Uname(), 0), names.get(b.Gname(), 1)
 		m.DevMajor, m.DevMinor = num(b.DevMajor()), num(b.DevMinor())
 	}
 	if mt, err := format.ParseNumeric(b.MTime()); err == nil {
@@ -103,7 +104,9 @@ func fillMeta(m *format.Meta, b *format.Block, pax map[string]string, longName, 
 			}
 		}
 	}
-	sort.Slice(m.Xattrs, func(i, j int) bool { return m.Xattrs[i].Name < m.Xattrs[j].Name })
+	if len(m.Xattrs) > 1 {
+		sort.Slice(m.Xattrs, func(i, j int) bool { return m.Xattrs[i].Name < m.Xattrs[j].Name })
+	}
 	if len(m.Uname) > format.MaxNameLen {
 		m.Uname = m.Uname[:format.MaxNameLen]
 	}
@@ -184,4 +187,16 @@ func parsePAXTime(s string) (format.Time, bool) {
 		}
 	}
 	return format.Time{Sec: sec, Nsec: uint32(ns), Set: true}, true
+}
+
+// ownerNames keeps the last user and group names seen: the entries of a
+// tar mostly share their owner, whose names are then not allocated again
+// for each.
+type ownerNames [2]string
+
+func (c *ownerNames) get(b []byte, i int) string {
+	if string(b) != c[i] {
+		c[i] = string(b)
+	}
+	return c[i]
 }

@@ -68,7 +68,17 @@ type tarScanner struct {
 	lead []byte // the previous entry's padding, read but not yet owned
 	pad  int64  // padding still to read after the current entry's data
 	n    int    // entries so far
+	// entry and rawBuf are reused: an entry and its raw bytes are valid
+	// until the next call of next.
+	entry  tarEntry
+	rawBuf []byte
+	dr     dataReader
+	names  ownerNames
 }
+
+// maxKeptRaw is the largest raw buffer kept for the next entry: a few
+// blocks of headers is the common case; a big pax header is not kept.
+const maxKeptRaw = 64 << 10
 
 func newTarScanner(r io.Reader) *tarScanner {
 	return &tarScanner{r: bufio.NewReaderSize(r, 1<<20)}
@@ -87,7 +97,8 @@ func (s *tarScanner) readFull(p []byte, what string) error {
 // data returns a reader over the current entry's data. It must be read to
 // the end before next is called.
 func (s *tarScanner) data(e *tarEntry) io.Reader {
-	return &dataReader{s: s, left: e.dataSize, entry: e}
+	s.dr = dataReader{s: s, left: e.dataSize, entry: e}
+	return &s.dr
 }
 
 type dataReader struct {
@@ -116,11 +127,16 @@ func (d *dataReader) Read(p []byte) (int, error) {
 }
 
 // next returns the next entry, or io.EOF when the entries end (at a zero
-// block or at the end of input); trailer then returns what remains.
+// block or at the end of input); trailer then returns what remains. The
+// entry, its raw bytes included, is valid until the next call.
 func (s *tarScanner) next() (*tarEntry, error) {
 	// raw collects the entry's bytes as they are read: the previous
 	// entry's padding, then every header block, read in place.
-	raw := make([]byte, 0, len(s.lead)+int(s.pad)+format.BlockSize)
+	raw := s.rawBuf[:0]
+	if s.lead != nil {
+		raw = nil // the lead is in rawBuf
+	}
+	raw = slices.Grow(raw, len(s.lead)+int(s.pad)+format.BlockSize)
 	if s.pad > 0 {
 		raw = raw[:s.pad]
 		if err := s.readFull(raw, "padding"); err != nil {
@@ -130,7 +146,8 @@ func (s *tarScanner) next() (*tarEntry, error) {
 	} else {
 		raw = append(raw, s.lead...)
 	}
-	e := &tarEntry{offset: s.off - int64(len(raw))}
+	e := &s.entry
+	*e = tarEntry{offset: s.off - int64(len(raw))}
 	var pax map[string]string
 	var longName, longLink []byte
 	for {
@@ -238,7 +255,7 @@ func (s *tarScanner) next() (*tarEntry, error) {
 			}
 		}
 		e.raw = raw
-		if err := fillMeta(&e.meta, blk, pax, longName, longLink); err != nil {
+		if err := fillMeta(&e.meta, blk, pax, longName, longLink, &s.names); err != nil {
 			return nil, &TarError{Offset: hoff, What: err.Error()}
 		}
 		if len(raw) > format.MaxTarHeaderLen {
@@ -262,6 +279,9 @@ func (s *tarScanner) next() (*tarEntry, error) {
 		s.pad = (format.BlockSize - e.dataSize%format.BlockSize) % format.BlockSize
 		s.lead = nil
 		s.n++
+		if cap(raw) <= maxKeptRaw {
+			s.rawBuf = raw[:0]
+		}
 		return e, nil
 	}
 }

@@ -114,12 +114,15 @@ type Opener interface {
 // nonce binds the frame to its kind, finality, stream and position.
 func Seal(dst []byte, s Sealer, kind, flags byte, stream uint32, index uint64, plain []byte) []byte {
 	start := len(dst)
-	var hb [HeaderSize]byte
 	h := Header{Kind: kind, Flags: flags, Len: uint32(len(plain) + crypt.TagSize)}
-	h.PutAD(hb[:])
-	dst = append(dst, hb[:]...)
+	dst = append(dst, make([]byte, HeaderSize)...)
+	hb := dst[start : start+HeaderSize]
+	h.PutAD(hb)
+	// The associated data is the header in dst, which sealing (after it)
+	// leaves as it is: plain may be where the payload goes, dst[start+12:].
 	dst = s.Seal(dst, crypt.Nonce(kind, h.Final(), stream, index), plain, hb[:ADSize])
-	binary.LittleEndian.PutUint32(dst[start+8:start+12], CRC(hb[:], dst[start+HeaderSize:]))
+	hb = dst[start : start+HeaderSize]
+	binary.LittleEndian.PutUint32(hb[8:12], CRC(hb, dst[start+HeaderSize:]))
 	return dst
 }
 
@@ -177,6 +180,16 @@ func (e *ChunkSizeError) Error() string {
 
 // ErrPadding is a padded chunk whose length prefix or padding is wrong.
 var ErrPadding = errors.New("bad chunk padding")
+
+// Pad frames a chunk's stored bytes to a fixed size: u32le length, the
+// bytes, zeros up to cs+4. A summary is padded so that its size says
+// nothing about path lengths finer than a chunk.
+func Pad(stored []byte, cs int) []byte {
+	out := make([]byte, cs+4)
+	binary.LittleEndian.PutUint32(out, uint32(len(stored)))
+	copy(out[4:], stored)
+	return out
+}
 
 // PaddedLen is the payload length of every frame of a padded stream.
 func PaddedLen(cs int64) int64 { return cs + 4 + crypt.TagSize }
