@@ -198,25 +198,49 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 
 // Entries reads and opens the summary. It needs the key.
 func (a *Archive) Entries() ([]Entry, error) {
-	if a.keys == nil {
-		return nil, errors.New("the summary cannot be read without the key")
-	}
-	if a.Footer == nil {
-		return nil, errors.New("a salvaged archive has no summary to read")
-	}
 	var entries []Entry
-	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, nil)
+	err := a.walkEntries(func(e Entry) { entries = append(entries, e) })
 	if err != nil {
 		return nil, err
 	}
-	entries, err = DecodeSummary(plain, a.Footer.Members)
+	return entries, nil
+}
+
+// CheckSummary reads and opens the summary and checks every entry as
+// Entries does, keeping none: memory does not grow with the members
+// beyond the summary's own bytes. It needs the key.
+func (a *Archive) CheckSummary() error { return a.walkEntries(func(Entry) {}) }
+
+// walkEntries reads and opens the summary, and calls fn with each entry
+// decoded, in member order.
+func (a *Archive) walkEntries(fn func(Entry)) error {
+	if a.keys == nil {
+		return errors.New("the summary cannot be read without the key")
+	}
+	if a.Footer == nil {
+		return errors.New("a salvaged archive has no summary to read")
+	}
+	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, nil)
+	if err != nil {
+		return err
+	}
+	var end int64
+	_, err = walkSummary(plain, a.Footer.Members, func(n uint32, off, length int64, meta []byte) error {
+		m, err := DecodeMeta(meta)
+		if err != nil {
+			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
+		}
+		end = off + length
+		fn(Entry{Number: n, Offset: off, Length: length, Meta: m})
+		return nil
+	})
 	if err == nil {
-		err = summaryEnds(entriesEnd(entries), int64(a.Footer.SummaryOffset))
+		err = summaryEnds(end, int64(a.Footer.SummaryOffset))
 	}
 	if err != nil {
-		return nil, newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
+		return newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
 	}
-	return entries, nil
+	return nil
 }
 
 // logicalReader reads the logical frame stream of a Source from a given

@@ -159,14 +159,6 @@ func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
 	return entries, nil
 }
 
-// entriesEnd is where the last of entries ends: 0 for none.
-func entriesEnd(entries []Entry) int64 {
-	if n := len(entries); n > 0 {
-		return entries[n-1].Offset + entries[n-1].Length
-	}
-	return 0
-}
-
 // summaryEnds checks that the members the summary lists run up to the
 // summary itself.
 func summaryEnds(end, summaryOffset int64) error {

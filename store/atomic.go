@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -94,6 +95,12 @@ func (f *AtomicFile) Write(p []byte) (int, error) {
 		f.flush.wrote(n)
 	}
 	return n, err
+}
+
+// ReadFrom copies r to the file through Write: os.File's own would write
+// around the flushing.
+func (f *AtomicFile) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{f}, r)
 }
 
 // AbortOn aborts the output when ctx is cancelled before Commit: a signal

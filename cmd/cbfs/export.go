@@ -131,12 +131,13 @@ func checkEndFirst(f *os.File, name string, keys []*crypt.Key) error {
 	return checkObjectEnd(format.NewSource(io.NewSectionReader(f, pos, st.Size()-pos), st.Size()-pos), name, keys)
 }
 
-// checkObjectEnd opens an archive's footer and summary.
+// checkObjectEnd opens an archive's footer and summary, and checks the
+// summary's entries without keeping them.
 func checkObjectEnd(src format.Source, name string, keys []*crypt.Key) error {
 	a, err := format.OpenArchive(src, keys...)
 	if err == nil {
 		noteKey(name, a.Header, keys)
-		_, err = a.Entries()
+		err = a.CheckSummary()
 	}
 	return err
 }
