@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -442,6 +443,14 @@ func DecodeMeta(b []byte) (*Meta, error) {
 		return nil, fmt.Errorf("metadata record of %d bytes over the cap %d", len(b), MaxMetaSize)
 	}
 	orig := b
+	// The fields that are bytes point into one copy of the record, so
+	// that a record costs two allocations, not one per field; each is cut
+	// to its own length, so that appending to one leaves the rest alone.
+	own := bytes.Clone(b)
+	bytesOf := func(v []byte) []byte { // v is within b
+		i := cap(b) - cap(v)
+		return own[i : i+len(v) : i+len(v)]
+	}
 	m := new(Meta)
 	d := &metaDecoder{}
 	seenPath := false
@@ -450,10 +459,10 @@ func DecodeMeta(b []byte) (*Meta, error) {
 		case tagType:
 			m.Type = Type(d.uvarint(v))
 		case tagPath:
-			m.Path = bytes.Clone(v)
+			m.Path = bytesOf(v)
 			seenPath = true
 		case tagLink:
-			m.Link = bytes.Clone(v)
+			m.Link = bytesOf(v)
 		case tagMode:
 			m.Mode = uint32(min(d.uvarint(v), 1<<32-1))
 		case tagUID:
@@ -509,13 +518,13 @@ func DecodeMeta(b []byte) (*Meta, error) {
 			for i := uint64(0); i < cnt && d.err == nil; i++ {
 				name := d.take(&v, d.next(&v))
 				val := d.take(&v, d.next(&v))
-				m.Xattrs = append(m.Xattrs, Xattr{Name: string(name), Value: bytes.Clone(val)})
+				m.Xattrs = append(m.Xattrs, Xattr{Name: string(name), Value: bytesOf(val)})
 			}
 			if len(v) != 0 {
 				d.fail("bytes after the xattrs")
 			}
 		case tagTarHeader:
-			m.TarHeader = bytes.Clone(v)
+			m.TarHeader = bytesOf(v)
 		case tagTypeflag:
 			if len(v) != 1 {
 				d.fail("typeflag is not one byte")
@@ -523,7 +532,7 @@ func DecodeMeta(b []byte) (*Meta, error) {
 				m.Typeflag = v[0]
 			}
 		default:
-			m.Optional = append(m.Optional, Field{Tag: byte(tag), Value: bytes.Clone(v)})
+			m.Optional = append(m.Optional, Field{Tag: byte(tag), Value: bytesOf(v)})
 		}
 		return d.err
 	})
@@ -547,8 +556,18 @@ func DecodeMeta(b []byte) (*Meta, error) {
 
 // canonical reports whether enc is what Encode writes for m.
 func canonical(m *Meta, enc []byte) bool {
-	return bytes.Equal(m.Encode(nil), enc)
+	bp := encBufs.Get().(*[]byte)
+	*bp = m.Encode((*bp)[:0])
+	ok := bytes.Equal(*bp, enc)
+	if cap(*bp) <= 64<<10 {
+		encBufs.Put(bp)
+	}
+	return ok
 }
+
+// encBufs are canonical's buffers: a reader checks every record it
+// decodes, and would otherwise allocate its encoding again for each.
+var encBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // checkFull checks the rules of spec 7.2 that need the full record, not
 // its summary form: a tar-global or tar-other member exists only as an

@@ -7,29 +7,34 @@ import (
 
 // ordered runs jobs on a pool of workers and hands their results back in
 // submission order. The number of jobs in flight is bounded, so memory is
-// bounded by depth times the size of a job.
+// bounded by depth times the size of a job. Its depth slots are reused
+// from job to job: a job costs no allocation of the pipeline's own.
 type ordered[J any] struct {
 	work  chan *slot[J]
 	queue chan *slot[J]
+	free  chan *slot[J]
 	wg    sync.WaitGroup
 }
 
 type slot[J any] struct {
 	job  J
-	done chan struct{}
+	done chan struct{} // a value for each job run in the slot
 }
 
 func workers() int { return max(1, runtime.GOMAXPROCS(0)) }
 
 func newOrdered[J any](run func(J), nworkers, depth int) *ordered[J] {
-	o := &ordered[J]{work: make(chan *slot[J], depth), queue: make(chan *slot[J], depth)}
+	o := &ordered[J]{work: make(chan *slot[J], depth), queue: make(chan *slot[J], depth), free: make(chan *slot[J], depth)}
+	for range depth {
+		o.free <- &slot[J]{done: make(chan struct{}, 1)}
+	}
 	for range nworkers {
 		o.wg.Add(1)
 		go func() {
 			defer o.wg.Done()
 			for s := range o.work {
 				run(s.job)
-				close(s.done)
+				s.done <- struct{}{}
 			}
 		}()
 	}
@@ -38,7 +43,8 @@ func newOrdered[J any](run func(J), nworkers, depth int) *ordered[J] {
 
 // submit queues a job; it blocks while depth jobs are in flight.
 func (o *ordered[J]) submit(j J) {
-	s := &slot[J]{job: j, done: make(chan struct{})}
+	s := <-o.free
+	s.job = j
 	o.queue <- s
 	o.work <- s
 }
@@ -52,13 +58,16 @@ func (o *ordered[J]) close() {
 // next returns the oldest job once it is done, or false after close when
 // all are returned.
 func (o *ordered[J]) next() (J, bool) {
+	var zero J
 	s, ok := <-o.queue
 	if !ok {
-		var zero J
 		return zero, false
 	}
 	<-s.done
-	return s.job, true
+	j := s.job
+	s.job = zero
+	o.free <- s
+	return j, true
 }
 
 // freeList recycles equal-sized buffers, the last given back first (its

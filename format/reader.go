@@ -52,12 +52,15 @@ type Reader struct {
 	// payloads and dbufs recycle chunk buffers: export would otherwise
 	// allocate, and the runtime clear, two chunk-sized buffers per chunk.
 	payloads, dbufs *freeList
+	jobs            *stack[*openJob] // jobs done with, for the producer to reuse
 
 	members  uint32
 	seq      memberSeq // the order of imported members and the trailer
 	sumWant  hash.Hash // summary plaintext as the members say it must be
 	sumGot   hash.Hash // summary plaintext as read
-	curEntry Entry
+	curEntry Entry    // its Meta is the member's full record
+	sumBuf   []byte   // the current member's summary-form record
+	sumHead  [30]byte // and the entry's head in front of it
 }
 
 type openJob struct {
@@ -114,6 +117,7 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 	cs := int(hdr.ChunkSize)
 	rd.payloads = newFreeList(int(summaryFrameLen(int64(cs))), readDepth+4)
 	rd.dbufs = newFreeList(cs, readDepth+4)
+	rd.jobs = newStack[*openJob](readDepth + 4)
 	n := opt.Workers
 	if n <= 0 {
 		n = workers()
@@ -166,7 +170,11 @@ func (rd *Reader) produce(pr *physReader) {
 	var state byte = KindMeta // expecting: KindMeta (m or s), KindContent, KindSummary
 	summaryOffset := int64(-1)
 	for {
-		j := &openJob{logical: pr.logical, phys: pr.physOf(pr.logical), member: member}
+		j, ok := rd.jobs.pop()
+		if !ok {
+			j = new(openJob)
+		}
+		*j = openJob{logical: pr.logical, phys: pr.physOf(pr.logical), member: member}
 		var hb [FrameHeaderSize]byte
 		if err := pr.readLogical(hb[:]); err != nil {
 			fail(j, err)
@@ -210,7 +218,7 @@ func (rd *Reader) produce(pr *physReader) {
 		j.fh = fh
 		copy(j.hdr[:], hb[:8])
 		j.index = index
-		if fh.Kind == KindMeta {
+		if int(fh.Len) > rd.payloads.size { // a metadata record larger than a chunk
 			j.payload = make([]byte, fh.Len)
 		} else {
 			j.payload = rd.payloads.get()[:fh.Len]
@@ -276,6 +284,14 @@ func memberOr(state byte, member uint32) int64 {
 	return -1
 }
 
+// dropPayload gives a job's payload back to the pool.
+func (rd *Reader) dropPayload(j *openJob) {
+	if j.payload != nil {
+		rd.payloads.put(j.payload[:cap(j.payload)])
+		j.payload = nil
+	}
+}
+
 // open authenticates and decompresses one frame. It runs on a worker.
 func (rd *Reader) open(j *openJob) {
 	if j.err != nil || j.footer != nil || rd.keys == nil {
@@ -292,6 +308,9 @@ func (rd *Reader) open(j *openJob) {
 		class, member = ClassSummary, -1
 	}
 	if kind == KindMeta {
+		// The record is decoded into a Meta of its own: the payload goes
+		// back to the pool at once.
+		defer rd.dropPayload(j)
 		plain, err := frame.Open(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index)
 		if err != nil {
 			j.err = newErr(class, j.phys, member, "metadata frame failed authentication")
@@ -418,9 +437,10 @@ func (rd *Reader) Next() (*Member, error) {
 		return nil, rd.finish(j)
 	}
 	m := &Member{Number: j.member, Offset: j.logical, PhysOffset: j.phys, Meta: j.meta}
+	rd.recycle(j)
 	if m.Meta != nil {
 		if bad := rd.seq.next(m.Meta); bad != "" {
-			e := newErr(ClassMember, j.phys, int64(j.member), "%s", bad)
+			e := newErr(ClassMember, m.PhysOffset, int64(m.Number), "%s", bad)
 			e.Path = string(m.Meta.Path)
 			return nil, rd.fail(e)
 		}
@@ -430,10 +450,7 @@ func (rd *Reader) Next() (*Member, error) {
 	rd.chunk = nil
 	rd.lastFin = false
 	rd.members++
-	rd.curEntry = Entry{Number: m.Number, Offset: m.Offset}
-	if m.Meta != nil {
-		rd.curEntry.Meta = m.Meta.summaryOnly()
-	}
+	rd.curEntry = Entry{Number: m.Number, Offset: m.Offset, Meta: m.Meta}
 	return m, nil
 }
 
@@ -460,8 +477,11 @@ func (rd *Reader) nextChunk() ([]byte, error) {
 	if j.fh.Final() {
 		rd.lastFin = true
 		rd.curEntry.Length = j.logical + FrameHeaderSize + int64(j.fh.Len) - rd.curEntry.Offset
-		if rd.curEntry.Meta != nil {
-			rd.sumWant.Write(appendSummaryEntry(nil, &rd.curEntry))
+		if e := &rd.curEntry; e.Meta != nil {
+			// The entry the summary must hold for this member.
+			rd.sumBuf = e.Meta.encode(rd.sumBuf[:0], true)
+			rd.sumWant.Write(appendSummaryHead(rd.sumHead[:0], e.Offset, e.Length, len(rd.sumBuf)))
+			rd.sumWant.Write(rd.sumBuf)
 		}
 	}
 	return j.plain, nil
@@ -474,13 +494,18 @@ func (rd *Reader) release() {
 		return
 	}
 	rd.held = nil
-	if j.payload != nil {
-		rd.payloads.put(j.payload[:cap(j.payload)])
-	}
+	rd.recycle(j)
+}
+
+// recycle returns a job the consumer is done with, and its buffers, for
+// reuse.
+func (rd *Reader) recycle(j *openJob) {
+	rd.dropPayload(j)
 	if j.dbuf != nil {
 		rd.dbufs.put(j.dbuf)
 	}
-	j.payload, j.plain, j.dbuf = nil, nil, nil
+	*j = openJob{}
+	rd.jobs.push(j)
 }
 
 // Read reads the current member's content.
@@ -512,7 +537,9 @@ func (rd *Reader) finish(j *openJob) error {
 		if rd.keys != nil {
 			rd.sumGot.Write(j.plain)
 		}
-		if j.fh.Kind == KindSummary && j.fh.Final() {
+		final := j.fh.Kind == KindSummary && j.fh.Final()
+		rd.recycle(j)
+		if final {
 			break
 		}
 		var err error

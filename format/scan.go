@@ -50,6 +50,8 @@ func (r *ScanReport) Intact() bool { return len(r.Problems) == 0 }
 
 // scanner holds the state of one ScanArchive.
 type scanner struct {
+	sumBuf  []byte   // a member's summary-form record
+	sumHead [30]byte // and its entry's head
 	src     Source
 	opt     ScanOptions
 	hdr     *Header
@@ -464,10 +466,14 @@ func (s *scanner) member(fr *scanFrame, guess, from uint32, uncertain bool, last
 	s.rep.Members++
 	e := Entry{Number: num, Offset: fr.off, Length: off - fr.off}
 	if meta != nil {
-		e.Meta = meta.summaryOnly()
-		s.sumWant.Write(appendSummaryEntry(nil, &e))
+		s.sumBuf = meta.encode(s.sumBuf[:0], true)
+		s.sumWant.Write(appendSummaryHead(s.sumHead[:0], e.Offset, e.Length, len(s.sumBuf)))
+		s.sumWant.Write(s.sumBuf)
 	}
 	if fn != nil {
+		if meta != nil {
+			e.Meta = meta.summaryOnly()
+		}
 		if err := fn(e); err != nil {
 			return 0, 0, err
 		}

@@ -930,8 +930,13 @@ func appendSummaryEntry(b []byte, e *Entry) []byte {
 // appendSummaryRecord appends a summary entry whose metadata record is
 // encoded already.
 func appendSummaryRecord(b []byte, offset, length int64, meta []byte) []byte {
+	return append(appendSummaryHead(b, offset, length, len(meta)), meta...)
+}
+
+// appendSummaryHead appends what comes before a summary entry's metadata
+// record: the member's offset and length, and the record's length.
+func appendSummaryHead(b []byte, offset, length int64, metaLen int) []byte {
 	b = binary.AppendUvarint(b, uint64(offset))
 	b = binary.AppendUvarint(b, uint64(length))
-	b = binary.AppendUvarint(b, uint64(len(meta)))
-	return append(b, meta...)
+	return binary.AppendUvarint(b, uint64(metaLen))
 }
