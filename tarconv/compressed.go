@@ -63,11 +63,12 @@ func Decompress(r io.Reader) (rc io.ReadCloser, format string, head []byte, err 
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, _ = br.Peek(sniffLen)
 	head = bytes.Clone(head)
-	rc, format, err = decompress(br, head)
+	rc, format, err = decompress(br, r, head)
 	return rc, format, head, err
 }
 
-func decompress(br *bufio.Reader, head []byte) (io.ReadCloser, string, error) {
+// decompress reads r, of which br has read ahead.
+func decompress(br *bufio.Reader, r io.Reader, head []byte) (io.ReadCloser, string, error) {
 	bad := func(f string, err error) (io.ReadCloser, string, error) {
 		return nil, f, &DecompressError{Format: f, Err: err}
 	}
@@ -94,7 +95,10 @@ func decompress(br *bufio.Reader, head []byte) (io.ReadCloser, string, error) {
 		}
 		return &decoded{Reader: zr, format: "zstd", close: zr.Close}, "zstd", nil
 	}
-	return io.NopCloser(br), "", nil
+	// Not compressed: what was read to look at it, then r itself, so
+	// that a reader of large blocks reads them from r directly.
+	peeked, _ := br.Peek(br.Buffered())
+	return io.NopCloser(io.MultiReader(bytes.NewReader(peeked), r)), "", nil
 }
 
 // LooksLike names the kind of non-tar input whose first bytes head holds,

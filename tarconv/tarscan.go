@@ -63,7 +63,7 @@ type tarEntry struct {
 // than it must: it keeps every byte, so that the entries' raw bytes, data
 // and the trailer concatenate back to the input exactly.
 type tarScanner struct {
-	r    *bufio.Reader
+	r    *tarInput
 	off  int64
 	lead []byte // the previous entry's padding, read but not yet owned
 	pad  int64  // padding still to read after the current entry's data
@@ -81,7 +81,51 @@ type tarScanner struct {
 const maxKeptRaw = 64 << 10
 
 func newTarScanner(r io.Reader) *tarScanner {
-	return &tarScanner{r: bufio.NewReaderSize(r, 1<<20)}
+	return &tarScanner{r: &tarInput{src: r, buf: make([]byte, tarBufSize)}}
+}
+
+// tarBufSize is the scanner's buffer: headers, small entries and the
+// ends of large ones are read through it.
+const tarBufSize = 256 << 10
+
+// directMin is the smallest read of entry data that goes straight from
+// the input into the caller's buffer when nothing is buffered: a chunk of
+// a large file is read into the archive writer's batch, not copied there
+// from a buffer.
+const directMin = 32 << 10
+
+// tarInput is a buffered reader that reads large blocks directly.
+type tarInput struct {
+	src  io.Reader
+	buf  []byte
+	r, w int
+	err  error
+}
+
+func (t *tarInput) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if t.r == t.w {
+		if t.err != nil {
+			err := t.err
+			t.err = nil
+			return 0, err
+		}
+		if len(p) >= directMin {
+			return t.src.Read(p)
+		}
+		t.r, t.w = 0, 0
+		n, err := t.src.Read(t.buf)
+		t.w, t.err = n, err
+		if n == 0 {
+			t.err = nil
+			return 0, err
+		}
+	}
+	n := copy(p, t.buf[t.r:t.w])
+	t.r += n
+	return n, nil
 }
 
 // readFull reads len(p) bytes; fewer is truncation.
