@@ -531,6 +531,40 @@ func (rd *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo writes the rest of the current member's content to w, each
+// chunk as it is opened: io.Copy from the reader copies no byte through a
+// buffer of its own.
+func (rd *Reader) WriteTo(w io.Writer) (int64, error) {
+	if rd.err != nil {
+		return 0, rd.err
+	}
+	if rd.keys == nil {
+		return 0, errors.New("content cannot be read without the key")
+	}
+	var total int64
+	for {
+		if len(rd.chunk) > 0 {
+			n, err := w.Write(rd.chunk)
+			total += int64(n)
+			rd.chunk = rd.chunk[n:]
+			if err != nil {
+				return total, err
+			}
+		}
+		if !rd.inBody {
+			return total, nil
+		}
+		c, err := rd.nextChunk()
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		rd.chunk = c
+	}
+}
+
 // finish reads the summary frames and the footer job.
 func (rd *Reader) finish(j *openJob) error {
 	for {

@@ -1,7 +1,6 @@
 package tarconv
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -120,7 +119,7 @@ func ExportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key
 		return err
 	}
 	defer r.Close()
-	bw := bufio.NewWriterSize(dst, 1<<20)
+	bw := newTarWriter(dst)
 	var pad int64 // zero padding owed by the last imported entry
 	trailer := false
 	for {
@@ -182,6 +181,57 @@ func ExportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key
 		}
 	}
 	return bw.Flush()
+}
+
+// tarWriter gathers the small writes of an export (headers, padding,
+// small members) into large ones, and passes a large one (a chunk of
+// content) through as it is, after what it gathered: a byte of content is
+// not copied once more on its way out.
+type tarWriter struct {
+	w   io.Writer
+	buf []byte
+	err error
+}
+
+// tarGather is how much tarWriter gathers; writes of at least
+// tarDirect bytes are passed through.
+const (
+	tarGather = 256 << 10
+	tarDirect = 32 << 10
+)
+
+func newTarWriter(w io.Writer) *tarWriter {
+	return &tarWriter{w: w, buf: make([]byte, 0, tarGather)}
+}
+
+func (t *tarWriter) Write(p []byte) (int, error) {
+	if t.err != nil {
+		return 0, t.err
+	}
+	if len(p) >= tarDirect {
+		if err := t.Flush(); err != nil {
+			return 0, err
+		}
+		n, err := t.w.Write(p)
+		t.err = err
+		return n, err
+	}
+	if len(t.buf)+len(p) > cap(t.buf) {
+		if err := t.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	t.buf = append(t.buf, p...)
+	return len(p), nil
+}
+
+// Flush writes what was gathered.
+func (t *tarWriter) Flush() error {
+	if t.err == nil && len(t.buf) > 0 {
+		_, t.err = t.w.Write(t.buf)
+		t.buf = t.buf[:0]
+	}
+	return t.err
 }
 
 func memberErr(m *format.Member, err error) error {
