@@ -103,7 +103,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	rw.writeRecord(frame.Append(nil, KindHeader, FlagFinal, nh.Encode()))
 
 	rk := &rekeyer{old: oldAK, new: newAK, cs: int64(hdr.ChunkSize)}
-	rk.bufs = newFreeList(FrameHeaderSize+int(summaryFrameLen(rk.cs)), (rekeyDepth+2)*batchFrames+2)
+	rk.bufs = newFreeList(FrameHeaderSize+int(summaryFrameLen(rk.cs)), (rekeyDepth+2)*rekeyBatchFrames+2)
 	n := opt.Workers
 	if n <= 0 {
 		n = workers()
@@ -225,7 +225,7 @@ func (rk *rekeyer) produce(pr *physReader, pipe *ordered[*rekeyBatch]) (int64, u
 	flush := func() {
 		if len(b.jobs) > 0 {
 			pipe.submit(b)
-			b = &rekeyBatch{jobs: make([]rekeyJob, 0, batchFrames)}
+			b = &rekeyBatch{jobs: make([]rekeyJob, 0, rekeyBatchFrames)}
 		}
 	}
 	defer flush()
@@ -280,7 +280,7 @@ func (rk *rekeyer) produce(pr *physReader, pipe *ordered[*rekeyBatch]) (int64, u
 		}
 		b.jobs = append(b.jobs, j)
 		b.bytes += n
-		if len(b.jobs) >= batchFrames || b.bytes >= batchBytes {
+		if len(b.jobs) >= rekeyBatchFrames || b.bytes >= batchBytes {
 			flush()
 		}
 		if fh.Kind == KindMeta {
@@ -328,3 +328,7 @@ func (rk *rekeyer) assemble(pipe *ordered[*rekeyBatch], rw *recordWriter) error 
 // reading and writing: a batch is up to batchBytes, and opening and
 // sealing a frame costs little, so a few per core keep every core busy.
 const rekeyDepth = 8
+
+// rekeyBatchFrames caps a batch's frames: each holds a buffer of a whole
+// frame's size however small the frame.
+const rekeyBatchFrames = 8

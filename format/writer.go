@@ -105,9 +105,8 @@ type openEntry struct {
 	metaLen        int
 }
 
-// sealJob is one frame of a batch: its plaintext in the batch's in arena
-// (or its own buffer, for a metadata record larger than the arena), and
-// once sealed, where its frame is in the batch's out arena.
+// sealJob is one frame of a batch: its plaintext in the batch's in arena,
+// and once sealed, where its frame is in the batch's out arena.
 type sealJob struct {
 	kind   byte
 	final  bool
