@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -123,5 +124,93 @@ func TestWriterOutputFails(t *testing.T) {
 	}
 	if closeErr == nil {
 		t.Fatal("Close succeeded on a failing output")
+	}
+}
+
+// TestWriterBatchBoundaries: members whose frames fall on every edge of
+// the writer's batches (a chunk read ahead into the next batch, content
+// ending exactly at a chunk, a batch closed by its frame count, a
+// metadata record larger than a batch's arena, a summary of several
+// chunks) read back as written, with and without LZ4, and verify.
+func TestWriterBatchBoundaries(t *testing.T) {
+	key := testutil.Key(t, 23)
+	const cs = MinChunkSize
+	rnd := rand.New(rand.NewPCG(3, 4))
+	random := make([]byte, batchBytes+3*cs)
+	for i := range random {
+		random[i] = byte(rnd.Uint32())
+	}
+	text := bytes.Repeat([]byte("a batch of frames, side by side\n"), (batchBytes+3*cs)/32+1)
+	var ms []testMember
+	add := func(name string, content []byte) {
+		ms = append(ms, testMember{Meta{Type: TypeRegular, Path: []byte(name), Size: int64(len(content))}, content})
+	}
+	for _, n := range []int{0, 1, cs - 1, cs, cs + 1, 2 * cs, batchBytes - cs, batchBytes, batchBytes + 1, batchBytes + cs, batchBytes + 3*cs} {
+		add(fmt.Sprintf("random-%d", n), random[:n])
+		add(fmt.Sprintf("text-%d", n), text[:n])
+	}
+	for i := range 3 * batchFrames {
+		add(fmt.Sprintf("tiny/%05d-with-a-longer-name-so-that-the-summary-spans-chunks", i), text[:i%7])
+	}
+	big := Meta{Type: TypeRegular, Path: []byte("xattrs"), Size: 3}
+	for i := range 6 {
+		big.Xattrs = append(big.Xattrs, Xattr{fmt.Sprintf("user.x%d", i), random[i*cs : i*cs+(batchBytes+cs)/6]})
+	}
+	ms = append(ms, testMember{big, text[:3]})
+	add("after-xattrs", random[:2*cs+5])
+	for _, compress := range []bool{false, true} {
+		arc, entries := writeArchive(t, key, ms, WriterOptions{Compress: compress, ChunkSize: cs, RecordSize: MinRecordSize})
+		if len(entries) != len(ms) {
+			t.Fatalf("%d entries, want %d", len(entries), len(ms))
+		}
+		got, err := readAll(t, key, arc)
+		if err != nil {
+			t.Fatalf("compress=%v: %v", compress, err)
+		}
+		for i := range ms {
+			if !bytes.Equal(got[i].content, ms[i].content) || !bytes.Equal(got[i].meta.Path, ms[i].meta.Path) || len(got[i].meta.Xattrs) != len(ms[i].meta.Xattrs) {
+				t.Fatalf("compress=%v: member %d (%s) differs: %d bytes, want %d", compress, i, ms[i].meta.Path, len(got[i].content), len(ms[i].content))
+			}
+		}
+		rep, _, err := scanBytes(arc, nil)
+		if err != nil || !rep.Intact() {
+			t.Fatalf("compress=%v: keyless scan: %v %v", compress, err, rep.Problems)
+		}
+	}
+}
+
+// shortReader gives n bytes of zeros, then fails.
+type shortReader struct{ n int }
+
+func (r *shortReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, errors.New("disk on fire")
+	}
+	k := min(len(p), r.n)
+	clear(p[:k])
+	r.n -= k
+	return k, nil
+}
+
+// TestWriterContentFails: a content reader that fails, at a chunk's
+// edge or inside one, in the first batch or a later one, fails Add and
+// Close with its error, and nothing hangs.
+func TestWriterContentFails(t *testing.T) {
+	const cs = MinChunkSize
+	for _, n := range []int{0, 5, cs, 3 * cs, batchBytes, batchBytes + cs/2} {
+		w, err := NewWriter(io.Discard, testutil.Key(t, 24), WriterOptions{Compress: true, ChunkSize: cs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Add(&Meta{Type: TypeRegular, Path: []byte("before"), Size: 2}, strings.NewReader("ok")); err != nil {
+			t.Fatal(err)
+		}
+		_, addErr := w.Add(&Meta{Type: TypeRegular, Path: []byte("f"), Size: 1 << 30}, &shortReader{n})
+		closeErr := w.Close()
+		for _, err := range []error{addErr, closeErr} {
+			if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+				t.Errorf("failing after %d bytes: %v, want the reader's error", n, err)
+			}
+		}
 	}
 }
