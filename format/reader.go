@@ -58,9 +58,9 @@ type Reader struct {
 	seq      memberSeq // the order of imported members and the trailer
 	sumWant  hash.Hash // summary plaintext as the members say it must be
 	sumGot   hash.Hash // summary plaintext as read
-	curEntry Entry    // its Meta is the member's full record
-	sumBuf   []byte   // the current member's summary-form record
-	sumHead  [30]byte // and the entry's head in front of it
+	curEntry Entry     // its Meta is the member's full record
+	sumBuf   []byte    // the current member's summary-form record
+	sumHead  [30]byte  // and the entry's head in front of it
 }
 
 type openJob struct {
