@@ -6,7 +6,7 @@ import (
 
 	"github.com/cbfs/cbfs/internal/frame"
 	"github.com/cbfs/cbfs/internal/lz4enc"
-	"github.com/pierrec/lz4/v4"
+	"github.com/cbfs/cbfs/internal/testutil"
 )
 
 // FuzzLZ4Encode: every block lz4enc writes is shorter than its input,
@@ -51,20 +51,22 @@ func FuzzLZ4Encode(f *testing.F) {
 }
 
 // FuzzLZ4Decode: the reader's LZ4 decoder (spec 5.5) never panics, and
-// what it accepts decodes as the plain block decoder does.
+// accepts, decodes and refuses every block as the reference does: the
+// plain block decoder, then a walk over the sequences for the
+// end-of-block rules.
 func FuzzLZ4Decode(f *testing.F) {
 	f.Add([]byte{0x4c, 'a', 'b', 'c', 'd', 4, 0}, uint16(64))
 	f.Add(append([]byte{0x44, 'a', 'b', 'c', 'd', 4, 0, 0xc0}, "efghijklmnop"...), uint16(64))
 	f.Fuzz(func(t *testing.T, src []byte, n uint16) {
 		out := make([]byte, n)
 		m, err := frame.DecodeLZ4(src, out)
-		if err != nil {
-			return
-		}
 		ref := make([]byte, n)
-		k, rerr := lz4.UncompressBlock(src, ref)
-		if rerr != nil || k != m || !bytes.Equal(out[:m], ref[:k]) {
-			t.Fatalf("accepted a block the plain decoder reads otherwise (%d vs %d bytes, %v)", m, k, rerr)
+		k, rerr := testutil.LZ4Reference(ref, src)
+		if (err == nil) != (rerr == nil) || (err == frame.ErrLZ4End) != (rerr == testutil.ErrLZ4End) {
+			t.Fatalf("decoder says %v, the reference %v", err, rerr)
+		}
+		if err == nil && (k != m || !bytes.Equal(out[:m], ref[:k])) {
+			t.Fatalf("decoded %d bytes, the reference %d, or other bytes", m, k)
 		}
 	})
 }

@@ -84,65 +84,12 @@ func Decompress(src, dst []byte) (int, error) {
 // every match starts at least 12 bytes before the end of the block, and
 // the last 5 bytes are literals.
 func DecodeLZ4(src, dst []byte) (int, error) {
-	n, err := lz4.UncompressBlock(src, dst)
-	if err != nil {
-		return 0, err
+	n, err := lz4enc.Decode(dst, src)
+	switch err {
+	case nil:
+		return n, nil
+	case lz4enc.ErrEnd:
+		return 0, ErrLZ4End
 	}
-	if err := lz4EndRules(src, n); err != nil {
-		return 0, err
-	}
-	return n, nil
-}
-
-// lz4EndRules walks the sequences of a block that decoded to n bytes.
-func lz4EndRules(src []byte, n int) error {
-	i, out := 0, 0
-	length := func(v int) (int, bool) {
-		if v != 15 {
-			return v, true
-		}
-		for {
-			if i >= len(src) {
-				return 0, false
-			}
-			b := src[i]
-			i++
-			v += int(b)
-			if b != 255 {
-				return v, true
-			}
-		}
-	}
-	for {
-		if i >= len(src) {
-			return ErrLZ4End // empty, or the last sequence ended in a match
-		}
-		tok := src[i]
-		i++
-		lit, ok := length(int(tok >> 4))
-		if !ok || lit > len(src)-i {
-			return ErrLZ4End
-		}
-		i += lit
-		out += lit
-		if i == len(src) {
-			if out != n {
-				return ErrLZ4End
-			}
-			return nil
-		}
-		if len(src)-i < 2 {
-			return ErrLZ4End
-		}
-		i += 2
-		ml, ok := length(int(tok & 15))
-		if !ok {
-			return ErrLZ4End
-		}
-		ml += 4
-		if out > n-12 || out+ml > n-5 {
-			return ErrLZ4End
-		}
-		out += ml
-	}
+	return 0, ErrLZ4
 }
