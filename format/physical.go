@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
-	"hash"
 	"io"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -24,8 +23,23 @@ type physReader struct {
 	short   bool  // the current data record is shorter than size: it is the last
 	logical int64
 	phys    int64
-	hash    hash.Hash
+	hash    digester // nil: not computing the digest
 	digest  []byte
+}
+
+// digester is what physReader computes the digest with: a hash.Hash, or
+// a hashAhead.
+type digester interface {
+	Write([]byte) (int, error)
+	Sum([]byte) []byte
+}
+
+// stopDigest ends a hashAhead's goroutine when the digest is not wanted
+// any more (the read stopped early).
+func (pr *physReader) stopDigest() {
+	if a, ok := pr.hash.(*hashAhead); ok {
+		a.stop()
+	}
 }
 
 func (pr *physReader) readRaw(p []byte) error {

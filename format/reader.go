@@ -99,7 +99,7 @@ const readDepth = 32
 // header MAC. It reads nothing past the header record before returning.
 func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
-	pr := &physReader{r: br, hash: sha256.New()}
+	pr := &physReader{r: br, hash: newHashAhead()}
 	hdr, err := pr.readHeaderRecord()
 	if err != nil {
 		return nil, err
@@ -151,6 +151,7 @@ func (rd *Reader) Close() error {
 // the stream, and queues them for opening. It runs in its own goroutine.
 func (rd *Reader) produce(pr *physReader) {
 	defer rd.pipe.close()
+	defer pr.stopDigest()
 	send := func(j *openJob) bool {
 		select {
 		case <-rd.stop:

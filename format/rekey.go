@@ -3,7 +3,6 @@ package format
 import (
 	"bufio"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -61,7 +60,8 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	if newKey == nil {
 		return nil, errors.New("rekey: no new key")
 	}
-	pr := &physReader{r: bufio.NewReaderSize(src, 256<<10), hash: sha256.New()}
+	pr := &physReader{r: bufio.NewReaderSize(src, 256<<10), hash: newHashAhead()}
+	defer pr.stopDigest()
 	hdr, err := pr.readHeaderRecord()
 	if err != nil {
 		return nil, err
