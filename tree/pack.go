@@ -604,8 +604,8 @@ func (p *Packer) addRegular(rf *regularFile, osPath string, m *format.Meta) erro
 // bytes may wait in memory, and how many reads run at once.
 const (
 	readAheadFiles   = 16
-	readAheadMaxFile = 1 << 20
-	readAheadBudget  = 32 << 20
+	readAheadMaxFile = 128 << 10
+	readAheadBudget  = 8 << 20
 	readAheadWorkers = 4
 )
 
@@ -623,10 +623,17 @@ func newReadAhead() *readAhead {
 	return &readAhead{slots: make(chan struct{}, readAheadWorkers), budget: readAheadBudget}
 }
 
-// Read-ahead buffers come from pools by power-of-two size, from 4 KiB
-// to readAheadMaxFile: allocating and zeroing one per file made the
-// garbage collector a large part of packing many small files.
-var bufPools [9]sync.Pool
+// Read-ahead buffers are reused by power-of-two size, from 4 KiB to
+// readAheadMaxFile: allocating and zeroing one per file made the garbage
+// collector a large part of packing many small files. They are kept
+// across garbage collections (a sync.Pool's are dropped at each, and new
+// buffers cost first touches of their pages again), the last given back
+// first, up to readAheadBudget bytes.
+var bufFree struct {
+	mu      sync.Mutex
+	classes [6][][]byte // 4 KiB to readAheadMaxFile
+	bytes   int64
+}
 
 func bufClass(n int) int {
 	c := 0
@@ -638,9 +645,16 @@ func bufClass(n int) int {
 
 func getBuf(n int) []byte {
 	c := bufClass(n)
-	if b, ok := bufPools[c].Get().(*[]byte); ok {
-		return (*b)[:n]
+	bufFree.mu.Lock()
+	if k := len(bufFree.classes[c]); k > 0 {
+		b := bufFree.classes[c][k-1]
+		bufFree.classes[c][k-1] = nil
+		bufFree.classes[c] = bufFree.classes[c][:k-1]
+		bufFree.bytes -= int64(cap(b))
+		bufFree.mu.Unlock()
+		return b[:n]
 	}
+	bufFree.mu.Unlock()
 	return make([]byte, n, 4<<10<<c)
 }
 
@@ -652,8 +666,12 @@ func putBuf(b []byte) {
 	if cap(b) != 4<<10<<c {
 		return
 	}
-	b = b[:0]
-	bufPools[c].Put(&b)
+	bufFree.mu.Lock()
+	if bufFree.bytes+int64(cap(b)) <= readAheadBudget {
+		bufFree.classes[c] = append(bufFree.classes[c], b[:0])
+		bufFree.bytes += int64(cap(b))
+	}
+	bufFree.mu.Unlock()
 }
 
 // fetched is one file opened ahead.
