@@ -447,8 +447,11 @@ func DecodeMeta(b []byte) (*Meta, error) {
 	// that a record costs two allocations, not one per field; each is cut
 	// to its own length, so that appending to one leaves the rest alone.
 	own := bytes.Clone(b)
-	bytesOf := func(v []byte) []byte { // v is within b
-		i := cap(b) - cap(v)
+	bytesOf := func(v []byte) []byte {
+		if len(v) == 0 {
+			return bytes.Clone(v) // nil stays nil, empty stays empty
+		}
+		i := cap(b) - cap(v) // v is within b, up to b's end
 		return own[i : i+len(v) : i+len(v)]
 	}
 	m := new(Meta)
