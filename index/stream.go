@@ -371,6 +371,26 @@ func MergeReaders(out io.Writer, key *crypt.Key, parts ...*Reader) (*CombineResu
 	return combine(out, key, hs, srcs, ss)
 }
 
+// Rekey writes the index r under key with the archive ids of its table
+// replaced: newIDs[i] for the row r.Archives[i] (archive spec 10.6: a
+// rekeyed archive keeps its name, sequence number, members and offsets,
+// and gets a new id). Records are copied one block at a time; the table
+// is re-sorted and copies merged as a merge would, so the result is the
+// index a rebuild of the rekeyed archives writes. The index's highest
+// sequence number is kept.
+func Rekey(out io.Writer, key *crypt.Key, r *Reader, newIDs [][crypt.IDSize]byte) (*CombineResult, error) {
+	if len(newIDs) != len(r.Archives) {
+		return nil, fmt.Errorf("rekey: %d new archive ids for a table of %d", len(newIDs), len(r.Archives))
+	}
+	srcs := slices.Clone(r.Archives)
+	m := make([]uint32, len(srcs))
+	for i := range srcs {
+		srcs[i].ID = newIDs[i]
+		m[i] = uint32(i)
+	}
+	return combine(out, key, r.HighSeq, srcs, []stream{&readerStream{it: r.Records(nil), m: m}})
+}
+
 // ---- building runs ----
 
 // Spiller collects the runs of a rebuild within a memory budget: past it,

@@ -215,6 +215,9 @@ type RebuildResult struct {
 	Combined *index.CombineResult
 	// Spills is how many times runs spilled to temporary files.
 	Spills int
+	// KeyArchives counts, for the key and each of RebuildOptions.ReadKeys
+	// in turn, the archives read with it.
+	KeyArchives []int
 }
 
 // DefaultMemory is the default budget of a rebuild's records in memory.
@@ -236,6 +239,11 @@ type RebuildOptions struct {
 	// Jobs is how many archives are read at once (GOMAXPROCS when 0):
 	// more than the cores where each read waits on an object store.
 	Jobs int
+	// ReadKeys are more keys the archives may be under (a key being
+	// rotated in or out): each archive is read with the one of the key
+	// and these whose key check value it carries. The index is sealed
+	// with the key.
+	ReadKeys []*crypt.Key
 }
 
 // Rebuild builds the master index of the archives in sources, or of the
@@ -279,8 +287,10 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 	}
 	sp := &index.Spiller{Budget: opt.Memory / 2, Dir: opt.TempDir}
 	defer sp.Close()
+	keys := append([]*crypt.Key{key}, opt.ReadKeys...)
 	type result struct {
 		excluded []ExcludedPath
+		key      int // which of keys read it
 		members  int
 		scanned  *ArchiveProblem
 		unreadOK bool
@@ -296,8 +306,8 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 		w.sp, w.limit = sp, opt.Memory/16
 		r := &results[i]
 		var err error
-		r.members, r.scanned, err = w.index(sources[i], key)
-		r.excluded, w.excluded = w.excluded, nil
+		r.members, r.scanned, err = w.index(sources[i], keys)
+		r.excluded, w.excluded, r.key = w.excluded, nil, w.key
 		var se *spillError
 		if errors.As(err, &se) {
 			r.err = se.err
@@ -309,7 +319,7 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 	if err != nil {
 		return nil, err
 	}
-	res := &RebuildResult{}
+	res := &RebuildResult{KeyArchives: make([]int, len(keys))}
 	for i := range results {
 		r := &results[i]
 		switch {
@@ -322,6 +332,7 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 			res.Scanned = append(res.Scanned, *r.scanned)
 		}
 		res.Archives++
+		res.KeyArchives[r.key]++
 		res.Members += int64(r.members)
 		res.Excluded = append(res.Excluded, r.excluded...)
 	}
@@ -358,6 +369,7 @@ type indexWorker struct {
 	sp       *index.Spiller
 	limit    int
 	excluded []ExcludedPath // of the last archive read
+	key      int            // the position of the key it was read with
 }
 
 // exclude takes a member whose path has no canonical form out of the
@@ -380,17 +392,19 @@ func commit(b *index.RunBuilder) error {
 	return nil
 }
 
-// index reads one archive into sorted runs of the spiller.
-func (w *indexWorker) index(ns store.Source, key *crypt.Key) (int, *ArchiveProblem, error) {
-	w.excluded = nil
+// index reads one archive into sorted runs of the spiller, with the one
+// of keys whose key check value its header carries (w.key says which).
+func (w *indexWorker) index(ns store.Source, keys []*crypt.Key) (int, *ArchiveProblem, error) {
+	w.excluded, w.key = nil, 0
 	src, err := ns.Open()
 	if err != nil {
 		return 0, nil, err
 	}
 	defer src.Close()
-	a, why := format.OpenArchive(src, key)
+	a, why := format.OpenArchive(src, keys...)
 	if why == nil {
 		h := a.Header
+		w.key = keyIndex(h, keys)
 		b, err := w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, w.limit)
 		if err != nil {
 			return 0, nil, err
@@ -414,14 +428,19 @@ func (w *indexWorker) index(ns store.Source, key *crypt.Key) (int, *ArchiveProbl
 		return 0, nil, why // I/O: a scan would fail the same way
 	}
 	w.excluded = nil
-	return w.scanArchive(ns, src, key, why)
+	return w.scanArchive(ns, src, keys, why)
+}
+
+// keyIndex is the position in keys of the key h is under (0 if none).
+func keyIndex(h *format.Header, keys []*crypt.Key) int {
+	return max(0, slices.Index(keys, h.KeyOf(keys...)))
 }
 
 // scanArchive is the fallback: a member scan that counts every complete,
 // authenticated member.
-func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt.Key, why error) (int, *ArchiveProblem, error) {
+func (w *indexWorker) scanArchive(ns store.Source, src format.Source, keys []*crypt.Key, why error) (int, *ArchiveProblem, error) {
 	var entries []format.Entry
-	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
+	rep, err := format.ScanArchive(src, format.ScanOptions{Key: keys[0], Keys: keys[1:]}, func(e format.Entry) error {
 		entries = append(entries, e)
 		return nil
 	})
@@ -439,6 +458,7 @@ func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt
 		}
 	}
 	h := rep.Header
+	w.key = keyIndex(h, keys)
 	members := uint64(0)
 	if rep.Footer != nil && rep.FooterAuthenticated {
 		members = rep.Footer.Members

@@ -362,7 +362,9 @@ func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	defer sp.Close()
 	w := &indexWorker{sp: sp, limit: mem / 16}
 	src := sourceOf(context.Background(), archivePath)
-	_, scanned, err := w.index(src, u.key)
+	// The archive may be under any of the keys the index reads with
+	// (one being rotated in or out); the index stays sealed with u.key.
+	_, scanned, err := w.index(src, append([]*crypt.Key{u.key}, u.readKeys...))
 	if err != nil {
 		return nil, locErr(src, err)
 	}
