@@ -126,8 +126,10 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 	// the file's own write errors and the sync are Commit's.
 	pr, pw := io.Pipe()
 	verified := make(chan error, 1)
+	var sum format.PlainSum
 	go func() {
-		err := verifyNew(pr, opt.NewKey)
+		var err error
+		sum, err = verifyNew(pr, opt.NewKey)
 		io.Copy(io.Discard, pr) // a reader that stopped early must not block the writer
 		verified <- err
 	}()
@@ -139,6 +141,9 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 		return fail(err)
 	}
 	r.Old, r.New, r.OldKeyID, r.Members, r.Size = &res.Old, &res.New, res.OldKey.ID(), res.Members, res.Size
+	if verr == nil && sum != res.Plain {
+		verr = fmt.Errorf("its plaintext differs from the source's (%d frames read back, %d sealed): a fault while rekeying", sum.Frames, res.Plain.Frames)
+	}
 	if verr != nil {
 		f.Abort()
 		return fail(fmt.Errorf("the new archive does not verify with the new key (nothing written): %w", verr))
@@ -155,22 +160,23 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 }
 
 // verifyNew checks every byte of the new archive with the new key, as a
-// keyed streaming read does: every seal, the metadata records, the LZ4
-// blocks, the summary against the members, the digest and the MACs.
-func verifyNew(src io.Reader, key *crypt.Key) error {
-	rd, err := format.NewReader(src, key, format.ReaderOptions{})
+// keyed streaming read does (the tar framing, every frame's checksum and
+// seal, the layout, the digest, the header and footer MACs), and sums the
+// plaintext of its frames, which must be the source's: then every check
+// that decodes plaintext (metadata records, LZ4 blocks, the summary
+// against the members) holds for it exactly when it held for the source
+// (archive spec 10.6), and none is run here.
+func verifyNew(src io.Reader, key *crypt.Key) (format.PlainSum, error) {
+	rd, err := format.NewReader(src, key, format.ReaderOptions{PlainSum: true})
 	if err != nil {
-		return err
+		return format.PlainSum{}, err
 	}
 	defer rd.Close()
 	for {
 		if _, err := rd.Next(); err == io.EOF {
-			return nil
+			return rd.PlainSum(), nil
 		} else if err != nil {
-			return err
-		}
-		if _, err := io.Copy(io.Discard, rd); err != nil {
-			return err
+			return format.PlainSum{}, err
 		}
 	}
 }
