@@ -205,7 +205,12 @@ func (a *Archive) Entries() ([]Entry, error) {
 		return nil, errors.New("a salvaged archive has no summary to read")
 	}
 	var entries []Entry
-	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, nil)
+	// Each summary frame holds at most a chunk: room for them all, so
+	// that the plaintext is not copied again and again as it grows.
+	cs := int64(a.Header.ChunkSize)
+	frames := int64(a.Footer.SummaryLength) / (FrameHeaderSize + summaryFrameLen(cs))
+	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0,
+		make([]byte, 0, min(frames*cs, MaxSummarySize)), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -247,12 +252,12 @@ func (l *logicalReader) Read(p []byte) (int, error) {
 
 // readStream reads and opens the frames of one stream in [off, off+length)
 // (a summary, or a member's content when kind is KindContent). With fn
-// set, each chunk's plaintext goes to fn and nothing is kept.
-func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn func([]byte) error) ([]byte, error) {
+// set, each chunk's plaintext goes to fn and nothing is kept; else it is
+// appended to out.
+func (a *Archive) readStream(off, length int64, kind byte, stream uint32, out []byte, fn func([]byte) error) ([]byte, error) {
 	// Frames are read straight from the source, header then payload:
 	// the source is a block cache wherever many small streams are read.
 	lr := &logicalReader{src: a.src, R: int64(a.Header.RecordSize), off: off, end: off + length}
-	var out []byte
 	cs := int64(a.Header.ChunkSize)
 	var payload, dbuf []byte
 	defer func() {
@@ -371,7 +376,7 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 		return newErr(ClassMember, physOf(e.Offset, R), int64(e.Number), "not a metadata frame")
 	}
 	start := e.Offset + FrameHeaderSize + int64(fh.Len)
-	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, func(p []byte) error {
+	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, nil, func(p []byte) error {
 		if len(p) > 0 && e.Meta != nil && emptyContent(e.Meta.Type) {
 			return newErr(ClassMember, physOf(start, R), int64(e.Number), "a %s has content: a member of this type has none", e.Meta.Type)
 		}

@@ -171,7 +171,7 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 	// its own order: a cache of blocks, shared by every archive so that its
 	// memory does not grow with their number, turns the many small reads of
 	// each member into a few large ones.
-	cache := format.NewBlockCache(treeCacheBlocks)
+	cache := treeCache(len(t.Archives))
 	err := parallel.Do(ctx, len(t.Archives), opt.Jobs, func(_ context.Context, i int) {
 		ta := t.Archives[i]
 		a, entries, closer, err := openSummaryVia(ta.Source, cache, opt.Keys...)
@@ -306,8 +306,22 @@ func linksAfterTargets(ms []TreeMember) []TreeMember {
 	return out
 }
 
-// treeCacheBlocks is the size of the block cache of a tree, in MiB.
-const treeCacheBlocks = 4
+// treeCache is the block cache of a tree: 4 MiB, in blocks of 128 KiB,
+// or smaller ones for more than 16 archives (down to 16 KiB: 256 blocks),
+// two for each archive. In path order the members of one archive mostly
+// follow each other, but several archives are read at once: the one that
+// holds most of a directory, and every later archive that rewrote files
+// in it, each at its own place. Four blocks of 1 MiB were read again and
+// again by those cursors: 1.38 GB read for the 167 MB of archives of the
+// benchmark's tree, 116 MB with 32 blocks of 128 KiB.
+func treeCache(archives int) *format.BlockCache {
+	const budget = 4 << 20
+	size := 128 << 10
+	for size > 16<<10 && budget/size < 2*archives {
+		size /= 2
+	}
+	return format.NewBlockCacheOf(budget/size, size)
+}
 
 type memberRef struct {
 	a      *TreeArchive
