@@ -16,7 +16,9 @@ func TestCachedSource(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 7 / 3)
 	}
-	t.Run("1MiB", func(t *testing.T) { testCache(t, data, CachedSource(NewSource(bytes.NewReader(data), int64(len(data))))) })
+	t.Run("1MiB", func(t *testing.T) {
+		testCache(t, data, CachedSource(NewSource(bytes.NewReader(data), int64(len(data)))))
+	})
 	// Small blocks, fewer than a read can span: reads larger than half
 	// a block go straight to the source.
 	t.Run("5KiB", func(t *testing.T) {
