@@ -202,7 +202,6 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 	t.Archives = kept
 	// Each path's member, from its archive's summary.
 	t.Members = make([]TreeMember, 0, len(picks))
-	winner := make(map[string]memberRef, len(picks))
 	for _, pk := range picks {
 		ta := byPos[pk.e.Archive]
 		if ta.Err != nil {
@@ -215,8 +214,17 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 			continue
 		}
 		t.Members = append(t.Members, TreeMember{Path: pk.path, Archive: ta, Entry: e})
-		winner[string(pk.path)] = memberRef{ta, e.Number}
 	}
+	// The members are in path order: a path's member is found by binary
+	// search.
+	winner := func(p []byte) (*TreeMember, bool) {
+		i, ok := slices.BinarySearchFunc(t.Members, p, func(m TreeMember, p []byte) int { return bytes.Compare(m.Path, p) })
+		if !ok {
+			return nil, false
+		}
+		return &t.Members[i], true
+	}
+	var drop []int
 	// A hard link stays a link only when its target in the tree is the
 	// very member it linked to: the last member of that path before the
 	// link in the link's own archive.
@@ -228,19 +236,22 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 		target, err := index.CanonicalPath(m.Entry.Meta.Link)
 		if err != nil {
 			t.Skipped = append(t.Skipped, TreeSkip{Path: m.Path, Why: fmt.Sprintf("hard link to %q, a path with no canonical form", m.Entry.Meta.Link)})
-			m.Archive = nil
+			drop = append(drop, i)
 			continue
 		}
 		pointed, ok := lastBefore(m.Archive.Entries, target, m.Entry.Number)
-		if w, in := winner[string(target)]; in && ok && w.a == m.Archive && w.number == pointed.Number {
+		if w, in := winner(target); in && ok && w.Archive == m.Archive && w.Entry.Number == pointed.Number {
 			continue
 		}
 		if !ok || pointed.Meta.Type != format.TypeRegular {
 			t.Skipped = append(t.Skipped, TreeSkip{Path: m.Path, Why: fmt.Sprintf("hard link to %q, which is not a file before it in %s", target, m.Archive.Index.Name)})
-			m.Archive = nil
+			drop = append(drop, i)
 			continue
 		}
 		m.LinkAs = &pointed
+	}
+	for _, i := range drop {
+		t.Members[i].Archive = nil
 	}
 	t.Members = slices.DeleteFunc(t.Members, func(m TreeMember) bool { return m.Archive == nil })
 	t.Members, t.Hidden = dropHidden(t.Members)
@@ -259,30 +270,40 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 }
 
 // dropHidden leaves out the members below a member that is not a
-// directory (any ancestor: a tar would write them through it).
+// directory (any ancestor: a tar would write them through it). ms is in
+// path order, where what is below a path P is one run: from P/ up to
+// P0 ('0' follows '/'), found by binary search; an outer path comes
+// before the paths below it, and names why they are left out.
 func dropHidden(ms []TreeMember) (kept []TreeMember, hidden []TreeSkip) {
-	kept = make([]TreeMember, 0, len(ms))
-	nondir := map[string]format.Type{}
-	for _, m := range ms {
-		if m.Entry.Meta.Type != format.TypeDir {
-			nondir[string(m.Path)] = m.Entry.Meta.Type
+	var under []int // 1 + the member above it that hides it; 0: none
+	var below []byte
+	for i := range ms {
+		m := &ms[i]
+		if m.Entry.Meta.Type == format.TypeDir || under != nil && under[i] != 0 {
+			continue
+		}
+		below = append(append(below[:0], m.Path...), '/')
+		j, _ := slices.BinarySearchFunc(ms[i+1:], below, func(m TreeMember, p []byte) int { return bytes.Compare(m.Path, p) })
+		for j += i + 1; j < len(ms) && bytes.HasPrefix(ms[j].Path, below); j++ {
+			if under == nil {
+				under = make([]int, len(ms))
+			}
+			if under[j] == 0 {
+				under[j] = i + 1
+			}
 		}
 	}
-	for _, m := range ms {
-		blocked := false
-		for i := range m.Path {
-			if m.Path[i] != '/' {
-				continue
-			}
-			if t, ok := nondir[string(m.Path[:i])]; ok {
-				hidden = append(hidden, TreeSkip{Path: m.Path, Why: fmt.Sprintf("below %q, which is now a %s, not a directory", m.Path[:i], t)})
-				blocked = true
-				break
-			}
-		}
-		if !blocked {
+	if under == nil {
+		return ms, nil
+	}
+	kept = make([]TreeMember, 0, len(ms))
+	for i, m := range ms {
+		if under[i] == 0 {
 			kept = append(kept, m)
+			continue
 		}
+		top := &ms[under[i]-1]
+		hidden = append(hidden, TreeSkip{Path: m.Path, Why: fmt.Sprintf("below %q, which is now a %s, not a directory", top.Path, top.Entry.Meta.Type)})
 	}
 	return kept, hidden
 }
@@ -329,11 +350,6 @@ func treeCache(archives int) *format.BlockCache {
 		size /= 2
 	}
 	return format.NewBlockCacheOf(budget/size, size)
-}
-
-type memberRef struct {
-	a      *TreeArchive
-	number uint32
 }
 
 func cmpStr(a, b string) int {

@@ -162,3 +162,40 @@ func testTreeReads(t *testing.T, archives, files, size int) {
 		t.Fatalf("%d paths not in the tar", len(want))
 	}
 }
+
+// TestDropHidden: what is below a path whose member is not a directory
+// is left out, named with the outermost such path; paths that only
+// start with its name ("a.txt", "a-x" beside "a") stay.
+func TestDropHidden(t *testing.T) {
+	mk := func(p string, typ format.Type) TreeMember {
+		return TreeMember{Path: []byte(p), Entry: format.Entry{Meta: &format.Meta{Type: typ, Path: []byte(p)}}}
+	}
+	R, D, L := format.TypeRegular, format.TypeDir, format.TypeSymlink
+	ms := []TreeMember{mk("a", R), mk("a-x", R), mk("a.txt", R), mk("a/b", R), mk("a/b/c", R), mk("a0", D), mk("b", D), mk("b/c", L),
+		mk("b/c/d", D), mk("b/c/d/e", R), mk("b/cd", R), mk("c", D), mk("c/x", R)}
+	kept, hidden := dropHidden(ms)
+	var got []string
+	for _, m := range kept {
+		got = append(got, string(m.Path))
+	}
+	if fmt.Sprint(got) != "[a a-x a.txt a0 b b/c b/cd c c/x]" {
+		t.Fatalf("kept %v", got)
+	}
+	want := []string{
+		`a/b: below "a", which is now a file, not a directory`,
+		`a/b/c: below "a", which is now a file, not a directory`,
+		`b/c/d: below "b/c", which is now a symlink, not a directory`,
+		`b/c/d/e: below "b/c", which is now a symlink, not a directory`,
+	}
+	if len(hidden) != len(want) {
+		t.Fatalf("hidden %v", hidden)
+	}
+	for i, h := range hidden {
+		if s := string(h.Path) + ": " + h.Why; s != want[i] {
+			t.Errorf("%s, want %s", s, want[i])
+		}
+	}
+	if k, h := dropHidden(ms[5:7]); len(k) != 2 || h != nil {
+		t.Fatal("nothing hidden: not the same members")
+	}
+}
