@@ -1,7 +1,6 @@
 package format
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -356,7 +355,7 @@ func (a *Archive) Meta(e Entry) (*Meta, error) {
 	if err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata record: %v", err)
 	}
-	if !bytes.Equal(m.summaryOnly().Encode(nil), e.Meta.Encode(nil)) {
+	if !m.sameSummary(e.Meta) {
 		return nil, newErr(ClassSummary, phys, int64(e.Number), "summary entry does not match the member")
 	}
 	return m, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -155,6 +156,21 @@ func (m *Meta) summaryOnly() *Meta {
 	s := *m
 	s.Xattrs, s.TarHeader = nil, nil
 	return &s
+}
+
+// sameSummary reports whether m's summary form (summaryOnly) encodes as
+// s does. Field by field first: when every field is equal, so are the
+// encodings; when one differs, the encodings decide (a nil and an empty
+// link, or a time that is not set, encode alike).
+func (m *Meta) sameSummary(s *Meta) bool {
+	if m.Type == s.Type && bytes.Equal(m.Path, s.Path) && bytes.Equal(m.Link, s.Link) && m.Mode == s.Mode && m.UID == s.UID &&
+		m.GID == s.GID && m.Uname == s.Uname && m.Gname == s.Gname && m.MTime == s.MTime && m.ATime == s.ATime && m.CTime == s.CTime &&
+		m.DevMajor == s.DevMajor && m.DevMinor == s.DevMinor && m.Size == s.Size && m.Inode == s.Inode &&
+		(m.Sparse == nil) == (s.Sparse == nil) && slices.Equal(m.Sparse, s.Sparse) && len(s.Xattrs) == 0 && len(s.TarHeader) == 0 &&
+		m.Typeflag == s.Typeflag && slices.EqualFunc(m.Optional, s.Optional, func(a, b Field) bool { return a.Tag == b.Tag && bytes.Equal(a.Value, b.Value) }) {
+		return true
+	}
+	return bytes.Equal(m.summaryOnly().Encode(nil), s.Encode(nil))
 }
 
 func appendField(b []byte, tag byte, val []byte) []byte {

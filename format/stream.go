@@ -1,7 +1,6 @@
 package format
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"sync"
@@ -80,9 +79,8 @@ func NewMemberStream(items []StreamItem) *MemberStream {
 	s := &MemberStream{items: items, stop: make(chan struct{}), cur: -1,
 		payloads: newFreeList(int(cs)+FrameHeaderSize+64, n), dbufs: newFreeList(int(cs), n)}
 	s.pipe = newOrdered(func(b *streamBatch) {
-		var scratch [2][]byte
 		for i := range b.jobs {
-			s.open(&b.jobs[i], &scratch)
+			s.open(&b.jobs[i])
 		}
 	}, workers(), streamDepth)
 	go s.produce()
@@ -199,9 +197,8 @@ func (s *MemberStream) produce() {
 }
 
 // open authenticates and decodes one frame, as Archive.Meta and
-// Archive.Content do, with scratch for comparing metadata with the
-// summary. It runs on a worker.
-func (s *MemberStream) open(j *streamJob, scratch *[2][]byte) {
+// Archive.Content do. It runs on a worker.
+func (s *MemberStream) open(j *streamJob) {
 	if j.err != nil {
 		return
 	}
@@ -218,8 +215,7 @@ func (s *MemberStream) open(j *streamJob, scratch *[2][]byte) {
 			j.err = newErr(ClassMember, j.phys, int64(e.Number), "metadata record: %v", err)
 			return
 		}
-		scratch[0], scratch[1] = m.summaryOnly().Encode(scratch[0][:0]), e.Meta.Encode(scratch[1][:0])
-		if !bytes.Equal(scratch[0], scratch[1]) {
+		if !m.sameSummary(e.Meta) {
 			j.err = newErr(ClassSummary, j.phys, int64(e.Number), "summary entry does not match the member")
 			return
 		}
