@@ -207,6 +207,9 @@ func Compact(ctx context.Context, u *IndexUpdate, args []string, opt CompactOpti
 		}
 		obj.Close()
 		c.memberBytes = memberBytes
+		if memberBytes == 0 {
+			continue // no member: nothing to copy or to reclaim
+		}
 		dead := 1.0
 		if memberBytes > 0 {
 			dead = 1 - float64(c.bytes)/float64(memberBytes)
