@@ -199,7 +199,9 @@ func Compact(ctx context.Context, u *IndexUpdate, args []string, opt CompactOpti
 		}
 		if a.Header.ID != x.Archives[i].ID {
 			obj.Close()
-			return nil, fmt.Errorf("%s: archive id %x, the index says %x for that name: the index does not describe this archive", c.src.Location(), a.Header.ID, x.Archives[i].ID)
+			res.Skipped = append(res.Skipped, CompactSource{Archive: c.src.Location(), Seq: x.Archives[i].Seq, Size: c.size,
+				Skipped: fmt.Sprintf("its archive id is %x, the index has %x under that name", a.Header.ID, x.Archives[i].ID)})
+			continue
 		}
 		var memberBytes int64
 		if so := int64(a.Footer.SummaryOffset); so > 0 {
@@ -282,7 +284,14 @@ func retire(u *IndexUpdate, srcs []store.Source, opt CompactOptions, res *Compac
 	if len(retired) == 0 {
 		return nil
 	}
+	inTable := map[string]bool{}
+	for _, a := range u.Index.Archives {
+		inTable[a.Name] = true
+	}
 	for _, s := range srcs {
+		if inTable[s.Name] {
+			continue
+		}
 		h, err := readHeader(s, opt.Keys)
 		if err != nil || !retired[h.ID] {
 			continue
@@ -303,17 +312,51 @@ func retire(u *IndexUpdate, srcs []store.Source, opt CompactOptions, res *Compac
 	return nil
 }
 
-// readHeader reads an archive's authenticated header.
-func readHeader(s store.Source, keys []*crypt.Key) (*format.Header, error) {
+// copyLive copies into w the members of c the index serves, in member
+// order: reads run forward through the archive.
+func copyLive(w *format.Writer, c *compactArchive, keys []*crypt.Key) (int, error) {
+	a, entries, closer, err := OpenSummary(c.src, keys...)
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	slices.SortFunc(c.live, func(a, b liveMember) int { return cmp.Compare(a.member, b.member) })
+	for k, lm := range c.live {
+		if int(lm.member) >= len(entries) {
+			return k, fmt.Errorf("%s: the index names member %d, the archive has %d", c.src.Location(), lm.member, len(entries))
+		}
+		e := entries[lm.member]
+		if a.PhysOffset(e.Offset) != lm.off {
+			return k, fmt.Errorf("%s: member %d is at offset %d, the index says %d: the index does not describe this archive", c.src.Location(), lm.member, a.PhysOffset(e.Offset), lm.off)
+		}
+		if _, err := w.CopyMember(a, e); err != nil {
+			return k, fmt.Errorf("%s: %w", c.src.Location(), err)
+		}
+	}
+	return len(c.live), nil
+}
+
+// openHeader opens an archive (header and footer).
+func openHeader(s store.Source, keys []*crypt.Key) (*format.Archive, io.Closer, error) {
 	obj, err := s.Open()
 	if err != nil {
-		return nil, err
+		return nil, nil, locErr(s, err)
 	}
-	defer obj.Close()
 	a, err := format.OpenArchive(obj, keys...)
+	if err != nil {
+		obj.Close()
+		return nil, nil, locErr(s, err)
+	}
+	return a, obj, nil
+}
+
+// readHeader reads an archive's authenticated header.
+func readHeader(s store.Source, keys []*crypt.Key) (*format.Header, error) {
+	a, closer, err := openHeader(s, keys)
 	if err != nil {
 		return nil, err
 	}
+	closer.Close()
 	return a.Header, nil
 }
 
@@ -330,13 +373,23 @@ func adoptOrphans(ctx context.Context, u *IndexUpdate, srcs []store.Source, opt 
 		known[a.Name] = true
 		ids[a.ID] = true
 	}
-	cands := srcs
+	// New archives go to OutDir, or beside their first source: look in
+	// both, also when the sources were named one by one.
+	cands := slices.Clone(srcs)
+	dirs := map[string]bool{}
 	if opt.OutDir != "" {
-		files, _, err := ListArchiveDir(opt.OutDir)
-		if err == nil {
-			for _, f := range files {
-				cands = append(cands, store.File(f))
-			}
+		dirs[opt.OutDir] = true
+	}
+	for _, s := range srcs {
+		dirs[filepath.Dir(s.Where)] = true
+	}
+	for d := range dirs {
+		files, _, err := ListArchiveDir(d)
+		if err != nil {
+			continue
+		}
+		for _, f := range files {
+			cands = append(cands, store.File(f))
 		}
 	}
 	var adopt []string
@@ -501,32 +554,20 @@ func writeCompacted(ctx context.Context, g *compactGroup, key *crypt.Key, opt Co
 	slices.SortFunc(reps, func(a, b format.Replaced) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	reps = slices.CompactFunc(reps, func(a, b format.Replaced) bool { return a.ID == b.ID })
 
-	// The chunk and record sizes are the first source's with members.
+	// The chunk and record sizes are the first source's with members;
+	// the sources are read one at a time.
 	var first *format.Archive
-	type opened struct {
-		a       *format.Archive
-		entries []format.Entry
-		c       *compactArchive
-		close   io.Closer
-	}
-	var srcs []opened
-	defer func() {
-		for _, o := range srcs {
-			o.close.Close()
-		}
-	}()
 	for _, c := range g.srcs {
 		if len(c.live) == 0 {
 			continue
 		}
-		a, entries, closer, err := OpenSummary(c.src, opt.Keys...)
+		a, closer, err := openHeader(c.src, opt.Keys)
 		if err != nil {
 			return nil, "", err
 		}
-		srcs = append(srcs, opened{a, entries, c, closer})
-		if first == nil {
-			first = a
-		}
+		first = a
+		closer.Close()
+		break
 	}
 	dir := opt.OutDir
 	if dir == "" {
@@ -548,32 +589,23 @@ func writeCompacted(ctx context.Context, g *compactGroup, key *crypt.Key, opt Co
 		f.Abort()
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
+	fail := func(err error) (*CompactOutput, string, error) {
+		w.Abort(err)
+		f.Abort()
+		return nil, "", err
+	}
 	members := 0
-	for _, o := range srcs {
-		slices.SortFunc(o.c.live, func(a, b liveMember) int { return cmp.Compare(a.member, b.member) })
-		for _, lm := range o.c.live {
-			if int(lm.member) >= len(o.entries) {
-				w.Abort(errors.New("member out of range"))
-				f.Abort()
-				return nil, "", fmt.Errorf("%s: the index names member %d, the archive has %d", o.c.src.Location(), lm.member, len(o.entries))
-			}
-			e := o.entries[lm.member]
-			if o.a.PhysOffset(e.Offset) != lm.off {
-				w.Abort(errors.New("offset mismatch"))
-				f.Abort()
-				return nil, "", fmt.Errorf("%s: member %d is at offset %d, the index says %d: the index does not describe this archive", o.c.src.Location(), lm.member, o.a.PhysOffset(e.Offset), lm.off)
-			}
-			if _, err := w.CopyMember(o.a, e); err != nil {
-				w.Abort(err)
-				f.Abort()
-				return nil, "", fmt.Errorf("%s: %w", o.c.src.Location(), err)
-			}
-			members++
+	for _, c := range g.srcs {
+		if len(c.live) == 0 {
+			continue
+		}
+		n, err := copyLive(w, c, opt.Keys)
+		members += n
+		if err != nil {
+			return fail(err)
 		}
 		if err := ctx.Err(); err != nil {
-			w.Abort(err)
-			f.Abort()
-			return nil, "", context.Cause(ctx)
+			return fail(context.Cause(ctx))
 		}
 	}
 	if err := w.Close(); err != nil {
