@@ -82,6 +82,9 @@ is named on standard error. It changes nothing.`,
 				}
 				good = append(good, r.Usage)
 				j := gcJSON{ArchiveUsage: r.Usage}
+				if t := r.Usage.LiveBytes + r.Usage.DeadBytes; r.Usage.InIndex && t > 0 && 2*r.Usage.DeadBytes >= t {
+					j.Compactable = true
+				}
 				if objs[i] != nil {
 					j.Requests = store.RequestsOf(objs[i])
 				}
@@ -133,7 +136,7 @@ is named on standard error. It changes nothing.`,
 	}
 	keyFlag(c, &keyPath)
 	c.Flags().StringVar(&indexPath, "index", "", "master index file")
-	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index, retired\n(and requests: the GET requests an archive in an object store took)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index, retired, compactable\n(and requests: the GET requests an archive in an object store took)")
 	jobsFlag(c, &jobs)
 	return c
 }
@@ -142,5 +145,8 @@ is named on standard error. It changes nothing.`,
 // reading it from an object store took (omitted for a local file).
 type gcJSON struct {
 	repo.ArchiveUsage
-	Requests int64 `json:"requests,omitempty"`
+	// Compactable: compact with its default --min-dead (50%) would
+	// pick it.
+	Compactable bool  `json:"compactable"`
+	Requests    int64 `json:"requests,omitempty"`
 }
