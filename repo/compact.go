@@ -252,6 +252,18 @@ func Compact(ctx context.Context, u *IndexUpdate, args []string, opt CompactOpti
 		if err != nil {
 			return nil, err
 		}
+		// Checked as verify -k checks it before anything relies on it:
+		// the sources are retired from the index update on.
+		if vr, err := Verify(ctx, []store.Source{store.File(path)}, VerifyOptions{Keys: []*crypt.Key{key}, Jobs: 1}); err != nil || vr[0].Status != StatusOK {
+			os.Remove(path)
+			if err == nil {
+				err = vr[0].Err
+				if err == nil && len(vr[0].Problems) > 0 {
+					err = vr[0].Problems[0]
+				}
+			}
+			return nil, fmt.Errorf("%s: the new archive does not verify (%v): removed; the index and the sources are as they were", path, err)
+		}
 		compactHook("output-written")
 		written = append(written, path)
 		res.Outputs = append(res.Outputs, *out)
