@@ -25,6 +25,10 @@ type ArchiveUsage struct {
 	LiveMembers int    `json:"live_members"`
 	LiveBytes   int64  `json:"live_bytes"`
 	DeadBytes   int64  `json:"dead_bytes"`
+	// Retired: the index leaves the archive out because a compacted
+	// archive replaces it (index spec 2.8): all of it is dead, and it
+	// may be removed.
+	Retired bool `json:"retired,omitempty"`
 	// KeyID is the id of the key the archive is under (GC).
 	KeyID string `json:"key_id,omitempty"`
 }
@@ -69,9 +73,31 @@ func isWinner(x *index.Index, pos int, path []byte, num uint32) bool {
 // included; the header, summary and footer are counted in neither. An
 // archive the index does not list (InIndex false) counts as all live.
 func Usage(x *index.Index, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
+	return usage(x, RetiredIDs(x.Archives), name, a, entries)
+}
+
+// RetiredIDs are the archives an index's rows replace (index spec 2.8).
+func RetiredIDs(rows []index.Archive) map[[crypt.IDSize]byte]bool {
+	m := map[[crypt.IDSize]byte]bool{}
+	for _, a := range rows {
+		for _, r := range a.Replaces {
+			m[r.ID] = true
+		}
+	}
+	return m
+}
+
+func usage(x *index.Index, retired map[[crypt.IDSize]byte]bool, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
 	u := ArchiveUsage{Archive: name, Members: len(entries)}
 	pos, in := indexPos(x, name, a.Header.ID)
 	u.InIndex = in
+	if !in && retired[a.Header.ID] {
+		u.Retired = true
+		for _, e := range entries {
+			u.DeadBytes += a.Header.PhysSpan(e.Offset, e.Length)
+		}
+		return u
+	}
 	for _, e := range entries {
 		span := a.Header.PhysSpan(e.Offset, e.Length)
 		// An archive the index does not list (renamed, or written without
@@ -127,6 +153,9 @@ type IndexCheck struct {
 	// Unknown are archives given that the index does not list (by id):
 	// written without the index, or the index is stale or rolled back.
 	Unknown []string `json:"not_in_index"`
+	// Retired are archives given that the index leaves out because a
+	// compacted archive replaces them: they may be removed.
+	Retired []string `json:"retired"`
 }
 
 // CheckIndex checks an index against the archives given (by file base
@@ -138,7 +167,7 @@ type IndexCheck struct {
 // deleted path back. Entries whose archives were not given are counted,
 // not reported.
 func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
-	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}}
+	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}, Retired: []string{}}
 	check := func(p *IndexProblem, arch index.Archive, e index.Entry) bool {
 		g := given[arch.Name]
 		m, ok := g.Intact[e.Member]
@@ -196,12 +225,18 @@ func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 	for _, a := range x.Archives {
 		ids[a.ID] = true
 	}
+	retired := RetiredIDs(x.Archives)
 	for name, g := range given {
-		if g.Intact != nil && !ids[g.ID] {
+		switch {
+		case g.Intact == nil || ids[g.ID]:
+		case retired[g.ID]:
+			res.Retired = append(res.Retired, name)
+		default:
 			res.Unknown = append(res.Unknown, name)
 		}
 	}
 	slices.Sort(res.Unknown)
+	slices.Sort(res.Retired)
 	return res
 }
 
@@ -236,6 +271,7 @@ type GCResult struct {
 // the error is ctx's cause.
 func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*crypt.Key, jobs int) ([]GCResult, error) {
 	out := make([]GCResult, len(sources))
+	retired := RetiredIDs(x.Archives)
 	err := parallel.Do(ctx, len(sources), jobs, func(_ context.Context, i int) {
 		src := sources[i]
 		out[i].Source = src
@@ -245,7 +281,7 @@ func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*cry
 			return
 		}
 		defer closer.Close()
-		out[i].Usage = Usage(x, src.Location(), a, entries)
+		out[i].Usage = usage(x, retired, src.Location(), a, entries)
 		if k := a.Header.KeyOf(keys...); k != nil {
 			out[i].Usage.KeyID = k.ID()
 		}

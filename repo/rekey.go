@@ -218,7 +218,7 @@ func (e *NotRekeyedError) Error() string {
 }
 
 // RekeyIndex writes the index x again under opt.NewKey, with each
-// archive's new id (archive spec 10.6; index spec 6.7). The rekeyed
+// archive's new id (archive spec 10.6; index spec 6.8). The rekeyed
 // archives are found by the names x records, through open (the
 // directory or prefix 'cbfs rekey' wrote them to): each is opened with
 // the new key by its header and footer alone (no summary is read), and

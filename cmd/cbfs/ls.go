@@ -100,7 +100,7 @@ exit status is 1.`,
 				return printJSON(w, out)
 			}
 			for _, e := range entries {
-				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal {
+				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal || e.Meta.Type == format.TypeReplaces {
 					continue // not files: tar tv does not list them either
 				}
 				m := e.Meta
