@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cbfs/cbfs/repo"
@@ -145,5 +147,30 @@ func runIndexRekey(o *indexBuildOptions, newSrc, indexPath, dir string) error {
 		fmt.Fprintf(os.Stderr, "cbfs: %s sealed with key %s: %s, each with the archive id of its rekeyed copy in %s\n",
 			o.out, newKey.ID(), plural(len(rows), "archive", "archives"), dir)
 	}
+	noteOthers(ctx, dir, rows)
 	return rep.finish(o.json)
+}
+
+// noteOthers names the archives in dir that the index does not hold: a
+// rebuild over dir would take them (a new archive to add, or one a
+// compaction retired, whose rekeyed copy no replaces list names).
+func noteOthers(ctx context.Context, dir string, rows []repo.IndexRekeyArchive) {
+	srcs, _, err := repo.ArchiveSourcesContext(ctx, []string{dir})
+	if err != nil {
+		return
+	}
+	held := map[string]bool{}
+	for _, r := range rows {
+		held[r.Index.Name] = true
+	}
+	var others []string
+	for _, s := range srcs {
+		if !held[s.Name] {
+			others = append(others, s.Name)
+		}
+	}
+	if len(others) > 0 {
+		fmt.Fprintf(os.Stderr, "cbfs: note: %s in %s not in the index, not in the new one either (a rebuild over %s would take them: 'cbfs index add' adds them; an archive a compaction retired is removed instead): %s\n",
+			plural(len(others), "archive", "archives"), dir, dir, strings.Join(others, ", "))
+	}
 }

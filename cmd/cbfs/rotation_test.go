@@ -247,6 +247,16 @@ func TestIndexRekey(t *testing.T) {
 	if r := cbfs(t, dir, "index", "ls", "-k", "old.key", "rekeyed.index"); r.code != exitWrongKey {
 		t.Fatalf("the old key reads the rekeyed index: %s", r)
 	}
+	// An archive in ARCHIVES that the index does not hold is named.
+	writeFile(t, filepath.Join(dir, "new/0009.cbfs"), readFile(t, filepath.Join(dir, "new/0001.cbfs")), 0o644)
+	r0 := cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "other.index", "fs.index", "new")
+	if r0.code != exitConflict || !strings.Contains(string(r0.stderr), "note: 1 archive in new not in the index") || !strings.Contains(string(r0.stderr), ": 0009.cbfs") {
+		t.Fatalf("an archive the index does not hold: %s", r0)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "other.index")), rekeyed) {
+		t.Fatal("an archive the index does not hold changed the rekeyed index")
+	}
+	os.Remove(filepath.Join(dir, "new/0009.cbfs"))
 	// The same live paths as before; only the archive ids changed.
 	oldLs := cbfs(t, dir, "index", "ls", "-k", "old.key", "fs.index").stdout
 	if newLs := cbfs(t, dir, "index", "ls", "-k", "new.key", "rekeyed.index").stdout; len(oldLs) == 0 || !bytes.Equal(newLs, oldLs) {
