@@ -184,7 +184,8 @@ func (m *Meta) sameSummary(s *Meta) bool {
 		m.GID == s.GID && m.Uname == s.Uname && m.Gname == s.Gname && m.MTime == s.MTime && m.ATime == s.ATime && m.CTime == s.CTime &&
 		m.DevMajor == s.DevMajor && m.DevMinor == s.DevMinor && m.Size == s.Size && m.Inode == s.Inode &&
 		(m.Sparse == nil) == (s.Sparse == nil) && slices.Equal(m.Sparse, s.Sparse) && len(s.Xattrs) == 0 && len(s.TarHeader) == 0 &&
-		m.Typeflag == s.Typeflag && slices.EqualFunc(m.Optional, s.Optional, func(a, b Field) bool { return a.Tag == b.Tag && bytes.Equal(a.Value, b.Value) }) {
+		m.Typeflag == s.Typeflag && slices.Equal(m.Replaces, s.Replaces) &&
+		slices.EqualFunc(m.Optional, s.Optional, func(a, b Field) bool { return a.Tag == b.Tag && bytes.Equal(a.Value, b.Value) }) {
 		return true
 	}
 	return bytes.Equal(m.summaryOnly().Encode(nil), s.Encode(nil))

@@ -113,6 +113,9 @@ func TestSameSummary(t *testing.T) {
 		func(m *Meta) { m.Typeflag = 'x' },
 		func(m *Meta) { m.Optional = nil },
 		func(m *Meta) { m.Optional = []Field{{70, []byte("y")}} },
+		func(m *Meta) { m.Replaces = []Replaced{{ID: [16]byte{1}, Seq: 3}} },
+		func(m *Meta) { m.Replaces = []Replaced{{ID: [16]byte{1}, Seq: 4}} },
+		func(m *Meta) { m.Replaces = []Replaced{} },
 	}
 	for i, f := range muts {
 		for j, g := range muts {
