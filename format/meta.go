@@ -541,12 +541,68 @@ func metaFields(b []byte, fn func(tag int, v []byte) error) error {
 // DecodeMeta parses a metadata record. It accepts exactly what Encode
 // writes: fields in order, canonical varints, and no zero-valued optional
 // fields, so that what it accepts re-encodes to the same bytes.
-func DecodeMeta(b []byte) (*Meta, error) {
+func DecodeMeta(b []byte) (*Meta, error) { return decodeMeta(b, nil) }
+
+// metaAlloc is where decodeMeta puts what it decodes when many records
+// are decoded at once (a summary): records, paths and link targets in
+// slabs, owner names interned, one buffer for the canonical-form check,
+// instead of several allocations a record. A record it made keeps its
+// slabs alive; their slices are capped, so that appending to a path
+// never writes over the next one.
+type metaAlloc struct {
+	metas []Meta
+	arena []byte
+	names map[string]string
+	enc   []byte
+}
+
+func (a *metaAlloc) meta() *Meta {
+	if a == nil {
+		return new(Meta)
+	}
+	if len(a.metas) == cap(a.metas) {
+		a.metas = make([]Meta, 0, 256)
+	}
+	a.metas = a.metas[:len(a.metas)+1]
+	return &a.metas[len(a.metas)-1]
+}
+
+func (a *metaAlloc) bytes(v []byte) []byte {
+	const slab = 64 << 10
+	if a == nil || len(v) > slab/8 {
+		return bytes.Clone(v)
+	}
+	if len(a.arena)+len(v) > cap(a.arena) {
+		a.arena = make([]byte, 0, slab)
+	}
+	n := len(a.arena)
+	a.arena = append(a.arena, v...)
+	return a.arena[n:len(a.arena):len(a.arena)]
+}
+
+func (a *metaAlloc) str(v []byte) string {
+	if a == nil {
+		return string(v)
+	}
+	if s, ok := a.names[string(v)]; ok {
+		return s
+	}
+	s := string(v)
+	if a.names == nil {
+		a.names = map[string]string{}
+	}
+	if len(a.names) < 256 {
+		a.names[s] = s
+	}
+	return s
+}
+
+func decodeMeta(b []byte, a *metaAlloc) (*Meta, error) {
 	if len(b) > MaxMetaSize {
 		return nil, fmt.Errorf("metadata record of %d bytes over the cap %d", len(b), MaxMetaSize)
 	}
 	orig := b
-	m := new(Meta)
+	m := a.meta()
 	d := &metaDecoder{}
 	seenPath := false
 	err := metaFields(b, func(tag int, v []byte) error {
@@ -554,10 +610,10 @@ func DecodeMeta(b []byte) (*Meta, error) {
 		case tagType:
 			m.Type = Type(d.uvarint(v))
 		case tagPath:
-			m.Path = bytes.Clone(v)
+			m.Path = a.bytes(v)
 			seenPath = true
 		case tagLink:
-			m.Link = bytes.Clone(v)
+			m.Link = a.bytes(v)
 		case tagMode:
 			m.Mode = uint32(min(d.uvarint(v), 1<<32-1))
 		case tagUID:
@@ -565,9 +621,9 @@ func DecodeMeta(b []byte) (*Meta, error) {
 		case tagGID:
 			m.GID = d.uvarint(v)
 		case tagUname:
-			m.Uname = string(v)
+			m.Uname = a.str(v)
 		case tagGname:
-			m.Gname = string(v)
+			m.Gname = a.str(v)
 		case tagMTime:
 			m.MTime = d.time(v)
 		case tagATime:
@@ -649,15 +705,17 @@ func DecodeMeta(b []byte) (*Meta, error) {
 	// Canonical form: re-encoding must give the same bytes (no zero-valued
 	// optional fields, no skipped optional tags), so that what a reader
 	// accepts re-encodes identically.
-	if !canonical(m, orig) {
+	var enc []byte
+	if a != nil {
+		a.enc = m.Encode(a.enc[:0])
+		enc = a.enc
+	} else {
+		enc = m.Encode(nil)
+	}
+	if !bytes.Equal(enc, orig) {
 		return nil, errors.New("metadata record is not in canonical form")
 	}
 	return m, nil
-}
-
-// canonical reports whether enc is what Encode writes for m.
-func canonical(m *Meta, enc []byte) bool {
-	return bytes.Equal(m.Encode(nil), enc)
 }
 
 // checkFull checks the rules of spec 7.2 that need the full record, not

@@ -148,8 +148,9 @@ func walkSummary(p []byte, want uint64, fn func(n uint32, off, length int64, met
 // footer gives.
 func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
 	entries := make([]Entry, 0, min(want, uint64(len(p))/minEntryLen))
+	var alloc metaAlloc
 	_, err := walkSummary(p, want, func(n uint32, off, length int64, meta []byte) error {
-		m, err := DecodeMeta(meta)
+		m, err := decodeMeta(meta, &alloc)
 		if err != nil {
 			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
 		}

@@ -133,3 +133,31 @@ func TestSameSummary(t *testing.T) {
 		t.Error("a summary entry with xattrs and tar bytes matched")
 	}
 }
+
+// TestSummaryPathsApart: the entries of a decoded summary share slabs,
+// but appending to one's path or link never changes another's.
+func TestSummaryPathsApart(t *testing.T) {
+	key := testutil.Key(t, 1)
+	data, _ := writeArchive(t, key, sampleMembers(), WriterOptions{})
+	a, err := OpenArchive(NewSource(bytes.NewReader(data), int64(len(data))), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := a.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range es {
+		want = append(want, string(e.Meta.Path)+"|"+string(e.Meta.Link))
+	}
+	for _, e := range es {
+		_ = append(e.Meta.Path, "XXXXXXXX"...)
+		_ = append(e.Meta.Link, "YYYYYYYY"...)
+	}
+	for i, e := range es {
+		if got := string(e.Meta.Path) + "|" + string(e.Meta.Link); got != want[i] {
+			t.Fatalf("entry %d: %q, was %q", i, got, want[i])
+		}
+	}
+}
