@@ -543,41 +543,14 @@ func metaFields(b []byte, fn func(tag int, v []byte) error) error {
 // fields, so that what it accepts re-encodes to the same bytes.
 func DecodeMeta(b []byte) (*Meta, error) { return decodeMeta(b, nil) }
 
-// metaAlloc is where decodeMeta puts what it decodes when many records
-// are decoded at once (a summary): records, paths and link targets in
-// slabs, owner names interned, one buffer for the canonical-form check,
-// instead of several allocations a record. A record it made keeps its
-// slabs alive; their slices are capped, so that appending to a path
-// never writes over the next one.
+// metaAlloc is what decodeMeta shares when many records are decoded at
+// once (a summary): owner names interned, one buffer for the
+// canonical-form check. (Records and paths in shared slabs were tried
+// too: a little faster, but a live record kept its slab's superseded
+// records alive, 2-4 MB more for export --index.)
 type metaAlloc struct {
-	metas []Meta
-	arena []byte
 	names map[string]string
 	enc   []byte
-}
-
-func (a *metaAlloc) meta() *Meta {
-	if a == nil {
-		return new(Meta)
-	}
-	if len(a.metas) == cap(a.metas) {
-		a.metas = make([]Meta, 0, 256)
-	}
-	a.metas = a.metas[:len(a.metas)+1]
-	return &a.metas[len(a.metas)-1]
-}
-
-func (a *metaAlloc) bytes(v []byte) []byte {
-	const slab = 64 << 10
-	if a == nil || len(v) > slab/8 {
-		return bytes.Clone(v)
-	}
-	if len(a.arena)+len(v) > cap(a.arena) {
-		a.arena = make([]byte, 0, slab)
-	}
-	n := len(a.arena)
-	a.arena = append(a.arena, v...)
-	return a.arena[n:len(a.arena):len(a.arena)]
 }
 
 func (a *metaAlloc) str(v []byte) string {
@@ -602,7 +575,7 @@ func decodeMeta(b []byte, a *metaAlloc) (*Meta, error) {
 		return nil, fmt.Errorf("metadata record of %d bytes over the cap %d", len(b), MaxMetaSize)
 	}
 	orig := b
-	m := a.meta()
+	m := new(Meta)
 	d := &metaDecoder{}
 	seenPath := false
 	err := metaFields(b, func(tag int, v []byte) error {
@@ -610,10 +583,10 @@ func decodeMeta(b []byte, a *metaAlloc) (*Meta, error) {
 		case tagType:
 			m.Type = Type(d.uvarint(v))
 		case tagPath:
-			m.Path = a.bytes(v)
+			m.Path = bytes.Clone(v)
 			seenPath = true
 		case tagLink:
-			m.Link = a.bytes(v)
+			m.Link = bytes.Clone(v)
 		case tagMode:
 			m.Mode = uint32(min(d.uvarint(v), 1<<32-1))
 		case tagUID:
