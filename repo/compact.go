@@ -112,7 +112,8 @@ type compactArchive struct {
 	// the file a live hard link points at when that is dead.
 	copy    []uint32
 	bytes   int64 // bytes of the members to copy
-	dead    int64 // bytes of the other members
+	dead    int64 // bytes of the members the index does not serve
+	other   int64 // bytes of members that hold no path (not copied)
 	blocked string
 }
 
@@ -234,7 +235,7 @@ func Compact(ctx context.Context, u *IndexUpdate, args []string, opt CompactOpti
 		}
 		// Archives with nothing dead are never rewritten, whatever
 		// --min-dead says.
-		if c.dead == 0 || float64(c.dead) < opt.MinDead*float64(c.dead+c.bytes) {
+		if c.dead == 0 || float64(c.dead) < opt.MinDead*float64(c.dead+c.bytes+c.other) {
 			continue
 		}
 		if c.blocked != "" {
@@ -256,7 +257,7 @@ func Compact(ctx context.Context, u *IndexUpdate, args []string, opt CompactOpti
 			}
 			// An estimate: the bytes copied, and the first source's bytes
 			// that are not members (header, summary, footer).
-			out.Size = g.liveBytes() + g.srcs[0].size - g.srcs[0].bytes - g.srcs[0].dead
+			out.Size = g.liveBytes() + g.srcs[0].size - g.srcs[0].bytes - g.srcs[0].dead - g.srcs[0].other
 			res.RetiredBytes -= out.Size
 			res.Outputs = append(res.Outputs, out)
 		}
@@ -345,6 +346,7 @@ func (c *compactArchive) measure(cands []store.Source, keys []*crypt.Key, res *C
 		}
 	}
 	cs := CompactSource{Archive: c.src.Location(), Seq: c.row.Seq, Size: c.size, LiveMembers: len(c.live)}
+	var liveOther int64
 	for _, e := range entries {
 		span := a.Header.PhysSpan(e.Offset, e.Length)
 		switch {
@@ -356,11 +358,19 @@ func (c *compactArchive) measure(cands []store.Source, keys []*crypt.Key, res *C
 			}
 		case e.Meta.Type == format.TypeReplaces:
 			// A compacted archive's own record: not dead data.
+		case !index.Indexed(e.Meta.Type):
+			// An imported tar's trailer and pax globals: no path of the
+			// file system, so nothing the index serves, and not copied;
+			// counted as gc counts them, live, so that the dead share
+			// is gc's.
+			cs.LiveBytes += span
+			liveOther += span
 		default:
 			c.dead += span
 		}
 	}
 	cs.DeadBytes = c.dead
+	c.other = liveOther
 	return cs, true
 }
 

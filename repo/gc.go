@@ -99,6 +99,9 @@ func usage(x *index.Index, retired map[[crypt.IDSize]byte]bool, name string, a *
 		return u
 	}
 	for _, e := range entries {
+		if e.Meta.Type == format.TypeReplaces {
+			continue // a compacted archive's record of what it replaces: neither
+		}
 		span := a.Header.PhysSpan(e.Offset, e.Length)
 		// An archive the index does not list (renamed, or written without
 		// the index) may hold the only copy of a path: nothing in it is
