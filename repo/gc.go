@@ -28,7 +28,7 @@ type ArchiveUsage struct {
 	// Retired: the index leaves the archive out because a compacted
 	// archive replaces it (index spec 2.8): all of it is dead, and it
 	// may be removed.
-	Retired bool `json:"retired,omitempty"`
+	Retired bool `json:"retired"`
 	// KeyID is the id of the key the archive is under (GC).
 	KeyID string `json:"key_id,omitempty"`
 }
