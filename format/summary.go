@@ -304,18 +304,49 @@ func walkSummary(p []byte, want uint64, fn func(n uint32, off, length int64, met
 	return w.prevEnd, nil
 }
 
-// DecodeSummary parses a summary's plaintext; want is the member count the
-// footer gives.
-func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
-	entries := make([]Entry, 0, min(want, uint64(len(p))/minEntryLen))
-	_, err := walkSummary(p, want, func(n uint32, off, length int64, meta []byte) error {
+// SummaryDecoder decodes a summary's plaintext given in pieces, as its
+// chunks are opened one at a time: memory is the largest entry, not the
+// summary. DecodeSummary is its one-piece form; both accept and refuse
+// the same plaintexts, with the same errors, however it is cut.
+type SummaryDecoder struct{ w *summaryWalker }
+
+// NewSummaryDecoder starts decoding the plaintext of a summary of at most
+// room bytes whose footer counts want members; fn gets each entry, its
+// Meta decoded (fn's to keep).
+func NewSummaryDecoder(want uint64, room int64, fn func(Entry) error) (*SummaryDecoder, error) {
+	w, err := newSummaryWalker(want, room, nil, func(n uint32, off, length int64, meta []byte) error {
 		m, err := DecodeMeta(meta)
 		if err != nil {
 			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
 		}
-		entries = append(entries, Entry{Number: n, Offset: off, Length: length, Meta: m})
+		return fn(Entry{Number: n, Offset: off, Length: length, Meta: m})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &SummaryDecoder{w}, nil
+}
+
+// Write decodes the next piece of plaintext; final says it is the last
+// (the member count is checked then). More than room bytes in all is an
+// error.
+func (d *SummaryDecoder) Write(p []byte, final bool) error { return d.w.feed(p, final) }
+
+// End is where the members decoded end: after the final piece, where the
+// summary must start.
+func (d *SummaryDecoder) End() int64 { return d.w.prevEnd }
+
+// DecodeSummary parses a summary's plaintext; want is the member count the
+// footer gives.
+func DecodeSummary(p []byte, want uint64) ([]Entry, error) {
+	entries := make([]Entry, 0, min(want, uint64(len(p))/minEntryLen))
+	d, err := NewSummaryDecoder(want, int64(len(p)), func(e Entry) error {
+		entries = append(entries, e)
 		return nil
 	})
+	if err == nil {
+		err = d.Write(p, true)
+	}
 	if err != nil {
 		return nil, err
 	}
