@@ -795,3 +795,52 @@ func TestSeveralKeys(t *testing.T) {
 		t.Errorf("changed check value, no right key: %v, want ErrWrongKey", err)
 	}
 }
+
+// An aborted RunBuilder leaves nothing in the index: not its records
+// (spilled or not), not its archive's row, not its sequence number.
+func TestRunBuilderAbort(t *testing.T) {
+	key := testutil.Key(t, 6)
+	build := func(abort bool) []byte {
+		sp := &Spiller{Budget: 64, Dir: t.TempDir()}
+		defer sp.Close()
+		keep, err := sp.NewRunBuilder(Archive{Name: "a", ID: [crypt.IDSize]byte{1}, Seq: 1, Members: 3}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range []string{"x", "y", "z"} {
+			if err := keep.Add([]byte(p), Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(i) * 2000, Span: 1080}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := keep.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if abort {
+			gone, err := sp.NewRunBuilder(Archive{Name: "b", ID: [crypt.IDSize]byte{2}, Seq: 9, Members: 20000}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20000 { // past the builder's limit: its own runs spill
+				if err := gone.Add(fmt.Appendf(nil, "y/%05d", (i*7)%20000), Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(i) * 2000, Span: 1080}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if sp.Spills == 0 {
+				t.Fatal("the aborted builder's runs did not spill")
+			}
+			gone.Abort()
+		}
+		var buf bytes.Buffer
+		res, err := sp.Combine(&buf, key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.HighSeq != 1 || len(res.Archives) != 1 || len(res.Copies) != 0 {
+			t.Errorf("abort %v: high seq %d, %d archives, %d copies", abort, res.HighSeq, len(res.Archives), len(res.Copies))
+		}
+		return buf.Bytes()
+	}
+	if a, b := build(false), build(true); !bytes.Equal(a, b) {
+		t.Errorf("an aborted archive changed the index: %d bytes, %d without it", len(b), len(a))
+	}
+}

@@ -263,13 +263,17 @@ type CombineResult struct {
 
 // table makes the archives table of sources: one row per id (the
 // smaller name, the larger member count), sorted by name then id, and
-// each source's row.
-func table(srcs []Archive) ([]Archive, []uint32, []Copy, error) {
+// each source's row. Sources dropped (dropped[i], when dropped is not
+// nil) have no row: nothing of them is in the index.
+func table(srcs []Archive, dropped []bool) ([]Archive, []uint32, []Copy, error) {
 	byID := map[[crypt.IDSize]byte]int{}
 	var rows []Archive
 	var copies []Copy
 	first := make([]int, len(srcs))
 	for i, a := range srcs {
+		if dropped != nil && dropped[i] {
+			continue
+		}
 		if k, ok := byID[a.ID]; ok {
 			r := &rows[k]
 			if r.Seq != a.Seq {
@@ -308,19 +312,25 @@ func table(srcs []Archive) ([]Archive, []uint32, []Copy, error) {
 	}
 	rowOf := make([]uint32, len(srcs))
 	for i := range srcs {
-		rowOf[i] = pos[first[i]]
+		if dropped == nil || !dropped[i] {
+			rowOf[i] = pos[first[i]]
+		}
 	}
 	return out, rowOf, copies, nil
 }
 
-// combine merges streams over srcs and writes the index to out.
-func combine(out io.Writer, key *crypt.Key, highSeq uint64, srcs []Archive, ss []stream) (*CombineResult, error) {
-	tab, rowOf, copies, err := table(srcs)
+// combine merges streams over srcs and writes the index to out. The
+// sources dropped (see table) count for nothing, their sequence numbers
+// included; no stream may hold a candidate of theirs.
+func combine(out io.Writer, key *crypt.Key, highSeq uint64, srcs []Archive, dropped []bool, ss []stream) (*CombineResult, error) {
+	tab, rowOf, copies, err := table(srcs, dropped)
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range srcs {
-		highSeq = max(highSeq, a.Seq)
+	for i, a := range srcs {
+		if dropped == nil || !dropped[i] {
+			highSeq = max(highSeq, a.Seq)
+		}
 	}
 	w, err := NewWriter(out, key, highSeq, tab)
 	if err != nil {
@@ -368,7 +378,7 @@ func MergeReaders(out io.Writer, key *crypt.Key, parts ...*Reader) (*CombineResu
 		hs = max(hs, r.HighSeq)
 		ss = append(ss, &readerStream{it: r.Records(nil), m: m})
 	}
-	return combine(out, key, hs, srcs, ss)
+	return combine(out, key, hs, srcs, nil, ss)
 }
 
 // ---- building runs ----
@@ -385,10 +395,13 @@ type Spiller struct {
 
 	mu      sync.Mutex
 	srcs    []Archive
+	dropped []bool // by source: an archive given up (RunBuilder.Abort)
 	mem     [][]byte
 	memSize int
 	files   []*spillFile
-	Spills  int
+	// Spills counts the spill files written: the spiller's, and those a
+	// large archive's RunBuilder writes of its own runs.
+	Spills int
 }
 
 // AddSource registers an archive and returns its source number.
@@ -399,6 +412,7 @@ func (sp *Spiller) AddSource(a Archive) (uint32, error) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	sp.srcs = append(sp.srcs, a)
+	sp.dropped = append(sp.dropped, false)
 	return uint32(len(sp.srcs) - 1), nil
 }
 
@@ -466,7 +480,7 @@ func (sp *Spiller) Combine(out io.Writer, key *crypt.Key, base *Reader) (*Combin
 	if err != nil {
 		return nil, err
 	}
-	srcs := sp.srcs
+	srcs, dropped := sp.srcs, sp.dropped
 	var hs uint64
 	if base != nil {
 		m := make([]uint32, len(base.Archives))
@@ -475,10 +489,11 @@ func (sp *Spiller) Combine(out io.Writer, key *crypt.Key, base *Reader) (*Combin
 			m[i] = uint32(len(srcs))
 			srcs = append(srcs, base.Archives[i])
 		}
+		dropped = append(slices.Clone(dropped), make([]bool, len(base.Archives))...)
 		hs = base.HighSeq
 		ss = append(ss, &readerStream{it: base.Records(nil), m: m})
 	}
-	return combine(out, key, hs, srcs, ss)
+	return combine(out, key, hs, srcs, dropped, ss)
 }
 
 // RunBuilder turns one archive's members into sorted runs (path order;
@@ -589,6 +604,9 @@ func (b *RunBuilder) Flush() error {
 		}
 		b.files = append(b.files, f)
 		b.runs, b.size = nil, 0
+		b.sp.mu.Lock()
+		b.sp.Spills++
+		b.sp.mu.Unlock()
 	}
 	return nil
 }
@@ -613,12 +631,18 @@ func (b *RunBuilder) Commit() error {
 	return nil
 }
 
-// Abort drops what was added: the archive could not be read after all.
+// Abort drops what was added, and the archive's source: the archive
+// could not be read after all, and nothing of it goes into the index,
+// not even its row in the archives table or its sequence number. The
+// builder is spent.
 func (b *RunBuilder) Abort() {
 	for _, f := range b.files {
 		f.close()
 	}
 	b.files, b.runs, b.buf, b.offs = nil, nil, b.buf[:0], b.offs[:0]
+	b.sp.mu.Lock()
+	b.sp.dropped[b.src] = true
+	b.sp.mu.Unlock()
 }
 
 func (sp *Spiller) srcsCopy() []Archive {
