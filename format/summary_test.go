@@ -281,6 +281,19 @@ func TestSummaryWindowed(t *testing.T) {
 	if rs.ranges != 1 {
 		t.Errorf("a RangeReader's summary read in %d ranges, want 1", rs.ranges)
 	}
+	// The member scan walks the summary as it opens it too: intact, it
+	// matches the members; with a member damaged, the summary names it.
+	rep, err := ScanArchive(src, ScanOptions{Key: key}, nil)
+	if err != nil || !rep.Intact() || !rep.SummaryChecked {
+		t.Fatalf("scan: %v, %v, summary checked %v", err, rep.Problems, rep.SummaryChecked)
+	}
+	mid := written[len(written)/2]
+	bad := bytes.Clone(data)
+	bad[physOf(mid.Offset+FrameHeaderSize+40, R)] ^= 1
+	rep, err = ScanArchive(NewSource(bytes.NewReader(bad), int64(len(bad))), ScanOptions{Key: key}, nil)
+	if err != nil || len(rep.Problems) == 0 || rep.Problems[0].Member != int64(mid.Number) || rep.Problems[0].Path != string(mid.Meta.Path) {
+		t.Fatalf("scan of a damaged member %d (%s): %v %v", mid.Number, mid.Meta.Path, err, rep.Problems)
+	}
 	var scratch SummaryScratch
 	n := 0
 	walk := func() {
