@@ -26,6 +26,10 @@ type ScanOptions struct {
 	// Digest reads the whole archive once more in order, recomputing the
 	// footer's digest and checking every outer header and its padding.
 	Digest bool
+	// Header, when set, is called with the header (as the report holds
+	// it: damage to it is among the problems) before any member is
+	// handed to fn; an error from it ends the scan.
+	Header func(*Header) error
 }
 
 // ScanReport is what ScanArchive found.
@@ -77,6 +81,11 @@ func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport
 	s := &scanner{src: src, opt: opt, rep: &ScanReport{}, sumWant: sha256.New()}
 	if err := s.openHeader(); err != nil {
 		return s.rep, err
+	}
+	if opt.Header != nil {
+		if err := opt.Header(s.hdr); err != nil {
+			return s.rep, err
+		}
 	}
 	a := &Archive{src: src, Header: s.hdr}
 	f, ferr := a.findFooter()

@@ -514,6 +514,8 @@ type RunBuilder struct {
 	lastM  uint32
 	out    []byte
 	srcArc Archive
+	// members is one more than the highest member number added.
+	members uint64
 }
 
 // NewRunBuilder starts the runs of archive a, registered with sp.
@@ -538,11 +540,32 @@ func (b *RunBuilder) Add(path []byte, e Entry) error {
 	}
 	b.last = append(b.last[:0], path...)
 	b.lastM = e.Member
+	b.members = max(b.members, uint64(e.Member)+1)
 	b.offs = append(b.offs, uint32(len(b.buf)))
 	b.buf = runRecord(b.buf, path, []cand{{off: e.Offset, span: e.Span, size: e.Size, inode: e.Inode, arch: b.src, member: e.Member, typ: e.Type}})
 	if len(b.buf) >= b.limit {
 		return b.Flush()
 	}
+	return nil
+}
+
+// SetMembers sets the member count of the builder's archive where it is
+// known only once its members were read (a member scan): the builder was
+// started with a count no member number reaches, and every member added
+// must be below n.
+func (b *RunBuilder) SetMembers(n uint64) error {
+	a := b.srcArc
+	a.Members = n
+	if err := checkArchive(&a); err != nil {
+		return err
+	}
+	if n < b.members {
+		return fmt.Errorf("archive %s: %d members, member %d was added", a.Name, n, b.members-1)
+	}
+	b.srcArc = a
+	b.sp.mu.Lock()
+	b.sp.srcs[b.src].Members = n
+	b.sp.mu.Unlock()
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/internal/testutil"
 	"github.com/cbfs/cbfs/store"
+	"github.com/cbfs/cbfs/tarconv"
 )
 
 // boundedSet writes archives whose paths interleave, with conflicts,
@@ -334,5 +336,49 @@ func TestRebuildOneLargeArchive(t *testing.T) {
 	res, got = rebuild(4096, broken, store.File(filepath.Join(other, "fs-small.cbfs")))
 	if len(res.Unreadable) != 1 || res.Archives != 1 || len(res.Copies) != 0 || !bytes.Equal(got, alone) {
 		t.Errorf("summary unreadable half-way: %d unreadable, %d archives, %d copies, index as if alone: %v", len(res.Unreadable), res.Archives, len(res.Copies), bytes.Equal(got, alone))
+	}
+}
+
+// An archive whose footer is lost is scanned, its runs built as the scan
+// goes; its member count is one more than the last member found, even
+// when that member is of a type the index does not take (an imported
+// tar's trailer): the index is the one kept while writing.
+func TestRebuildScanCountsEveryMember(t *testing.T) {
+	key := testutil.Key(t, 3)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "fs-1.cbfs")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	for _, name := range []string{"d/f", "d/g"} {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: 1, Typeflag: tar.TypeReg})
+		tw.Write([]byte("x"))
+	}
+	tw.Close()
+	if _, err := tarconv.ImportTar(context.Background(), f, bytes.NewReader(in.Bytes()), key, format.WriterOptions{Sequence: 1}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	rebuild := func() (*RebuildResult, []byte) {
+		var buf bytes.Buffer
+		res, err := RebuildTo(context.Background(), []store.Source{store.File(p)}, key, Shard{}, RebuildOptions{TempDir: t.TempDir()}, &buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, buf.Bytes()
+	}
+	_, want := rebuild()
+	a := openFooter(t, p, key)
+	es, err := a.Entries()
+	if err != nil || es[len(es)-1].Meta.Type != format.TypeTrailer {
+		t.Fatalf("the last member is not a trailer: %v", err)
+	}
+	damage(t, p, int64(a.Footer.FooterOffset)+512+30)
+	res, got := rebuild()
+	if len(res.Scanned) != 1 || res.Combined.Archives[0].Members != a.Footer.Members || !bytes.Equal(got, want) {
+		t.Errorf("%d scanned, members %d (want %d), index as before the damage: %v", len(res.Scanned), res.Combined.Archives[0].Members, a.Footer.Members, bytes.Equal(got, want))
 	}
 }
