@@ -844,3 +844,48 @@ func TestRunBuilderAbort(t *testing.T) {
 		t.Errorf("an aborted archive changed the index: %d bytes, %d without it", len(b), len(a))
 	}
 }
+
+// However many runs spill, no more than maxSpillFiles spill files are
+// kept (they are merged into one past that), and the index is the same
+// bytes as with a budget that never spills.
+func TestSpillFilesBounded(t *testing.T) {
+	key := testutil.Key(t, 6)
+	build := func(budget, limit int) ([]byte, int) {
+		sp := &Spiller{Budget: budget, Dir: t.TempDir()}
+		defer sp.Close()
+		most := 0
+		for a := range 5 {
+			b, err := sp.NewRunBuilder(Archive{Name: fmt.Sprintf("a%d", a), ID: [crypt.IDSize]byte{byte(a + 1)}, Seq: uint64(a % 3), Members: 30000}, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 30000 {
+				p := fmt.Appendf(nil, "d%d/%05d", i%7, (i*7919+a*13)%30000)
+				if err := b.Add(p, Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(i) * 2000, Span: 1080, Size: int64(a)}); err != nil {
+					t.Fatal(err)
+				}
+				most = max(most, len(b.files))
+			}
+			if err := b.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			most = max(most, len(sp.files))
+		}
+		var buf bytes.Buffer
+		if _, err := sp.Combine(&buf, key, nil); err != nil {
+			t.Fatal(err)
+		}
+		if budget < 1<<30 && sp.Spills < 2*maxSpillFiles {
+			t.Errorf("budget %d: %d spills, want the files merged more than once", budget, sp.Spills)
+		}
+		return buf.Bytes(), most
+	}
+	want, _ := build(1<<30, 1<<30)
+	got, most := build(64, 0)
+	if most >= maxSpillFiles {
+		t.Errorf("%d spill files kept at once, want fewer than %d", most, maxSpillFiles)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("with spill files merged: %d bytes, differ from the %d in memory", len(got), len(want))
+	}
+}

@@ -443,7 +443,18 @@ func (sp *Spiller) spill() error {
 	sp.files = append(sp.files, f)
 	sp.mem, sp.memSize = nil, 0
 	sp.Spills++
-	return nil
+	return sp.compactLocked()
+}
+
+// compactLocked merges the spill files into one when there are too many
+// (see maxSpillFiles). sp.mu is held.
+func (sp *Spiller) compactLocked() error {
+	files, merged, err := compactFiles(sp.Dir, sp.files, sp.srcs)
+	sp.files = files
+	if merged {
+		sp.Spills++
+	}
+	return err
 }
 
 // streams are every run, spilled or not, as streams; extra ones may be
@@ -627,11 +638,21 @@ func (b *RunBuilder) Flush() error {
 		}
 		b.files = append(b.files, f)
 		b.runs, b.size = nil, 0
+		files, merged, err := compactFiles(b.sp.Dir, b.files, b.sp.srcsCopy())
+		b.files = files
 		b.sp.mu.Lock()
-		b.sp.Spills++
+		b.sp.Spills += 1 + btoi(merged)
 		b.sp.mu.Unlock()
+		return err
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Commit hands the archive's runs to the spiller: call it once the
@@ -643,8 +664,12 @@ func (b *RunBuilder) Commit() error {
 	sp := b.sp
 	sp.mu.Lock()
 	sp.files = append(sp.files, b.files...)
-	sp.mu.Unlock()
 	b.files = nil
+	err := sp.compactLocked()
+	sp.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	for _, r := range b.runs {
 		if err := sp.addRun(r); err != nil {
 			return err
@@ -674,15 +699,50 @@ func (sp *Spiller) srcsCopy() []Archive {
 	return slices.Clone(sp.srcs)
 }
 
+// maxSpillFiles caps the spill files kept: at that many, they are merged
+// into one, so that a merge of them (and its memory, a read buffer per
+// file) stays bounded whatever the size of the data.
+const maxSpillFiles = 64
+
+// compactFiles merges files into one new spill file when there are
+// maxSpillFiles or more (merged says so), closing them; on an error the
+// files are returned as they were, for the caller to close.
+func compactFiles(dir string, files []*spillFile, srcs []Archive) (out []*spillFile, merged bool, err error) {
+	if len(files) < maxSpillFiles {
+		return files, false, nil
+	}
+	ss := make([]stream, len(files))
+	for i, f := range files {
+		r, err := f.reader()
+		if err != nil {
+			return files, false, err
+		}
+		ss[i] = &runStream{r: r}
+	}
+	f, err := spillStreams(dir, ss, srcs)
+	if err != nil {
+		return files, false, err
+	}
+	for _, old := range files {
+		old.close()
+	}
+	return []*spillFile{f}, true, nil
+}
+
 // spillRuns merges runs into a new spill file.
 func spillRuns(dir string, runs [][]byte, srcs []Archive) (*spillFile, error) {
-	f, err := newSpillFile(dir)
-	if err != nil {
-		return nil, err
-	}
 	ss := make([]stream, len(runs))
 	for i, m := range runs {
 		ss[i] = &runStream{mem: m}
+	}
+	return spillStreams(dir, ss, srcs)
+}
+
+// spillStreams merges sorted streams into a new spill file.
+func spillStreams(dir string, ss []stream, srcs []Archive) (*spillFile, error) {
+	f, err := newSpillFile(dir)
+	if err != nil {
+		return nil, err
 	}
 	var rec []byte
 	err = mergeStreams(ss, srcs, func(path []byte, cs []cand) error {
