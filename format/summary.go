@@ -79,13 +79,19 @@ func (a *Archive) SummaryItems(s *SummaryScratch, fn func(*SummaryItem) error) e
 // for some members: discard what fn collected.
 func (a *Archive) WalkEntries(fn func(e Entry) error) error {
 	var s SummaryScratch
-	return a.walkSummary(&s, func(n uint32, off, length int64, meta []byte) error {
+	return a.walkSummary(&s, decodingEntries(fn))
+}
+
+// decodingEntries is a summaryWalker's fn that decodes each entry's
+// metadata record and hands the entry to fn.
+func decodingEntries(fn func(Entry) error) func(n uint32, off, length int64, meta []byte) error {
+	return func(n uint32, off, length int64, meta []byte) error {
 		m, err := DecodeMeta(meta)
 		if err != nil {
 			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
 		}
 		return fn(Entry{Number: n, Offset: off, Length: length, Meta: m})
-	})
+	}
 }
 
 // Entries reads and opens the summary. It needs the key.
@@ -195,7 +201,7 @@ func (w *summaryWalker) feed(p []byte, final bool) error {
 		w.room = 0
 	}
 	if w.room < 0 {
-		return badSummary("summary over its frames' room") // a caller's bug: room is an upper bound
+		return badSummary("summary longer than the room given for it")
 	}
 	// First the entry carried over from the last piece, completed with
 	// as many of p's bytes as it needs.
@@ -291,19 +297,6 @@ func (w *summaryWalker) entry(p []byte, more int64) (int, error) {
 	return len(p) - len(q) + int(vals[2]), nil
 }
 
-// walkSummary walks a summary's whole plaintext p (see summaryWalker) and
-// returns where the members end.
-func walkSummary(p []byte, want uint64, fn func(n uint32, off, length int64, meta []byte) error) (int64, error) {
-	w, err := newSummaryWalker(want, int64(len(p)), nil, fn)
-	if err != nil {
-		return 0, err
-	}
-	if err := w.feed(p, true); err != nil {
-		return 0, err
-	}
-	return w.prevEnd, nil
-}
-
 // SummaryDecoder decodes a summary's plaintext given in pieces, as its
 // chunks are opened one at a time: memory is the largest entry, not the
 // summary. DecodeSummary is its one-piece form; both accept and refuse
@@ -314,13 +307,7 @@ type SummaryDecoder struct{ w *summaryWalker }
 // room bytes whose footer counts want members; fn gets each entry, its
 // Meta decoded (fn's to keep).
 func NewSummaryDecoder(want uint64, room int64, fn func(Entry) error) (*SummaryDecoder, error) {
-	w, err := newSummaryWalker(want, room, nil, func(n uint32, off, length int64, meta []byte) error {
-		m, err := DecodeMeta(meta)
-		if err != nil {
-			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
-		}
-		return fn(Entry{Number: n, Offset: off, Length: length, Meta: m})
-	})
+	w, err := newSummaryWalker(want, room, nil, decodingEntries(fn))
 	if err != nil {
 		return nil, err
 	}
@@ -377,7 +364,7 @@ type RangeReader interface {
 }
 
 // summaryChunks reads the summary's frames (spec 8.2 step 4) in order,
-// with readStream's checks (checkFrameLen, openChunk), and hands fn each
+// with the content reader's checks (checkFrameLen, openChunk), and hands fn each
 // chunk's plaintext (valid until fn returns; final for the last). The
 // frames are read through a window: memory is a window, one frame and
 // one chunk, whatever the summary's size.
