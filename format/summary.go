@@ -364,10 +364,10 @@ type RangeReader interface {
 }
 
 // summaryChunks reads the summary's frames (spec 8.2 step 4) in order,
-// with the content reader's checks (checkFrameLen, openChunk), and hands fn each
-// chunk's plaintext (valid until fn returns; final for the last). The
-// frames are read through a window: memory is a window, one frame and
-// one chunk, whatever the summary's size.
+// with the content reader's checks (checkFrameLen, openChunk), and hands
+// fn each chunk's plaintext (valid until fn returns; final for the
+// last). The frames are read through a window: memory is a window, one
+// frame and one chunk, whatever the summary's size.
 func (a *Archive) summaryChunks(s *SummaryScratch, fn func(p []byte, final bool) error) error {
 	R := int64(a.Header.RecordSize)
 	cs := int64(a.Header.ChunkSize)
