@@ -355,3 +355,65 @@ func poolBuf(pool *sync.Pool, n int) []byte {
 	}
 	return make([]byte, n)
 }
+
+// storedChunks reads member e's content frames and hands fn each one's
+// stored plaintext, opened but not decompressed (an LZ4 block stays one),
+// with its LZ4 and final flags: what a compaction re-seals unchanged.
+// Every frame's header, length rule, checksum and seal are checked; the
+// plaintext is not decoded. stored is valid until fn returns.
+func (a *Archive) storedChunks(e Entry, fn func(stored []byte, lz4, final bool) error) error {
+	R := int64(a.Header.RecordSize)
+	cs := int64(a.Header.ChunkSize)
+	lr := &logicalReader{src: a.src, R: R, off: e.Offset, end: e.Offset + e.Length}
+	member := int64(e.Number)
+	var hb [FrameHeaderSize]byte
+	if _, err := io.ReadFull(lr, hb[:]); err != nil {
+		return newErr(ClassMember, physOf(e.Offset, R), member, "cannot read metadata frame")
+	}
+	fh, bad := parseFrameHeader(hb[:])
+	if bad != "" || fh.Kind != KindMeta || int64(fh.Len)+FrameHeaderSize >= e.Length {
+		return newErr(ClassMember, physOf(e.Offset, R), member, "not a metadata frame")
+	}
+	lr.off += int64(fh.Len)
+	payload := poolBuf(&a.payloads, int(summaryFrameLen(cs)))
+	defer a.payloads.Put(&payload)
+	for index := uint64(0); ; index++ {
+		phys := physOf(lr.off, R)
+		if _, err := io.ReadFull(lr, hb[:]); err != nil {
+			return newErr(ClassMember, phys, member, "stream ends before its final frame")
+		}
+		fh, bad := parseFrameHeader(hb[:])
+		if bad == "" && fh.Kind != KindContent {
+			bad = fmt.Sprintf("%q frame in a content stream", fh.Kind)
+		}
+		if bad == "" {
+			bad = checkFrameLen(fh, cs)
+		}
+		if bad != "" {
+			return newErr(ClassMember, phys, member, "%s", bad)
+		}
+		p := payload[:fh.Len]
+		if _, err := io.ReadFull(lr, p); err != nil {
+			return newErr(ClassMember, phys, member, "frame cut short")
+		}
+		if frame.CRC(hb[:], p) != fh.CRC {
+			return newErr(ClassMember, phys, member, "frame checksum mismatch")
+		}
+		stored, err := frame.Open(a.keys, fh, hb[:], p, e.Number, index)
+		if err != nil {
+			return newErr(ClassMember, phys, member, "content frame %d failed authentication", index)
+		}
+		if len(stored) > 0 && emptyContent(e.Meta.Type) {
+			return newErr(ClassMember, phys, member, "a %s has content: a member of this type has none", e.Meta.Type)
+		}
+		if err := fn(stored, fh.LZ4(), fh.Final()); err != nil {
+			return err
+		}
+		if fh.Final() {
+			if rest := lr.end - lr.off; rest != 0 {
+				return newErr(ClassMember, phys, member, "%d bytes after the final frame", rest)
+			}
+			return nil
+		}
+	}
+}

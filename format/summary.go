@@ -38,6 +38,9 @@ type SummaryItem struct {
 	Offset, Span int64
 	Size         int64
 	Inode        uint64
+	// Replaces is a replaces record's list (spec 7.7), nil on any other
+	// member.
+	Replaces []Replaced
 }
 
 // SummaryScratch holds the buffers a summary walk reuses from one archive
@@ -549,6 +552,12 @@ func leanMeta(b []byte, it *SummaryItem) error {
 				return err
 			}
 			it.Inode = x
+		case tagReplaces:
+			rs, err := decodeReplaces(v)
+			if err != nil {
+				return err
+			}
+			it.Replaces = rs
 		}
 		return nil
 	})
@@ -560,6 +569,9 @@ func leanMeta(b []byte, it *SummaryItem) error {
 	}
 	if it.Type == TypeTombstone && len(it.Path) == 0 {
 		return errors.New("tombstone without a path")
+	}
+	if (it.Type == TypeReplaces) != (it.Replaces != nil) {
+		return errors.New("a replaces list on a member that is not a replaces record, or a replaces record without one")
 	}
 	return nil
 }

@@ -38,6 +38,10 @@ type WriterOptions struct {
 	// OnAdd, when set, is called with each member Add accepts, before its
 	// content is read: what tar -v lists. It must not keep m.
 	OnAdd func(m *Meta)
+	// Replaces, when set, makes a compacted archive (spec 7.7): NewWriter
+	// writes a replaces record listing these archives as member 0, and
+	// members are then added with CopyMember (or Add). Sorted by id.
+	Replaces []Replaced
 }
 
 // Entry is where a member lives in an archive: what the summary and the
@@ -147,6 +151,12 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.pipe = newOrdered((*batch).seal, opt.Workers, batchDepth)
 	wr.asmWG.Add(1)
 	go wr.assemble()
+	if opt.Replaces != nil {
+		if _, err := wr.Add(&Meta{Type: TypeReplaces, Replaces: opt.Replaces}, nil); err != nil {
+			wr.Abort(err)
+			return nil, err
+		}
+	}
 	for _, p := range opt.Tombstones {
 		if _, err := wr.Add(&Meta{Type: TypeTombstone, Path: p}, nil); err != nil {
 			wr.Abort(err)
@@ -433,6 +443,73 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 		if total != want {
 			w.setErr(fmt.Errorf("member %q: content is %d bytes, its metadata says %d", m.Path, total, want))
 		}
+	}
+	return total, w.stickyErr()
+}
+
+// CopyMember copies member e of archive src into the archive as its next
+// member (spec 7.7): the metadata record as it is (the summary form
+// checked against e), and each content frame's stored plaintext re-sealed
+// under this archive's keys with the same flags, neither decompressed nor
+// compressed again. The chunk sizes must agree. It returns the content
+// bytes stored (after compression). An error reading src is the copy's
+// and leaves the writer as Add's content-reader errors do: unusable.
+func (w *Writer) CopyMember(src *Archive, e Entry) (int64, error) {
+	if err := w.stickyErr(); err != nil {
+		return 0, err
+	}
+	if w.closed {
+		return 0, errors.New("cbfs writer: CopyMember after Close")
+	}
+	if int(src.Header.ChunkSize) != w.opt.ChunkSize {
+		return 0, fmt.Errorf("member %q: chunk size %d, this archive's is %d", e.Meta.Path, src.Header.ChunkSize, w.opt.ChunkSize)
+	}
+	m, err := src.Meta(e)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.Validate(); err != nil {
+		return 0, fmt.Errorf("member %q: %w", m.Path, err)
+	}
+	if bad := w.seq.next(m); bad != "" {
+		return 0, fmt.Errorf("member %q: %s", m.Path, bad)
+	}
+	if uint64(w.members) >= MaxMembers {
+		return 0, fmt.Errorf("archive full: %d members", uint64(MaxMembers))
+	}
+	enc := m.Encode(nil)
+	num := w.members
+	w.members++
+	w.mu.Lock()
+	w.open = append(w.open, Entry{Number: num, Meta: m.summaryOnly()})
+	ei := w.openBase + len(w.open) - 1
+	w.mu.Unlock()
+	w.queue(sealJob{w: w, kind: KindMeta, final: true, stream: num, plain: enc, lz4: len(enc) > MetaPad-8, entry: ei})
+	var index uint64
+	var total int64
+	sawFinal := false
+	err = src.storedChunks(e, func(stored []byte, lz4, final bool) error {
+		sawFinal = final
+		j := sealJob{w: w, kind: KindContent, final: final, stream: num, index: index, plain: append(w.getBuf(), stored...), isLZ4: lz4, entry: -1}
+		if final {
+			j.entry = ei
+		}
+		w.queue(j)
+		index++
+		total += int64(len(stored))
+		return nil
+	})
+	if err == nil && index == 0 {
+		err = newErr(ClassMember, -1, int64(e.Number), "no content frame")
+	}
+	if err != nil {
+		if !sawFinal {
+			// Keep the pipeline's members whole: the sticky error makes
+			// the archive unusable anyway.
+			w.queue(sealJob{w: w, kind: KindContent, final: true, stream: num, index: index, plain: w.getBuf(), entry: ei})
+		}
+		w.setErr(fmt.Errorf("copying member %d (%q): %w", e.Number, m.Path, err))
+		return total, w.stickyErr()
 	}
 	return total, w.stickyErr()
 }

@@ -198,8 +198,10 @@ func (s *readerStream) err() error    { return s.it.Err() }
 
 // mergeStreams merges sorted streams by path and calls emit with each
 // path and its candidates after the winner rule (sources' sequence
-// numbers from srcs); cs is valid until emit returns.
-func mergeStreams(ss []stream, srcs []Archive, emit func(path []byte, cs []cand) error) error {
+// numbers from srcs); cs is valid until emit returns. Candidates of the
+// sources retired says are dropped before the rule, and a path left
+// without any is not emitted (retired nil: none).
+func mergeStreams(ss []stream, srcs []Archive, retired []bool, emit func(path []byte, cs []cand) error) error {
 	live := make([]bool, len(ss))
 	for i, s := range ss {
 		live[i] = s.next()
@@ -236,6 +238,12 @@ func mergeStreams(ss []stream, srcs []Archive, emit func(path []byte, cs []cand)
 			}
 			lt.replay(w2)
 		}
+		if retired != nil {
+			cs = slices.DeleteFunc(cs, func(c cand) bool { return retired[c.arch] })
+			if len(cs) == 0 {
+				continue
+			}
+		}
 		if len(cs) > 1 {
 			cs = winners(cs, srcs)
 		}
@@ -263,9 +271,11 @@ type CombineResult struct {
 
 // table makes the archives table of sources: one row per id (the
 // smaller name, the larger member count), sorted by name then id, and
-// each source's row. Sources dropped (dropped[i], when dropped is not
-// nil) have no row: nothing of them is in the index.
-func table(srcs []Archive, dropped []bool) ([]Archive, []uint32, []Copy, error) {
+// each source's row; a retired source (spec 2.8) has no row, and its
+// entry in retired is true. Sources dropped (dropped[i], when dropped is
+// not nil: archives given up while read) have no row either, and count
+// for nothing: nothing of them is in the index.
+func table(srcs []Archive, dropped []bool) (_ []Archive, _ []uint32, retired []bool, _ []Copy, _ error) {
 	byID := map[[crypt.IDSize]byte]int{}
 	var rows []Archive
 	var copies []Copy
@@ -277,8 +287,11 @@ func table(srcs []Archive, dropped []bool) ([]Archive, []uint32, []Copy, error) 
 		if k, ok := byID[a.ID]; ok {
 			r := &rows[k]
 			if r.Seq != a.Seq {
-				return nil, nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
+				return nil, nil, nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
 					a.ID, r.Name, r.Seq, a.Name, a.Seq)
+			}
+			if !sameReplaces(r.Replaces, a.Replaces) {
+				return nil, nil, nil, nil, fmt.Errorf("archive id %x is %s and %s with different replaces records: one of them was forged or damaged", a.ID, r.Name, a.Name)
 			}
 			copies = append(copies, Copy{ID: a.ID, Names: [2]string{min(r.Name, a.Name), max(r.Name, a.Name)}})
 			r.Name = min(r.Name, a.Name)
@@ -290,40 +303,65 @@ func table(srcs []Archive, dropped []bool) ([]Archive, []uint32, []Copy, error) 
 		first[i] = len(rows)
 		rows = append(rows, a)
 	}
-	if len(rows) > MaxArchives {
-		return nil, nil, nil, fmt.Errorf("index over %d archives", MaxArchives)
+	ret := retiredSet(rows)
+	gone := make([]bool, len(rows))
+	live := 0
+	for i := range rows {
+		if err := checkRetired(&rows[i], ret); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		_, gone[i] = ret[rows[i].ID]
+		if !gone[i] {
+			live++
+		}
 	}
-	order := make([]int, len(rows))
-	for i := range order {
-		order[i] = i
+	if live > MaxArchives {
+		return nil, nil, nil, nil, fmt.Errorf("index over %d archives", MaxArchives)
+	}
+	order := make([]int, 0, live)
+	for i := range rows {
+		if !gone[i] {
+			order = append(order, i)
+		}
 	}
 	slices.SortFunc(order, func(p, q int) int { return compareArchives(&rows[p], &rows[q]) })
 	pos := make([]uint32, len(rows))
-	out := make([]Archive, len(rows))
+	for i := range pos {
+		pos[i] = noRow
+	}
+	out := make([]Archive, len(order))
 	for k, i := range order {
 		pos[i] = uint32(k)
 		out[k] = rows[i]
 	}
 	for k := 1; k < len(out); k++ {
 		if out[k].Name == out[k-1].Name {
-			return nil, nil, nil, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
+			return nil, nil, nil, nil, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
 				out[k].Name, out[k-1].ID, out[k].ID)
 		}
 	}
 	rowOf := make([]uint32, len(srcs))
 	for i := range srcs {
-		if dropped == nil || !dropped[i] {
+		if dropped != nil && dropped[i] {
+			rowOf[i] = noRow
+		} else {
 			rowOf[i] = pos[first[i]]
 		}
+		if rowOf[i] == noRow {
+			if retired == nil {
+				retired = make([]bool, len(srcs))
+			}
+			retired[i] = true
+		}
 	}
-	return out, rowOf, copies, nil
+	return out, rowOf, retired, copies, nil
 }
 
 // combine merges streams over srcs and writes the index to out. The
 // sources dropped (see table) count for nothing, their sequence numbers
 // included; no stream may hold a candidate of theirs.
 func combine(out io.Writer, key *crypt.Key, highSeq uint64, srcs []Archive, dropped []bool, ss []stream) (*CombineResult, error) {
-	tab, rowOf, copies, err := table(srcs, dropped)
+	tab, rowOf, retired, copies, err := table(srcs, dropped)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +375,7 @@ func combine(out io.Writer, key *crypt.Key, highSeq uint64, srcs []Archive, drop
 		return nil, err
 	}
 	res := &CombineResult{HighSeq: highSeq, Archives: tab, Copies: copies}
-	err = mergeStreams(ss, srcs, func(path []byte, cs []cand) error {
+	err = mergeStreams(ss, srcs, retired, func(path []byte, cs []cand) error {
 		for i := range cs {
 			cs[i].arch = rowOf[cs[i].arch]
 		}
@@ -536,6 +574,21 @@ func (sp *Spiller) NewRunBuilder(a Archive, limit int) (*RunBuilder, error) {
 		return nil, err
 	}
 	return &RunBuilder{sp: sp, src: src, limit: max(limit, 1<<12), sorted: true, srcArc: a}, nil
+}
+
+// SetReplaces records the archive's replaces record (archive spec 7.7),
+// met as its member 0, in its table row.
+func (b *RunBuilder) SetReplaces(rs []format.Replaced) error {
+	a := b.srcArc
+	a.Replaces = slices.Clone(rs)
+	if err := checkArchive(&a); err != nil {
+		return err
+	}
+	b.srcArc = a
+	b.sp.mu.Lock()
+	b.sp.srcs[b.src].Replaces = a.Replaces
+	b.sp.mu.Unlock()
+	return nil
 }
 
 // Add records one member as Builder.Add does: members of types the
@@ -745,7 +798,7 @@ func spillStreams(dir string, ss []stream, srcs []Archive) (*spillFile, error) {
 		return nil, err
 	}
 	var rec []byte
-	err = mergeStreams(ss, srcs, func(path []byte, cs []cand) error {
+	err = mergeStreams(ss, srcs, nil, func(path []byte, cs []cand) error {
 		rec = runRecord(rec[:0], path, cs)
 		return f.write(rec)
 	})

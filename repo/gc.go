@@ -25,6 +25,10 @@ type ArchiveUsage struct {
 	LiveMembers int    `json:"live_members"`
 	LiveBytes   int64  `json:"live_bytes"`
 	DeadBytes   int64  `json:"dead_bytes"`
+	// Retired: the index leaves the archive out because a compacted
+	// archive replaces it (index spec 2.8): all of it is dead, and it
+	// may be removed.
+	Retired bool `json:"retired,omitempty"`
 	// KeyID is the id of the key the archive is under (GC).
 	KeyID string `json:"key_id,omitempty"`
 }
@@ -69,14 +73,26 @@ func isWinner(x *index.Index, pos int, path []byte, num uint32) bool {
 // included; the header, summary and footer are counted in neither. An
 // archive the index does not list (InIndex false) counts as all live.
 func Usage(x *index.Index, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
-	c := newUsageCounter(x, name, a)
+	c := newUsageCounter(x, RetiredIDs(x.Archives), name, a)
 	for _, e := range entries {
 		c.add(e)
 	}
 	return c.u
 }
 
-// usageCounter counts an archive's members one at a time (see Usage).
+// RetiredIDs are the archives an index's rows replace (index spec 2.8).
+func RetiredIDs(rows []index.Archive) map[[crypt.IDSize]byte]bool {
+	m := map[[crypt.IDSize]byte]bool{}
+	for _, a := range rows {
+		for _, r := range a.Replaces {
+			m[r.ID] = true
+		}
+	}
+	return m
+}
+
+// usageCounter counts an archive's members one at a time (see Usage), as
+// its summary is walked.
 type usageCounter struct {
 	x   *index.Index
 	a   *format.Archive
@@ -84,15 +100,23 @@ type usageCounter struct {
 	u   ArchiveUsage
 }
 
-func newUsageCounter(x *index.Index, name string, a *format.Archive) *usageCounter {
+// newUsageCounter starts counting archive a, named name, against x;
+// retired are the archives x's rows replace (RetiredIDs).
+func newUsageCounter(x *index.Index, retired map[[crypt.IDSize]byte]bool, name string, a *format.Archive) *usageCounter {
 	c := &usageCounter{x: x, a: a, u: ArchiveUsage{Archive: name}}
 	c.pos, c.u.InIndex = indexPos(x, name, a.Header.ID)
+	c.u.Retired = !c.u.InIndex && retired[a.Header.ID]
 	return c
 }
 
 func (c *usageCounter) add(e format.Entry) {
 	c.u.Members++
 	span := c.a.Header.PhysSpan(e.Offset, e.Length)
+	if c.u.Retired {
+		// A compacted archive replaces this one: all of it is dead.
+		c.u.DeadBytes += span
+		return
+	}
 	// An archive the index does not list (renamed, or written without
 	// the index) may hold the only copy of a path: nothing in it is
 	// known to be dead.
@@ -144,6 +168,9 @@ type IndexCheck struct {
 	// Unknown are archives given that the index does not list (by id):
 	// written without the index, or the index is stale or rolled back.
 	Unknown []string `json:"not_in_index"`
+	// Retired are archives given that the index leaves out because a
+	// compacted archive replaces them: they may be removed.
+	Retired []string `json:"retired"`
 }
 
 // CheckIndex checks an index against the archives given (by file base
@@ -155,7 +182,7 @@ type IndexCheck struct {
 // deleted path back. Entries whose archives were not given are counted,
 // not reported.
 func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
-	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}}
+	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}, Retired: []string{}}
 	check := func(p *IndexProblem, arch index.Archive, e index.Entry) bool {
 		g := given[arch.Name]
 		m, ok := g.Intact[e.Member]
@@ -213,12 +240,18 @@ func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 	for _, a := range x.Archives {
 		ids[a.ID] = true
 	}
+	retired := RetiredIDs(x.Archives)
 	for name, g := range given {
-		if g.Intact != nil && !ids[g.ID] {
+		switch {
+		case g.Intact == nil || ids[g.ID]:
+		case retired[g.ID]:
+			res.Retired = append(res.Retired, name)
+		default:
 			res.Unknown = append(res.Unknown, name)
 		}
 	}
 	slices.Sort(res.Unknown)
+	slices.Sort(res.Retired)
 	return res
 }
 
@@ -254,6 +287,7 @@ type GCResult struct {
 // ctx's cause.
 func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*crypt.Key, jobs int) ([]GCResult, error) {
 	out := make([]GCResult, len(sources))
+	retired := RetiredIDs(x.Archives)
 	err := parallel.Do(ctx, len(sources), jobs, func(_ context.Context, i int) {
 		src := sources[i]
 		out[i].Source = src
@@ -263,7 +297,7 @@ func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*cry
 			return
 		}
 		defer obj.Close()
-		c := newUsageCounter(x, src.Location(), a)
+		c := newUsageCounter(x, retired, src.Location(), a)
 		if err := a.WalkEntries(func(e format.Entry) error { c.add(e); return nil }); err != nil {
 			out[i].Err = locErr(src, err)
 			return

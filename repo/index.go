@@ -396,6 +396,9 @@ func (w *indexWorker) index(ns store.Source, key *crypt.Key) (int, *ArchiveProbl
 			return 0, nil, err
 		}
 		why = a.SummaryItems(&w.scratch, func(it *format.SummaryItem) error {
+			if it.Type == format.TypeReplaces {
+				return b.SetReplaces(it.Replaces)
+			}
 			err := b.Add(it.Path, index.Entry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
 			return w.exclude(ns.Name, it.Member, err)
 		})
@@ -433,6 +436,9 @@ func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt
 		return err
 	}}, func(e format.Entry) error {
 		n, top = n+1, max(top, uint64(e.Number)+1)
+		if e.Meta.Type == format.TypeReplaces {
+			return b.SetReplaces(e.Meta.Replaces)
+		}
 		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
 			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
 		return w.exclude(ns.Name, e.Number, err)
@@ -554,7 +560,11 @@ func WriteIndexFile(path string, x *index.Index, key *crypt.Key, replace bool) e
 // ArchiveIndex is the index of one archive just written, from the
 // writer's header and entries.
 func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*index.Index, error) {
-	b, err := index.NewBuilder(index.Archive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}, len(entries), 0)
+	a := index.Archive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}
+	if len(entries) > 0 && entries[0].Meta.Type == format.TypeReplaces {
+		a.Replaces = entries[0].Meta.Replaces
+	}
+	b, err := index.NewBuilder(a, len(entries), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -761,7 +771,7 @@ type IndexDiff struct {
 
 func sameLocation(p, q Location) bool {
 	p.Entry.Archive, q.Entry.Archive = 0, 0
-	return p == q
+	return p.Entry == q.Entry && p.Archive.Equal(&q.Archive)
 }
 
 // DiffReaders compares two indexes, streaming: the archives tables first
@@ -778,7 +788,7 @@ func DiffReaders(a, b *index.Reader, fn func(IndexDiff) error) error {
 		pa := &a.Archives[i]
 		seen[pa.ID] = true
 		if j, ok := ids[pa.ID]; ok {
-			if pb := &b.Archives[j]; *pa != *pb {
+			if pb := &b.Archives[j]; !pa.Equal(pb) {
 				if err := fn(IndexDiff{ArchA: pa, ArchB: pb}); err != nil {
 					return err
 				}

@@ -109,7 +109,7 @@ exit status is 1.`,
 					n++
 					return nil
 				}
-				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal {
+				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal || e.Meta.Type == format.TypeReplaces {
 					return nil // not files: tar tv does not list them either
 				}
 				m := e.Meta
