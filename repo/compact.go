@@ -676,7 +676,9 @@ func writeCompacted(ctx context.Context, g *compactGroup, key *crypt.Key, j jour
 // copyLive copies into w the members of c to copy, in member order:
 // reads run forward through the archive.
 func copyLive(w *format.Writer, c *compactArchive, keys []*crypt.Key) (int, error) {
-	a, entries, closer, err := OpenSummary(c.src, keys...)
+	// Through a block cache: a member is read as several small reads
+	// (frame headers, payloads), which large blocks serve.
+	a, entries, closer, err := openSummaryVia(c.src, format.NewBlockCache(4), keys...)
 	if err != nil {
 		return 0, err
 	}
