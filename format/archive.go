@@ -1,7 +1,6 @@
 package format
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -195,34 +194,6 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	return f, nil
 }
 
-// Entries reads and opens the summary. It needs the key.
-func (a *Archive) Entries() ([]Entry, error) {
-	if a.keys == nil {
-		return nil, errors.New("the summary cannot be read without the key")
-	}
-	if a.Footer == nil {
-		return nil, errors.New("a salvaged archive has no summary to read")
-	}
-	var entries []Entry
-	// Each summary frame holds at most a chunk: room for them all, so
-	// that the plaintext is not copied again and again as it grows.
-	cs := int64(a.Header.ChunkSize)
-	frames := int64(a.Footer.SummaryLength) / (FrameHeaderSize + summaryFrameLen(cs))
-	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0,
-		make([]byte, 0, min(frames*cs, MaxSummarySize)), nil)
-	if err != nil {
-		return nil, err
-	}
-	entries, err = DecodeSummary(plain, a.Footer.Members)
-	if err == nil {
-		err = summaryEnds(entriesEnd(entries), int64(a.Footer.SummaryOffset))
-	}
-	if err != nil {
-		return nil, newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
-	}
-	return entries, nil
-}
-
 // logicalReader reads the logical frame stream of a Source from a given
 // logical offset, skipping record headers and padding.
 type logicalReader struct {
@@ -249,11 +220,10 @@ func (l *logicalReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// readStream reads and opens the frames of one stream in [off, off+length)
-// (a summary, or a member's content when kind is KindContent). With fn
-// set, each chunk's plaintext goes to fn and nothing is kept; else it is
-// appended to out.
-func (a *Archive) readStream(off, length int64, kind byte, stream uint32, out []byte, fn func([]byte) error) ([]byte, error) {
+// readContent reads and opens the content frames of member stream in
+// [off, off+length): each chunk's plaintext goes to fn and nothing is
+// kept. (The summary has a reader of its own, summaryChunks.)
+func (a *Archive) readContent(off, length int64, stream uint32, fn func([]byte) error) error {
 	// Frames are read straight from the source, header then payload:
 	// the source is a block cache wherever many small streams are read.
 	lr := &logicalReader{src: a.src, R: int64(a.Header.RecordSize), off: off, end: off + length}
@@ -267,58 +237,48 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, out []
 			a.dbufs.Put(&dbuf)
 		}
 	}()
-	class, member := ClassSummary, int64(-1)
-	if kind == KindContent {
-		class, member = ClassMember, int64(stream)
-	}
+	member := int64(stream)
 	for index := uint64(0); ; index++ {
 		phys := physOf(lr.off, lr.R)
 		var hb [FrameHeaderSize]byte
 		if _, err := io.ReadFull(lr, hb[:]); err != nil {
-			return nil, newErr(class, phys, member, "stream ends before its final frame")
+			return newErr(ClassMember, phys, member, "stream ends before its final frame")
 		}
 		fh, bad := parseFrameHeader(hb[:])
-		if bad == "" && fh.Kind != kind {
-			bad = fmt.Sprintf("%q frame in a %s stream", fh.Kind, frameName(kind))
+		if bad == "" && fh.Kind != KindContent {
+			bad = fmt.Sprintf("%q frame in a %s stream", fh.Kind, frameName(KindContent))
 		}
 		if bad == "" {
 			bad = checkFrameLen(fh, cs)
 		}
 		if bad != "" {
-			return nil, newErr(class, phys, member, "%s", bad)
+			return newErr(ClassMember, phys, member, "%s", bad)
 		}
 		if payload == nil {
 			payload = poolBuf(&a.payloads, int(summaryFrameLen(cs)))
 		}
 		payload := payload[:fh.Len]
 		if _, err := io.ReadFull(lr, payload); err != nil {
-			return nil, newErr(class, phys, member, "frame cut short")
+			return newErr(ClassMember, phys, member, "frame cut short")
 		}
 		if frame.CRC(hb[:], payload) != fh.CRC {
-			return nil, newErr(class, phys, member, "frame checksum mismatch")
+			return newErr(ClassMember, phys, member, "frame checksum mismatch")
 		}
 		if fh.LZ4() && dbuf == nil {
 			dbuf = poolBuf(&a.dbufs, int(cs))
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
 		if bad != "" {
-			return nil, newErr(class, phys, member, "%s frame %d: %s", frameName(kind), index, bad)
+			return newErr(ClassMember, phys, member, "%s frame %d: %s", frameName(KindContent), index, bad)
 		}
-		if fn != nil {
-			if err := fn(plain); err != nil {
-				return nil, err
-			}
-		} else {
-			if int64(len(out))+int64(len(plain)) > MaxSummarySize {
-				return nil, newErr(class, phys, member, "summary over %d bytes", int64(MaxSummarySize))
-			}
-			out = append(out, plain...)
+		if err := fn(plain); err != nil {
+			return err
 		}
 		if fh.Final() {
 			if rest := lr.end - lr.off; rest != 0 {
-				return nil, newErr(class, phys, member, "%d bytes after the final frame", rest)
+				return newErr(ClassMember, phys, member, "%d bytes after the final frame", rest)
 			}
-			return out, nil
+			return nil
 		}
 	}
 }
@@ -375,14 +335,13 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 		return newErr(ClassMember, physOf(e.Offset, R), int64(e.Number), "not a metadata frame")
 	}
 	start := e.Offset + FrameHeaderSize + int64(fh.Len)
-	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, nil, func(p []byte) error {
+	return a.readContent(start, e.Offset+e.Length-start, e.Number, func(p []byte) error {
 		if len(p) > 0 && e.Meta != nil && emptyContent(e.Meta.Type) {
 			return newErr(ClassMember, physOf(start, R), int64(e.Number), "a %s has content: a member of this type has none", e.Meta.Type)
 		}
 		_, err := w.Write(p)
 		return err
 	})
-	return err
 }
 
 // PhysOffset maps a logical offset to a byte offset in the archive.

@@ -65,6 +65,15 @@ type cachedSource struct {
 
 func (s *cachedSource) Size() int64 { return s.src.Size() }
 
+// ReadRange reads a range in order past the cache: from the source's own
+// ReadRange when it has one (one request), else by offsets.
+func (s *cachedSource) ReadRange(off, n int64) (io.ReadCloser, error) {
+	if rr, ok := s.src.(RangeReader); ok {
+		return rr.ReadRange(off, n)
+	}
+	return io.NopCloser(io.NewSectionReader(s.src, off, n)), nil
+}
+
 func (s *cachedSource) ReadAt(p []byte, off int64) (int, error) {
 	if int64(len(p)) >= s.c.size/2 {
 		// Large reads gain nothing from a copy.

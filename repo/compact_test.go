@@ -107,12 +107,18 @@ func TestCompactInvariants(t *testing.T) {
 	dir, meta := t.TempDir(), t.TempDir()
 	kept := filepath.Join(meta, "kept.idx")
 	writeHistory(t, dir, kept, key, []int{0, 1, 2, 3, 4})
+	// A later archive supersedes other/a of fs-0004 (sequence 2, as
+	// fs-0002).
+	h, es := writeIndexed(t, dir, "fs-0006.cbfs", key, 8, []im{{format.TypeRegular, "other/a"}})
+	if _, err := AddToIndex(kept, key, "fs-0006.cbfs", h, es); err != nil {
+		t.Fatal(err)
+	}
 	before := treeBytes(t, readIdx(t, kept, key), dir, key)
 
 	res := compact(t, kept, key, CompactOptions{MinDead: 0}, dir)
-	// Every archive with members is compacted; the two of sequence 2
-	// share a new archive.
-	if len(res.Picked) != 4 || len(res.Outputs) != 3 || len(res.Retired) != 4 {
+	// Every archive with dead members is compacted (fs-0003 and fs-0006
+	// have none); the two of sequence 2 share a new archive.
+	if len(res.Picked) != 3 || len(res.Outputs) != 2 || len(res.Retired) != 3 {
 		t.Fatalf("picked %d, outputs %d, retired %d: %+v", len(res.Picked), len(res.Outputs), len(res.Retired), res)
 	}
 	keptBytes := readFile(t, kept)
@@ -183,11 +189,19 @@ func TestCompactInvariants(t *testing.T) {
 	if got := rebuildNoConflict(t, key, dir); !bytes.Equal(got, keptBytes) {
 		t.Fatal("second round: rebuild with every archive ever written differs")
 	}
-	// Only the first round's sources left beside the newest archives.
-	onlyOld := copyArchives(t, dir, baseNames(res2.Retired[:0]))
+	// The first round's outputs that the second retired gone, their
+	// sources (retired by the first round) still there: the lists
+	// carried on keep those sources out.
+	var gone []string
 	for _, o := range res.Outputs {
-		os.Remove(filepath.Join(onlyOld, filepath.Base(o.Archive)))
+		if slices.Contains(baseNames(res2.Retired), filepath.Base(o.Archive)) {
+			gone = append(gone, filepath.Base(o.Archive))
+		}
 	}
+	if len(gone) == 0 {
+		t.Fatal("the second round retired none of the first round's outputs")
+	}
+	onlyOld := copyArchives(t, dir, gone)
 	if got := rebuildNoConflict(t, key, onlyOld); !bytes.Equal(got, keptBytes) {
 		t.Fatal("second round: rebuild with the first round's outputs gone differs")
 	}
@@ -279,17 +293,20 @@ func TestCompactKilled(t *testing.T) {
 					files = append(files, filepath.Join(dir, a.name))
 				}
 			}
-			res := compact(t, kept, key, CompactOptions{MinDead: 0, Remove: true}, files...)
-			if len(res.Removed) != len(res.Retired) {
-				t.Fatalf("second run: removed %v of retired %v", res.Removed, res.Retired)
-			}
+			compact(t, kept, key, CompactOptions{MinDead: 0, Remove: true}, files...)
 			if got := rebuildNoConflict(t, key, dir); !bytes.Equal(got, readFile(t, kept)) {
 				t.Fatal("after the second run a rebuild differs from the maintained index")
+			}
+			// --remove removes a retired archive only while what replaces
+			// it is given too: with the directory, all of them.
+			res := compact(t, kept, key, CompactOptions{MinDead: 0.99, Remove: true}, dir)
+			if len(res.Removed) != len(res.Retired) || len(res.Kept) != 0 {
+				t.Fatalf("third run: removed %v of retired %v, kept %v", res.Removed, res.Retired, res.Kept)
 			}
 			if got := treeBytes(t, readIdx(t, kept, key), dir, key); !bytes.Equal(got, before) {
 				t.Fatal("after the second run the index serves another tree")
 			}
-			for _, a := range history()[:4] {
+			for _, a := range history()[:2] {
 				if _, err := os.Stat(filepath.Join(dir, a.name)); err == nil {
 					t.Errorf("%s is still there after the second run", a.name)
 				}
@@ -311,4 +328,120 @@ func TestCompactKillChild(t *testing.T) {
 	}
 	compact(t, os.Getenv("CBFS_COMPACT_INDEX"), testutil.Key(t, 1), CompactOptions{MinDead: 0, Remove: true}, os.Getenv("CBFS_COMPACT_DIR"))
 	t.Fatal("not killed")
+}
+
+// writeMembers writes an archive of the given members (content by path)
+// and adds it to the index.
+func writeMembers(t *testing.T, dir, idx, name string, key *crypt.Key, seq uint64, ms []*format.Meta, content map[string][]byte) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := format.NewWriter(f, key, format.WriterOptions{Sequence: seq, Compress: true, RecordSize: format.MinRecordSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		var r *bytes.Reader
+		if c, ok := content[string(m.Path)]; ok && m.Type == format.TypeRegular {
+			m.Size = int64(len(c))
+			r = bytes.NewReader(c)
+		}
+		if r != nil {
+			_, err = w.Add(m, r)
+		} else {
+			_, err = w.Add(m, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	h := w.Header()
+	if _, err := AddToIndex(idx, key, name, &h, w.Entries()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCompactHardLinkToDeadTarget: a live hard link whose target was
+// superseded exports as the file it pointed at; compaction copies that
+// dead member along, so the tree served is the same.
+func TestCompactHardLinkToDeadTarget(t *testing.T) {
+	key := testutil.Key(t, 1)
+	dir, meta := t.TempDir(), t.TempDir()
+	idx := filepath.Join(meta, "x.idx")
+	R := format.TypeRegular
+	big := bytes.Repeat([]byte{1, 2, 3, 5, 8, 13, 21}, 20000)
+	writeMembers(t, dir, idx, "a.cbfs", key, 1, []*format.Meta{
+		{Type: R, Path: []byte("data/f1"), Mode: 0o644},
+		{Type: format.TypeHardlink, Path: []byte("data/hl1"), Link: []byte("data/f1"), Mode: 0o644},
+		{Type: R, Path: []byte("data/big"), Mode: 0o644},
+	}, map[string][]byte{"data/f1": []byte("original\n"), "data/big": big})
+	writeMembers(t, dir, idx, "b.cbfs", key, 2, []*format.Meta{
+		{Type: R, Path: []byte("data/f1"), Mode: 0o644},
+		{Type: format.TypeTombstone, Path: []byte("data/big")},
+	}, map[string][]byte{"data/f1": []byte("new\n")})
+	before := treeBytes(t, readIdx(t, idx, key), dir, key)
+	if !bytes.Contains(before, []byte("original\n")) {
+		t.Fatal("the link's content is not in the tree before compaction")
+	}
+	res := compact(t, idx, key, CompactOptions{MinDead: 0.01, Remove: true}, dir)
+	if len(res.Removed) != 1 {
+		t.Fatalf("removed %v: %+v", res.Removed, res)
+	}
+	if got := treeBytes(t, readIdx(t, idx, key), dir, key); !bytes.Equal(got, before) {
+		t.Fatal("the tree changed: the hard link lost the file it pointed at")
+	}
+}
+
+// TestCompactRemoveNeedsReplacement: --remove keeps a retired archive
+// when what replaces it is missing or damaged; a damaged or unreadable
+// archive is named and the others are compacted.
+func TestCompactRemoveNeedsReplacement(t *testing.T) {
+	key := testutil.Key(t, 1)
+	dir, meta := t.TempDir(), t.TempDir()
+	kept := filepath.Join(meta, "kept.idx")
+	writeHistory(t, dir, kept, key, []int{0, 1, 2, 3, 4})
+	res := compact(t, kept, key, CompactOptions{MinDead: 0}, dir)
+	if len(res.Outputs) != 2 {
+		t.Fatalf("outputs %+v", res.Outputs)
+	}
+	// One replacement damaged, the other gone.
+	damage(t, res.Outputs[0].Archive, 3000)
+	if err := os.Remove(res.Outputs[1].Archive); err != nil {
+		t.Fatal(err)
+	}
+	res = compact(t, kept, key, CompactOptions{MinDead: 0.99, Remove: true}, dir)
+	if len(res.Removed) != 0 || len(res.Kept) != 2 {
+		t.Fatalf("removed %v, kept %+v: want both sources kept", res.Removed, res.Kept)
+	}
+	for _, k := range res.Kept {
+		if !strings.Contains(k.Skipped, "does not verify") && !strings.Contains(k.Skipped, "not among the archives given") {
+			t.Errorf("kept %s: %s", k.Archive, k.Skipped)
+		}
+	}
+
+	// A damaged archive does not stop the others.
+	dir2, meta2 := t.TempDir(), t.TempDir()
+	kept2 := filepath.Join(meta2, "kept.idx")
+	writeHistory(t, dir2, kept2, key, []int{0, 1, 2, 3, 4})
+	a2 := openFooter(t, filepath.Join(dir2, "fs-0002.cbfs"), key)
+	damage(t, filepath.Join(dir2, "fs-0002.cbfs"), a2.PhysOffset(int64(a2.Footer.SummaryOffset))+40)
+	res = compact(t, kept2, key, CompactOptions{MinDead: 0}, dir2)
+	if len(res.Failed) == 0 || !strings.Contains(res.Failed[0].Archive, "fs-0002.cbfs") {
+		t.Fatalf("failed %+v: want fs-0002.cbfs named: %+v", res.Failed, res)
+	}
+	if len(res.Outputs) != 1 || !slices.Contains(baseNames(res.Retired), "fs-0001.cbfs") {
+		t.Fatalf("outputs %+v, retired %v: want fs-0001.cbfs compacted all the same", res.Outputs, res.Retired)
+	}
+	// And a second run with nothing dead left changes nothing.
+	before := readFile(t, kept)
+	res = compact(t, kept, key, CompactOptions{MinDead: 0}, dir)
+	if len(res.Outputs) != 0 || !bytes.Equal(readFile(t, kept), before) {
+		t.Fatalf("a run with nothing dead wrote %+v", res.Outputs)
+	}
 }

@@ -440,55 +440,56 @@ func keyIndex(h *format.Header, keys []*crypt.Key) int {
 }
 
 // scanArchive is the fallback: a member scan that counts every complete,
-// authenticated member.
+// authenticated member, each handed to the archive's runs as the scan
+// finds it (memory does not grow with the archive). The member count is
+// known only at the end: the footer's, when it authenticates, or one more
+// than the highest member found.
 func (w *indexWorker) scanArchive(ns store.Source, src format.Source, keys []*crypt.Key, why error) (int, *ArchiveProblem, error) {
-	var entries []format.Entry
-	rep, err := format.ScanArchive(src, format.ScanOptions{Key: keys[0], Keys: keys[1:]}, func(e format.Entry) error {
-		entries = append(entries, e)
-		return nil
+	var b *index.RunBuilder
+	var h *format.Header
+	n, top := 0, uint64(0) // top: one more than the highest member number found
+	rep, err := format.ScanArchive(src, format.ScanOptions{Key: keys[0], Keys: keys[1:], Header: func(hdr *format.Header) error {
+		var err error
+		h = hdr
+		b, err = w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: format.MaxMembers}, w.limit)
+		return err
+	}}, func(e format.Entry) error {
+		n, top = n+1, max(top, uint64(e.Number)+1)
+		if e.Meta.Type == format.TypeReplaces {
+			return b.SetReplaces(e.Meta.Replaces)
+		}
+		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
+			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
+		return w.exclude(ns.Name, e.Number, err)
 	})
-	if err != nil {
+	fail := func(err error) (int, *ArchiveProblem, error) {
+		if b != nil {
+			b.Abort()
+		}
 		return 0, nil, err
 	}
-	if rep == nil || rep.Header == nil {
-		return 0, nil, fmt.Errorf("%v; the member scan found no header", why)
+	if err != nil {
+		return fail(err)
+	}
+	if rep == nil || rep.Header == nil || b == nil {
+		return fail(fmt.Errorf("%v; the member scan found no header", why))
 	}
 	for _, p := range rep.Problems {
 		if p.Class == format.ClassHeader {
 			// The sequence number orders the archive: from a header that
 			// does not authenticate it cannot be trusted.
-			return 0, nil, p
+			return fail(p)
 		}
 	}
-	h := rep.Header
 	w.key = keyIndex(h, keys)
 	members := uint64(0)
 	if rep.Footer != nil && rep.FooterAuthenticated {
 		members = rep.Footer.Members
 	}
-	for _, e := range entries {
-		members = max(members, uint64(e.Number)+1)
+	if err := b.SetMembers(max(members, top)); err != nil {
+		return fail(err)
 	}
-	b, err := w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, w.limit)
-	if err != nil {
-		return 0, nil, err
-	}
-	for _, e := range entries {
-		if e.Meta.Type == format.TypeReplaces {
-			if err := b.SetReplaces(e.Meta.Replaces); err != nil {
-				b.Abort()
-				return 0, nil, err
-			}
-			continue
-		}
-		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
-			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
-		if err := w.exclude(ns.Name, e.Number, err); err != nil {
-			b.Abort()
-			return 0, nil, err
-		}
-	}
-	return len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: len(entries)}, commit(b)
+	return n, &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: n}, commit(b)
 }
 
 // MergeAll merges indexes (see index.Merge), in parallel. The

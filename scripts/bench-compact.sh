@@ -46,10 +46,10 @@ measure "cbfs export of the 20 archives compacted (each to /dev/null)" \
 python3 - "$c/compact.json" "$dead" "$srcbytes" "$out/time.txt" <<'PY' | tee -a "$results"
 import json, sys
 r = json.load(open(sys.argv[1])); dead = int(sys.argv[2]); src = int(sys.argv[3])
+freed = r['removed_bytes'] - sum(o['size'] for o in r['outputs'])
 print(f"\ncompact: {len(r['picked'])} archives picked, {len(r['outputs'])} written, {len(r['removed'])} removed; "
-      f"copied {r['copied_bytes']} live bytes, reclaimed {r['reclaimed_bytes']} bytes = "
-      f"{100 * r['reclaimed_bytes'] / dead:.1f}% of the {dead} dead bytes gc reported "
-      f"(the 20 sources were {src} bytes).")
+      f"copied {r['copied_bytes']} member bytes; the disk holds {freed} bytes less = "
+      f"{100 * freed / dead:.1f}% of the {dead} dead bytes gc reported (the 20 sources were {src} bytes).")
 PY
 "$cbfs" index rebuild -k "$key" -o "$c/rebuilt.index" "$c/run/arch" 2>/dev/null
 if cmp -s "$c/rebuilt.index" "$c/run/fs.index"; then

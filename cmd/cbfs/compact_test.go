@@ -71,7 +71,7 @@ func TestCompact(t *testing.T) {
 			Seq     uint64 `json:"seq"`
 		} `json:"outputs"`
 		Retired   []string `json:"retired"`
-		Reclaimed int64    `json:"reclaimed_bytes"`
+		Reclaimed int64    `json:"reclaimable_bytes"`
 	}
 	if err := json.Unmarshal(r.stdout, &res); err != nil {
 		t.Fatal(err)

@@ -129,7 +129,7 @@ is named on standard error. It changes nothing.`,
 			}
 			fmt.Fprintf(w, "compact (at least 50%% dead) would reclaim %d bytes from %s\n", compactBytes, plural(compactN, "archive", "archives"))
 			if retiredN > 0 {
-				fmt.Fprintf(w, "%s retired by compaction (%d bytes): remove them, or run compact --remove\n", plural(retiredN, "archive is", "archives are"), retiredBytes)
+				fmt.Fprintf(w, "%s retired by compaction (%d bytes): compact --remove removes %s\n", plural(retiredN, "archive is", "archives are"), retiredBytes, map[bool]string{true: "it", false: "them"}[retiredN == 1])
 			}
 			return status
 		},

@@ -113,19 +113,6 @@ func (g *gen) compaction() {
 
 	// Member order: a replaces record is member 0 or nowhere; a
 	// compacted archive holds only the indexed types.
-	addMember := func(l *layout, m *format.Meta) {
-		n := uint32(0)
-		for _, f := range l.Frames {
-			if f.Kind == format.KindMeta {
-				n++
-			}
-		}
-		r := m.Encode(nil)
-		fs := []*frame{{Kind: format.KindMeta, Flags: format.FlagFinal, Stream: n, Plain: padMeta(r, len(r))},
-			{Kind: format.KindContent, Flags: format.FlagFinal, Stream: n}}
-		s := l.summary()
-		l.Frames = append(l.Frames[:s], append(fs, l.Frames[s:]...)...)
-	}
 	seq := func(name, desc string, l *layout, f func(l *layout)) {
 		f(l)
 		l.setSummary(l.summaryPlain(same))

@@ -42,6 +42,10 @@ func IndexListing(x *index.Index) []byte {
 func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *index.Index {
 	opt := small
 	opt.Sequence = seq
+	return g.archiveIndexOpt(name, opt, ms)
+}
+
+func (g *gen) archiveIndexOpt(name string, opt format.WriterOptions, ms []mem) *index.Index {
 	data := g.write("index "+name, opt, ms)
 	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), g.keyA)
 	if err != nil {
@@ -64,20 +68,7 @@ func (g *gen) compactedIndex(name string, seq uint64, reps []format.Replaced, ms
 	opt := small
 	opt.Sequence = seq
 	opt.Replaces = reps
-	data := g.write("index "+name, opt, ms)
-	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), g.keyA)
-	if err != nil {
-		panic(err)
-	}
-	es, err := a.Entries()
-	if err != nil {
-		panic(err)
-	}
-	x, err := repo.ArchiveIndex(name, a.Header, es)
-	if err != nil {
-		panic(err)
-	}
-	return x
+	return g.archiveIndexOpt(name, opt, ms)
 }
 
 func merge(xs ...*index.Index) *index.Index {
