@@ -51,7 +51,7 @@ print(f"\ncompact: {len(r['picked'])} archives picked, {len(r['outputs'])} writt
       f"copied {r['copied_bytes']} member bytes; the disk holds {freed} bytes less = "
       f"{100 * freed / dead:.1f}% of the {dead} dead bytes gc reported (the 20 sources were {src} bytes).")
 PY
-"$cbfs" index rebuild -k "$key" -o "$c/rebuilt.index" "$c/run/arch" 2>/dev/null
+"$cbfs" index rebuild -k "$key" --force -o "$c/rebuilt.index" "$c/run/arch" 2>/dev/null
 if cmp -s "$c/rebuilt.index" "$c/run/fs.index"; then
   echo "A rebuild from the compacted set is byte-identical to the maintained index." | tee -a "$results"
 else
