@@ -1,8 +1,6 @@
 package format
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -196,53 +194,6 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	return f, nil
 }
 
-// Entries reads and opens the summary. It needs the key.
-func (a *Archive) Entries() ([]Entry, error) {
-	var entries []Entry
-	err := a.walkEntries(func(e Entry) { entries = append(entries, e) })
-	if err != nil {
-		return nil, err
-	}
-	return entries, nil
-}
-
-// CheckSummary reads and opens the summary and checks every entry as
-// Entries does, keeping none: memory does not grow with the members
-// beyond the summary's own bytes. It needs the key.
-func (a *Archive) CheckSummary() error { return a.walkEntries(func(Entry) {}) }
-
-// walkEntries reads and opens the summary, and calls fn with each entry
-// decoded, in member order.
-func (a *Archive) walkEntries(fn func(Entry)) error {
-	if a.keys == nil {
-		return errors.New("the summary cannot be read without the key")
-	}
-	if a.Footer == nil {
-		return errors.New("a salvaged archive has no summary to read")
-	}
-	plain, err := a.readStream(int64(a.Footer.SummaryOffset), int64(a.Footer.SummaryLength), KindSummary, 0, nil)
-	if err != nil {
-		return err
-	}
-	var end int64
-	_, err = walkSummary(plain, a.Footer.Members, func(n uint32, off, length int64, meta []byte) error {
-		m, err := DecodeMeta(meta)
-		if err != nil {
-			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
-		}
-		end = off + length
-		fn(Entry{Number: n, Offset: off, Length: length, Meta: m})
-		return nil
-	})
-	if err == nil {
-		err = summaryEnds(end, int64(a.Footer.SummaryOffset))
-	}
-	if err != nil {
-		return newErr(ClassSummary, physOf(int64(a.Footer.SummaryOffset), int64(a.Header.RecordSize)), -1, "%v", err)
-	}
-	return nil
-}
-
 // logicalReader reads the logical frame stream of a Source from a given
 // logical offset, skipping record headers and padding.
 type logicalReader struct {
@@ -269,14 +220,13 @@ func (l *logicalReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// readStream reads and opens the frames of one stream in [off, off+length)
-// (a summary, or a member's content when kind is KindContent). With fn
-// set, each chunk's plaintext goes to fn and nothing is kept.
-func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn func([]byte) error) ([]byte, error) {
+// readContent reads and opens the content frames of member stream in
+// [off, off+length): each chunk's plaintext goes to fn and nothing is
+// kept. (The summary has a reader of its own, summaryChunks.)
+func (a *Archive) readContent(off, length int64, stream uint32, fn func([]byte) error) error {
 	// Frames are read straight from the source, header then payload:
 	// the source is a block cache wherever many small streams are read.
 	lr := &logicalReader{src: a.src, R: int64(a.Header.RecordSize), off: off, end: off + length}
-	var out []byte
 	cs := int64(a.Header.ChunkSize)
 	var payload, dbuf []byte
 	defer func() {
@@ -287,58 +237,48 @@ func (a *Archive) readStream(off, length int64, kind byte, stream uint32, fn fun
 			a.dbufs.Put(&dbuf)
 		}
 	}()
-	class, member := ClassSummary, int64(-1)
-	if kind == KindContent {
-		class, member = ClassMember, int64(stream)
-	}
+	member := int64(stream)
 	for index := uint64(0); ; index++ {
 		phys := physOf(lr.off, lr.R)
 		var hb [FrameHeaderSize]byte
 		if _, err := io.ReadFull(lr, hb[:]); err != nil {
-			return nil, newErr(class, phys, member, "stream ends before its final frame")
+			return newErr(ClassMember, phys, member, "stream ends before its final frame")
 		}
 		fh, bad := parseFrameHeader(hb[:])
-		if bad == "" && fh.Kind != kind {
-			bad = fmt.Sprintf("%q frame in a %s stream", fh.Kind, frameName(kind))
+		if bad == "" && fh.Kind != KindContent {
+			bad = fmt.Sprintf("%q frame in a %s stream", fh.Kind, frameName(KindContent))
 		}
 		if bad == "" {
 			bad = checkFrameLen(fh, cs)
 		}
 		if bad != "" {
-			return nil, newErr(class, phys, member, "%s", bad)
+			return newErr(ClassMember, phys, member, "%s", bad)
 		}
 		if payload == nil {
 			payload = poolBuf(&a.payloads, int(summaryFrameLen(cs)))
 		}
 		payload := payload[:fh.Len]
 		if _, err := io.ReadFull(lr, payload); err != nil {
-			return nil, newErr(class, phys, member, "frame cut short")
+			return newErr(ClassMember, phys, member, "frame cut short")
 		}
 		if frame.CRC(hb[:], payload) != fh.CRC {
-			return nil, newErr(class, phys, member, "frame checksum mismatch")
+			return newErr(ClassMember, phys, member, "frame checksum mismatch")
 		}
 		if fh.LZ4() && dbuf == nil {
 			dbuf = poolBuf(&a.dbufs, int(cs))
 		}
 		plain, bad := openChunk(a.keys, fh, hb[:], payload, stream, index, int(cs), dbuf)
 		if bad != "" {
-			return nil, newErr(class, phys, member, "%s frame %d: %s", frameName(kind), index, bad)
+			return newErr(ClassMember, phys, member, "%s frame %d: %s", frameName(KindContent), index, bad)
 		}
-		if fn != nil {
-			if err := fn(plain); err != nil {
-				return nil, err
-			}
-		} else {
-			if int64(len(out))+int64(len(plain)) > MaxSummarySize {
-				return nil, newErr(class, phys, member, "summary over %d bytes", int64(MaxSummarySize))
-			}
-			out = append(out, plain...)
+		if err := fn(plain); err != nil {
+			return err
 		}
 		if fh.Final() {
 			if rest := lr.end - lr.off; rest != 0 {
-				return nil, newErr(class, phys, member, "%d bytes after the final frame", rest)
+				return newErr(ClassMember, phys, member, "%d bytes after the final frame", rest)
 			}
-			return out, nil
+			return nil
 		}
 	}
 }
@@ -375,7 +315,7 @@ func (a *Archive) Meta(e Entry) (*Meta, error) {
 	if err != nil {
 		return nil, newErr(ClassMember, phys, int64(e.Number), "metadata record: %v", err)
 	}
-	if !bytes.Equal(m.summaryOnly().Encode(nil), e.Meta.Encode(nil)) {
+	if !m.sameSummary(e.Meta) {
 		return nil, newErr(ClassSummary, phys, int64(e.Number), "summary entry does not match the member")
 	}
 	return m, nil
@@ -395,14 +335,13 @@ func (a *Archive) Content(e Entry, w io.Writer) error {
 		return newErr(ClassMember, physOf(e.Offset, R), int64(e.Number), "not a metadata frame")
 	}
 	start := e.Offset + FrameHeaderSize + int64(fh.Len)
-	_, err := a.readStream(start, e.Offset+e.Length-start, KindContent, e.Number, func(p []byte) error {
+	return a.readContent(start, e.Offset+e.Length-start, e.Number, func(p []byte) error {
 		if len(p) > 0 && e.Meta != nil && emptyContent(e.Meta.Type) {
 			return newErr(ClassMember, physOf(start, R), int64(e.Number), "a %s has content: a member of this type has none", e.Meta.Type)
 		}
 		_, err := w.Write(p)
 		return err
 	})
-	return err
 }
 
 // PhysOffset maps a logical offset to a byte offset in the archive.
@@ -414,4 +353,66 @@ func poolBuf(pool *sync.Pool, n int) []byte {
 		return (*b)[:n]
 	}
 	return make([]byte, n)
+}
+
+// storedChunks reads member e's content frames and hands fn each one's
+// stored plaintext, opened but not decompressed (an LZ4 block stays one),
+// with its LZ4 and final flags: what a compaction re-seals unchanged.
+// Every frame's header, length rule, checksum and seal are checked; the
+// plaintext is not decoded. stored is valid until fn returns.
+func (a *Archive) storedChunks(e Entry, fn func(stored []byte, lz4, final bool) error) error {
+	R := int64(a.Header.RecordSize)
+	cs := int64(a.Header.ChunkSize)
+	lr := &logicalReader{src: a.src, R: R, off: e.Offset, end: e.Offset + e.Length}
+	member := int64(e.Number)
+	var hb [FrameHeaderSize]byte
+	if _, err := io.ReadFull(lr, hb[:]); err != nil {
+		return newErr(ClassMember, physOf(e.Offset, R), member, "cannot read metadata frame")
+	}
+	fh, bad := parseFrameHeader(hb[:])
+	if bad != "" || fh.Kind != KindMeta || int64(fh.Len)+FrameHeaderSize >= e.Length {
+		return newErr(ClassMember, physOf(e.Offset, R), member, "not a metadata frame")
+	}
+	lr.off += int64(fh.Len)
+	payload := poolBuf(&a.payloads, int(summaryFrameLen(cs)))
+	defer a.payloads.Put(&payload)
+	for index := uint64(0); ; index++ {
+		phys := physOf(lr.off, R)
+		if _, err := io.ReadFull(lr, hb[:]); err != nil {
+			return newErr(ClassMember, phys, member, "stream ends before its final frame")
+		}
+		fh, bad := parseFrameHeader(hb[:])
+		if bad == "" && fh.Kind != KindContent {
+			bad = fmt.Sprintf("%q frame in a content stream", fh.Kind)
+		}
+		if bad == "" {
+			bad = checkFrameLen(fh, cs)
+		}
+		if bad != "" {
+			return newErr(ClassMember, phys, member, "%s", bad)
+		}
+		p := payload[:fh.Len]
+		if _, err := io.ReadFull(lr, p); err != nil {
+			return newErr(ClassMember, phys, member, "frame cut short")
+		}
+		if frame.CRC(hb[:], p) != fh.CRC {
+			return newErr(ClassMember, phys, member, "frame checksum mismatch")
+		}
+		stored, err := frame.Open(a.keys, fh, hb[:], p, e.Number, index)
+		if err != nil {
+			return newErr(ClassMember, phys, member, "content frame %d failed authentication", index)
+		}
+		if len(stored) > 0 && emptyContent(e.Meta.Type) {
+			return newErr(ClassMember, phys, member, "a %s has content: a member of this type has none", e.Meta.Type)
+		}
+		if err := fn(stored, fh.LZ4(), fh.Final()); err != nil {
+			return err
+		}
+		if fh.Final() {
+			if rest := lr.end - lr.off; rest != 0 {
+				return newErr(ClassMember, phys, member, "%d bytes after the final frame", rest)
+			}
+			return nil
+		}
+	}
 }

@@ -26,6 +26,7 @@ const (
 // index) takes the memory of the cache, not of the number of archives.
 // It is safe for concurrent use.
 type BlockCache struct {
+	size   int64 // block size
 	mu     sync.Mutex
 	blocks []cacheEntry
 	tick   uint64
@@ -40,8 +41,12 @@ type cacheEntry struct {
 }
 
 // NewBlockCache is a cache of n blocks of 1 MiB (at least one).
-func NewBlockCache(n int) *BlockCache {
-	return &BlockCache{blocks: make([]cacheEntry, max(1, n))}
+func NewBlockCache(n int) *BlockCache { return NewBlockCacheOf(n, cacheBlock) }
+
+// NewBlockCacheOf is a cache of n blocks of size bytes (at least one
+// block of at least 4 KiB).
+func NewBlockCacheOf(n, size int) *BlockCache {
+	return &BlockCache{size: int64(max(4096, size)), blocks: make([]cacheEntry, max(1, n))}
 }
 
 // Source wraps src to read through the cache.
@@ -60,8 +65,17 @@ type cachedSource struct {
 
 func (s *cachedSource) Size() int64 { return s.src.Size() }
 
+// ReadRange reads a range in order past the cache: from the source's own
+// ReadRange when it has one (one request), else by offsets.
+func (s *cachedSource) ReadRange(off, n int64) (io.ReadCloser, error) {
+	if rr, ok := s.src.(RangeReader); ok {
+		return rr.ReadRange(off, n)
+	}
+	return io.NopCloser(io.NewSectionReader(s.src, off, n)), nil
+}
+
 func (s *cachedSource) ReadAt(p []byte, off int64) (int, error) {
-	if len(p) >= cacheBlock/2 {
+	if int64(len(p)) >= s.c.size/2 {
 		// Large reads gain nothing from a copy.
 		return s.src.ReadAt(p, off)
 	}
@@ -73,12 +87,12 @@ func (s *cachedSource) ReadAt(p []byte, off int64) (int, error) {
 			return n, io.EOF
 		}
 		c.mu.Lock()
-		b, err := c.block(s, pos-pos%cacheBlock)
+		b, err := c.block(s, pos-pos%c.size)
 		if err != nil {
 			c.mu.Unlock()
 			return n, err
 		}
-		k := copy(p[n:], b[pos%cacheBlock:])
+		k := copy(p[n:], b[pos%c.size:])
 		c.mu.Unlock()
 		if k == 0 {
 			return n, io.EOF
@@ -104,7 +118,7 @@ func (c *BlockCache) block(s *cachedSource, start int64) ([]byte, error) {
 		}
 	}
 	e := &c.blocks[victim]
-	size := min(int64(cacheBlock), s.src.Size()-start)
+	size := min(c.size, s.src.Size()-start)
 	if cap(e.data) < int(size) {
 		e.data = make([]byte, size) // the last block of a small source is small
 	}

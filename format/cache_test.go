@@ -16,7 +16,17 @@ func TestCachedSource(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 7 / 3)
 	}
-	c := CachedSource(NewSource(bytes.NewReader(data), int64(len(data))))
+	t.Run("1MiB", func(t *testing.T) {
+		testCache(t, data, CachedSource(NewSource(bytes.NewReader(data), int64(len(data)))))
+	})
+	// Small blocks, fewer than a read can span: reads larger than half
+	// a block go straight to the source.
+	t.Run("5KiB", func(t *testing.T) {
+		testCache(t, data, NewBlockCacheOf(3, 5000).Source(NewSource(bytes.NewReader(data), int64(len(data)))))
+	})
+}
+
+func testCache(t *testing.T, data []byte, c Source) {
 	if c.Size() != int64(len(data)) {
 		t.Fatalf("size %d", c.Size())
 	}

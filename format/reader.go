@@ -54,6 +54,11 @@ type Reader struct {
 	payloads, dbufs *freeList
 	jobs            *stack[*openJob] // jobs done with, for the producer to reuse
 
+	// decode is whether opened frames are decoded (with the key, unless
+	// ReaderOptions.PlainSum); sums, whether their plaintext is summed.
+	decode, sums bool
+	plainSum     PlainSum
+
 	members  uint32
 	seq      memberSeq // the order of imported members and the trailer
 	sumWant  hash.Hash // summary plaintext as the members say it must be
@@ -75,6 +80,8 @@ type openJob struct {
 	plain []byte
 	dbuf  []byte // recycled decompression buffer holding plain, if any
 	meta  *Meta
+	crc   uint32 // the opened plaintext's CRC-32C and length (PlainSum)
+	plen  int
 	err   error // set by the worker (or the producer, with no work to do)
 
 	footer *Footer // set on the last job
@@ -86,6 +93,14 @@ type ReaderOptions struct {
 	// Keys are more keys to try beside NewReader's key: the reader takes
 	// the one whose key check value the header carries.
 	Keys []*crypt.Key
+	// PlainSum, with a key, opens every sealed frame (every tag, as a
+	// keyed read does) and sums its plaintext as sealed (PlainSum), but
+	// decodes nothing: no metadata record, LZ4 block or summary is
+	// decoded or checked, Meta is nil and Read fails. The framing, the
+	// layout, the digest and both MACs are checked as always. It checks
+	// an archive that holds another's plaintext frame for frame (a
+	// rekeyed one): the sums of the two show it.
+	PlainSum bool
 }
 
 // readDepth is how many frames may be in flight between reading and
@@ -112,6 +127,8 @@ func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) 
 		if err := hdr.Authenticate(rd.keys); err != nil {
 			return nil, err
 		}
+		rd.sums = opt.PlainSum
+		rd.decode = !opt.PlainSum
 	}
 	pr.size = int64(hdr.RecordSize)
 	cs := int(hdr.ChunkSize)
@@ -308,6 +325,15 @@ func (rd *Reader) open(j *openJob) {
 	if kind == KindSummary {
 		class, member = ClassSummary, -1
 	}
+	if !rd.decode {
+		plain, err := frame.Open(rd.keys, j.fh, j.hdr[:], j.payload, stream, j.index)
+		if err != nil {
+			j.err = newErr(class, j.phys, member, "%s frame %d failed authentication", frameName(kind), j.index)
+			return
+		}
+		j.plen, j.crc = len(plain), plainCRC(plain)
+		return
+	}
 	if kind == KindMeta {
 		// The record is decoded into a Meta of its own: the payload goes
 		// back to the pool at once.
@@ -411,8 +437,16 @@ func (rd *Reader) take() (*openJob, error) {
 		}
 		return nil, rd.fail(j.err)
 	}
+	if rd.sums && j.footer == nil {
+		rd.plainSum.add(j.fh.Kind, j.fh.Flags, j.plen, j.crc)
+	}
 	return j, nil
 }
+
+// PlainSum is the sum of the plaintexts of the frames read so far
+// (ReaderOptions.PlainSum): of the whole archive once Next returned
+// io.EOF.
+func (rd *Reader) PlainSum() PlainSum { return rd.plainSum }
 
 // Next moves to the next member. After the last one it reads and checks
 // the summary and footer and returns io.EOF if all is well.
@@ -430,7 +464,7 @@ func (rd *Reader) Next() (*Member, error) {
 		return nil, err
 	}
 	if j.fh.Kind == KindSummary {
-		if rd.keys != nil {
+		if rd.decode {
 			if bad := rd.seq.end(); bad != "" {
 				return nil, rd.fail(newErr(ClassMember, j.phys, -1, "%s", bad))
 			}
@@ -517,6 +551,9 @@ func (rd *Reader) Read(p []byte) (int, error) {
 	if rd.keys == nil {
 		return 0, errors.New("content cannot be read without the key")
 	}
+	if !rd.decode {
+		return 0, errors.New("content is not decoded by a reader that sums plaintext")
+	}
 	for len(rd.chunk) == 0 {
 		if !rd.inBody {
 			return 0, io.EOF
@@ -569,7 +606,7 @@ func (rd *Reader) WriteTo(w io.Writer) (int64, error) {
 // finish reads the summary frames and the footer job.
 func (rd *Reader) finish(j *openJob) error {
 	for {
-		if rd.keys != nil {
+		if rd.decode {
 			rd.sumGot.Write(j.plain)
 		}
 		final := j.fh.Kind == KindSummary && j.fh.Final()
@@ -589,7 +626,7 @@ func (rd *Reader) finish(j *openJob) error {
 	if j.footer == nil {
 		return rd.fail(newErr(ClassFooter, j.phys, -1, "footer expected"))
 	}
-	if rd.keys != nil && !bytes.Equal(rd.sumWant.Sum(nil), rd.sumGot.Sum(nil)) {
+	if rd.decode && !bytes.Equal(rd.sumWant.Sum(nil), rd.sumGot.Sum(nil)) {
 		return rd.fail(newErr(ClassSummary, -1, -1, "the summary does not match the members"))
 	}
 	rd.err = io.EOF

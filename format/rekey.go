@@ -32,6 +32,10 @@ type RekeyResult struct {
 	// Size is the size of the archive written: the source's, less any
 	// zero blocks a tar tool added after its end.
 	Size int64
+	// Plain is the sum of the plaintexts sealed (the source's, as
+	// opened): a Reader with ReaderOptions.PlainSum over the new archive
+	// gives the same sum when it holds them frame for frame.
+	Plain PlainSum
 }
 
 // ErrSameKey is a rekey to the key the archive is already under.
@@ -162,6 +166,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	}
 	res.Members = f.Members
 	res.Size = rw.phys + int64(len(tail))
+	res.Plain = rk.plain
 	return res, nil
 }
 
@@ -169,6 +174,7 @@ type rekeyer struct {
 	old, new *crypt.ArchiveKeys
 	cs       int64
 	bufs     *freeList
+	plain    PlainSum // of the frames written, in order (assemble's)
 }
 
 // rekeyJob is one sealed frame: buf holds its header and payload, opened
@@ -181,6 +187,9 @@ type rekeyJob struct {
 	phys   int64
 	member int64 // for errors: -1 for the summary
 	err    error
+	// plen and crc are the opened plaintext's length and CRC-32C.
+	plen int
+	crc  uint32
 }
 
 type rekeyBatch struct {
@@ -205,6 +214,7 @@ func (b *rekeyBatch) run(rk *rekeyer) {
 			j.err = newErr(class, j.phys, j.member, "%s frame %d failed authentication", frameName(j.fh.Kind), j.index)
 			continue
 		}
+		j.plen, j.crc = len(plain), plainCRC(plain)
 		out := frame.Seal(j.buf[:0], rk.new, j.fh.Kind, j.fh.Flags, j.stream, j.index, plain)
 		if len(out) != len(j.buf) || &out[0] != &j.buf[0] {
 			panic("cbfs rekey: a frame changed size when sealed again")
@@ -313,6 +323,7 @@ func (rk *rekeyer) assemble(pipe *ordered[*rekeyBatch], rw *recordWriter) error 
 				first = j.err
 			}
 			if first == nil {
+				rk.plain.add(j.fh.Kind, j.fh.Flags, j.plen, j.crc)
 				rw.writeFrame(j.buf)
 				if err := rw.error(); err != nil {
 					first = err

@@ -2,12 +2,15 @@ package format
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/cbfs/cbfs/crypt"
+	"github.com/cbfs/cbfs/internal/frame"
 	"github.com/cbfs/cbfs/internal/testutil"
 )
 
@@ -122,6 +125,91 @@ func TestRekeyRefuses(t *testing.T) {
 		b[off] ^= 0x40
 		if err := rekey(b, oldKey); err == nil {
 			t.Fatalf("a byte changed at %d: rekeyed", off)
+		}
+	}
+}
+
+// plainSumOf reads an archive with a PlainSum reader: every seal opened,
+// nothing decoded.
+func plainSumOf(data []byte, key *crypt.Key) (PlainSum, error) {
+	rd, err := NewReader(bytes.NewReader(data), key, ReaderOptions{PlainSum: true})
+	if err != nil {
+		return PlainSum{}, err
+	}
+	defer rd.Close()
+	for {
+		if _, err := rd.Next(); err == io.EOF {
+			return rd.PlainSum(), nil
+		} else if err != nil {
+			return PlainSum{}, err
+		}
+	}
+}
+
+// TestRekeyPlainSum: the sum of the plaintext Rekey seals is what a
+// PlainSum reader finds in the source (old key) and in the new archive
+// (new key); an archive of the same layout with one content byte changed
+// sums differently; a PlainSum reader still opens every seal and checks
+// the digest.
+func TestRekeyPlainSum(t *testing.T) {
+	oldKey, newKey := testutil.Key(t, 1), testutil.Key(t, 2)
+	ms := sampleMembers()
+	src, entries := writeArchive(t, oldKey, ms, WriterOptions{Compress: true, Sequence: 3})
+	var dst bytes.Buffer
+	res, err := Rekey(&dst, bytes.NewReader(src), []*crypt.Key{oldKey}, newKey, RekeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dst.Bytes()
+	// Frames: a metadata frame per member, its content frames (at
+	// least one), the summary's.
+	if res.Plain.Frames < 2*uint64(len(ms))+1 {
+		t.Fatalf("%d frames summed for %d members", res.Plain.Frames, len(ms))
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		key  *crypt.Key
+	}{{"source", src, oldKey}, {"rekeyed", out, newKey}} {
+		got, err := plainSumOf(c.data, c.key)
+		if err != nil || got != res.Plain {
+			t.Fatalf("%s: plain sum %+v (%v), Rekey sealed %+v", c.name, got, err, res.Plain)
+		}
+	}
+	if _, err := plainSumOf(out, oldKey); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("old key over the rekeyed archive: %v", err)
+	}
+	// One byte of the random (stored) file changed: the same frames and
+	// lengths, another plaintext, another sum.
+	ms2 := sampleMembers()
+	ms2[3].content = bytes.Clone(ms2[3].content)
+	ms2[3].content[70_000] ^= 1
+	src2, _ := writeArchive(t, oldKey, ms2, WriterOptions{Compress: true, Sequence: 3})
+	if len(src2) != len(src) {
+		t.Fatalf("sizes %d and %d", len(src2), len(src))
+	}
+	if s2, err := plainSumOf(src2, oldKey); err != nil || s2 == res.Plain || s2.Frames != res.Plain.Frames {
+		t.Fatalf("one byte changed: sum %+v (%v), before %+v", s2, err, res.Plain)
+	}
+	// A sealed byte changed and its frame's CRC made right again: the
+	// seal fails, named by member.
+	phys := physOf(entries[3].Offset, int64(DefaultRecordSize))
+	mlen := int(binary.LittleEndian.Uint32(out[phys+4:]))
+	c := phys + FrameHeaderSize + int64(mlen) // the member's first content frame
+	bad := bytes.Clone(out)
+	bad[c+FrameHeaderSize+100] ^= 1
+	clen := int64(binary.LittleEndian.Uint32(bad[c+4:]))
+	binary.LittleEndian.PutUint32(bad[c+8:], frame.CRC(bad[c:c+8], bad[c+FrameHeaderSize:c+FrameHeaderSize+clen]))
+	var fe *Error
+	if _, err := plainSumOf(bad, newKey); !errors.As(err, &fe) || fe.Member != 3 || !strings.Contains(err.Error(), "failed authentication") {
+		t.Fatalf("a sealed byte changed: %v", err)
+	}
+	// Any other byte changed: refused too (framing, CRC, digest, MAC).
+	for off := 0; off < len(out)-2*BlockSize; off += len(out) / 97 {
+		b := bytes.Clone(out)
+		b[off] ^= 0x10
+		if _, err := plainSumOf(b, newKey); err == nil {
+			t.Fatalf("a byte changed at %d: read as intact", off)
 		}
 	}
 }

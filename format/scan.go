@@ -26,6 +26,10 @@ type ScanOptions struct {
 	// Digest reads the whole archive once more in order, recomputing the
 	// footer's digest and checking every outer header and its padding.
 	Digest bool
+	// Header, when set, is called with the header (as the report holds
+	// it: damage to it is among the problems) before any member is
+	// handed to fn; an error from it ends the scan.
+	Header func(*Header) error
 }
 
 // ScanReport is what ScanArchive found.
@@ -79,6 +83,11 @@ func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport
 	s := &scanner{src: src, opt: opt, rep: &ScanReport{}, sumWant: sha256.New()}
 	if err := s.openHeader(); err != nil {
 		return s.rep, err
+	}
+	if opt.Header != nil {
+		if err := opt.Header(s.hdr); err != nil {
+			return s.rep, err
+		}
 	}
 	a := &Archive{src: src, Header: s.hdr}
 	f, ferr := a.findFooter()
@@ -505,7 +514,36 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 	if f := s.rep.Footer; f != nil && int64(f.SummaryOffset) != start {
 		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "footer puts the summary at %d, it is at %d", physOf(int64(f.SummaryOffset), s.R), physOf(start, s.R)))
 	}
-	var plain []byte
+	count := uint64(members)
+	if f := s.rep.Footer; f != nil {
+		count = f.Members
+	}
+	// The summary is walked as its chunks are opened, and hashed, not
+	// kept: memory does not grow with it. Damaged members are named by
+	// their paths from it, once the whole summary was found good.
+	unnamed := map[int64][]*Error{}
+	for _, p := range s.rep.Problems {
+		if p.Member >= 0 && p.Path == "" {
+			unnamed[p.Member] = append(unnamed[p.Member], p)
+		}
+	}
+	names := map[int64]string{}
+	var walk *summaryWalker
+	var walkErr error
+	got := sha256.New()
+	if s.keys != nil {
+		walk, walkErr = newSummaryWalker(count, MaxSummarySize, nil, func(n uint32, off, length int64, meta []byte) error {
+			m, err := DecodeMeta(meta)
+			if err != nil {
+				return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
+			}
+			if unnamed[int64(n)] != nil {
+				names[int64(n)] = string(m.Path)
+			}
+			return nil
+		})
+	}
+	var total int64
 	ok := true
 	for index := uint64(0); ; index++ {
 		if index > 0 {
@@ -524,11 +562,14 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 				s.problem(newErr(ClassSummary, physOf(fr.off, s.R), -1, "summary frame %d: %s", index, what))
 				ok = false
 			} else if ok {
-				if int64(len(plain))+int64(len(fr.payload)) > MaxSummarySize {
+				if total += int64(len(fr.payload)); total > MaxSummarySize {
 					s.problem(newErr(ClassSummary, physOf(fr.off, s.R), -1, "summary over %d bytes", int64(MaxSummarySize)))
 					ok = false
 				} else {
-					plain = append(plain, fr.payload...)
+					got.Write(fr.payload)
+					if walkErr == nil {
+						walkErr = walk.feed(fr.payload, fr.fh.Final())
+					}
 				}
 			}
 		}
@@ -546,45 +587,20 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 	if s.keys == nil || !ok {
 		return
 	}
-	count := uint64(members)
-	if f != nil {
-		count = f.Members
+	if walkErr == nil {
+		walkErr = summaryEnds(walk.prevEnd, start)
 	}
-	// Walked, not decoded into a slice: memory does not grow with the
-	// members beyond the summary's own bytes. Damaged members are named
-	// by their paths from it on the way.
-	unnamed := map[int64][]*Error{}
-	for _, p := range s.rep.Problems {
-		if p.Member >= 0 && p.Path == "" {
-			unnamed[p.Member] = append(unnamed[p.Member], p)
-		}
-	}
-	var end int64
-	_, err := walkSummary(plain, count, func(n uint32, off, length int64, meta []byte) error {
-		m, err := DecodeMeta(meta)
-		if err != nil {
-			return &summaryError{fmt.Sprintf("entry %d: %v", n, err)}
-		}
-		end = off + length
-		for _, p := range unnamed[int64(n)] {
-			p.Path = string(m.Path)
-		}
-		return nil
-	})
-	if err == nil {
-		err = summaryEnds(end, start)
-	}
-	if err != nil {
-		for _, ps := range unnamed {
-			for _, p := range ps {
-				p.Path = "" // named from a summary found bad: not to be trusted
-			}
-		}
-		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", err))
+	if walkErr != nil {
+		s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "%v", walkErr))
 		return
 	}
+	for n, ps := range unnamed {
+		for _, p := range ps {
+			p.Path = names[n]
+		}
+	}
 	if s.rep.Damaged == 0 {
-		if sum := sha256.Sum256(plain); !bytes.Equal(sum[:], s.sumWant.Sum(nil)) {
+		if !bytes.Equal(got.Sum(nil), s.sumWant.Sum(nil)) {
 			s.problem(newErr(ClassSummary, physOf(start, s.R), -1, "the summary does not match the members"))
 			return
 		}

@@ -38,6 +38,10 @@ type WriterOptions struct {
 	// OnAdd, when set, is called with each member Add accepts, before its
 	// content is read: what tar -v lists. It must not keep m.
 	OnAdd func(m *Meta)
+	// Replaces, when set, makes a compacted archive (spec 7.7): NewWriter
+	// writes a replaces record listing these archives as member 0, and
+	// members are then added with CopyMember (or Add). Sorted by id.
+	Replaces []Replaced
 }
 
 // Entry is where a member lives in an archive: what the summary and the
@@ -114,7 +118,7 @@ type sealJob struct {
 	index  uint64
 	plain  []byte
 	lz4    bool // compress plain if that shrinks it
-	isLZ4  bool // plain is an LZ4 block already (a summary chunk)
+	isLZ4  bool // plain is an LZ4 block already (a summary chunk, a copied content frame)
 	entry  int  // member's entry to stamp (m: offset; final c: length), -1 for none
 	off, n int  // the sealed frame: out[off : off+n]
 }
@@ -206,6 +210,12 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	wr.pipe = newOrdered((*batch).seal, opt.Workers, batchDepth)
 	wr.asmWG.Add(1)
 	go wr.assemble()
+	if opt.Replaces != nil {
+		if _, err := wr.Add(&Meta{Type: TypeReplaces, Replaces: opt.Replaces}, nil); err != nil {
+			wr.Abort(err)
+			return nil, err
+		}
+	}
 	for _, p := range opt.Tombstones {
 		if _, err := wr.Add(&Meta{Type: TypeTombstone, Path: p}, nil); err != nil {
 			wr.Abort(err)
@@ -348,7 +358,9 @@ func (w *Writer) sealFrame(dst []byte, j *sealJob) []byte {
 	switch j.kind {
 	case KindContent:
 		sealed = j.plain
-		if j.lz4 && len(j.plain) > 0 {
+		if j.isLZ4 {
+			flags |= FlagLZ4 // a copied frame's block, as it was stored
+		} else if j.lz4 && len(j.plain) > 0 {
 			if c := frame.Compress(body[:len(j.plain)], j.plain); c != nil {
 				sealed = c
 				flags |= FlagLZ4
@@ -505,12 +517,7 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 	if w.opt.OnAdd != nil {
 		w.opt.OnAdd(m)
 	}
-	w.mu.Lock()
-	k := len(w.openMeta)
-	w.openMeta = m.encode(w.openMeta, true)
-	w.open = append(w.open, openEntry{metaLen: len(w.openMeta) - k})
-	ei := w.openBase + len(w.open) - w.openFront - 1
-	w.mu.Unlock()
+	ei := w.openMember(m)
 	// A record that fits one padding unit stays one unit compressed or
 	// not: compress only where it could save a unit.
 	compressMeta := w.opt.Compress && len(enc) > MetaPad-8
@@ -599,6 +606,81 @@ func (w *Writer) Add(m *Meta, r io.Reader) (int64, error) {
 func (b *batch) unreserve(n int) {
 	b.in = b.in[:len(b.in)-n]
 	b.outNeed -= n
+}
+
+// openMember records a new member among the open ones, with its
+// summary-form record, and returns the index of its entry.
+func (w *Writer) openMember(m *Meta) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k := len(w.openMeta)
+	w.openMeta = m.encode(w.openMeta, true)
+	w.open = append(w.open, openEntry{metaLen: len(w.openMeta) - k})
+	return w.openBase + len(w.open) - w.openFront - 1
+}
+
+// CopyMember copies member e of archive src into the archive as its next
+// member (spec 7.7): the metadata record as it is (the summary form
+// checked against e), and each content frame's stored plaintext re-sealed
+// under this archive's keys with the same flags, neither decompressed nor
+// compressed again. The chunk sizes must agree. It returns the content
+// bytes stored (after compression). An error reading src is the copy's
+// and leaves the writer as Add's content-reader errors do: unusable.
+func (w *Writer) CopyMember(src *Archive, e Entry) (int64, error) {
+	if err := w.stickyErr(); err != nil {
+		return 0, err
+	}
+	if w.closed {
+		return 0, errors.New("cbfs writer: CopyMember after Close")
+	}
+	if int(src.Header.ChunkSize) != w.opt.ChunkSize {
+		return 0, fmt.Errorf("member %q: chunk size %d, this archive's is %d", e.Meta.Path, src.Header.ChunkSize, w.opt.ChunkSize)
+	}
+	m, err := src.Meta(e)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.Validate(); err != nil {
+		return 0, fmt.Errorf("member %q: %w", m.Path, err)
+	}
+	if bad := w.seq.next(m); bad != "" {
+		return 0, fmt.Errorf("member %q: %s", m.Path, bad)
+	}
+	if uint64(w.members) >= MaxMembers {
+		return 0, fmt.Errorf("archive full: %d members", uint64(MaxMembers))
+	}
+	w.enc = m.Encode(w.enc[:0])
+	num := w.members
+	w.members++
+	ei := w.openMember(m)
+	w.queueCopy(sealJob{kind: KindMeta, final: true, stream: num, plain: w.enc, lz4: len(w.enc) > MetaPad-8, entry: ei})
+	var index uint64
+	var total int64
+	sawFinal := false
+	err = src.storedChunks(e, func(stored []byte, lz4, final bool) error {
+		sawFinal = final
+		j := sealJob{kind: KindContent, final: final, stream: num, index: index, plain: stored, isLZ4: lz4, entry: -1}
+		if final {
+			j.entry = ei
+		}
+		w.queueCopy(j)
+		index++
+		total += int64(len(stored))
+		return nil
+	})
+	if err == nil && index == 0 {
+		err = newErr(ClassMember, -1, int64(e.Number), "no content frame")
+	}
+	if err != nil {
+		if !sawFinal {
+			// Keep the pipeline's members whole: the sticky error makes
+			// the archive unusable anyway.
+			w.queueCopy(sealJob{kind: KindContent, final: true, stream: num, index: index, entry: ei})
+		}
+		w.setErr(fmt.Errorf("copying member %d (%q): %w", e.Number, m.Path, err))
+		return total, w.stickyErr()
+	}
+	return total, w.stickyErr()
 }
 
 // holdsContent says whether a member of type t that was not imported

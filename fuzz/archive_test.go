@@ -185,23 +185,71 @@ func randomRead(src format.Source) ([]readMember, error) {
 		}
 	}
 	var out []readMember
+	var raErr error
+	defer func() {
+		if err := streamAgrees(a, es, out, raErr); err != nil {
+			panic(err) // a disagreement is a bug, not input
+		}
+	}()
 	for _, e := range es {
 		rm := readMember{number: e.Number, offset: e.Offset, physOffset: a.PhysOffset(e.Offset), summary: e.Meta.Encode(nil)}
 		m, err := a.Meta(e)
 		if err != nil {
-			return out, typed("Meta", err)
+			raErr = typed("Meta", err)
+			return out, raErr
 		}
 		rm.meta = m.Encode(nil)
 		h := sha256.New()
 		cw := &counter{w: h}
 		if err := a.Content(e, cw); err != nil {
-			return out, typed("Content", err)
+			raErr = typed("Content", err)
+			return out, raErr
 		}
 		rm.size = cw.n
 		h.Sum(rm.sum[:0])
 		out = append(out, rm)
 	}
 	return out, nil
+}
+
+// streamAgrees reads the members es of a as one stream (format.
+// MemberStream, what export --index reads): it must give what random
+// access gave (ra, every member before the first that failed, if one
+// did) and fail, with a typed error, exactly at the member random access
+// failed at.
+func streamAgrees(a *format.Archive, es []format.Entry, ra []readMember, raErr error) error {
+	items := make([]format.StreamItem, len(es))
+	for i, e := range es {
+		items[i] = format.StreamItem{Archive: a, Entry: e}
+	}
+	s := format.NewMemberStream(items)
+	defer s.Close()
+	for i := range es {
+		m, err := s.Next()
+		var size int64
+		var sum [32]byte
+		if err == nil {
+			h := sha256.New()
+			size, err = io.Copy(h, s)
+			h.Sum(sum[:0])
+		}
+		switch {
+		case err != nil && i < len(ra):
+			return fmt.Errorf("member %d: random access read it, the stream fails: %v", i, err)
+		case err != nil && !isInputError(err):
+			return fmt.Errorf("member %d: stream: untyped error: %v", i, err)
+		case err != nil:
+			return nil // where random access failed too
+		case i == len(ra):
+			return fmt.Errorf("member %d: random access fails (%v), the stream reads it", i, raErr)
+		case m.Number != ra[i].number || m.Offset != ra[i].offset || !bytes.Equal(m.Meta.Encode(nil), ra[i].meta) || size != ra[i].size || sum != ra[i].sum:
+			return fmt.Errorf("member %d: the stream and random access disagree", i)
+		}
+	}
+	if _, err := s.Next(); err != io.EOF {
+		return fmt.Errorf("after the last member: %v", err)
+	}
+	return nil
 }
 
 // typed marks an untyped error so that checkArchive's caller sees which

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -216,6 +217,55 @@ func FuzzSummary(f *testing.F) {
 		}
 		if enc := format.EncodeSummary(es); !bytes.Equal(enc, p) {
 			t.Fatalf("accepted summary re-encodes differently:\n got %x\nwant %x", enc, p)
+		}
+	})
+}
+
+// FuzzSummaryPieces: the summary decoder fed the plaintext in pieces (as
+// random access and the index rebuild open it, a chunk at a time), cut
+// where cuts says (each byte one piece's length, 0 a piece of 256 bytes;
+// the last piece the rest), accepts and refuses exactly what
+// DecodeSummary does with the whole, with the same entries and the same
+// error.
+func FuzzSummaryPieces(f *testing.F) {
+	_, entries := seedArchive(f)
+	s := format.EncodeSummary(entries)
+	n := uint64(len(entries))
+	whole := append(binary.AppendUvarint(nil, n), s...)
+	f.Add(whole, []byte{1})
+	f.Add(whole, []byte{3, 200, 7})
+	f.Add(whole, []byte{0})
+	f.Add(append(binary.AppendUvarint(nil, n+1), s...), []byte{5})
+	f.Add(append(binary.AppendUvarint(nil, n), s[:len(s)-2]...), []byte{2})
+	f.Add(append(append(binary.AppendUvarint(nil, n), s...), 0x80), []byte{1})
+	f.Fuzz(func(t *testing.T, in, cuts []byte) {
+		want, k := binary.Uvarint(in)
+		if k <= 0 || len(cuts) == 0 {
+			return
+		}
+		p := in[k:]
+		wes, werr := format.DecodeSummary(p, want)
+		var es []format.Entry
+		d, err := format.NewSummaryDecoder(want, int64(len(p)), func(e format.Entry) error {
+			es = append(es, e)
+			return nil
+		})
+		for i := 0; err == nil; i++ {
+			c := int(cuts[i%len(cuts)])
+			if c == 0 {
+				c = 256
+			}
+			c = min(c, len(p))
+			err = d.Write(p[:c], c == len(p))
+			if p = p[c:]; len(p) == 0 {
+				break
+			}
+		}
+		if fmt.Sprint(err) != fmt.Sprint(werr) {
+			t.Fatalf("in pieces: %v; whole: %v", err, werr)
+		}
+		if err == nil && !bytes.Equal(format.EncodeSummary(es), format.EncodeSummary(wes)) {
+			t.Fatalf("in pieces: %d entries differ from the whole's %d", len(es), len(wes))
 		}
 	})
 }

@@ -357,6 +357,7 @@ func TestIndexSealer(t *testing.T) {
 	row = append(row, make([]byte, crypt.IDSize-1)...)
 	row = append(row, 5)
 	row = binary.AppendUvarint(row, 1500)
+	row = append(row, 0) // replaces nothing
 	table := append([]byte{5, 1}, row...)
 	var blk []byte
 	var prev []byte

@@ -358,6 +358,11 @@ func appendTable(d []byte, highSeq uint64, table []Archive) []byte {
 		d = append(d, a.ID[:]...)
 		d = binary.AppendUvarint(d, a.Seq)
 		d = binary.AppendUvarint(d, a.Members)
+		d = binary.AppendUvarint(d, uint64(len(a.Replaces)))
+		for _, r := range a.Replaces {
+			d = append(d, r.ID[:]...)
+			d = binary.AppendUvarint(d, r.Seq)
+		}
 	}
 	return d
 }
@@ -717,8 +722,8 @@ func (d *plainDec) table() (uint64, []Archive, error) {
 	if na > MaxArchives {
 		return 0, nil, newErr(-1, "archive count %d over the cap %d", na, MaxArchives)
 	}
-	// Each row takes at least 19 bytes: the count is not trusted beyond.
-	if na > uint64(len(d.p))/19 {
+	// Each row takes at least 20 bytes: the count is not trusted beyond.
+	if na > uint64(len(d.p))/20 {
 		return 0, nil, errPlainShort
 	}
 	arch := make([]Archive, 0, na)
@@ -735,6 +740,16 @@ func (d *plainDec) table() (uint64, []Archive, error) {
 		copy(a.ID[:], d.take(crypt.IDSize))
 		a.Seq = d.uvarint()
 		a.Members = d.uvarint()
+		nr := d.uvarint()
+		if d.err == nil && (nr > format.MaxReplaces || nr > uint64(len(d.p))/17) {
+			return 0, nil, bad("replaces %d archives: over the cap or the bytes present", nr)
+		}
+		for k := uint64(0); k < nr && d.err == nil; k++ {
+			var r format.Replaced
+			copy(r.ID[:], d.take(crypt.IDSize))
+			r.Seq = d.uvarint()
+			a.Replaces = append(a.Replaces, r)
+		}
 		if d.err != nil {
 			return 0, nil, d.err
 		}
@@ -752,6 +767,14 @@ func (d *plainDec) table() (uint64, []Archive, error) {
 		}
 		ids[a.ID] = struct{}{}
 		arch = append(arch, a)
+	}
+	// A retired archive is left out of the table (spec 2.8).
+	for _, a := range arch {
+		for _, r := range a.Replaces {
+			if _, ok := ids[r.ID]; ok {
+				return 0, nil, newErr(-1, "archive %s replaces archive id %x, which is in the table: a retired archive is left out", a.Name, r.ID)
+			}
+		}
 	}
 	return hs, arch, nil
 }

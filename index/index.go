@@ -41,6 +41,46 @@ type Archive struct {
 	ID      [crypt.IDSize]byte
 	Seq     uint64 // the archive header's sequence number
 	Members uint64 // member count (the footer's; after a scan, one more than the last member seen)
+	// Replaces lists the archives a compacted archive replaces (its
+	// replaces record, archive spec 7.7), sorted by id; nil for others.
+	// An archive listed by a row of an index is retired: the index leaves
+	// it out (spec 2.8).
+	Replaces []format.Replaced
+}
+
+// noRow maps a retired archive's rows in a merge: its candidates are
+// dropped before the winner rule.
+const noRow = ^uint32(0)
+
+// retiredSet is the ids the rows replace, with their sequence numbers.
+func retiredSet(rows []Archive) map[[crypt.IDSize]byte]uint64 {
+	var m map[[crypt.IDSize]byte]uint64
+	for i := range rows {
+		for _, r := range rows[i].Replaces {
+			if m == nil {
+				m = map[[crypt.IDSize]byte]uint64{}
+			}
+			m[r.ID] = r.Seq
+		}
+	}
+	return m
+}
+
+// checkRetired checks that a retired archive met as a row has the
+// sequence number its replacer lists, as two copies must agree.
+func checkRetired(a *Archive, ret map[[crypt.IDSize]byte]uint64) error {
+	if s, ok := ret[a.ID]; ok && s != a.Seq {
+		return fmt.Errorf("archive %s (id %x) has sequence %d, and a compacted archive that replaces it says %d: one of them was forged or damaged",
+			a.Name, a.ID, a.Seq, s)
+	}
+	return nil
+}
+
+func sameReplaces(a, b []format.Replaced) bool { return slices.Equal(a, b) }
+
+// Equal reports whether two rows say the same.
+func (a *Archive) Equal(b *Archive) bool {
+	return a.Name == b.Name && a.ID == b.ID && a.Seq == b.Seq && a.Members == b.Members && sameReplaces(a.Replaces, b.Replaces)
 }
 
 // Entry is one archive's claim on a path: where it holds the path.
@@ -204,6 +244,20 @@ func checkArchive(a *Archive) error {
 	}
 	if a.Members > format.MaxMembers {
 		return fmt.Errorf("archive %s: member count %d over the cap %d", n, a.Members, uint64(format.MaxMembers))
+	}
+	if len(a.Replaces) > format.MaxReplaces {
+		return fmt.Errorf("archive %s: replaces over %d archives", n, format.MaxReplaces)
+	}
+	for i := range a.Replaces {
+		if i > 0 && bytes.Compare(a.Replaces[i-1].ID[:], a.Replaces[i].ID[:]) >= 0 {
+			return fmt.Errorf("archive %s: replaced archives not sorted by id, or an id repeats", n)
+		}
+		if a.Replaces[i].ID == a.ID {
+			return fmt.Errorf("archive %s replaces itself", n)
+		}
+		if a.Replaces[i].Seq > a.Seq {
+			return fmt.Errorf("archive %s (sequence %d) replaces an archive of sequence %d: compaction never raises a sequence number", n, a.Seq, a.Replaces[i].Seq)
+		}
 	}
 	return nil
 }

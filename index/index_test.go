@@ -325,7 +325,7 @@ func (p *plainBuilder) id(n byte) *plainBuilder {
 	return p.raw(id[:]...)
 }
 func (p *plainBuilder) arch(name string, id byte, seq, members uint64) *plainBuilder {
-	return p.str(name).id(id).u(seq, members)
+	return p.str(name).id(id).u(seq, members, 0)
 }
 
 // cand appends one candidate: archive, type, member, offset, span, size, inode.
@@ -709,8 +709,8 @@ func TestIndexWorkedExample(t *testing.T) {
 	}
 	enc := encodeT(t, b.Index(), key)
 	sum := sha256.Sum256(enc)
-	if got, want := hex.EncodeToString(sum[:]), "cb2b76ac707de739b4f9216834c180d8821b9d731f0751d032f89ca5377813e0"; len(enc) != 206 || got != want {
-		t.Fatalf("worked example: %d bytes, SHA-256 %s; want 206 bytes, %s", len(enc), got, want)
+	if got, want := hex.EncodeToString(sum[:]), "94577c57098d5a970fa317f49288e1659b89dd5f53a7b95b94910da3e3db8605"; len(enc) != 207 || got != want {
+		t.Fatalf("worked example: %d bytes, SHA-256 %s; want 207 bytes, %s", len(enc), got, want)
 	}
 }
 
@@ -793,5 +793,104 @@ func TestSeveralKeys(t *testing.T) {
 	}
 	if _, err := Read(bytes.NewReader(b), wrong, other); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("changed check value, no right key: %v, want ErrWrongKey", err)
+	}
+}
+
+// An aborted RunBuilder leaves nothing in the index: not its records
+// (spilled or not), not its archive's row, not its sequence number, not
+// the archives its replaces record retires.
+func TestRunBuilderAbort(t *testing.T) {
+	key := testutil.Key(t, 6)
+	build := func(abort bool) []byte {
+		sp := &Spiller{Budget: 64, Dir: t.TempDir()}
+		defer sp.Close()
+		keep, err := sp.NewRunBuilder(Archive{Name: "a", ID: [crypt.IDSize]byte{1}, Seq: 1, Members: 3}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range []string{"x", "y", "z"} {
+			if err := keep.Add([]byte(p), Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(i) * 2000, Span: 1080}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := keep.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if abort {
+			gone, err := sp.NewRunBuilder(Archive{Name: "b", ID: [crypt.IDSize]byte{2}, Seq: 9, Members: 20000}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A compacted archive given up: what it replaces stays.
+			if err := gone.SetReplaces([]format.Replaced{{ID: [crypt.IDSize]byte{1}, Seq: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20000 { // past the builder's limit: its own runs spill
+				if err := gone.Add(fmt.Appendf(nil, "y/%05d", (i*7)%20000), Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(i) * 2000, Span: 1080}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if sp.Spills == 0 {
+				t.Fatal("the aborted builder's runs did not spill")
+			}
+			gone.Abort()
+		}
+		var buf bytes.Buffer
+		res, err := sp.Combine(&buf, key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.HighSeq != 1 || len(res.Archives) != 1 || len(res.Copies) != 0 {
+			t.Errorf("abort %v: high seq %d, %d archives, %d copies", abort, res.HighSeq, len(res.Archives), len(res.Copies))
+		}
+		return buf.Bytes()
+	}
+	if a, b := build(false), build(true); !bytes.Equal(a, b) {
+		t.Errorf("an aborted archive changed the index: %d bytes, %d without it", len(b), len(a))
+	}
+}
+
+// However many runs spill, no more than maxSpillFiles spill files are
+// kept (they are merged into one past that), and the index is the same
+// bytes as with a budget that never spills.
+func TestSpillFilesBounded(t *testing.T) {
+	key := testutil.Key(t, 6)
+	build := func(budget, limit int) ([]byte, int) {
+		sp := &Spiller{Budget: budget, Dir: t.TempDir()}
+		defer sp.Close()
+		most := 0
+		for a := range 5 {
+			b, err := sp.NewRunBuilder(Archive{Name: fmt.Sprintf("a%d", a), ID: [crypt.IDSize]byte{byte(a + 1)}, Seq: uint64(a % 3), Members: 30000}, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 30000 {
+				p := fmt.Appendf(nil, "d%d/%05d", i%7, (i*7919+a*13)%30000)
+				if err := b.Add(p, Entry{Member: uint32(i), Type: format.TypeRegular, Offset: int64(i) * 2000, Span: 1080, Size: int64(a)}); err != nil {
+					t.Fatal(err)
+				}
+				most = max(most, len(b.files))
+			}
+			if err := b.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			most = max(most, len(sp.files))
+		}
+		var buf bytes.Buffer
+		if _, err := sp.Combine(&buf, key, nil); err != nil {
+			t.Fatal(err)
+		}
+		if budget < 1<<30 && sp.Spills < 2*maxSpillFiles {
+			t.Errorf("budget %d: %d spills, want the files merged more than once", budget, sp.Spills)
+		}
+		return buf.Bytes(), most
+	}
+	want, _ := build(1<<30, 1<<30)
+	got, most := build(64, 0)
+	if most >= maxSpillFiles {
+		t.Errorf("%d spill files kept at once, want fewer than %d", most, maxSpillFiles)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("with spill files merged: %d bytes, differ from the %d in memory", len(got), len(want))
 	}
 }

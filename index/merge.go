@@ -34,7 +34,7 @@ func Merge(parts ...*Index) (*Index, []Copy, error) {
 	for _, x := range parts {
 		out.HighSeq = max(out.HighSeq, x.HighSeq)
 	}
-	maps, copies, err := out.mergeTables(parts)
+	maps, copies, filter, err := out.mergeTables(parts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -57,7 +57,7 @@ func Merge(parts ...*Index) (*Index, []Copy, error) {
 	done := make([]segResult, len(segs))
 	// A merge runs to its end: it is memory-bound work of seconds at most.
 	parallel.Do(context.Background(), len(segs), runtime.GOMAXPROCS(0), func(_ context.Context, i int) {
-		done[i] = mergeRange(parts, segs[i], maps, shift, out.Archives, out.recs[segs[i].at:segs[i].at+segs[i].n])
+		done[i] = mergeRange(parts, segs[i], maps, shift, out.Archives, out.recs[segs[i].at:segs[i].at+segs[i].n], filter)
 	})
 	// Close the gaps that merged paths left, and number the conflicts.
 	n := 0
@@ -145,8 +145,10 @@ func splitRanges(parts []*Index, total int) []segRange {
 	return segs
 }
 
-// mergeRange merges one range of paths of every part into dst.
-func mergeRange(parts []*Index, seg segRange, maps [][]uint32, shift []uint32, arch []Archive, dst []irec) segResult {
+// mergeRange merges one range of paths of every part into dst. With
+// filter, some rows map to noRow (retired archives): every record then
+// takes the general path, which drops their candidates first.
+func mergeRange(parts []*Index, seg segRange, maps [][]uint32, shift []uint32, arch []Archive, dst []irec, filter bool) segResult {
 	var res segResult
 	var live []int // parts with records in the range
 	for p := range parts {
@@ -192,7 +194,7 @@ func mergeRange(parts []*Index, seg segRange, maps [][]uint32, shift []uint32, a
 			cs = remapCands(cw.cands(cs[:0]), maps[p])
 		}
 		advance(w)
-		if next := cur[lt.winner()].path; next == nil || !bytes.Equal(next, path) {
+		if next := cur[lt.winner()].path; !filter && (next == nil || !bytes.Equal(next, path)) {
 			// The common case: one part holds the path.
 			if !conflicted {
 				if !cw.compact {
@@ -222,6 +224,12 @@ func mergeRange(parts []*Index, seg segRange, maps [][]uint32, shift []uint32, a
 				cs = cur[w2].cands(cs)
 				remapCands(cs[k:], maps[p2])
 				advance(w2)
+			}
+			if filter {
+				cs = slices.DeleteFunc(cs, func(c cand) bool { return c.arch == noRow })
+				if len(cs) == 0 {
+					continue
+				}
 			}
 			cs = winners(cs, arch)
 		}
@@ -336,9 +344,10 @@ func cmpCandFields(p, q cand) int {
 		cmp.Compare(p.size, q.size), cmp.Compare(p.inode, q.inode))
 }
 
-// mergeTables sets x.Archives to the union of the parts' tables and
-// returns where each row of each part went.
-func (x *Index) mergeTables(parts []*Index) ([][]uint32, []Copy, error) {
+// mergeTables sets x.Archives to the union of the parts' tables less
+// the retired archives (spec 2.8), and returns where each row of each
+// part went (noRow for a retired one) and whether any was retired.
+func (x *Index) mergeTables(parts []*Index) ([][]uint32, []Copy, bool, error) {
 	type row struct {
 		Archive
 		from []int32 // part, row pairs
@@ -352,8 +361,11 @@ func (x *Index) mergeTables(parts []*Index) ([][]uint32, []Copy, error) {
 			if k, ok := byID[a.ID]; ok {
 				r := &rows[k]
 				if r.Seq != a.Seq {
-					return nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
+					return nil, nil, false, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
 						a.ID, r.Name, r.Seq, a.Name, a.Seq)
+				}
+				if !sameReplaces(r.Replaces, a.Replaces) {
+					return nil, nil, false, fmt.Errorf("archive id %x is %s and %s with different replaces records: one of them was forged or damaged", a.ID, r.Name, a.Name)
 				}
 				copies = append(copies, Copy{ID: a.ID, Names: [2]string{min(r.Name, a.Name), max(r.Name, a.Name)}})
 				r.Name = min(r.Name, a.Name)
@@ -365,8 +377,26 @@ func (x *Index) mergeTables(parts []*Index) ([][]uint32, []Copy, error) {
 			rows = append(rows, row{Archive: *a, from: []int32{int32(p), int32(i)}})
 		}
 	}
+	all := make([]Archive, len(rows))
+	for i := range rows {
+		all[i] = rows[i].Archive
+	}
+	ret := retiredSet(all)
+	var gone []row
+	rows = slices.DeleteFunc(rows, func(r row) bool {
+		if _, ok := ret[r.ID]; ok {
+			gone = append(gone, r)
+			return true
+		}
+		return false
+	})
+	for i := range gone {
+		if err := checkRetired(&gone[i].Archive, ret); err != nil {
+			return nil, nil, false, err
+		}
+	}
 	if len(rows) > MaxArchives {
-		return nil, nil, fmt.Errorf("index over %d archives", MaxArchives)
+		return nil, nil, false, fmt.Errorf("index over %d archives", MaxArchives)
 	}
 	slices.SortFunc(rows, func(p, q row) int { return compareArchives(&p.Archive, &q.Archive) })
 	// An index names archives by file name (spec cbfs-index-v1 6.1): two
@@ -374,7 +404,7 @@ func (x *Index) mergeTables(parts []*Index) ([][]uint32, []Copy, error) {
 	// which file holds a path.
 	for k := 1; k < len(rows); k++ {
 		if rows[k].Name == rows[k-1].Name {
-			return nil, nil, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
+			return nil, nil, false, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
 				rows[k].Name, rows[k-1].ID, rows[k].ID)
 		}
 	}
@@ -389,5 +419,10 @@ func (x *Index) mergeTables(parts []*Index) ([][]uint32, []Copy, error) {
 			maps[r.from[j]][r.from[j+1]] = uint32(k)
 		}
 	}
-	return maps, copies, nil
+	for _, r := range gone {
+		for j := 0; j < len(r.from); j += 2 {
+			maps[r.from[j]][r.from[j+1]] = noRow
+		}
+	}
+	return maps, copies, len(gone) > 0, nil
 }

@@ -198,8 +198,10 @@ func (s *readerStream) err() error    { return s.it.Err() }
 
 // mergeStreams merges sorted streams by path and calls emit with each
 // path and its candidates after the winner rule (sources' sequence
-// numbers from srcs); cs is valid until emit returns.
-func mergeStreams(ss []stream, srcs []Archive, emit func(path []byte, cs []cand) error) error {
+// numbers from srcs); cs is valid until emit returns. Candidates of the
+// sources retired says are dropped before the rule, and a path left
+// without any is not emitted (retired nil: none).
+func mergeStreams(ss []stream, srcs []Archive, retired []bool, emit func(path []byte, cs []cand) error) error {
 	live := make([]bool, len(ss))
 	for i, s := range ss {
 		live[i] = s.next()
@@ -236,6 +238,12 @@ func mergeStreams(ss []stream, srcs []Archive, emit func(path []byte, cs []cand)
 			}
 			lt.replay(w2)
 		}
+		if retired != nil {
+			cs = slices.DeleteFunc(cs, func(c cand) bool { return retired[c.arch] })
+			if len(cs) == 0 {
+				continue
+			}
+		}
 		if len(cs) > 1 {
 			cs = winners(cs, srcs)
 		}
@@ -263,18 +271,27 @@ type CombineResult struct {
 
 // table makes the archives table of sources: one row per id (the
 // smaller name, the larger member count), sorted by name then id, and
-// each source's row.
-func table(srcs []Archive) ([]Archive, []uint32, []Copy, error) {
+// each source's row; a retired source (spec 2.8) has no row, and its
+// entry in retired is true. Sources dropped (dropped[i], when dropped is
+// not nil: archives given up while read) have no row either, and count
+// for nothing: nothing of them is in the index.
+func table(srcs []Archive, dropped []bool) (_ []Archive, _ []uint32, retired []bool, _ []Copy, _ error) {
 	byID := map[[crypt.IDSize]byte]int{}
 	var rows []Archive
 	var copies []Copy
 	first := make([]int, len(srcs))
 	for i, a := range srcs {
+		if dropped != nil && dropped[i] {
+			continue
+		}
 		if k, ok := byID[a.ID]; ok {
 			r := &rows[k]
 			if r.Seq != a.Seq {
-				return nil, nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
+				return nil, nil, nil, nil, fmt.Errorf("archive id %x is %s with sequence %d and %s with sequence %d: the same archive cannot have two sequence numbers",
 					a.ID, r.Name, r.Seq, a.Name, a.Seq)
+			}
+			if !sameReplaces(r.Replaces, a.Replaces) {
+				return nil, nil, nil, nil, fmt.Errorf("archive id %x is %s and %s with different replaces records: one of them was forged or damaged", a.ID, r.Name, a.Name)
 			}
 			copies = append(copies, Copy{ID: a.ID, Names: [2]string{min(r.Name, a.Name), max(r.Name, a.Name)}})
 			r.Name = min(r.Name, a.Name)
@@ -286,48 +303,79 @@ func table(srcs []Archive) ([]Archive, []uint32, []Copy, error) {
 		first[i] = len(rows)
 		rows = append(rows, a)
 	}
-	if len(rows) > MaxArchives {
-		return nil, nil, nil, fmt.Errorf("index over %d archives", MaxArchives)
+	ret := retiredSet(rows)
+	gone := make([]bool, len(rows))
+	live := 0
+	for i := range rows {
+		if err := checkRetired(&rows[i], ret); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		_, gone[i] = ret[rows[i].ID]
+		if !gone[i] {
+			live++
+		}
 	}
-	order := make([]int, len(rows))
-	for i := range order {
-		order[i] = i
+	if live > MaxArchives {
+		return nil, nil, nil, nil, fmt.Errorf("index over %d archives", MaxArchives)
+	}
+	order := make([]int, 0, live)
+	for i := range rows {
+		if !gone[i] {
+			order = append(order, i)
+		}
 	}
 	slices.SortFunc(order, func(p, q int) int { return compareArchives(&rows[p], &rows[q]) })
 	pos := make([]uint32, len(rows))
-	out := make([]Archive, len(rows))
+	for i := range pos {
+		pos[i] = noRow
+	}
+	out := make([]Archive, len(order))
 	for k, i := range order {
 		pos[i] = uint32(k)
 		out[k] = rows[i]
 	}
 	for k := 1; k < len(out); k++ {
 		if out[k].Name == out[k-1].Name {
-			return nil, nil, nil, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
+			return nil, nil, nil, nil, fmt.Errorf("two different archives are both named %q (ids %x and %x): an index names archives by file name; rename one",
 				out[k].Name, out[k-1].ID, out[k].ID)
 		}
 	}
 	rowOf := make([]uint32, len(srcs))
 	for i := range srcs {
-		rowOf[i] = pos[first[i]]
+		if dropped != nil && dropped[i] {
+			rowOf[i] = noRow
+		} else {
+			rowOf[i] = pos[first[i]]
+		}
+		if rowOf[i] == noRow {
+			if retired == nil {
+				retired = make([]bool, len(srcs))
+			}
+			retired[i] = true
+		}
 	}
-	return out, rowOf, copies, nil
+	return out, rowOf, retired, copies, nil
 }
 
-// combine merges streams over srcs and writes the index to out.
-func combine(out io.Writer, key *crypt.Key, highSeq uint64, srcs []Archive, ss []stream) (*CombineResult, error) {
-	tab, rowOf, copies, err := table(srcs)
+// combine merges streams over srcs and writes the index to out. The
+// sources dropped (see table) count for nothing, their sequence numbers
+// included; no stream may hold a candidate of theirs.
+func combine(out io.Writer, key *crypt.Key, highSeq uint64, srcs []Archive, dropped []bool, ss []stream) (*CombineResult, error) {
+	tab, rowOf, retired, copies, err := table(srcs, dropped)
 	if err != nil {
 		return nil, err
 	}
-	for _, a := range srcs {
-		highSeq = max(highSeq, a.Seq)
+	for i, a := range srcs {
+		if dropped == nil || !dropped[i] {
+			highSeq = max(highSeq, a.Seq)
+		}
 	}
 	w, err := NewWriter(out, key, highSeq, tab)
 	if err != nil {
 		return nil, err
 	}
 	res := &CombineResult{HighSeq: highSeq, Archives: tab, Copies: copies}
-	err = mergeStreams(ss, srcs, func(path []byte, cs []cand) error {
+	err = mergeStreams(ss, srcs, retired, func(path []byte, cs []cand) error {
 		for i := range cs {
 			cs[i].arch = rowOf[cs[i].arch]
 		}
@@ -368,7 +416,27 @@ func MergeReaders(out io.Writer, key *crypt.Key, parts ...*Reader) (*CombineResu
 		hs = max(hs, r.HighSeq)
 		ss = append(ss, &readerStream{it: r.Records(nil), m: m})
 	}
-	return combine(out, key, hs, srcs, ss)
+	return combine(out, key, hs, srcs, nil, ss)
+}
+
+// Rekey writes the index r under key with the archive ids of its table
+// replaced: newIDs[i] for the row r.Archives[i] (archive spec 10.6: a
+// rekeyed archive keeps its name, sequence number, members and offsets,
+// and gets a new id). Records are copied one block at a time; the table
+// is re-sorted and copies merged as a merge would, so the result is the
+// index a rebuild of the rekeyed archives writes. The index's highest
+// sequence number is kept.
+func Rekey(out io.Writer, key *crypt.Key, r *Reader, newIDs [][crypt.IDSize]byte) (*CombineResult, error) {
+	if len(newIDs) != len(r.Archives) {
+		return nil, fmt.Errorf("rekey: %d new archive ids for a table of %d", len(newIDs), len(r.Archives))
+	}
+	srcs := slices.Clone(r.Archives)
+	m := make([]uint32, len(srcs))
+	for i := range srcs {
+		srcs[i].ID = newIDs[i]
+		m[i] = uint32(i)
+	}
+	return combine(out, key, r.HighSeq, srcs, nil, []stream{&readerStream{it: r.Records(nil), m: m}})
 }
 
 // ---- building runs ----
@@ -385,10 +453,13 @@ type Spiller struct {
 
 	mu      sync.Mutex
 	srcs    []Archive
+	dropped []bool // by source: an archive given up (RunBuilder.Abort)
 	mem     [][]byte
 	memSize int
 	files   []*spillFile
-	Spills  int
+	// Spills counts the spill files written: the spiller's, and those a
+	// large archive's RunBuilder writes of its own runs.
+	Spills int
 }
 
 // AddSource registers an archive and returns its source number.
@@ -399,6 +470,7 @@ func (sp *Spiller) AddSource(a Archive) (uint32, error) {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	sp.srcs = append(sp.srcs, a)
+	sp.dropped = append(sp.dropped, false)
 	return uint32(len(sp.srcs) - 1), nil
 }
 
@@ -429,7 +501,18 @@ func (sp *Spiller) spill() error {
 	sp.files = append(sp.files, f)
 	sp.mem, sp.memSize = nil, 0
 	sp.Spills++
-	return nil
+	return sp.compactLocked()
+}
+
+// compactLocked merges the spill files into one when there are too many
+// (see maxSpillFiles). sp.mu is held.
+func (sp *Spiller) compactLocked() error {
+	files, merged, err := compactFiles(sp.Dir, sp.files, sp.srcs)
+	sp.files = files
+	if merged {
+		sp.Spills++
+	}
+	return err
 }
 
 // streams are every run, spilled or not, as streams; extra ones may be
@@ -466,7 +549,7 @@ func (sp *Spiller) Combine(out io.Writer, key *crypt.Key, base *Reader) (*Combin
 	if err != nil {
 		return nil, err
 	}
-	srcs := sp.srcs
+	srcs, dropped := sp.srcs, sp.dropped
 	var hs uint64
 	if base != nil {
 		m := make([]uint32, len(base.Archives))
@@ -475,10 +558,11 @@ func (sp *Spiller) Combine(out io.Writer, key *crypt.Key, base *Reader) (*Combin
 			m[i] = uint32(len(srcs))
 			srcs = append(srcs, base.Archives[i])
 		}
+		dropped = append(slices.Clone(dropped), make([]bool, len(base.Archives))...)
 		hs = base.HighSeq
 		ss = append(ss, &readerStream{it: base.Records(nil), m: m})
 	}
-	return combine(out, key, hs, srcs, ss)
+	return combine(out, key, hs, srcs, dropped, ss)
 }
 
 // RunBuilder turns one archive's members into sorted runs (path order;
@@ -499,6 +583,8 @@ type RunBuilder struct {
 	lastM  uint32
 	out    []byte
 	srcArc Archive
+	// members is one more than the highest member number added.
+	members uint64
 }
 
 // NewRunBuilder starts the runs of archive a, registered with sp.
@@ -508,6 +594,21 @@ func (sp *Spiller) NewRunBuilder(a Archive, limit int) (*RunBuilder, error) {
 		return nil, err
 	}
 	return &RunBuilder{sp: sp, src: src, limit: max(limit, 1<<12), sorted: true, srcArc: a}, nil
+}
+
+// SetReplaces records the archive's replaces record (archive spec 7.7),
+// met as its member 0, in its table row.
+func (b *RunBuilder) SetReplaces(rs []format.Replaced) error {
+	a := b.srcArc
+	a.Replaces = slices.Clone(rs)
+	if err := checkArchive(&a); err != nil {
+		return err
+	}
+	b.srcArc = a
+	b.sp.mu.Lock()
+	b.sp.srcs[b.src].Replaces = a.Replaces
+	b.sp.mu.Unlock()
+	return nil
 }
 
 // Add records one member as Builder.Add does: members of types the
@@ -523,11 +624,32 @@ func (b *RunBuilder) Add(path []byte, e Entry) error {
 	}
 	b.last = append(b.last[:0], path...)
 	b.lastM = e.Member
+	b.members = max(b.members, uint64(e.Member)+1)
 	b.offs = append(b.offs, uint32(len(b.buf)))
 	b.buf = runRecord(b.buf, path, []cand{{off: e.Offset, span: e.Span, size: e.Size, inode: e.Inode, arch: b.src, member: e.Member, typ: e.Type}})
 	if len(b.buf) >= b.limit {
 		return b.Flush()
 	}
+	return nil
+}
+
+// SetMembers sets the member count of the builder's archive where it is
+// known only once its members were read (a member scan): the builder was
+// started with a count no member number reaches, and every member added
+// must be below n.
+func (b *RunBuilder) SetMembers(n uint64) error {
+	a := b.srcArc
+	a.Members = n
+	if err := checkArchive(&a); err != nil {
+		return err
+	}
+	if n < b.members {
+		return fmt.Errorf("archive %s: %d members, member %d was added", a.Name, n, b.members-1)
+	}
+	b.srcArc = a
+	b.sp.mu.Lock()
+	b.sp.srcs[b.src].Members = n
+	b.sp.mu.Unlock()
 	return nil
 }
 
@@ -589,8 +711,21 @@ func (b *RunBuilder) Flush() error {
 		}
 		b.files = append(b.files, f)
 		b.runs, b.size = nil, 0
+		files, merged, err := compactFiles(b.sp.Dir, b.files, b.sp.srcsCopy())
+		b.files = files
+		b.sp.mu.Lock()
+		b.sp.Spills += 1 + btoi(merged)
+		b.sp.mu.Unlock()
+		return err
 	}
 	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Commit hands the archive's runs to the spiller: call it once the
@@ -602,8 +737,12 @@ func (b *RunBuilder) Commit() error {
 	sp := b.sp
 	sp.mu.Lock()
 	sp.files = append(sp.files, b.files...)
-	sp.mu.Unlock()
 	b.files = nil
+	err := sp.compactLocked()
+	sp.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	for _, r := range b.runs {
 		if err := sp.addRun(r); err != nil {
 			return err
@@ -613,12 +752,18 @@ func (b *RunBuilder) Commit() error {
 	return nil
 }
 
-// Abort drops what was added: the archive could not be read after all.
+// Abort drops what was added, and the archive's source: the archive
+// could not be read after all, and nothing of it goes into the index,
+// not even its row in the archives table or its sequence number. The
+// builder is spent.
 func (b *RunBuilder) Abort() {
 	for _, f := range b.files {
 		f.close()
 	}
 	b.files, b.runs, b.buf, b.offs = nil, nil, b.buf[:0], b.offs[:0]
+	b.sp.mu.Lock()
+	b.sp.dropped[b.src] = true
+	b.sp.mu.Unlock()
 }
 
 func (sp *Spiller) srcsCopy() []Archive {
@@ -627,18 +772,53 @@ func (sp *Spiller) srcsCopy() []Archive {
 	return slices.Clone(sp.srcs)
 }
 
+// maxSpillFiles caps the spill files kept: at that many, they are merged
+// into one, so that a merge of them (and its memory, a read buffer per
+// file) stays bounded whatever the size of the data.
+const maxSpillFiles = 64
+
+// compactFiles merges files into one new spill file when there are
+// maxSpillFiles or more (merged says so), closing them; on an error the
+// files are returned as they were, for the caller to close.
+func compactFiles(dir string, files []*spillFile, srcs []Archive) (out []*spillFile, merged bool, err error) {
+	if len(files) < maxSpillFiles {
+		return files, false, nil
+	}
+	ss := make([]stream, len(files))
+	for i, f := range files {
+		r, err := f.reader()
+		if err != nil {
+			return files, false, err
+		}
+		ss[i] = &runStream{r: r}
+	}
+	f, err := spillStreams(dir, ss, srcs)
+	if err != nil {
+		return files, false, err
+	}
+	for _, old := range files {
+		old.close()
+	}
+	return []*spillFile{f}, true, nil
+}
+
 // spillRuns merges runs into a new spill file.
 func spillRuns(dir string, runs [][]byte, srcs []Archive) (*spillFile, error) {
-	f, err := newSpillFile(dir)
-	if err != nil {
-		return nil, err
-	}
 	ss := make([]stream, len(runs))
 	for i, m := range runs {
 		ss[i] = &runStream{mem: m}
 	}
+	return spillStreams(dir, ss, srcs)
+}
+
+// spillStreams merges sorted streams into a new spill file.
+func spillStreams(dir string, ss []stream, srcs []Archive) (*spillFile, error) {
+	f, err := newSpillFile(dir)
+	if err != nil {
+		return nil, err
+	}
 	var rec []byte
-	err = mergeStreams(ss, srcs, func(path []byte, cs []cand) error {
+	err = mergeStreams(ss, srcs, nil, func(path []byte, cs []cand) error {
 		rec = runRecord(rec[:0], path, cs)
 		return f.write(rec)
 	})

@@ -25,6 +25,10 @@ type ArchiveUsage struct {
 	LiveMembers int    `json:"live_members"`
 	LiveBytes   int64  `json:"live_bytes"`
 	DeadBytes   int64  `json:"dead_bytes"`
+	// Retired: the index leaves the archive out because a compacted
+	// archive replaces it (index spec 2.8): all of it is dead, and it
+	// may be removed.
+	Retired bool `json:"retired"`
 	// KeyID is the id of the key the archive is under (GC).
 	KeyID string `json:"key_id,omitempty"`
 }
@@ -69,26 +73,66 @@ func isWinner(x *index.Index, pos int, path []byte, num uint32) bool {
 // included; the header, summary and footer are counted in neither. An
 // archive the index does not list (InIndex false) counts as all live.
 func Usage(x *index.Index, name string, a *format.Archive, entries []format.Entry) ArchiveUsage {
-	u := ArchiveUsage{Archive: name, Members: len(entries)}
-	pos, in := indexPos(x, name, a.Header.ID)
-	u.InIndex = in
+	c := newUsageCounter(x, RetiredIDs(x.Archives), name, a)
 	for _, e := range entries {
-		span := a.Header.PhysSpan(e.Offset, e.Length)
-		// An archive the index does not list (renamed, or written without
-		// the index) may hold the only copy of a path: nothing in it is
-		// known to be dead.
-		// A member whose path has no canonical form is not in the index
-		// either (spec cbfs-index-v1 2.7): it is live as far as gc knows.
-		_, noPath := index.CanonicalPath(e.Meta.Path)
-		live := !in || !index.Indexed(e.Meta.Type) || noPath != nil || isWinner(x, pos, e.Meta.Path, e.Number)
-		if live {
-			u.LiveMembers++
-			u.LiveBytes += span
-		} else {
-			u.DeadBytes += span
+		c.add(e)
+	}
+	return c.u
+}
+
+// RetiredIDs are the archives an index's rows replace (index spec 2.8).
+func RetiredIDs(rows []index.Archive) map[[crypt.IDSize]byte]bool {
+	m := map[[crypt.IDSize]byte]bool{}
+	for _, a := range rows {
+		for _, r := range a.Replaces {
+			m[r.ID] = true
 		}
 	}
-	return u
+	return m
+}
+
+// usageCounter counts an archive's members one at a time (see Usage), as
+// its summary is walked.
+type usageCounter struct {
+	x   *index.Index
+	a   *format.Archive
+	pos int
+	u   ArchiveUsage
+}
+
+// newUsageCounter starts counting archive a, named name, against x;
+// retired are the archives x's rows replace (RetiredIDs).
+func newUsageCounter(x *index.Index, retired map[[crypt.IDSize]byte]bool, name string, a *format.Archive) *usageCounter {
+	c := &usageCounter{x: x, a: a, u: ArchiveUsage{Archive: name}}
+	c.pos, c.u.InIndex = indexPos(x, name, a.Header.ID)
+	c.u.Retired = !c.u.InIndex && retired[a.Header.ID]
+	return c
+}
+
+func (c *usageCounter) add(e format.Entry) {
+	c.u.Members++
+	if e.Meta.Type == format.TypeReplaces && !c.u.Retired {
+		return // a compacted archive's record of what it replaces: neither live nor dead
+	}
+	span := c.a.Header.PhysSpan(e.Offset, e.Length)
+	if c.u.Retired {
+		// A compacted archive replaces this one: all of it is dead.
+		c.u.DeadBytes += span
+		return
+	}
+	// An archive the index does not list (renamed, or written without
+	// the index) may hold the only copy of a path: nothing in it is
+	// known to be dead.
+	// A member whose path has no canonical form is not in the index
+	// either (spec cbfs-index-v1 2.7): it is live as far as gc knows.
+	_, noPath := index.CanonicalPath(e.Meta.Path)
+	live := !c.u.InIndex || !index.Indexed(e.Meta.Type) || noPath != nil || isWinner(c.x, c.pos, e.Meta.Path, e.Number)
+	if live {
+		c.u.LiveMembers++
+		c.u.LiveBytes += span
+	} else {
+		c.u.DeadBytes += span
+	}
 }
 
 // IndexProblem is a live index entry that does not lead to an intact
@@ -127,6 +171,9 @@ type IndexCheck struct {
 	// Unknown are archives given that the index does not list (by id):
 	// written without the index, or the index is stale or rolled back.
 	Unknown []string `json:"not_in_index"`
+	// Retired are archives given that the index leaves out because a
+	// compacted archive replaces them: they may be removed.
+	Retired []string `json:"retired"`
 }
 
 // CheckIndex checks an index against the archives given (by file base
@@ -138,7 +185,7 @@ type IndexCheck struct {
 // deleted path back. Entries whose archives were not given are counted,
 // not reported.
 func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
-	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}}
+	res := IndexCheck{Problems: []IndexProblem{}, Unknown: []string{}, Retired: []string{}}
 	check := func(p *IndexProblem, arch index.Archive, e index.Entry) bool {
 		g := given[arch.Name]
 		m, ok := g.Intact[e.Member]
@@ -196,12 +243,18 @@ func CheckIndex(x *index.Index, given map[string]*GivenArchive) IndexCheck {
 	for _, a := range x.Archives {
 		ids[a.ID] = true
 	}
+	retired := RetiredIDs(x.Archives)
 	for name, g := range given {
-		if g.Intact != nil && !ids[g.ID] {
+		switch {
+		case g.Intact == nil || ids[g.ID]:
+		case retired[g.ID]:
+			res.Retired = append(res.Retired, name)
+		default:
 			res.Unknown = append(res.Unknown, name)
 		}
 	}
 	slices.Sort(res.Unknown)
+	slices.Sort(res.Retired)
 	return res
 }
 
@@ -230,22 +283,29 @@ type GCResult struct {
 }
 
 // GC reads the summary of each archive (never its members) and says how
-// much of it the index x still serves (Usage), jobs archives at a time.
-// An archive that cannot be read has its error in its result; the others
-// are still read. Once ctx is cancelled no further archive is started and
-// the error is ctx's cause.
+// much of it the index x still serves (Usage), jobs archives at a time:
+// each summary is counted as it is walked, never held. An archive that
+// cannot be read has its error in its result; the others are still read.
+// Once ctx is cancelled no further archive is started and the error is
+// ctx's cause.
 func GC(ctx context.Context, x *index.Index, sources []store.Source, keys []*crypt.Key, jobs int) ([]GCResult, error) {
 	out := make([]GCResult, len(sources))
+	retired := RetiredIDs(x.Archives)
 	err := parallel.Do(ctx, len(sources), jobs, func(_ context.Context, i int) {
 		src := sources[i]
 		out[i].Source = src
-		a, entries, closer, err := OpenSummary(src, keys...)
+		a, obj, err := openArchiveVia(src, nil, keys...)
 		if err != nil {
 			out[i].Err = err
 			return
 		}
-		defer closer.Close()
-		out[i].Usage = Usage(x, src.Location(), a, entries)
+		defer obj.Close()
+		c := newUsageCounter(x, retired, src.Location(), a)
+		if err := a.WalkEntries(func(e format.Entry) error { c.add(e); return nil }); err != nil {
+			out[i].Err = locErr(src, err)
+			return
+		}
+		out[i].Usage = c.u
 		if k := a.Header.KeyOf(keys...); k != nil {
 			out[i].Usage.KeyID = k.ID()
 		}
@@ -261,23 +321,36 @@ func OpenSummary(src store.Source, keys ...*crypt.Key) (*format.Archive, []forma
 
 // openSummaryVia is OpenSummary reading through cache, when not nil.
 func openSummaryVia(src store.Source, cache *format.BlockCache, keys ...*crypt.Key) (*format.Archive, []format.Entry, io.Closer, error) {
+	a, obj, err := openArchiveVia(src, cache, keys...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	entries, err := a.Entries()
+	if err != nil {
+		obj.Close()
+		return nil, nil, nil, locErr(src, err)
+	}
+	return a, entries, obj, nil
+}
+
+// openArchiveVia opens an archive for random access, reading through
+// cache when not nil; the returned closer closes the object. Errors name
+// the archive.
+func openArchiveVia(src store.Source, cache *format.BlockCache, keys ...*crypt.Key) (*format.Archive, io.Closer, error) {
 	obj, err := src.Open()
 	if err != nil {
-		return nil, nil, nil, locErr(src, err)
+		return nil, nil, locErr(src, err)
 	}
 	var from format.Source = obj
 	if cache != nil {
 		from = cache.Source(obj)
 	}
 	a, err := format.OpenArchive(from, keys...)
-	if err == nil {
-		var entries []format.Entry
-		if entries, err = a.Entries(); err == nil {
-			return a, entries, obj, nil
-		}
+	if err != nil {
+		obj.Close()
+		return nil, nil, locErr(src, err)
 	}
-	obj.Close()
-	return nil, nil, nil, locErr(src, err)
+	return a, obj, nil
 }
 
 // locErr names the object an error is about, once.

@@ -215,6 +215,9 @@ type RebuildResult struct {
 	Combined *index.CombineResult
 	// Spills is how many times runs spilled to temporary files.
 	Spills int
+	// KeyArchives counts, for the key and each of RebuildOptions.ReadKeys
+	// in turn, the archives read with it.
+	KeyArchives []int
 }
 
 // DefaultMemory is the default budget of a rebuild's records in memory.
@@ -236,6 +239,11 @@ type RebuildOptions struct {
 	// Jobs is how many archives are read at once (GOMAXPROCS when 0):
 	// more than the cores where each read waits on an object store.
 	Jobs int
+	// ReadKeys are more keys the archives may be under (a key being
+	// rotated in or out): each archive is read with the one of the key
+	// and these whose key check value it carries. The index is sealed
+	// with the key.
+	ReadKeys []*crypt.Key
 }
 
 // Rebuild builds the master index of the archives in sources, or of the
@@ -279,8 +287,10 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 	}
 	sp := &index.Spiller{Budget: opt.Memory / 2, Dir: opt.TempDir}
 	defer sp.Close()
+	keys := append([]*crypt.Key{key}, opt.ReadKeys...)
 	type result struct {
 		excluded []ExcludedPath
+		key      int // which of keys read it
 		members  int
 		scanned  *ArchiveProblem
 		unreadOK bool
@@ -296,8 +306,8 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 		w.sp, w.limit = sp, opt.Memory/16
 		r := &results[i]
 		var err error
-		r.members, r.scanned, err = w.index(sources[i], key)
-		r.excluded, w.excluded = w.excluded, nil
+		r.members, r.scanned, err = w.index(sources[i], keys)
+		r.excluded, w.excluded, r.key = w.excluded, nil, w.key
 		var se *spillError
 		if errors.As(err, &se) {
 			r.err = se.err
@@ -309,7 +319,7 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 	if err != nil {
 		return nil, err
 	}
-	res := &RebuildResult{}
+	res := &RebuildResult{KeyArchives: make([]int, len(keys))}
 	for i := range results {
 		r := &results[i]
 		switch {
@@ -322,6 +332,7 @@ func RebuildTo(ctx context.Context, sources []store.Source, key *crypt.Key, shar
 			res.Scanned = append(res.Scanned, *r.scanned)
 		}
 		res.Archives++
+		res.KeyArchives[r.key]++
 		res.Members += int64(r.members)
 		res.Excluded = append(res.Excluded, r.excluded...)
 	}
@@ -358,6 +369,7 @@ type indexWorker struct {
 	sp       *index.Spiller
 	limit    int
 	excluded []ExcludedPath // of the last archive read
+	key      int            // the position of the key it was read with
 }
 
 // exclude takes a member whose path has no canonical form out of the
@@ -380,22 +392,27 @@ func commit(b *index.RunBuilder) error {
 	return nil
 }
 
-// index reads one archive into sorted runs of the spiller.
-func (w *indexWorker) index(ns store.Source, key *crypt.Key) (int, *ArchiveProblem, error) {
-	w.excluded = nil
+// index reads one archive into sorted runs of the spiller, with the one
+// of keys whose key check value its header carries (w.key says which).
+func (w *indexWorker) index(ns store.Source, keys []*crypt.Key) (int, *ArchiveProblem, error) {
+	w.excluded, w.key = nil, 0
 	src, err := ns.Open()
 	if err != nil {
 		return 0, nil, err
 	}
 	defer src.Close()
-	a, why := format.OpenArchive(src, key)
+	a, why := format.OpenArchive(src, keys...)
 	if why == nil {
 		h := a.Header
+		w.key = keyIndex(h, keys)
 		b, err := w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: a.Footer.Members}, w.limit)
 		if err != nil {
 			return 0, nil, err
 		}
 		why = a.SummaryItems(&w.scratch, func(it *format.SummaryItem) error {
+			if it.Type == format.TypeReplaces {
+				return b.SetReplaces(it.Replaces)
+			}
 			err := b.Add(it.Path, index.Entry{Member: it.Member, Type: it.Type, Offset: it.Offset, Span: it.Span, Size: it.Size, Inode: it.Inode})
 			return w.exclude(ns.Name, it.Member, err)
 		})
@@ -414,51 +431,65 @@ func (w *indexWorker) index(ns store.Source, key *crypt.Key) (int, *ArchiveProbl
 		return 0, nil, why // I/O: a scan would fail the same way
 	}
 	w.excluded = nil
-	return w.scanArchive(ns, src, key, why)
+	return w.scanArchive(ns, src, keys, why)
+}
+
+// keyIndex is the position in keys of the key h is under (0 if none).
+func keyIndex(h *format.Header, keys []*crypt.Key) int {
+	return max(0, slices.Index(keys, h.KeyOf(keys...)))
 }
 
 // scanArchive is the fallback: a member scan that counts every complete,
-// authenticated member.
-func (w *indexWorker) scanArchive(ns store.Source, src format.Source, key *crypt.Key, why error) (int, *ArchiveProblem, error) {
-	var entries []format.Entry
-	rep, err := format.ScanArchive(src, format.ScanOptions{Key: key}, func(e format.Entry) error {
-		entries = append(entries, e)
-		return nil
+// authenticated member, each handed to the archive's runs as the scan
+// finds it (memory does not grow with the archive). The member count is
+// known only at the end: the footer's, when it authenticates, or one more
+// than the highest member found.
+func (w *indexWorker) scanArchive(ns store.Source, src format.Source, keys []*crypt.Key, why error) (int, *ArchiveProblem, error) {
+	var b *index.RunBuilder
+	var h *format.Header
+	n, top := 0, uint64(0) // top: one more than the highest member number found
+	rep, err := format.ScanArchive(src, format.ScanOptions{Key: keys[0], Keys: keys[1:], Header: func(hdr *format.Header) error {
+		var err error
+		h = hdr
+		b, err = w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: format.MaxMembers}, w.limit)
+		return err
+	}}, func(e format.Entry) error {
+		n, top = n+1, max(top, uint64(e.Number)+1)
+		if e.Meta.Type == format.TypeReplaces {
+			return b.SetReplaces(e.Meta.Replaces)
+		}
+		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
+			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
+		return w.exclude(ns.Name, e.Number, err)
 	})
-	if err != nil {
+	fail := func(err error) (int, *ArchiveProblem, error) {
+		if b != nil {
+			b.Abort()
+		}
 		return 0, nil, err
 	}
-	if rep == nil || rep.Header == nil {
-		return 0, nil, fmt.Errorf("%v; the member scan found no header", why)
+	if err != nil {
+		return fail(err)
+	}
+	if rep == nil || rep.Header == nil || b == nil {
+		return fail(fmt.Errorf("%v; the member scan found no header", why))
 	}
 	for _, p := range rep.Problems {
 		if p.Class == format.ClassHeader {
 			// The sequence number orders the archive: from a header that
 			// does not authenticate it cannot be trusted.
-			return 0, nil, p
+			return fail(p)
 		}
 	}
-	h := rep.Header
+	w.key = keyIndex(h, keys)
 	members := uint64(0)
 	if rep.Footer != nil && rep.FooterAuthenticated {
 		members = rep.Footer.Members
 	}
-	for _, e := range entries {
-		members = max(members, uint64(e.Number)+1)
+	if err := b.SetMembers(max(members, top)); err != nil {
+		return fail(err)
 	}
-	b, err := w.sp.NewRunBuilder(index.Archive{Name: ns.Name, ID: h.ID, Seq: h.Sequence, Members: members}, w.limit)
-	if err != nil {
-		return 0, nil, err
-	}
-	for _, e := range entries {
-		err := b.Add(e.Meta.Path, index.Entry{Member: e.Number, Type: e.Meta.Type, Offset: h.PhysOffset(e.Offset),
-			Span: h.PhysSpan(e.Offset, e.Length), Size: e.Meta.Size, Inode: e.Meta.Inode})
-		if err := w.exclude(ns.Name, e.Number, err); err != nil {
-			b.Abort()
-			return 0, nil, err
-		}
-	}
-	return len(entries), &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: len(entries)}, commit(b)
+	return n, &ArchiveProblem{Name: ns.Name, Where: ns.Location(), Err: why, Problems: rep.Problems, Members: n}, commit(b)
 }
 
 // MergeAll merges indexes (see index.Merge), in parallel. The
@@ -549,7 +580,11 @@ func WriteIndexFile(path string, x *index.Index, key *crypt.Key, replace bool) e
 // ArchiveIndex is the index of one archive just written, from the
 // writer's header and entries.
 func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*index.Index, error) {
-	b, err := index.NewBuilder(index.Archive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}, len(entries), 0)
+	a := index.Archive{Name: name, ID: hdr.ID, Seq: hdr.Sequence, Members: uint64(len(entries))}
+	if len(entries) > 0 && entries[0].Meta.Type == format.TypeReplaces {
+		a.Replaces = entries[0].Meta.Replaces
+	}
+	b, err := index.NewBuilder(a, len(entries), 0)
 	if err != nil {
 		return nil, err
 	}
@@ -756,7 +791,7 @@ type IndexDiff struct {
 
 func sameLocation(p, q Location) bool {
 	p.Entry.Archive, q.Entry.Archive = 0, 0
-	return p == q
+	return p.Entry == q.Entry && p.Archive.Equal(&q.Archive)
 }
 
 // DiffReaders compares two indexes, streaming: the archives tables first
@@ -773,7 +808,7 @@ func DiffReaders(a, b *index.Reader, fn func(IndexDiff) error) error {
 		pa := &a.Archives[i]
 		seen[pa.ID] = true
 		if j, ok := ids[pa.ID]; ok {
-			if pb := &b.Archives[j]; *pa != *pb {
+			if pb := &b.Archives[j]; !pa.Equal(pb) {
 				if err := fn(IndexDiff{ArchA: pa, ArchB: pb}); err != nil {
 					return err
 				}

@@ -350,6 +350,12 @@ func (u *IndexUpdate) wrapErr(err error) error {
 // merged with the index's as the new file is written: the old index is
 // read one block at a time, never held whole.
 func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
+	return u.AddArchiveFiles([]string{archivePath})
+}
+
+// AddArchiveFiles adds several archives in one update of the index: all
+// of them, or (on any failure) none.
+func (u *IndexUpdate) AddArchiveFiles(paths []string) (*AddResult, error) {
 	mem := u.Memory
 	if mem <= 0 {
 		mem = DefaultMemory
@@ -361,13 +367,19 @@ func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	sp := &index.Spiller{Budget: mem / 2, Dir: dir}
 	defer sp.Close()
 	w := &indexWorker{sp: sp, limit: mem / 16}
-	src := sourceOf(context.Background(), archivePath)
-	_, scanned, err := w.index(src, u.key)
-	if err != nil {
-		return nil, locErr(src, err)
-	}
-	if scanned != nil {
-		return nil, locErr(src, scanned.Err)
+	var excluded []ExcludedPath
+	for _, p := range paths {
+		src := sourceOf(context.Background(), p)
+		// The archive may be under any of the keys the index reads with
+		// (one being rotated in or out); the index stays sealed with u.key.
+		_, scanned, err := w.index(src, append([]*crypt.Key{u.key}, u.readKeys...))
+		if err != nil {
+			return nil, locErr(src, err)
+		}
+		if scanned != nil {
+			return nil, locErr(src, scanned.Err)
+		}
+		excluded = append(excluded, w.excluded...)
 	}
 	var c *index.CombineResult
 	created, err := u.update(func(out io.Writer) error {
@@ -380,7 +392,7 @@ func (u *IndexUpdate) AddArchiveFile(archivePath string) (*AddResult, error) {
 	}
 	id := sp.Sources()[0].ID
 	res := u.addResult(c, id, created)
-	res.Excluded = w.excluded
+	res.Excluded = excluded
 	return res, nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/internal/parallel"
 	"github.com/cbfs/cbfs/store"
 )
@@ -118,8 +119,10 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 	// the file's own write errors and the sync are Commit's.
 	pr, pw := io.Pipe()
 	verified := make(chan error, 1)
+	var sum format.PlainSum
 	go func() {
-		err := verifyNew(pr, opt.NewKey)
+		var err error
+		sum, err = verifyNew(pr, opt.NewKey)
 		io.Copy(io.Discard, pr) // a reader that stopped early must not block the writer
 		verified <- err
 	}()
@@ -131,6 +134,9 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 		return fail(err)
 	}
 	r.Old, r.New, r.OldKeyID, r.Members, r.Size = &res.Old, &res.New, res.OldKey.ID(), res.Members, res.Size
+	if verr == nil && sum != res.Plain {
+		verr = fmt.Errorf("its plaintext differs from the source's (%d frames read back, %d sealed): a fault while rekeying", sum.Frames, res.Plain.Frames)
+	}
 	if verr != nil {
 		f.Abort()
 		return fail(fmt.Errorf("the new archive does not verify with the new key (nothing written): %w", verr))
@@ -147,22 +153,123 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 }
 
 // verifyNew checks every byte of the new archive with the new key, as a
-// keyed streaming read does: every seal, the metadata records, the LZ4
-// blocks, the summary against the members, the digest and the MACs.
-func verifyNew(src io.Reader, key *crypt.Key) error {
-	rd, err := format.NewReader(src, key, format.ReaderOptions{})
+// keyed streaming read does (the tar framing, every frame's checksum and
+// seal, the layout, the digest, the header and footer MACs), and sums the
+// plaintext of its frames, which must be the source's: then every check
+// that decodes plaintext (metadata records, LZ4 blocks, the summary
+// against the members) holds for it exactly when it held for the source
+// (archive spec 10.6), and none is run here.
+func verifyNew(src io.Reader, key *crypt.Key) (format.PlainSum, error) {
+	rd, err := format.NewReader(src, key, format.ReaderOptions{PlainSum: true})
 	if err != nil {
-		return err
+		return format.PlainSum{}, err
 	}
 	defer rd.Close()
 	for {
 		if _, err := rd.Next(); err == io.EOF {
-			return nil
+			return rd.PlainSum(), nil
 		} else if err != nil {
-			return err
-		}
-		if _, err := io.Copy(io.Discard, rd); err != nil {
-			return err
+			return format.PlainSum{}, err
 		}
 	}
+}
+
+// IndexRekeyOptions configure RekeyIndex.
+type IndexRekeyOptions struct {
+	// NewKey seals the new index and opens the rekeyed archives.
+	NewKey *crypt.Key
+	// OldKeys are the keys the archives were under before: an archive
+	// still under one of them is named as not rekeyed yet.
+	OldKeys []*crypt.Key
+	// Jobs is how many archives are opened at once (at least one).
+	Jobs int
+}
+
+// IndexRekeyArchive is one archive of the index and its rekeyed copy.
+type IndexRekeyArchive struct {
+	// Index is the row of the old index (its name, old id, sequence
+	// number and member count).
+	Index index.Archive
+	// Where is the rekeyed archive's location; NewID its archive id.
+	Where string
+	NewID [crypt.IDSize]byte
+	// Err says why no rekeyed copy of this archive was found.
+	Err error
+}
+
+// NotRekeyedError is an archive found under the name the index records
+// that is not the rekeyed copy of the archive the index holds there: a
+// rekey keeps the sequence number and the member count (archive spec
+// 10.6).
+type NotRekeyedError struct {
+	Name string
+	What string
+}
+
+func (e *NotRekeyedError) Error() string {
+	return fmt.Sprintf("%s: not the rekeyed copy of the archive the index holds under this name", e.What)
+}
+
+// RekeyIndex writes the index x again under opt.NewKey, with each
+// archive's new id (archive spec 10.6; index spec 6.8). The rekeyed
+// archives are found by the names x records, through open (the
+// directory or prefix 'cbfs rekey' wrote them to): each is opened with
+// the new key by its header and footer alone (no summary is read), and
+// must have the sequence number and member count x records, as a rekey
+// keeps them. Names stay, ids change, and offsets and member numbers are
+// those of the source, so x's records stand as they are, and the result
+// is byte for byte the index a rebuild of the rekeyed archives under
+// the new key writes (when x's highest sequence number is its table's,
+// as for every index the tools write). When any archive is not found,
+// nothing is written to out and the error is ErrIncomplete; the rows
+// say why.
+func RekeyIndex(ctx context.Context, x *index.Reader, open func(name string) store.Source, opt IndexRekeyOptions, out io.Writer) ([]IndexRekeyArchive, *index.CombineResult, error) {
+	rows := make([]IndexRekeyArchive, len(x.Archives))
+	err := parallel.Do(ctx, len(rows), max(1, opt.Jobs), func(_ context.Context, i int) {
+		rows[i] = rekeyedCopy(x.Archives[i], open(x.Archives[i].Name), opt)
+	})
+	if err != nil {
+		return rows, nil, err
+	}
+	ids := make([][crypt.IDSize]byte, len(rows))
+	for i, r := range rows {
+		if r.Err != nil {
+			return rows, nil, ErrIncomplete
+		}
+		ids[i] = r.NewID
+	}
+	c, err := index.Rekey(out, opt.NewKey, x, ids)
+	return rows, c, err
+}
+
+// rekeyedCopy opens the archive src with the new key and checks it
+// against the index's row: two reads, its header and its footer.
+func rekeyedCopy(row index.Archive, src store.Source, opt IndexRekeyOptions) IndexRekeyArchive {
+	r := IndexRekeyArchive{Index: row, Where: src.Location()}
+	obj, err := src.Open()
+	if err != nil {
+		r.Err = locErr(src, err)
+		return r
+	}
+	defer obj.Close()
+	a, err := format.OpenArchive(obj, opt.NewKey)
+	if errors.Is(err, format.ErrWrongKey) {
+		if a, err2 := format.OpenArchive(obj, opt.OldKeys...); err2 == nil {
+			err = fmt.Errorf("%w: still under the old key %s, not rekeyed (give the directory 'cbfs rekey' wrote)", err, a.Header.KeyOf(opt.OldKeys...).ID())
+		}
+	}
+	if err == nil {
+		switch h, f := a.Header, a.Footer; {
+		case h.Sequence != row.Seq:
+			err = &NotRekeyedError{Name: row.Name, What: fmt.Sprintf("sequence %d, the index holds %d", h.Sequence, row.Seq)}
+		case f.Members != row.Members:
+			err = &NotRekeyedError{Name: row.Name, What: fmt.Sprintf("%d members, the index holds %d", f.Members, row.Members)}
+		default:
+			r.NewID = h.ID
+		}
+	}
+	if err != nil {
+		r.Err = locErr(src, err)
+	}
+	return r
 }

@@ -3,7 +3,7 @@
 # inputs. Prints a markdown table (wall seconds, peak RSS) to stdout and
 # keeps it in out/bench/results.md. Inputs are built under out/bench.
 #   BENCH_RUNS   runs per command, the median is reported (default 3)
-#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index tree rekey s3
+#   BENCH_SKIP   space-separated groups to skip: convert lz4 pack verify index tree compact rekey s3
 set -euo pipefail
 cbfs=$(realpath "${1:-bin/cbfs}")
 cd "$(dirname "$0")/.."
@@ -123,6 +123,11 @@ fi
 if [[ $skip != *" tree "* ]]; then
   header "the current tree through the index: export --index, extract --index"
   source scripts/bench-tree.sh "$cbfs" "$out" "$out/fs.key" "$runs"
+fi
+
+if [[ $skip != *" compact "* ]]; then
+  header "compaction (issue 17)"
+  source scripts/bench-compact.sh "$cbfs" "$out" "$out/fs.key" "$runs"
 fi
 
 if [[ $skip != *" index "* ]] && [ -x scripts/bench-index.sh ]; then

@@ -212,6 +212,10 @@ func (f *AtomicFile) abort(byCancel bool) bool {
 // syncDir makes a rename or link in dir durable: without it, a crash can
 // lose the new name although the file's data were synced. File systems
 // that cannot sync a directory (EINVAL) are left as they are.
+// SyncDir makes a directory's entries durable: after a rename into it
+// or a removal from it.
+func SyncDir(dir string) error { return syncDir(dir) }
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

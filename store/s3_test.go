@@ -96,6 +96,56 @@ func TestS3Open(t *testing.T) {
 	}
 }
 
+// TestS3ReadRange: a range is read in one GET as it is consumed, what the
+// opening GET holds copied from it: none for a range within it, one for a
+// range of any size before it, and none for a range never read.
+func TestS3ReadRange(t *testing.T) {
+	b := fakeS3(t, nil)
+	n := 9<<20 + 17
+	data := randBytes(n)
+	put(t, b, "o", data)
+	obj, err := b.Open(context.Background(), "o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := obj.(interface {
+		ReadRange(off, n int64) (io.ReadCloser, error)
+	})
+	for _, c := range []struct {
+		off, n int
+		gets   int64
+	}{
+		{n - 5000, 4000, 0},        // in the tail read
+		{n - 8<<20, 8<<20 - 10, 1}, // over two read blocks, into the tail
+		{100, 7 << 20, 1},          // before the tail
+		{n - 3, 3, 0},
+		{0, 0, 0},
+	} {
+		before := RequestsOf(obj)
+		rc, err := rr.ReadRange(int64(c.off), int64(c.n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, data[c.off:c.off+c.n]) {
+			t.Fatalf("ReadRange(%d, %d): %d bytes, %v", c.off, c.n, len(got), err)
+		}
+		if gets := RequestsOf(obj) - before; gets != c.gets {
+			t.Errorf("ReadRange(%d, %d): %d GETs, want %d", c.off, c.n, gets, c.gets)
+		}
+	}
+	before := RequestsOf(obj)
+	rc, _ := rr.ReadRange(0, 1<<20)
+	rc.Close()
+	if RequestsOf(obj) != before {
+		t.Errorf("a range closed unread cost %d GETs", RequestsOf(obj)-before)
+	}
+	if _, err := rr.ReadRange(int64(n-2), 3); err == nil {
+		t.Errorf("a range past the end was not refused")
+	}
+}
+
 // TestS3ListPages: a listing goes by pages of 1,000 keys.
 func TestS3ListPages(t *testing.T) {
 	b := fakeS3(t, nil)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -220,23 +221,57 @@ func (o *s3Object) get(p []byte, off int64) error {
 // stream reads the object from off to its end in one GET, resumed where
 // it broke off when the connection fails.
 func (o *s3Object) stream(off int64) io.ReadCloser {
-	return &s3Stream{o: o, pos: off}
+	return &s3Stream{o: o, pos: off, end: o.size}
 }
 
+// ReadRange reads the n bytes at off in order (format.RangeReader: how an
+// archive's summary larger than a read window is read): what the opening
+// GET holds already is copied from it, the rest read in one GET as it is
+// consumed (resumed where it broke off when the connection fails). So a
+// summary costs no GET when the opening one read it, and one otherwise,
+// whatever its size, in the memory of a read buffer.
+func (o *s3Object) ReadRange(off, n int64) (io.ReadCloser, error) {
+	if off < 0 || n < 0 || off+n > o.size {
+		return nil, fmt.Errorf("%s: range of %d bytes at %d outside the object's %d", o.URL(), n, off, o.size)
+	}
+	end := off + n
+	o.mu.Lock()
+	tail := o.tail
+	o.mu.Unlock()
+	s := &s3Stream{o: o, pos: off, end: min(end, tail.off)}
+	var rs []io.Reader
+	if s.pos < s.end {
+		rs = append(rs, s)
+	}
+	if end > tail.off {
+		rs = append(rs, bytes.NewReader(tail.data[max(off, tail.off)-tail.off:end-tail.off]))
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(rs...), s}, nil
+}
+
+// An object is a format.RangeReader (store does not import format).
+var _ interface {
+	ReadRange(off, n int64) (io.ReadCloser, error)
+} = (*s3Object)(nil)
+
+// s3Stream reads [pos, end) of an object in one GET.
 type s3Stream struct {
-	o   *s3Object
-	pos int64
-	rc  io.ReadCloser
+	o        *s3Object
+	pos, end int64
+	rc       io.ReadCloser
 }
 
 func (s *s3Stream) Read(p []byte) (int, error) {
-	if s.pos >= s.o.size {
+	if s.pos >= s.end {
 		return 0, io.EOF
 	}
 	for tries := 0; ; tries++ {
 		if s.rc == nil {
 			var opts minio.GetObjectOptions
-			if err := opts.SetRange(s.pos, s.o.size-1); err != nil {
+			if err := opts.SetRange(s.pos, s.end-1); err != nil {
 				return 0, s.o.b.s3Err("read", s.o.key, err)
 			}
 			if s.o.etag != "" {
@@ -253,9 +288,9 @@ func (s *s3Stream) Read(p []byte) (int, error) {
 				return 0, s.o.b.s3Err("read", s.o.key, err)
 			}
 		}
-		n, err := s.rc.Read(p[:min(int64(len(p)), s.o.size-s.pos)])
+		n, err := s.rc.Read(p[:min(int64(len(p)), s.end-s.pos)])
 		s.pos += int64(n)
-		if err == io.EOF && s.pos < s.o.size {
+		if err == io.EOF && s.pos < s.end {
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil && err != io.EOF && retryable(s.o.ctx, err) && tries < 20 && n == 0 {
@@ -263,7 +298,7 @@ func (s *s3Stream) Read(p []byte) (int, error) {
 			s.rc = nil
 			continue // reopened at pos
 		}
-		if err == io.EOF || (err == nil && s.pos >= s.o.size) {
+		if err == io.EOF || (err == nil && s.pos >= s.end) {
 			return n, nil
 		}
 		if err != nil && n == 0 {

@@ -32,6 +32,24 @@ func WriteMember(w io.Writer, a *format.Archive, e format.Entry) error {
 	return writeZeros(w, format.PadLen(cw.n))
 }
 
+// WriteStreamMember writes member m, whose content is read from content,
+// as WriteMember writes it: an imported member's header bytes and
+// content, anything else as export synthesises it.
+func WriteStreamMember(w io.Writer, m *format.Member, content io.Reader) error {
+	if m.Meta.TarHeader == nil {
+		return writeSynthesized(w, m, content)
+	}
+	raw := m.Meta.TarHeader[len(m.Meta.TarHeader)%format.BlockSize:]
+	if _, err := w.Write(raw); err != nil {
+		return err
+	}
+	n, err := io.Copy(w, content)
+	if err != nil {
+		return memberErr(m, err)
+	}
+	return writeZeros(w, format.PadLen(n))
+}
+
 // WriteMemberAs writes the regular file member e of a as a regular file
 // entry named path, with a header of archive spec 7.6 and the file's
 // content as tar would extract it: what a hard link becomes when the

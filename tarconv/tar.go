@@ -121,7 +121,7 @@ func ExportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key
 	defer r.Close()
 	bw := newTarWriter(dst)
 	var pad int64 // zero padding owed by the last imported entry
-	trailer := false
+	trailer, compacted := false, false
 	for {
 		m, err := r.Next()
 		if err == io.EOF {
@@ -133,12 +133,30 @@ func ExportTar(ctx context.Context, dst io.Writer, src io.Reader, key *crypt.Key
 		meta := m.Meta
 		if opt.OnMember != nil {
 			switch meta.Type {
-			case format.TypeTrailer, format.TypeTombstone, format.TypeTarGlobal:
+			case format.TypeTrailer, format.TypeTombstone, format.TypeTarGlobal, format.TypeReplaces:
 			default:
 				opt.OnMember(meta)
 			}
 		}
 		switch {
+		case meta.Type == format.TypeReplaces:
+			// A compacted archive (archive spec 7.7): its members are
+			// exported one by one, each a whole entry.
+			compacted = true
+		case compacted && meta.TarHeader != nil:
+			// An imported member's header bytes start with padding owed
+			// to a neighbour it no longer has: leave it out, and pad its
+			// data here, as a member read alone is written.
+			if _, err := bw.Write(meta.TarHeader[len(meta.TarHeader)%format.BlockSize:]); err != nil {
+				return err
+			}
+			n, err := io.Copy(bw, r)
+			if err != nil {
+				return memberErr(m, err)
+			}
+			if err := writeZeros(bw, format.PadLen(n)); err != nil {
+				return err
+			}
 		case meta.Type == format.TypeTrailer:
 			// The trailer starts with the last entry's padding.
 			pad = 0

@@ -320,7 +320,7 @@ func isDamage(err error) bool {
 func (x *extractor) member(i int, e format.Entry) error {
 	sm := e.Meta
 	switch sm.Type {
-	case format.TypeTombstone, format.TypeTarGlobal, format.TypeTrailer:
+	case format.TypeTombstone, format.TypeTarGlobal, format.TypeTrailer, format.TypeReplaces:
 		return nil // not files
 	}
 	comps, bad := x.memberPath(sm.Path)

@@ -82,11 +82,14 @@ is named on standard error. It changes nothing.`,
 				}
 				good = append(good, r.Usage)
 				j := gcJSON{ArchiveUsage: r.Usage}
+				if t := r.Usage.LiveBytes + r.Usage.DeadBytes; r.Usage.InIndex && t > 0 && 2*r.Usage.DeadBytes >= t {
+					j.Compactable = true
+				}
 				if objs[i] != nil {
 					j.Requests = store.RequestsOf(objs[i])
 				}
 				js = append(js, j)
-				if !r.Usage.InIndex {
+				if !r.Usage.InIndex && !r.Usage.Retired {
 					fmt.Fprintf(os.Stderr, "cbfs: %s: not in the index (renamed, or written without --index): counted as all live\n", r.Usage.Archive)
 				}
 			}
@@ -103,23 +106,37 @@ is named on standard error. It changes nothing.`,
 				return status
 			}
 			fmt.Fprintf(w, "%-40s %8s %8s %14s %14s %6s\n", "ARCHIVE", "MEMBERS", "LIVE", "LIVE BYTES", "DEAD BYTES", "DEAD%")
+			var compactN, retiredN int
+			var compactBytes, retiredBytes int64
 			for _, u := range good {
 				pct := 0.0
 				if t := u.LiveBytes + u.DeadBytes; t > 0 {
 					pct = 100 * float64(u.DeadBytes) / float64(t)
 				}
 				note := ""
-				if !u.InIndex {
+				switch {
+				case u.Retired:
+					note = "  (retired: replaced by a compacted archive; may be removed)"
+					retiredN++
+					retiredBytes += u.DeadBytes
+				case !u.InIndex:
 					note = "  (not in the index)"
+				case pct >= 50:
+					compactN++
+					compactBytes += u.DeadBytes
 				}
 				fmt.Fprintf(w, "%-40s %8d %8d %14d %14d %5.1f%%%s\n", u.Archive, u.Members, u.LiveMembers, u.LiveBytes, u.DeadBytes, pct, note)
+			}
+			fmt.Fprintf(w, "compact (at least 50%% dead) would reclaim %d bytes from %s\n", compactBytes, plural(compactN, "archive", "archives"))
+			if retiredN > 0 {
+				fmt.Fprintf(w, "%s retired by compaction (%d bytes): compact --remove removes %s\n", plural(retiredN, "archive is", "archives are"), retiredBytes, map[bool]string{true: "it", false: "them"}[retiredN == 1])
 			}
 			return status
 		},
 	}
 	keyFlag(c, &keyPath)
 	c.Flags().StringVar(&indexPath, "index", "", "master index file")
-	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index\n(and requests: the GET requests an archive in an object store took)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of objects: archive, members, live_members, live_bytes, dead_bytes, in_index, retired, compactable\n(and requests: the GET requests an archive in an object store took)")
 	jobsFlag(c, &jobs)
 	return c
 }
@@ -128,5 +145,8 @@ is named on standard error. It changes nothing.`,
 // reading it from an object store took (omitted for a local file).
 type gcJSON struct {
 	repo.ArchiveUsage
-	Requests int64 `json:"requests,omitempty"`
+	// Compactable: compact with its default --min-dead (50%) would
+	// pick it.
+	Compactable bool  `json:"compactable"`
+	Requests    int64 `json:"requests,omitempty"`
 }

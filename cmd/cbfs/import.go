@@ -421,5 +421,5 @@ sequence number.`,
 // listed says whether -v lists a member of this type: files, not
 // deletions or the tar's own records.
 func listed(t format.Type) bool {
-	return t != format.TypeTombstone && t != format.TypeTrailer && t != format.TypeTarGlobal
+	return t != format.TypeTombstone && t != format.TypeTrailer && t != format.TypeTarGlobal && t != format.TypeReplaces
 }

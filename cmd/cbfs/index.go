@@ -44,7 +44,7 @@ so that a rebuild does not bring deleted files back. Two archives with the
 same sequence number that both hold a path are a conflict: every candidate
 is kept and reported, never one picked silently.`,
 	}
-	c.AddCommand(newIndexRebuildCmd(), newIndexLsCmd(), newIndexLookupCmd(), newIndexDiffCmd(), newIndexMergeCmd(), newIndexAddCmd())
+	c.AddCommand(newIndexRebuildCmd(), newIndexLsCmd(), newIndexLookupCmd(), newIndexDiffCmd(), newIndexMergeCmd(), newIndexAddCmd(), newIndexRekeyCmd())
 	return c
 }
 
@@ -229,10 +229,13 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		// writes the same part.
 		o.out = strings.ReplaceAll(o.out, "{shard}", strconv.Itoa(shard.I))
 	}
-	key, err := loadKey(o.keyPath)
+	// Each archive is read with the key whose key check value it
+	// carries; the index is sealed with the first.
+	keys, err := loadKeys(o.keyPath)
 	if err != nil {
 		return err
 	}
+	key := keys[0]
 	srcs, indexes, err := repo.ArchiveSourcesContext(o.cmd.Context(), args)
 	noteIndexes(indexes)
 	if err != nil {
@@ -268,7 +271,8 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		skipIndexObjects(res)
 		return (res.Archives > 0 || len(res.Unreadable) == 0) && (len(res.Unreadable) == 0 || o.partial)
 	}
-	res, err := repo.RebuildTo(o.cmd.Context(), srcs, key, shard, repo.RebuildOptions{Memory: mem, TempDir: tmp, Keep: keep, Jobs: jobsFor(o.jobs, anyURL(args...))}, out)
+	res, err := repo.RebuildTo(o.cmd.Context(), srcs, key, shard, repo.RebuildOptions{Memory: mem, TempDir: tmp, Keep: keep, Jobs: jobsFor(o.jobs, anyURL(args...)),
+		ReadKeys: keys[1:]}, out)
 	if err != nil {
 		out.abort()
 		return &exitError{code: exitFailure, err: err}
@@ -288,6 +292,11 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 	}
 	if shard.N > 0 {
 		rep.Shard = shard.String()
+	}
+	if len(keys) > 1 {
+		for i, k := range keys {
+			rep.Keys = append(rep.Keys, keyUse{KeyID: k.ID(), Archives: res.KeyArchives[i], SealsIndex: i == 0})
+		}
 	}
 	rep.fill(res.Combined, res.Copies)
 	for _, s := range res.Scanned {
@@ -437,10 +446,22 @@ type indexReport struct {
 	Written    bool             `json:"written"`
 	Seconds    float64          `json:"seconds"`
 	// Requests are those made to object stores, when any was used.
-	Requests   *store.RequestStats `json:"requests,omitempty"`
+	Requests *store.RequestStats `json:"requests,omitempty"`
+	// Keys, when several were given, says how many archives each opened;
+	// the first seals the index.
+	Keys []keyUse `json:"keys,omitempty"`
+	// Rekeyed are the archives of an index rekey: old and new ids.
+	Rekeyed    []indexRekeyRow `json:"rekeyed,omitempty"`
 	written    bool
 	partial    bool
 	unreadCode int // the worst status of the unreadable archives
+}
+
+// keyUse is one key of several: how many archives it opened.
+type keyUse struct {
+	KeyID      string `json:"key_id"`
+	Archives   int    `json:"archives"`
+	SealsIndex bool   `json:"seals_index"`
 }
 
 // reportExcluded is a member kept out of the index: its path has a '..'
@@ -517,6 +538,13 @@ func (r *indexReport) finish(asJSON bool) error {
 			who = append(who, what)
 		}
 		fmt.Fprintf(w, "cbfs: conflict: %s: sequence %d in %s\n", quote([]byte(c.Path)), c.Candidates[0].Seq, strings.Join(who, " and "))
+	}
+	if len(r.Keys) > 0 {
+		var uses []string
+		for _, k := range r.Keys {
+			uses = append(uses, fmt.Sprintf("%s with key %s", plural(k.Archives, "archive", "archives"), k.KeyID))
+		}
+		fmt.Fprintf(w, "cbfs: note: %s opened; the index is sealed with key %s\n", strings.Join(uses, ", "), r.Keys[0].KeyID)
 	}
 	r.Written = r.written
 	if !asJSON && r.written {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -73,7 +74,7 @@ exit status is 1.`,
 			if err != nil {
 				return err
 			}
-			a, entries, f, err := openSummary(c.Context(), args[0], keys)
+			a, f, err := openArchive(c.Context(), args[0], keys)
 			if err != nil {
 				return err
 			}
@@ -82,9 +83,6 @@ exit status is 1.`,
 			for _, p := range args[1:] {
 				sel = append(sel, lsSelector{arg: p, path: memberKey([]byte(p))})
 			}
-			if len(sel) > 0 {
-				entries = selectEntries(entries, sel)
-			}
 			defer func() {
 				if err == nil {
 					err = unmatched(args[0], sel)
@@ -92,22 +90,40 @@ exit status is 1.`,
 			}()
 			w := bufio.NewWriter(stdout)
 			defer w.Flush()
-			if asJSON {
-				out := make([]lsJSON, 0, len(entries))
-				for _, e := range entries {
-					out = append(out, toJSON(a, e))
+			// Listed as the summary is walked, never held whole: a late
+			// error (a damaged last summary frame) comes after the
+			// members before it were listed, as with tar tv.
+			n := 0
+			err = a.WalkEntries(func(e format.Entry) error {
+				if len(sel) > 0 && !selectEntry(e, sel) {
+					return nil
 				}
-				return printJSON(w, out)
-			}
-			for _, e := range entries {
-				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal {
-					continue // not files: tar tv does not list them either
+				if asJSON {
+					// The bytes printJSON writes for the whole array.
+					b, err := json.MarshalIndent(toJSON(a, e), "  ", "  ")
+					if err != nil {
+						return err
+					}
+					w.WriteString(map[bool]string{true: "[\n  ", false: ",\n  "}[n == 0])
+					w.Write(b)
+					n++
+					return nil
+				}
+				if e.Meta.Type == format.TypeTrailer || e.Meta.Type == format.TypeTarGlobal || e.Meta.Type == format.TypeReplaces {
+					return nil // not files: tar tv does not list them either
 				}
 				m := e.Meta
 				if m.Type == format.TypeTarOther {
 					m = withTarSize(a, e)
 				}
 				fmt.Fprintln(w, lsLine(m))
+				return nil
+			})
+			if err != nil {
+				return inputErr(args[0], err)
+			}
+			if asJSON {
+				w.WriteString(map[bool]string{true: "[]\n", false: "\n]\n"}[n == 0])
 			}
 			return nil
 		},
@@ -257,24 +273,18 @@ func memberKey(p []byte) string {
 	return strings.Join(comps, "/")
 }
 
-// selectEntries keeps the entries whose path is one of sel's or lies
+// selectEntry reports whether the entry's path is one of sel's or lies
 // under one of them, marking which selectors matched.
-func selectEntries(entries []format.Entry, sel []lsSelector) []format.Entry {
-	var out []format.Entry
-	for _, e := range entries {
-		k := memberKey(e.Meta.Path)
-		hit := false
-		for i := range sel {
-			s := &sel[i]
-			if s.path == "" || k == s.path || strings.HasPrefix(k, s.path+"/") {
-				s.matched, hit = true, true
-			}
-		}
-		if hit {
-			out = append(out, e)
+func selectEntry(e format.Entry, sel []lsSelector) bool {
+	k := memberKey(e.Meta.Path)
+	hit := false
+	for i := range sel {
+		s := &sel[i]
+		if s.path == "" || k == s.path || strings.HasPrefix(k, s.path+"/") {
+			s.matched, hit = true, true
 		}
 	}
-	return out
+	return hit
 }
 
 // unmatched names on standard error each PATH that matched nothing, and

@@ -177,6 +177,7 @@ func classify(err error) (int, string) {
 	var fe *format.Error
 	var ie *index.Error
 	var aie *repo.ArchiveIDError
+	var nre *repo.NotRekeyedError
 	var de *tarconv.DecompressError
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
@@ -188,7 +189,7 @@ func classify(err error) (int, string) {
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""
-	case errors.As(err, &fe), errors.As(err, &ie), errors.As(err, &aie):
+	case errors.As(err, &fe), errors.As(err, &ie), errors.As(err, &aie), errors.As(err, &nre):
 		return exitDamaged, ""
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
 		return exitFailure, ""

@@ -48,9 +48,13 @@ verify does.
 
 The source is checked as it is read (every seal, the header and footer MACs,
 the digest): a damaged archive is not rewritten. Each new archive is written
-to a temporary file, verified with the new key as 'cbfs verify -k NEW' would,
-and only then put in place. The sources are never changed; OUTDIR must not
-be a directory they are in. -k may be given more than once (each archive
+to a temporary file and verified with the new key as it is written (the tar
+framing, every frame's checksum and seal, the digest, both MACs), and its
+plaintext, read back frame by frame, must be the source's; only then is it
+put in place. Plaintext is not decoded on either side: every rule about it
+holds for the new archive exactly when it held for the source (spec 10.6),
+and 'cbfs verify -k' of either checks those. The sources are never changed;
+OUTDIR must not be a directory they are in. -k may be given more than once (each archive
 is opened with the key it was written under).
 
 Rotating a file system's key: keygen NEW; rekey every archive; rebuild the

@@ -15,7 +15,8 @@ import (
 )
 
 // TestRotationWorkflow runs the key rotation of the README end to end:
-// keygen NEW; rekey every archive; rebuild the index under NEW;
+// keygen NEW; rekey every archive; rekey the index (as a rebuild under
+// NEW writes it);
 // verify -k NEW --index; the old key opens nothing new; remove the old
 // archives. Between the steps, -k NEW -k OLD reads the mixed set.
 func TestRotationWorkflow(t *testing.T) {
@@ -90,10 +91,12 @@ func TestRotationWorkflow(t *testing.T) {
 	// 4. The index under NEW, rebuilt from the new archives alone: the
 	// same paths, archives, offsets and sequence numbers as the old index
 	// (only the archive ids differ); a second rebuild is byte-identical.
-	run("index", "rebuild", "-k", "new.key", "-o", "new.index", "new")
+	// index rekey (the old index, the new archives' headers and footers)
+	// writes the bytes a rebuild writes.
+	run("index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "new.index", "fs.index", "new")
 	run("index", "rebuild", "-k", "new.key", "-o", "again.index", "new")
 	if !bytes.Equal(readFile(t, filepath.Join(dir, "new.index")), readFile(t, filepath.Join(dir, "again.index"))) {
-		t.Fatal("two rebuilds differ")
+		t.Fatal("index rekey and index rebuild -k NEW differ")
 	}
 	if newLs := run("index", "ls", "-k", "new.key", "new.index").stdout; !bytes.Equal(newLs, oldLs) {
 		t.Fatalf("index ls differs:\n%s\n%s", oldLs, newLs)
@@ -203,5 +206,169 @@ func TestKeyringCLI(t *testing.T) {
 	// file is read by cbfs itself.
 	if r := cbfs(t, dir, "key", "load", name); r.code != 2 {
 		t.Fatalf("load without -k: %s", r)
+	}
+}
+
+// TestIndexRekey: 'index rekey' gives, from the old index and the
+// rekeyed archives' headers and footers alone, the very bytes 'index
+// rebuild -k NEW' writes over the rekeyed archives, for a history with
+// updates, deletions and a conflict; an archive missing, not rekeyed or
+// not the rekeyed copy is named and nothing is written.
+func TestIndexRekey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src, _ := sourceTar(t)
+	run := func(args ...string) result { t.Helper(); return mustRun(t, dir, args...) }
+	run("keygen", "-o", "old.key")
+	run("keygen", "-o", "new.key")
+	os.Mkdir(filepath.Join(dir, "archives"), 0o755)
+	os.Mkdir(filepath.Join(dir, "new"), 0o755)
+	run("pack", "-k", "old.key", "--new-index", "--index", "fs.index", "-o", "archives/0001.cbfs", filepath.Join(src, "d"))
+	writeFile(t, filepath.Join(src, "d/hello.txt"), []byte("hello again\n"), 0o644)
+	run("pack", "-k", "old.key", "--index", "fs.index", "--delete", "d/name with spaces", "-o", "archives/0002.cbfs", filepath.Join(src, "d/hello.txt"))
+	// Sequence 2 again, holding d/hello.txt too: a conflict (status 6).
+	if r := cbfs(t, dir, "pack", "-k", "old.key", "--index", "fs.index", "--seq", "2", "-o", "archives/0003.cbfs", filepath.Join(src, "d/hello.txt")); r.code != exitConflict {
+		t.Fatalf("pack --seq 2: %s", r)
+	}
+	run("import", "-k", "old.key", "--index", "fs.index", "--delete", "d/sub/text.txt", "-o", "archives/0004.cbfs", filepath.Join(src, "x.tar"))
+	run("rekey", "-k", "old.key", "--new-key", "new.key", "-o", "new", "archives")
+
+	// Conflicts are reported by both (status 6), the index written.
+	if r := cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "rekeyed.index", "fs.index", "new"); r.code != exitConflict {
+		t.Fatalf("index rekey: %s", r)
+	}
+	if r := cbfs(t, dir, "index", "rebuild", "-k", "new.key", "-o", "rebuilt.index", "new"); r.code != exitConflict {
+		t.Fatalf("index rebuild: %s", r)
+	}
+	rekeyed, rebuilt := readFile(t, filepath.Join(dir, "rekeyed.index")), readFile(t, filepath.Join(dir, "rebuilt.index"))
+	if !bytes.Equal(rekeyed, rebuilt) {
+		t.Fatalf("index rekey (%d bytes) differs from index rebuild -k NEW (%d bytes)", len(rekeyed), len(rebuilt))
+	}
+	if r := cbfs(t, dir, "index", "ls", "-k", "old.key", "rekeyed.index"); r.code != exitWrongKey {
+		t.Fatalf("the old key reads the rekeyed index: %s", r)
+	}
+	// An archive in ARCHIVES that the index does not hold is named.
+	writeFile(t, filepath.Join(dir, "new/0009.cbfs"), readFile(t, filepath.Join(dir, "new/0001.cbfs")), 0o644)
+	r0 := cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "other.index", "fs.index", "new")
+	if r0.code != exitConflict || !strings.Contains(string(r0.stderr), "note: 1 archive in new not in the index") || !strings.Contains(string(r0.stderr), ": 0009.cbfs") {
+		t.Fatalf("an archive the index does not hold: %s", r0)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "other.index")), rekeyed) {
+		t.Fatal("an archive the index does not hold changed the rekeyed index")
+	}
+	os.Remove(filepath.Join(dir, "new/0009.cbfs"))
+	// The same live paths as before; only the archive ids changed.
+	oldLs := cbfs(t, dir, "index", "ls", "-k", "old.key", "fs.index").stdout
+	if newLs := cbfs(t, dir, "index", "ls", "-k", "new.key", "rekeyed.index").stdout; len(oldLs) == 0 || !bytes.Equal(newLs, oldLs) {
+		t.Fatalf("index ls differs:\n%s\n%s", oldLs, newLs)
+	}
+	// --json names each archive's old and new id.
+	r := cbfs(t, dir, "index", "rekey", "-k", "new.key", "-k", "old.key", "--new-key", "new.key", "-o", "x.index", "fs.index", "new")
+	if r.code != exitUsage {
+		t.Fatalf("NEW also given as an old key: %s", r)
+	}
+	r = cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "--json", "-o", "j.index", "fs.index", "new")
+	var doc struct {
+		Rekeyed []indexRekeyRow
+		Written bool
+	}
+	if err := json.Unmarshal(r.stdout, &doc); err != nil || !doc.Written || len(doc.Rekeyed) != 4 {
+		t.Fatalf("--json: %v %s", err, r.stdout)
+	}
+	for _, row := range doc.Rekeyed {
+		if row.NewID == "" || row.NewID == row.OldID || row.Error != "" {
+			t.Fatalf("--json row %+v", row)
+		}
+	}
+
+	absent := func(name string) {
+		t.Helper()
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Fatalf("%s was written: %v", name, err)
+		}
+	}
+	// The sources' directory: still under the old key (status 4).
+	r = cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "bad.index", "fs.index", "archives")
+	if r.code != exitWrongKey || strings.Count(string(r.stderr), "still under the old key") != 4 || !strings.Contains(string(r.stderr), "was not written") {
+		t.Fatalf("over the old archives: %s", r)
+	}
+	absent("bad.index")
+	// One archive missing from the new directory (status 1).
+	os.Rename(filepath.Join(dir, "new/0003.cbfs"), filepath.Join(dir, "0003.cbfs"))
+	r = cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "bad.index", "fs.index", "new")
+	if r.code != exitFailure || !strings.Contains(string(r.stderr), "new/0003.cbfs") || !strings.Contains(string(r.stderr), "0003.cbfs (sequence 2 in the index)") {
+		t.Fatalf("an archive missing: %s", r)
+	}
+	absent("bad.index")
+	// Another archive under its name: sequence 1, not 2 (status 3).
+	writeFile(t, filepath.Join(dir, "new/0003.cbfs"), readFile(t, filepath.Join(dir, "new/0001.cbfs")), 0o644)
+	r = cbfs(t, dir, "index", "rekey", "-k", "old.key", "--new-key", "new.key", "-o", "bad.index", "fs.index", "new")
+	if r.code != exitDamaged || !strings.Contains(string(r.stderr), "sequence 1, the index holds 2: not the rekeyed copy") {
+		t.Fatalf("another archive under the name: %s", r)
+	}
+	absent("bad.index")
+}
+
+// TestSeveralKeysIndexBuilders: index rebuild and index add given
+// several keys read each archive with the key it is under (a mixed set
+// during a rotation), and seal the index with the first key.
+func TestSeveralKeysIndexBuilders(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src, _ := sourceTar(t)
+	run := func(args ...string) result { t.Helper(); return mustRun(t, dir, args...) }
+	run("keygen", "-o", "old.key")
+	run("keygen", "-o", "new.key")
+	os.Mkdir(filepath.Join(dir, "archives"), 0o755)
+	os.Mkdir(filepath.Join(dir, "new"), 0o755)
+	run("pack", "-k", "old.key", "--new-index", "--index", "fs.index", "-o", "archives/0001.cbfs", filepath.Join(src, "d"))
+	writeFile(t, filepath.Join(src, "d/hello.txt"), []byte("hello again\n"), 0o644)
+	run("pack", "-k", "old.key", "--index", "fs.index", "--delete", "d/name with spaces", "-o", "archives/0002.cbfs", filepath.Join(src, "d/hello.txt"))
+	run("import", "-k", "old.key", "--index", "fs.index", "-o", "archives/0003.cbfs", filepath.Join(src, "x.tar"))
+	oldLs := run("index", "ls", "-k", "old.key", "fs.index").stdout
+	// Half way through a rotation: 0002 is rekeyed, the others are not.
+	run("rekey", "-k", "old.key", "--new-key", "new.key", "-o", "new", "archives/0002.cbfs")
+	os.Rename(filepath.Join(dir, "new/0002.cbfs"), filepath.Join(dir, "archives/0002.cbfs"))
+	newID := strings.TrimSpace(string(run("key", "id", "-k", "new.key").stdout))
+	oldID := strings.TrimSpace(string(run("key", "id", "-k", "old.key").stdout))
+
+	// One key alone does not read the set.
+	if r := cbfs(t, dir, "index", "rebuild", "-k", "new.key", "-o", "one.index", "archives"); r.code != exitWrongKey {
+		t.Fatalf("rebuild with the new key alone: %s", r)
+	}
+	r := run("index", "rebuild", "-k", "new.key", "-k", "old.key", "--json", "-o", "mixed.index", "archives")
+	var rep struct {
+		Keys []keyUse
+	}
+	if err := json.Unmarshal(r.stdout, &rep); err != nil || len(rep.Keys) != 2 ||
+		rep.Keys[0] != (keyUse{KeyID: newID, Archives: 1, SealsIndex: true}) || rep.Keys[1] != (keyUse{KeyID: oldID, Archives: 2}) {
+		t.Fatalf("rebuild --json keys: %v %s", err, r.stdout)
+	}
+	// Sealed with the first key; the same paths as the old index.
+	if r := cbfs(t, dir, "index", "ls", "-k", "old.key", "mixed.index"); r.code != exitWrongKey {
+		t.Fatalf("the index is not sealed with the first key: %s", r)
+	}
+	if ls := run("index", "ls", "-k", "new.key", "mixed.index").stdout; !bytes.Equal(ls, oldLs) {
+		t.Fatalf("index ls:\n%s\nwant\n%s", ls, oldLs)
+	}
+	// The other order seals with the old key, and reads the same.
+	run("index", "rebuild", "-k", "old.key", "-k", "new.key", "-o", "mixed2.index", "archives")
+	if ls := run("index", "ls", "-k", "old.key", "mixed2.index").stdout; !bytes.Equal(ls, oldLs) {
+		t.Fatalf("index ls (old key first):\n%s", ls)
+	}
+	r = run("index", "rebuild", "-k", "old.key", "-k", "new.key", "-o", "mixed3.index", "archives")
+	if !strings.Contains(string(r.stderr), "2 archives with key "+oldID+", 1 archive with key "+newID+" opened; the index is sealed with key "+oldID) {
+		t.Fatalf("rebuild does not say which keys opened what: %s", r.stderr)
+	}
+
+	// index add: an index sealed with NEW takes archives under OLD and
+	// under NEW, and ends up as the rebuild of the mixed set.
+	run("index", "add", "-k", "new.key", "-k", "old.key", "--new-index", "added.index", "archives/0001.cbfs", "archives/0002.cbfs")
+	run("index", "add", "-k", "new.key", "-k", "old.key", "added.index", "archives/0003.cbfs")
+	if !bytes.Equal(readFile(t, filepath.Join(dir, "added.index")), readFile(t, filepath.Join(dir, "mixed.index"))) {
+		t.Fatal("index add over the mixed set differs from the rebuild")
+	}
+	if r := cbfs(t, dir, "index", "add", "-k", "new.key", "added.index", "archives/0001.cbfs"); r.code != exitWrongKey {
+		t.Fatalf("index add of an old-key archive with the new key alone: %s", r)
 	}
 }

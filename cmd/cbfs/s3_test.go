@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cbfs/cbfs/format"
 	"github.com/cbfs/cbfs/internal/testutil"
+	"github.com/cbfs/cbfs/keys"
 	"github.com/cbfs/cbfs/store"
 )
 
@@ -407,5 +409,64 @@ func TestS3ConcurrentIndexUpdates(t *testing.T) {
 	if !bytes.Equal(e.object(t, "bkt", "re.idx"), e.object(t, "bkt", "fs.idx")) {
 		r := e.run(t, "index", "diff", "-k", "k", "s3://bkt/re.idx", "s3://bkt/fs.idx")
 		t.Fatalf("the index updated by concurrent writers differs from the rebuild:\n%s", r.stdout)
+	}
+}
+
+// TestS3LargeSummary: an archive whose summary is several times the
+// opening GET's tail read and a read block costs three GETs, whatever the
+// summary's size: the tail, the header's block, and the rest of the
+// summary in one (rebuild, gc, ls).
+func TestS3LargeSummary(t *testing.T) {
+	t.Parallel()
+	e := newS3Env(t)
+	key, _, err := keys.ReadFile(filepath.Join(e.dir, "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w, err := format.NewWriter(&buf, key, format.WriterOptions{Sequence: 1, ChunkSize: format.MinChunkSize, RecordSize: format.MinRecordSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 16000
+	deep := strings.Repeat("deep/", 60)
+	for i := range n {
+		if _, err := w.Add(&format.Meta{Type: format.TypeDir, Path: fmt.Appendf(nil, "%s%06d", deep, i), Mode: 0o755}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(buf.Bytes()), int64(buf.Len())), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := int64(a.Footer.FooterOffset) - a.PhysOffset(int64(a.Footer.SummaryOffset)); sum < 5<<20 {
+		t.Fatalf("summary of %d bytes: want more than the tail read and a read block", sum)
+	}
+	if err := e.bucket(t).Put(context.Background(), "big/0001.cbfs", buf.Bytes(), store.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(e.dir, "0001.cbfs"), buf.Bytes(), 0o644)
+
+	r := e.must(t, "index", "rebuild", "-k", "k", "--json", "-o", "s3.idx", "s3://bkt/big/")
+	var rep struct{ Requests store.RequestStats }
+	json.Unmarshal(r.stdout, &rep)
+	if rep.Requests.Get != 3 || rep.Requests.List != 1 {
+		t.Errorf("rebuild of an archive with a large summary took %+v requests, want 3 GETs and 1 list", rep.Requests)
+	}
+	e.must(t, "index", "rebuild", "-k", "k", "-o", "local.idx", "0001.cbfs")
+	s3idx, _ := os.ReadFile(filepath.Join(e.dir, "s3.idx"))
+	if local, _ := os.ReadFile(filepath.Join(e.dir, "local.idx")); len(local) == 0 || !bytes.Equal(s3idx, local) {
+		t.Fatal("the rebuild from the store differs from the local one")
+	}
+	r = e.must(t, "gc", "-k", "k", "--index", "local.idx", "--json", "s3://bkt/big/")
+	var gc []struct{ Requests int64 }
+	if err := json.Unmarshal(r.stdout, &gc); err != nil || len(gc) != 1 || gc[0].Requests != 3 {
+		t.Errorf("gc of an archive with a large summary: %v\n%s", err, r.stdout)
+	}
+	if r := e.must(t, "ls", "-k", "k", "s3://bkt/big/0001.cbfs"); bytes.Count(r.stdout, []byte("\n")) != n {
+		t.Errorf("ls listed %d members, want %d", bytes.Count(r.stdout, []byte("\n")), n)
 	}
 }

@@ -218,6 +218,9 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 					fmt.Fprintf(w, "  %q -> %s member %d: %s\n", p.Path, p.Archive, p.Member, p.What)
 				}
 			}
+			for _, n := range check.Retired {
+				fmt.Fprintf(w, "  %s: retired: a compacted archive replaces it (it may be removed)\n", n)
+			}
 			for _, n := range check.Unknown {
 				fmt.Fprintf(w, "  %s: not in the index: stale or rolled-back index? (or written without --index)\n", n)
 			}

@@ -233,6 +233,7 @@ func Generate() []*Vector {
 	g.invalidSequence()
 	g.invalidSummary()
 	g.invalidFooter()
+	g.compaction()
 	g.index()
 	g.paths()
 	g.keyfiles()

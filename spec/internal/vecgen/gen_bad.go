@@ -534,21 +534,6 @@ func (g *gen) invalidMembers() {
 // member at a time, finds only the content rule.
 func (g *gen) invalidSequence() {
 	same := func(_ uint32, r []byte) []byte { return summaryForm(r) }
-	// addMember appends a member, with an empty final content frame, as
-	// the last before the summary.
-	addMember := func(l *layout, m *format.Meta) {
-		n := uint32(0)
-		for _, f := range l.Frames {
-			if f.Kind == format.KindMeta {
-				n++
-			}
-		}
-		r := m.Encode(nil)
-		fs := []*frame{{Kind: format.KindMeta, Flags: format.FlagFinal, Stream: n, Plain: padMeta(r, len(r))},
-			{Kind: format.KindContent, Flags: format.FlagFinal, Stream: n}}
-		s := l.summary()
-		l.Frames = append(l.Frames[:s], append(fs, l.Frames[s:]...)...)
-	}
 	seq := func(name, ra, desc string, l *layout, f func(l *layout)) {
 		f(l)
 		l.setSummary(l.summaryPlain(same))
@@ -747,4 +732,20 @@ func (g *gen) invalidFooter() {
 	b := g.write("footer-crc", small, g.baseMembers())
 	b[footerAt(b)+block+hdrSize+30] ^= 1
 	g.bad("footer-crc", cFooter, "", "", "a bit of the footer's member count flipped, CRC not updated", b)
+}
+
+// addMember appends a member, with an empty final content frame, as the
+// last before the summary.
+func addMember(l *layout, m *format.Meta) {
+	n := uint32(0)
+	for _, f := range l.Frames {
+		if f.Kind == format.KindMeta {
+			n++
+		}
+	}
+	r := m.Encode(nil)
+	fs := []*frame{{Kind: format.KindMeta, Flags: format.FlagFinal, Stream: n, Plain: padMeta(r, len(r))},
+		{Kind: format.KindContent, Flags: format.FlagFinal, Stream: n}}
+	s := l.summary()
+	l.Frames = append(l.Frames[:s], append(fs, l.Frames[s:]...)...)
 }

@@ -20,6 +20,9 @@ func IndexListing(x *index.Index) []byte {
 	fmt.Fprintf(&b, "high-seq %d\n", x.HighSeq)
 	for _, a := range x.Archives {
 		fmt.Fprintf(&b, "archive %s %x %d %d\n", hex.EncodeToString([]byte(a.Name)), a.ID, a.Seq, a.Members)
+		for _, r := range a.Replaces {
+			fmt.Fprintf(&b, "replaces %x %d\n", r.ID, r.Seq)
+		}
 	}
 	for i := range x.Len() {
 		state := "dead"
@@ -39,6 +42,10 @@ func IndexListing(x *index.Index) []byte {
 func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *index.Index {
 	opt := small
 	opt.Sequence = seq
+	return g.archiveIndexOpt(name, opt, ms)
+}
+
+func (g *gen) archiveIndexOpt(name string, opt format.WriterOptions, ms []mem) *index.Index {
 	data := g.write("index "+name, opt, ms)
 	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), g.keyA)
 	if err != nil {
@@ -53,6 +60,15 @@ func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *index.Index {
 		panic(err)
 	}
 	return x
+}
+
+// compactedIndex writes a compacted archive holding ms and returns its
+// one-archive index.
+func (g *gen) compactedIndex(name string, seq uint64, reps []format.Replaced, ms []mem) *index.Index {
+	opt := small
+	opt.Sequence = seq
+	opt.Replaces = reps
+	return g.archiveIndexOpt(name, opt, ms)
 }
 
 func merge(xs ...*index.Index) *index.Index {
@@ -94,6 +110,11 @@ func (g *gen) index() {
 	valid := ok("index-valid", "two archives, sequence 1 and 2: the later one wins etc/x", merge(x1, x2))
 	ok("index-conflict", "two archives of the same sequence number both hold etc/x: a conflict with two candidates", merge(x1, c1, c2))
 	ok("index-tombstones", "a later archive deletes etc/y and a path no archive held: tombstone records", merge(x1, x2, ts))
+	// a-1 compacted: its members b-2 did not supersede, copied into an
+	// archive of its sequence number that replaces it (spec 2.8).
+	xc := g.compactedIndex("a-1.c00000001.cbfs", 1, []format.Replaced{{ID: x1.Archives[0].ID, Seq: 1}},
+		[]mem{fileMem("etc/y", []byte("y1")), fileMem("home/u/f", text("f", 5000))})
+	ok("index-compacted", "a-1 (sequence 1) replaced by a compacted archive of sequence 1 holding its live members: a-1 is left out of the table and the records, which are the same paths", merge(x1, x2, xc))
 	blocks := ok("index-blocks", "4,000 paths of one archive: records in several blocks, paths sharing prefixes within each", g.bigIndex())
 
 	bad := func(name, expect, desc string, data, key []byte) {
