@@ -110,16 +110,8 @@ func TestRebuildBoundedIdentical(t *testing.T) {
 		}
 		parts = append(parts, x)
 	}
-	x, _, err := MergeAll(parts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mb bytes.Buffer
-	if err := x.Encode(&mb, key); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(mb.Bytes(), want) {
-		t.Errorf("in-memory merge: %d bytes, bounded rebuild %d: differ", mb.Len(), len(want))
+	if mb := mergedBytes(t, parts, key); !bytes.Equal(mb, want) {
+		t.Errorf("in-memory merge: %d bytes, bounded rebuild %d: differ", len(mb), len(want))
 	}
 	// Shards merged, streaming, give the full rebuild.
 	var ps []string
@@ -381,4 +373,18 @@ func TestRebuildScanCountsEveryMember(t *testing.T) {
 	if len(res.Scanned) != 1 || res.Combined.Archives[0].Members != a.Footer.Members || !bytes.Equal(got, want) {
 		t.Errorf("%d scanned, members %d (want %d), index as before the damage: %v", len(res.Scanned), res.Combined.Archives[0].Members, a.Footer.Members, bytes.Equal(got, want))
 	}
+}
+
+// mergedBytes merges parts in memory and encodes the result.
+func mergedBytes(t *testing.T, parts []*index.Index, key *crypt.Key) []byte {
+	t.Helper()
+	x, _, err := MergeAll(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := x.Encode(&b, key); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

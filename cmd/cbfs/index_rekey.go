@@ -68,18 +68,9 @@ func runIndexRekey(o *indexBuildOptions, newSrc, indexPath, dir string) error {
 	if newSrc == "" {
 		return usageError{errors.New("index rekey needs --new-key FILE (or keyring:NAME)")}
 	}
-	oldKeys, err := loadKeys(o.keyPath)
+	oldKeys, newKey, err := loadRekeyKeys(o.keyPath, newSrc)
 	if err != nil {
 		return err
-	}
-	newKey, err := loadKeySource(newSrc)
-	if err != nil {
-		return err
-	}
-	for _, k := range oldKeys {
-		if k.ID() == newKey.ID() {
-			return &exitError{code: exitUsage, err: fmt.Errorf("--new-key %s is key %s, which -k gives as an old key", newSrc, k.ID())}
-		}
 	}
 	ctx := o.cmd.Context()
 	open, remote, err := archivesIn(ctx, dir)

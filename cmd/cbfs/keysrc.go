@@ -113,3 +113,23 @@ func noteKey(name string, h *format.Header, ks []*crypt.Key) {
 		fmt.Fprintf(os.Stderr, "cbfs: note: %s: opened with key %s\n", displayName(name), id)
 	}
 }
+
+// loadRekeyKeys loads the old keys (-k) and the new one (--new-key) of a
+// rekey, refusing a new key that is one of the old.
+func loadRekeyKeys(oldSrcs []string, newSrc string) ([]*crypt.Key, *crypt.Key, error) {
+	oldKeys, err := loadKeys(oldSrcs)
+	if err != nil {
+		return nil, nil, err
+	}
+	newKey, err := loadKeySource(newSrc)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, k := range oldKeys {
+		if k.ID() == newKey.ID() {
+			return nil, nil, &exitError{code: exitUsage, err: fmt.Errorf("--new-key %s is key %s, which -k gives as an old key", newSrc, k.ID()),
+				hint: "make the new key with 'cbfs keygen -o FILE'"}
+		}
+	}
+	return oldKeys, newKey, nil
+}

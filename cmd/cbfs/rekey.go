@@ -89,19 +89,9 @@ func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, forc
 	if outDir == "" || outDir == "-" {
 		return usageError{errors.New("rekey needs -o OUTDIR: the directory the new archives go to")}
 	}
-	oldKeys, err := loadKeys(oldSrcs)
+	oldKeys, newKey, err := loadRekeyKeys(oldSrcs, newSrc)
 	if err != nil {
 		return err
-	}
-	newKey, err := loadKeySource(newSrc)
-	if err != nil {
-		return err
-	}
-	for _, k := range oldKeys {
-		if k.ID() == newKey.ID() {
-			return &exitError{code: exitUsage, err: fmt.Errorf("--new-key %s is key %s, which -k gives as an old key", newSrc, k.ID()),
-				hint: "make the new key with 'cbfs keygen -o FILE'"}
-		}
 	}
 	if st, err := os.Stat(outDir); err != nil || !st.IsDir() {
 		return &exitError{code: exitFailure, err: fmt.Errorf("-o %s: not a directory", outDir), hint: "create it first: mkdir " + shellQuote(outDir)}
