@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cbfs/cbfs/repo"
@@ -20,7 +21,7 @@ import (
 
 func init() { register(newCompactCmd) }
 
-var percent = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?%?$`)
+var percent = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]+(\.[0-9]+)?%?$`) })
 
 func newCompactCmd() *cobra.Command {
 	var keyPath []string
@@ -66,7 +67,7 @@ named, the others compacted, and the status is the worst problem's.`,
 				return usageError{fmt.Errorf("compact needs --index INDEX")}
 			}
 			pct, err := strconv.ParseFloat(strings.TrimSuffix(minDead, "%"), 64)
-			if !percent.MatchString(minDead) || err != nil || pct < 0 || pct > 100 {
+			if !percent().MatchString(minDead) || err != nil || pct < 0 || pct > 100 {
 				return usageError{fmt.Errorf("--min-dead %q: want a percentage from 0 to 100", minDead)}
 			}
 			var maxBytes int64

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -252,18 +253,23 @@ func usageArgs(c *cobra.Command) {
 }
 
 // argCounts are cobra's messages about how many arguments a command
-// takes, reworded.
-var argCounts = []struct {
+// takes, reworded. The regular expressions here are compiled on first
+// use, not at start-up: every command, error or not, would pay for them.
+var argCounts = sync.OnceValue(func() []argCount {
+	return []argCount{
+		{regexp.MustCompile(`^accepts (\d+) arg\(s\), received (\d+)$`), "takes exactly %s, got %s"},
+		{regexp.MustCompile(`^requires at least (\d+) arg\(s\), only received (\d+)$`), "needs at least %s, got %s"},
+		{regexp.MustCompile(`^accepts at most (\d+) arg\(s\), received (\d+)$`), "takes at most %s, got %s"},
+	}
+})
+
+type argCount struct {
 	re   *regexp.Regexp
 	with string
-}{
-	{regexp.MustCompile(`^accepts (\d+) arg\(s\), received (\d+)$`), "takes exactly %s, got %s"},
-	{regexp.MustCompile(`^requires at least (\d+) arg\(s\), only received (\d+)$`), "needs at least %s, got %s"},
-	{regexp.MustCompile(`^accepts at most (\d+) arg\(s\), received (\d+)$`), "takes at most %s, got %s"},
 }
 
 func argCountErr(err error) error {
-	for _, a := range argCounts {
+	for _, a := range argCounts() {
 		if m := a.re.FindStringSubmatch(err.Error()); m != nil {
 			n, _ := strconv.Atoi(m[1])
 			return fmt.Errorf(a.with, plural(n, "argument", "arguments"), m[2])
@@ -274,20 +280,22 @@ func argCountErr(err error) error {
 
 // strconvErr is how pflag passes on a number it could not parse:
 // `strconv.ParseUint: parsing "x": invalid syntax`.
-var strconvErr = regexp.MustCompile(`strconv\.Parse\w+: parsing "(?:[^"\\]|\\.)*": `)
+var strconvErr = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`strconv\.Parse\w+: parsing "(?:[^"\\]|\\.)*": `)
+})
 
 // durationErr is how pflag passes on a duration it could not parse.
-var durationErr = regexp.MustCompile(`time: [^"]*"(?:[^"\\]|\\.)*"$`)
+var durationErr = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`time: [^"]*"(?:[^"\\]|\\.)*"$`) })
 
 // flagErr rewords a flag error so that it speaks of the flag, not of the
 // Go function that parsed it.
 func flagErr(err error) error {
 	msg := err.Error()
-	if !strconvErr.MatchString(msg) && !durationErr.MatchString(msg) {
+	if !strconvErr().MatchString(msg) && !durationErr().MatchString(msg) {
 		return err
 	}
-	msg = strconvErr.ReplaceAllString(msg, "")
-	msg = durationErr.ReplaceAllString(msg, "not a duration (such as 90s, 5m or 1h30m)")
+	msg = strconvErr().ReplaceAllString(msg, "")
+	msg = durationErr().ReplaceAllString(msg, "not a duration (such as 90s, 5m or 1h30m)")
 	msg = strings.NewReplacer("invalid syntax", "not a whole number", "value out of range", "out of range").Replace(msg)
 	return errors.New(msg)
 }
