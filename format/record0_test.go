@@ -136,4 +136,14 @@ func TestFooterHeaderCopy(t *testing.T) {
 	if _, err := OpenArchive(src(b)); err != nil {
 		t.Errorf("keyless random access cannot tell: %v", err)
 	}
+
+	// Record 0's fields destroyed (its magic kept, so it is recognised):
+	// a scan takes them from the footer's copy and reads every member.
+	b = bytes.Clone(arc)
+	clear(b[BlockSize+FrameHeaderSize+8 : BlockSize+FrameHeaderSize+HeaderSize])
+	n := 0
+	rep, err = ScanArchive(src(b), ScanOptions{Key: key, Content: true, Digest: true}, func(Entry) error { n++; return nil })
+	if err != nil || n != 2 || len(rep.Problems) == 0 {
+		t.Errorf("scan with record 0's fields destroyed: %v, %d members, problems %+v", err, n, rep.Problems)
+	}
 }
