@@ -327,10 +327,17 @@ func (u *IndexUpdate) update(write func(io.Writer) error) (created bool, err err
 	for tries := 0; ; tries++ {
 		created = u.Created
 		err = u.replace(write)
+		if err == nil && u.remote != nil {
+			u.releaseSeqs()
+		}
 		if err == nil || u.remote == nil || tries == 20 || !(errors.Is(err, store.ErrChanged) || errors.Is(err, fs.ErrExist)) {
 			return created, err
 		}
-		if err = u.reopen(true); err != nil {
+		// write runs again on the index as it is now: the archive's
+		// records come from its header and summary, so its sequence
+		// number (sealed in the archive) is the same whatever the index
+		// became meanwhile.
+		if err = u.reopen(u.remote.create); err != nil {
 			return created, err
 		}
 	}

@@ -43,7 +43,7 @@ func URLSources(ctx context.Context, arg string) ([]store.Source, error) {
 			return st.Open(ctx, key)
 		}}}, nil
 	}
-	infos, err := st.List(ctx, key)
+	infos, err := listObjects(ctx, st, key)
 	if err != nil {
 		return nil, err
 	}
@@ -69,6 +69,24 @@ func URLSources(ctx context.Context, arg string) ([]store.Source, error) {
 	return out, nil
 }
 
+// listObjects lists the objects under prefix that may be archives or
+// indexes: the sequence reservations of an index kept there (small
+// objects under ".NAME.seq/") are left out, as a DIR leaves out the
+// lock file ".NAME.lock".
+func listObjects(ctx context.Context, st store.Store, prefix string) ([]store.Info, error) {
+	infos, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := infos[:0]
+	for _, in := range infos {
+		if !store.IsSeqReservation(in.Name) {
+			out = append(out, in)
+		}
+	}
+	return out, nil
+}
+
 // ListIndexParts lists the index files an argument names: a file, an
 // object, or every object under an s3:// prefix (the parts a sharded
 // rebuild wrote).
@@ -81,7 +99,7 @@ func ListIndexParts(ctx context.Context, arg string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	infos, err := st.List(ctx, key)
+	infos, err := listObjects(ctx, st, key)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +152,9 @@ type remoteIndex struct {
 	bucket store.Store
 	key    string
 	etag   string // "" when it did not exist
+	create bool   // a missing index may be created (--new-index)
+	// reserved is the sequence number ReserveSeq reserved (0: none).
+	reserved uint64
 }
 
 // openRemoteUpdate opens the index at url for an update.
@@ -157,7 +178,7 @@ func openRemoteUpdate(ctx context.Context, url string, key *crypt.Key, opt Index
 			return nil, fmt.Errorf("index %s: %w", url, ErrNoConditionalWrites)
 		}
 	}
-	u := &IndexUpdate{Path: url, key: key, readKeys: opt.ReadKeys, remote: &remoteIndex{ctx: ctx, bucket: st, key: k}}
+	u := &IndexUpdate{Path: url, key: key, readKeys: opt.ReadKeys, remote: &remoteIndex{ctx: ctx, bucket: st, key: k, create: opt.Create}}
 	if err := u.reopen(opt.Create); err != nil {
 		u.Close()
 		return nil, err
@@ -205,6 +226,91 @@ func (u *IndexUpdate) replaceRemote(write func(io.Writer) error) error {
 		return err
 	}
 	return u.reopen(false)
+}
+
+// seqReserver is a store where sequence numbers are reserved by
+// conditional creates (store.S3Bucket).
+type seqReserver interface {
+	ReserveSeq(ctx context.Context, indexKey string, from uint64) (uint64, error)
+	ReleaseSeqs(ctx context.Context, indexKey string, upTo uint64) (int, error)
+}
+
+// ReserveSeq is the sequence number of a new archive added to the index
+// without an explicit one (--seq): NextSeq for an index file, whose lock
+// is held from now until the update. An index in an object store holds
+// no lock, so two writers that read it at once would both take high-seq
+// + 1 and, for a path both archives hold, write a conflict; the number
+// is reserved instead, by creating a small object for it beside the
+// index with If-None-Match: * (store.ReserveSeq: from high-seq + 1 up,
+// past the numbers other writers reserved), and the number whose object
+// this writer created is its own. Reservations are removed once an
+// index holding their archives is written (releaseSeqs), so a writer
+// that read the index before such a removal could create a number
+// another writer still holds: after reserving, it checks that the index
+// is still the one it read, or that the one written since has a high-seq
+// below its number (every removal follows the write of an index whose
+// high-seq is at or above the numbers removed, and a high-seq never
+// goes down), and reserves again above it otherwise. A writer that
+// crashes leaves its reservation behind: a gap in the sequence numbers,
+// which the index allows, never a number used twice.
+func (u *IndexUpdate) ReserveSeq() (uint64, error) {
+	r, ok := u.remoteReserver()
+	if !ok {
+		return u.NextSeq()
+	}
+	ctx := u.remote.ctx
+	for tries := 0; ; tries++ {
+		next, err := u.NextSeq()
+		if err != nil {
+			return 0, err
+		}
+		n, err := r.ReserveSeq(ctx, u.remote.key, next)
+		if err != nil {
+			return 0, fmt.Errorf("index %s: reserving a sequence number: %w", u.Path, err)
+		}
+		in, err := u.remote.bucket.Stat(ctx, u.remote.key)
+		switch {
+		case err == nil && in.ETag != "" && in.ETag == u.remote.etag,
+			errors.Is(err, os.ErrNotExist) && u.remote.etag == "":
+			u.remote.reserved = n
+			return n, nil
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			return 0, fmt.Errorf("index %s: %w", u.Path, err)
+		}
+		// Written (or removed) since it was read: read it again.
+		if err := u.reopen(u.remote.create); err != nil {
+			return 0, err
+		}
+		if u.HighSeq() < n {
+			u.remote.reserved = n
+			return n, nil
+		}
+		if tries == 20 {
+			return 0, fmt.Errorf("index %s: reserving a sequence number: the index kept passing the numbers reserved", u.Path)
+		}
+	}
+}
+
+func (u *IndexUpdate) remoteReserver() (seqReserver, bool) {
+	if u.remote == nil {
+		return nil, false
+	}
+	r, ok := u.remote.bucket.(seqReserver)
+	return r, ok
+}
+
+// releaseSeqs removes, once the index is written, the reservations of
+// numbers up to its high-seq (this writer's among them, and those that
+// crashed writers left), when this update reserved one. Best effort: a
+// failure leaves objects the next writer's release removes.
+func (u *IndexUpdate) releaseSeqs() {
+	r, ok := u.remoteReserver()
+	if !ok || u.remote.reserved == 0 || u.Index == nil {
+		return
+	}
+	if _, err := r.ReleaseSeqs(u.remote.ctx, u.remote.key, u.HighSeq()); err == nil {
+		u.remote.reserved = 0
+	}
 }
 
 // shardEnv are the variables batch engines set to a worker's index.

@@ -288,7 +288,7 @@ func (b *S3Bucket) Stat(ctx context.Context, key string) (Info, error) {
 	if err != nil {
 		return Info{}, b.s3Err("stat", key, err)
 	}
-	return Info{Name: key, Size: oi.Size, ETag: oi.ETag}, nil
+	return Info{Name: key, Size: oi.Size, ETag: strings.Trim(oi.ETag, `"`)}, nil
 }
 
 // List lists every object under prefix, recursively, 1,000 keys a page.

@@ -381,34 +381,83 @@ func TestS3Shards(t *testing.T) {
 // TestS3ConcurrentIndexUpdates: writers adding archives to one index in
 // the store at once (conditional writes on its ETag, no lock file) lose
 // none of each other's updates: the index ends up as the rebuild of every
-// archive, byte for byte.
+// archive, byte for byte. Each takes a sequence number of its own (a
+// reservation object beside the index): their archives all hold one path,
+// and no conflict comes of it. A reservation a crashed writer left is
+// skipped (a gap) and removed; reservations are never taken for archives.
 func TestS3ConcurrentIndexUpdates(t *testing.T) {
 	t.Parallel()
 	e := newS3Env(t)
-	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0000.cbfs", "--seq", "1", "--index", "s3://bkt/fs.idx", "--new-index", "tree")
+	// The index among its archives: a rebuild of the prefix skips it and
+	// the reservations beside it.
+	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0000.cbfs", "--seq", "1", "--index", "s3://bkt/a/fs.idx", "--new-index", "tree")
+	bk := e.bucket(t)
+	ctx := context.Background()
+	if err := bk.Put(ctx, store.SeqKey("a/fs.idx", 3), nil, store.CreateOptions{}); err != nil { // a crashed writer's
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(e.dir, "shared"), 0o755)
+	os.WriteFile(filepath.Join(e.dir, "shared", "f"), []byte("every writer's"), 0o644)
 	var wg sync.WaitGroup
-	results := make([]result, 6)
-	for i := range 6 {
-		// Paths of their own: two writers may take the same sequence
-		// number (nothing holds it between the read and the write).
+	const writers = 6
+	results := make([]result, writers)
+	for i := range writers {
 		os.MkdirAll(filepath.Join(e.dir, fmt.Sprintf("w%d", i)), 0o755)
 		os.WriteFile(filepath.Join(e.dir, fmt.Sprintf("w%d", i), "f"), []byte(fmt.Sprint("writer ", i)), 0o644)
 	}
-	for i := range 6 {
+	for i := range writers {
 		wg.Go(func() {
-			results[i] = e.iv.run(t, "pack", "-k", "k", "-o", fmt.Sprintf("s3://bkt/a/%04d.cbfs", i+1), "--index", "s3://bkt/fs.idx", fmt.Sprintf("w%d", i))
+			results[i] = e.iv.run(t, "pack", "-k", "k", "-o", fmt.Sprintf("s3://bkt/a/%04d.cbfs", i+1), "--index", "s3://bkt/a/fs.idx", fmt.Sprintf("w%d", i), "shared")
 		})
 	}
 	wg.Wait()
 	for i, r := range results {
 		if r.code != 0 {
-			t.Fatalf("writer %d: %s", i, r)
+			t.Errorf("writer %d: %s", i, r)
 		}
 	}
-	e.must(t, "index", "rebuild", "-k", "k", "-o", "s3://bkt/re.idx", "s3://bkt/a/")
-	if !bytes.Equal(e.object(t, "bkt", "re.idx"), e.object(t, "bkt", "fs.idx")) {
-		r := e.run(t, "index", "diff", "-k", "k", "s3://bkt/re.idx", "s3://bkt/fs.idx")
+	r := e.must(t, "index", "rebuild", "-k", "k", "-o", "s3://bkt/re.idx", "s3://bkt/a/")
+	if bytes.Contains(r.stderr, []byte(".seq/")) {
+		t.Errorf("the rebuild names a reservation: %s", r.stderr)
+	}
+	if !bytes.Equal(e.object(t, "bkt", "re.idx"), e.object(t, "bkt", "a/fs.idx")) {
+		r := e.run(t, "index", "diff", "-k", "k", "s3://bkt/re.idx", "s3://bkt/a/fs.idx")
 		t.Fatalf("the index updated by concurrent writers differs from the rebuild:\n%s", r.stdout)
+	}
+	// Every writer took a sequence number of its own: no two archives
+	// share one.
+	r = e.must(t, "index", "ls", "-k", "k", "--json", "s3://bkt/a/fs.idx")
+	var rows []struct {
+		Archive  string
+		Seq      uint64
+		Conflict bool
+	}
+	if err := json.Unmarshal(r.stdout, &rows); err != nil {
+		t.Fatalf("index ls --json: %v\n%s", err, r.stdout)
+	}
+	seqOf := map[string]uint64{}
+	for _, row := range rows {
+		seqOf[row.Archive] = row.Seq
+		if row.Conflict {
+			t.Errorf("conflict: %+v", row)
+		}
+	}
+	byName := map[uint64]string{}
+	for a, s := range seqOf {
+		if b, ok := byName[s]; ok {
+			t.Errorf("%s and %s both have sequence %d", a, b, s)
+		}
+		byName[s] = a
+	}
+	if len(seqOf) != writers+1 {
+		t.Errorf("the index lists %d archives, want %d: %v", len(seqOf), writers+1, seqOf)
+	}
+	if a, ok := byName[3]; ok {
+		t.Errorf("%s took sequence 3, which a crashed writer had reserved", a)
+	}
+	// Every reservation is gone once the last index is written.
+	if left, err := bk.List(ctx, "a/.fs.idx.seq/"); err != nil || len(left) > 0 {
+		t.Errorf("reservations left: %v %v", left, err)
 	}
 }
 
