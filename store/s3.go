@@ -23,10 +23,10 @@ import (
 
 // S3Config is how an S3-compatible store is reached, configured as every
 // S3 tool is: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (or --endpoint) for
-// a store other than AWS, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
-// AWS_SESSION_TOKEN, or AWS_PROFILE with the shared credentials file
-// (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials); AWS_REGION
-// (default us-east-1).
+// a store other than AWS; AWS_REGION (default us-east-1). Credentials
+// come from the AWS CLI's chain of sources (s3creds.go): the environment,
+// web identity, the shared credentials file, container credentials, the
+// EC2 instance metadata service.
 type S3Config struct {
 	// Endpoint is the store's URL; "" is AWS. https:// unless it says
 	// http:// (a test server). A custom endpoint gets path-style
@@ -93,8 +93,9 @@ func S3ConfigFromEnv() (S3Config, error) {
 
 // S3 is a client of one S3-compatible store.
 type S3 struct {
-	core minio.Core
-	cfg  S3Config
+	core  minio.Core
+	cfg   S3Config
+	creds *credChain
 }
 
 var (
@@ -128,10 +129,8 @@ func NewS3(cfg S3Config) (*S3, error) {
 		}
 		host, secure, lookup = u.Host, u.Scheme == "https", minio.BucketLookupPath
 	}
-	creds := credentials.NewChainCredentials([]credentials.Provider{
-		&credentials.EnvAWS{},
-		&credentials.FileAWSCredentials{},
-	})
+	chain := newCredChain(cfg.Region)
+	creds := credentials.New(chain)
 	base, err := minio.DefaultTransport(secure)
 	if err != nil {
 		return nil, err
@@ -145,7 +144,7 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %s: %v", host, err)
 	}
-	return &S3{core: minio.Core{Client: c}, cfg: cfg}, nil
+	return &S3{core: minio.Core{Client: c}, cfg: cfg, creds: chain}, nil
 }
 
 func redactURL(s string) string {
@@ -267,8 +266,8 @@ func (b *S3Bucket) s3Err(op, key string, err error) error {
 			err = noObject{"bucket"}
 		case "PreconditionFailed", "ConditionalRequestConflict":
 			err = ErrChanged
-		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
-			err = fmt.Errorf("%s (%s): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE", er.Message, er.Code)
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "XAdminUserNotFound":
+			err = fmt.Errorf("%s (%s; credentials: %s): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the role", er.Message, er.Code, b.s.creds.Source())
 		default:
 			if er.Message != "" {
 				err = fmt.Errorf("%s (%s, HTTP %d)", er.Message, er.Code, er.StatusCode)
