@@ -519,3 +519,110 @@ func TestS3LargeSummary(t *testing.T) {
 		t.Errorf("ls listed %d members, want %d", bytes.Count(r.stdout, []byte("\n")), n)
 	}
 }
+
+// TestS3Rekey: rekey from and to the store. Each new archive goes up as
+// an upload completed only once it verified with the new key; an
+// existing object is replaced only with --force; the sources' prefix is
+// refused; a source that fails part way leaves neither an object nor a
+// multipart upload. index rekey over the new prefix writes what a
+// rebuild under the new key writes.
+func TestS3Rekey(t *testing.T) {
+	t.Parallel()
+	e := newS3Env(t)
+	e.must(t, "keygen", "-o", "k2")
+	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0001.cbfs", "--index", "s3://bkt/fs.idx", "--new-index", "tree")
+	os.WriteFile(filepath.Join(e.dir, "tree", "d0", "f.txt"), []byte("changed\n"), 0o644)
+	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0002.cbfs", "--index", "s3://bkt/fs.idx", "tree/d0")
+	// An index among the archives is skipped with a note, as in a DIR.
+	os.WriteFile(filepath.Join(e.dir, "copy.idx"), e.object(t, "bkt", "fs.idx"), 0o644)
+	e.must(t, "index", "merge", "-k", "k", "-o", "s3://bkt/a/zz.idx", "copy.idx")
+
+	r := e.must(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/b/", "--json", "s3://bkt/a/")
+	var rows []rekeyJSON
+	if err := json.Unmarshal(r.stdout, &rows); err != nil || len(rows) != 2 || rows[1].Output != "s3://bkt/b/0002.cbfs" || rows[1].Status != "rekeyed" || *rows[1].Sequence != 2 {
+		t.Fatalf("rekey --json: %v\n%s", err, r.stdout)
+	}
+	if !strings.Contains(string(r.stderr), "s3://bkt/a/zz.idx: a master index, not an archive: skipped") {
+		t.Errorf("rekey of a prefix with an index: %s", r.stderr)
+	}
+	for _, name := range []string{"0001.cbfs", "0002.cbfs"} {
+		a, b := e.object(t, "bkt", "a/"+name), e.object(t, "bkt", "b/"+name)
+		if len(a) != len(b) || bytes.Equal(a[:48], b[:48]) {
+			t.Fatalf("%s: sizes %d and %d", name, len(a), len(b))
+		}
+	}
+	e.must(t, "verify", "-k", "k2", "s3://bkt/b/")
+	if r := e.run(t, "verify", "-k", "k", "s3://bkt/b/"); r.code != exitWrongKey {
+		t.Errorf("the old key over the new archives: %s", r)
+	}
+	// The index under the new key from the old index and the new prefix:
+	// what a rebuild under the new key writes.
+	e.must(t, "index", "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/fs2.idx", "s3://bkt/fs.idx", "s3://bkt/b/")
+	e.must(t, "index", "rebuild", "-k", "k2", "-o", "s3://bkt/re2.idx", "s3://bkt/b/")
+	if !bytes.Equal(e.object(t, "bkt", "fs2.idx"), e.object(t, "bkt", "re2.idx")) {
+		t.Error("index rekey over s3://bkt/b/ differs from the rebuild under the new key")
+	}
+
+	// Existing objects: refused without --force (nothing replaced),
+	// replaced with it.
+	before := e.object(t, "bkt", "b/0001.cbfs")
+	r = e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/b/", "s3://bkt/a/0001.cbfs")
+	if r.code != exitFailure || !strings.Contains(string(r.stdout), "s3://bkt/b/0001.cbfs: output object exists (--force replaces it)") {
+		t.Fatalf("rekey over an existing object: %s\n%s", r, r.stdout)
+	}
+	if !bytes.Equal(before, e.object(t, "bkt", "b/0001.cbfs")) {
+		t.Fatal("the existing object changed")
+	}
+	e.must(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/b/", "--force", "s3://bkt/a/0001.cbfs")
+	if after := e.object(t, "bkt", "b/0001.cbfs"); bytes.Equal(before[:48], after[:48]) {
+		t.Error("--force did not replace the object (the same archive id)")
+	}
+	// The sources' prefix, and an output that is not a prefix: usage.
+	if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/a/", "s3://bkt/a/"); r.code != exitUsage {
+		t.Errorf("rekey into the sources' prefix: %s", r)
+	}
+	if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/c", "s3://bkt/a/"); r.code != exitUsage || !strings.Contains(string(r.stderr), "not a prefix") {
+		t.Errorf("rekey -o an object: %s", r)
+	}
+	// Between the store and local files, both ways.
+	os.Mkdir(filepath.Join(e.dir, "local"), 0o755)
+	e.must(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "local", "s3://bkt/a/0002.cbfs")
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "local", "0002.cbfs")); len(b) != len(e.object(t, "bkt", "a/0002.cbfs")) {
+		t.Error("rekey from the store to a directory")
+	}
+	e.must(t, "rekey", "-k", "k2", "--new-key", "k", "-o", "s3://bkt/back/", "local/0002.cbfs")
+	e.must(t, "verify", "-k", "k", "s3://bkt/back/0002.cbfs")
+
+	// A source damaged past its first part: the rekey fails there, after
+	// parts went up; the upload is aborted, nothing is left.
+	big := filepath.Join(e.dir, "big")
+	os.Mkdir(big, 0o755)
+	rnd := make([]byte, 12<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range rnd {
+		rnd[i] = byte(rng.Uint32())
+	}
+	os.WriteFile(filepath.Join(big, "f"), rnd, 0o644)
+	e.must(t, "pack", "-k", "k", "--compress", "none", "-o", "s3://bkt/big/0001.cbfs", "big")
+	p := filepath.Join(e.s.Dir, "bkt", "big", "0001.cbfs")
+	b, _ := os.ReadFile(p)
+	b[len(b)*4/5] ^= 1
+	os.WriteFile(p, b, 0o644)
+	px := testutil.StartProxy(t, e.s.Endpoint, 0, 0)
+	small := append(e.s.EnvVia(px), "CBFS_S3_PART_SIZE=5242880", "CBFS_S3_PARTS=2")
+	r = invocation{dir: e.dir, env: small}.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/bigout/", "s3://bkt/big/0001.cbfs")
+	if r.code != exitDamaged || !strings.Contains(string(r.stdout), "FAILED   s3://bkt/big/0001.cbfs") {
+		t.Fatalf("rekey of a damaged source: %s\n%s", r, r.stdout)
+	}
+	// Started (POST ?uploads), a part up (PUT), aborted (DELETE).
+	if c := px.Counts(); c["POST"] < 1 || c["PUT"] < 1 || c["DELETE"] < 1 {
+		t.Errorf("the damaged source's upload: requests %v", c)
+	}
+	bk := e.bucket(t)
+	if ups, err := bk.ListUploads(context.Background(), ""); err != nil || len(ups) > 0 {
+		t.Fatalf("multipart uploads left: %v %v", ups, err)
+	}
+	if _, err := bk.Stat(context.Background(), "bigout/0001.cbfs"); err == nil {
+		t.Fatal("the failed rekey's output is visible")
+	}
+}
