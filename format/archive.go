@@ -1,9 +1,9 @@
 package format
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -44,39 +44,56 @@ type Archive struct {
 	payloads, dbufs sync.Pool
 }
 
-// OpenArchive reads the header and the footer and checks that they agree
-// with each other and with the archive's size. Given keys, it takes the
-// one whose key check value the header carries (ErrWrongKey when none
-// does) and checks both MACs.
+// OpenArchive reads the footer record from the end of the archive and
+// takes the archive header from the footer's copy of it (spec 8.2): one
+// read at the end, record 0 unread, so that an archive in an object store
+// opens with one range request. Given keys, it takes the one whose key
+// check value the header carries (ErrWrongKey when none does) and checks
+// both MACs. When no footer is found it reads record 0 to say what the
+// input is: not a CBFS archive, or one of another version.
 func OpenArchive(src Source, keys ...*crypt.Key) (*Archive, error) {
-	size := src.Size()
-	head := make([]byte, min(size, 2*BlockSize))
-	if _, err := src.ReadAt(head, 0); err != nil && err != io.EOF {
-		return nil, err
-	}
-	pr := &physReader{r: bufioOf(head)}
-	hdr, err := pr.readHeaderRecord()
+	a := &Archive{src: src}
+	f, err := a.findFooter()
 	if err != nil {
+		if herr := a.identify(); herr != nil {
+			return nil, herr
+		}
 		return nil, err
 	}
-	a := &Archive{src: src, Header: hdr}
+	hdr := f.Header
+	a.Header = &hdr
 	if a.keys, err = hdr.pickKeys(keys); err != nil {
 		return nil, err
 	}
 	if a.keys != nil {
-		if err := hdr.Authenticate(a.keys); err != nil {
-			return nil, err
+		if !a.keys.MACMatches(hdr.MAC[:], hdr.encodeNoMAC()) {
+			return nil, newErr(ClassFooter, int64(f.FooterOffset), -1, "MAC mismatch in the footer's copy of the archive header: the footer was changed")
 		}
-	}
-	f, err := a.findFooter()
-	if err != nil {
-		return nil, err
-	}
-	if a.keys != nil && !f.Authenticate(a.keys) {
-		return nil, newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch")
+		if !f.Authenticate(a.keys) {
+			return nil, newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch")
+		}
 	}
 	a.Footer = f
 	return a, nil
+}
+
+// identify reads record 0 after the footer was not found, and returns
+// its error when it says the input is not a CBFS archive or is one of
+// another major version (spec 8.2 step 5): those, not the missing
+// footer, are what the input is. Other damage to record 0 is not
+// reported: the footer's failure is.
+func (a *Archive) identify() error {
+	head := make([]byte, min(a.src.Size(), 2*BlockSize))
+	if _, err := a.src.ReadAt(head, 0); err != nil && err != io.EOF {
+		return nil
+	}
+	pr := &physReader{r: bufioOf(head)}
+	_, err := pr.readHeaderRecord()
+	var ve *VersionError
+	if errors.Is(err, ErrNotCBFS) || errors.As(err, &ve) {
+		return err
+	}
+	return nil
 }
 
 // findFooter scans back over the end-of-archive zero blocks to the footer
@@ -149,13 +166,11 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 		return nil, newErr(ClassFooter, off, -1, "no footer record before the end-of-archive blocks (was the archive appended to?)")
 	}
 	name := string(b.Name())
-	prefix := RecordName(a.Header.ID, 0)
-	prefix = prefix[:len(prefix)-10]
-	recNum, perr := strconv.ParseUint(name[min(len(prefix), len(name)):], 10, 64)
-	if len(name) != len(prefix)+10 || name[:len(prefix)] != prefix || perr != nil {
+	id, recNum, ok := parseRecordName(name)
+	if !ok || (a.Header != nil && id != a.Header.ID) {
 		return nil, newErr(ClassFooter, off, -1, "last record %q is not this archive's footer (was the archive appended to?)", name)
 	}
-	bsize, err := parseOuterHeader(&b, a.Header.ID, recNum)
+	bsize, err := parseOuterHeader(&b, id, recNum)
 	if err != nil {
 		return nil, newErr(ClassTar, off, -1, "footer record: %v", err)
 	}
@@ -173,22 +188,23 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	if err != nil {
 		return nil, withOffset(err, off+BlockSize)
 	}
-	if f.ID != a.Header.ID {
+	if f.ID != id {
 		return nil, newErr(ClassFooter, off, -1, "footer belongs to archive %x", f.ID)
 	}
-	if f.Minor != a.Header.Minor {
-		return nil, newErr(ClassFooter, off, -1, "footer's version 1.%d differs from the header's 1.%d", f.Minor, a.Header.Minor)
+	if a.Header != nil && f.Header != *a.Header {
+		return nil, newErr(ClassFooter, off, -1, "the footer's copy of the archive header differs from record 0")
 	}
+	hdr := &f.Header
 	if f.FooterOffset != uint64(off) {
 		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d, it is at %d", f.FooterOffset, off)
 	}
-	R := int64(a.Header.RecordSize)
+	R := int64(hdr.RecordSize)
 	records := (int64(f.StreamLength) + R - 1) / R
 	last := int64(f.StreamLength) - (records-1)*R
 	if f.StreamLength == 0 || physOf(int64(f.StreamLength)-1, R)+1+PadLen(last) != off || uint64(records+1) != recNum {
 		return nil, newErr(ClassFooter, off, -1, "footer's stream length does not match the archive's layout")
 	}
-	if unit := summaryFrameLen(int64(a.Header.ChunkSize)) + FrameHeaderSize; f.SummaryLength == 0 || f.SummaryLength%uint64(unit) != 0 {
+	if unit := summaryFrameLen(int64(hdr.ChunkSize)) + FrameHeaderSize; f.SummaryLength == 0 || f.SummaryLength%uint64(unit) != 0 {
 		return nil, newErr(ClassFooter, off, -1, "footer's summary length %d is not a whole number of %d-byte summary frames", f.SummaryLength, unit)
 	}
 	return f, nil

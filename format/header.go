@@ -3,6 +3,8 @@ package format
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -128,8 +130,13 @@ func (h *Header) Authenticate(ak *crypt.ArchiveKeys) error {
 	return nil
 }
 
-// FooterSize is the payload size of a footer frame.
-const FooterSize = 8 + 4 + crypt.IDSize + 8*5 + 32 + crypt.MACSize
+// FooterSize is the payload size of a footer frame: its own fields, a
+// copy of the header payload, the MAC.
+const FooterSize = footerHeaderAt + HeaderSize + crypt.MACSize
+
+// footerHeaderAt is where the footer's copy of the header payload starts:
+// after the magic, versions, archive id, five counts and the digest.
+const footerHeaderAt = 8 + 4 + crypt.IDSize + 8*5 + 32
 
 // Footer ends every archive. A reader finds it from the end of the
 // archive, then the summary from it.
@@ -142,7 +149,12 @@ type Footer struct {
 	StreamLength  uint64 // logical length of the whole frame stream
 	FooterOffset  uint64 // physical offset of the footer record's tar header
 	Digest        [32]byte
-	MAC           [crypt.MACSize]byte
+	// Header is a copy of the archive header (record 0's payload, its
+	// MAC included), so that a reader at the end of the archive, such
+	// as one range request to an object store, has all it needs
+	// without reading record 0 (spec 6.2, 8.2).
+	Header Header
+	MAC    [crypt.MACSize]byte
 }
 
 func (f *Footer) encodeNoMAC() []byte {
@@ -153,7 +165,8 @@ func (f *Footer) encodeNoMAC() []byte {
 	for _, v := range []uint64{f.Members, f.SummaryOffset, f.SummaryLength, f.StreamLength, f.FooterOffset} {
 		b = binary.LittleEndian.AppendUint64(b, v)
 	}
-	return append(b, f.Digest[:]...)
+	b = append(b, f.Digest[:]...)
+	return append(b, f.Header.Encode()...)
 }
 
 // Encode returns the footer frame payload.
@@ -185,7 +198,28 @@ func DecodeFooter(p []byte) (*Footer, error) {
 		o += 8
 	}
 	o += copy(f.Digest[:], p[o:])
+	h, err := DecodeHeader(p[o : o+HeaderSize])
+	if err != nil {
+		// Damage or another major in the copy, in a v1 footer.
+		what := err.Error()
+		var fe *Error
+		var ve *VersionError
+		if errors.As(err, &fe) {
+			what = fe.What
+		} else if errors.As(err, &ve) {
+			what = fmt.Sprintf("major version %d in a version %d footer", ve.Major, Major)
+		}
+		return nil, newErr(ClassFooter, -1, -1, "the footer's copy of the archive header: %s", what)
+	}
+	o += HeaderSize
+	f.Header = *h
 	copy(f.MAC[:], p[o:])
+	switch {
+	case h.ID != f.ID:
+		return nil, newErr(ClassFooter, -1, -1, "the footer's copy of the archive header names archive %x, the footer %x", h.ID, f.ID)
+	case h.Minor != f.Minor:
+		return nil, newErr(ClassFooter, -1, -1, "the footer's copy of the archive header is of version 1.%d, the footer of 1.%d", h.Minor, f.Minor)
+	}
 	if f.Members > MaxMembers {
 		return nil, newErr(ClassFooter, -1, -1, "member count %d over the cap %d", f.Members, uint64(MaxMembers))
 	}

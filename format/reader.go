@@ -276,8 +276,8 @@ func (rd *Reader) produce(pr *physReader) {
 	switch {
 	case f.ID != rd.hdr.ID:
 		err = newErr(ClassFooter, j.phys, -1, "footer belongs to archive %x, not %x", f.ID, rd.hdr.ID)
-	case f.Minor != rd.hdr.Minor:
-		err = newErr(ClassFooter, j.phys, -1, "footer's version 1.%d differs from the header's 1.%d", f.Minor, rd.hdr.Minor)
+	case f.Header != *rd.hdr:
+		err = newErr(ClassFooter, j.phys, -1, "the footer's copy of the archive header differs from record 0")
 	case f.Members != uint64(member):
 		err = newErr(ClassFooter, j.phys, -1, "footer counts %d members, the archive holds %d", f.Members, member)
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):

@@ -130,8 +130,8 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	switch {
 	case f.ID != hdr.ID:
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer belongs to archive %x, not %x", f.ID, hdr.ID)
-	case f.Minor != hdr.Minor:
-		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer's version 1.%d differs from the header's 1.%d", f.Minor, hdr.Minor)
+	case f.Header != *hdr:
+		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "the footer's copy of the archive header differs from record 0")
 	case f.Members != members:
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer counts %d members, the archive holds %d", f.Members, members)
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
@@ -156,7 +156,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 			rw.logical, pr.logical, rw.phys, f.FooterOffset)
 	}
 	nf := Footer{Major: f.Major, Minor: f.Minor, ID: nh.ID, Members: f.Members, SummaryOffset: f.SummaryOffset,
-		SummaryLength: f.SummaryLength, StreamLength: f.StreamLength, FooterOffset: f.FooterOffset, Digest: digest}
+		SummaryLength: f.SummaryLength, StreamLength: f.StreamLength, FooterOffset: f.FooterOffset, Digest: digest, Header: nh}
 	nf.MAC = newAK.MAC(nf.encodeNoMAC())
 	footer := frame.Append(nil, KindFooter, FlagFinal, nf.Encode())
 	tail := append(outerHeader(nh.ID, rw.next, int64(len(footer)))[:], footer...)

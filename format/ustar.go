@@ -2,9 +2,11 @@ package format
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/cbfs/cbfs/crypt"
 )
@@ -146,6 +148,29 @@ const (
 // RecordName is the outer member name of record n of an archive.
 func RecordName(id [crypt.IDSize]byte, n uint64) string {
 	return fmt.Sprintf("cbfs-%x/%010d", id[:], n)
+}
+
+// parseRecordName reads the archive id and record number from a record
+// name (spec 4.3): cbfs-, 32 lowercase hex digits, a slash, 10 decimal
+// digits. The rest of the header is checked by parseOuterHeader.
+func parseRecordName(name string) (id [crypt.IDSize]byte, n uint64, ok bool) {
+	const hexEnd = len("cbfs-") + 2*crypt.IDSize
+	if len(name) != hexEnd+11 || !strings.HasPrefix(name, "cbfs-") || name[hexEnd] != '/' {
+		return id, 0, false
+	}
+	for _, c := range []byte(name[5:hexEnd]) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return id, 0, false
+		}
+	}
+	for _, c := range []byte(name[hexEnd+1:]) {
+		if c < '0' || c > '9' {
+			return id, 0, false
+		}
+	}
+	hex.Decode(id[:], []byte(name[5:hexEnd]))
+	n, err := strconv.ParseUint(name[hexEnd+1:], 10, 64)
+	return id, n, err == nil
 }
 
 // outerHeader builds the canonical ustar header of a record.

@@ -782,7 +782,7 @@ func (w *Writer) Close() error {
 	}
 	f := Footer{Major: Major, Minor: Minor, ID: w.hdr.ID, Members: uint64(w.members),
 		SummaryOffset: uint64(summaryOffset), SummaryLength: uint64(rw.logical - summaryOffset),
-		StreamLength: uint64(rw.logical), FooterOffset: uint64(rw.phys), Digest: digest}
+		StreamLength: uint64(rw.logical), FooterOffset: uint64(rw.phys), Digest: digest, Header: w.hdr}
 	f.MAC = w.keys.MAC(f.encodeNoMAC())
 	footer := frame.Append(nil, KindFooter, FlagFinal, f.Encode())
 	tail := append(outerHeader(rw.id, rw.next, int64(len(footer)))[:], footer...)

@@ -316,7 +316,7 @@ func (g *streamGen) assemble() []byte {
 		SummaryLength: uint64(int64(len(g.logical))-g.summaryOffset) + g.footerTweak[2],
 		StreamLength:  uint64(len(g.logical)) + g.footerTweak[3],
 		FooterOffset:  uint64(len(out)) + g.footerTweak[4],
-		Digest:        sha256.Sum256(out)}
+		Digest:        sha256.Sum256(out), Header: h}
 	enc = f.Encode()
 	f.MAC = g.ak.MAC(enc[:len(enc)-crypt.MACSize])
 	put(mkFrame(format.KindFooter, format.FlagFinal, f.Encode()))

@@ -74,6 +74,11 @@ var (
 // index: how a file among archives is told to be an index.
 func HasMagic(b []byte) bool { return bytes.HasPrefix(b, magic) }
 
+// EndsLikeIndex reports whether end, the last bytes of a file, end in the
+// trailer magic of a master index: what a reader at the end of a file (an
+// object store's one range request) sees of an index.
+func EndsLikeIndex(end []byte) bool { return bytes.HasSuffix(end, trailerMagic) }
+
 func headerPrefix(bs uint32) []byte {
 	b := make([]byte, 0, HeaderSize)
 	b = append(b, magic...)

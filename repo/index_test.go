@@ -380,7 +380,12 @@ func TestRebuildListsUnreadable(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, ".hidden"), nil, 0o600)
 	h, _ := writeIndexed(t, dir, "hdr.cbfs", key, 1, []im{{format.TypeRegular, "h"}})
 	_ = h
-	damage(t, filepath.Join(dir, "hdr.cbfs"), 512+12+30) // inside the header's fields
+	// Inside the header's fields, in record 0 and in the footer's copy
+	// (which random access reads instead of record 0).
+	damage(t, filepath.Join(dir, "hdr.cbfs"), 512+12+30)
+	if fi, err := os.Stat(filepath.Join(dir, "hdr.cbfs")); err == nil {
+		damage(t, filepath.Join(dir, "hdr.cbfs"), fi.Size()-3*512+12+100+30)
+	}
 	_, res := rebuildBytes(t, key, Shard{}, dir)
 	var names []string
 	for _, u := range res.Unreadable {

@@ -27,7 +27,7 @@ func (e *IndexObjectError) Error() string {
 // archive; s3://BUCKET/PREFIX/ stands for every object under the prefix,
 // recursively, in key order. An object under a prefix that turns out to
 // be a master index fails to open with an *IndexObjectError; the check
-// costs nothing more, since the first bytes are read to open an archive
+// costs nothing more, since the last bytes are read to open an archive
 // anyway.
 func URLSources(ctx context.Context, arg string) ([]store.Source, error) {
 	loc, err := store.ParseLocation(arg)
@@ -58,10 +58,17 @@ func URLSources(ctx context.Context, arg string) ([]store.Source, error) {
 			if err != nil {
 				return nil, err
 			}
+			// The trailer magic, from the bytes the opening read
+			// fetched: the start of the object costs a request, an
+			// archive is opened from its end (archive spec 8.2). An
+			// index whose trailer is damaged is reported as an
+			// unreadable archive.
 			var magic [8]byte
-			if n, _ := obj.ReadAt(magic[:], 0); index.HasMagic(magic[:n]) {
-				obj.Close()
-				return nil, &IndexObjectError{Where: where}
+			if obj.Size() >= 8 {
+				if _, err := obj.ReadAt(magic[:], obj.Size()-8); err == nil && index.EndsLikeIndex(magic[:]) {
+					obj.Close()
+					return nil, &IndexObjectError{Where: where}
+				}
 			}
 			return obj, nil
 		}})

@@ -44,8 +44,9 @@ type S3Config struct {
 	// 64 MB).
 	PartSize int64
 	Parts    int
-	// TailRead is how much of an object's end its opening GET reads (1
-	// MiB): an archive's footer and summary, usually all of it.
+	// TailRead is the most of an object's end its opening GET reads (1
+	// MiB): an archive's footer and summary, usually all of it. It reads
+	// less once the archives opened show they need less (S3.tailRead).
 	TailRead int64
 }
 
@@ -96,6 +97,8 @@ type S3 struct {
 	core  minio.Core
 	cfg   S3Config
 	creds *credChain
+	// tailNeed is the longest end an opened object needed (see tailRead).
+	tailNeed atomic.Int64
 }
 
 var (

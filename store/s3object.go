@@ -15,7 +15,7 @@ import (
 )
 
 // s3Object is an object opened for reading at offsets. Opening it costs
-// one GET: a suffix range of its last TailRead bytes, whose Content-Range
+// one GET: a suffix range of its last bytes (S3.tailRead), whose Content-Range
 // gives the size (no HEAD). Those bytes are kept: an archive's footer and
 // summary, and for most archives the header too, are read from them.
 // Other reads fetch a block (64 KiB at the head, 4 MiB elsewhere, or the
@@ -40,7 +40,41 @@ type block struct {
 
 func (k block) has(pos int64) bool { return pos >= k.off && pos < k.off+int64(len(k.data)) }
 
+// tailRead is the length of the suffix an opening GET asks for: what
+// the archives opened so far needed at their end (footer, summary and
+// the padding between), with a quarter to spare, from minTailRead up to
+// TailRead. Archives of one file system are much alike, so after the
+// first few nearly every opening is one GET that fetches little more
+// than it needs, where a fixed 1 MiB would fetch whole small objects and
+// a megabyte of content of large ones.
+func (s *S3) tailRead() int64 {
+	most := min(max(s.cfg.TailRead, 1), maxTailRead)
+	return min(max(s.tailNeed.Load(), minTailRead), most)
+}
+
+// learnTail records that an object of size needed its bytes from pos on
+// at its end.
+func (s *S3) learnTail(size, pos int64) {
+	most := min(max(s.cfg.TailRead, 1), maxTailRead)
+	need := size - pos
+	if need > most {
+		return // a read of the content, not of the end
+	}
+	want := min((need+need/4+tailUnit-1)/tailUnit*tailUnit, most)
+	for {
+		old := s.tailNeed.Load()
+		if old >= want || s.tailNeed.CompareAndSwap(old, want) {
+			return
+		}
+	}
+}
+
 const (
+	// minTailRead holds the end of an archive with one summary frame of
+	// the default chunk size (64 KiB + 44 bytes), its footer record and
+	// end blocks, and what format.OpenArchive reads to find the footer.
+	minTailRead = 128 << 10
+	tailUnit    = 64 << 10
 	headBlock   = 64 << 10
 	readBlock   = 4 << 20
 	keptBlocks  = 2
@@ -54,7 +88,7 @@ func (b *S3Bucket) Open(ctx context.Context, key string) (Object, error) {
 	}
 	o := &s3Object{b: b, key: key, ctx: ctx}
 	var opts minio.GetObjectOptions
-	tail := min(max(b.s.cfg.TailRead, 1), maxTailRead)
+	tail := b.s.tailRead()
 	// A suffix range is SetRange(0, -N): bytes=-N. Its error is checked:
 	// a range not set would silently be a GET of the whole object.
 	if err := opts.SetRange(0, -tail); err != nil {
@@ -146,6 +180,7 @@ func (o *s3Object) ReadAt(p []byte, off int64) (int, error) {
 		end := o.size
 		if pos < o.tail.off {
 			end = o.tail.off // what follows is kept already
+			o.b.s.learnTail(o.size, pos)
 		}
 		if want := int64(len(p) - n); want >= readBlock {
 			// A large read is read into p as it is.

@@ -26,8 +26,10 @@ const (
 	hdrSize  = format.FrameHeaderSize
 	metaPad  = format.MetaPad
 	outerMT  = "12755175200\x00"
-	macStart = 60  // header payload bytes covered by its MAC
-	macFoot  = 100 // footer payload bytes covered by its MAC
+	macStart = 60                          // header payload bytes covered by its MAC
+	footHdr  = 100                         // where the footer's copy of the header payload starts
+	macFoot  = footHdr + format.HeaderSize // footer payload bytes covered by its MAC
+	footBody = hdrSize + format.FooterSize // the footer record's body
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -75,6 +77,10 @@ type layout struct {
 	// payload after it (the frame CRC is computed after both).
 	FooterPre  func(f *format.Footer)
 	FooterPost func(p []byte) []byte
+	// CopyPost changes the footer's copy of the header payload (which is
+	// otherwise record 0's payload as written, HeaderPost included)
+	// before the footer MAC.
+	CopyPost func(p []byte) []byte
 	// Cuts, when set, are the data record body sizes (the last one takes
 	// the rest); otherwise every record but the last holds R bytes.
 	Cuts []int
@@ -213,6 +219,18 @@ func (l *layout) build() []byte {
 		l.FooterPre(&f)
 	}
 	fp := f.Encode()
+	if len(hp) == format.HeaderSize {
+		copy(fp[footHdr:macFoot], hp)
+	} else {
+		// A record 0 payload of another length: the copy is the header
+		// as a writer makes it.
+		h := l.Hdr
+		h.MAC = l.Keys.MAC(h.Encode()[:macStart])
+		copy(fp[footHdr:macFoot], h.Encode())
+	}
+	if l.CopyPost != nil {
+		copy(fp[footHdr:macFoot], l.CopyPost(bytes.Clone(fp[footHdr:macFoot])))
+	}
 	fmac := l.Keys.MAC(fp[:macFoot])
 	copy(fp[macFoot:], fmac[:])
 	if l.FooterPost != nil {

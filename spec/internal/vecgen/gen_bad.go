@@ -62,8 +62,11 @@ func (g *gen) invalidOuter() {
 	g.bad("empty-file", notCBFS, "", "", "an empty file", []byte{})
 	valid := g.write("trunc-first-block", small, g.baseMembers())
 	g.bad("trunc-first-block", cHeader, "", "", "truncated to 300 bytes, inside record 0's ustar header (it starts with cbfs-): a damaged CBFS header", valid[:300])
+	// Random access takes the header from the footer's copy and does
+	// not read record 0 (spec 8.2): damage to record 0 alone is for a
+	// full read to find.
 	rec0 := func(name, expect, desc string, f func(b []byte) []byte) {
-		g.bad(name, expect, "", "", desc, f(g.write(name, small, g.baseMembers())))
+		g.bad(name, expect, "", success, desc, f(g.write(name, small, g.baseMembers())))
 	}
 	rec0("record0-name-uppercase", cHeader, "record 0's name has its hex digits in upper case (checksum correct): a damaged CBFS header", func(b []byte) []byte {
 		copy(b[5:37], strings.ToUpper(string(b[5:37])))
@@ -134,16 +137,27 @@ func (g *gen) invalidOuter() {
 	hdr("header-record-small", cHeader, "", "record size 32768, below 65536", setU32(16, 32768))
 	hdr("header-record-large", cHeader, "", "record size 64 MiB + 512, above 64 MiB", setU32(16, 64<<20+512))
 	hdr("header-id-mismatch", cHeader, "", "the archive id in the header differs from the record names'", func(p []byte) []byte { p[20] ^= 1; return p })
-	hdr("header-payload-long", cHeader, "", "header payload of 93 bytes: one byte more than v1's 92", func(p []byte) []byte { return append(p, 0) })
-	hdr("header-record-over-block", cHeader, "", "record 0 body of 600 bytes, over the one-block limit", func(p []byte) []byte { return append(p, make([]byte, 496)...) })
+	for _, v := range []struct {
+		name, ra, desc string
+		n              int
+	}{
+		{"header-payload-long", success, "header payload of 93 bytes in record 0: one byte more than v1's 92 (the footer's copy intact)", 1},
+		// Record 0 of three blocks moves every data record: the footer's
+		// offset no longer fits the layout (spec 6.2 check 6).
+		{"header-record-over-block", fail, "record 0 body of 600 bytes, over the one-block limit (the footer's copy intact)", 496},
+	} {
+		l := g.base(v.name, false)
+		l.HeaderPost = func(p []byte) []byte { return append(p, make([]byte, v.n)...) }
+		g.bad(v.name, cHeader, "", v.ra, v.desc, l.build())
+	}
 	{
 		b := g.write("header-crc", small, g.baseMembers())
 		b[block+hdrSize+44] ^= 1
-		g.bad("header-crc", cHeader, "", "", "a bit of the key check value flipped, CRC not updated: damage, not a wrong key", b)
+		g.bad("header-crc", cHeader, "", success, "a bit of record 0's key check value flipped, CRC not updated: damage, not a wrong key", b)
 		b = g.write("header-frame-reserved", small, g.baseMembers())
 		b[block+2] = 1
 		binary.LittleEndian.PutUint32(b[block+8:], crc(b[block:block+8], b[block+hdrSize:block+hdrSize+format.HeaderSize]))
-		g.bad("header-frame-reserved", cHeader, "", "", "header frame reserved byte non-zero (CRC correct)", b)
+		g.bad("header-frame-reserved", cHeader, "", success, "record 0's header frame reserved byte non-zero (CRC correct)", b)
 	}
 	g.badKey("wrong-key", cKey, success, "", "a valid archive read with another key", g.write("wrong-key", small, g.baseMembers()), g.rawB)
 
@@ -151,7 +165,7 @@ func (g *gen) invalidOuter() {
 	raw := func(name, expect, ra, desc string, f func(b []byte) []byte) {
 		g.bad(name, expect, "", ra, desc, f(g.write(name, small, g.baseMembers())))
 	}
-	raw("record0-mtime", cTar, "", "record 0's ustar header has another mtime (checksum correct)", func(b []byte) []byte {
+	raw("record0-mtime", cTar, success, "record 0's ustar header has another mtime (checksum correct)", func(b []byte) []byte {
 		copy(b[136:], "12755175201")
 		setChecksum(b[:block])
 		return b
@@ -194,7 +208,7 @@ func (g *gen) invalidOuter() {
 		setChecksum(b[r1 : r1+block])
 		return b
 	})
-	raw("header-record-padding", cTar, "", "a non-zero byte in record 0's padding", func(b []byte) []byte { b[block+104] = 1; return b })
+	raw("header-record-padding", cTar, success, "a non-zero byte in record 0's padding", func(b []byte) []byte { b[block+104] = 1; return b })
 	raw("data-record-padding", cTar, success, "a non-zero byte in the last data record's padding", func(b []byte) []byte {
 		f := footerAt(b)
 		if allZero(b[f-1:f]) == false {
@@ -204,19 +218,19 @@ func (g *gen) invalidOuter() {
 		return b
 	})
 	raw("footer-record-padding", cTar, "", "a non-zero byte in the footer record's padding", func(b []byte) []byte {
-		b[footerAt(b)+block+144] = 1
+		b[footerAt(b)+block+footBody] = 1
 		return b
 	})
 	raw("footer-record-padding-crc", cFooter, "", "a non-zero byte in the footer record's padding and a bit of its member count flipped, CRC not updated: the CRC is checked first", func(b []byte) []byte {
-		b[footerAt(b)+block+144] = 1
+		b[footerAt(b)+block+footBody] = 1
 		b[footerAt(b)+block+hdrSize+30] ^= 1
 		return b
 	})
 	raw("footer-record-padding-offset", cTar, "", "a non-zero byte in the footer record's padding and the footer's offset field wrong (CRC correct): the padding is checked first", func(b []byte) []byte {
 		f := footerAt(b)
-		b[f+block+144] = 1
+		b[f+block+footBody] = 1
 		b[f+block+hdrSize+60] ^= 2
-		binary.LittleEndian.PutUint32(b[f+block+8:], crc(b[f+block:f+block+8], b[f+block+hdrSize:f+block+144]))
+		binary.LittleEndian.PutUint32(b[f+block+8:], crc(b[f+block:f+block+8], b[f+block+hdrSize:f+block+footBody]))
 		return b
 	})
 	raw("trailing-garbage", cTar, "", "the last byte of the end-of-archive blocks is 0x01", func(b []byte) []byte { b[len(b)-1] = 1; return b })
@@ -715,7 +729,7 @@ func (g *gen) invalidFooter() {
 		g.bad(name, cFooter, keyless, ra, desc, l.build())
 	}
 	ft("footer-digest", "", success, "the footer's digest is wrong, its MAC right: only a full read finds it", func(f *format.Footer) { f.Digest[0] ^= 1 }, nil)
-	ft("footer-mac", success, "", "the footer's MAC is wrong (CRC correct)", nil, func(p []byte) []byte { p[100] ^= 1; return p })
+	ft("footer-mac", success, "", "the footer's MAC is wrong (CRC correct)", nil, func(p []byte) []byte { p[macFoot] ^= 1; return p })
 	ft("footer-offset", "", "", "the footer says it is 512 bytes further on", func(f *format.Footer) { f.FooterOffset += block }, nil)
 	ft("footer-id", "", "", "the footer names another archive id", func(f *format.Footer) { f.ID[0] ^= 1 }, nil)
 	ft("footer-minor", "", "", "the footer's minor version 1 differs from the header's 0", func(f *format.Footer) { f.Minor = 1 }, nil)
@@ -728,7 +742,27 @@ func (g *gen) invalidFooter() {
 	ft("footer-stream-length", "", "", "the footer's stream length is one byte more than the stream", func(f *format.Footer) { f.StreamLength++; f.SummaryLength++ }, nil)
 	ft("footer-magic", "", "", "the footer's magic is XBFSFOOT (CRC correct)", nil, func(p []byte) []byte { p[0] = 'X'; return p })
 	ft("footer-reserved", "", "", "footer reserved byte 10 is 1 (CRC correct)", nil, func(p []byte) []byte { p[10] = 1; return p })
-	ft("footer-record-long", "", "", "a footer record of 145 bytes", nil, func(p []byte) []byte { return append(p, 0) })
+	ft("footer-record-long", "", "", fmt.Sprintf("a footer record of %d bytes", footBody+1), nil, func(p []byte) []byte { return append(p, 0) })
+	// The footer's copy of the header (spec 6.2 check 4 and 7, 8.3 step 11).
+	cp := func(name, keyless, ra, desc string, remac bool, post func(p []byte)) {
+		l := g.base(name, false)
+		l.CopyPost = func(p []byte) []byte {
+			post(p)
+			if remac {
+				mac := l.Keys.MAC(p[:macStart])
+				copy(p[macStart:], mac[:])
+			}
+			return p
+		}
+		g.bad(name, cFooter, keyless, ra, desc, l.build())
+	}
+	cp("footer-copy-differs", "", success, "the footer's copy of the header has another sequence number, its MAC and the footer's right: only a full read, which compares it with record 0, finds it", true, func(p []byte) { p[36] ^= 1 })
+	cp("footer-copy-mac", "", "", "the footer's copy of the header has another sequence number and the header MAC of the original; the footer MAC right", false, func(p []byte) { p[36] ^= 1 })
+	cp("footer-copy-magic", "", "", "the footer's copy of the header has the magic XBFSARCH", false, func(p []byte) { p[0] = 'X' })
+	cp("footer-copy-major", "", "", "the footer's copy of the header says major version 2 (the footer 1): damage, not a version", false, func(p []byte) { p[8] = 2 })
+	cp("footer-copy-id", "", "", "the footer's copy of the header names another archive id, its MAC right", true, func(p []byte) { p[20] ^= 1 })
+	cp("footer-copy-check", "", "", "the footer's copy of the header has another key check value, its MAC right: a random-access reader reports a wrong key, a full read the copy differing from record 0", true, func(p []byte) { p[44] ^= 1 })
+	cp("footer-copy-chunk", "", "", "the footer's copy of the header has chunk size 2048, below 4096", true, func(p []byte) { binary.LittleEndian.PutUint32(p[12:], 2048) })
 	b := g.write("footer-crc", small, g.baseMembers())
 	b[footerAt(b)+block+hdrSize+30] ^= 1
 	g.bad("footer-crc", cFooter, "", "", "a bit of the footer's member count flipped, CRC not updated", b)
