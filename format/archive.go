@@ -191,10 +191,12 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	if f.ID != id {
 		return nil, newErr(ClassFooter, off, -1, "footer belongs to archive %x", f.ID)
 	}
-	if a.Header != nil && f.Header != *a.Header {
-		return nil, newErr(ClassFooter, off, -1, "the footer's copy of the archive header differs from record 0")
-	}
+	// A scan knows record 0 (a.Header) and goes by it; a random-access
+	// reader has only the copy.
 	hdr := &f.Header
+	if a.Header != nil {
+		hdr = a.Header
+	}
 	if f.FooterOffset != uint64(off) {
 		return nil, newErr(ClassFooter, off, -1, "footer says it is at offset %d, it is at %d", f.FooterOffset, off)
 	}
@@ -206,6 +208,10 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 	}
 	if unit := summaryFrameLen(int64(hdr.ChunkSize)) + FrameHeaderSize; f.SummaryLength == 0 || f.SummaryLength%uint64(unit) != 0 {
 		return nil, newErr(ClassFooter, off, -1, "footer's summary length %d is not a whole number of %d-byte summary frames", f.SummaryLength, unit)
+	}
+	if a.Header != nil && f.Header != *a.Header {
+		// Returned with the footer, which a scan goes by.
+		return f, newErr(ClassFooter, off, -1, "the footer's copy of the archive header differs from record 0")
 	}
 	return f, nil
 }

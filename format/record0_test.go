@@ -2,6 +2,7 @@ package format
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -70,5 +71,79 @@ func TestRecordZeroMajorFlip(t *testing.T) {
 	var ve *VersionError
 	if !errors.As(err, &ve) || ve.Major != 2 {
 		t.Errorf("major 2 with a correct CRC: %v, want a version error", err)
+	}
+}
+
+// TestFooterHeaderCopy: random access opens an archive from the footer's
+// copy of the header alone, so damage to record 0 does not stop it; a
+// copy that differs from record 0 (its MACs right) is accepted by random
+// access and reported by a scan as one problem, the footer, the scan
+// going on by the footer; a copy that fails its MAC is refused with the
+// key.
+func TestFooterHeaderCopy(t *testing.T) {
+	key := testutil.Key(t, 3)
+	arc, _ := writeArchive(t, key, sampleMembers()[:2], WriterOptions{RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
+	src := func(b []byte) Source { return NewSource(bytes.NewReader(b), int64(len(b))) }
+
+	b := bytes.Clone(arc)
+	b[BlockSize+FrameHeaderSize+36] ^= 1 // record 0's sequence number
+	if _, err := OpenArchive(src(b), key); err != nil {
+		t.Errorf("random access with record 0 damaged: %v", err)
+	}
+
+	// The footer body sits before the two end-of-archive blocks.
+	body := len(arc) - 3*BlockSize
+	copyAt := body + FrameHeaderSize + footerHeaderAt
+	fixCRC := func(b []byte) {
+		fr := b[body : body+FrameHeaderSize+FooterSize]
+		binary.LittleEndian.PutUint32(fr[8:], frame.CRC(fr, fr[FrameHeaderSize:]))
+	}
+	a, err := OpenArchive(src(arc), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := a.keys
+	// Another sequence number in the copy, both MACs recomputed.
+	b = bytes.Clone(arc)
+	h := a.Header
+	h2 := *h
+	h2.Sequence++
+	h2.MAC = ak.MAC(h2.encodeNoMAC())
+	copy(b[copyAt:], h2.Encode())
+	f2 := *a.Footer
+	f2.Header = h2
+	f2.MAC = ak.MAC(f2.encodeNoMAC())
+	copy(b[body+FrameHeaderSize:], f2.Encode())
+	fixCRC(b)
+	if a2, err := OpenArchive(src(b), key); err != nil || a2.Header.Sequence != h.Sequence+1 {
+		t.Errorf("random access with the copy differing from record 0: %v", err)
+	}
+	rep, err := ScanArchive(src(b), ScanOptions{Key: key, Content: true, Digest: true}, nil)
+	if err != nil || len(rep.Problems) != 1 || rep.Problems[0].Class != ClassFooter || rep.Footer == nil {
+		t.Errorf("scan of a copy differing from record 0: %v, %+v", err, rep.Problems)
+	}
+	// The copy's MAC wrong, the footer's recomputed over it.
+	b = bytes.Clone(arc)
+	h2.MAC = h.MAC
+	f2.Header = h2
+	f2.MAC = ak.MAC(f2.encodeNoMAC())
+	copy(b[body+FrameHeaderSize:], f2.Encode())
+	fixCRC(b)
+	var fe *Error
+	if _, err := OpenArchive(src(b), key); !errors.As(err, &fe) || fe.Class != ClassFooter {
+		t.Errorf("random access with the copy's MAC wrong: %v, want footer damage", err)
+	}
+	if _, err := OpenArchive(src(b)); err != nil {
+		t.Errorf("keyless random access cannot tell: %v", err)
+	}
+
+	// Record 0's fields destroyed (its magic kept, so it is recognised):
+	// a scan takes them from the footer's copy and reads every member.
+	b = bytes.Clone(arc)
+	clear(b[BlockSize+FrameHeaderSize+8 : BlockSize+FrameHeaderSize+HeaderSize])
+	n := 0
+	rep, err = ScanArchive(src(b), ScanOptions{Key: key, Content: true, Digest: true}, func(Entry) error { n++; return nil })
+	if err != nil || n != 2 || len(rep.Problems) == 0 {
+		t.Errorf("scan with record 0's fields destroyed: %v, %d members, problems %+v", err, n, rep.Problems)
 	}
 }

@@ -127,7 +127,8 @@ func (s *scanner) problem(err error) {
 }
 
 // openHeader reads the header record. Damage to it is reported but the
-// scan goes on if the header's fields can still be parsed.
+// scan goes on if the header's fields can still be parsed, from record 0
+// or from the footer's copy.
 func (s *scanner) openHeader() error {
 	head := make([]byte, min(s.src.Size(), 2*BlockSize))
 	if _, err := s.src.ReadAt(head, 0); err != nil && err != io.EOF {
@@ -140,10 +141,15 @@ func (s *scanner) openHeader() error {
 		if !errors.As(err, &fe) || len(head) < BlockSize+FrameHeaderSize+HeaderSize {
 			return err
 		}
-		// A damaged header record: take its fields if they still parse.
+		// A damaged header record: take its fields if they still parse,
+		// else the footer's copy of them.
 		h2, err2 := DecodeHeader(head[BlockSize+FrameHeaderSize : BlockSize+FrameHeaderSize+HeaderSize])
 		if err2 != nil {
-			return err
+			f, ferr := (&Archive{src: s.src}).findFooter()
+			if ferr != nil {
+				return err
+			}
+			h2 = &f.Header
 		}
 		s.problem(err)
 		h = h2

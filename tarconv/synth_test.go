@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cbfs/cbfs/format"
 )
@@ -30,6 +31,16 @@ func goTarHeader(t *testing.T, m *format.Meta) []byte {
 		h.PAXRecords = map[string]string{}
 		for _, x := range m.Xattrs {
 			h.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
+		}
+	}
+	// Spec 7.6 adds hdrcharset=BINARY where a name is not UTF-8, which
+	// Go's writer does not.
+	for _, s := range []string{string(m.Path), string(m.Link), m.Uname, m.Gname} {
+		if !utf8.ValidString(s) {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["hdrcharset"] = "BINARY"
 		}
 	}
 	var b bytes.Buffer

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -391,6 +392,15 @@ func synthHeader(m *format.Meta, name string, size int64, last []paxRec) ([]byte
 			if text, ok := aclText(x.Value); ok {
 				recs = append(recs, paxRec{k, text})
 			}
+		}
+	}
+	// POSIX pax values are UTF-8 unless hdrcharset=BINARY says otherwise:
+	// without it bsdtar refuses a name that is not (GNU tar ignores the
+	// record, with a warning, and takes the bytes as they are).
+	for _, s := range []string{name, link, m.Uname, m.Gname, string(m.Path)} {
+		if !utf8.ValidString(s) {
+			recs = append(recs, paxRec{"hdrcharset", "BINARY"})
+			break
 		}
 	}
 	slices.SortFunc(recs, func(a, b paxRec) int { return strings.Compare(a.k, b.k) })

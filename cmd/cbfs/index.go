@@ -131,10 +131,11 @@ func newIndexRebuildCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rebuild -k KEY -o INDEX [--shard I/N] [--json] ARCHIVE|DIR...",
 		Short: "Rebuild the master index from the archives alone",
-		Long: `rebuild reads each archive's footer and summary (a read at each end of the
-file), several archives at a time, and writes the master index. An archive
-whose footer or summary is missing or damaged is scanned member by member
-instead: every complete member still counts, and the archive is reported.
+		Long: `rebuild reads each archive's footer and summary (one read at the end of
+the file, a second for a large summary), several archives at a time, and
+writes the master index. An archive whose footer or summary is missing or
+damaged is scanned member by member instead: every complete member still
+counts, and the archive is reported.
 An archive that cannot be read at all (wrong key, not a CBFS archive,
 damaged header, I/O error) is listed; nothing of it is in the index.
 

@@ -33,7 +33,7 @@ archives 'cbfs rekey' wrote into ARCHIVES (the directory, or s3:// prefix, it
 wrote them to). A rekeyed archive keeps its file name, sequence number,
 members and offsets, and gets a new archive id; the index records ids, so
 each archive of INDEX is looked up by its name in ARCHIVES and opened with
-NEW by its header and footer alone (two small reads; no summary is read).
+NEW by its footer alone (one small read at its end; no summary is read).
 It must carry the sequence number and member count INDEX holds for that
 name. Then the records are copied as they are and the table takes the new
 ids: the result is byte for byte what 'cbfs index rebuild -k NEW' writes

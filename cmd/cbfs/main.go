@@ -219,8 +219,27 @@ bytes). The format is specified in spec/cbfs-archive-v1.md.`,
 	progressFlags(root)
 	root.PersistentFlags().StringVar(&store.EndpointFlag, "endpoint", "", "S3-compatible endpoint URL for s3:// locations (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)")
 	root.InitDefaultCompletionCmd() // made now, so that usageArgs sees it
+	root.SetHelpCommand(helpCommand())
 	usageArgs(root)
 	return root
+}
+
+// helpCommand is cobra's help command, but a topic it does not know is a
+// usage error (cobra prints the root's help and exits 0).
+func helpCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || len(rest) > 0 {
+				return usageError{fmt.Errorf("unknown help topic %q: see 'cbfs help'", strings.Join(args, " "))}
+			}
+			cmd.InitDefaultHelpFlag()
+			return cmd.Help()
+		},
+	}
 }
 
 // usageArgs makes argument-count errors usage errors (exit status 2), as

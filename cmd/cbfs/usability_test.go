@@ -307,6 +307,14 @@ func TestWording(t *testing.T) {
 			t.Errorf("%v: %s", args, r)
 		}
 	}
+	for _, args := range [][]string{{"help", "foo"}, {"help", "index", "foo"}} {
+		if r = cbfs(t, dir, args...); r.code != exitUsage || !strings.Contains(string(r.stderr), "unknown help topic") {
+			t.Errorf("%v: %s", args, r)
+		}
+	}
+	if r = cbfs(t, dir, "help", "index", "rebuild"); r.code != 0 || !strings.Contains(string(r.stdout), "rebuild reads each archive") {
+		t.Errorf("help index rebuild: %s", r)
+	}
 	if r = cbfs(t, dir, "gen-man"); r.code != exitUsage || !strings.Contains(string(r.stderr), "gen-man: takes exactly 1 argument, got 0") {
 		t.Errorf("gen-man: %s", r)
 	}
