@@ -137,6 +137,50 @@ func TestFooterHeaderCopy(t *testing.T) {
 		t.Errorf("keyless random access cannot tell: %v", err)
 	}
 
+	scan := func(b []byte) (*ScanReport, int, error) {
+		n := 0
+		rep, err := ScanArchive(src(b), ScanOptions{Key: key, Content: true, Digest: true}, func(Entry) error { n++; return nil })
+		return rep, n, err
+	}
+	hasClass := func(rep *ScanReport, c Class) bool {
+		for _, p := range rep.Problems {
+			if p.Class == c {
+				return true
+			}
+		}
+		return false
+	}
+	// Record 0's key check damaged (CRC not updated): damage, not a
+	// wrong key; the scan goes by the footer's authenticated copy.
+	b = bytes.Clone(arc)
+	b[BlockSize+FrameHeaderSize+44] ^= 1
+	if rep, n, err := scan(b); err != nil || n != 2 || !hasClass(rep, ClassHeader) || !rep.HeaderAuthenticated {
+		t.Errorf("scan with record 0's key check damaged: %v, %d members, %+v", err, n, rep)
+	}
+	// Record 0's sequence changed, its CRC right, its MAC not: the
+	// header is the copy, authenticated, with the sequence written.
+	b = bytes.Clone(arc)
+	b[BlockSize+FrameHeaderSize+36] ^= 1
+	fr := b[BlockSize : BlockSize+FrameHeaderSize+HeaderSize]
+	binary.LittleEndian.PutUint32(fr[8:], frame.CRC(fr, fr[FrameHeaderSize:]))
+	if rep, n, err := scan(b); err != nil || n != 2 || !hasClass(rep, ClassHeader) || !rep.HeaderAuthenticated || rep.Header.Sequence != h.Sequence {
+		t.Errorf("scan with record 0's MAC failing: %v, %d members, %+v", err, n, rep)
+	}
+	// Record 0 all zeros: not recognisable from its start, but the end
+	// is a CBFS footer: damage, every member read.
+	b = bytes.Clone(arc)
+	clear(b[:2*BlockSize])
+	if rep, n, err := scan(b); err != nil || n != 2 || !hasClass(rep, ClassHeader) {
+		t.Errorf("scan with record 0 zeroed: %v, %d members, %+v", err, n, rep)
+	}
+	// The footer's digest damaged (CRC not updated): one problem, not a
+	// second one about bytes after the summary.
+	b = bytes.Clone(arc)
+	b[body+FrameHeaderSize+70] ^= 1
+	if rep, _, err := scan(b); err != nil || len(rep.Problems) != 1 || rep.Problems[0].Class != ClassFooter {
+		t.Errorf("scan with the footer damaged: %v, %+v", err, rep.Problems)
+	}
+
 	// Record 0's fields destroyed (its magic kept, so it is recognised):
 	// a scan takes them from the footer's copy and reads every member.
 	b = bytes.Clone(arc)

@@ -40,6 +40,10 @@ type ScanReport struct {
 	// spec 6.2 1-7, its MAC included (the end-of-archive blocks after it
 	// may still be missing or cut): its member count can be trusted.
 	FooterAuthenticated bool
+	// HeaderAuthenticated is set when the header the scan went by
+	// (record 0's, or the footer's copy when record 0 was damaged)
+	// passed its MAC under the key.
+	HeaderAuthenticated bool
 	// Members is the number of complete members found (fn was called for
 	// each); Damaged the number found incomplete or unreadable.
 	Members, Damaged int
@@ -126,9 +130,11 @@ func (s *scanner) problem(err error) {
 	s.rep.Problems = append(s.rep.Problems, fe)
 }
 
-// openHeader reads the header record. Damage to it is reported but the
-// scan goes on if the header's fields can still be parsed, from record 0
-// or from the footer's copy.
+// openHeader reads the header record. Damage to it is reported and the
+// scan goes on with the footer's copy of the header when the footer is
+// found (with the key, when the copy authenticates), else with record
+// 0's fields if they still parse. A record 0 that is not a CBFS header at
+// all, in an input whose end is a CBFS footer, is damage too.
 func (s *scanner) openHeader() error {
 	head := make([]byte, min(s.src.Size(), 2*BlockSize))
 	if _, err := s.src.ReadAt(head, 0); err != nil && err != io.EOF {
@@ -136,39 +142,84 @@ func (s *scanner) openHeader() error {
 	}
 	pr := &physReader{r: bufioOf(head)}
 	h, err := pr.readHeaderRecord()
+	keys := append([]*crypt.Key{s.opt.Key}, s.opt.Keys...)
 	if err != nil {
 		var fe *Error
-		if !errors.As(err, &fe) || len(head) < BlockSize+FrameHeaderSize+HeaderSize {
-			return err
-		}
-		// A damaged header record: take its fields if they still parse,
-		// else the footer's copy of them.
-		h2, err2 := DecodeHeader(head[BlockSize+FrameHeaderSize : BlockSize+FrameHeaderSize+HeaderSize])
-		if err2 != nil {
-			f, ferr := (&Archive{src: s.src}).findFooter()
-			if ferr != nil {
+		switch {
+		case errors.Is(err, ErrNotCBFS):
+			c, cerr := s.footerCopy(keys)
+			if cerr != nil {
+				return cerr
+			}
+			if h = c; h == nil {
 				return err
 			}
-			h2 = &f.Header
+			err = newErr(ClassHeader, 0, -1, "record 0 is not a CBFS header record, but the archive ends in a CBFS footer: its copy of the header is used")
+		case !errors.As(err, &fe):
+			return err
+		default:
+			c, cerr := s.footerCopy(keys)
+			if cerr != nil {
+				return cerr
+			}
+			if h = c; h == nil && len(head) >= BlockSize+FrameHeaderSize+HeaderSize {
+				// A damaged header record: take its fields if they
+				// still parse. A key check that fails on them is not
+				// a wrong key: the record is damaged (spec 10.3).
+				h, _ = DecodeHeader(head[BlockSize+FrameHeaderSize : BlockSize+FrameHeaderSize+HeaderSize])
+				if h != nil {
+					if _, kerr := h.pickKeys(keys); errors.Is(kerr, ErrWrongKey) {
+						return err
+					}
+				}
+			}
+			if h == nil {
+				return err
+			}
 		}
 		s.problem(err)
-		h = h2
 	}
-	s.hdr, s.rep.Header = h, h
-	s.R, s.cs = int64(h.RecordSize), int64(h.ChunkSize)
-	keys, err := h.pickKeys(append([]*crypt.Key{s.opt.Key}, s.opt.Keys...))
+	ak, err := h.pickKeys(keys)
 	if err != nil {
 		return err
 	}
-	if s.keys = keys; keys != nil {
-		if err := h.Authenticate(s.keys); err != nil {
+	if ak != nil {
+		if err := h.Authenticate(ak); err != nil {
 			if errors.Is(err, ErrWrongKey) {
 				return err
 			}
 			s.problem(err)
+			// Record 0 changed after its MAC: the footer's copy, when
+			// it authenticates, is the header.
+			if c, _ := s.footerCopy(keys); c != nil {
+				h = c
+			}
 		}
+		s.rep.HeaderAuthenticated = h.Authenticate(ak) == nil
 	}
+	s.keys, s.hdr, s.rep.Header = ak, h, h
+	s.R, s.cs = int64(h.RecordSize), int64(h.ChunkSize)
 	return nil
+}
+
+// footerCopy is the footer's copy of the header when the footer is found
+// and passes its checks (spec 8.2 step 2) and, given keys, the copy's
+// MAC; else nil. A copy whose key check no key matches is ErrWrongKey:
+// an intact copy says who wrote the archive.
+func (s *scanner) footerCopy(keys []*crypt.Key) (*Header, error) {
+	f, err := (&Archive{src: s.src}).findFooter()
+	if err != nil {
+		return nil, nil
+	}
+	h := f.Header
+	ak, err := h.pickKeys(keys)
+	if err != nil {
+		return nil, err
+	}
+	if ak != nil && h.Authenticate(ak) != nil {
+		return nil, nil
+	}
+	return &h, nil
 }
 
 // streamEnd is the logical length of the frame stream: the footer's when
@@ -583,7 +634,10 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 			break
 		}
 	}
-	if after := fr.next(); after != s.end {
+	// Without the footer, s.end is a guess from the archive's size that
+	// counts the footer record's bytes too: the footer's problem is
+	// reported already.
+	if after := fr.next(); s.rep.Footer != nil && after != s.end {
 		s.problem(newErr(ClassFrame, physOf(after, s.R), -1, "%d bytes after the summary", s.end-after))
 	}
 	f := s.rep.Footer

@@ -585,6 +585,16 @@ func TestArchiveSources(t *testing.T) {
 	if s, err := ParseShard("2/5"); err != nil || s != (Shard{2, 5}) {
 		t.Errorf("ParseShard(2/5) = %v, %v", s, err)
 	}
+	for _, v := range shardEnv {
+		t.Setenv(v, "")
+	}
+	t.Setenv("SLURM_ARRAY_TASK_ID", "2")
+	if _, err := ParseShard("env/2"); err == nil || !strings.Contains(err.Error(), "SLURM_ARRAY_TASK_ID=2") {
+		t.Errorf("env/2 with SLURM_ARRAY_TASK_ID=2: %v, want the variable named", err)
+	}
+	if s, err := ParseShard("env/3"); err != nil || s != (Shard{2, 3}) {
+		t.Errorf("env/3 with SLURM_ARRAY_TASK_ID=2: %v, %v", s, err)
+	}
 }
 
 // Adding an archive file reads it as a rebuild does: same bytes as the

@@ -323,15 +323,16 @@ func (u *IndexUpdate) releaseSeqs() {
 // shardEnv are the variables batch engines set to a worker's index.
 var shardEnv = []string{"JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID"}
 
-// shardFromEnv is I of "env/N": the first of shardEnv that is set.
-func shardFromEnv() (string, error) {
+// shardFromEnv is I of "env/N": the first of shardEnv that is set, and
+// its name.
+func shardFromEnv() (name, value string, err error) {
 	for _, v := range shardEnv {
 		if s := os.Getenv(v); s != "" {
 			if _, err := strconv.Atoi(s); err != nil {
-				return "", fmt.Errorf("%s=%q: not a number", v, s)
+				return v, "", fmt.Errorf("%s=%q: not a number", v, s)
 			}
-			return s, nil
+			return v, s, nil
 		}
 	}
-	return "", fmt.Errorf("--shard env/N: none of %s is set", strings.Join(shardEnv, ", "))
+	return "", "", fmt.Errorf("--shard env/N: none of %s is set", strings.Join(shardEnv, ", "))
 }

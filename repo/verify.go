@@ -49,10 +49,12 @@ type VerifyResult struct {
 	Keyed bool
 	// Members counts the intact members, Damaged those found damaged.
 	Members, Damaged int
-	// Header is the archive's header as read (authenticated only when
-	// Keyed and the status is not wrong-key); nil when unreadable.
-	Header   *format.Header
-	Problems []*format.Error
+	// Header is the archive's header as read (record 0's, or the
+	// footer's copy when record 0 is damaged); nil when unreadable.
+	Header *format.Header
+	// HeaderAuthenticated: Header passed its MAC under the key.
+	HeaderAuthenticated bool
+	Problems            []*format.Error
 	// Index is set when the object is a master index (checked as one).
 	Index *index.FileInfo
 	// IsIndex says the object is a master index, whatever its state.
@@ -112,7 +114,7 @@ func verifyOne(src store.Source, opt VerifyOptions) VerifyResult {
 	}
 	rep, err := format.ScanArchive(obj, format.ScanOptions{Keys: opt.Keys, Content: true, Digest: true}, collect)
 	if rep != nil {
-		r.Header = rep.Header
+		r.Header, r.HeaderAuthenticated = rep.Header, rep.HeaderAuthenticated
 		r.Members, r.Damaged, r.Problems = rep.Members, rep.Damaged, rep.Problems
 		if rep.Header != nil && opt.Members {
 			r.Intact = make(map[uint32]IntactMember, len(found))

@@ -221,6 +221,9 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	var shard repo.Shard
+	if o.shard == "" && strings.Contains(o.out, "{shard}") {
+		return usageError{fmt.Errorf("-o %s: {shard} is replaced by the shard's number, and there is no --shard", o.out)}
+	}
 	if o.shard != "" {
 		var err error
 		if shard, err = repo.ParseShard(o.shard); err != nil {

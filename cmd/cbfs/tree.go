@@ -248,7 +248,7 @@ func runExtractTree(c *cobra.Command, o *treeOptions, keys []*crypt.Key, dest st
 	defer t.Close()
 	items := make([]tree.Item, len(t.Members))
 	for i, m := range t.Members {
-		items[i] = tree.Item{Archive: m.Archive.Archive, Entry: m.Entry, LinkAs: m.LinkAs}
+		items[i] = tree.Item{Archive: m.Archive.Archive, Entry: m.Entry, LinkAs: m.LinkAs, Where: m.Archive.Source.Location()}
 	}
 	opt.Report = problemPrinter(nil)
 	st, err := tree.ExtractItems(c.Context(), items, dest, opt)

@@ -307,6 +307,9 @@ func TestWording(t *testing.T) {
 			t.Errorf("%v: %s", args, r)
 		}
 	}
+	if r = cbfs(t, dir, "index", "rebuild", "-k", key, "-o", "p{shard}.idx", "in.tar"); r.code != exitUsage || !strings.Contains(string(r.stderr), "there is no --shard") {
+		t.Errorf("{shard} without --shard: %s", r)
+	}
 	for _, args := range [][]string{{"help", "foo"}, {"help", "index", "foo"}} {
 		if r = cbfs(t, dir, args...); r.code != exitUsage || !strings.Contains(string(r.stderr), "unknown help topic") {
 			t.Errorf("%v: %s", args, r)

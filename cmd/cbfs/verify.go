@@ -268,7 +268,7 @@ func fromRepo(f *repo.VerifyResult) verifyResult {
 		r.id, r.seq = h.ID, h.Sequence
 		seq := h.Sequence
 		r.Sequence = &seq
-		r.SequenceAuthenticated = f.Keyed && f.Status != repo.StatusWrongKey
+		r.SequenceAuthenticated = f.HeaderAuthenticated
 	}
 	for _, p := range f.Problems {
 		vp := verifyProblem{Class: string(p.Class), Offset: p.Offset, Path: p.Path, What: p.What}
