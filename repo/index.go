@@ -606,6 +606,9 @@ func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*ind
 // AddResult says what an index update did.
 type AddResult struct {
 	Created bool // the index did not exist
+	// Already: every archive was in the index already (same name and
+	// archive id): the index was left as it was.
+	Already bool
 	Copies  []index.Copy
 	// Conflicts are the index's conflicts that involve the new archive.
 	Conflicts []Conflict

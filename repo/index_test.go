@@ -619,6 +619,14 @@ func TestAddArchiveFile(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Error("index from archive files differs from the index from writer entries")
 	}
+	// Adding one that is there already leaves the file as it was.
+	st0, _ := os.Stat(other)
+	if res, err := AddArchiveFile(other, key, filepath.Join(dir, "fs-0002.cbfs")); err != nil || !res.Already {
+		t.Errorf("adding an archive the index holds: %+v, %v", res, err)
+	}
+	if st1, _ := os.Stat(other); !os.SameFile(st0, st1) || !st1.ModTime().Equal(st0.ModTime()) {
+		t.Error("adding an archive the index holds wrote the index again")
+	}
 	if _, err := AddArchiveFile(other, testutil.Key(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -388,6 +389,11 @@ func (u *IndexUpdate) AddArchiveFiles(paths []string) (*AddResult, error) {
 		}
 		excluded = append(excluded, w.excluded...)
 	}
+	if u.Index != nil && allIndexed(u.Index.Archives, sp.Sources()) {
+		// Each is in the table already, same name, same archive id:
+		// the index would be written again as it is.
+		return &AddResult{Already: true, Excluded: excluded}, nil
+	}
 	var c *index.CombineResult
 	created, err := u.update(func(out io.Writer) error {
 		var err error
@@ -401,6 +407,16 @@ func (u *IndexUpdate) AddArchiveFiles(paths []string) (*AddResult, error) {
 	res := u.addResult(c, id, created)
 	res.Excluded = excluded
 	return res, nil
+}
+
+// allIndexed reports whether every archive of add is a row of table.
+func allIndexed(table, add []index.Archive) bool {
+	for _, a := range add {
+		if !slices.ContainsFunc(table, func(t index.Archive) bool { return t.Name == a.Name && t.ID == a.ID }) {
+			return false
+		}
+	}
+	return len(add) > 0
 }
 
 // lockIndex takes the exclusive lock of the index at path.

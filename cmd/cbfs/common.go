@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
@@ -127,6 +128,10 @@ func inputErr(name string, err error) error {
 		return &exitError{err: fmt.Errorf("%s: %w: it is a plain tar", name, err),
 			hint: fmt.Sprintf("list it with 'tar tvf %s', or make a CBFS archive of it with 'cbfs import -k KEY -o OUT %s'", name, name)}
 	}
+	if errors.Is(err, format.ErrNotCBFS) && isIndexFile(name) {
+		return &exitError{err: fmt.Errorf("%s: %w: it is a master index", name, err),
+			hint: fmt.Sprintf("list it with 'cbfs index ls -k KEY %s'", name)}
+	}
 	// "x: open x: no such file" says the name twice.
 	var pe *fs.PathError
 	if errors.As(err, &pe) && pe.Path == name {
@@ -153,6 +158,19 @@ func isPlainTar(name string) bool {
 		return false
 	}
 	return b.VerifyChecksum() == nil
+}
+
+// isIndexFile says whether the local file name starts with the magic of
+// a master index.
+func isIndexFile(name string) bool {
+	f, err := store.OpenRegular(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [8]byte
+	n, _ := io.ReadFull(f, b[:])
+	return index.HasMagic(b[:n])
 }
 
 // archiveArgs expands the ARCHIVE|DIR arguments of commands that take

@@ -277,6 +277,10 @@ func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 	for _, e := range res.Excluded {
 		fmt.Fprintf(os.Stderr, "cbfs: %s member %d: %s has a '..' component: kept out of the index\n", e.Archive, e.Member, quote(e.Path))
 	}
+	if res.Already {
+		fmt.Fprintf(os.Stderr, "cbfs: %s is in the index %s already: left as it was\n", store.Base(o.out), o.index)
+		return nil
+	}
 	verb := "added"
 	if res.Created {
 		verb = "created " + o.index + " and added"

@@ -55,8 +55,25 @@ func indexInputErr(name string, err error) error {
 	var ee *exitError
 	if (errors.As(err, &ve) || errors.Is(err, index.ErrNotIndex)) && errors.As(e, &ee) && ee.code == 0 {
 		ee.code = exitBadInput
+		if errors.Is(err, index.ErrNotIndex) && ee.hint == "" && looksLikeArchive(name) {
+			ee.err = fmt.Errorf("%w: it is a CBFS archive", ee.err)
+			ee.hint = "an index of archives is made with 'cbfs index rebuild -k KEY -o INDEX ARCHIVE|DIR...'"
+		}
 	}
 	return e
+}
+
+// looksLikeArchive says whether the local file name starts as a CBFS
+// archive does (a record name, cbfs-...).
+func looksLikeArchive(name string) bool {
+	f, err := store.OpenRegular(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [5]byte
+	_, err = io.ReadFull(f, b[:])
+	return err == nil && string(b[:]) == "cbfs-"
 }
 
 func readIndex(path string, keys ...*crypt.Key) (*index.Index, error) {
