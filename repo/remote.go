@@ -23,6 +23,11 @@ func (e *IndexObjectError) Error() string {
 	return e.Where + ": a master index, not an archive: skipped"
 }
 
+// EmptyPrefixError is an s3://BUCKET/PREFIX/ with no object under it.
+type EmptyPrefixError struct{ URL string }
+
+func (e *EmptyPrefixError) Error() string { return e.URL + ": no objects under this prefix" }
+
 // URLSources expands an object-store argument: s3://BUCKET/KEY is one
 // archive; s3://BUCKET/PREFIX/ stands for every object under the prefix,
 // recursively, in key order. An object under a prefix that turns out to
@@ -48,7 +53,7 @@ func URLSources(ctx context.Context, arg string) ([]store.Source, error) {
 		return nil, err
 	}
 	if len(infos) == 0 {
-		return nil, fmt.Errorf("%s: no objects under this prefix", arg)
+		return nil, &EmptyPrefixError{URL: arg}
 	}
 	out := make([]store.Source, 0, len(infos))
 	for _, in := range infos {
@@ -87,11 +92,24 @@ func listObjects(ctx context.Context, st store.Store, prefix string) ([]store.In
 	}
 	out := infos[:0]
 	for _, in := range infos {
-		if !store.IsSeqReservation(in.Name) {
+		if !store.IsSeqReservation(in.Name) && !hiddenUnder(prefix, in.Name) {
 			out = append(out, in)
 		}
 	}
 	return out, nil
+}
+
+// hiddenUnder says whether key, below prefix, has a component that starts
+// with '.': skipped as a DIR skips such names (index spec 6.1), so that a
+// directory synced to the store (its index's .NAME.lock, a killed
+// update's temporary file) reads as it did on disk.
+func hiddenUnder(prefix, key string) bool {
+	for _, c := range strings.Split(strings.TrimPrefix(key, prefix), "/") {
+		if strings.HasPrefix(c, ".") {
+			return true
+		}
+	}
+	return false
 }
 
 // ListIndexParts lists the index files an argument names: a file, an

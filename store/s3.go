@@ -76,9 +76,9 @@ func S3ConfigFromEnv() (S3Config, error) {
 		c.RetryFor = d
 	}
 	if v := os.Getenv("CBFS_S3_PART_SIZE"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
+		n, err := ParseSize(v)
 		if err != nil || n < 5<<20 || n > 5<<30 {
-			return c, fmt.Errorf("CBFS_S3_PART_SIZE=%q: want bytes from 5 MiB (5242880) to 5 GiB", v)
+			return c, fmt.Errorf("CBFS_S3_PART_SIZE=%q: want a size from 5MiB to 5GiB, such as 16MiB", v)
 		}
 		c.PartSize = n
 	}
@@ -229,10 +229,22 @@ func retryable(ctx context.Context, err error) bool {
 		}
 		return er.StatusCode >= 500 || er.StatusCode == 429 || er.StatusCode == 408
 	}
+	// A name that does not resolve, a TLS or certificate failure, an
+	// HTTP answer to an HTTPS request: no retry will mend them (every
+	// *url.Error is a net.Error, so only timeouts are taken from it).
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.IsTemporary || dns.IsTimeout
+	}
 	var ne net.Error
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne) && ne.Timeout()
 }
+
+// refusedFor is how long a refused connection is retried: a store
+// restarting comes back within seconds; an endpoint with nothing
+// listening should be said at once, not after RetryFor.
+const refusedFor = 10 * time.Second
 
 // retry runs op until it succeeds, fails for good, or failed retryably
 // for longer than RetryFor, waiting between tries a random time up to an
@@ -241,7 +253,8 @@ func (s *S3) retry(ctx context.Context, op func() error) error {
 	start := time.Now()
 	for n := 0; ; n++ {
 		err := op()
-		if !retryable(ctx, err) || time.Since(start) >= s.cfg.RetryFor {
+		if !retryable(ctx, err) || time.Since(start) >= s.cfg.RetryFor ||
+			errors.Is(err, syscall.ECONNREFUSED) && time.Since(start) >= min(refusedFor, s.cfg.RetryFor) {
 			if err != nil && n > 0 && retryable(ctx, err) {
 				err = fmt.Errorf("%w (still failing after %d tries in %s)", err, n+1, time.Since(start).Round(time.Second))
 			}
@@ -295,6 +308,20 @@ func (b *S3Bucket) Stat(ctx context.Context, key string) (Info, error) {
 
 // List lists every object under prefix, recursively, 1,000 keys a page.
 // Keys ending in '/' (folder markers) are left out.
+// AnyUnder says whether some object's key starts with prefix: one LIST of
+// one key.
+func (b *S3Bucket) AnyUnder(ctx context.Context, prefix string) (bool, error) {
+	var res minio.ListBucketV2Result
+	err := b.s.retry(ctx, func() (err error) {
+		res, err = b.s.core.ListObjectsV2(b.bucket, prefix, "", "", "", 1)
+		return err
+	})
+	if err != nil {
+		return false, b.s3Err("list", prefix, err)
+	}
+	return len(res.Contents) > 0, nil
+}
+
 func (b *S3Bucket) List(ctx context.Context, prefix string) ([]Info, error) {
 	var out []Info
 	token := ""

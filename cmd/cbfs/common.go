@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/cbfs/cbfs/format"
@@ -134,7 +135,7 @@ func inputErr(name string, err error) error {
 	}
 	// "x: open x: no such file" says the name twice.
 	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Path == name {
+	if errors.As(err, &pe) && strings.TrimSuffix(pe.Path, "/") == strings.TrimSuffix(name, "/") {
 		err = pe.Err
 	}
 	// Nor does an error that names the object already.
@@ -328,8 +329,14 @@ func archiveSources(ctx context.Context, args []string) (srcs []store.Source, re
 	for _, a := range args {
 		if store.IsURL(a) {
 			us, err := repo.URLSources(ctx, a)
+			var empty *repo.EmptyPrefixError
+			if errors.As(err, &empty) {
+				err = errors.New("no objects under this prefix")
+			}
 			if err != nil {
-				return nil, false, &exitError{code: exitFailure, err: err}
+				// Reported as a file that cannot be opened is: one
+				// unreadable entry, the other arguments still read.
+				us = []store.Source{{Name: a, Where: a, Open: func() (store.Object, error) { return nil, err }}}
 			}
 			srcs, remote = append(srcs, us...), true
 			continue
@@ -381,6 +388,15 @@ func jobsFor(jobs int, remote bool) int {
 func isIndexObject(err error) bool {
 	var ie *repo.IndexObjectError
 	return errors.As(err, &ie)
+}
+
+// indexObjectNote is the note that skips such an object (its URL once).
+func indexObjectNote(err error) string {
+	var ie *repo.IndexObjectError
+	if errors.As(err, &ie) {
+		return "cbfs: note: " + ie.Error()
+	}
+	return "cbfs: note: " + err.Error()
 }
 
 // openArchiveObject opens an archive argument for reading at offsets: a

@@ -194,24 +194,13 @@ be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 	return c
 }
 
-// parseSize reads a byte count with an optional K, M, G (or KiB, MiB,
-// GiB) suffix, powers of 1024.
+// parseSize reads --memory.
 func parseSize(s string) (int, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mul := 1
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mul, t = 1<<10, t[:len(t)-1]
-	case strings.HasSuffix(t, "M"):
-		mul, t = 1<<20, t[:len(t)-1]
-	case strings.HasSuffix(t, "G"):
-		mul, t = 1<<30, t[:len(t)-1]
-	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n <= 0 || n > (1<<40)/mul {
+	n, err := store.ParseSize(s)
+	if err != nil || n > 1<<40 {
 		return 0, fmt.Errorf("--memory %q: want a size such as 64MiB", s)
 	}
-	return n * mul, nil
+	return int(n), nil
 }
 
 // limitMemory makes the garbage collector keep the heap near a budget

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -662,5 +663,58 @@ func TestS3LargeArchivesOneGet(t *testing.T) {
 	var gc []struct{ Requests int64 }
 	if err := json.Unmarshal(r.stdout, &gc); err != nil || len(gc) != 3 || gc[0].Requests != 1 {
 		t.Errorf("gc of archives of 3 MiB: want one request each: %v\n%s", err, r.stdout)
+	}
+}
+
+// TestS3Prefixes: what the command-line audit found about prefixes. A
+// prefix stands for every object under it, nested ones included, and an
+// index rebuilt from it serves export --index over the same prefix;
+// objects with a component starting with '.' are skipped as a DIR skips
+// them (a synced .NAME.lock); an empty prefix is one unreadable entry of
+// verify, the other arguments still verified; a prefix given without its
+// '/' and a bucket given as an object are said to be so; an HTTPS
+// request to an HTTP endpoint is not retried for CBFS_S3_RETRY_FOR.
+func TestS3Prefixes(t *testing.T) {
+	t.Parallel()
+	e := newS3Env(t)
+	e.must(t, "pack", "-k", "k", "--seq", "1", "-o", "s3://bkt/rec/a/0001.cbfs", "tree/d0")
+	e.must(t, "pack", "-k", "k", "--seq", "2", "-o", "s3://bkt/rec/b/0002.cbfs", "tree/d1")
+	if err := e.bucket(t).Put(context.Background(), "rec/.fs.idx.lock", nil, store.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bucket(t).Put(context.Background(), "rec/.trash/x.cbfs", []byte("junk"), store.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.must(t, "index", "rebuild", "-k", "k", "-o", "s3://bkt/rec.idx", "s3://bkt/rec/")
+	r := e.must(t, "export", "-k", "k", "--index", "s3://bkt/rec.idx", "s3://bkt/rec/")
+	tr := tar.NewReader(bytes.NewReader(r.stdout))
+	var names []string
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		names = append(names, h.Name)
+	}
+	if !slices.Contains(names, "d0/f.txt") || !slices.Contains(names, "d1/f.txt") {
+		t.Errorf("export --index over a nested prefix wrote %v", names)
+	}
+	e.must(t, "verify", "s3://bkt/rec/")
+
+	r = e.run(t, "verify", "--json", "s3://bkt/nothere/", "s3://bkt/rec/a/0001.cbfs")
+	var doc struct {
+		Archives []struct{ Archive, Status string }
+	}
+	if err := json.Unmarshal(r.stdout, &doc); err != nil || len(doc.Archives) != 2 || doc.Archives[1].Status != "ok" ||
+		doc.Archives[0].Status != "unreadable" || !strings.Contains(string(r.stdout), "no objects under this prefix") {
+		t.Errorf("verify of an empty prefix and an archive: %v\n%s", err, r)
+	}
+	if r = e.run(t, "ls", "-k", "k", "s3://bkt/rec/a"); r.code == 0 || !strings.Contains(string(r.stderr), "give the prefix with its trailing '/'") {
+		t.Errorf("ls of a prefix without its '/': %s", r)
+	}
+	if r = e.run(t, "ls", "-k", "k", "s3://bkt"); r.code == 0 || !strings.Contains(string(r.stderr), "s3://bkt: a bucket, not an object") {
+		t.Errorf("ls of a bucket: %s", r)
+	}
+	iv := e.iv
+	iv.env = append(slices.Clone(iv.env), "AWS_ENDPOINT_URL="+strings.Replace(e.s.Endpoint, "http://", "https://", 1), "CBFS_S3_RETRY_FOR=3m")
+	start := time.Now()
+	if r = iv.run(t, "ls", "-k", "k", "s3://bkt/rec/a/0001.cbfs"); r.code == 0 || time.Since(start) > time.Minute {
+		t.Errorf("HTTPS to an HTTP endpoint: %s after %v", r, time.Since(start))
 	}
 }
