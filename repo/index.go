@@ -155,15 +155,19 @@ type Shard struct{ I, N int }
 // AWS_BATCH_JOB_ARRAY_INDEX and SLURM_ARRAY_TASK_ID.
 func ParseShard(s string) (Shard, error) {
 	i, n, ok := strings.Cut(s, "/")
+	from := ""
 	if i == "env" {
 		var err error
-		if i, err = shardFromEnv(); err != nil {
+		if from, i, err = shardFromEnv(); err != nil {
 			return Shard{}, err
 		}
 	}
 	I, err1 := strconv.Atoi(i)
 	N, err2 := strconv.Atoi(n)
 	if !ok || err1 != nil || err2 != nil || N < 1 || I < 0 || I >= N {
+		if from != "" && err2 == nil && N >= 1 {
+			return Shard{}, fmt.Errorf("shard %q: %s=%s, want 0 <= I < %d (an array numbered from 1 needs its range from 0, such as 0-%d)", s, from, i, N, N-1)
+		}
 		return Shard{}, fmt.Errorf("shard %q: want I/N with 0 <= I < N, such as 0/4", s)
 	}
 	return Shard{I, N}, nil
@@ -602,6 +606,9 @@ func ArchiveIndex(name string, hdr *format.Header, entries []format.Entry) (*ind
 // AddResult says what an index update did.
 type AddResult struct {
 	Created bool // the index did not exist
+	// Already: every archive was in the index already (same name and
+	// archive id): the index was left as it was.
+	Already bool
 	Copies  []index.Copy
 	// Conflicts are the index's conflicts that involve the new archive.
 	Conflicts []Conflict

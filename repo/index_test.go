@@ -585,6 +585,16 @@ func TestArchiveSources(t *testing.T) {
 	if s, err := ParseShard("2/5"); err != nil || s != (Shard{2, 5}) {
 		t.Errorf("ParseShard(2/5) = %v, %v", s, err)
 	}
+	for _, v := range shardEnv {
+		t.Setenv(v, "")
+	}
+	t.Setenv("SLURM_ARRAY_TASK_ID", "2")
+	if _, err := ParseShard("env/2"); err == nil || !strings.Contains(err.Error(), "SLURM_ARRAY_TASK_ID=2") {
+		t.Errorf("env/2 with SLURM_ARRAY_TASK_ID=2: %v, want the variable named", err)
+	}
+	if s, err := ParseShard("env/3"); err != nil || s != (Shard{2, 3}) {
+		t.Errorf("env/3 with SLURM_ARRAY_TASK_ID=2: %v, %v", s, err)
+	}
 }
 
 // Adding an archive file reads it as a rebuild does: same bytes as the
@@ -608,6 +618,14 @@ func TestAddArchiveFile(t *testing.T) {
 	b, _ := os.ReadFile(other)
 	if !bytes.Equal(a, b) {
 		t.Error("index from archive files differs from the index from writer entries")
+	}
+	// Adding one that is there already leaves the file as it was.
+	st0, _ := os.Stat(other)
+	if res, err := AddArchiveFile(other, key, filepath.Join(dir, "fs-0002.cbfs")); err != nil || !res.Already {
+		t.Errorf("adding an archive the index holds: %+v, %v", res, err)
+	}
+	if st1, _ := os.Stat(other); !os.SameFile(st0, st1) || !st1.ModTime().Equal(st0.ModTime()) {
+		t.Error("adding an archive the index holds wrote the index again")
 	}
 	if _, err := AddArchiveFile(other, testutil.Key(t, 13), filepath.Join(dir, "fs-0001.cbfs")); !errors.Is(err, format.ErrWrongKey) {
 		t.Errorf("wrong key: %v", err)

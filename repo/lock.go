@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -327,10 +328,17 @@ func (u *IndexUpdate) update(write func(io.Writer) error) (created bool, err err
 	for tries := 0; ; tries++ {
 		created = u.Created
 		err = u.replace(write)
+		if err == nil && u.remote != nil {
+			u.releaseSeqs()
+		}
 		if err == nil || u.remote == nil || tries == 20 || !(errors.Is(err, store.ErrChanged) || errors.Is(err, fs.ErrExist)) {
 			return created, err
 		}
-		if err = u.reopen(true); err != nil {
+		// write runs again on the index as it is now: the archive's
+		// records come from its header and summary, so its sequence
+		// number (sealed in the archive) is the same whatever the index
+		// became meanwhile.
+		if err = u.reopen(u.remote.create); err != nil {
 			return created, err
 		}
 	}
@@ -381,6 +389,11 @@ func (u *IndexUpdate) AddArchiveFiles(paths []string) (*AddResult, error) {
 		}
 		excluded = append(excluded, w.excluded...)
 	}
+	if u.Index != nil && allIndexed(u.Index.Archives, sp.Sources()) {
+		// Each is in the table already, same name, same archive id:
+		// the index would be written again as it is.
+		return &AddResult{Already: true, Excluded: excluded}, nil
+	}
 	var c *index.CombineResult
 	created, err := u.update(func(out io.Writer) error {
 		var err error
@@ -394,6 +407,16 @@ func (u *IndexUpdate) AddArchiveFiles(paths []string) (*AddResult, error) {
 	res := u.addResult(c, id, created)
 	res.Excluded = excluded
 	return res, nil
+}
+
+// allIndexed reports whether every archive of add is a row of table.
+func allIndexed(table, add []index.Archive) bool {
+	for _, a := range add {
+		if !slices.ContainsFunc(table, func(t index.Archive) bool { return t.Name == a.Name && t.ID == a.ID }) {
+			return false
+		}
+	}
+	return len(add) > 0
 }
 
 // lockIndex takes the exclusive lock of the index at path.

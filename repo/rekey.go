@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -21,10 +22,12 @@ type RekeyOptions struct {
 	// NewKey seals the new archives.
 	OldKeys []*crypt.Key
 	NewKey  *crypt.Key
-	// OutDir receives each new archive under its source's file name. It
-	// must not be a directory a source is in.
+	// OutDir receives each new archive under its source's file name: a
+	// directory, or an object-store prefix s3://BUCKET/PREFIX/ (each
+	// archive one object under it). It must not be the directory or
+	// prefix a source is in.
 	OutDir string
-	// Force replaces an existing file in OutDir.
+	// Force replaces an existing file (or object) of the same name.
 	Force bool
 	// Jobs is how many archives are rewritten at once (at least one).
 	Jobs int
@@ -35,7 +38,8 @@ type RekeyOptions struct {
 // RekeyResult is what Rekey did with one archive.
 type RekeyResult struct {
 	Source store.Source
-	// Out is the new archive's path; empty when nothing was written.
+	// Out is the new archive's path (or URL); empty when nothing was
+	// written.
 	Out string
 	// Old and New are the two archives' headers (archive ids, sequence).
 	Old, New           *format.Header
@@ -52,19 +56,71 @@ type RekeyResult struct {
 // touched.
 var ErrOutDirIsSource = errors.New("the output directory holds the archives being rekeyed: give another directory")
 
+// ErrOutNotPrefix is an object-store output that names one object, not a
+// prefix the new archives go under.
+var ErrOutNotPrefix = errors.New("not a prefix: the new archives go under it, each under its source's file name (end it with '/')")
+
+// rekeyDest is where Rekey writes: a local directory, or a prefix of an
+// object store.
+type rekeyDest struct {
+	dir    os.FileInfo // the local directory
+	st     store.Store // the object store, for a prefix
+	prefix string      // its key prefix
+}
+
+func (d rekeyDest) where(opt RekeyOptions, name string) string {
+	if d.st != nil {
+		return d.st.URL(d.prefix + name)
+	}
+	return filepath.Join(opt.OutDir, name)
+}
+
+// holds says whether the source is in the output directory or prefix:
+// the new archive would take its name.
+func (d rekeyDest) holds(opt RekeyOptions, s store.Source) bool {
+	switch {
+	case s.Where == "":
+		return false
+	case d.st != nil:
+		return s.Where == d.where(opt, s.Name)
+	case store.IsURL(s.Where):
+		return false
+	}
+	ds, err := os.Stat(filepath.Dir(s.Where))
+	return err == nil && os.SameFile(ds, d.dir)
+}
+
 // Rekey writes each source again under opt.NewKey into opt.OutDir
 // (format.Rekey: a new archive id, the same sequence number, members and
 // bytes, sealed frame by frame). Each new archive is written to a
-// temporary file, verified with the new key as 'cbfs verify -k' verifies
-// it (every seal, the summary against the members, the digest), and only
-// then put in place under the source's name. Sources are only read.
+// temporary file (or, in an object store, a multipart upload, invisible
+// until completed), verified with the new key as 'cbfs verify -k'
+// verifies it (every seal, the summary against the members, the digest)
+// as its bytes are written, and only then put in place (the upload
+// completed) under the source's name. Sources are only read; they may be
+// objects too.
 func Rekey(ctx context.Context, sources []store.Source, opt RekeyOptions) ([]RekeyResult, error) {
-	st, err := os.Stat(opt.OutDir)
-	if err != nil {
-		return nil, err
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("%s: not a directory", opt.OutDir)
+	var dest rekeyDest
+	if store.IsURL(opt.OutDir) {
+		loc, err := store.ParseLocation(opt.OutDir)
+		if err != nil {
+			return nil, err
+		}
+		if !loc.IsPrefix() {
+			return nil, fmt.Errorf("%s: %w", opt.OutDir, ErrOutNotPrefix)
+		}
+		if dest.st, dest.prefix, err = store.Resolve(loc); err != nil {
+			return nil, err
+		}
+	} else {
+		st, err := os.Stat(opt.OutDir)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			return nil, fmt.Errorf("%s: not a directory", opt.OutDir)
+		}
+		dest.dir = st
 	}
 	names := map[string]int{}
 	for i, s := range sources {
@@ -72,16 +128,13 @@ func Rekey(ctx context.Context, sources []store.Source, opt RekeyOptions) ([]Rek
 			return nil, fmt.Errorf("%s and %s have the same file name: their new archives would too", sources[j].Location(), s.Location())
 		}
 		names[s.Name] = i
-		if s.Where == "" {
-			continue
-		}
-		if ds, err := os.Stat(filepath.Dir(s.Where)); err == nil && os.SameFile(ds, st) {
+		if dest.holds(opt, s) {
 			return nil, fmt.Errorf("%s: %w", opt.OutDir, ErrOutDirIsSource)
 		}
 	}
 	out := make([]RekeyResult, len(sources))
-	err = parallel.Do(ctx, len(sources), opt.Jobs, func(ctx context.Context, i int) {
-		out[i] = rekeyOne(ctx, sources[i], opt)
+	err := parallel.Do(ctx, len(sources), opt.Jobs, func(ctx context.Context, i int) {
+		out[i] = rekeyOne(ctx, sources[i], opt, dest)
 		if opt.Done != nil {
 			opt.Done(i)
 		}
@@ -89,7 +142,36 @@ func Rekey(ctx context.Context, sources []store.Source, opt RekeyOptions) ([]Rek
 	return out, err
 }
 
-func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResult {
+// create starts the new archive's output: a temporary file, or an upload.
+func (d rekeyDest) create(ctx context.Context, opt RekeyOptions, name string) (store.Pending, error) {
+	where := d.where(opt, name)
+	if d.st == nil {
+		if !opt.Force {
+			if _, err := os.Lstat(where); err == nil {
+				return nil, &ObjectError{Where: where, Err: errors.New("output file exists (--force replaces it)")}
+			}
+		}
+		f, err := store.CreateAtomic(where, opt.Force)
+		if err != nil {
+			return nil, err
+		}
+		f.AbortOn(ctx)
+		return f, nil
+	}
+	// Without --force: refused now if the object exists (HEAD), and at
+	// the end by a conditional write if one was created meanwhile.
+	p, err := d.st.Create(ctx, d.prefix+name, store.CreateOptions{Replace: opt.Force})
+	if errors.Is(err, fs.ErrExist) {
+		return nil, &ObjectError{Where: where, Err: errors.New("output object exists (--force replaces it)")}
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.AbortOn(ctx)
+	return p, nil
+}
+
+func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions, dest rekeyDest) RekeyResult {
 	r := RekeyResult{Source: src, NewKeyID: opt.NewKey.ID()}
 	fail := func(err error) RekeyResult {
 		r.Out, r.Err = "", locErr(src, err)
@@ -100,23 +182,22 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 		return fail(err)
 	}
 	defer obj.Close()
-	path := filepath.Join(opt.OutDir, src.Name)
-	if !opt.Force {
-		if _, err := os.Lstat(path); err == nil {
-			r.Err = &ObjectError{Where: path, Err: errors.New("output file exists (--force replaces it)")}
-			return r
-		}
+	f, err := dest.create(ctx, opt, src.Name)
+	var oe *ObjectError
+	if errors.As(err, &oe) {
+		r.Err = err
+		return r
 	}
-	f, err := store.CreateAtomic(path, opt.Force)
 	if err != nil {
 		return fail(err)
 	}
-	f.AbortOn(ctx)
 	// The new archive is verified with the new key as it is written: the
-	// bytes going to the file also go to a keyed streaming read on
-	// another goroutine (another core), instead of a second pass over
-	// the file once it is complete. What is verified is what was written;
-	// the file's own write errors and the sync are Commit's.
+	// bytes going to the file (or the upload's parts) also go to a keyed
+	// streaming read on another goroutine (another core), instead of a
+	// second pass over the output once it is complete. What is verified
+	// is what was written; the output's own write errors and the sync
+	// (or the upload's completion) are Commit's, which comes only after
+	// the verification.
 	pr, pw := io.Pipe()
 	verified := make(chan error, 1)
 	var sum format.PlainSum
@@ -146,9 +227,13 @@ func rekeyOne(ctx context.Context, src store.Source, opt RekeyOptions) RekeyResu
 		return fail(context.Cause(ctx))
 	}
 	if err := f.Commit(); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			r.Err = &ObjectError{Where: dest.where(opt, src.Name), Err: errors.New("output created meanwhile by another writer (--force replaces it)")}
+			return r
+		}
 		return fail(err)
 	}
-	r.Out = path
+	r.Out = dest.where(opt, src.Name)
 	return r
 }
 

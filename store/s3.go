@@ -23,10 +23,10 @@ import (
 
 // S3Config is how an S3-compatible store is reached, configured as every
 // S3 tool is: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (or --endpoint) for
-// a store other than AWS, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
-// AWS_SESSION_TOKEN, or AWS_PROFILE with the shared credentials file
-// (AWS_SHARED_CREDENTIALS_FILE, default ~/.aws/credentials); AWS_REGION
-// (default us-east-1).
+// a store other than AWS; AWS_REGION (default us-east-1). Credentials
+// come from the AWS CLI's chain of sources (s3creds.go): the environment,
+// web identity, the shared credentials file, container credentials, the
+// EC2 instance metadata service.
 type S3Config struct {
 	// Endpoint is the store's URL; "" is AWS. https:// unless it says
 	// http:// (a test server). A custom endpoint gets path-style
@@ -76,9 +76,9 @@ func S3ConfigFromEnv() (S3Config, error) {
 		c.RetryFor = d
 	}
 	if v := os.Getenv("CBFS_S3_PART_SIZE"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
+		n, err := ParseSize(v)
 		if err != nil || n < 5<<20 || n > 5<<30 {
-			return c, fmt.Errorf("CBFS_S3_PART_SIZE=%q: want bytes from 5 MiB (5242880) to 5 GiB", v)
+			return c, fmt.Errorf("CBFS_S3_PART_SIZE=%q: want a size from 5MiB to 5GiB, such as 16MiB", v)
 		}
 		c.PartSize = n
 	}
@@ -94,8 +94,9 @@ func S3ConfigFromEnv() (S3Config, error) {
 
 // S3 is a client of one S3-compatible store.
 type S3 struct {
-	core minio.Core
-	cfg  S3Config
+	core  minio.Core
+	cfg   S3Config
+	creds *credChain
 	// tailNeed is the longest end an opened object needed (see tailRead).
 	tailNeed atomic.Int64
 }
@@ -131,10 +132,8 @@ func NewS3(cfg S3Config) (*S3, error) {
 		}
 		host, secure, lookup = u.Host, u.Scheme == "https", minio.BucketLookupPath
 	}
-	creds := credentials.NewChainCredentials([]credentials.Provider{
-		&credentials.EnvAWS{},
-		&credentials.FileAWSCredentials{},
-	})
+	chain := newCredChain(cfg.Region)
+	creds := credentials.New(chain)
 	base, err := minio.DefaultTransport(secure)
 	if err != nil {
 		return nil, err
@@ -148,7 +147,7 @@ func NewS3(cfg S3Config) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("S3 endpoint %s: %v", host, err)
 	}
-	return &S3{core: minio.Core{Client: c}, cfg: cfg}, nil
+	return &S3{core: minio.Core{Client: c}, cfg: cfg, creds: chain}, nil
 }
 
 func redactURL(s string) string {
@@ -230,10 +229,22 @@ func retryable(ctx context.Context, err error) bool {
 		}
 		return er.StatusCode >= 500 || er.StatusCode == 429 || er.StatusCode == 408
 	}
+	// A name that does not resolve, a TLS or certificate failure, an
+	// HTTP answer to an HTTPS request: no retry will mend them (every
+	// *url.Error is a net.Error, so only timeouts are taken from it).
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.IsTemporary || dns.IsTimeout
+	}
 	var ne net.Error
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.As(err, &ne) && ne.Timeout()
 }
+
+// refusedFor is how long a refused connection is retried: a store
+// restarting comes back within seconds; an endpoint with nothing
+// listening should be said at once, not after RetryFor.
+const refusedFor = 10 * time.Second
 
 // retry runs op until it succeeds, fails for good, or failed retryably
 // for longer than RetryFor, waiting between tries a random time up to an
@@ -242,7 +253,8 @@ func (s *S3) retry(ctx context.Context, op func() error) error {
 	start := time.Now()
 	for n := 0; ; n++ {
 		err := op()
-		if !retryable(ctx, err) || time.Since(start) >= s.cfg.RetryFor {
+		if !retryable(ctx, err) || time.Since(start) >= s.cfg.RetryFor ||
+			errors.Is(err, syscall.ECONNREFUSED) && time.Since(start) >= min(refusedFor, s.cfg.RetryFor) {
 			if err != nil && n > 0 && retryable(ctx, err) {
 				err = fmt.Errorf("%w (still failing after %d tries in %s)", err, n+1, time.Since(start).Round(time.Second))
 			}
@@ -270,8 +282,8 @@ func (b *S3Bucket) s3Err(op, key string, err error) error {
 			err = noObject{"bucket"}
 		case "PreconditionFailed", "ConditionalRequestConflict":
 			err = ErrChanged
-		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
-			err = fmt.Errorf("%s (%s): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE", er.Message, er.Code)
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "XAdminUserNotFound":
+			err = fmt.Errorf("%s (%s; credentials: %s): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the role", er.Message, er.Code, b.s.creds.Source())
 		default:
 			if er.Message != "" {
 				err = fmt.Errorf("%s (%s, HTTP %d)", er.Message, er.Code, er.StatusCode)
@@ -291,11 +303,25 @@ func (b *S3Bucket) Stat(ctx context.Context, key string) (Info, error) {
 	if err != nil {
 		return Info{}, b.s3Err("stat", key, err)
 	}
-	return Info{Name: key, Size: oi.Size, ETag: oi.ETag}, nil
+	return Info{Name: key, Size: oi.Size, ETag: strings.Trim(oi.ETag, `"`)}, nil
 }
 
 // List lists every object under prefix, recursively, 1,000 keys a page.
 // Keys ending in '/' (folder markers) are left out.
+// AnyUnder says whether some object's key starts with prefix: one LIST of
+// one key.
+func (b *S3Bucket) AnyUnder(ctx context.Context, prefix string) (bool, error) {
+	var res minio.ListBucketV2Result
+	err := b.s.retry(ctx, func() (err error) {
+		res, err = b.s.core.ListObjectsV2(b.bucket, prefix, "", "", "", 1)
+		return err
+	})
+	if err != nil {
+		return false, b.s3Err("list", prefix, err)
+	}
+	return len(res.Contents) > 0, nil
+}
+
 func (b *S3Bucket) List(ctx context.Context, prefix string) ([]Info, error) {
 	var out []Info
 	token := ""

@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -259,4 +261,85 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestS3ReserveSeq: writers reserving sequence numbers for one index at
+// once each get one of their own (If-None-Match: * on the reservation's
+// object), from the number asked for up, past the numbers taken; a
+// release removes the reservations up to a high-seq and no others.
+func TestS3ReserveSeq(t *testing.T) {
+	b := fakeS3(t, nil)
+	ctx := context.Background()
+	// A crashed writer's reservation below the start, one above it.
+	for _, n := range []uint64{2, 9} {
+		if err := b.Put(ctx, SeqKey("fs/x.idx", n), seqBody, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const writers = 16
+	got := make([]uint64, writers)
+	errs := make([]error, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() { got[i], errs[i] = b.ReserveSeq(ctx, "fs/x.idx", 5) })
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for i, n := range got {
+		if errs[i] != nil {
+			t.Fatalf("writer %d: %v", i, errs[i])
+		}
+		if seen[n] || n < 5 || n == 9 {
+			t.Errorf("writer %d reserved %d (all: %v)", i, n, got)
+		}
+		seen[n] = true
+	}
+	// A LIST jumps past the numbers taken: the next is above them all.
+	n, err := b.ReserveSeq(ctx, "fs/x.idx", 1)
+	if err != nil || n != slices.Max(got)+1 {
+		t.Errorf("reserved %d, %v after %v", n, err, got)
+	}
+	// Another index's reservations are its own.
+	if n, err := b.ReserveSeq(ctx, "fs/y.idx", 5); n != 5 || err != nil {
+		t.Errorf("another index: %d, %v", n, err)
+	}
+	infos, _ := b.List(ctx, "fs/")
+	for _, in := range infos {
+		if !IsSeqReservation(in.Name) || in.Size != int64(len(seqBody)) {
+			t.Errorf("%s (%d bytes) is not a reservation", in.Name, in.Size)
+		}
+	}
+	// Released up to 12: 2, 5 to 9 and 10 to 12 go; the rest stay.
+	if _, err := b.ReleaseSeqs(ctx, "fs/x.idx", 12); err != nil {
+		t.Fatal(err)
+	}
+	left, err := b.listSeqs(ctx, "fs/x.idx", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range left {
+		if s <= 12 {
+			t.Errorf("%d left after the release", s)
+		}
+	}
+	if want := int(n) - 12; len(left) != want {
+		t.Errorf("%d left after the release (%v), want %d", len(left), left, want)
+	}
+	if _, err := b.Stat(ctx, SeqKey("fs/y.idx", 5)); err != nil {
+		t.Errorf("another index's reservation: %v", err)
+	}
+}
+
+func TestSeqReservationNames(t *testing.T) {
+	if k := SeqKey("a/b/fs.idx", 42); k != "a/b/.fs.idx.seq/00000000000000000042" || !IsSeqReservation(k) {
+		t.Errorf("SeqKey: %q", k)
+	}
+	if k := SeqKey("fs.idx", 1<<64-1); k != ".fs.idx.seq/18446744073709551615" || !IsSeqReservation(k) {
+		t.Errorf("SeqKey: %q", k)
+	}
+	for _, k := range []string{"a/0001.cbfs", "a/.fs.idx.seq/42", "a/fs.idx.seq/00000000000000000042", "00000000000000000042", "a/.seq/00000000000000000042", "a/.x.seq/0000000000000000004x"} {
+		if IsSeqReservation(k) {
+			t.Errorf("%q taken for a reservation", k)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,8 +84,11 @@ const (
 
 // Open opens the object at key.
 func (b *S3Bucket) Open(ctx context.Context, key string) (Object, error) {
-	if key == "" || strings.HasSuffix(key, "/") {
-		return nil, b.s3Err("open", key, errors.New("a prefix, not an object"))
+	if key == "" {
+		return nil, &fs.PathError{Op: "open", Path: b.URL(key), Err: fmt.Errorf("a bucket, not an object: give s3://%s/KEY, or s3://%s/PREFIX/ where archives are taken", b.bucket, b.bucket)}
+	}
+	if strings.HasSuffix(key, "/") {
+		return nil, &fs.PathError{Op: "open", Path: b.URL(key), Err: errors.New("a prefix, not an object")}
 	}
 	o := &s3Object{b: b, key: key, ctx: ctx}
 	var opts minio.GetObjectOptions
@@ -136,7 +140,15 @@ func (b *S3Bucket) Open(ctx context.Context, key string) (Object, error) {
 		})
 	}
 	if err != nil {
-		return nil, b.s3Err("open", key, err)
+		err = b.s3Err("open", key, err)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A prefix given without its '/': say so.
+			var pe *fs.PathError
+			if any, _ := b.AnyUnder(ctx, key+"/"); any && errors.As(err, &pe) {
+				pe.Err = fmt.Errorf("%w (objects are under %s: give the prefix with its trailing '/')", pe.Err, b.URL(key+"/"))
+			}
+		}
+		return nil, err
 	}
 	return o, nil
 }

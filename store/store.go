@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -166,3 +167,21 @@ type noObject struct{ what string }
 
 func (e noObject) Error() string        { return "no such " + e.what }
 func (e noObject) Is(target error) bool { return target == fs.ErrNotExist }
+
+// ParseSize reads a byte count with an optional K, M, G or T suffix (or
+// KiB, MiB, GiB, TiB, KB, ...), powers of 1024: "64MiB", "16M", "5242880".
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mul := int64(1)
+	for i, u := range "KMGT" {
+		if strings.HasSuffix(t, string(u)) {
+			mul, t = 1<<(10*(i+1)), t[:len(t)-1]
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mul {
+		return 0, fmt.Errorf("%q: want a size such as 64MiB", s)
+	}
+	return n * mul, nil
+}

@@ -95,6 +95,8 @@ type Item struct {
 	// write under the link's name as a regular file instead of a link:
 	// what a link becomes when its target is not the member it linked to.
 	LinkAs *format.Entry
+	// Where names the archive in messages about its damaged members.
+	Where string
 }
 
 // ExtractItems is Extract of members that may come from several archives
@@ -123,6 +125,14 @@ func ExtractItems(ctx context.Context, items []Item, dest string, opt ExtractOpt
 	x.walk = &dirWalker{root: newDirRef(root), x: x}
 	defer x.walk.root.release()
 	defer x.walk.close()
+	for _, it := range items {
+		if it.Where != "" {
+			if x.where == nil {
+				x.where = map[*format.Archive]string{}
+			}
+			x.where[it.Archive] = it.Where
+		}
+	}
 	x.startWorkers()
 	defer x.stopWorkers()
 	for _, p := range opt.Paths {
@@ -210,6 +220,7 @@ type extractor struct {
 	strippedSlash bool            // the note about absolute names was given
 	ctx           context.Context // cancelled: stop, and remove files not complete
 	items         []Item
+	where         map[*format.Archive]string // Item.Where of each archive
 	opt           ExtractOptions
 	names         *idNames
 	walk          *dirWalker
@@ -370,7 +381,7 @@ func (x *extractor) member(i int, e format.Entry) error {
 		var err error
 		if m, err = x.items[i].Archive.Meta(e); err != nil {
 			if isDamage(err) {
-				x.report(Damaged, name, "%v", err)
+				x.report(Damaged, name, "%s%v", x.in(x.items[i].Archive), err)
 				return nil
 			}
 			return err
@@ -595,13 +606,22 @@ func (x *extractor) materialize(i int, parent int, base, name, target string, re
 	return false, false, nil
 }
 
+// in says which archive a damaged member is in, when the items come from
+// several.
+func (x *extractor) in(a *format.Archive) string {
+	if w := x.where[a]; w != "" {
+		return w + ": "
+	}
+	return ""
+}
+
 // writeFileOf writes the regular file member e of a under the name of the
 // hard link being extracted.
 func (x *extractor) writeFileOf(a *format.Archive, e format.Entry, parent int, base, name, target string, replace bool) (done, exists bool, err error) {
 	tm, err := a.Meta(e)
 	if err != nil {
 		if isDamage(err) {
-			x.report(Damaged, name, "hard link target %q: %v", target, err)
+			x.report(Damaged, name, "hard link target %q: %s%v", target, x.in(a), err)
 			return false, false, nil
 		}
 		return false, false, err

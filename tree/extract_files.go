@@ -173,7 +173,7 @@ func (x *extractor) finishFile(j *fileJob) {
 		var err error
 		if m, err = j.a.Meta(e); err != nil {
 			if isDamage(err) {
-				x.report(Damaged, name, "%v; not extracted", err)
+				x.report(Damaged, name, "%s%v; not extracted", x.in(j.a), err)
 			} else {
 				x.setFatal(err)
 			}
@@ -227,7 +227,7 @@ func (x *extractor) finishFile(j *fileJob) {
 	}
 	if cerr != nil {
 		if isDamage(cerr) {
-			x.report(Damaged, name, "%v; not extracted", cerr)
+			x.report(Damaged, name, "%s%v; not extracted", x.in(j.a), cerr)
 		} else {
 			x.report(Failed, name, "%v; not extracted", cerr)
 		}

@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/spf13/cobra"
@@ -127,9 +129,13 @@ func inputErr(name string, err error) error {
 		return &exitError{err: fmt.Errorf("%s: %w: it is a plain tar", name, err),
 			hint: fmt.Sprintf("list it with 'tar tvf %s', or make a CBFS archive of it with 'cbfs import -k KEY -o OUT %s'", name, name)}
 	}
+	if errors.Is(err, format.ErrNotCBFS) && isIndexFile(name) {
+		return &exitError{err: fmt.Errorf("%s: %w: it is a master index", name, err),
+			hint: fmt.Sprintf("list it with 'cbfs index ls -k KEY %s'", name)}
+	}
 	// "x: open x: no such file" says the name twice.
 	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Path == name {
+	if errors.As(err, &pe) && strings.TrimSuffix(pe.Path, "/") == strings.TrimSuffix(name, "/") {
 		err = pe.Err
 	}
 	// Nor does an error that names the object already.
@@ -153,6 +159,19 @@ func isPlainTar(name string) bool {
 		return false
 	}
 	return b.VerifyChecksum() == nil
+}
+
+// isIndexFile says whether the local file name starts with the magic of
+// a master index.
+func isIndexFile(name string) bool {
+	f, err := store.OpenRegular(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [8]byte
+	n, _ := io.ReadFull(f, b[:])
+	return index.HasMagic(b[:n])
 }
 
 // archiveArgs expands the ARCHIVE|DIR arguments of commands that take
@@ -310,8 +329,14 @@ func archiveSources(ctx context.Context, args []string) (srcs []store.Source, re
 	for _, a := range args {
 		if store.IsURL(a) {
 			us, err := repo.URLSources(ctx, a)
+			var empty *repo.EmptyPrefixError
+			if errors.As(err, &empty) {
+				err = errors.New("no objects under this prefix")
+			}
 			if err != nil {
-				return nil, false, &exitError{code: exitFailure, err: err}
+				// Reported as a file that cannot be opened is: one
+				// unreadable entry, the other arguments still read.
+				us = []store.Source{{Name: a, Where: a, Open: func() (store.Object, error) { return nil, err }}}
 			}
 			srcs, remote = append(srcs, us...), true
 			continue
@@ -363,6 +388,15 @@ func jobsFor(jobs int, remote bool) int {
 func isIndexObject(err error) bool {
 	var ie *repo.IndexObjectError
 	return errors.As(err, &ie)
+}
+
+// indexObjectNote is the note that skips such an object (its URL once).
+func indexObjectNote(err error) string {
+	var ie *repo.IndexObjectError
+	if errors.As(err, &ie) {
+		return "cbfs: note: " + ie.Error()
+	}
+	return "cbfs: note: " + err.Error()
 }
 
 // openArchiveObject opens an archive argument for reading at offsets: a

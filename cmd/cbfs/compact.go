@@ -72,8 +72,8 @@ named, the others compacted, and the status is the worst problem's.`,
 			}
 			var maxBytes int64
 			if maxSize != "" {
-				n, err := parseSize(maxSize)
-				if maxBytes = int64(n); err != nil || maxBytes <= 0 {
+				var err error
+				if maxBytes, err = store.ParseSize(maxSize); err != nil {
 					return usageError{fmt.Errorf("--max-size %q: want a size such as 512M or 4G", maxSize)}
 				}
 			}

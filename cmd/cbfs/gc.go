@@ -70,7 +70,7 @@ is named on standard error. It changes nothing.`,
 			js := []gcJSON{}
 			for i, r := range found {
 				if isIndexObject(r.Err) {
-					fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", r.Err)
+					fmt.Fprintln(os.Stderr, indexObjectNote(r.Err))
 					continue
 				}
 				if r.Err != nil {

@@ -151,7 +151,10 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 		return wo, &exitError{code: exitFailure, err: err}
 	}
 	if o.cmd == nil || !o.cmd.Flags().Changed("seq") {
-		wo.Sequence = next
+		// Reserved in an object store (no lock holds it there).
+		if wo.Sequence, err = u.ReserveSeq(); err != nil {
+			return wo, &exitError{code: exitFailure, err: err}
+		}
 	} else if wo.Sequence < u.HighSeq() {
 		return wo, &exitError{code: exitUsage, err: fmt.Errorf("--seq %d: the index %s has seen sequence %d; an archive below it would lose to older ones", wo.Sequence, o.index, u.HighSeq()),
 			hint: fmt.Sprintf("leave --seq out to take %d", next)}
@@ -274,6 +277,10 @@ func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 	for _, e := range res.Excluded {
 		fmt.Fprintf(os.Stderr, "cbfs: %s member %d: %s has a '..' component: kept out of the index\n", e.Archive, e.Member, quote(e.Path))
 	}
+	if res.Already {
+		fmt.Fprintf(os.Stderr, "cbfs: %s is in the index %s already: left as it was\n", store.Base(o.out), o.index)
+		return nil
+	}
 	verb := "added"
 	if res.Created {
 		verb = "created " + o.index + " and added"
@@ -343,8 +350,10 @@ old index is kept on any failure). The index must exist: give --new-index to
 create it on a first write; a lost index is rebuilt with 'cbfs index
 rebuild', never restarted. The index is locked from before the archive is
 written until it is updated, so concurrent writers wait for each other
-(--lock-timeout). The default --seq is one more than the highest sequence
-the index has seen; a lower --seq is refused. --delete-tree DIR deletes DIR
+(--lock-timeout); an index in an object store (s3://) is written
+conditionally instead, and its default sequence number reserved (README).
+The default --seq is one more than the highest sequence the index has
+seen; a lower --seq is refused. --delete-tree DIR deletes DIR
 and every live path below it in the index. Exit status 6: the archive and
 index were written, but a path conflicts with another archive of the same
 sequence number.`,

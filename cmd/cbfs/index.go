@@ -55,8 +55,25 @@ func indexInputErr(name string, err error) error {
 	var ee *exitError
 	if (errors.As(err, &ve) || errors.Is(err, index.ErrNotIndex)) && errors.As(e, &ee) && ee.code == 0 {
 		ee.code = exitBadInput
+		if errors.Is(err, index.ErrNotIndex) && ee.hint == "" && looksLikeArchive(name) {
+			ee.err = fmt.Errorf("%w: it is a CBFS archive", ee.err)
+			ee.hint = "an index of archives is made with 'cbfs index rebuild -k KEY -o INDEX ARCHIVE|DIR...'"
+		}
 	}
 	return e
+}
+
+// looksLikeArchive says whether the local file name starts as a CBFS
+// archive does (a record name, cbfs-...).
+func looksLikeArchive(name string) bool {
+	f, err := store.OpenRegular(name)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [5]byte
+	_, err = io.ReadFull(f, b[:])
+	return err == nil && string(b[:]) == "cbfs-"
 }
 
 func readIndex(path string, keys ...*crypt.Key) (*index.Index, error) {
@@ -177,24 +194,13 @@ be written; 6 the index was written and holds conflicts (listed); 2 usage.`,
 	return c
 }
 
-// parseSize reads a byte count with an optional K, M, G (or KiB, MiB,
-// GiB) suffix, powers of 1024.
+// parseSize reads --memory.
 func parseSize(s string) (int, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mul := 1
-	switch {
-	case strings.HasSuffix(t, "K"):
-		mul, t = 1<<10, t[:len(t)-1]
-	case strings.HasSuffix(t, "M"):
-		mul, t = 1<<20, t[:len(t)-1]
-	case strings.HasSuffix(t, "G"):
-		mul, t = 1<<30, t[:len(t)-1]
-	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n <= 0 || n > (1<<40)/mul {
+	n, err := store.ParseSize(s)
+	if err != nil || n > 1<<40 {
 		return 0, fmt.Errorf("--memory %q: want a size such as 64MiB", s)
 	}
-	return n * mul, nil
+	return int(n), nil
 }
 
 // limitMemory makes the garbage collector keep the heap near a budget
@@ -221,6 +227,9 @@ func runIndexRebuild(o *indexBuildOptions, args []string) error {
 		return err
 	}
 	var shard repo.Shard
+	if o.shard == "" && strings.Contains(o.out, "{shard}") {
+		return usageError{fmt.Errorf("-o %s: {shard} is replaced by the shard's number, and there is no --shard", o.out)}
+	}
 	if o.shard != "" {
 		var err error
 		if shard, err = repo.ParseShard(o.shard); err != nil {

@@ -57,6 +57,13 @@ and 'cbfs verify -k' of either checks those. The sources are never changed;
 OUTDIR must not be a directory they are in. -k may be given more than once (each archive
 is opened with the key it was written under).
 
+Archives and OUTDIR may be in an object store: ARCHIVE s3://BUCKET/KEY,
+DIR s3://BUCKET/PREFIX/ (every archive under it), OUTDIR s3://BUCKET/PREFIX/
+(each new archive an object under it, named as its source). Each goes up as
+a multipart upload, verified as its parts go up and completed only once it
+verified: nothing is visible under its name before, and an error or a
+signal aborts the upload. An existing object is replaced only with --force.
+
 Rotating a file system's key: keygen NEW; rekey every archive; rebuild the
 index with -k NEW over the new archives; 'verify -k NEW --index'; then
 remove the old archives (README, "Rotating a key"). Until then, -k NEW -k OLD
@@ -75,8 +82,8 @@ CBFS archive; 2 usage.`,
 	}
 	keyFlag(c, &oldKeys)
 	c.Flags().StringVar(&newKey, "new-key", "", "the new key: a key file or keyring:NAME")
-	c.Flags().StringVarP(&outDir, "output", "o", "", "directory to write the new archives into (required; not the sources' directory)")
-	c.Flags().BoolVar(&force, "force", false, "replace files of the same name in OUTDIR")
+	c.Flags().StringVarP(&outDir, "output", "o", "", "directory (or s3://BUCKET/PREFIX/) to write the new archives into (required; not the sources')")
+	c.Flags().BoolVar(&force, "force", false, "replace files (or objects) of the same name in OUTDIR")
 	c.Flags().BoolVar(&asJSON, "json", false, "print a JSON array, one object per archive")
 	c.Flags().IntVarP(&jobs, "jobs", "j", runtime.GOMAXPROCS(0), "archives rewritten at once")
 	return c
@@ -93,31 +100,33 @@ func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, forc
 	if err != nil {
 		return err
 	}
-	if st, err := os.Stat(outDir); err != nil || !st.IsDir() {
+	if store.IsURL(outDir) {
+		if loc, err := store.ParseLocation(outDir); err != nil {
+			return usageError{err}
+		} else if !loc.IsPrefix() {
+			return usageError{fmt.Errorf("-o %s: %w", outDir, repo.ErrOutNotPrefix)}
+		}
+	} else if st, err := os.Stat(outDir); err != nil || !st.IsDir() {
 		return &exitError{code: exitFailure, err: fmt.Errorf("-o %s: not a directory", outDir), hint: "create it first: mkdir " + shellQuote(outDir)}
 	}
-	files, err := archiveArgs(args)
+	for _, a := range args {
+		if a == "-" {
+			return usageError{errors.New("rekey reads archive files: standard input has no file name to write under")}
+		}
+	}
+	sources, _, err := archiveSources(ctx, args)
 	if err != nil {
 		return err
 	}
-	sources := make([]store.Source, len(files))
 	var total int64
-	sizes := make([]int64, len(files))
-	for i, f := range files {
-		if f == "-" {
-			return usageError{errors.New("rekey reads archive files: standard input has no file name to write under")}
-		}
-		sources[i] = store.File(f)
-		if st, err := os.Stat(f); err == nil {
-			sizes[i] = st.Size()
-			total += sizes[i]
-		}
+	for _, s := range sources {
+		total += s.Size
 	}
-	p := startProgress("rekey "+plural(len(files), "archive", "archives"), total)
+	p := startProgress("rekey "+plural(len(sources), "archive", "archives"), total)
 	found, err := repo.Rekey(ctx, sources, repo.RekeyOptions{OldKeys: oldKeys, NewKey: newKey, OutDir: outDir, Force: force, Jobs: jobs,
 		Done: func(i int) {
 			if p != nil {
-				p.n.Add(sizes[i])
+				p.n.Add(sources[i].Size)
 			}
 		}})
 	p.finish()
@@ -127,9 +136,14 @@ func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, forc
 	if err != nil {
 		return err
 	}
-	rows := make([]rekeyJSON, len(found))
+	rows := make([]rekeyJSON, 0, len(found))
 	code, failed := exitOK, 0
-	for i, r := range found {
+	for _, r := range found {
+		if isIndexObject(r.Err) {
+			// Under a prefix, as in a DIR: skipped with a note.
+			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", errors.Unwrap(r.Err))
+			continue
+		}
 		row := rekeyJSON{Archive: r.Source.Location(), Output: r.Out, Status: "rekeyed", NewKeyID: r.NewKeyID, OldKeyID: r.OldKeyID,
 			Members: r.Members, Size: r.Size}
 		if r.Old != nil {
@@ -145,7 +159,7 @@ func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, forc
 		} else {
 			row.NewID = fmt.Sprintf("%x", r.New.ID)
 		}
-		rows[i] = row
+		rows = append(rows, row)
 	}
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()

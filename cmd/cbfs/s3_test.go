@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -381,34 +382,83 @@ func TestS3Shards(t *testing.T) {
 // TestS3ConcurrentIndexUpdates: writers adding archives to one index in
 // the store at once (conditional writes on its ETag, no lock file) lose
 // none of each other's updates: the index ends up as the rebuild of every
-// archive, byte for byte.
+// archive, byte for byte. Each takes a sequence number of its own (a
+// reservation object beside the index): their archives all hold one path,
+// and no conflict comes of it. A reservation a crashed writer left is
+// skipped (a gap) and removed; reservations are never taken for archives.
 func TestS3ConcurrentIndexUpdates(t *testing.T) {
 	t.Parallel()
 	e := newS3Env(t)
-	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0000.cbfs", "--seq", "1", "--index", "s3://bkt/fs.idx", "--new-index", "tree")
+	// The index among its archives: a rebuild of the prefix skips it and
+	// the reservations beside it.
+	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0000.cbfs", "--seq", "1", "--index", "s3://bkt/a/fs.idx", "--new-index", "tree")
+	bk := e.bucket(t)
+	ctx := context.Background()
+	if err := bk.Put(ctx, store.SeqKey("a/fs.idx", 3), nil, store.CreateOptions{}); err != nil { // a crashed writer's
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(e.dir, "shared"), 0o755)
+	os.WriteFile(filepath.Join(e.dir, "shared", "f"), []byte("every writer's"), 0o644)
 	var wg sync.WaitGroup
-	results := make([]result, 6)
-	for i := range 6 {
-		// Paths of their own: two writers may take the same sequence
-		// number (nothing holds it between the read and the write).
+	const writers = 6
+	results := make([]result, writers)
+	for i := range writers {
 		os.MkdirAll(filepath.Join(e.dir, fmt.Sprintf("w%d", i)), 0o755)
 		os.WriteFile(filepath.Join(e.dir, fmt.Sprintf("w%d", i), "f"), []byte(fmt.Sprint("writer ", i)), 0o644)
 	}
-	for i := range 6 {
+	for i := range writers {
 		wg.Go(func() {
-			results[i] = e.iv.run(t, "pack", "-k", "k", "-o", fmt.Sprintf("s3://bkt/a/%04d.cbfs", i+1), "--index", "s3://bkt/fs.idx", fmt.Sprintf("w%d", i))
+			results[i] = e.iv.run(t, "pack", "-k", "k", "-o", fmt.Sprintf("s3://bkt/a/%04d.cbfs", i+1), "--index", "s3://bkt/a/fs.idx", fmt.Sprintf("w%d", i), "shared")
 		})
 	}
 	wg.Wait()
 	for i, r := range results {
 		if r.code != 0 {
-			t.Fatalf("writer %d: %s", i, r)
+			t.Errorf("writer %d: %s", i, r)
 		}
 	}
-	e.must(t, "index", "rebuild", "-k", "k", "-o", "s3://bkt/re.idx", "s3://bkt/a/")
-	if !bytes.Equal(e.object(t, "bkt", "re.idx"), e.object(t, "bkt", "fs.idx")) {
-		r := e.run(t, "index", "diff", "-k", "k", "s3://bkt/re.idx", "s3://bkt/fs.idx")
+	r := e.must(t, "index", "rebuild", "-k", "k", "-o", "s3://bkt/re.idx", "s3://bkt/a/")
+	if bytes.Contains(r.stderr, []byte(".seq/")) {
+		t.Errorf("the rebuild names a reservation: %s", r.stderr)
+	}
+	if !bytes.Equal(e.object(t, "bkt", "re.idx"), e.object(t, "bkt", "a/fs.idx")) {
+		r := e.run(t, "index", "diff", "-k", "k", "s3://bkt/re.idx", "s3://bkt/a/fs.idx")
 		t.Fatalf("the index updated by concurrent writers differs from the rebuild:\n%s", r.stdout)
+	}
+	// Every writer took a sequence number of its own: no two archives
+	// share one.
+	r = e.must(t, "index", "ls", "-k", "k", "--json", "s3://bkt/a/fs.idx")
+	var rows []struct {
+		Archive  string
+		Seq      uint64
+		Conflict bool
+	}
+	if err := json.Unmarshal(r.stdout, &rows); err != nil {
+		t.Fatalf("index ls --json: %v\n%s", err, r.stdout)
+	}
+	seqOf := map[string]uint64{}
+	for _, row := range rows {
+		seqOf[row.Archive] = row.Seq
+		if row.Conflict {
+			t.Errorf("conflict: %+v", row)
+		}
+	}
+	byName := map[uint64]string{}
+	for a, s := range seqOf {
+		if b, ok := byName[s]; ok {
+			t.Errorf("%s and %s both have sequence %d", a, b, s)
+		}
+		byName[s] = a
+	}
+	if len(seqOf) != writers+1 {
+		t.Errorf("the index lists %d archives, want %d: %v", len(seqOf), writers+1, seqOf)
+	}
+	if a, ok := byName[3]; ok {
+		t.Errorf("%s took sequence 3, which a crashed writer had reserved", a)
+	}
+	// Every reservation is gone once the last index is written.
+	if left, err := bk.List(ctx, "a/.fs.idx.seq/"); err != nil || len(left) > 0 {
+		t.Errorf("reservations left: %v %v", left, err)
 	}
 }
 
@@ -471,6 +521,113 @@ func TestS3LargeSummary(t *testing.T) {
 	}
 }
 
+// TestS3Rekey: rekey from and to the store. Each new archive goes up as
+// an upload completed only once it verified with the new key; an
+// existing object is replaced only with --force; the sources' prefix is
+// refused; a source that fails part way leaves neither an object nor a
+// multipart upload. index rekey over the new prefix writes what a
+// rebuild under the new key writes.
+func TestS3Rekey(t *testing.T) {
+	t.Parallel()
+	e := newS3Env(t)
+	e.must(t, "keygen", "-o", "k2")
+	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0001.cbfs", "--index", "s3://bkt/fs.idx", "--new-index", "tree")
+	os.WriteFile(filepath.Join(e.dir, "tree", "d0", "f.txt"), []byte("changed\n"), 0o644)
+	e.must(t, "pack", "-k", "k", "-o", "s3://bkt/a/0002.cbfs", "--index", "s3://bkt/fs.idx", "tree/d0")
+	// An index among the archives is skipped with a note, as in a DIR.
+	os.WriteFile(filepath.Join(e.dir, "copy.idx"), e.object(t, "bkt", "fs.idx"), 0o644)
+	e.must(t, "index", "merge", "-k", "k", "-o", "s3://bkt/a/zz.idx", "copy.idx")
+
+	r := e.must(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/b/", "--json", "s3://bkt/a/")
+	var rows []rekeyJSON
+	if err := json.Unmarshal(r.stdout, &rows); err != nil || len(rows) != 2 || rows[1].Output != "s3://bkt/b/0002.cbfs" || rows[1].Status != "rekeyed" || *rows[1].Sequence != 2 {
+		t.Fatalf("rekey --json: %v\n%s", err, r.stdout)
+	}
+	if !strings.Contains(string(r.stderr), "s3://bkt/a/zz.idx: a master index, not an archive: skipped") {
+		t.Errorf("rekey of a prefix with an index: %s", r.stderr)
+	}
+	for _, name := range []string{"0001.cbfs", "0002.cbfs"} {
+		a, b := e.object(t, "bkt", "a/"+name), e.object(t, "bkt", "b/"+name)
+		if len(a) != len(b) || bytes.Equal(a[:48], b[:48]) {
+			t.Fatalf("%s: sizes %d and %d", name, len(a), len(b))
+		}
+	}
+	e.must(t, "verify", "-k", "k2", "s3://bkt/b/")
+	if r := e.run(t, "verify", "-k", "k", "s3://bkt/b/"); r.code != exitWrongKey {
+		t.Errorf("the old key over the new archives: %s", r)
+	}
+	// The index under the new key from the old index and the new prefix:
+	// what a rebuild under the new key writes.
+	e.must(t, "index", "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/fs2.idx", "s3://bkt/fs.idx", "s3://bkt/b/")
+	e.must(t, "index", "rebuild", "-k", "k2", "-o", "s3://bkt/re2.idx", "s3://bkt/b/")
+	if !bytes.Equal(e.object(t, "bkt", "fs2.idx"), e.object(t, "bkt", "re2.idx")) {
+		t.Error("index rekey over s3://bkt/b/ differs from the rebuild under the new key")
+	}
+
+	// Existing objects: refused without --force (nothing replaced),
+	// replaced with it.
+	before := e.object(t, "bkt", "b/0001.cbfs")
+	r = e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/b/", "s3://bkt/a/0001.cbfs")
+	if r.code != exitFailure || !strings.Contains(string(r.stdout), "s3://bkt/b/0001.cbfs: output object exists (--force replaces it)") {
+		t.Fatalf("rekey over an existing object: %s\n%s", r, r.stdout)
+	}
+	if !bytes.Equal(before, e.object(t, "bkt", "b/0001.cbfs")) {
+		t.Fatal("the existing object changed")
+	}
+	e.must(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/b/", "--force", "s3://bkt/a/0001.cbfs")
+	if after := e.object(t, "bkt", "b/0001.cbfs"); bytes.Equal(before[:48], after[:48]) {
+		t.Error("--force did not replace the object (the same archive id)")
+	}
+	// The sources' prefix, and an output that is not a prefix: usage.
+	if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/a/", "s3://bkt/a/"); r.code != exitUsage {
+		t.Errorf("rekey into the sources' prefix: %s", r)
+	}
+	if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/c", "s3://bkt/a/"); r.code != exitUsage || !strings.Contains(string(r.stderr), "not a prefix") {
+		t.Errorf("rekey -o an object: %s", r)
+	}
+	// Between the store and local files, both ways.
+	os.Mkdir(filepath.Join(e.dir, "local"), 0o755)
+	e.must(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "local", "s3://bkt/a/0002.cbfs")
+	if b, _ := os.ReadFile(filepath.Join(e.dir, "local", "0002.cbfs")); len(b) != len(e.object(t, "bkt", "a/0002.cbfs")) {
+		t.Error("rekey from the store to a directory")
+	}
+	e.must(t, "rekey", "-k", "k2", "--new-key", "k", "-o", "s3://bkt/back/", "local/0002.cbfs")
+	e.must(t, "verify", "-k", "k", "s3://bkt/back/0002.cbfs")
+
+	// A source damaged past its first part: the rekey fails there, after
+	// parts went up; the upload is aborted, nothing is left.
+	big := filepath.Join(e.dir, "big")
+	os.Mkdir(big, 0o755)
+	rnd := make([]byte, 12<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range rnd {
+		rnd[i] = byte(rng.Uint32())
+	}
+	os.WriteFile(filepath.Join(big, "f"), rnd, 0o644)
+	e.must(t, "pack", "-k", "k", "--compress", "none", "-o", "s3://bkt/big/0001.cbfs", "big")
+	p := filepath.Join(e.s.Dir, "bkt", "big", "0001.cbfs")
+	b, _ := os.ReadFile(p)
+	b[len(b)*4/5] ^= 1
+	os.WriteFile(p, b, 0o644)
+	px := testutil.StartProxy(t, e.s.Endpoint, 0, 0)
+	small := append(e.s.EnvVia(px), "CBFS_S3_PART_SIZE=5242880", "CBFS_S3_PARTS=2")
+	r = invocation{dir: e.dir, env: small}.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/bigout/", "s3://bkt/big/0001.cbfs")
+	if r.code != exitDamaged || !strings.Contains(string(r.stdout), "FAILED   s3://bkt/big/0001.cbfs") {
+		t.Fatalf("rekey of a damaged source: %s\n%s", r, r.stdout)
+	}
+	// Started (POST ?uploads), a part up (PUT), aborted (DELETE).
+	if c := px.Counts(); c["POST"] < 1 || c["PUT"] < 1 || c["DELETE"] < 1 {
+		t.Errorf("the damaged source's upload: requests %v", c)
+	}
+	bk := e.bucket(t)
+	if ups, err := bk.ListUploads(context.Background(), ""); err != nil || len(ups) > 0 {
+		t.Fatalf("multipart uploads left: %v %v", ups, err)
+	}
+	if _, err := bk.Stat(context.Background(), "bigout/0001.cbfs"); err == nil {
+		t.Fatal("the failed rekey's output is visible")
+	}
+}
+
 // TestS3LargeArchivesOneGet: archives much larger than the opening read
 // (3 MiB of content each, the tail read 1 MiB) are opened from their end
 // alone: rebuild and gc take one GET per archive, the start of the
@@ -506,5 +663,58 @@ func TestS3LargeArchivesOneGet(t *testing.T) {
 	var gc []struct{ Requests int64 }
 	if err := json.Unmarshal(r.stdout, &gc); err != nil || len(gc) != 3 || gc[0].Requests != 1 {
 		t.Errorf("gc of archives of 3 MiB: want one request each: %v\n%s", err, r.stdout)
+	}
+}
+
+// TestS3Prefixes: what the command-line audit found about prefixes. A
+// prefix stands for every object under it, nested ones included, and an
+// index rebuilt from it serves export --index over the same prefix;
+// objects with a component starting with '.' are skipped as a DIR skips
+// them (a synced .NAME.lock); an empty prefix is one unreadable entry of
+// verify, the other arguments still verified; a prefix given without its
+// '/' and a bucket given as an object are said to be so; an HTTPS
+// request to an HTTP endpoint is not retried for CBFS_S3_RETRY_FOR.
+func TestS3Prefixes(t *testing.T) {
+	t.Parallel()
+	e := newS3Env(t)
+	e.must(t, "pack", "-k", "k", "--seq", "1", "-o", "s3://bkt/rec/a/0001.cbfs", "tree/d0")
+	e.must(t, "pack", "-k", "k", "--seq", "2", "-o", "s3://bkt/rec/b/0002.cbfs", "tree/d1")
+	if err := e.bucket(t).Put(context.Background(), "rec/.fs.idx.lock", nil, store.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.bucket(t).Put(context.Background(), "rec/.trash/x.cbfs", []byte("junk"), store.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.must(t, "index", "rebuild", "-k", "k", "-o", "s3://bkt/rec.idx", "s3://bkt/rec/")
+	r := e.must(t, "export", "-k", "k", "--index", "s3://bkt/rec.idx", "s3://bkt/rec/")
+	tr := tar.NewReader(bytes.NewReader(r.stdout))
+	var names []string
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		names = append(names, h.Name)
+	}
+	if !slices.Contains(names, "d0/f.txt") || !slices.Contains(names, "d1/f.txt") {
+		t.Errorf("export --index over a nested prefix wrote %v", names)
+	}
+	e.must(t, "verify", "s3://bkt/rec/")
+
+	r = e.run(t, "verify", "--json", "s3://bkt/nothere/", "s3://bkt/rec/a/0001.cbfs")
+	var doc struct {
+		Archives []struct{ Archive, Status string }
+	}
+	if err := json.Unmarshal(r.stdout, &doc); err != nil || len(doc.Archives) != 2 || doc.Archives[1].Status != "ok" ||
+		doc.Archives[0].Status != "unreadable" || !strings.Contains(string(r.stdout), "no objects under this prefix") {
+		t.Errorf("verify of an empty prefix and an archive: %v\n%s", err, r)
+	}
+	if r = e.run(t, "ls", "-k", "k", "s3://bkt/rec/a"); r.code == 0 || !strings.Contains(string(r.stderr), "give the prefix with its trailing '/'") {
+		t.Errorf("ls of a prefix without its '/': %s", r)
+	}
+	if r = e.run(t, "ls", "-k", "k", "s3://bkt"); r.code == 0 || !strings.Contains(string(r.stderr), "s3://bkt: a bucket, not an object") {
+		t.Errorf("ls of a bucket: %s", r)
+	}
+	iv := e.iv
+	iv.env = append(slices.Clone(iv.env), "AWS_ENDPOINT_URL="+strings.Replace(e.s.Endpoint, "http://", "https://", 1), "CBFS_S3_RETRY_FOR=3m")
+	start := time.Now()
+	if r = iv.run(t, "ls", "-k", "k", "s3://bkt/rec/a/0001.cbfs"); r.code == 0 || time.Since(start) > time.Minute {
+		t.Errorf("HTTPS to an HTTP endpoint: %s after %v", r, time.Since(start))
 	}
 }

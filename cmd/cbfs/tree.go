@@ -124,7 +124,25 @@ func archivesIn(ctx context.Context, dir string) (open func(name string) store.S
 	if err != nil {
 		return nil, false, &exitError{code: exitFailure, err: err}
 	}
+	// The index names archives by their last component (index spec
+	// 6.1) and a prefix stands for every object under it, as a rebuild
+	// read them: an archive is found by its name anywhere under the
+	// prefix (the first in key order; the archive id is checked).
+	listed, err := repo.URLSources(ctx, dir)
+	var empty *repo.EmptyPrefixError
+	if err != nil && !errors.As(err, &empty) {
+		return nil, false, &exitError{code: exitFailure, err: err}
+	}
+	byName := map[string]store.Source{}
+	for _, s := range listed {
+		if _, ok := byName[s.Name]; !ok {
+			byName[s.Name] = s
+		}
+	}
 	return func(name string) store.Source {
+		if s, ok := byName[name]; ok {
+			return s
+		}
 		key := prefix + name
 		return store.Source{Name: name, Where: st.URL(key), Open: func() (store.Object, error) { return st.Open(ctx, key) }}
 	}, true, nil
@@ -248,7 +266,7 @@ func runExtractTree(c *cobra.Command, o *treeOptions, keys []*crypt.Key, dest st
 	defer t.Close()
 	items := make([]tree.Item, len(t.Members))
 	for i, m := range t.Members {
-		items[i] = tree.Item{Archive: m.Archive.Archive, Entry: m.Entry, LinkAs: m.LinkAs}
+		items[i] = tree.Item{Archive: m.Archive.Archive, Entry: m.Entry, LinkAs: m.LinkAs, Where: m.Archive.Source.Location()}
 	}
 	opt.Report = problemPrinter(nil)
 	st, err := tree.ExtractItems(c.Context(), items, dest, opt)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -212,6 +213,11 @@ func TestExportIndexRefusals(t *testing.T) {
 		t.Errorf("damaged member: %s", r)
 	}
 	noOutput("damaged member")
+	// extract --index names the archive the damaged member is in.
+	if r = cbfs(t, dir, "extract", "-k", key, "--index", "fs.index", "-C", "dmg", "arch"); r.code != exitDamaged ||
+		!regexp.MustCompile(`: arch/0001\.cbfs: member \d+ at offset \d+: `).Match(r.stderr) {
+		t.Errorf("extract --index of a damaged member: %s", r)
+	}
 	b[1600] ^= 0x40
 	writeFile(t, filepath.Join(arch, "0001.cbfs"), b, 0o644)
 	// A conflict: an archive of sequence 4 that also holds src/keep/late.

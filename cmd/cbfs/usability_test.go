@@ -307,6 +307,16 @@ func TestWording(t *testing.T) {
 			t.Errorf("%v: %s", args, r)
 		}
 	}
+	mustRun(t, dir, "import", "-k", key, "--index", "w.idx", "--new-index", "-o", "w.cbfs", "in.tar")
+	if r = cbfs(t, dir, "ls", "-k", key, "w.idx"); r.code != exitBadInput || !strings.Contains(string(r.stderr), "it is a master index") || !strings.Contains(string(r.stderr), "cbfs index ls") {
+		t.Errorf("ls of an index: %s", r)
+	}
+	if r = cbfs(t, dir, "index", "ls", "-k", key, "w.cbfs"); r.code != exitBadInput || !strings.Contains(string(r.stderr), "it is a CBFS archive") || !strings.Contains(string(r.stderr), "cbfs index rebuild") {
+		t.Errorf("index ls of an archive: %s", r)
+	}
+	if r = cbfs(t, dir, "index", "rebuild", "-k", key, "-o", "p{shard}.idx", "in.tar"); r.code != exitUsage || !strings.Contains(string(r.stderr), "there is no --shard") {
+		t.Errorf("{shard} without --shard: %s", r)
+	}
 	for _, args := range [][]string{{"help", "foo"}, {"help", "index", "foo"}} {
 		if r = cbfs(t, dir, args...); r.code != exitUsage || !strings.Contains(string(r.stderr), "unknown help topic") {
 			t.Errorf("%v: %s", args, r)

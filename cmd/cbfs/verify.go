@@ -147,7 +147,7 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 	for i := range found {
 		if isIndexObject(found[i].Err) {
 			// Under a prefix, as in a DIR: skipped with a note.
-			fmt.Fprintf(os.Stderr, "cbfs: note: %s\n", found[i].Err)
+			fmt.Fprintln(os.Stderr, indexObjectNote(found[i].Err))
 			continue
 		}
 		r := fromRepo(&found[i])
