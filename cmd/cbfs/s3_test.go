@@ -247,7 +247,7 @@ func TestS3DamagedAndMissing(t *testing.T) {
 		t.Fatalf("rebuild with a missing object: %s", r)
 	}
 	r = e.run(t, "verify", "s3://nobucket/a/")
-	if r.code != exitFailure || !strings.Contains(string(r.stderr), "no such bucket") {
+	if r.code != exitFailure || !strings.Contains(string(r.stdout), "UNREAD   s3://nobucket/a/: no such bucket") {
 		t.Fatalf("verify of a missing bucket: %s", r)
 	}
 }

@@ -146,7 +146,9 @@ func TestS3Credentials(t *testing.T) {
 	denied := func(name string, env []string, source string) {
 		t.Helper()
 		r, _ := runClean(t, e.dir, env, "verify", "s3://bkt/a/")
-		if r.code != exitFailure || !strings.Contains(string(r.stderr), "credentials: "+source) {
+		// An unlistable prefix is an unreadable entry (stdout), as a
+		// directory that cannot be read.
+		if r.code != exitFailure || !strings.Contains(string(r.stdout)+string(r.stderr), "credentials: "+source) {
 			t.Errorf("%s: want access denied with credentials from %s: %s", name, source, r)
 		}
 		if out := string(r.stdout) + string(r.stderr); strings.Contains(out, wrongSecret) || strings.Contains(out, e.s.Secret) || strings.Contains(out, "container-auth") {
@@ -216,7 +218,7 @@ func TestS3Credentials(t *testing.T) {
 	denied("no credentials", noIMDS, "none found")
 	hole := imdsFake(t, "", "", true)
 	r, took := runClean(t, e.dir, with(base, "AWS_EC2_METADATA_SERVICE_ENDPOINT="+hole.URL), "verify", "s3://bkt/a/")
-	if r.code != exitFailure || !strings.Contains(string(r.stderr), "none found") {
+	if r.code != exitFailure || !strings.Contains(string(r.stdout)+string(r.stderr), "none found") {
 		t.Errorf("a metadata service that never answers: %s", r)
 	}
 	if took > 6*time.Second || hole.n.Load() > 2 {
