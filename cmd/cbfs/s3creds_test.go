@@ -146,8 +146,8 @@ func TestS3Credentials(t *testing.T) {
 	denied := func(name string, env []string, source string) {
 		t.Helper()
 		r, _ := runClean(t, e.dir, env, "verify", "s3://bkt/a/")
-		// An unlistable prefix is one unreadable entry of verify (on
-		// standard output), the other arguments still read.
+		// An unlistable prefix is an unreadable entry (stdout), as a
+		// directory that cannot be read.
 		if r.code != exitFailure || !strings.Contains(string(r.stdout)+string(r.stderr), "credentials: "+source) {
 			t.Errorf("%s: want access denied with credentials from %s: %s", name, source, r)
 		}
