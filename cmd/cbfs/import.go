@@ -187,10 +187,9 @@ func (o *writeOptions) writer() (format.WriterOptions, error) {
 	return wo, nil
 }
 
-// openIndexUpdate locks and reads an index for an update, saying when it
-// waits for another writer.
 // openIndexUpdate locks and reads the index, which may be sealed with any
-// of keys; the update is sealed with the first.
+// of keys (the update is sealed with the first), saying when it waits for
+// another writer.
 func openIndexUpdate(path string, keys []*crypt.Key, create bool, wait time.Duration) (*repo.IndexUpdate, error) {
 	u, err := repo.OpenIndexUpdate(path, keys[0], repo.IndexOptions{Create: create, LockTimeout: wait, ReadKeys: keys[1:], Waiting: func(lock string) {
 		fmt.Fprintf(os.Stderr, "cbfs: waiting for another cbfs updating %s (lock %s; --lock-timeout %v)\n", path, lock, wait)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -191,13 +192,44 @@ func TestIssue12LockWait(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "2.cbfs")); err == nil {
 		t.Error("archive written without the index's lock")
 	}
+	// The lock is let go once the command says it waits (however slow
+	// the machine is to start it), or after a minute if it never does.
+	cmd := exec.Command(cbfsBin, "import", "-k", key, "--index", "fs.index", "-o", "2.cbfs", "t.tar")
+	cmd.Dir = dir
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var said bytes.Buffer
+	waited := make(chan bool, 1)
 	go func() {
-		time.Sleep(1500 * time.Millisecond)
-		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		sc := bufio.NewScanner(stderr)
+		told := false
+		for sc.Scan() {
+			said.WriteString(sc.Text() + "\n")
+			if !told && strings.Contains(sc.Text(), "waiting for another cbfs updating fs.index") {
+				told = true
+				waited <- true
+			}
+		}
+		close(waited)
 	}()
-	r = mustRun(t, dir, "import", "-k", key, "--index", "fs.index", "-o", "2.cbfs", "t.tar")
-	if !strings.Contains(string(r.stderr), "waiting for another cbfs updating fs.index") {
-		t.Errorf("no waiting message: %s", r.stderr)
+	select {
+	case ok := <-waited:
+		if !ok {
+			t.Error("the command ended without saying it waits for the lock")
+		}
+	case <-time.After(time.Minute):
+		t.Error("no waiting message within a minute")
+	}
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	for range waited {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("import after the lock was let go: %v\n%s", err, said.String())
 	}
 }
 
