@@ -83,17 +83,25 @@ func OpenArchive(src Source, keys ...*crypt.Key) (*Archive, error) {
 // footer, are what the input is. Other damage to record 0 is not
 // reported: the footer's failure is.
 func (a *Archive) identify() error {
-	head := make([]byte, min(a.src.Size(), 2*BlockSize))
-	if _, err := a.src.ReadAt(head, 0); err != nil && err != io.EOF {
-		return nil
-	}
-	pr := &physReader{r: bufioOf(head)}
-	_, err := pr.readHeaderRecord()
+	_, _, err := readRecordZero(a.src)
 	var ve *VersionError
 	if errors.Is(err, ErrNotCBFS) || errors.As(err, &ve) {
 		return err
 	}
 	return nil
+}
+
+// readRecordZero reads record 0 and processes it (spec 6.1 up to the
+// key), returning its bytes as well; an error reading them is returned
+// as it is.
+func readRecordZero(src Source) (head []byte, h *Header, err error) {
+	head = make([]byte, min(src.Size(), 2*BlockSize))
+	if _, err := src.ReadAt(head, 0); err != nil && err != io.EOF {
+		return nil, nil, err
+	}
+	pr := &physReader{r: bufioOf(head)}
+	h, err = pr.readHeaderRecord()
+	return head, h, err
 }
 
 // findFooter scans back over the end-of-archive zero blocks to the footer

@@ -136,12 +136,10 @@ func (s *scanner) problem(err error) {
 // 0's fields if they still parse. A record 0 that is not a CBFS header at
 // all, in an input whose end is a CBFS footer, is damage too.
 func (s *scanner) openHeader() error {
-	head := make([]byte, min(s.src.Size(), 2*BlockSize))
-	if _, err := s.src.ReadAt(head, 0); err != nil && err != io.EOF {
+	head, h, err := readRecordZero(s.src)
+	if head == nil {
 		return err
 	}
-	pr := &physReader{r: bufioOf(head)}
-	h, err := pr.readHeaderRecord()
 	keys := append([]*crypt.Key{s.opt.Key}, s.opt.Keys...)
 	if err != nil {
 		var fe *Error

@@ -147,32 +147,28 @@ func inputErr(name string, err error) error {
 	return &exitError{err: fmt.Errorf("%s: %w", name, err)}
 }
 
-// isPlainTar says whether the file name starts with a valid tar header.
-func isPlainTar(name string) bool {
+// fileHead is the first n bytes of the regular file name (fewer for a
+// shorter file; none when it cannot be read).
+func fileHead(name string, n int) []byte {
 	f, err := store.OpenRegular(name)
 	if err != nil {
-		return false
+		return nil
 	}
 	defer f.Close()
-	var b format.Block
-	if _, err := io.ReadFull(f, b[:]); err != nil {
-		return false
-	}
-	return b.VerifyChecksum() == nil
+	b := make([]byte, n)
+	k, _ := io.ReadFull(f, b)
+	return b[:k]
 }
 
-// isIndexFile says whether the local file name starts with the magic of
-// a master index.
-func isIndexFile(name string) bool {
-	f, err := store.OpenRegular(name)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var b [8]byte
-	n, _ := io.ReadFull(f, b[:])
-	return index.HasMagic(b[:n])
+// isPlainTar says whether the file name starts with a valid tar header.
+func isPlainTar(name string) bool {
+	var b format.Block
+	return copy(b[:], fileHead(name, format.BlockSize)) == format.BlockSize && b.VerifyChecksum() == nil
 }
+
+// isIndexFile says whether the file name starts with the magic of a
+// master index.
+func isIndexFile(name string) bool { return index.HasMagic(fileHead(name, 8)) }
 
 // archiveArgs expands the ARCHIVE|DIR arguments of commands that take
 // several archives: a directory stands for the archives in it

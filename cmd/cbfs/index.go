@@ -65,16 +65,7 @@ func indexInputErr(name string, err error) error {
 
 // looksLikeArchive says whether the local file name starts as a CBFS
 // archive does (a record name, cbfs-...).
-func looksLikeArchive(name string) bool {
-	f, err := store.OpenRegular(name)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var b [5]byte
-	_, err = io.ReadFull(f, b[:])
-	return err == nil && string(b[:]) == "cbfs-"
-}
+func looksLikeArchive(name string) bool { return string(fileHead(name, 5)) == "cbfs-" }
 
 func readIndex(path string, keys ...*crypt.Key) (*index.Index, error) {
 	x, err := repo.ReadIndexFile(path, keys...)
