@@ -203,19 +203,26 @@ func (o *s3Object) ReadAt(p []byte, off int64) (int, error) {
 			n += int(end - pos)
 			continue
 		}
-		size := int64(readBlock)
+		// Blocks end on 4 MiB boundaries (and start on them unless
+		// what precedes is kept): two readers of the object, a scan
+		// and its digest pass, ask for the same ones.
+		start, a := pos, pos-pos%readBlock
 		if pos < headBlock && len(o.blocks) == 0 {
-			size = headBlock
+			end = min(end, headBlock)
+		} else {
+			if o.cached(a) == nil {
+				start = a
+			}
+			end = min(end, a+readBlock)
 		}
-		end = min(end, pos+size)
-		buf := make([]byte, end-pos)
-		if err := o.get(buf, pos); err != nil {
+		buf := make([]byte, end-start)
+		if err := o.get(buf, start); err != nil {
 			return n, err
 		}
 		if len(o.blocks) == keptBlocks {
 			o.blocks = append(o.blocks[:0], o.blocks[1:]...)
 		}
-		o.blocks = append(o.blocks, block{off: pos, data: buf})
+		o.blocks = append(o.blocks, block{off: start, data: buf})
 	}
 	if n < len(p) {
 		return n, io.EOF

@@ -718,3 +718,25 @@ func TestS3Prefixes(t *testing.T) {
 		t.Errorf("HTTPS to an HTTP endpoint: %s after %v", r, time.Since(start))
 	}
 }
+
+// TestS3VerifyReadsOnce: verify of a large archive in the store reads each
+// 4 MiB block once, the digest pass kept near the frame pass (it read
+// most blocks twice: 23-29 GETs for a 45 MB archive).
+func TestS3VerifyReadsOnce(t *testing.T) {
+	t.Parallel()
+	e := newS3Env(t)
+	rnd := make([]byte, 24<<20)
+	cc := rand.NewChaCha8([32]byte{9})
+	cc.Read(rnd)
+	os.WriteFile(filepath.Join(e.dir, "tree", "d2", "big"), rnd, 0o644)
+	e.must(t, "pack", "-k", "k", "--compress", "none", "-o", "s3://bkt/v/big.cbfs", "tree")
+	size := int64(len(e.object(t, "bkt", "v/big.cbfs")))
+	want := (size+(4<<20)-1)/(4<<20) + 2 // the blocks, the opening, the head
+	for _, args := range [][]string{{"verify", "--json", "s3://bkt/v/big.cbfs"}, {"verify", "--json", "-k", "k", "s3://bkt/v/big.cbfs"}} {
+		r := e.must(t, args...)
+		var doc struct{ Requests store.RequestStats }
+		if err := json.Unmarshal(r.stdout, &doc); err != nil || doc.Requests.Get > want {
+			t.Errorf("%v of %d bytes: %d GETs, want at most %d (%v)", args, size, doc.Requests.Get, want, err)
+		}
+	}
+}
