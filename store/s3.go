@@ -400,7 +400,14 @@ func putOptions(opt CreateOptions) minio.PutObjectOptions {
 // on a write: it writes a probe object beside key twice, the second time
 // conditionally, which such a store refuses, then removes it.
 func (b *S3Bucket) ProbeConditionalWrites(ctx context.Context, key string) (bool, error) {
-	probe := key + ".cbfs-probe-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	// A dot name beside the index, as its lock file and sequence
+	// reservations: a writer killed before removing it leaves nothing
+	// that a listing of the prefix takes for an archive.
+	dir, base := "", key
+	if i := strings.LastIndexByte(key, '/'); i >= 0 {
+		dir, base = key[:i+1], key[i+1:]
+	}
+	probe := dir + "." + base + ".probe-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	if err := b.Put(ctx, probe, []byte("probe"), CreateOptions{Replace: true}); err != nil {
 		return false, err
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -56,6 +57,10 @@ type credChain struct {
 type namedProvider struct {
 	name string
 	p    credentials.Provider
+	// final: when it has nothing, no later source is asked: a profile
+	// named in AWS_PROFILE that is not there is an error, as for the
+	// AWS CLI, not a fall through to an instance's own role.
+	final error
 }
 
 func (c *credChain) RetrieveWithCredContext(cc *credentials.CredContext) (credentials.Value, error) {
@@ -65,6 +70,10 @@ func (c *credChain) RetrieveWithCredContext(cc *credentials.CredContext) (creden
 	for _, np := range c.providers {
 		v, err := np.p.RetrieveWithCredContext(cc)
 		if err != nil || v.AccessKeyID == "" || v.SecretAccessKey == "" {
+			if np.final != nil {
+				c.curr, c.source = nil, np.final.Error()
+				return credentials.Value{}, np.final
+			}
 			tried = append(tried, np.name)
 			continue
 		}
@@ -117,24 +126,32 @@ var imdsTimeout = time.Second
 
 // newCredChain makes the chain the environment configures (see above).
 func newCredChain(region string) *credChain {
-	c := &credChain{providers: []namedProvider{{"the environment (AWS_ACCESS_KEY_ID)", &credentials.EnvAWS{}}}}
+	c := &credChain{providers: []namedProvider{{name: "the environment (AWS_ACCESS_KEY_ID)", p: &credentials.EnvAWS{}}}}
 	webIdentity := os.Getenv("AWS_WEB_IDENTITY_TOKEN_FILE") != ""
 	container := os.Getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") != "" || os.Getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI") != ""
 	if webIdentity && os.Getenv("AWS_ROLE_ARN") != "" {
 		sts := os.Getenv("AWS_ENDPOINT_URL_STS")
-		c.providers = append(c.providers, namedProvider{"web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
-			&credentials.IAM{Client: credClient(30 * time.Second), Endpoint: sts, Region: region}})
+		c.providers = append(c.providers, namedProvider{name: "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+			p: &credentials.IAM{Client: credClient(30 * time.Second), Endpoint: sts, Region: region}})
 	}
-	c.providers = append(c.providers, namedProvider{"the shared credentials file (AWS_PROFILE)", &credentials.FileAWSCredentials{}})
+	shared := namedProvider{name: "the shared credentials file (AWS_PROFILE)", p: &credentials.FileAWSCredentials{}}
+	if profile := os.Getenv("AWS_PROFILE"); profile != "" {
+		file := os.Getenv("AWS_SHARED_CREDENTIALS_FILE")
+		if file == "" {
+			file = "~/.aws/credentials"
+		}
+		shared.final = fmt.Errorf("AWS_PROFILE=%s: no keys for that profile in the shared credentials file %s (nor AWS_ACCESS_KEY_ID in the environment)", profile, file)
+	}
+	c.providers = append(c.providers, shared)
 	switch {
 	case webIdentity:
 		// minio-go's IAM provider would take the token file again.
 	case container:
-		c.providers = append(c.providers, namedProvider{"container credentials (AWS_CONTAINER_CREDENTIALS_*)",
-			&credentials.IAM{Client: credClient(10 * time.Second)}})
+		c.providers = append(c.providers, namedProvider{name: "container credentials (AWS_CONTAINER_CREDENTIALS_*)",
+			p: &credentials.IAM{Client: credClient(10 * time.Second)}})
 	case !strings.EqualFold(os.Getenv("AWS_EC2_METADATA_DISABLED"), "true"):
-		c.providers = append(c.providers, namedProvider{"the EC2 instance metadata service",
-			&credentials.IAM{Client: credClient(imdsTimeout), Endpoint: strings.TrimSuffix(os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"), "/")}})
+		c.providers = append(c.providers, namedProvider{name: "the EC2 instance metadata service",
+			p: &credentials.IAM{Client: credClient(imdsTimeout), Endpoint: strings.TrimSuffix(os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"), "/")}})
 	}
 	return c
 }

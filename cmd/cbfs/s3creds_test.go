@@ -211,6 +211,13 @@ func TestS3Credentials(t *testing.T) {
 	}
 	ok("web identity over the shared file", with(with(noIMDS, webEnv...), "AWS_SHARED_CREDENTIALS_FILE="+creds, "AWS_PROFILE=wrong"))
 	denied("wrong profile over container", with(with(noIMDS, ctrEnv...), "AWS_SHARED_CREDENTIALS_FILE="+creds, "AWS_PROFILE=wrong"), "the shared credentials file")
+	// A profile named that the file does not have is an error, not a
+	// fall through to the instance's own role (the AWS CLI's rule).
+	imds.n.Store(0)
+	r, _ := runClean(t, e.dir, with(with(base, "AWS_EC2_METADATA_SERVICE_ENDPOINT="+imds.URL), "AWS_SHARED_CREDENTIALS_FILE="+creds, "AWS_PROFILE=nope"), "verify", "s3://bkt/a/")
+	if r.code != exitFailure || !strings.Contains(string(r.stdout)+string(r.stderr), "AWS_PROFILE=nope: no keys for that profile") || imds.n.Load() != 0 {
+		t.Errorf("a profile the file does not have: %s\n%s (metadata service asked %d times)", r, r.stdout, imds.n.Load())
+	}
 
 	// No credentials anywhere: unsigned, denied, said so; a metadata
 	// service that never answers costs about a second per request (the
