@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
@@ -54,7 +55,7 @@ type RekeyResult struct {
 // ErrOutDirIsSource is an output directory that holds a source: the new
 // archive would take the old one's name, and the sources are never
 // touched.
-var ErrOutDirIsSource = errors.New("the output directory holds the archives being rekeyed: give another directory")
+var ErrOutDirIsSource = errors.New("the output directory holds the archives being rekeyed (in an object store: the output prefix is within theirs): give another directory or prefix")
 
 // ErrOutNotPrefix is an object-store output that names one object, not a
 // prefix the new archives go under.
@@ -75,14 +76,19 @@ func (d rekeyDest) where(opt RekeyOptions, name string) string {
 	return filepath.Join(opt.OutDir, name)
 }
 
-// holds says whether the source is in the output directory or prefix:
-// the new archive would take its name.
+// holds says whether the source is in the output directory or prefix
+// (the new archive would take its name), or, in an object store, the
+// output prefix is under the source's.
 func (d rekeyDest) holds(opt RekeyOptions, s store.Source) bool {
 	switch {
 	case s.Where == "":
 		return false
 	case d.st != nil:
-		return s.Where == d.where(opt, s.Name)
+		// A prefix stands for everything under it, sub-prefixes
+		// included: an output under a source's prefix would put
+		// archives of the new key among those of the old.
+		parent := s.Where[:strings.LastIndexByte(s.Where, '/')+1]
+		return s.Where == d.where(opt, s.Name) || strings.HasPrefix(d.st.URL(d.prefix), parent)
 	case store.IsURL(s.Where):
 		return false
 	}

@@ -582,6 +582,13 @@ func TestS3Rekey(t *testing.T) {
 	if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/a/", "s3://bkt/a/"); r.code != exitUsage {
 		t.Errorf("rekey into the sources' prefix: %s", r)
 	}
+	// A prefix holds its sub-prefixes: rekeying into one would mix the
+	// keys under the sources' prefix (found by the audit).
+	for _, src := range []string{"s3://bkt/a/", "s3://bkt/a/0001.cbfs"} {
+		if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/a/sub/", src); r.code != exitUsage {
+			t.Errorf("rekey of %s into a prefix under it: %s", src, r)
+		}
+	}
 	if r := e.run(t, "rekey", "-k", "k", "--new-key", "k2", "-o", "s3://bkt/c", "s3://bkt/a/"); r.code != exitUsage || !strings.Contains(string(r.stderr), "not a prefix") {
 		t.Errorf("rekey -o an object: %s", r)
 	}
