@@ -23,7 +23,7 @@ import (
 // (export --index), every member's metadata and content.
 func treeBytes(t *testing.T, x *index.Index, dir string, key *crypt.Key) []byte {
 	t.Helper()
-	tr, err := OpenTree(context.Background(), x, func(name string) store.Source { return store.File(filepath.Join(dir, name)) }, TreeOptions{Keys: []*crypt.Key{key}})
+	tr, err := OpenTree(context.Background(), x, func(a index.Archive) store.Source { return store.File(filepath.Join(dir, a.Name)) }, TreeOptions{Keys: []*crypt.Key{key}})
 	if err != nil {
 		t.Fatal(err)
 	}

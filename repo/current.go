@@ -104,12 +104,12 @@ func (e *ArchiveIDError) Error() string {
 
 // OpenTree finds each live path of x (at or under opt.Paths), the
 // archive that wins it, and the member there, opening every archive it
-// needs through open (by the name the index records) once, and checking
+// needs through open (given the archive's row: its name and id) once, and checking
 // that each is the archive the index means (its id). Conflicted paths are
 // skipped (Skipped, Conflict set); archives that cannot be opened are in
 // Missing, and their paths skipped. Hard links are checked against the
 // tree: see TreeMember.LinkAs.
-func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.Source, opt TreeOptions) (*Tree, error) {
+func OpenTree(ctx context.Context, x *index.Index, open func(index.Archive) store.Source, opt TreeOptions) (*Tree, error) {
 	var sel [][]byte
 	for _, p := range opt.Paths {
 		c, err := index.CanonicalPath(p)
@@ -165,7 +165,7 @@ func OpenTree(ctx context.Context, x *index.Index, open func(name string) store.
 	slices.SortFunc(order, func(a, b int) int { return cmpStr(x.Archives[a].Name, x.Archives[b].Name) })
 	byPos := map[int]*TreeArchive{}
 	for _, ai := range order {
-		ta := &TreeArchive{Index: x.Archives[ai], Source: open(x.Archives[ai].Name), Paths: need[ai]}
+		ta := &TreeArchive{Index: x.Archives[ai], Source: open(x.Archives[ai]), Paths: need[ai]}
 		byPos[ai] = ta
 		t.Archives = append(t.Archives, ta)
 	}

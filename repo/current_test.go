@@ -111,8 +111,8 @@ func testTreeReads(t *testing.T, archives, files, size int) {
 		t.Fatal(err)
 	}
 	var read atomic.Int64
-	open := func(name string) store.Source {
-		s := store.File(filepath.Join(dir, name))
+	open := func(a index.Archive) store.Source {
+		s := store.File(filepath.Join(dir, a.Name))
 		o := s.Open
 		s.Open = func() (store.Object, error) {
 			obj, err := o()

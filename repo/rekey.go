@@ -314,10 +314,10 @@ func (e *NotRekeyedError) Error() string {
 // as for every index the tools write). When any archive is not found,
 // nothing is written to out and the error is ErrIncomplete; the rows
 // say why.
-func RekeyIndex(ctx context.Context, x *index.Reader, open func(name string) store.Source, opt IndexRekeyOptions, out io.Writer) ([]IndexRekeyArchive, *index.CombineResult, error) {
+func RekeyIndex(ctx context.Context, x *index.Reader, open func(index.Archive) store.Source, opt IndexRekeyOptions, out io.Writer) ([]IndexRekeyArchive, *index.CombineResult, error) {
 	rows := make([]IndexRekeyArchive, len(x.Archives))
 	err := parallel.Do(ctx, len(rows), max(1, opt.Jobs), func(_ context.Context, i int) {
-		rows[i] = rekeyedCopy(x.Archives[i], open(x.Archives[i].Name), opt)
+		rows[i] = rekeyedCopy(x.Archives[i], open(x.Archives[i]), opt)
 	})
 	if err != nil {
 		return rows, nil, err

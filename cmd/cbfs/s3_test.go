@@ -703,6 +703,13 @@ func TestS3Prefixes(t *testing.T) {
 		t.Errorf("export --index over a nested prefix wrote %v", names)
 	}
 	e.must(t, "verify", "s3://bkt/rec/")
+	// Another archive under the same name earlier in key order: the one
+	// with the id the index holds is taken (found by the audit).
+	e.must(t, "pack", "-k", "k", "--seq", "9", "-o", "s3://bkt/rec/0/0002.cbfs", "tree/d2")
+	r = e.must(t, "export", "-k", "k", "--index", "s3://bkt/rec.idx", "s3://bkt/rec/")
+	if !bytes.Contains(r.stdout, []byte("d1/f.txt")) {
+		t.Errorf("export --index with two objects named 0002.cbfs: %s", r)
+	}
 
 	r = e.run(t, "verify", "--json", "s3://bkt/nothere/", "s3://bkt/rec/a/0001.cbfs")
 	var doc struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/format"
+	"github.com/cbfs/cbfs/index"
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
 	"github.com/cbfs/cbfs/tree"
@@ -106,12 +107,12 @@ func openTree(ctx context.Context, o *treeOptions, keys []*crypt.Key, dir string
 // archivesIn is how the tree opens an archive by the name the index
 // records: a file in the directory dir, or the object of that name under
 // an s3:// prefix (s3://BUCKET/PREFIX/). remote says which.
-func archivesIn(ctx context.Context, dir string) (open func(name string) store.Source, remote bool, err error) {
+func archivesIn(ctx context.Context, dir string) (open func(index.Archive) store.Source, remote bool, err error) {
 	if !store.IsURL(dir) {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			return nil, false, usageError{fmt.Errorf("with --index, ARCHIVES is the directory (or s3:// prefix) that holds the archives: %s is not one", dir)}
 		}
-		return func(name string) store.Source { return store.File(filepath.Join(dir, name)) }, false, nil
+		return func(a index.Archive) store.Source { return store.File(filepath.Join(dir, a.Name)) }, false, nil
 	}
 	loc, err := store.ParseLocation(dir)
 	if err != nil {
@@ -127,24 +128,36 @@ func archivesIn(ctx context.Context, dir string) (open func(name string) store.S
 	// The index names archives by their last component (index spec
 	// 6.1) and a prefix stands for every object under it, as a rebuild
 	// read them: an archive is found by its name anywhere under the
-	// prefix (the first in key order; the archive id is checked).
+	// prefix; of several objects of that name, the one with the
+	// archive's id (each opened from its end, one GET).
 	listed, err := repo.URLSources(ctx, dir)
 	var empty *repo.EmptyPrefixError
 	if err != nil && !errors.As(err, &empty) {
 		return nil, false, &exitError{code: exitFailure, err: err}
 	}
-	byName := map[string]store.Source{}
+	byName := map[string][]store.Source{}
 	for _, s := range listed {
-		if _, ok := byName[s.Name]; !ok {
-			byName[s.Name] = s
-		}
+		byName[s.Name] = append(byName[s.Name], s)
 	}
-	return func(name string) store.Source {
-		if s, ok := byName[name]; ok {
-			return s
+	return func(a index.Archive) store.Source {
+		switch c := byName[a.Name]; len(c) {
+		case 0:
+			key := prefix + a.Name
+			return store.Source{Name: a.Name, Where: st.URL(key), Open: func() (store.Object, error) { return st.Open(ctx, key) }}
+		case 1:
+			return c[0]
+		default:
+			for _, s := range c {
+				if obj, err := s.Open(); err == nil {
+					ar, err := format.OpenArchive(obj)
+					obj.Close()
+					if err == nil && ar.Header.ID == a.ID {
+						return s
+					}
+				}
+			}
+			return c[0] // named with its id as not the archive meant
 		}
-		key := prefix + name
-		return store.Source{Name: name, Where: st.URL(key), Open: func() (store.Object, error) { return st.Open(ctx, key) }}
 	}, true, nil
 }
 
