@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
@@ -78,6 +79,9 @@ is named on standard error. It changes nothing.`,
 					c, _ := classify(r.Err)
 					code = worse(code, c)
 					failed++
+					// In --json too, as verify lists what it could not read.
+					where := sources[i].Location()
+					js = append(js, gcJSON{ArchiveUsage: repo.ArchiveUsage{Archive: where}, Error: strings.TrimPrefix(oneLine(r.Err.Error()), where+": ")})
 					continue
 				}
 				good = append(good, r.Usage)
@@ -149,4 +153,6 @@ type gcJSON struct {
 	// pick it.
 	Compactable bool  `json:"compactable"`
 	Requests    int64 `json:"requests,omitempty"`
+	// Error: the archive could not be read (the counts are zero).
+	Error string `json:"error,omitempty"`
 }

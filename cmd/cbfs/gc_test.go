@@ -110,11 +110,13 @@ func TestGC(t *testing.T) {
 	junk := filepath.Join(dir, "junk.cbfs")
 	writeFile(t, junk, bytes.Repeat([]byte("not an archive "), 100), 0o644)
 	r = cbfs(t, dir, "gc", "-k", key, "--index", index, "--json", filepath.Join(archives, "1.cbfs"), junk, filepath.Join(archives, "2.cbfs"))
+	// --json lists it too, with its error, as verify --json does.
 	var some []struct {
 		Archive string `json:"archive"`
+		Error   string `json:"error"`
 	}
-	if err := json.Unmarshal(r.stdout, &some); err != nil || len(some) != 2 {
-		t.Fatalf("gc with an unreadable archive: %v, %d archives reported; %s", err, len(some), r)
+	if err := json.Unmarshal(r.stdout, &some); err != nil || len(some) != 3 || some[1].Error != "not a CBFS archive" || !strings.HasSuffix(some[1].Archive, "junk.cbfs") || some[0].Error != "" {
+		t.Fatalf("gc with an unreadable archive: %v, %+v; %s", err, some, r)
 	}
 	if r.code != exitBadInput || !strings.Contains(string(r.stderr), "junk.cbfs") || !strings.Contains(string(r.stderr), "gc: 1 archive not read") {
 		t.Errorf("gc with an unreadable archive: %s", r)
