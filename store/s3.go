@@ -253,15 +253,18 @@ func (s *S3) retry(ctx context.Context, op func() error) error {
 	start := time.Now()
 	for n := 0; ; n++ {
 		err := op()
-		if !retryable(ctx, err) || time.Since(start) >= s.cfg.RetryFor ||
-			errors.Is(err, syscall.ECONNREFUSED) && time.Since(start) >= min(refusedFor, s.cfg.RetryFor) {
+		limit := s.cfg.RetryFor
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			limit = min(refusedFor, limit)
+		}
+		if !retryable(ctx, err) || time.Since(start) >= limit {
 			if err != nil && n > 0 && retryable(ctx, err) {
 				err = fmt.Errorf("%w (still failing after %d tries in %s)", err, n+1, time.Since(start).Round(time.Second))
 			}
 			return err
 		}
 		capd := min(10*time.Second, 50*time.Millisecond<<min(n, 10))
-		wait := min(time.Duration(rand.Int64N(int64(capd)+1)), s.cfg.RetryFor-time.Since(start))
+		wait := min(time.Duration(rand.Int64N(int64(capd)+1)), limit-time.Since(start))
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
