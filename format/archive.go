@@ -79,7 +79,7 @@ func OpenArchive(src Source, keys ...*crypt.Key) (*Archive, error) {
 
 // identify reads record 0 after the footer was not found, and returns
 // its error when it says the input is not a CBFS archive or is one of
-// another major version (spec 8.2 step 5): those, not the missing
+// another major version (spec 8.2 step 4): those, not the missing
 // footer, are what the input is. Other damage to record 0 is not
 // reported: the footer's failure is.
 func (a *Archive) identify() error {

@@ -369,7 +369,7 @@ type RangeReader interface {
 	ReadRange(off, n int64) (io.ReadCloser, error)
 }
 
-// summaryChunks reads the summary's frames (spec 8.2 step 4) in order,
+// summaryChunks reads the summary's frames (spec 8.2 step 5) in order,
 // with the content reader's checks (checkFrameLen, openChunk), and hands
 // fn each chunk's plaintext (valid until fn returns; final for the
 // last). The frames are read through a window: memory is a window, one

@@ -94,6 +94,10 @@ func (g *gen) invalidOuter() {
 		copy(b[148:156], fmt.Sprintf("%07o\x00", v))
 		return b
 	})
+	rec0("record0-zeroed", notCBFS, "record 0 (its two blocks) all zeros, the rest intact: a streaming reader, meeting it first, finds no CBFS archive; one that sees the end finds a valid footer (spec 6.1 step 1)", func(b []byte) []byte {
+		clear(b[:2*block])
+		return b
+	})
 	rec0("record0-major-flipped", cHeader, "bit 1 of the header's major version byte flipped (it reads 3), CRC not updated: damage, not a newer version", func(b []byte) []byte {
 		b[block+hdrSize+8] ^= 2
 		return b
