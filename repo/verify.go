@@ -123,6 +123,19 @@ func verifyOne(src store.Source, opt VerifyOptions) VerifyResult {
 			}
 		}
 	}
+	if errors.Is(err, format.ErrWrongKey) {
+		// Under another key: still checked without it, so that damage
+		// is reported as damage (status 3), not hidden behind the key.
+		if kl, kerr := format.ScanArchive(obj, format.ScanOptions{Content: true, Digest: true}, nil); kl != nil && (len(kl.Problems) > 0 || kerr != nil) {
+			r.Keyed, r.Header, r.Members, r.Damaged = false, kl.Header, kl.Members, kl.Damaged
+			r.Problems = append([]*format.Error{{Class: format.ClassKey, Offset: -1, Member: -1, What: "written under another key than those given: checked without the key"}}, kl.Problems...)
+			r.Err, r.Status = kerr, StatusDamaged
+			if kerr != nil && !isDamage(kerr) {
+				r.Status = StatusUnreadable
+			}
+			return r
+		}
+	}
 	r.Err = err
 	var fe *format.Error
 	switch {
@@ -158,4 +171,10 @@ func verifyIndex(r VerifyResult, obj store.Object, keys []*crypt.Key) VerifyResu
 		r.Status = StatusUnreadable
 	}
 	return r
+}
+
+// isDamage says whether err is damage to an archive (a format error).
+func isDamage(err error) bool {
+	var fe *format.Error
+	return errors.As(err, &fe)
 }

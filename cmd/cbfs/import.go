@@ -270,7 +270,12 @@ func (o *writeOptions) addArchive(key *crypt.Key, written bool) error {
 		return &exitError{err: fmt.Errorf("not added to the index %s (unchanged): %w", o.index, err)}
 	}
 	if err != nil {
-		return &exitError{code: exitFailure, err: fmt.Errorf("the archive %s is complete, but the index %s was not updated: %w", o.out, o.index, err),
+		code := exitFailure
+		var ie *index.Error
+		if errors.As(err, &ie) {
+			code = exitDamaged // the index is damaged: say so as for reading it
+		}
+		return &exitError{code: code, err: fmt.Errorf("the archive %s is complete, but the index %s was not updated: %w", o.out, o.index, err),
 			hint: "the old index is unchanged; once the cause is fixed, add the archive to it with: " + repairCommand(o, key)}
 	}
 	for _, e := range res.Excluded {

@@ -183,7 +183,7 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, format.ErrWrongKey):
 		return exitWrongKey, "check -k/--key or CBFS_KEY_FILE: 'cbfs key id -k FILE' shows which key a file holds"
-	case errors.As(err, &ve):
+	case errors.As(err, &ve), errors.As(err, new(*index.VersionError)):
 		return exitBadInput, ""
 	case errors.Is(err, format.ErrNotCBFS), errors.Is(err, tarconv.ErrNotTar), errors.As(err, &te), errors.As(err, &de),
 		errors.Is(err, index.ErrNotIndex):

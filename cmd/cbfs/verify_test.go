@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,24 @@ func TestVerifyKeylessSaysWhatItProves(t *testing.T) {
 		if _, ok := a["sequence"]; !ok {
 			t.Errorf("%v: no sequence field", c.args)
 		}
+	}
+}
+
+// TestVerifyWrongKeyStillFindsDamage: an archive under another key is
+// still checked without the key, so that damage is reported as damage
+// (status 3), not hidden behind the wrong key (status 4) (found by the
+// audit); an intact one under another key is a wrong key.
+func TestVerifyWrongKeyStillFindsDamage(t *testing.T) {
+	t.Parallel()
+	im := importSource(t)
+	other := filepath.Join(im.dir, "other.key")
+	mustRun(t, im.dir, "keygen", "-o", other)
+	run(t, im.dir, exitWrongKey, "verify", "-k", other, "a.cbfs")
+	b := readFile(t, filepath.Join(im.dir, "a.cbfs"))
+	b[len(b)-1500] ^= 0xAA // in the footer
+	writeFile(t, filepath.Join(im.dir, "bad.cbfs"), b, 0o644)
+	r := run(t, im.dir, exitDamaged, "verify", "-k", other, "bad.cbfs")
+	if !strings.Contains(string(r.stdout), "written under another key") || !strings.Contains(string(r.stdout), "footer") {
+		t.Errorf("verify of a damaged archive under another key: %s", r.stdout)
 	}
 }
