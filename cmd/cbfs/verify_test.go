@@ -64,3 +64,20 @@ func TestVerifyWrongKeyStillFindsDamage(t *testing.T) {
 		t.Errorf("verify of a damaged archive under another key: %s", r.stdout)
 	}
 }
+
+// TestIndexDamagedDuringUpdate: an index whose block is damaged, found
+// as the update merges it, is status 3 as reading it is, the archive
+// written complete and the repair command given.
+func TestIndexDamagedDuringUpdate(t *testing.T) {
+	t.Parallel()
+	im := importSource(t)
+	writeFile(t, filepath.Join(im.dir, "in.tar"), im.tarBytes, 0o644)
+	mustRun(t, im.dir, "import", "-k", im.key, "--index", "fs.idx", "--new-index", "-o", "b.cbfs", "in.tar")
+	b := readFile(t, filepath.Join(im.dir, "fs.idx"))
+	b[100] ^= 0xAA // in the first block frame
+	writeFile(t, filepath.Join(im.dir, "fs.idx"), b, 0o644)
+	r := run(t, im.dir, exitDamaged, "import", "-k", im.key, "--index", "fs.idx", "-o", "c.cbfs", "in.tar")
+	if !strings.Contains(string(r.stderr), "index fs.idx was not updated") || !strings.Contains(string(r.stderr), "cbfs index add") {
+		t.Errorf("an update of a damaged index: %s", r.stderr)
+	}
+}
