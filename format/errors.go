@@ -91,3 +91,11 @@ type OutputError struct{ Err error }
 
 func (e *OutputError) Error() string { return "writing the archive: " + e.Err.Error() }
 func (e *OutputError) Unwrap() error { return e.Err }
+
+// IsDamage says whether err is damage to an archive (an *Error of any
+// class: authentication, framing, layout), as opposed to an I/O error
+// or the destination's.
+func IsDamage(err error) bool {
+	var fe *Error
+	return errors.As(err, &fe)
+}

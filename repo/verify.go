@@ -130,7 +130,7 @@ func verifyOne(src store.Source, opt VerifyOptions) VerifyResult {
 			r.Keyed, r.Header, r.Members, r.Damaged = false, kl.Header, kl.Members, kl.Damaged
 			r.Problems = append([]*format.Error{{Class: format.ClassKey, Offset: -1, Member: -1, What: "written under another key than those given: checked without the key"}}, kl.Problems...)
 			r.Err, r.Status = kerr, StatusDamaged
-			if kerr != nil && !isDamage(kerr) {
+			if kerr != nil && !format.IsDamage(kerr) {
 				r.Status = StatusUnreadable
 			}
 			return r
@@ -171,10 +171,4 @@ func verifyIndex(r VerifyResult, obj store.Object, keys []*crypt.Key) VerifyResu
 		r.Status = StatusUnreadable
 	}
 	return r
-}
-
-// isDamage says whether err is damage to an archive (a format error).
-func isDamage(err error) bool {
-	var fe *format.Error
-	return errors.As(err, &fe)
 }

@@ -321,13 +321,6 @@ func (x *extractor) selected(path string) bool {
 	return ok
 }
 
-// isDamage says whether err is the archive's fault (authentication or
-// framing), as opposed to the destination's.
-func isDamage(err error) bool {
-	var fe *format.Error
-	return errors.As(err, &fe)
-}
-
 func (x *extractor) member(i int, e format.Entry) error {
 	sm := e.Meta
 	switch sm.Type {
@@ -380,7 +373,7 @@ func (x *extractor) member(i int, e format.Entry) error {
 		// the worker that writes it.
 		var err error
 		if m, err = x.items[i].Archive.Meta(e); err != nil {
-			if isDamage(err) {
+			if format.IsDamage(err) {
 				x.report(Damaged, name, "%s%v", x.in(x.items[i].Archive), err)
 				return nil
 			}
@@ -620,7 +613,7 @@ func (x *extractor) in(a *format.Archive) string {
 func (x *extractor) writeFileOf(a *format.Archive, e format.Entry, parent int, base, name, target string, replace bool) (done, exists bool, err error) {
 	tm, err := a.Meta(e)
 	if err != nil {
-		if isDamage(err) {
+		if format.IsDamage(err) {
 			x.report(Damaged, name, "hard link target %q: %s%v", target, x.in(a), err)
 			return false, false, nil
 		}

@@ -172,7 +172,7 @@ func (x *extractor) finishFile(j *fileJob) {
 	if m == nil {
 		var err error
 		if m, err = j.a.Meta(e); err != nil {
-			if isDamage(err) {
+			if format.IsDamage(err) {
 				x.report(Damaged, name, "%s%v; not extracted", x.in(j.a), err)
 			} else {
 				x.setFatal(err)
@@ -226,7 +226,7 @@ func (x *extractor) finishFile(j *fileJob) {
 		return
 	}
 	if cerr != nil {
-		if isDamage(cerr) {
+		if format.IsDamage(cerr) {
 			x.report(Damaged, name, "%s%v; not extracted", x.in(j.a), cerr)
 		} else {
 			x.report(Failed, name, "%v; not extracted", cerr)
