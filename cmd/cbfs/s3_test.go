@@ -84,6 +84,40 @@ func (e *s3env) bucket(t *testing.T) *store.S3Bucket {
 	return c.Bucket("bkt")
 }
 
+// rebuildAsLocal rebuilds the index of prefix into s3.idx, requires it
+// to be byte for byte the rebuild of the same archives as local files
+// (local.idx), and returns the requests the store rebuild made.
+func (e *s3env) rebuildAsLocal(t *testing.T, prefix, local string) store.RequestStats {
+	t.Helper()
+	r := e.must(t, "index", "rebuild", "-k", "k", "--json", "-o", "s3.idx", prefix)
+	var rep struct{ Requests store.RequestStats }
+	if err := json.Unmarshal(r.stdout, &rep); err != nil {
+		t.Fatalf("rebuild --json: %v\n%s", err, r.stdout)
+	}
+	e.must(t, "index", "rebuild", "-k", "k", "-o", "local.idx", local)
+	s3idx, _ := os.ReadFile(filepath.Join(e.dir, "s3.idx"))
+	if l, _ := os.ReadFile(filepath.Join(e.dir, "local.idx")); len(l) == 0 || !bytes.Equal(s3idx, l) {
+		t.Fatal("the rebuild from the store differs from the local one")
+	}
+	return rep.Requests
+}
+
+// gcRequests runs gc --json over prefix against s3.idx and returns each
+// archive's requests.
+func (e *s3env) gcRequests(t *testing.T, prefix string) []int64 {
+	t.Helper()
+	r := e.must(t, "gc", "-k", "k", "--index", "s3.idx", "--json", prefix)
+	var gc []struct{ Requests int64 }
+	if err := json.Unmarshal(r.stdout, &gc); err != nil {
+		t.Fatalf("gc --json: %v\n%s", err, r.stdout)
+	}
+	var out []int64
+	for _, g := range gc {
+		out = append(out, g.Requests)
+	}
+	return out
+}
+
 func s3Tar(t *testing.T, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -500,21 +534,11 @@ func TestS3LargeSummary(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(e.dir, "0001.cbfs"), buf.Bytes(), 0o644)
 
-	r := e.must(t, "index", "rebuild", "-k", "k", "--json", "-o", "s3.idx", "s3://bkt/big/")
-	var rep struct{ Requests store.RequestStats }
-	json.Unmarshal(r.stdout, &rep)
-	if rep.Requests.Get != 2 || rep.Requests.List != 1 {
-		t.Errorf("rebuild of an archive with a large summary took %+v requests, want 2 GETs (the end, then the rest of the summary) and 1 list", rep.Requests)
+	if req := e.rebuildAsLocal(t, "s3://bkt/big/", "0001.cbfs"); req.Get != 2 || req.List != 1 {
+		t.Errorf("rebuild of an archive with a large summary took %+v requests, want 2 GETs (the end, then the rest of the summary) and 1 list", req)
 	}
-	e.must(t, "index", "rebuild", "-k", "k", "-o", "local.idx", "0001.cbfs")
-	s3idx, _ := os.ReadFile(filepath.Join(e.dir, "s3.idx"))
-	if local, _ := os.ReadFile(filepath.Join(e.dir, "local.idx")); len(local) == 0 || !bytes.Equal(s3idx, local) {
-		t.Fatal("the rebuild from the store differs from the local one")
-	}
-	r = e.must(t, "gc", "-k", "k", "--index", "local.idx", "--json", "s3://bkt/big/")
-	var gc []struct{ Requests int64 }
-	if err := json.Unmarshal(r.stdout, &gc); err != nil || len(gc) != 1 || gc[0].Requests != 2 {
-		t.Errorf("gc of an archive with a large summary: %v\n%s", err, r.stdout)
+	if gc := e.gcRequests(t, "s3://bkt/big/"); len(gc) != 1 || gc[0] != 2 {
+		t.Errorf("gc of an archive with a large summary: requests %v, want [2]", gc)
 	}
 	if r := e.must(t, "ls", "-k", "k", "s3://bkt/big/0001.cbfs"); bytes.Count(r.stdout, []byte("\n")) != n {
 		t.Errorf("ls listed %d members, want %d", bytes.Count(r.stdout, []byte("\n")), n)
@@ -655,21 +679,11 @@ func TestS3LargeArchivesOneGet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := e.must(t, "index", "rebuild", "-k", "k", "--json", "-o", "s3.idx", "s3://bkt/large/")
-	var rep struct{ Requests store.RequestStats }
-	json.Unmarshal(r.stdout, &rep)
-	if rep.Requests.Get != 3 || rep.Requests.List != 1 {
-		t.Errorf("rebuild of 3 archives of 3 MiB took %+v requests, want 3 GETs and 1 list", rep.Requests)
+	if req := e.rebuildAsLocal(t, "s3://bkt/large/", "local"); req.Get != 3 || req.List != 1 {
+		t.Errorf("rebuild of 3 archives of 3 MiB took %+v requests, want 3 GETs and 1 list", req)
 	}
-	e.must(t, "index", "rebuild", "-k", "k", "-o", "local.idx", "local")
-	s3idx, _ := os.ReadFile(filepath.Join(e.dir, "s3.idx"))
-	if local, _ := os.ReadFile(filepath.Join(e.dir, "local.idx")); len(local) == 0 || !bytes.Equal(s3idx, local) {
-		t.Fatal("the rebuild from the store differs from the local one")
-	}
-	r = e.must(t, "gc", "-k", "k", "--index", "s3.idx", "--json", "s3://bkt/large/")
-	var gc []struct{ Requests int64 }
-	if err := json.Unmarshal(r.stdout, &gc); err != nil || len(gc) != 3 || gc[0].Requests != 1 {
-		t.Errorf("gc of archives of 3 MiB: want one request each: %v\n%s", err, r.stdout)
+	if gc := e.gcRequests(t, "s3://bkt/large/"); len(gc) != 3 || gc[0] != 1 {
+		t.Errorf("gc of archives of 3 MiB: requests %v, want one each", gc)
 	}
 }
 
