@@ -502,6 +502,13 @@ func summaryOfSize(n int) []mem {
 }
 
 func summaryLen(data []byte, key *crypt.Key) int {
+	_, es := openEntries(data, key)
+	return len(format.EncodeSummary(es))
+}
+
+// openEntries opens an archive the generator wrote, by random access,
+// and reads its summary's entries.
+func openEntries(data []byte, key *crypt.Key) (*format.Archive, []format.Entry) {
 	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), key)
 	if err != nil {
 		panic(err)
@@ -510,7 +517,7 @@ func summaryLen(data []byte, key *crypt.Key) int {
 	if err != nil {
 		panic(err)
 	}
-	return len(format.EncodeSummary(es))
+	return a, es
 }
 
 // baseMembers are the members of the archive most invalid vectors start

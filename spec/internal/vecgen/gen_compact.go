@@ -23,14 +23,7 @@ func (g *gen) compacted(name string, seq uint64, reps []format.Replaced, srcs []
 		panic(err)
 	}
 	for i, data := range srcs {
-		a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), g.keyA)
-		if err != nil {
-			panic(err)
-		}
-		es, err := a.Entries()
-		if err != nil {
-			panic(err)
-		}
+		a, es := openEntries(data, g.keyA)
 		for _, n := range pick[i] {
 			if _, err := w.CopyMember(a, es[n]); err != nil {
 				panic(fmt.Sprintf("vecgen: %s: %v", name, err))

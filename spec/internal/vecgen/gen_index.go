@@ -47,14 +47,7 @@ func (g *gen) archiveIndex(name string, seq uint64, ms []mem) *index.Index {
 
 func (g *gen) archiveIndexOpt(name string, opt format.WriterOptions, ms []mem) *index.Index {
 	data := g.write("index "+name, opt, ms)
-	a, err := format.OpenArchive(format.NewSource(bytes.NewReader(data), int64(len(data))), g.keyA)
-	if err != nil {
-		panic(err)
-	}
-	es, err := a.Entries()
-	if err != nil {
-		panic(err)
-	}
+	a, es := openEntries(data, g.keyA)
 	x, err := repo.ArchiveIndex(name, a.Header, es)
 	if err != nil {
 		panic(err)
