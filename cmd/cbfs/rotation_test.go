@@ -18,17 +18,27 @@ import (
 // keygen NEW; rekey every archive; rekey the index (as a rebuild under
 // NEW writes it);
 // verify -k NEW --index; the old key opens nothing new; remove the old
-// archives. Between the steps, -k NEW -k OLD reads the mixed set.
-func TestRotationWorkflow(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	src, _ := sourceTar(t)
-	run := func(args ...string) result { t.Helper(); return mustRun(t, dir, args...) }
+// oldKeyHistory is the start the rotation tests share: old.key, and
+// under it archives/0001.cbfs (the source's d/, with --new-index) and
+// 0002.cbfs (d/hello.txt changed, "d/name with spaces" deleted), both
+// in fs.index. run runs cbfs in dir and requires status 0.
+func oldKeyHistory(t *testing.T) (dir, src string, run func(args ...string) result) {
+	t.Helper()
+	dir = t.TempDir()
+	src, _ = sourceTar(t)
+	run = func(args ...string) result { t.Helper(); return mustRun(t, dir, args...) }
 	run("keygen", "-o", "old.key")
 	os.Mkdir(filepath.Join(dir, "archives"), 0o755)
 	run("pack", "-k", "old.key", "--new-index", "--index", "fs.index", "-o", "archives/0001.cbfs", filepath.Join(src, "d"))
 	writeFile(t, filepath.Join(src, "d/hello.txt"), []byte("hello again\n"), 0o644)
 	run("pack", "-k", "old.key", "--index", "fs.index", "--delete", "d/name with spaces", "-o", "archives/0002.cbfs", filepath.Join(src, "d/hello.txt"))
+	return dir, src, run
+}
+
+// archives. Between the steps, -k NEW -k OLD reads the mixed set.
+func TestRotationWorkflow(t *testing.T) {
+	t.Parallel()
+	dir, src, run := oldKeyHistory(t)
 	run("import", "-k", "old.key", "--index", "fs.index", "-o", "archives/0003.cbfs", filepath.Join(src, "x.tar"))
 	oldLs := run("index", "ls", "-k", "old.key", "fs.index").stdout
 
@@ -216,16 +226,9 @@ func TestKeyringCLI(t *testing.T) {
 // not the rekeyed copy is named and nothing is written.
 func TestIndexRekey(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	src, _ := sourceTar(t)
-	run := func(args ...string) result { t.Helper(); return mustRun(t, dir, args...) }
-	run("keygen", "-o", "old.key")
+	dir, src, run := oldKeyHistory(t)
 	run("keygen", "-o", "new.key")
-	os.Mkdir(filepath.Join(dir, "archives"), 0o755)
 	os.Mkdir(filepath.Join(dir, "new"), 0o755)
-	run("pack", "-k", "old.key", "--new-index", "--index", "fs.index", "-o", "archives/0001.cbfs", filepath.Join(src, "d"))
-	writeFile(t, filepath.Join(src, "d/hello.txt"), []byte("hello again\n"), 0o644)
-	run("pack", "-k", "old.key", "--index", "fs.index", "--delete", "d/name with spaces", "-o", "archives/0002.cbfs", filepath.Join(src, "d/hello.txt"))
 	// Sequence 2 again, holding d/hello.txt too: a conflict (status 6).
 	if r := cbfs(t, dir, "pack", "-k", "old.key", "--index", "fs.index", "--seq", "2", "-o", "archives/0003.cbfs", filepath.Join(src, "d/hello.txt")); r.code != exitConflict {
 		t.Fatalf("pack --seq 2: %s", r)
@@ -314,16 +317,9 @@ func TestIndexRekey(t *testing.T) {
 // during a rotation), and seal the index with the first key.
 func TestSeveralKeysIndexBuilders(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	src, _ := sourceTar(t)
-	run := func(args ...string) result { t.Helper(); return mustRun(t, dir, args...) }
-	run("keygen", "-o", "old.key")
+	dir, src, run := oldKeyHistory(t)
 	run("keygen", "-o", "new.key")
-	os.Mkdir(filepath.Join(dir, "archives"), 0o755)
 	os.Mkdir(filepath.Join(dir, "new"), 0o755)
-	run("pack", "-k", "old.key", "--new-index", "--index", "fs.index", "-o", "archives/0001.cbfs", filepath.Join(src, "d"))
-	writeFile(t, filepath.Join(src, "d/hello.txt"), []byte("hello again\n"), 0o644)
-	run("pack", "-k", "old.key", "--index", "fs.index", "--delete", "d/name with spaces", "-o", "archives/0002.cbfs", filepath.Join(src, "d/hello.txt"))
 	run("import", "-k", "old.key", "--index", "fs.index", "-o", "archives/0003.cbfs", filepath.Join(src, "x.tar"))
 	oldLs := run("index", "ls", "-k", "old.key", "fs.index").stdout
 	// Half way through a rotation: 0002 is rekeyed, the others are not.
