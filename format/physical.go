@@ -23,30 +23,13 @@ type physReader struct {
 	short   bool  // the current data record is shorter than size: it is the last
 	logical int64
 	phys    int64
-	hash    digester // nil: not computing the digest
-	digest  []byte
-}
-
-// digester is what physReader computes the digest with: a hash.Hash, or
-// a hashAhead.
-type digester interface {
-	Write([]byte) (int, error)
-	Sum([]byte) []byte
-}
-
-// stopDigest ends a hashAhead's goroutine when the digest is not wanted
-// any more (the read stopped early).
-func (pr *physReader) stopDigest() {
-	if a, ok := pr.hash.(*hashAhead); ok {
-		a.stop()
-	}
+	// digest is the footer's digest of what was read, from the header
+	// record on; the caller adds each frame it reads.
+	digest *Digest
 }
 
 func (pr *physReader) readRaw(p []byte) error {
 	n, err := io.ReadFull(pr.r, p)
-	if pr.hash != nil {
-		pr.hash.Write(p[:n])
-	}
 	pr.phys += int64(n)
 	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
@@ -131,6 +114,7 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 	if h.ID != pr.id {
 		return nil, newErr(ClassHeader, BlockSize, -1, "archive id differs from the record names")
 	}
+	pr.digest = NewDigest(body[:size])
 	return h, nil
 }
 
@@ -227,8 +211,6 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 	if err := pr.finishRecord(); err != nil {
 		return nil, err
 	}
-	pr.digest = pr.hash.Sum(nil)
-	pr.hash = nil
 	off := pr.phys
 	var b Block
 	if err := pr.readRaw(b[:]); err != nil {

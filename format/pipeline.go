@@ -1,8 +1,6 @@
 package format
 
 import (
-	"crypto/sha256"
-	"hash"
 	"runtime"
 	"sync"
 )
@@ -153,80 +151,4 @@ func (s *stack[T]) push(v T) {
 		s.vals = append(s.vals, v)
 	}
 	s.mu.Unlock()
-}
-
-// hashAhead computes SHA-256 on a goroutine of its own, of what is
-// written to it, at the cost of a copy: a reader that reads the archive
-// in order (one goroutine) hands the digest, its longest part, to
-// another core. Write copies into a buffer; each full one is hashed
-// while the next fills. stop ends the goroutine when Sum will not be
-// called.
-type hashAhead struct {
-	h        hash.Hash
-	buf      []byte
-	q, free  chan []byte
-	done     chan struct{}
-	started  bool
-	finished bool
-}
-
-// hashAheadBuf is the size of each buffer; hashAheadBufs are in turn.
-const (
-	hashAheadBuf  = 256 << 10
-	hashAheadBufs = 3
-)
-
-func newHashAhead() *hashAhead {
-	return &hashAhead{h: sha256.New(), buf: make([]byte, 0, hashAheadBuf)}
-}
-
-func (a *hashAhead) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		k := copy(a.buf[len(a.buf):cap(a.buf)], p)
-		a.buf = a.buf[:len(a.buf)+k]
-		p = p[k:]
-		if len(a.buf) == cap(a.buf) {
-			a.send()
-		}
-	}
-	return n, nil
-}
-
-// send hands the full buffer to the goroutine, starting it the first
-// time, and takes a free one.
-func (a *hashAhead) send() {
-	if !a.started {
-		a.started = true
-		a.q, a.free, a.done = make(chan []byte, hashAheadBufs), make(chan []byte, hashAheadBufs), make(chan struct{})
-		for range hashAheadBufs - 1 {
-			a.free <- make([]byte, 0, hashAheadBuf)
-		}
-		go func() {
-			defer close(a.done)
-			for b := range a.q {
-				a.h.Write(b)
-				a.free <- b[:0]
-			}
-		}()
-	}
-	a.q <- a.buf
-	a.buf = <-a.free
-}
-
-// Sum returns the digest of everything written.
-func (a *hashAhead) Sum(b []byte) []byte {
-	a.stop()
-	a.h.Write(a.buf)
-	a.buf = a.buf[:0]
-	return a.h.Sum(b)
-}
-
-// stop waits for the goroutine to hash what it was given, and ends it.
-func (a *hashAhead) stop() {
-	if a.started && !a.finished {
-		a.finished = true
-		close(a.q)
-		<-a.done
-	}
 }

@@ -114,7 +114,7 @@ const readDepth = 32
 // header MAC. It reads nothing past the header record before returning.
 func NewReader(r io.Reader, key *crypt.Key, opt ReaderOptions) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
-	pr := &physReader{r: br, hash: newHashAhead()}
+	pr := &physReader{r: br}
 	hdr, err := pr.readHeaderRecord()
 	if err != nil {
 		return nil, err
@@ -168,7 +168,6 @@ func (rd *Reader) Close() error {
 // the stream, and queues them for opening. It runs in its own goroutine.
 func (rd *Reader) produce(pr *physReader) {
 	defer rd.pipe.close()
-	defer pr.stopDigest()
 	send := func(j *openJob) bool {
 		select {
 		case <-rd.stop:
@@ -249,6 +248,7 @@ func (rd *Reader) produce(pr *physReader) {
 			fail(j, newErr(ClassFrame, j.phys, memberOr(state, member), "frame checksum mismatch"))
 			return
 		}
+		pr.digest.Frame(hb[:], j.payload)
 		if !send(j) {
 			return
 		}
@@ -273,6 +273,7 @@ func (rd *Reader) produce(pr *physReader) {
 		return
 	}
 	j.phys = int64(f.FooterOffset)
+	digest := pr.digest.Sum()
 	switch {
 	case f.ID != rd.hdr.ID:
 		err = newErr(ClassFooter, j.phys, -1, "footer belongs to archive %x, not %x", f.ID, rd.hdr.ID)
@@ -282,8 +283,8 @@ func (rd *Reader) produce(pr *physReader) {
 		err = newErr(ClassFooter, j.phys, -1, "footer counts %d members, the archive holds %d", f.Members, member)
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
 		err = newErr(ClassFooter, j.phys, -1, "footer's summary offset or stream length does not match the archive")
-	case subtle.ConstantTimeCompare(f.Digest[:], pr.digest) != 1:
-		err = newErr(ClassFooter, j.phys, -1, "archive digest mismatch: bytes before the footer were changed")
+	case subtle.ConstantTimeCompare(f.Digest[:], digest[:]) != 1:
+		err = newErr(ClassFooter, j.phys, -1, "archive digest mismatch: the frames were changed")
 	case rd.keys != nil && !f.Authenticate(rd.keys):
 		err = newErr(ClassFooter, j.phys, -1, "footer MAC mismatch")
 	}

@@ -64,8 +64,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	if newKey == nil {
 		return nil, errors.New("rekey: no new key")
 	}
-	pr := &physReader{r: bufio.NewReaderSize(src, 256<<10), hash: newHashAhead()}
-	defer pr.stopDigest()
+	pr := &physReader{r: bufio.NewReaderSize(src, 256<<10)}
 	hdr, err := pr.readHeaderRecord()
 	if err != nil {
 		return nil, err
@@ -104,7 +103,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 
 	rw := newRecordWriter(dst, nh.ID, int(nh.RecordSize))
 	defer rw.stop()
-	rw.writeRecord(frame.Append(nil, KindHeader, FlagFinal, nh.Encode()))
+	rw.writeHeaderRecord(frame.Append(nil, KindHeader, FlagFinal, nh.Encode()))
 
 	rk := &rekeyer{old: oldAK, new: newAK, cs: int64(hdr.ChunkSize)}
 	rk.bufs = newFreeList(FrameHeaderSize+int(summaryFrameLen(rk.cs)), (rekeyDepth+2)*rekeyBatchFrames+2)
@@ -127,6 +126,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	if err != nil {
 		return nil, err
 	}
+	oldDigest := pr.digest.Sum()
 	switch {
 	case f.ID != hdr.ID:
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer belongs to archive %x, not %x", f.ID, hdr.ID)
@@ -136,8 +136,8 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer counts %d members, the archive holds %d", f.Members, members)
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer's summary offset or stream length does not match the archive")
-	case subtle.ConstantTimeCompare(f.Digest[:], pr.digest) != 1:
-		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: bytes before the footer were changed")
+	case subtle.ConstantTimeCompare(f.Digest[:], oldDigest[:]) != 1:
+		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: the frames were changed")
 	case !f.Authenticate(oldAK):
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch")
 	}
@@ -288,6 +288,7 @@ func (rk *rekeyer) produce(pr *physReader, pipe *ordered[*rekeyBatch]) (int64, u
 		if frame.CRC(hb[:], j.buf[FrameHeaderSize:]) != fh.CRC {
 			return 0, 0, newErr(ClassFrame, phys, memberOr(state, member), "frame checksum mismatch")
 		}
+		pr.digest.Frame(hb[:], j.buf[FrameHeaderSize:])
 		b.jobs = append(b.jobs, j)
 		b.bytes += n
 		if len(b.jobs) >= rekeyBatchFrames || b.bytes >= batchBytes {

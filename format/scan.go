@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
 	"github.com/cbfs/cbfs/internal/frame"
@@ -24,8 +23,8 @@ type ScanOptions struct {
 	// Content opens every content chunk. Without it a content frame is
 	// only checked for its checksum, which finds accidents, not tampering.
 	Content bool
-	// Digest reads the whole archive once more in order, recomputing the
-	// footer's digest and checking every outer header and its padding.
+	// Digest checks the footer's digest over the frames read and every
+	// outer header and padding byte (a few small reads more).
 	Digest bool
 	// Header, when set, is called with the header (as the report holds
 	// it: damage to it is among the problems) before any member is
@@ -74,70 +73,12 @@ type scanner struct {
 	scratch []byte // the payload of the frame last read
 	win     []byte // a window of the logical stream, at winOff
 	winOff  int64
-	gate    *leadGate // keeps the digest pass near the frame pass
-}
-
-// leadGate keeps the frame pass and the digest pass, which hashes the
-// archive front to back on a goroutine of its own, within leadBytes of
-// each other, so that both read the same bytes at about the same time:
-// an object store's reader keeps its last two 4 MiB blocks, and two
-// readers far apart fetched most blocks twice or three times (verify of
-// a 45 MB archive took 23-29 GETs for 12 blocks). The pass ahead waits;
-// the whole takes as long as the slower pass anyway.
-type leadGate struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	pos  [2]int64 // how far (physical) each pass has read
-	done [2]bool
-}
-
-const (
-	leadBytes  = 4 << 20
-	framePass  = 0
-	digestPass = 1
-)
-
-func newLeadGate() *leadGate {
-	g := &leadGate{}
-	g.cond = sync.NewCond(&g.mu)
-	return g
-}
-
-// read waits until pass may read up to end, the other pass being near
-// enough (or done).
-func (g *leadGate) read(pass int, end int64) {
-	if g == nil {
-		return
-	}
-	g.mu.Lock()
-	for o := 1 - pass; !g.done[o] && end > g.pos[o]+leadBytes; {
-		g.cond.Wait()
-	}
-	g.mu.Unlock()
-}
-
-// advance records that pass has read up to pos.
-func (g *leadGate) advance(pass int, pos int64) {
-	if g == nil {
-		return
-	}
-	g.mu.Lock()
-	if pos > g.pos[pass] {
-		g.pos[pass] = pos
-		g.cond.Broadcast()
-	}
-	g.mu.Unlock()
-}
-
-// finish lets the other pass read on freely.
-func (g *leadGate) finish(pass int) {
-	if g == nil {
-		return
-	}
-	g.mu.Lock()
-	g.done[pass] = true
-	g.cond.Broadcast()
-	g.mu.Unlock()
+	// digest is the footer's digest of the frames read in stream order
+	// from the start; digestAt is where the next one must start to be
+	// added: a frame skipped (damage) leaves the chain short of the end.
+	digest   *Digest
+	digestAt int64
+	hdrNext  int64 // with opt.Digest: the next data record whose outer header is unchecked
 }
 
 // minMemberLen is the smallest logical size of a member: a metadata frame
@@ -171,25 +112,14 @@ func ScanArchive(src Source, opt ScanOptions, fn func(Entry) error) (*ScanReport
 		s.rep.Footer = f
 	}
 	s.end = s.streamEnd()
-	var digest chan physResult
-	if opt.Digest {
-		s.gate = newLeadGate()
-		digest = make(chan physResult, 1)
-		go func() {
-			defer s.gate.finish(digestPass)
-			digest <- s.physPass()
-		}()
+	s.hdrNext = 1
+	if err := s.frames(fn); err != nil {
+		return s.rep, err
 	}
-	err := s.frames(fn)
-	s.gate.finish(framePass)
-	if digest != nil {
-		pr := <-digest
-		s.rep.Problems = append(s.rep.Problems, pr.problems...)
-		if pr.err != nil && err == nil {
-			err = pr.err
-		}
+	if opt.Digest && f != nil {
+		return s.rep, s.physical()
 	}
-	return s.rep, err
+	return s.rep, nil
 }
 
 func (s *scanner) problem(err error) {
@@ -210,6 +140,7 @@ func (s *scanner) openHeader() error {
 	if head == nil {
 		return err
 	}
+	s.digest = NewDigest(head[min(len(head), BlockSize):min(len(head), BlockSize+FrameHeaderSize+HeaderSize)])
 	keys := append([]*crypt.Key{s.opt.Key}, s.opt.Keys...)
 	if err != nil {
 		var fe *Error
@@ -312,7 +243,8 @@ var errShort = errors.New("past the end of the archive")
 // of the source has a fixed cost (a system call, or a request to an
 // object store). It is under the 4 MiB an object-store reader fetches
 // and keeps, so that the window is read through those blocks, which the
-// digest pass then reads too (a read of 4 MiB or more goes around them).
+// reads of the outer headers then find (a read of 4 MiB or more goes
+// around them).
 const scanWindow = 2 << 20
 
 // readAt reads the logical stream at off, through a window of the stream.
@@ -338,13 +270,20 @@ func (s *scanner) readAt(p []byte, off int64) error {
 	return nil
 }
 
-// readDirect reads the logical stream at off from the source.
+// readDirect reads the logical stream at off from the source. With
+// opt.Digest, a read that starts a data record checks its outer header
+// first: it is next to the bytes read, in the same block of an object
+// store's reader.
 func (s *scanner) readDirect(p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(int64(len(p)), s.R-off%s.R)
-		s.gate.read(framePass, physOf(off, s.R)+n)
+		if off%s.R == 0 && off/s.R+1 == s.hdrNext && s.opt.Digest && s.rep.Footer != nil {
+			if err := s.checkRecordHeader(s.hdrNext); err != nil {
+				return err
+			}
+			s.hdrNext++
+		}
 		k, err := s.src.ReadAt(p[:n], physOf(off, s.R))
-		s.gate.advance(framePass, physOf(off, s.R)+int64(k))
 		if int64(k) < n {
 			if err == nil || err == io.EOF {
 				err = errShort
@@ -397,6 +336,10 @@ func (s *scanner) frameAt(off int64) (fr *scanFrame, bad string, lenOK bool) {
 	}
 	if frame.CRC(fr.hb[:], fr.payload) != fh.CRC {
 		return fr, "frame checksum mismatch", true
+	}
+	if off == s.digestAt {
+		s.digest.Frame(fr.hb[:], fr.payload)
+		s.digestAt = fr.next()
 	}
 	return fr, "", true
 }
@@ -740,92 +683,61 @@ func (s *scanner) summary(fr *scanFrame, members uint32) {
 	}
 }
 
-type physResult struct {
-	problems []*Error
-	err      error
+// checkRecordHeader checks the outer header of data record k (1-based):
+// canonical for its number and size (spec 4.2). Only an I/O error is
+// returned; what is wrong is a problem.
+func (s *scanner) checkRecordHeader(k int64) error {
+	f := s.rep.Footer
+	size := min(s.R, int64(f.StreamLength)-(k-1)*s.R)
+	at := physOf((k-1)*s.R, s.R) - BlockSize
+	var b Block
+	if n, err := s.src.ReadAt(b[:], at); n < BlockSize {
+		if err == nil || err == io.EOF {
+			s.problem(newErr(ClassTar, at, -1, "record %d header cut short: the archive is truncated", k))
+			return nil
+		}
+		return err
+	}
+	if got, err := parseOuterHeader(&b, s.hdr.ID, uint64(k)); err != nil || got != size {
+		what := "wrong size"
+		if err != nil {
+			what = err.Error()
+		}
+		s.problem(newErr(ClassTar, at, -1, "record %d header: %s", k, what))
+	}
+	return nil
 }
 
-// physPass reads the archive in order: every outer header must be
-// canonical and every padding zero, and the bytes before the footer
-// record must hash to the footer's digest.
-func (s *scanner) physPass() physResult {
-	var res physResult
+// physical ends a scan with opt.Digest and a footer: the outer headers
+// the frame walk did not pass (it skipped damage), the last data
+// record's padding, then the digest, when the walk added every frame to
+// it (else the damage that broke the chain is reported already).
+func (s *scanner) physical() error {
 	f := s.rep.Footer
-	if f == nil {
-		return res // the footer problem is reported already
-	}
-	h := sha256.New()
-	R := s.R
-	records := (int64(f.StreamLength) + R - 1) / R
-	// Record 0 was checked by openHeader; hash it.
-	pos := int64(0)
-	buf := make([]byte, 1<<20)
-	hashRange := func(n int64) error {
-		for n > 0 {
-			k := min(n, int64(len(buf)))
-			s.gate.read(digestPass, pos+k)
-			got, err := s.src.ReadAt(buf[:k], pos)
-			s.gate.advance(digestPass, pos+int64(got))
-			h.Write(buf[:got])
-			pos += int64(got)
-			n -= int64(got)
-			if int64(got) < k {
-				if err == nil || err == io.EOF {
-					err = errShort
-				}
-				return err
-			}
+	records := (int64(f.StreamLength) + s.R - 1) / s.R
+	for ; s.hdrNext <= records; s.hdrNext++ {
+		if err := s.checkRecordHeader(s.hdrNext); err != nil {
+			return err
 		}
+	}
+	last := int64(f.StreamLength) - (records-1)*s.R
+	if pad := PadLen(last); pad > 0 {
+		at := physOf(int64(f.StreamLength)-1, s.R) + 1
+		p := make([]byte, pad)
+		if n, err := s.src.ReadAt(p, at); n < len(p) && err != nil && err != io.EOF {
+			return err
+		}
+		if !frame.AllZero(p) {
+			s.problem(newErr(ClassTar, at, -1, "record %d padding is not zero", records))
+		}
+	}
+	if s.digestAt != int64(f.StreamLength) {
 		return nil
 	}
-	if err := hashRange(2 * BlockSize); err != nil {
-		res.err = err
-		return res
+	if d := s.digest.Sum(); !bytes.Equal(d[:], f.Digest[:]) {
+		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: the frames were changed"))
 	}
-	for k := int64(0); k < records; k++ {
-		size := R
-		if k == records-1 {
-			size = int64(f.StreamLength) - k*R
-		}
-		var b Block
-		hoff := pos
-		s.gate.read(digestPass, pos+BlockSize)
-		if _, err := s.src.ReadAt(b[:], pos); err != nil {
-			res.problems = append(res.problems, newErr(ClassTar, hoff, -1, "record %d header unreadable", k+1))
-			return res
-		}
-		if got, err := parseOuterHeader(&b, s.hdr.ID, uint64(k+1)); err != nil || got != size {
-			what := "wrong size"
-			if err != nil {
-				what = err.Error()
-			}
-			res.problems = append(res.problems, newErr(ClassTar, hoff, -1, "record %d header: %s", k+1, what))
-		}
-		if err := hashRange(BlockSize + size); err != nil {
-			res.err = err
-			return res
-		}
-		pad := PadLen(size)
-		padStart := pos
-		if err := hashRange(pad); err != nil {
-			res.err = err
-			return res
-		}
-		if pad > 0 {
-			p := make([]byte, pad)
-			if _, err := s.src.ReadAt(p, padStart); err == nil && !frame.AllZero(p) {
-				res.problems = append(res.problems, newErr(ClassTar, padStart, -1, "record %d padding is not zero", k+1))
-			}
-		}
-	}
-	if pos != int64(f.FooterOffset) {
-		res.problems = append(res.problems, newErr(ClassFooter, pos, -1, "records end at %d, the footer is at %d", pos, f.FooterOffset))
-		return res
-	}
-	if !bytes.Equal(h.Sum(nil), f.Digest[:]) {
-		res.problems = append(res.problems, newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: bytes before the footer were changed"))
-	}
-	return res
+	return nil
 }
 
 func bufioOf(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }

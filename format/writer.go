@@ -3,11 +3,9 @@ package format
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"slices"
 	"sync"
@@ -206,7 +204,7 @@ func NewWriter(w io.Writer, key *crypt.Key, opt WriterOptions) (*Writer, error) 
 	// between, which would copy every byte once it is out of step.
 	wr.out = w
 	wr.rec = newRecordWriter(wr.out, wr.hdr.ID, opt.RecordSize)
-	wr.rec.writeRecord(frame.Append(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
+	wr.rec.writeHeaderRecord(frame.Append(nil, KindHeader, FlagFinal, wr.hdr.Encode()))
 
 	wr.pipe = newOrdered((*batch).seal, opt.Workers, batchDepth)
 	wr.asmWG.Add(1)
@@ -814,11 +812,8 @@ func (w *Writer) Close() error {
 // recordWriter cuts the logical frame stream into records of exactly size
 // bytes (the last one shorter) and writes each as a ustar member. A record
 // is assembled in place, after room for its header; an emitter goroutine
-// writes finished records in order and a hasher goroutine hashes them
-// after it (for the footer's digest), so that none of the three holds up
-// the others: the digest is serial by nature, and on 2 cores hashing and
-// writing the whole archive on one goroutine was the longest serial path
-// of an uncompressed import.
+// writes finished records in order, so that writing does not hold up the
+// assembly. The footer's digest is taken as frames are assembled.
 type recordWriter struct {
 	id      [crypt.IDSize]byte
 	size    int
@@ -827,14 +822,12 @@ type recordWriter struct {
 	logical int64  // logical bytes written into records or buf
 	phys    int64  // physical bytes handed to the emitter
 	err     error  // the assembler's own error (too many records)
+	digest  *Digest
 
 	emit    chan []byte
-	hashq   chan []byte
 	free    *freeList
 	emitted chan struct{}
-	hashed  chan struct{}
 	w       io.Writer
-	hash    hash.Hash
 	emitErr error // set by the emitter; read after emitted is closed
 	// failed is emitErr for the other goroutines, which must not wait
 	// for the emitter to end to learn of it.
@@ -842,32 +835,27 @@ type recordWriter struct {
 	stopped sync.Once
 }
 
-// stop ends the emitter and the hasher and waits for them; safe to call
-// more than once.
+// stop ends the emitter and waits for it; safe to call more than once.
 func (rw *recordWriter) stop() {
 	rw.stopped.Do(func() { close(rw.emit) })
 	<-rw.emitted
-	<-rw.hashed
 }
 
 var zeroBlock [BlockSize]byte
 
 func newRecordWriter(w io.Writer, id [crypt.IDSize]byte, size int) *recordWriter {
-	rw := &recordWriter{id: id, size: size, w: w, hash: sha256.New(),
-		emit: make(chan []byte, 1), hashq: make(chan []byte, 1),
-		emitted: make(chan struct{}), hashed: make(chan struct{}),
-		// The record in assembly, one queued and one being written, one
-		// queued and one being hashed.
-		free: newSlabList(BlockSize+size+BlockSize, 5)}
+	rw := &recordWriter{id: id, size: size, w: w,
+		emit: make(chan []byte, 1), emitted: make(chan struct{}),
+		// The record in assembly, one queued and one being written.
+		free: newSlabList(BlockSize+size+BlockSize, 3)}
 	rw.buf = rw.free.get()[:BlockSize]
 	go rw.emitter()
-	go rw.hasher()
 	return rw
 }
 
+// emitter writes the records in order, then frees them.
 func (rw *recordWriter) emitter() {
 	defer close(rw.emitted)
-	defer close(rw.hashq)
 	for b := range rw.emit {
 		if rw.emitErr == nil {
 			if _, err := rw.w.Write(b); err != nil {
@@ -875,15 +863,6 @@ func (rw *recordWriter) emitter() {
 				rw.failed.Store(&rw.emitErr)
 			}
 		}
-		rw.hashq <- b
-	}
-}
-
-// hasher hashes the records in the order written, then frees them.
-func (rw *recordWriter) hasher() {
-	defer close(rw.hashed)
-	for b := range rw.hashq {
-		rw.hash.Write(b)
 		rw.free.put(b)
 	}
 }
@@ -905,13 +884,14 @@ func (rw *recordWriter) send(b []byte) {
 	rw.emit <- b
 }
 
-// writeRecord writes a record whose body is not in rw.buf (the header
-// record).
-func (rw *recordWriter) writeRecord(body []byte) {
-	h := outerHeader(rw.id, rw.next, int64(len(body)))
+// writeHeaderRecord writes record 0, whose body is the header frame h;
+// the digest starts with it.
+func (rw *recordWriter) writeHeaderRecord(h []byte) {
+	rw.digest = NewDigest(h)
+	oh := outerHeader(rw.id, rw.next, int64(len(h)))
 	rw.next++
-	b := append(h[:], body...)
-	rw.send(append(b, zeroBlock[:PadLen(int64(len(body)))]...))
+	b := append(oh[:], h...)
+	rw.send(append(b, zeroBlock[:PadLen(int64(len(h)))]...))
 }
 
 // sealRecord finishes the record in rw.buf: its header in front, padding
@@ -929,7 +909,9 @@ func (rw *recordWriter) sealRecord() {
 	rw.buf = rw.free.get()[:BlockSize]
 }
 
+// writeFrame appends one whole frame to the logical stream.
 func (rw *recordWriter) writeFrame(f []byte) {
+	rw.digest.Frame(f[:FrameHeaderSize], f[FrameHeaderSize:])
 	rw.logical += int64(len(f))
 	for len(f) > 0 {
 		n := min(BlockSize+rw.size-len(rw.buf), len(f))
@@ -947,19 +929,16 @@ func (rw *recordWriter) flushData() {
 	}
 }
 
-// finish waits for the emitter and returns the digest of every byte it
-// wrote: all of the archive before the footer record.
+// finish waits for the emitter and returns the footer's digest.
 func (rw *recordWriter) finish() ([32]byte, error) {
-	var d [32]byte
 	rw.stop()
 	if rw.err != nil {
-		return d, rw.err
+		return [32]byte{}, rw.err
 	}
 	if rw.emitErr != nil {
-		return d, rw.emitErr
+		return [32]byte{}, rw.emitErr
 	}
-	rw.hash.Sum(d[:0])
-	return d, nil
+	return rw.digest.Sum(), nil
 }
 
 // summaryChunk is one whole chunk of the summary as a frame stores it.

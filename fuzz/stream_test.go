@@ -113,9 +113,10 @@ func lz4Block(p []byte) ([]byte, bool) {
 
 // streamGen assembles an archive from a frame program.
 type streamGen struct {
-	ak      *crypt.ArchiveKeys
-	cs      int
-	logical []byte
+	ak       *crypt.ArchiveKeys
+	cs       int
+	logical  []byte
+	digestIn []byte // the frames' part of the digest input
 	// The member and index a correct writer would be at, for the nonces.
 	member           uint32
 	inMember         bool
@@ -131,7 +132,11 @@ func (g *streamGen) emit(kind, flags byte, stream uint32, index uint64, plain []
 	if tamper {
 		index++
 	}
-	g.logical = append(g.logical, sealed(g.ak, kind, flags, stream, index, plain)...)
+	f := sealed(g.ak, kind, flags, stream, index, plain)
+	g.logical = append(g.logical, f...)
+	// The digest input (spec 6.2): each frame's header and tag.
+	g.digestIn = append(g.digestIn, f[:format.FrameHeaderSize]...)
+	g.digestIn = append(g.digestIn, f[len(f)-crypt.TagSize:]...)
 }
 
 // plaintext reads a frame's plaintext from the program: a 16-bit length,
@@ -304,7 +309,8 @@ func (g *streamGen) assemble() []byte {
 		out = append(out, make([]byte, (format.BlockSize-len(body)%format.BlockSize)%format.BlockSize)...)
 		rec++
 	}
-	put(mkFrame(format.KindHeader, format.FlagFinal, h.Encode()))
+	hf := mkFrame(format.KindHeader, format.FlagFinal, h.Encode())
+	put(hf)
 	for l := g.logical; len(l) > 0; {
 		n := min(R, len(l))
 		put(l[:n])
@@ -316,7 +322,7 @@ func (g *streamGen) assemble() []byte {
 		SummaryLength: uint64(int64(len(g.logical))-g.summaryOffset) + g.footerTweak[2],
 		StreamLength:  uint64(len(g.logical)) + g.footerTweak[3],
 		FooterOffset:  uint64(len(out)) + g.footerTweak[4],
-		Digest:        sha256.Sum256(out), Header: h}
+		Digest:        sha256.Sum256(append(hf, g.digestIn...)), Header: h}
 	enc = f.Encode()
 	f.MAC = g.ak.MAC(enc[:len(enc)-crypt.MACSize])
 	put(mkFrame(format.KindFooter, format.FlagFinal, f.Encode()))

@@ -183,7 +183,13 @@ func (l *layout) build() []byte {
 		hp = l.HeaderPost(hp)
 	}
 	id := l.Hdr.ID
-	out := appendRecord(nil, id, 0, rawFrame(format.KindHeader, format.FlagFinal, [2]byte{}, 0, hp, false))
+	hf := rawFrame(format.KindHeader, format.FlagFinal, [2]byte{}, 0, hp, false)
+	out := appendRecord(nil, id, 0, hf)
+	// The digest (spec 6.2), written out here apart from the format
+	// package's, which the vectors test: the header frame, then each
+	// frame's 12-byte header and last 16 bytes.
+	digest := sha256.New()
+	digest.Write(hf)
 
 	var stream []byte
 	members := uint64(0)
@@ -195,7 +201,10 @@ func (l *layout) build() []byte {
 		if f.Kind == format.KindSummary && sumOff < 0 {
 			sumOff = len(stream)
 		}
-		stream = append(stream, l.frameBytes(f)...)
+		fb := l.frameBytes(f)
+		digest.Write(fb[:hdrSize])
+		digest.Write(fb[max(hdrSize, len(fb)-16):])
+		stream = append(stream, fb...)
 	}
 	if sumOff < 0 {
 		sumOff = len(stream)
@@ -214,7 +223,7 @@ func (l *layout) build() []byte {
 	f := format.Footer{Major: format.Major, Minor: format.Minor, ID: id, Members: members,
 		SummaryOffset: uint64(sumOff), SummaryLength: uint64(len(stream) - sumOff),
 		StreamLength: uint64(len(stream)), FooterOffset: uint64(len(out))}
-	f.Digest = sha256.Sum256(out)
+	digest.Sum(f.Digest[:0])
 	if l.FooterPre != nil {
 		l.FooterPre(&f)
 	}
