@@ -101,8 +101,11 @@ func (f *freeList) get() []byte {
 	if b, ok := f.s.pop(); ok {
 		return b[:f.size]
 	}
+	if !f.slab {
+		return make([]byte, f.size)
+	}
 	f.made++
-	if f.slab && f.made == 2 && f.s.n > 1 {
+	if f.made == 2 && f.s.n > 1 {
 		k := f.s.n - 1
 		s := slab(k * f.size)
 		for i := 1; i < k; i++ {
