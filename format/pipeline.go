@@ -78,16 +78,41 @@ func (o *ordered[J]) next() (J, bool) {
 type freeList struct {
 	s    *stack[[]byte]
 	size int
+	slab bool // newSlabList's
+	made int  // buffers made, when slab
 }
 
 func newFreeList(size, n int) *freeList {
 	return &freeList{s: newStack[[]byte](n), size: size}
 }
 
+// newSlabList is newFreeList whose buffers after the first are cut
+// from one slab (see slab), made when a second is first asked for: a
+// small job allocates one buffer, a large one's buffers cost few page
+// faults. Its get is for one goroutine only.
+func newSlabList(size, n int) *freeList {
+	f := newFreeList(size, n)
+	f.slab = true
+	return f
+}
+
 // get returns a buffer of length size.
 func (f *freeList) get() []byte {
 	if b, ok := f.s.pop(); ok {
 		return b[:f.size]
+	}
+	if !f.slab {
+		return make([]byte, f.size)
+	}
+	f.made++
+	if f.made == 2 && f.s.n > 1 {
+		k := f.s.n - 1
+		s := slab(k * f.size)
+		for i := 1; i < k; i++ {
+			f.s.push(s[i*f.size : (i+1)*f.size : (i+1)*f.size])
+		}
+		f.made += k - 1
+		return s[:f.size:f.size]
 	}
 	return make([]byte, f.size)
 }

@@ -70,6 +70,7 @@ type Writer struct {
 
 	batches *stack[*batch] // batches back from the assembler, their arenas reused
 	inCap   int            // a pooled batch's arenas
+	pooled  int            // pooled batches made
 	outCap  int
 	enc     []byte // the metadata record being added, encoded
 
@@ -232,6 +233,23 @@ func (w *Writer) newBatch(in, out int) *batch {
 	if in <= w.inCap && out <= w.outCap {
 		if b, ok := w.batches.pop(); ok {
 			return b
+		}
+		w.pooled++
+		if w.pooled == 2 {
+			// Not a small archive: the rest of the pool's arenas are cut
+			// from one slab, whose first touch costs few page faults.
+			k := w.batches.n - 1
+			arenas := slab(k * (w.inCap + w.outCap))
+			bs := make([]batch, k)
+			for i := range bs {
+				bs[i] = batch{w: w, jobs: make([]sealJob, 0, batchFrames),
+					in: arenas[:0:w.inCap], out: arenas[w.inCap : w.inCap : w.inCap+w.outCap]}
+				arenas = arenas[w.inCap+w.outCap:]
+				if i > 0 {
+					w.batches.push(&bs[i])
+				}
+			}
+			return &bs[0]
 		}
 		in, out = w.inCap, w.outCap
 	}
@@ -829,7 +847,7 @@ func newRecordWriter(w io.Writer, id [crypt.IDSize]byte, size int) *recordWriter
 	rw := &recordWriter{id: id, size: size, w: w,
 		emit: make(chan []byte, 1), emitted: make(chan struct{}),
 		// The record in assembly, one queued and one being written.
-		free: newFreeList(BlockSize+size+BlockSize, 3)}
+		free: newSlabList(BlockSize+size+BlockSize, 3)}
 	rw.buf = rw.free.get()[:BlockSize]
 	go rw.emitter()
 	return rw
