@@ -284,7 +284,7 @@ func (rd *Reader) produce(pr *physReader) {
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
 		err = newErr(ClassFooter, j.phys, -1, "footer's summary offset or stream length does not match the archive")
 	case subtle.ConstantTimeCompare(f.Digest[:], digest[:]) != 1:
-		err = newErr(ClassFooter, j.phys, -1, "archive digest mismatch: the frames were changed")
+		err = newErr(ClassFooter, j.phys, -1, "archive digest mismatch: a frame header or tag, or the header frame, was changed")
 	case rd.keys != nil && !f.Authenticate(rd.keys):
 		err = newErr(ClassFooter, j.phys, -1, "footer MAC mismatch")
 	}

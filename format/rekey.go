@@ -137,7 +137,7 @@ func Rekey(dst io.Writer, src io.Reader, oldKeys []*crypt.Key, newKey *crypt.Key
 	case f.SummaryOffset != uint64(summaryOffset) || f.StreamLength != uint64(pr.logical):
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer's summary offset or stream length does not match the archive")
 	case subtle.ConstantTimeCompare(f.Digest[:], oldDigest[:]) != 1:
-		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: the frames were changed")
+		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: a frame header or tag, or the header frame, was changed")
 	case !f.Authenticate(oldAK):
 		err = newErr(ClassFooter, int64(f.FooterOffset), -1, "footer MAC mismatch")
 	}

@@ -698,12 +698,10 @@ func (s *scanner) checkRecordHeader(k int64) error {
 		}
 		return err
 	}
-	if got, err := parseOuterHeader(&b, s.hdr.ID, uint64(k)); err != nil || got != size {
-		what := "wrong size"
-		if err != nil {
-			what = err.Error()
-		}
-		s.problem(newErr(ClassTar, at, -1, "record %d header: %s", k, what))
+	if got, err := parseOuterHeader(&b, s.hdr.ID, uint64(k)); err != nil {
+		s.problem(newErr(ClassTar, at, -1, "%v", err))
+	} else if got != size {
+		s.problem(newErr(ClassTar, at, -1, "record %d header: body of %d bytes, the footer's layout says %d", k, got, size))
 	}
 	return nil
 }
@@ -735,7 +733,7 @@ func (s *scanner) physical() error {
 		return nil
 	}
 	if d := s.digest.Sum(); !bytes.Equal(d[:], f.Digest[:]) {
-		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: the frames were changed"))
+		s.problem(newErr(ClassFooter, int64(f.FooterOffset), -1, "archive digest mismatch: a frame header or tag, or the header frame, was changed"))
 	}
 	return nil
 }

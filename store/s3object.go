@@ -204,8 +204,8 @@ func (o *s3Object) ReadAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		// Blocks end on 4 MiB boundaries (and start on them unless
-		// what precedes is kept): two readers of the object, a scan
-		// and its digest pass, ask for the same ones.
+		// what precedes is kept): readers of the object that walk it
+		// in order find each other's blocks.
 		start, a := pos, pos-pos%readBlock
 		if pos < headBlock && len(o.blocks) == 0 {
 			end = min(end, headBlock)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/cbfs/cbfs/repo"
 	"github.com/cbfs/cbfs/store"
@@ -170,7 +171,8 @@ func runRekey(ctx context.Context, oldSrcs []string, newSrc, outDir string, forc
 	} else {
 		for _, r := range rows {
 			if r.Error != "" {
-				fmt.Fprintf(w, "FAILED   %s: %s\n", r.Archive, r.Error)
+				// The error names the archive already, for --json.
+				fmt.Fprintf(w, "FAILED   %s: %s\n", r.Archive, strings.TrimPrefix(r.Error, r.Archive+": "))
 				continue
 			}
 			fmt.Fprintf(w, "rekeyed  %s -> %s: sequence %d, %s, key %s -> %s, archive id %s -> %s, verified with the new key\n",

@@ -748,8 +748,9 @@ func TestS3Prefixes(t *testing.T) {
 }
 
 // TestS3VerifyReadsOnce: verify of a large archive in the store reads each
-// 4 MiB block once, the digest pass kept near the frame pass (it read
-// most blocks twice: 23-29 GETs for a 45 MB archive).
+// 4 MiB block once (a digest pass of its own, which verify had before the
+// digest covered only the frames' headers and tags, read most blocks
+// twice: 23-29 GETs for a 45 MB archive).
 func TestS3VerifyReadsOnce(t *testing.T) {
 	t.Parallel()
 	e := newS3Env(t)

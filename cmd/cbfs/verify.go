@@ -73,8 +73,10 @@ the byte offset, and what failed.
 
 Without the key it checks the tar framing, that every outer header is
 canonical and every padding zero, each frame's CRC-32C, the layout against
-the footer, and the SHA-256 digest of the whole archive: any accidental change
-or truncation is found, and a keyless "ok" says no more than that ("no
+the footer, and the footer's SHA-256 digest of every frame's header, CRC and
+tag: any accidental change or truncation is found (a frame's ciphertext
+through its CRC-32C, which misses damage beyond 32-bit bursts with
+probability 2^-32), and a keyless "ok" says no more than that ("no
 accidental damage found"): anyone can recompute checksums and a digest, so
 a deliberate change is not detectable without the key, and header fields
 such as the sequence number are marked unauthenticated in --json. With the key it also opens every seal (metadata,
