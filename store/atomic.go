@@ -86,7 +86,7 @@ func CreateAtomic(path string, replace bool) (*AtomicFile, error) {
 }
 
 // Write writes to the temporary file, and flushes it to the device as it
-// goes (on Linux: writeback started every 8 MiB, fdatasync every 32 MiB
+// goes (on Linux: writeback started every 8 MiB, fdatasync every 16 MiB
 // on another goroutine), so that Commit's sync waits for the last bytes
 // only. One goroutine at a time may write.
 func (f *AtomicFile) Write(p []byte) (int, error) {

@@ -13,7 +13,7 @@ import (
 // flushed to the device.
 const (
 	writebackWindow = 8 << 20
-	flushWindow     = 32 << 20
+	flushWindow     = 16 << 20
 )
 
 // flusher keeps the sync before an output's rename short: it starts the
@@ -23,7 +23,10 @@ const (
 // writer's work. Writeback alone leaves the device's cache to flush
 // (on a virtual disk, the host's) for the final sync: for 125 MB, 50-75
 // ms with nothing else to do; flushed as it goes, the final sync covers
-// the last window only.
+// the last window only. 16 MiB rather than 32: the final sync of an
+// import waits for half as much (9-10 ms against 17-18), and the more
+// frequent flushes run beside the work (import of the Go tree, ten
+// interleaved runs on an idle machine: median 0.33 s against 0.345).
 type flusher struct {
 	f                    *os.File
 	off, started, synced int64 // the writer's

@@ -17,7 +17,7 @@ import (
 func tarChunks(tb testing.TB) [][]byte {
 	p := os.Getenv("LZ4_TAR")
 	if p == "" {
-		p = "/work/main/out/bench/gotree.tar"
+		p = "../../out/bench/gotree.tar"
 	}
 	f, err := os.Open(p)
 	if err != nil {
