@@ -13,11 +13,9 @@ RACE_PKGS := ./format ./index ./store ./repo ./tree ./internal/...
 all: build
 
 # -buildvcs=auto: --version names the commit when built from a checkout,
-# whatever GOFLAGS says. CGO_ENABLED=0: a static binary (Go's own DNS
-# resolver and user lookup), which needs no libc of the machine it is
-# copied to and starts without the dynamic loader.
+# whatever GOFLAGS says.
 build:
-	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN) ./cmd/cbfs
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/cbfs
 
 demo: build
 	./scripts/demo.sh $(BIN)
