@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/cbfs/cbfs/crypt"
@@ -145,8 +146,10 @@ func (a *Archive) findFooter() (*Footer, error) {
 		f, err := a.footerAt(end, tail, tailStart)
 		if err != nil {
 			// The last non-zero bytes are not the footer either: more
-			// than the end blocks is wrong.
-			return nil, newErr(ClassTar, size, -1, "the archive does not end in its footer and two zero blocks: cut short, appended to, or damaged at the end")
+			// than the end blocks is wrong. Name where they start.
+			last := tail[end-tailStart-BlockSize : end-tailStart]
+			at := end - BlockSize + int64(slices.IndexFunc(last, func(c byte) bool { return c != 0 }))
+			return nil, newErr(ClassTar, at, -1, "the archive does not end in its footer and two zero blocks: cut short, appended to, or damaged at the end")
 		}
 		return f, newErr(ClassTar, size, -1, "end-of-archive blocks are missing (truncated?)")
 	case size-end > MaxTrailingZeros:
@@ -190,7 +193,7 @@ func (a *Archive) footerAt(end int64, tail []byte, tailStart int64) (*Footer, er
 		return nil, withOffset(err, off+BlockSize)
 	}
 	if !frame.AllZero(body[bsize:]) {
-		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "record padding is not zero")
+		return nil, newErr(ClassTar, off+BlockSize+bsize, -1, "footer record padding is not zero")
 	}
 	f, err := DecodeFooter(body[FrameHeaderSize:bsize])
 	if err != nil {

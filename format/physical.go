@@ -101,7 +101,7 @@ func (pr *physReader) readHeaderRecord() (*Header, error) {
 		return nil, newErr(ClassHeader, BlockSize, -1, "header checksum mismatch")
 	}
 	if !frame.AllZero(body[size:]) {
-		return nil, newErr(ClassTar, BlockSize+size, -1, "record padding is not zero")
+		return nil, newErr(ClassTar, BlockSize+size, -1, "record 0 padding is not zero")
 	}
 	h, err := DecodeHeader(p)
 	if err != nil {
@@ -163,7 +163,7 @@ func (pr *physReader) finishRecord() error {
 		return err
 	}
 	if !frame.AllZero(pad) {
-		return newErr(ClassTar, pr.phys-int64(len(pad)), -1, "record padding is not zero")
+		return newErr(ClassTar, pr.phys-int64(len(pad)), -1, "record %d padding is not zero", pr.next-1)
 	}
 	pr.cursize = 0
 	return nil
@@ -234,7 +234,7 @@ func (pr *physReader) readFooterRecord() (*Footer, error) {
 		return nil, withOffset(err, off+BlockSize)
 	}
 	if !frame.AllZero(body[size:]) {
-		return nil, newErr(ClassTar, off+BlockSize+size, -1, "record padding is not zero")
+		return nil, newErr(ClassTar, off+BlockSize+size, -1, "footer record padding is not zero")
 	}
 	f, err := DecodeFooter(body[FrameHeaderSize:size])
 	if err != nil {

@@ -191,3 +191,19 @@ func TestFooterHeaderCopy(t *testing.T) {
 		t.Errorf("scan with record 0's fields destroyed: %v, %d members, problems %+v", err, n, rep.Problems)
 	}
 }
+
+// TestEndDamageOffset: a byte changed in the end-of-archive zero blocks is
+// reported at its own offset, not at the end of the file.
+func TestEndDamageOffset(t *testing.T) {
+	key := testutil.Key(t, 3)
+	arc, _ := writeArchive(t, key, sampleMembers()[:2], WriterOptions{RecordSize: MinRecordSize, ChunkSize: MinChunkSize})
+	for _, at := range []int{len(arc) - 2*BlockSize, len(arc) - BlockSize - 7, len(arc) - 1} {
+		b := bytes.Clone(arc)
+		b[at] = 'x'
+		_, err := OpenArchive(NewSource(bytes.NewReader(b), int64(len(b))), key)
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Class != ClassTar || fe.Offset != int64(at) {
+			t.Errorf("byte %d of %d changed: %v, want class tar at offset %d", at, len(b), err, at)
+		}
+	}
+}

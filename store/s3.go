@@ -56,6 +56,17 @@ type S3Config struct {
 // EndpointFlag is --endpoint, which overrides the environment.
 var EndpointFlag string
 
+// ConfigError is a setting in the environment that cbfs cannot use: the
+// command's input is wrong, like a bad flag.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ErrNotObject is a location that names a prefix where an object is
+// needed.
+var ErrNotObject = errors.New("a prefix, not an object: give the object's full key")
+
 // S3ConfigFromEnv reads the configuration from the environment.
 func S3ConfigFromEnv() (S3Config, error) {
 	c := S3Config{Region: os.Getenv("AWS_REGION"), RetryFor: 3 * time.Minute, PartSize: 16 << 20, Parts: 2, TailRead: 1 << 20}
@@ -74,21 +85,21 @@ func S3ConfigFromEnv() (S3Config, error) {
 	if v := os.Getenv("CBFS_S3_RETRY_FOR"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return c, fmt.Errorf("CBFS_S3_RETRY_FOR=%q: want a duration such as 3m", v)
+			return c, &ConfigError{fmt.Errorf("CBFS_S3_RETRY_FOR=%q: want a duration such as 3m", v)}
 		}
 		c.RetryFor = d
 	}
 	if v := os.Getenv("CBFS_S3_PART_SIZE"); v != "" {
 		n, err := ParseSize(v)
 		if err != nil || n < 5<<20 || n > 5<<30 {
-			return c, fmt.Errorf("CBFS_S3_PART_SIZE=%q: want a size from 5MiB to 5GiB, such as 16MiB", v)
+			return c, &ConfigError{fmt.Errorf("CBFS_S3_PART_SIZE=%q: want a size from 5MiB to 5GiB, such as 16MiB", v)}
 		}
 		c.PartSize = n
 	}
 	if v := os.Getenv("CBFS_S3_PARTS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 64 {
-			return c, fmt.Errorf("CBFS_S3_PARTS=%q: want 1 to 64", v)
+			return c, &ConfigError{fmt.Errorf("CBFS_S3_PARTS=%q: want 1 to 64", v)}
 		}
 		c.Parts = n
 	}

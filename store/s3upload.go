@@ -46,7 +46,7 @@ type s3Upload struct {
 // conditional write at the end (If-None-Match: *).
 func (b *S3Bucket) Create(ctx context.Context, key string, opt CreateOptions) (Pending, error) {
 	if key == "" || key[len(key)-1] == '/' {
-		return nil, b.s3Err("create", key, errors.New("a prefix, not an object: give the object's full key"))
+		return nil, b.s3Err("create", key, ErrNotObject)
 	}
 	if !opt.Replace && opt.IfMatch == "" {
 		_, err := b.Stat(ctx, key)

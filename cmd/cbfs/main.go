@@ -190,6 +190,10 @@ func classify(err error) (int, string) {
 		return exitBadInput, ""
 	case errors.As(err, &ke):
 		return exitUsage, ""
+	case errors.As(err, new(*store.ConfigError)):
+		return exitUsage, "see README.md, \"Archives in an object store\", for the settings"
+	case errors.Is(err, store.ErrNotObject):
+		return exitUsage, "-o names an object: s3://BUCKET/PREFIX/NAME.cbfs"
 	case errors.As(err, &fe), errors.As(err, &ie), errors.As(err, &aie), errors.As(err, &nre):
 		return exitDamaged, ""
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):

@@ -232,3 +232,28 @@ func TestS3Credentials(t *testing.T) {
 		t.Errorf("a metadata service that never answers: %s and %d requests", took.Round(time.Millisecond), hole.n.Load())
 	}
 }
+
+// TestS3SettingsAreUsage: a setting of the environment cbfs cannot use,
+// and a prefix where -o needs an object, are usage errors (status 2),
+// found before any request.
+func TestS3SettingsAreUsage(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, dir, "keygen", "-o", "k")
+	writeFile(t, filepath.Join(dir, "src/a"), []byte("a\n"), 0o644)
+	base := []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y", "AWS_ENDPOINT_URL=http://127.0.0.1:1"}
+	for _, c := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{[]string{"CBFS_S3_PARTS=0"}, []string{"ls", "-k", "k", "s3://b/x.cbfs"}, `CBFS_S3_PARTS="0": want 1 to 64`},
+		{[]string{"CBFS_S3_PART_SIZE=4MiB"}, []string{"ls", "-k", "k", "s3://b/x.cbfs"}, `CBFS_S3_PART_SIZE="4MiB"`},
+		{[]string{"CBFS_S3_RETRY_FOR=soon"}, []string{"verify", "s3://b/x.cbfs"}, `CBFS_S3_RETRY_FOR="soon"`},
+		{nil, []string{"pack", "-k", "k", "-o", "s3://b/prefix/", "src"}, "a prefix, not an object"},
+	} {
+		r, _ := runClean(t, dir, append(base, c.env...), c.args...)
+		if r.code != exitUsage || !strings.Contains(string(r.stdout)+string(r.stderr), c.want) {
+			t.Errorf("%v %v: %s, want status 2 and %q", c.env, c.args, r, c.want)
+		}
+	}
+}

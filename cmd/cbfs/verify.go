@@ -115,15 +115,15 @@ func runVerify(ctx context.Context, o *verifyOptions, args []string) error {
 			return err
 		}
 	}
+	if o.index != "" && keys == nil {
+		return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
+	}
 	sources, remote, err := archiveSources(ctx, args)
 	if err != nil {
 		return err
 	}
 	var x *index.Index
 	if o.index != "" {
-		if keys == nil {
-			return usageError{errors.New("--index needs the key: give -k FILE or set CBFS_KEY_FILE")}
-		}
 		if x, err = repo.ReadIndexFile(o.index, keys...); err != nil {
 			return inputErr(o.index, err)
 		}
