@@ -3,6 +3,7 @@ package format
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // ordered runs jobs on a pool of workers and hands their results back in
@@ -78,8 +79,8 @@ func (o *ordered[J]) next() (J, bool) {
 type freeList struct {
 	s    *stack[[]byte]
 	size int
-	slab bool // newSlabList's
-	made int  // buffers made, when slab
+	slab bool         // newSlabList's
+	made atomic.Int32 // buffers made, when slab (atomic: tests read it while the writer runs)
 }
 
 func newFreeList(size, n int) *freeList {
@@ -104,14 +105,13 @@ func (f *freeList) get() []byte {
 	if !f.slab {
 		return make([]byte, f.size)
 	}
-	f.made++
-	if f.made == 2 && f.s.n > 1 {
+	if f.made.Add(1) == 2 && f.s.n > 1 {
 		k := f.s.n - 1
 		s := slab(k * f.size)
 		for i := 1; i < k; i++ {
 			f.s.push(s[i*f.size : (i+1)*f.size : (i+1)*f.size])
 		}
-		f.made += k - 1
+		f.made.Add(int32(k - 1))
 		return s[:f.size:f.size]
 	}
 	return make([]byte, f.size)
