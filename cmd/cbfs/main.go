@@ -193,7 +193,7 @@ func classify(err error) (int, string) {
 	case errors.As(err, new(*store.ConfigError)):
 		return exitUsage, "see README.md, \"Archives in an object store\", for the settings"
 	case errors.Is(err, store.ErrNotObject):
-		return exitUsage, "-o names an object: s3://BUCKET/PREFIX/NAME.cbfs"
+		return exitUsage, "an output in an object store is an object: s3://BUCKET/PREFIX/NAME"
 	case errors.As(err, &fe), errors.As(err, &ie), errors.As(err, &aie), errors.As(err, &nre):
 		return exitDamaged, ""
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrExist):
